@@ -1,0 +1,246 @@
+//! The media-node aggregate: register, heartbeat, drain, undrain, lost, deregister.
+
+use chrono::{DateTime, Duration, Utc};
+use thiserror::Error;
+
+use super::{Aggregate, Context};
+use crate::envelope::AggregateKind;
+use crate::event::{Event, NodeEvent};
+use crate::node::{
+    NodeDeregistered, NodeDraining, NodeHeartbeat, NodeLoad, NodeLost, NodeRegistered, NodeUndrained,
+};
+
+/// How often a node sends a heartbeat.
+pub const HEARTBEAT_INTERVAL_S: i64 = 2;
+/// Missed heartbeats after which a node is declared lost.
+pub const HEARTBEATS_MISSED_LOST: i64 = 3;
+/// Longest address or version string, in bytes.
+pub const NODE_FIELD_LEN_MAX: usize = 256;
+/// Most public IPs a node may announce.
+pub const PUBLIC_IPS_MAX: usize = 16;
+
+/// Lifecycle of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeStatus {
+    #[default]
+    Absent,
+    Up,
+    Draining,
+    Lost,
+    Deregistered,
+}
+
+/// The state `decide` needs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Node {
+    pub status: NodeStatus,
+    pub info: Option<NodeRegistered>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// What can be asked of a node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeCommand {
+    Register(NodeRegistered),
+    Heartbeat(NodeLoad),
+    Drain { reason: String },
+    Undrain,
+    /// Declare the node lost if it missed [`HEARTBEATS_MISSED_LOST`] heartbeats.
+    DeclareLostIfSilent,
+    Deregister,
+}
+
+/// Why a node command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NodeError {
+    /// The node has not registered (or deregistered).
+    #[error("node is not registered")]
+    NotRegistered,
+    /// The node was declared lost; it must register again.
+    #[error("node was declared lost; register again")]
+    Lost,
+    /// A field of the registration is out of bounds.
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn check_len(field: &'static str, value: &str) -> Result<(), NodeError> {
+    if value.is_empty() || value.len() > NODE_FIELD_LEN_MAX {
+        return Err(NodeError::Invalid { field, reason: format!("must be 1..={NODE_FIELD_LEN_MAX} bytes") });
+    }
+    Ok(())
+}
+
+impl Node {
+    fn require_live(&self) -> Result<(), NodeError> {
+        match self.status {
+            NodeStatus::Up | NodeStatus::Draining => Ok(()),
+            NodeStatus::Lost => Err(NodeError::Lost),
+            NodeStatus::Absent | NodeStatus::Deregistered => Err(NodeError::NotRegistered),
+        }
+    }
+}
+
+impl Aggregate for Node {
+    const KIND: AggregateKind = AggregateKind::Node;
+    type Event = NodeEvent;
+    type Command = NodeCommand;
+    type Error = NodeError;
+
+    fn decide(&self, command: &NodeCommand, ctx: &Context) -> Result<Vec<NodeEvent>, NodeError> {
+        match command {
+            // Registering again (a restart) is always allowed: it starts a new incarnation.
+            NodeCommand::Register(info) => {
+                check_len("address", &info.address)?;
+                check_len("arch", &info.arch)?;
+                check_len("version", &info.version)?;
+                if info.public_ips.len() > PUBLIC_IPS_MAX {
+                    return Err(NodeError::Invalid {
+                        field: "public_ips",
+                        reason: format!("at most {PUBLIC_IPS_MAX}"),
+                    });
+                }
+                for ip in &info.public_ips {
+                    if ip.parse::<std::net::IpAddr>().is_err() {
+                        return Err(NodeError::Invalid { field: "public_ips", reason: format!("{ip:?} is not an IP") });
+                    }
+                }
+                if info.capacity == 0 {
+                    return Err(NodeError::Invalid { field: "capacity", reason: "must be at least 1".into() });
+                }
+                Ok(vec![info.clone().into()])
+            }
+            NodeCommand::Heartbeat(load) => {
+                self.require_live()?;
+                Ok(vec![NodeHeartbeat { load: load.clone() }.into()])
+            }
+            NodeCommand::Drain { reason } => {
+                self.require_live()?;
+                if self.status == NodeStatus::Draining {
+                    return Ok(vec![]);
+                }
+                Ok(vec![NodeDraining { reason: reason.clone() }.into()])
+            }
+            NodeCommand::Undrain => {
+                self.require_live()?;
+                if self.status == NodeStatus::Up {
+                    return Ok(vec![]);
+                }
+                Ok(vec![NodeUndrained {}.into()])
+            }
+            NodeCommand::DeclareLostIfSilent => {
+                let (Ok(()), Some(last_seen_at)) = (self.require_live(), self.last_seen_at) else {
+                    return Ok(vec![]);
+                };
+                let silent_for = ctx.now - last_seen_at;
+                if silent_for >= Duration::seconds(HEARTBEAT_INTERVAL_S * HEARTBEATS_MISSED_LOST) {
+                    Ok(vec![NodeLost { last_seen_at }.into()])
+                } else {
+                    Ok(vec![])
+                }
+            }
+            NodeCommand::Deregister => match self.status {
+                NodeStatus::Up | NodeStatus::Draining => Ok(vec![NodeDeregistered {}.into()]),
+                NodeStatus::Lost | NodeStatus::Deregistered => Ok(vec![]),
+                NodeStatus::Absent => Err(NodeError::NotRegistered),
+            },
+        }
+    }
+
+    fn evolve(mut self, event: &NodeEvent, at: DateTime<Utc>) -> Self {
+        match event {
+            NodeEvent::Registered(info) => {
+                self.status = NodeStatus::Up;
+                self.info = Some(info.clone());
+                self.last_seen_at = Some(at);
+            }
+            NodeEvent::Heartbeat(_) => self.last_seen_at = Some(at),
+            NodeEvent::Draining(_) => self.status = NodeStatus::Draining,
+            NodeEvent::Undrained(_) => self.status = NodeStatus::Up,
+            NodeEvent::Lost(_) => self.status = NodeStatus::Lost,
+            NodeEvent::Deregistered(_) => self.status = NodeStatus::Deregistered,
+        }
+        self
+    }
+
+    fn narrow(event: Event) -> Option<NodeEvent> {
+        match event {
+            Event::Node(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::testing::{given, t};
+
+    fn registered() -> NodeRegistered {
+        NodeRegistered {
+            address: "10.0.0.5:7880".into(),
+            public_ips: vec!["203.0.113.5".into()],
+            arch: "aarch64".into(),
+            cores: 64,
+            capacity: 500,
+            version: "0.1.0".into(),
+        }
+    }
+    fn heartbeat() -> NodeEvent {
+        NodeHeartbeat { load: NodeLoad::default() }.into()
+    }
+
+    #[test]
+    fn heartbeat_needs_registration() {
+        assert_eq!(given::<Node>(&[]).when(0, NodeCommand::Heartbeat(NodeLoad::default())), Err(NodeError::NotRegistered));
+        assert_eq!(
+            given::<Node>(&[(0, registered().into())]).when(1, NodeCommand::Heartbeat(NodeLoad::default())),
+            Ok(vec![heartbeat()])
+        );
+    }
+
+    #[test]
+    fn registration_is_validated() {
+        let mut bad = registered();
+        bad.public_ips = vec!["not-an-ip".into()];
+        assert!(matches!(
+            given::<Node>(&[]).when(0, NodeCommand::Register(bad)),
+            Err(NodeError::Invalid { field: "public_ips", .. })
+        ));
+        let mut bad = registered();
+        bad.capacity = 0;
+        assert!(matches!(given::<Node>(&[]).when(0, NodeCommand::Register(bad)), Err(NodeError::Invalid { .. })));
+    }
+
+    #[test]
+    fn lost_after_three_missed_heartbeats_then_must_reregister() {
+        let history = [(0, registered().into()), (2, heartbeat())];
+        assert_eq!(given::<Node>(&history).when(7, NodeCommand::DeclareLostIfSilent), Ok(vec![]));
+        assert_eq!(
+            given::<Node>(&history).when(8, NodeCommand::DeclareLostIfSilent),
+            Ok(vec![NodeLost { last_seen_at: t(2) }.into()])
+        );
+        let lost = [(0, registered().into()), (8, NodeLost { last_seen_at: t(0) }.into())];
+        assert_eq!(given::<Node>(&lost).when(9, NodeCommand::Heartbeat(NodeLoad::default())), Err(NodeError::Lost));
+        assert_eq!(given::<Node>(&lost).when(9, NodeCommand::DeclareLostIfSilent), Ok(vec![]));
+        assert_eq!(
+            given::<Node>(&lost).when(9, NodeCommand::Register(registered())),
+            Ok(vec![registered().into()])
+        );
+    }
+
+    #[test]
+    fn drain_and_undrain_are_idempotent() {
+        let up = [(0, registered().into())];
+        let draining: NodeEvent = NodeDraining { reason: "sigterm".into() }.into();
+        assert_eq!(
+            given::<Node>(&up).when(1, NodeCommand::Drain { reason: "sigterm".into() }),
+            Ok(vec![draining.clone()])
+        );
+        assert_eq!(given::<Node>(&up).when(1, NodeCommand::Undrain), Ok(vec![]));
+        let drained = [(0, registered().into()), (1, draining)];
+        assert_eq!(given::<Node>(&drained).when(2, NodeCommand::Drain { reason: "again".into() }), Ok(vec![]));
+        assert_eq!(given::<Node>(&drained).when(2, NodeCommand::Undrain), Ok(vec![NodeUndrained {}.into()]));
+        assert_eq!(given::<Node>(&drained).when(3, NodeCommand::Deregister), Ok(vec![NodeDeregistered {}.into()]));
+    }
+}

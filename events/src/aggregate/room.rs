@@ -1,0 +1,379 @@
+//! The room aggregate: open, join, leave, close, and closing when empty.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use thiserror::Error;
+
+use super::{Aggregate, Context};
+use crate::envelope::AggregateKind;
+use crate::event::{Event, RoomEvent};
+use crate::ids::{AppId, NodeId, ParticipantIdentity, ParticipantSid};
+use crate::room::{CloseReason, LeaveReason, ParticipantJoined, ParticipantLeft, RoomClosed, RoomCreated};
+
+/// Hard cap on participants in one room, whatever the room asks for.
+pub const PARTICIPANTS_PER_ROOM_MAX: u32 = 10_000;
+/// Empty timeout used when the creator names none.
+pub const EMPTY_TIMEOUT_S_DEFAULT: u32 = 300;
+/// Longest empty timeout accepted (one week).
+pub const EMPTY_TIMEOUT_S_MAX: u32 = 7 * 24 * 3600;
+/// Longest room name, in bytes.
+pub const ROOM_NAME_LEN_MAX: usize = 256;
+/// Largest metadata string, in bytes.
+pub const METADATA_LEN_MAX: usize = 64 * 1024;
+
+/// Lifecycle of a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RoomStatus {
+    /// No `room.created` yet.
+    #[default]
+    Absent,
+    Open,
+    Closed,
+}
+
+/// The state `decide` needs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Room {
+    pub status: RoomStatus,
+    pub app_id: Option<AppId>,
+    pub max_participants: u32,
+    pub empty_timeout_s: u32,
+    /// Who is in the room now, with their current session.
+    pub participants: BTreeMap<ParticipantIdentity, ParticipantSid>,
+    /// Since when nobody has been in the room (while open).
+    pub empty_since: Option<DateTime<Utc>>,
+}
+
+/// What can be asked of a room.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomCommand {
+    Create {
+        app_id: AppId,
+        name: String,
+        max_participants: Option<u32>,
+        empty_timeout_s: Option<u32>,
+        metadata: Option<String>,
+    },
+    Join {
+        identity: ParticipantIdentity,
+        sid: ParticipantSid,
+        name: Option<String>,
+        node_id: Option<NodeId>,
+    },
+    Leave {
+        identity: ParticipantIdentity,
+        sid: ParticipantSid,
+        reason: LeaveReason,
+    },
+    Close,
+    /// Close the room if it has been empty for its empty timeout.
+    CloseIfIdle,
+}
+
+/// Why a room command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RoomError {
+    /// The room already exists.
+    #[error("room already exists")]
+    AlreadyExists,
+    /// The room was never created.
+    #[error("room not found")]
+    NotFound,
+    /// The room is closed.
+    #[error("room is closed")]
+    Closed,
+    /// The room holds its maximum number of participants.
+    #[error("room is full ({max} participants)")]
+    Full { max: u32 },
+    /// A field of the command is out of bounds.
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl Room {
+    fn require_open(&self) -> Result<(), RoomError> {
+        match self.status {
+            RoomStatus::Absent => Err(RoomError::NotFound),
+            RoomStatus::Closed => Err(RoomError::Closed),
+            RoomStatus::Open => Ok(()),
+        }
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> RoomError {
+    RoomError::Invalid { field, reason: reason.into() }
+}
+
+impl Aggregate for Room {
+    const KIND: AggregateKind = AggregateKind::Room;
+    type Event = RoomEvent;
+    type Command = RoomCommand;
+    type Error = RoomError;
+
+    fn decide(&self, command: &RoomCommand, ctx: &Context) -> Result<Vec<RoomEvent>, RoomError> {
+        match command {
+            RoomCommand::Create { app_id, name, max_participants, empty_timeout_s, metadata } => {
+                if self.status != RoomStatus::Absent {
+                    return Err(RoomError::AlreadyExists);
+                }
+                if name.is_empty() || name.len() > ROOM_NAME_LEN_MAX {
+                    return Err(invalid("name", format!("must be 1..={ROOM_NAME_LEN_MAX} bytes")));
+                }
+                if let Some(max) = max_participants
+                    && (*max == 0 || *max > PARTICIPANTS_PER_ROOM_MAX)
+                {
+                    return Err(invalid("max_participants", format!("must be 1..={PARTICIPANTS_PER_ROOM_MAX}")));
+                }
+                let empty_timeout_s = empty_timeout_s.unwrap_or(EMPTY_TIMEOUT_S_DEFAULT);
+                if empty_timeout_s > EMPTY_TIMEOUT_S_MAX {
+                    return Err(invalid("empty_timeout_s", format!("must be at most {EMPTY_TIMEOUT_S_MAX}")));
+                }
+                if metadata.as_ref().is_some_and(|m| m.len() > METADATA_LEN_MAX) {
+                    return Err(invalid("metadata", format!("must be at most {METADATA_LEN_MAX} bytes")));
+                }
+                Ok(vec![
+                    RoomCreated {
+                        app_id: app_id.clone(),
+                        name: name.clone(),
+                        max_participants: *max_participants,
+                        empty_timeout_s,
+                        metadata: metadata.clone(),
+                    }
+                    .into(),
+                ])
+            }
+            RoomCommand::Join { identity, sid, name, node_id } => {
+                self.require_open()?;
+                let mut events = Vec::with_capacity(2);
+                match self.participants.get(identity) {
+                    // Joining again with the same session: already so.
+                    Some(current) if current == sid => return Ok(vec![]),
+                    // The same identity joined from elsewhere: the old session ends.
+                    Some(current) => events.push(
+                        ParticipantLeft {
+                            identity: identity.clone(),
+                            sid: current.clone(),
+                            reason: LeaveReason::DuplicateIdentity,
+                        }
+                        .into(),
+                    ),
+                    None => {
+                        let count = u32::try_from(self.participants.len()).unwrap_or(u32::MAX);
+                        if count >= self.max_participants {
+                            return Err(RoomError::Full { max: self.max_participants });
+                        }
+                    }
+                }
+                events.push(
+                    ParticipantJoined {
+                        identity: identity.clone(),
+                        sid: sid.clone(),
+                        name: name.clone(),
+                        node_id: node_id.clone(),
+                    }
+                    .into(),
+                );
+                Ok(events)
+            }
+            RoomCommand::Leave { identity, sid, reason } => {
+                if self.status == RoomStatus::Absent {
+                    return Err(RoomError::NotFound);
+                }
+                // A leave for a session that already ended (or was replaced) changes nothing.
+                if self.participants.get(identity) != Some(sid) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![ParticipantLeft { identity: identity.clone(), sid: sid.clone(), reason: *reason }.into()])
+            }
+            RoomCommand::Close => match self.status {
+                RoomStatus::Absent => Err(RoomError::NotFound),
+                RoomStatus::Closed => Ok(vec![]),
+                RoomStatus::Open => Ok(self.close(CloseReason::Requested)),
+            },
+            RoomCommand::CloseIfIdle => {
+                let idle = match (self.status, self.empty_since) {
+                    (RoomStatus::Open, Some(since)) if self.participants.is_empty() => {
+                        ctx.now >= since + Duration::seconds(i64::from(self.empty_timeout_s))
+                    }
+                    _ => false,
+                };
+                Ok(if idle { self.close(CloseReason::EmptyTimeout) } else { vec![] })
+            }
+        }
+    }
+
+    fn evolve(mut self, event: &RoomEvent, at: DateTime<Utc>) -> Self {
+        match event {
+            RoomEvent::Created(e) => {
+                self.status = RoomStatus::Open;
+                self.app_id = Some(e.app_id.clone());
+                self.max_participants = e.max_participants.unwrap_or(PARTICIPANTS_PER_ROOM_MAX);
+                self.empty_timeout_s = e.empty_timeout_s;
+                self.empty_since = Some(at);
+            }
+            RoomEvent::ParticipantJoined(e) => {
+                self.participants.insert(e.identity.clone(), e.sid.clone());
+                self.empty_since = None;
+            }
+            RoomEvent::ParticipantLeft(e) => {
+                if self.participants.get(&e.identity) == Some(&e.sid) {
+                    self.participants.remove(&e.identity);
+                }
+                if self.participants.is_empty() {
+                    self.empty_since = Some(at);
+                }
+            }
+            RoomEvent::Closed(_) => {
+                self.status = RoomStatus::Closed;
+                self.participants.clear();
+                self.empty_since = None;
+            }
+        }
+        self
+    }
+
+    fn narrow(event: Event) -> Option<RoomEvent> {
+        match event {
+            Event::Room(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl Room {
+    fn close(&self, reason: CloseReason) -> Vec<RoomEvent> {
+        let mut events: Vec<RoomEvent> = self
+            .participants
+            .iter()
+            .map(|(identity, sid)| {
+                ParticipantLeft { identity: identity.clone(), sid: sid.clone(), reason: LeaveReason::RoomClosed }.into()
+            })
+            .collect();
+        events.push(RoomClosed { reason }.into());
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::testing::given;
+
+    fn app() -> AppId {
+        AppId::parse("app1").expect("valid")
+    }
+    fn who(s: &str) -> ParticipantIdentity {
+        ParticipantIdentity::parse(s).expect("valid")
+    }
+    fn sid(s: &str) -> ParticipantSid {
+        ParticipantSid::parse(s).expect("valid")
+    }
+    fn created(max: Option<u32>) -> RoomEvent {
+        RoomCreated { app_id: app(), name: "standup".into(), max_participants: max, empty_timeout_s: 60, metadata: None }
+            .into()
+    }
+    fn joined(w: &str, s: &str) -> RoomEvent {
+        ParticipantJoined { identity: who(w), sid: sid(s), name: None, node_id: None }.into()
+    }
+    fn left(w: &str, s: &str, reason: LeaveReason) -> RoomEvent {
+        ParticipantLeft { identity: who(w), sid: sid(s), reason }.into()
+    }
+    fn join(w: &str, s: &str) -> RoomCommand {
+        RoomCommand::Join { identity: who(w), sid: sid(s), name: None, node_id: None }
+    }
+
+    #[test]
+    fn create_then_create_again_conflicts() {
+        let create = RoomCommand::Create {
+            app_id: app(),
+            name: "standup".into(),
+            max_participants: None,
+            empty_timeout_s: Some(60),
+            metadata: None,
+        };
+        assert_eq!(given::<Room>(&[]).when(0, create.clone()), Ok(vec![created(None)]));
+        assert_eq!(given::<Room>(&[(0, created(None))]).when(1, create), Err(RoomError::AlreadyExists));
+    }
+
+    #[test]
+    fn create_validates_its_fields() {
+        let bad = RoomCommand::Create {
+            app_id: app(),
+            name: String::new(),
+            max_participants: None,
+            empty_timeout_s: None,
+            metadata: None,
+        };
+        assert!(matches!(given::<Room>(&[]).when(0, bad), Err(RoomError::Invalid { field: "name", .. })));
+        let bad = RoomCommand::Create {
+            app_id: app(),
+            name: "x".into(),
+            max_participants: Some(0),
+            empty_timeout_s: None,
+            metadata: None,
+        };
+        assert!(matches!(given::<Room>(&[]).when(0, bad), Err(RoomError::Invalid { field: "max_participants", .. })));
+    }
+
+    #[test]
+    fn join_respects_capacity_and_replaces_duplicate_identities() {
+        let full = given::<Room>(&[(0, created(Some(1))), (1, joined("ann", "s1"))]);
+        assert_eq!(full.when(2, join("bob", "s2")), Err(RoomError::Full { max: 1 }));
+        let g = given::<Room>(&[(0, created(Some(1))), (1, joined("ann", "s1"))]);
+        assert_eq!(
+            g.when(2, join("ann", "s3")),
+            Ok(vec![left("ann", "s1", LeaveReason::DuplicateIdentity), joined("ann", "s3")])
+        );
+        let g = given::<Room>(&[(0, created(None)), (1, joined("ann", "s1"))]);
+        assert_eq!(g.when(2, join("ann", "s1")), Ok(vec![]));
+    }
+
+    #[test]
+    fn joining_a_missing_or_closed_room_is_refused() {
+        assert_eq!(given::<Room>(&[]).when(0, join("ann", "s1")), Err(RoomError::NotFound));
+        let closed = given::<Room>(&[(0, created(None)), (1, RoomClosed { reason: CloseReason::Requested }.into())]);
+        assert_eq!(closed.when(2, join("ann", "s1")), Err(RoomError::Closed));
+    }
+
+    #[test]
+    fn stale_leaves_change_nothing() {
+        let g = given::<Room>(&[(0, created(None)), (1, joined("ann", "s2"))]);
+        let cmd = RoomCommand::Leave { identity: who("ann"), sid: sid("s1"), reason: LeaveReason::ClientLeft };
+        assert_eq!(g.when(2, cmd), Ok(vec![]));
+    }
+
+    #[test]
+    fn close_makes_everyone_leave_and_is_idempotent() {
+        let g = given::<Room>(&[(0, created(None)), (1, joined("ann", "s1"))]);
+        assert_eq!(
+            g.when(2, RoomCommand::Close),
+            Ok(vec![
+                left("ann", "s1", LeaveReason::RoomClosed),
+                RoomClosed { reason: CloseReason::Requested }.into()
+            ])
+        );
+        let closed = given::<Room>(&[(0, created(None)), (1, RoomClosed { reason: CloseReason::Requested }.into())]);
+        assert_eq!(closed.when(2, RoomCommand::Close), Ok(vec![]));
+        assert_eq!(given::<Room>(&[]).when(0, RoomCommand::Close), Err(RoomError::NotFound));
+    }
+
+    #[test]
+    fn auto_close_only_after_the_room_was_empty_for_its_timeout() {
+        let history = [(0, created(None)), (10, joined("ann", "s1")), (20, left("ann", "s1", LeaveReason::ClientLeft))];
+        // Empty since t=20 with a 60 s timeout.
+        assert_eq!(given::<Room>(&history).when(79, RoomCommand::CloseIfIdle), Ok(vec![]));
+        assert_eq!(
+            given::<Room>(&history).when(80, RoomCommand::CloseIfIdle),
+            Ok(vec![RoomClosed { reason: CloseReason::EmptyTimeout }.into()])
+        );
+        // Occupied rooms never idle out.
+        let busy = [(0, created(None)), (10, joined("ann", "s1"))];
+        assert_eq!(given::<Room>(&busy).when(10_000, RoomCommand::CloseIfIdle), Ok(vec![]));
+        // A room nobody ever joined idles out from its creation.
+        assert_eq!(
+            given::<Room>(&[(0, created(None))]).when(60, RoomCommand::CloseIfIdle),
+            Ok(vec![RoomClosed { reason: CloseReason::EmptyTimeout }.into()])
+        );
+    }
+}
