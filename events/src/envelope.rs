@@ -17,7 +17,9 @@ use crate::event::Event;
 use crate::ids::{AppId, CorrelationId, EventId, NodeId, validate_token};
 
 /// Which kind of aggregate an event belongs to; the second token of its subject.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AggregateKind {
     App,
@@ -77,7 +79,10 @@ impl AggregateRef {
     /// Names an aggregate; the id must be a valid token.
     pub fn new(kind: AggregateKind, id: &str) -> Result<Self, crate::error::IdError> {
         validate_token(id)?;
-        Ok(Self { kind, id: id.to_owned() })
+        Ok(Self {
+            kind,
+            id: id.to_owned(),
+        })
     }
 
     /// The aggregate's kind.
@@ -117,7 +122,9 @@ pub enum Actor {
 impl Actor {
     /// A system component as the actor.
     pub fn system(component: &str) -> Self {
-        Self::System { component: component.to_owned() }
+        Self::System {
+            component: component.to_owned(),
+        }
     }
 }
 
@@ -137,7 +144,12 @@ pub struct CommandMeta {
 impl CommandMeta {
     /// Metadata for a new request by `actor` at `now`.
     pub fn new(actor: Actor, now: DateTime<Utc>) -> Self {
-        Self { occurred_at: now, correlation_id: CorrelationId::new(), causation_id: None, actor }
+        Self {
+            occurred_at: now,
+            correlation_id: CorrelationId::new(),
+            causation_id: None,
+            actor,
+        }
     }
 }
 
@@ -203,9 +215,10 @@ impl RawEvent {
         event: &Event,
         meta: &CommandMeta,
     ) -> Result<Self, EncodeError> {
-        let data = event
-            .to_data()
-            .map_err(|source| EncodeError { event_type: event.type_name(), source })?;
+        let data = event.to_data().map_err(|source| EncodeError {
+            event_type: event.type_name(),
+            source,
+        })?;
         Ok(Self {
             id: EventId::new(),
             aggregate_type: aggregate.kind().as_str().to_owned(),
@@ -224,7 +237,10 @@ impl RawEvent {
     /// Turns the stored form into a typed envelope, upcasting old versions;
     /// unknown types and aggregate kinds come back as [`Decoded::Unknown`].
     pub fn decode(&self) -> Result<Decoded, DecodeError> {
-        let unknown = || Decoded::Unknown { event_type: self.event_type.clone(), version: self.version };
+        let unknown = || Decoded::Unknown {
+            event_type: self.event_type.clone(),
+            version: self.version,
+        };
         let Some(kind) = AggregateKind::parse(&self.aggregate_type) else {
             return Ok(unknown());
         };
@@ -248,6 +264,10 @@ impl RawEvent {
 
     /// The aggregate this event belongs to, if the kind is known and the id valid.
     pub fn aggregate(&self) -> Option<AggregateRef> {
-        AggregateRef::new(AggregateKind::parse(&self.aggregate_type)?, &self.aggregate_id).ok()
+        AggregateRef::new(
+            AggregateKind::parse(&self.aggregate_type)?,
+            &self.aggregate_id,
+        )
+        .ok()
     }
 }

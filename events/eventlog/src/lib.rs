@@ -1,1 +1,33 @@
-pub fn x(){}
+//! The event log: Arc's source of truth, behind one [`EventLog`] trait with two
+//! real backends.
+//!
+//! - [`jetstream::JetStreamLog`]: NATS JetStream, stream `ARC_EVENTS`, one
+//!   subject per aggregate (`arc.evt.<kind>.<id>`), one message per append
+//!   (a batch is atomic), `Nats-Expected-Last-Subject-Sequence` for optimistic
+//!   concurrency and `Nats-Msg-Id` for de-duplication. For clusters.
+//! - [`sqlite::SqliteLog`]: an embedded log in SQLite (WAL, `synchronous=FULL`),
+//!   written by one group-committing task, for `arc-control dev`.
+//!
+//! Above the trait, [`executor::Repository`] runs commands against pure
+//! aggregates: load, `decide`, append with the expected sequence, retry on
+//! conflict.
+//!
+//! # Layout
+//! - [`log`]: the trait and its value types ([`Position`], [`Expected`], [`AppendRequest`], …).
+//! - [`sqlite`]: the embedded backend.
+//! - [`jetstream`]: the NATS JetStream backend.
+//! - [`executor`]: command execution over any backend.
+//! - [`error`]: [`LogError`], [`ExecuteError`].
+
+pub mod error;
+pub mod executor;
+pub mod jetstream;
+pub mod log;
+pub mod sqlite;
+
+pub use error::{ExecuteError, LogError};
+pub use executor::{Executed, Repository};
+pub use log::{
+    APPEND_BYTES_MAX, APPEND_EVENTS_MAX, AppendRequest, Appended, EventLog, Expected, Position,
+    RecordedEvent, Subscription,
+};

@@ -1,0 +1,527 @@
+//! The NATS JetStream backend: the log for clusters.
+//!
+//! - One stream, [`STREAM_NAME`] by default, file storage, capturing
+//!   `arc.evt.>`; each aggregate has its own subject `arc.evt.<kind>.<id>`.
+//! - One append is one message whose payload is the JSON array of its events,
+//!   so a command's events are stored atomically.
+//! - Optimistic concurrency: `Nats-Expected-Last-Subject-Sequence` carries the
+//!   stream sequence of the aggregate's last message (`0` for "no events yet").
+//!   The backend remembers, per aggregate, the last seq and the stream
+//!   sequence holding it; when it cannot vouch for the caller's expected seq it
+//!   sends an impossible sequence so the server refuses the write (or answers
+//!   it as a duplicate), and the actual seq is read back for the conflict.
+//! - Idempotency: `Nats-Msg-Id` is the batch's first event id; the server
+//!   drops re-sends within the stream's duplicate window.
+//! - Positions: `stream_sequence << 16 | index_in_batch`, so every event has
+//!   its own totally ordered position.
+//! - The stream is created or updated at start with explicit limits; it never
+//!   discards old events (`discard: new`, no age or count limit).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_events::{AggregateRef, RawEvent};
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use crate::error::LogError;
+use crate::log::{
+    APPEND_BYTES_MAX, AppendRequest, Appended, EventLog, Expected, Position, RecordedEvent,
+    Subscription, prepare, validate,
+};
+
+/// Default stream name.
+pub const STREAM_NAME: &str = "ARC_EVENTS";
+/// Subject prefix; an aggregate's subject is `arc.evt.<kind>.<id>`.
+pub const SUBJECT_PREFIX: &str = "arc.evt";
+/// Bits of a position that hold the index inside a message.
+const INDEX_BITS: u32 = 16;
+/// Aggregates whose last sequence the backend remembers.
+const SEQ_CACHE_MAX: usize = 100_000;
+/// Attempts of an `Expected::Any` append under contention from other processes.
+const ANY_RETRIES_MAX: u32 = 32;
+/// Locks that serialise this process's `Expected::Any` appends per aggregate
+/// (striped by hash), so local appenders queue instead of racing.
+const ANY_LOCK_STRIPES: usize = 64;
+/// Largest message the stream accepts (the payload limit plus room for headers).
+const MESSAGE_BYTES_MAX: i32 = 1024 * 1024;
+
+/// How to reach JetStream and how the stream is configured.
+#[derive(Debug, Clone)]
+pub struct JetStreamConfig {
+    /// One or more server URLs, comma-separated (`nats://a:4222,nats://b:4222`).
+    pub url: String,
+    /// Stream name.
+    pub stream: String,
+    /// Subject prefix: aggregates live at `<prefix>.<kind>.<id>` (tests use their own).
+    pub subject_prefix: String,
+    /// Replicas: 1 for a single server, 3 for a three-node cluster.
+    pub replicas: usize,
+    /// Window in which a re-sent batch is recognised as a duplicate.
+    pub duplicate_window: Duration,
+    /// Largest size of the stream in bytes; `-1` for no limit. Appends are
+    /// refused (never old events deleted) when it is reached.
+    pub max_bytes: i64,
+    /// How long to wait for the server's answer to one request.
+    pub request_timeout: Duration,
+}
+
+impl JetStreamConfig {
+    /// Defaults for a single server at `url`.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            stream: STREAM_NAME.to_owned(),
+            subject_prefix: SUBJECT_PREFIX.to_owned(),
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            max_bytes: -1,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The JetStream log. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct JetStreamLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    js: jetstream::Context,
+    prefix: String,
+    stream: stream::Stream<()>,
+    /// aggregate → (last seq, stream sequence of the message holding it).
+    seqs: Mutex<HashMap<AggregateRef, (u64, u64)>>,
+    any_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+fn position(stream_seq: u64, index: usize) -> Position {
+    Position((stream_seq << INDEX_BITS) | index as u64)
+}
+
+fn split(position: Position) -> (u64, u64) {
+    (
+        position.0 >> INDEX_BITS,
+        position.0 & ((1 << INDEX_BITS) - 1),
+    )
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
+fn parse_message(stream_seq: u64, payload: &[u8]) -> Result<Vec<RawEvent>, LogError> {
+    serde_json::from_slice(payload).map_err(|e| LogError::Corrupt {
+        position: position(stream_seq, 0).0,
+        reason: e.to_string(),
+    })
+}
+
+impl JetStreamLog {
+    /// Connects and creates or updates the stream.
+    pub async fn connect(config: &JetStreamConfig) -> Result<Self, LogError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("arc")
+            .retry_on_initial_connect()
+            .connection_timeout(config.request_timeout)
+            .request_timeout(Some(config.request_timeout))
+            .connect(config.url.as_str())
+            .await
+            .map_err(|e| LogError::Unavailable(format!("connecting to {}: {e}", config.url)))?;
+        let mut js = jetstream::new(client);
+        js.set_timeout(config.request_timeout);
+        let stream_config = stream::Config {
+            name: config.stream.clone(),
+            description: Some(
+                "Arc's event log: every state transition, one subject per aggregate".into(),
+            ),
+            subjects: vec![format!("{}.>", config.subject_prefix)],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: config.replicas,
+            duplicate_window: config.duplicate_window,
+            max_bytes: config.max_bytes,
+            max_messages: -1,
+            max_messages_per_subject: -1,
+            max_age: Duration::ZERO,
+            max_message_size: MESSAGE_BYTES_MAX,
+            max_consumers: -1,
+            allow_direct: true,
+            deny_delete: true,
+            deny_purge: true,
+            ..Default::default()
+        };
+        js.create_or_update_stream(stream_config)
+            .await
+            .map_err(|e| {
+                LogError::Unavailable(format!("creating stream {}: {e}", config.stream))
+            })?;
+        let stream = js
+            .get_stream_no_info(&config.stream)
+            .await
+            .map_err(|e| LogError::Unavailable(format!("opening stream {}: {e}", config.stream)))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                js,
+                prefix: config.subject_prefix.clone(),
+                stream,
+                seqs: Mutex::new(HashMap::new()),
+                any_locks: (0..ANY_LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+            }),
+        })
+    }
+
+    fn subject(&self, aggregate: &AggregateRef) -> String {
+        format!(
+            "{}.{}.{}",
+            self.inner.prefix,
+            aggregate.kind(),
+            aggregate.id()
+        )
+    }
+
+    fn remember(&self, aggregate: &AggregateRef, seq: u64, stream_seq: u64) {
+        if let Ok(mut seqs) = self.inner.seqs.lock() {
+            if seqs.len() >= SEQ_CACHE_MAX && !seqs.contains_key(aggregate) {
+                seqs.clear();
+            }
+            seqs.insert(aggregate.clone(), (seq, stream_seq));
+        }
+    }
+
+    fn recall(&self, aggregate: &AggregateRef) -> Option<(u64, u64)> {
+        self.inner.seqs.lock().ok()?.get(aggregate).copied()
+    }
+
+    fn forget(&self, aggregate: &AggregateRef) {
+        if let Ok(mut seqs) = self.inner.seqs.lock() {
+            seqs.remove(aggregate);
+        }
+    }
+
+    /// The aggregate's last (seq, stream sequence), asking the server; (0, 0) if it has none.
+    async fn fetch_last(&self, aggregate: &AggregateRef) -> Result<(u64, u64), LogError> {
+        match self
+            .inner
+            .stream
+            .direct_get_last_for_subject(self.subject(aggregate))
+            .await
+        {
+            Ok(msg) => {
+                let events = parse_message(msg.sequence, &msg.payload)?;
+                let seq = events.last().map(|e| e.seq).unwrap_or(0);
+                self.remember(aggregate, seq, msg.sequence);
+                Ok((seq, msg.sequence))
+            }
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok((0, 0)),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn publish(
+        &self,
+        request: &AppendRequest,
+        expected_seq: u64,
+    ) -> Result<Appended, LogError> {
+        // The stream sequence the server must find as this subject's last.
+        let subject_seq = if expected_seq == 0 {
+            0
+        } else {
+            match self.recall(&request.aggregate) {
+                Some((seq, stream_seq)) if seq == expected_seq => stream_seq,
+                _ => match self.fetch_last(&request.aggregate).await? {
+                    (seq, stream_seq) if seq == expected_seq => stream_seq,
+                    // We cannot vouch for it: an impossible sequence makes the
+                    // server refuse, unless it is a re-send it de-duplicates.
+                    _ => u64::MAX,
+                },
+            }
+        };
+        let events = prepare(request, expected_seq)?;
+        let payload = serde_json::to_vec(&events).map_err(|e| LogError::Invalid(e.to_string()))?;
+        if payload.len() > APPEND_BYTES_MAX {
+            return Err(LogError::TooLarge {
+                what: "encoded bytes",
+                actual: payload.len(),
+                max: APPEND_BYTES_MAX,
+            });
+        }
+        let n = events.len();
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(events[0].id.to_string())
+            .expected_last_subject_sequence(subject_seq);
+        let ack = match self
+            .inner
+            .js
+            .send_publish(self.subject(&request.aggregate), message)
+            .await
+        {
+            Ok(future) => future.await,
+            Err(e) => Err(e),
+        };
+        match ack {
+            Ok(ack) if ack.duplicate => {
+                // Stored before: report the original batch.
+                let stored = self
+                    .inner
+                    .stream
+                    .direct_get(ack.sequence)
+                    .await
+                    .map_err(unavailable)
+                    .and_then(|m| parse_message(m.sequence, &m.payload))?;
+                let last_seq = stored.last().map(|e| e.seq).unwrap_or(0);
+                Ok(Appended {
+                    first: position(ack.sequence, 0),
+                    last: position(ack.sequence, stored.len().saturating_sub(1)),
+                    last_seq,
+                    duplicate: true,
+                })
+            }
+            Ok(ack) => {
+                let last_seq = expected_seq + n as u64;
+                self.remember(&request.aggregate, last_seq, ack.sequence);
+                Ok(Appended {
+                    first: position(ack.sequence, 0),
+                    last: position(ack.sequence, n - 1),
+                    last_seq,
+                    duplicate: false,
+                })
+            }
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                self.forget(&request.aggregate);
+                let (actual, _) = self.fetch_last(&request.aggregate).await?;
+                Err(LogError::Conflict {
+                    aggregate: request.aggregate.clone(),
+                    expected: expected_seq,
+                    actual,
+                })
+            }
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => Err(LogError::TooLarge {
+                what: "message bytes",
+                actual: n,
+                max: MESSAGE_BYTES_MAX as usize,
+            }),
+            Err(e) => {
+                self.forget(&request.aggregate);
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    /// An ordered (gap-free, ephemeral) consumer from `start` (a stream sequence).
+    async fn consume(
+        &self,
+        filter: Option<String>,
+        start: u64,
+    ) -> Result<consumer::pull::Ordered, LogError> {
+        let config = consumer::pull::OrderedConfig {
+            filter_subject: filter.unwrap_or_default(),
+            deliver_policy: if start <= 1 {
+                consumer::DeliverPolicy::All
+            } else {
+                consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                }
+            },
+            ..Default::default()
+        };
+        let consumer = self
+            .inner
+            .stream
+            .create_consumer(config)
+            .await
+            .map_err(unavailable)?;
+        consumer.messages().await.map_err(unavailable)
+    }
+
+    /// The stream sequence of the last message, 0 if the stream is empty.
+    async fn last_stream_seq(&self) -> Result<u64, LogError> {
+        let info = self.inner.stream.get_info().await.map_err(unavailable)?;
+        Ok(info.state.last_sequence)
+    }
+}
+
+/// Events of one message that come after `after`.
+fn events_after(
+    stream_seq: u64,
+    events: Vec<RawEvent>,
+    after: Position,
+) -> impl Iterator<Item = RecordedEvent> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(move |(i, raw)| RecordedEvent {
+            position: position(stream_seq, i),
+            raw,
+        })
+        .filter(move |e| e.position > after)
+}
+
+#[async_trait]
+impl EventLog for JetStreamLog {
+    async fn append(&self, request: AppendRequest) -> Result<Appended, LogError> {
+        validate(&request)?;
+        match request.expected {
+            Expected::Exact(n) => self.publish(&request, n).await,
+            Expected::Any => {
+                let stripe = {
+                    use std::hash::{BuildHasher, BuildHasherDefault};
+                    let h =
+                        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                            .hash_one(&request.aggregate);
+                    (h % ANY_LOCK_STRIPES as u64) as usize
+                };
+                let _serialised = self.inner.any_locks[stripe].lock().await;
+                for attempt in 0..ANY_RETRIES_MAX {
+                    if attempt > 0 {
+                        // Another process won the race: back off a little, with jitter.
+                        let jitter = u64::from(uuid::Uuid::now_v7().as_u128() as u8 % 8);
+                        tokio::time::sleep(Duration::from_millis(
+                            u64::from(attempt.min(8)) + jitter,
+                        ))
+                        .await;
+                    }
+                    let last = match self.recall(&request.aggregate) {
+                        Some((seq, _)) => seq,
+                        None => self.fetch_last(&request.aggregate).await?.0,
+                    };
+                    match self.publish(&request, last).await {
+                        Err(LogError::Conflict { .. }) => continue,
+                        other => return other,
+                    }
+                }
+                Err(LogError::Unavailable(format!(
+                    "{} stayed contended",
+                    request.aggregate
+                )))
+            }
+        }
+    }
+
+    async fn read_aggregate(
+        &self,
+        aggregate: &AggregateRef,
+        after_seq: u64,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let (last_seq, last_stream_seq) = self.fetch_last(aggregate).await?;
+        if last_seq <= after_seq {
+            return Ok(Vec::new());
+        }
+        let mut messages = self.consume(Some(self.subject(aggregate)), 1).await?;
+        let mut out = Vec::new();
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(unavailable)?;
+            let stream_seq = msg.info().map_err(unavailable)?.stream_sequence;
+            let events = parse_message(stream_seq, &msg.payload)?;
+            out.extend(
+                events_after(stream_seq, events, Position::START).filter(|e| e.raw.seq > after_seq),
+            );
+            if stream_seq >= last_stream_seq {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let last = self.last_stream_seq().await?;
+        let (start, _) = split(after);
+        let start = start.max(1);
+        if last < start || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut messages = self.consume(None, start).await?;
+        let mut out = Vec::new();
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(unavailable)?;
+            let stream_seq = msg.info().map_err(unavailable)?.stream_sequence;
+            let events = parse_message(stream_seq, &msg.payload)?;
+            out.extend(events_after(stream_seq, events, after));
+            if out.len() >= limit || stream_seq >= last {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn subscribe(&self, after: Position) -> Result<Subscription, LogError> {
+        let (start, _) = split(after);
+        let messages = self.consume(None, start.max(1)).await?;
+        struct State {
+            messages: consumer::pull::Ordered,
+            buffer: VecDeque<RecordedEvent>,
+            after: Position,
+            failed: bool,
+        }
+        let state = State {
+            messages,
+            buffer: VecDeque::new(),
+            after,
+            failed: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            state,
+            |mut s| async move {
+                if s.failed {
+                    return None;
+                }
+                loop {
+                    if let Some(e) = s.buffer.pop_front() {
+                        return Some((Ok(e), s));
+                    }
+                    let msg = match s.messages.next().await? {
+                        Ok(msg) => msg,
+                        Err(e) => {
+                            s.failed = true;
+                            return Some((Err(unavailable(e)), s));
+                        }
+                    };
+                    let stream_seq = match msg.info() {
+                        Ok(info) => info.stream_sequence,
+                        Err(e) => {
+                            s.failed = true;
+                            return Some((Err(unavailable(e)), s));
+                        }
+                    };
+                    match parse_message(stream_seq, &msg.payload) {
+                        Ok(events) => s.buffer.extend(events_after(stream_seq, events, s.after)),
+                        // A foreign or damaged message: report it, keep going after it.
+                        Err(e) => return Some((Err(e), s)),
+                    }
+                }
+            },
+        )))
+    }
+
+    async fn head(&self) -> Result<Position, LogError> {
+        let last = self.last_stream_seq().await?;
+        if last == 0 {
+            return Ok(Position::START);
+        }
+        let msg = self
+            .inner
+            .stream
+            .direct_get(last)
+            .await
+            .map_err(unavailable)?;
+        let n = parse_message(last, &msg.payload)?.len();
+        Ok(position(last, n.saturating_sub(1)))
+    }
+
+    fn backend(&self) -> &'static str {
+        "jetstream"
+    }
+}
