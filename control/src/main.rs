@@ -1,1 +1,175 @@
-fn main() {}
+//! `arc-control`: Arc's control plane.
+//!
+//! - `arc-control dev`: everything embedded in one process (event log and
+//!   read models in SQLite under `--data-dir`), nothing to install.
+//! - `arc-control serve --nats URL --database URL --admin-key KEY`: against
+//!   NATS JetStream and PostgreSQL.
+//! - `arc-control rebuild`: replays the log into fresh read models.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use arc_control::config::{Mode, Settings};
+use arc_control::server;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "arc-control",
+    version,
+    about = "Arc's control plane: event log, projections, REST API"
+)]
+struct Cli {
+    /// TOML config file; environment (ARC_*) and flags override it.
+    #[arg(long, global = true, env = "ARC_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Settings given as flags or `ARC_*` variables (flags win).
+#[derive(Debug, Args)]
+struct SettingsArgs {
+    /// Directory for the embedded log, read models and generated keys [default: ./arc-data]
+    #[arg(long, global = true, env = "ARC_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:7880]
+    #[arg(long, global = true, env = "ARC_LISTEN")]
+    listen: Option<String>,
+    /// NATS server URL(s), comma-separated: use the JetStream event log
+    #[arg(long = "nats", global = true, env = "ARC_NATS_URL")]
+    nats_url: Option<String>,
+    /// Replicas of the JetStream stream (3 for a three-node cluster) [default: 1]
+    #[arg(long, global = true, env = "ARC_NATS_REPLICAS")]
+    nats_replicas: Option<usize>,
+    /// Read-model database: postgres://… or sqlite://… [default in dev: sqlite://<data-dir>/read.db]
+    #[arg(long = "database", global = true, env = "ARC_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Admin API key (at least 16 characters); dev generates one into the data dir
+    #[arg(long, global = true, env = "ARC_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+    /// Seconds between janitor sweeps (idle rooms, silent nodes) [default: 2]
+    #[arg(long, global = true, env = "ARC_JANITOR_INTERVAL_S")]
+    janitor_interval_s: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything embedded in one process: no services needed
+    Dev,
+    /// Run against NATS JetStream and PostgreSQL
+    Serve,
+    /// Rebuild read models from the start of the log (stop arc-control first when embedded)
+    Rebuild {
+        /// Projections to rebuild: rooms, nodes or all
+        #[arg(default_values_t = vec!["all".to_string()])]
+        projections: Vec<String>,
+    },
+}
+
+impl SettingsArgs {
+    fn into_settings(self) -> Settings {
+        Settings {
+            data_dir: self.data_dir,
+            listen: self.listen,
+            nats_url: self.nats_url,
+            nats_replicas: self.nats_replicas,
+            database_url: self.database_url,
+            admin_key: self.admin_key,
+            janitor_interval_s: self.janitor_interval_s,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ARC_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let file = match &cli.config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let settings = file.overridden_by(cli.settings.into_settings());
+    match cli.command {
+        Command::Dev => run(settings.resolve(Mode::Dev)?).await,
+        Command::Serve => run(settings.resolve(Mode::Serve)?).await,
+        Command::Rebuild { projections } => {
+            let config = settings.resolve(Mode::Tool)?;
+            eprintln!(
+                "rebuilding {} from the {} log into {}",
+                projections.join(", "),
+                log_name(&config),
+                config.database_url
+            );
+            server::rebuild(&config, &projections, |name, events, took| {
+                let rate = events as f64 / took.as_secs_f64().max(1e-9);
+                println!(
+                    "rebuilt {name}: {events} events in {:.2} s ({rate:.0} events/s)",
+                    took.as_secs_f64()
+                );
+            })
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+fn log_name(config: &arc_control::config::Config) -> String {
+    match &config.log {
+        arc_control::config::LogConfig::Embedded => {
+            format!("embedded ({})", config.events_path().display())
+        }
+        arc_control::config::LogConfig::JetStream { url, replicas } => {
+            format!("JetStream ({url}, R{replicas})")
+        }
+    }
+}
+
+async fn run(config: arc_control::config::Config) -> Result<()> {
+    let running = server::start(&config)
+        .await
+        .context("starting arc-control")?;
+    let head = running.log.head().await.context("reading the log head")?;
+    let url = format!("http://{}", running.addr);
+    println!("arc-control {} is up", env!("CARGO_PKG_VERSION"));
+    println!("  event log     {} (head {head})", log_name(&config));
+    println!("  read models   {}", config.database_url);
+    println!("  status page   {url}/");
+    println!("  REST API      {url}/v1/   (health: {url}/healthz)");
+    match &running.admin_key {
+        (key, true) => println!(
+            "  admin key     {key}\n                (generated now and saved in {}; it is not shown again)",
+            config.data_dir.join("admin.key").display()
+        ),
+        (_, false) if config.admin_key.is_none() => {
+            println!(
+                "  admin key     in {}",
+                config.data_dir.join("admin.key").display()
+            )
+        }
+        _ => println!("  admin key     from configuration"),
+    }
+    println!("Ctrl-C to stop.");
+    running
+        .serve_until(async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return std::future::pending().await,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        })
+        .await;
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Settings: a TOML file, then `ARC_*` environment variables, then flags —
+//! each overriding the one before. (Flags and environment are read by clap in
+//! the binary; this module merges them over the file and the defaults.)
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ControlError;
+
+/// Default HTTP listen address (loopback: expose it deliberately).
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7880";
+/// Default data directory of `arc-control dev`.
+pub const DATA_DIR_DEFAULT: &str = "./arc-data";
+
+/// Settings as they may appear in the TOML file or arrive from flags/env.
+/// Every field is optional; [`Settings::resolve`] fills in defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Directory for the embedded log, read models and generated keys.
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address.
+    pub listen: Option<String>,
+    /// NATS server URL(s), comma-separated; selects the JetStream log.
+    pub nats_url: Option<String>,
+    /// JetStream stream replicas (1, or 3 for a three-node cluster).
+    pub nats_replicas: Option<usize>,
+    /// Read-model database URL (`postgres://…` or `sqlite://…`).
+    pub database_url: Option<String>,
+    /// Admin API key. `dev` generates one into the data dir when unset.
+    pub admin_key: Option<String>,
+    /// Seconds between janitor sweeps (idle rooms, silent nodes).
+    pub janitor_interval_s: Option<u64>,
+}
+
+impl Settings {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ControlError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ControlError::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ControlError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// `self` with every field that `over` sets replaced by `over`'s.
+    #[must_use]
+    pub fn overridden_by(self, over: Self) -> Self {
+        Self {
+            data_dir: over.data_dir.or(self.data_dir),
+            listen: over.listen.or(self.listen),
+            nats_url: over.nats_url.or(self.nats_url),
+            nats_replicas: over.nats_replicas.or(self.nats_replicas),
+            database_url: over.database_url.or(self.database_url),
+            admin_key: over.admin_key.or(self.admin_key),
+            janitor_interval_s: over.janitor_interval_s.or(self.janitor_interval_s),
+        }
+    }
+
+    /// Checks and completes the settings for `mode`.
+    pub fn resolve(self, mode: Mode) -> Result<Config, ControlError> {
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT));
+        let listen_text = self.listen.unwrap_or_else(|| LISTEN_DEFAULT.to_owned());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|e| ControlError::Config(format!("listen address {listen_text:?}: {e}")))?;
+        let log = match (mode, self.nats_url) {
+            (Mode::Dev, Some(_)) => {
+                return Err(ControlError::Config(
+                    "dev runs the embedded log; use `serve --nats URL` for NATS JetStream".into(),
+                ));
+            }
+            (Mode::Dev, None) => LogConfig::Embedded,
+            (Mode::Serve, None) => {
+                return Err(ControlError::Config(
+                    "serve needs --nats URL (or ARC_NATS_URL, or nats_url)".into(),
+                ));
+            }
+            (_, Some(url)) => LogConfig::JetStream {
+                url,
+                replicas: self.nats_replicas.unwrap_or(1),
+            },
+            (Mode::Tool, None) => LogConfig::Embedded,
+        };
+        if let LogConfig::JetStream { replicas, .. } = &log
+            && !(1..=5).contains(replicas)
+        {
+            return Err(ControlError::Config(format!(
+                "nats_replicas must be 1..=5, not {replicas}"
+            )));
+        }
+        let database_url = match (mode, self.database_url) {
+            (Mode::Serve, None) => {
+                return Err(ControlError::Config(
+                    "serve needs --database URL (or ARC_DATABASE_URL, or database_url)".into(),
+                ));
+            }
+            (_, Some(url)) => url,
+            (_, None) => crate::readdb::ReadDb::sqlite_url(&data_dir),
+        };
+        let janitor_interval =
+            Duration::from_secs(self.janitor_interval_s.unwrap_or(2).clamp(1, 3600));
+        Ok(Config {
+            data_dir,
+            listen,
+            log,
+            database_url,
+            admin_key: self.admin_key,
+            janitor_interval,
+        })
+    }
+}
+
+/// How the binary was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Everything embedded in one process.
+    Dev,
+    /// Against NATS JetStream and PostgreSQL.
+    Serve,
+    /// A maintenance command (rebuild): embedded unless a NATS URL is given.
+    Tool,
+}
+
+/// Which event log to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogConfig {
+    /// SQLite in the data dir.
+    Embedded,
+    /// NATS JetStream.
+    JetStream { url: String, replicas: usize },
+}
+
+/// Complete settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub log: LogConfig,
+    pub database_url: String,
+    pub admin_key: Option<String>,
+    pub janitor_interval: Duration,
+}
+
+impl Config {
+    /// Where the embedded log lives.
+    pub fn events_path(&self) -> PathBuf {
+        self.data_dir.join("events.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let file: Settings =
+            toml::from_str("listen = \"127.0.0.1:1\"\nnats_replicas = 3\ndata_dir = \"/f\"")
+                .expect("valid toml");
+        let env = Settings {
+            listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let flags = Settings {
+            data_dir: Some("/flag".into()),
+            ..Default::default()
+        };
+        let s = file.overridden_by(env).overridden_by(flags);
+        assert_eq!(s.listen.as_deref(), Some("127.0.0.1:2"));
+        assert_eq!(s.data_dir, Some(PathBuf::from("/flag")));
+        assert_eq!(s.nats_replicas, Some(3));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        assert!(toml::from_str::<Settings>("lisen = 1").is_err());
+        let err = Settings {
+            listen: Some("nowhere".into()),
+            ..Default::default()
+        }
+        .resolve(Mode::Dev);
+        assert!(matches!(err, Err(ControlError::Config(m)) if m.contains("nowhere")));
+        let err = Settings::default().resolve(Mode::Serve);
+        assert!(matches!(err, Err(ControlError::Config(m)) if m.contains("--nats")));
+        let err = Settings {
+            nats_url: Some("nats://x".into()),
+            ..Default::default()
+        }
+        .resolve(Mode::Serve);
+        assert!(matches!(err, Err(ControlError::Config(m)) if m.contains("--database")));
+        let dev = Settings::default()
+            .resolve(Mode::Dev)
+            .expect("dev needs nothing");
+        assert_eq!(dev.log, LogConfig::Embedded);
+        assert!(dev.database_url.starts_with("sqlite://"));
+    }
+}

@@ -1,0 +1,288 @@
+//! Projections: pure folds of the event log into read-model rows, and the
+//! runner that feeds them.
+//!
+//! A projection names the row an event touches ([`Projection::key`]) and
+//! folds the event into that row ([`Projection::fold`], pure, no I/O). The
+//! runner owns everything else: it subscribes to the log from the stored
+//! checkpoint, takes whatever events are ready (up to [`BATCH_MAX`]), loads
+//! the touched rows, folds, and writes the changed rows **and the new
+//! checkpoint in one SQL transaction** — so a crash never applies an event
+//! twice or skips one. [`rebuild`] empties a projection's tables and replays
+//! the log from the start.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_eventlog::{EventLog, LogError, Position, RecordedEvent};
+use arc_events::{Decoded, Envelope};
+use async_trait::async_trait;
+use futures::StreamExt;
+use sqlx::AnyConnection;
+use tokio::sync::watch;
+
+use crate::error::ControlError;
+use crate::readdb::ReadDb;
+
+pub mod nodes;
+pub mod rooms;
+
+/// Most events folded in one transaction.
+pub const BATCH_MAX: usize = 2000;
+/// Rows a runner keeps in memory between batches.
+pub const ROW_CACHE_MAX: usize = 50_000;
+/// Wait before resubscribing after the log failed.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// A read model: a pure fold plus the SQL that stores its rows.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Name under which the checkpoint is stored.
+    const NAME: &'static str;
+    /// One row of the read model.
+    type Row: Clone + PartialEq + Send + Sync + std::fmt::Debug;
+
+    /// The key of the row this event touches, if any.
+    fn key(event: &Envelope) -> Option<String>;
+
+    /// Folds one event into the row (`None` = no row yet / delete). Pure.
+    fn fold(row: Option<Self::Row>, event: &Envelope) -> Option<Self::Row>;
+
+    /// Tables this projection owns (emptied by a rebuild).
+    fn tables() -> &'static [&'static str];
+
+    /// Loads one row.
+    async fn load(conn: &mut AnyConnection, key: &str) -> Result<Option<Self::Row>, sqlx::Error>;
+
+    /// Writes (upserts) or deletes one row.
+    async fn save(
+        conn: &mut AnyConnection,
+        key: &str,
+        row: Option<&Self::Row>,
+    ) -> Result<(), sqlx::Error>;
+}
+
+/// Where a projection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Checkpoint {
+    pub position: Position,
+    pub events: u64,
+}
+
+/// Reads a projection's checkpoint.
+pub async fn checkpoint(db: &ReadDb, name: &str) -> Result<Checkpoint, sqlx::Error> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT position, events FROM projection_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&db.pool)
+            .await?;
+    Ok(row
+        .map(|(p, e)| Checkpoint {
+            position: Position(p.max(0) as u64),
+            events: e.max(0) as u64,
+        })
+        .unwrap_or_default())
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs one projection against one log and one database.
+#[derive(Debug)]
+pub struct Runner<P: Projection> {
+    db: ReadDb,
+    log: Arc<dyn EventLog>,
+    cache: HashMap<String, Option<P::Row>>,
+    /// The cache holds every row of the table (true after a rebuild started
+    /// from empty tables, until the first eviction): misses need no SELECT.
+    cache_complete: bool,
+    checkpoint: Checkpoint,
+    progress: watch::Sender<Checkpoint>,
+}
+
+impl<P: Projection> Runner<P> {
+    /// A runner starting from the stored checkpoint.
+    pub async fn new(db: ReadDb, log: Arc<dyn EventLog>) -> Result<Self, ControlError> {
+        let checkpoint = checkpoint(&db, P::NAME).await?;
+        let cache_complete =
+            checkpoint.position == Position::START && table_empty::<P>(&db).await?;
+        let (progress, _) = watch::channel(checkpoint);
+        Ok(Self {
+            db,
+            log,
+            cache: HashMap::new(),
+            cache_complete,
+            checkpoint,
+            progress,
+        })
+    }
+
+    /// Progress updates (the checkpoint after each committed batch).
+    pub fn progress(&self) -> watch::Receiver<Checkpoint> {
+        self.progress.subscribe()
+    }
+
+    /// Follows the log forever, resubscribing after failures.
+    pub async fn run(mut self) {
+        loop {
+            match self.follow(None).await {
+                Ok(()) => tracing::warn!(
+                    projection = P::NAME,
+                    "log subscription ended; resubscribing"
+                ),
+                Err(e) => {
+                    tracing::error!(projection = P::NAME, error = %e, "projection failed; retrying")
+                }
+            }
+            self.cache.clear();
+            self.cache_complete = false;
+            tokio::time::sleep(RETRY_DELAY).await;
+        }
+    }
+
+    /// Applies events until the checkpoint reaches `until` (or forever if `None`).
+    pub async fn follow(&mut self, until: Option<Position>) -> Result<(), ControlError> {
+        if until.is_some_and(|u| self.checkpoint.position >= u) {
+            return Ok(());
+        }
+        let mut events = self
+            .log
+            .subscribe(self.checkpoint.position)
+            .await?
+            .ready_chunks(BATCH_MAX);
+        while let Some(batch) = events.next().await {
+            let mut good = Vec::with_capacity(batch.len());
+            let mut failure = None;
+            for item in batch {
+                match item {
+                    Ok(e) => good.push(e),
+                    Err(LogError::Corrupt { position, reason }) => {
+                        tracing::error!(projection = P::NAME, position, %reason, "skipping a corrupt log record");
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            if !good.is_empty() {
+                self.apply(&good).await?;
+            }
+            if let Some(e) = failure {
+                return Err(e.into());
+            }
+            if until.is_some_and(|u| self.checkpoint.position >= u) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds one batch and commits rows plus checkpoint atomically.
+    async fn apply(&mut self, batch: &[RecordedEvent]) -> Result<(), ControlError> {
+        let mut tx = self.db.pool.begin().await?;
+        let mut dirty: HashSet<String> = HashSet::new();
+        let mut staged: HashMap<String, Option<P::Row>> = HashMap::new();
+        for recorded in batch {
+            let envelope = match recorded.raw.decode() {
+                Ok(Decoded::Known(e)) => e,
+                Ok(Decoded::Unknown {
+                    event_type,
+                    version,
+                }) => {
+                    tracing::warn!(projection = P::NAME, %event_type, version, "skipping an event type this build does not know");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(projection = P::NAME, position = %recorded.position, error = %e, "skipping an undecodable event");
+                    continue;
+                }
+            };
+            let Some(key) = P::key(&envelope) else {
+                continue;
+            };
+            let current = match staged.get(&key).or_else(|| self.cache.get(&key)) {
+                Some(row) => row.clone(),
+                None if self.cache_complete => None,
+                None => P::load(&mut tx, &key).await?,
+            };
+            let next = P::fold(current.clone(), &envelope);
+            if next != current {
+                dirty.insert(key.clone());
+            }
+            staged.insert(key, next);
+        }
+        for key in &dirty {
+            P::save(&mut tx, key, staged.get(key).and_then(|r| r.as_ref())).await?;
+        }
+        let last = batch
+            .last()
+            .map(|e| e.position)
+            .unwrap_or(self.checkpoint.position);
+        let next = Checkpoint {
+            position: last,
+            events: self.checkpoint.events + batch.len() as u64,
+        };
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, position, events, updated_at_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, events = excluded.events, \
+             updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(P::NAME)
+        .bind(next.position.0 as i64)
+        .bind(next.events as i64)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        self.checkpoint = next;
+        if self.cache.len() + staged.len() > ROW_CACHE_MAX {
+            self.cache.clear();
+            self.cache_complete = false;
+        }
+        self.cache.extend(staged);
+        self.progress.send_replace(next);
+        Ok(())
+    }
+}
+
+async fn table_empty<P: Projection>(db: &ReadDb) -> Result<bool, sqlx::Error> {
+    for table in P::tables() {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&db.pool)
+            .await?;
+        if n > 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Empties the projection's tables and checkpoint (one transaction), then
+/// replays the log up to its current head. Returns the events replayed.
+pub async fn rebuild<P: Projection>(
+    db: &ReadDb,
+    log: Arc<dyn EventLog>,
+) -> Result<u64, ControlError> {
+    let mut tx = db.pool.begin().await?;
+    for table in P::tables() {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
+        .bind(P::NAME)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let head = log.head().await?;
+    let mut runner = Runner::<P>::new(db.clone(), log).await?;
+    runner.follow(Some(head)).await?;
+    Ok(runner.checkpoint.events)
+}
+
+/// Every projection arc-control runs, by name.
+pub const ALL: [&str; 2] = [rooms::RoomsProjection::NAME, nodes::NodesProjection::NAME];

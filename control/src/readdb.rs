@@ -1,0 +1,98 @@
+//! The read-model database: PostgreSQL in cluster mode, SQLite in embedded
+//! mode, behind one sqlx `Any` pool so projections and queries are written
+//! once (portable SQL: `$n` placeholders, `BIGINT`/`TEXT`, `ON CONFLICT`).
+//!
+//! Migrations for both live in `control/migrations/{postgres,sqlite}` and run
+//! at start.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions};
+
+use crate::error::ControlError;
+
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Connections in the pool.
+const CONNECTIONS_MAX: u32 = 8;
+
+/// Which database holds the read models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Postgres,
+    Sqlite,
+}
+
+/// A pool on the read-model database.
+#[derive(Debug, Clone)]
+pub struct ReadDb {
+    pub pool: AnyPool,
+    pub flavor: Flavor,
+}
+
+impl ReadDb {
+    /// Connects to `url` (`postgres://…` or `sqlite://…`), creating an SQLite
+    /// file if needed, and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self, ControlError> {
+        sqlx::any::install_default_drivers();
+        let flavor = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Flavor::Postgres
+        } else if url.starts_with("sqlite:") {
+            Flavor::Sqlite
+        } else {
+            return Err(ControlError::Config(format!(
+                "database URL {url:?} must start with postgres:// or sqlite://"
+            )));
+        };
+        let url = match flavor {
+            Flavor::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(|e| ControlError::Config(format!("database URL: {e}")))?
+            .disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(if flavor == Flavor::Sqlite {
+                4
+            } else {
+                CONNECTIONS_MAX
+            })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if flavor == Flavor::Sqlite {
+                        // Durable and concurrent: readers never block the projection writer.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| ControlError::Unavailable(format!("read-model database: {e}")))?;
+        let migrator = match flavor {
+            Flavor::Postgres => &POSTGRES,
+            Flavor::Sqlite => &SQLITE,
+        };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| ControlError::Unavailable(format!("migrating read models: {e}")))?;
+        Ok(Self { pool, flavor })
+    }
+
+    /// The embedded default: `<data_dir>/read.db`.
+    pub fn sqlite_url(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("read.db").display())
+    }
+}
