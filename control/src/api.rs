@@ -12,8 +12,7 @@ use arc_eventlog::{EventLog, ExecuteError, LogError, Repository};
 use arc_events::aggregate::room::{Room, RoomCommand, RoomError};
 use arc_events::room::LeaveReason;
 use arc_events::{
-    Actor, AggregateKind, AggregateRef, AppId, CommandMeta, NodeId, ParticipantIdentity,
-    ParticipantSid, RoomId,
+    Actor, AggregateKind, AggregateRef, AppId, CommandMeta, NodeId, ParticipantIdentity, ParticipantSid, RoomId,
 };
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -53,14 +52,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/rooms/{room_id}", get(get_room))
         .route("/v1/rooms/{room_id}/close", post(close_room))
         .route("/v1/rooms/{room_id}/participants", post(join_room))
-        .route(
-            "/v1/rooms/{room_id}/participants/{identity}",
-            delete(leave_room),
-        )
+        .route("/v1/rooms/{room_id}/participants/{identity}", delete(leave_room))
         .route("/v1/nodes", get(list_nodes))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
@@ -75,19 +69,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 
     fn bad_request(field: &str, message: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_argument",
-            format!("{field}: {message}"),
-        )
+        Self::new(StatusCode::BAD_REQUEST, "invalid_argument", format!("{field}: {message}"))
     }
 }
 
@@ -104,20 +90,10 @@ struct ErrorDetail<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: &self.message,
-            },
-        };
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: &self.message } };
         let mut response = (self.status, Json(body)).into_response();
-        if matches!(
-            self.status,
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT
-        ) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        if matches!(self.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT) {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
         response
     }
@@ -126,22 +102,14 @@ impl IntoResponse for ApiError {
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
         match e {
-            LogError::Unavailable(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "log_unavailable",
-                e.to_string(),
-            ),
+            LogError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", e.to_string()),
             LogError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             LogError::Invalid(_) | LogError::TooLarge { .. } => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string())
             }
             LogError::Corrupt { .. } | LogError::Backend(_) => {
                 tracing::error!(error = %e, "event log failure");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the event log failed",
-                )
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the event log failed")
             }
         }
     }
@@ -150,11 +118,7 @@ impl From<LogError> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         tracing::error!(error = %e, "read model query failed");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "read_model_unavailable",
-            "the read-model database failed",
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "read_model_unavailable", "the read-model database failed")
     }
 }
 
@@ -162,29 +126,17 @@ impl From<ExecuteError<RoomError>> for ApiError {
     fn from(e: ExecuteError<RoomError>) -> Self {
         match e {
             ExecuteError::Rejected(r) => match r {
-                RoomError::NotFound => {
-                    Self::new(StatusCode::NOT_FOUND, "room_not_found", r.to_string())
-                }
-                RoomError::AlreadyExists => {
-                    Self::new(StatusCode::CONFLICT, "room_exists", r.to_string())
-                }
+                RoomError::NotFound => Self::new(StatusCode::NOT_FOUND, "room_not_found", r.to_string()),
+                RoomError::AlreadyExists => Self::new(StatusCode::CONFLICT, "room_exists", r.to_string()),
                 RoomError::Closed => Self::new(StatusCode::CONFLICT, "room_closed", r.to_string()),
-                RoomError::Full { .. } => {
-                    Self::new(StatusCode::TOO_MANY_REQUESTS, "room_full", r.to_string())
-                }
+                RoomError::Full { .. } => Self::new(StatusCode::TOO_MANY_REQUESTS, "room_full", r.to_string()),
                 RoomError::Invalid { field, reason } => Self::bad_request(field, reason),
             },
-            ExecuteError::Contended { .. } => {
-                Self::new(StatusCode::CONFLICT, "contended", e.to_string())
-            }
+            ExecuteError::Contended { .. } => Self::new(StatusCode::CONFLICT, "contended", e.to_string()),
             ExecuteError::Log(l) => l.into(),
             ExecuteError::Encode(_) => {
                 tracing::error!(error = %e, "encoding an event failed");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "could not encode the event",
-                )
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "could not encode the event")
             }
         }
     }
@@ -198,18 +150,10 @@ fn require_admin(state: &ApiState, headers: &HeaderMap) -> ApiResult<()> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "send Authorization: Bearer <admin key>",
-            )
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "send Authorization: Bearer <admin key>")
         })?;
     if !constant_time_eq(presented.as_bytes(), state.admin_key.as_bytes()) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "the admin key is wrong",
-        ));
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "the admin key is wrong"));
     }
     Ok(())
 }
@@ -231,9 +175,7 @@ fn room_ref(room_id: &str) -> ApiResult<AggregateRef> {
 }
 
 fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default()
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()).unwrap_or_default()
 }
 
 /// A room as the API shows it.
@@ -285,11 +227,7 @@ struct CreateRoom {
     metadata: Option<String>,
 }
 
-async fn create_room(
-    State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
+async fn create_room(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     require_admin(&state, &headers)?;
     let req: CreateRoom = parse_body(&body)?;
     let app_id = AppId::parse(&req.app_id).map_err(|e| ApiError::bad_request("app_id", e))?;
@@ -312,12 +250,7 @@ async fn create_room(
         "seq": done.seq,
         "position": done.appended.map(|a| a.last.0),
     });
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/v1/rooms/{room_id}"))],
-        Json(body),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/rooms/{room_id}"))], Json(body)).into_response())
 }
 
 async fn close_room(
@@ -326,13 +259,8 @@ async fn close_room(
     Path(room_id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     require_admin(&state, &headers)?;
-    let done = state
-        .rooms
-        .execute(&room_ref(&room_id)?, &RoomCommand::Close, &meta())
-        .await?;
-    Ok(Json(
-        serde_json::json!({ "room_id": room_id, "state": "closed", "seq": done.seq }),
-    ))
+    let done = state.rooms.execute(&room_ref(&room_id)?, &RoomCommand::Close, &meta()).await?;
+    Ok(Json(serde_json::json!({ "room_id": room_id, "state": "closed", "seq": done.seq })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,25 +281,12 @@ async fn join_room(
 ) -> ApiResult<Response> {
     require_admin(&state, &headers)?;
     let req: JoinRoom = parse_body(&body)?;
-    let identity = ParticipantIdentity::parse(&req.identity)
-        .map_err(|e| ApiError::bad_request("identity", e))?;
-    let node_id = req
-        .node_id
-        .as_deref()
-        .map(NodeId::parse)
-        .transpose()
-        .map_err(|e| ApiError::bad_request("node_id", e))?;
+    let identity = ParticipantIdentity::parse(&req.identity).map_err(|e| ApiError::bad_request("identity", e))?;
+    let node_id =
+        req.node_id.as_deref().map(NodeId::parse).transpose().map_err(|e| ApiError::bad_request("node_id", e))?;
     let sid = ParticipantSid::generate();
-    let command = RoomCommand::Join {
-        identity: identity.clone(),
-        sid: sid.clone(),
-        name: req.name,
-        node_id,
-    };
-    let done = state
-        .rooms
-        .execute(&room_ref(&room_id)?, &command, &meta())
-        .await?;
+    let command = RoomCommand::Join { identity: identity.clone(), sid: sid.clone(), name: req.name, node_id };
+    let done = state.rooms.execute(&room_ref(&room_id)?, &command, &meta()).await?;
     let body = serde_json::json!({ "room_id": room_id, "identity": identity, "sid": sid, "seq": done.seq });
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -388,21 +303,11 @@ async fn leave_room(
     Query(q): Query<LeaveQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     require_admin(&state, &headers)?;
-    let identity =
-        ParticipantIdentity::parse(&identity).map_err(|e| ApiError::bad_request("identity", e))?;
+    let identity = ParticipantIdentity::parse(&identity).map_err(|e| ApiError::bad_request("identity", e))?;
     let sid = ParticipantSid::parse(&q.sid).map_err(|e| ApiError::bad_request("sid", e))?;
-    let command = RoomCommand::Leave {
-        identity,
-        sid,
-        reason: LeaveReason::ClientLeft,
-    };
-    let done = state
-        .rooms
-        .execute(&room_ref(&room_id)?, &command, &meta())
-        .await?;
-    Ok(Json(
-        serde_json::json!({ "room_id": room_id, "seq": done.seq, "left": !done.events.is_empty() }),
-    ))
+    let command = RoomCommand::Leave { identity, sid, reason: LeaveReason::ClientLeft };
+    let done = state.rooms.execute(&room_ref(&room_id)?, &command, &meta()).await?;
+    Ok(Json(serde_json::json!({ "room_id": room_id, "seq": done.seq, "left": !done.events.is_empty() })))
 }
 
 async fn get_room(
@@ -413,12 +318,8 @@ async fn get_room(
     require_admin(&state, &headers)?;
     room_ref(&room_id)?;
     let sql = format!("SELECT {} FROM rooms WHERE room_id = $1", rooms::COLUMNS);
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&room_id)
-        .fetch_optional(&state.db.pool)
-        .await?;
-    let row = row
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "room_not_found", "room not found"))?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&room_id).fetch_optional(&state.db.pool).await?;
+    let row = row.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "room_not_found", "room not found"))?;
     Ok(Json(rooms::from_row(&row)?.into()))
 }
 
@@ -444,10 +345,7 @@ async fn list_rooms(
     }
     let limit = q.limit.unwrap_or(100);
     if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "limit",
-            format!("must be 1..={PAGE_MAX}"),
-        ));
+        return Err(ApiError::bad_request("limit", format!("must be 1..={PAGE_MAX}")));
     }
     let sql = format!(
         "SELECT {} FROM rooms WHERE ($1 = '' OR app_id = $1) AND ($2 = '' OR state = $2) AND room_id > $3 \
@@ -461,19 +359,10 @@ async fn list_rooms(
         .bind(limit)
         .fetch_all(&state.db.pool)
         .await?;
-    let rooms: Vec<RoomDto> = rows
-        .iter()
-        .map(rooms::from_row)
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    let next = (rooms.len() as i64 == limit)
-        .then(|| rooms.last().map(|r| r.room_id.clone()))
-        .flatten();
-    Ok(Json(
-        serde_json::json!({ "rooms": rooms, "next_after": next }),
-    ))
+    let rooms: Vec<RoomDto> =
+        rows.iter().map(rooms::from_row).collect::<Result<Vec<_>, _>>()?.into_iter().map(Into::into).collect();
+    let next = (rooms.len() as i64 == limit).then(|| rooms.last().map(|r| r.room_id.clone())).flatten();
+    Ok(Json(serde_json::json!({ "rooms": rooms, "next_after": next })))
 }
 
 /// A node as the API shows it.
@@ -496,18 +385,10 @@ pub struct NodeDto {
     pub cpu_percent: f64,
 }
 
-async fn list_nodes(
-    State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
-) -> ApiResult<Json<serde_json::Value>> {
+async fn list_nodes(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
     require_admin(&state, &headers)?;
-    let sql = format!(
-        "SELECT {} FROM nodes ORDER BY node_id LIMIT 1000",
-        nodes::COLUMNS
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .fetch_all(&state.db.pool)
-        .await?;
+    let sql = format!("SELECT {} FROM nodes ORDER BY node_id LIMIT 1000", nodes::COLUMNS);
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&state.db.pool).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let n = nodes::from_row(row)?;
@@ -555,24 +436,17 @@ pub struct ProjectionStatus {
 
 async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json<StatusDto>> {
     let head = state.log.head().await?;
-    let rooms_open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE state = 'open'")
+    let rooms_open: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE state = 'open'").fetch_one(&state.db.pool).await?;
+    let nodes_up: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE state IN ('up', 'draining')")
         .fetch_one(&state.db.pool)
         .await?;
-    let nodes_up: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE state IN ('up', 'draining')")
-            .fetch_one(&state.db.pool)
-            .await?;
     let projections = state
         .projections
         .iter()
         .map(|(name, rx)| {
             let c = *rx.borrow();
-            ProjectionStatus {
-                name,
-                position: c.position.0,
-                events: c.events,
-                caught_up: c.position >= head,
-            }
+            ProjectionStatus { name, position: c.position.0, events: c.events, caught_up: c.position >= head }
         })
         .collect();
     Ok(Json(StatusDto {

@@ -28,6 +28,10 @@ pub struct Settings {
     pub nats_url: Option<String>,
     /// JetStream stream replicas (1, or 3 for a three-node cluster).
     pub nats_replicas: Option<usize>,
+    /// JetStream stream name (default `ARC_EVENTS`).
+    pub nats_stream: Option<String>,
+    /// Subject prefix of the stream (default `arc.evt`).
+    pub nats_subject_prefix: Option<String>,
     /// Read-model database URL (`postgres://…` or `sqlite://…`).
     pub database_url: Option<String>,
     /// Admin API key. `dev` generates one into the data dir when unset.
@@ -52,6 +56,8 @@ impl Settings {
             listen: over.listen.or(self.listen),
             nats_url: over.nats_url.or(self.nats_url),
             nats_replicas: over.nats_replicas.or(self.nats_replicas),
+            nats_stream: over.nats_stream.or(self.nats_stream),
+            nats_subject_prefix: over.nats_subject_prefix.or(self.nats_subject_prefix),
             database_url: over.database_url.or(self.database_url),
             admin_key: over.admin_key.or(self.admin_key),
             janitor_interval_s: over.janitor_interval_s.or(self.janitor_interval_s),
@@ -60,13 +66,10 @@ impl Settings {
 
     /// Checks and completes the settings for `mode`.
     pub fn resolve(self, mode: Mode) -> Result<Config, ControlError> {
-        let data_dir = self
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT));
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT));
         let listen_text = self.listen.unwrap_or_else(|| LISTEN_DEFAULT.to_owned());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .map_err(|e| ControlError::Config(format!("listen address {listen_text:?}: {e}")))?;
+        let listen: SocketAddr =
+            listen_text.parse().map_err(|e| ControlError::Config(format!("listen address {listen_text:?}: {e}")))?;
         let log = match (mode, self.nats_url) {
             (Mode::Dev, Some(_)) => {
                 return Err(ControlError::Config(
@@ -75,22 +78,22 @@ impl Settings {
             }
             (Mode::Dev, None) => LogConfig::Embedded,
             (Mode::Serve, None) => {
-                return Err(ControlError::Config(
-                    "serve needs --nats URL (or ARC_NATS_URL, or nats_url)".into(),
-                ));
+                return Err(ControlError::Config("serve needs --nats URL (or ARC_NATS_URL, or nats_url)".into()));
             }
             (_, Some(url)) => LogConfig::JetStream {
                 url,
                 replicas: self.nats_replicas.unwrap_or(1),
+                stream: self.nats_stream.unwrap_or_else(|| arc_eventlog::jetstream::STREAM_NAME.to_owned()),
+                subject_prefix: self
+                    .nats_subject_prefix
+                    .unwrap_or_else(|| arc_eventlog::jetstream::SUBJECT_PREFIX.to_owned()),
             },
             (Mode::Tool, None) => LogConfig::Embedded,
         };
         if let LogConfig::JetStream { replicas, .. } = &log
             && !(1..=5).contains(replicas)
         {
-            return Err(ControlError::Config(format!(
-                "nats_replicas must be 1..=5, not {replicas}"
-            )));
+            return Err(ControlError::Config(format!("nats_replicas must be 1..=5, not {replicas}")));
         }
         let database_url = match (mode, self.database_url) {
             (Mode::Serve, None) => {
@@ -101,16 +104,8 @@ impl Settings {
             (_, Some(url)) => url,
             (_, None) => crate::readdb::ReadDb::sqlite_url(&data_dir),
         };
-        let janitor_interval =
-            Duration::from_secs(self.janitor_interval_s.unwrap_or(2).clamp(1, 3600));
-        Ok(Config {
-            data_dir,
-            listen,
-            log,
-            database_url,
-            admin_key: self.admin_key,
-            janitor_interval,
-        })
+        let janitor_interval = Duration::from_secs(self.janitor_interval_s.unwrap_or(2).clamp(1, 3600));
+        Ok(Config { data_dir, listen, log, database_url, admin_key: self.admin_key, janitor_interval })
     }
 }
 
@@ -131,7 +126,7 @@ pub enum LogConfig {
     /// SQLite in the data dir.
     Embedded,
     /// NATS JetStream.
-    JetStream { url: String, replicas: usize },
+    JetStream { url: String, replicas: usize, stream: String, subject_prefix: String },
 }
 
 /// Complete settings.
@@ -159,16 +154,9 @@ mod tests {
     #[test]
     fn flags_beat_env_beat_file() {
         let file: Settings =
-            toml::from_str("listen = \"127.0.0.1:1\"\nnats_replicas = 3\ndata_dir = \"/f\"")
-                .expect("valid toml");
-        let env = Settings {
-            listen: Some("127.0.0.1:2".into()),
-            ..Default::default()
-        };
-        let flags = Settings {
-            data_dir: Some("/flag".into()),
-            ..Default::default()
-        };
+            toml::from_str("listen = \"127.0.0.1:1\"\nnats_replicas = 3\ndata_dir = \"/f\"").expect("valid toml");
+        let env = Settings { listen: Some("127.0.0.1:2".into()), ..Default::default() };
+        let flags = Settings { data_dir: Some("/flag".into()), ..Default::default() };
         let s = file.overridden_by(env).overridden_by(flags);
         assert_eq!(s.listen.as_deref(), Some("127.0.0.1:2"));
         assert_eq!(s.data_dir, Some(PathBuf::from("/flag")));
@@ -178,23 +166,13 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         assert!(toml::from_str::<Settings>("lisen = 1").is_err());
-        let err = Settings {
-            listen: Some("nowhere".into()),
-            ..Default::default()
-        }
-        .resolve(Mode::Dev);
+        let err = Settings { listen: Some("nowhere".into()), ..Default::default() }.resolve(Mode::Dev);
         assert!(matches!(err, Err(ControlError::Config(m)) if m.contains("nowhere")));
         let err = Settings::default().resolve(Mode::Serve);
         assert!(matches!(err, Err(ControlError::Config(m)) if m.contains("--nats")));
-        let err = Settings {
-            nats_url: Some("nats://x".into()),
-            ..Default::default()
-        }
-        .resolve(Mode::Serve);
+        let err = Settings { nats_url: Some("nats://x".into()), ..Default::default() }.resolve(Mode::Serve);
         assert!(matches!(err, Err(ControlError::Config(m)) if m.contains("--database")));
-        let dev = Settings::default()
-            .resolve(Mode::Dev)
-            .expect("dev needs nothing");
+        let dev = Settings::default().resolve(Mode::Dev).expect("dev needs nothing");
         assert_eq!(dev.log, LogConfig::Embedded);
         assert!(dev.database_url.starts_with("sqlite://"));
     }

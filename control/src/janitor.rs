@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_eventlog::{EventLog, Repository};
-use arc_events::aggregate::node::{
-    HEARTBEAT_INTERVAL_S, HEARTBEATS_MISSED_LOST, Node, NodeCommand,
-};
+use arc_events::aggregate::node::{HEARTBEAT_INTERVAL_S, HEARTBEATS_MISSED_LOST, Node, NodeCommand};
 use arc_events::aggregate::room::{Room, RoomCommand};
 use arc_events::{Actor, AggregateKind, AggregateRef, CommandMeta};
 
@@ -77,10 +75,7 @@ async fn sweep_nodes(db: &ReadDb, nodes: &Repository<Node>) -> Result<(), sqlx::
             continue;
         };
         let meta = CommandMeta::new(Actor::system("node-liveness"), chrono::Utc::now());
-        match nodes
-            .execute(&node, &NodeCommand::DeclareLostIfSilent, &meta)
-            .await
-        {
+        match nodes.execute(&node, &NodeCommand::DeclareLostIfSilent, &meta).await {
             Ok(done) if !done.events.is_empty() => tracing::warn!(node = %id, "declared node lost"),
             Ok(_) => {}
             Err(e) => tracing::warn!(node = %id, error = %e, "could not declare node lost"),

@@ -14,11 +14,7 @@ use arc_control::server;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "arc-control",
-    version,
-    about = "Arc's control plane: event log, projections, REST API"
-)]
+#[command(name = "arc-control", version, about = "Arc's control plane: event log, projections, REST API")]
 struct Cli {
     /// TOML config file; environment (ARC_*) and flags override it.
     #[arg(long, global = true, env = "ARC_CONFIG")]
@@ -44,6 +40,12 @@ struct SettingsArgs {
     /// Replicas of the JetStream stream (3 for a three-node cluster) [default: 1]
     #[arg(long, global = true, env = "ARC_NATS_REPLICAS")]
     nats_replicas: Option<usize>,
+    /// JetStream stream name [default: ARC_EVENTS]
+    #[arg(long, global = true, env = "ARC_NATS_STREAM")]
+    nats_stream: Option<String>,
+    /// Subject prefix of the stream's subjects [default: arc.evt]
+    #[arg(long, global = true, env = "ARC_NATS_SUBJECT_PREFIX")]
+    nats_subject_prefix: Option<String>,
     /// Read-model database: postgres://… or sqlite://… [default in dev: sqlite://<data-dir>/read.db]
     #[arg(long = "database", global = true, env = "ARC_DATABASE_URL")]
     database_url: Option<String>,
@@ -76,6 +78,8 @@ impl SettingsArgs {
             listen: self.listen,
             nats_url: self.nats_url,
             nats_replicas: self.nats_replicas,
+            nats_stream: self.nats_stream,
+            nats_subject_prefix: self.nats_subject_prefix,
             database_url: self.database_url,
             admin_key: self.admin_key,
             janitor_interval_s: self.janitor_interval_s,
@@ -87,8 +91,7 @@ impl SettingsArgs {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ARC_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("ARC_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -111,10 +114,7 @@ async fn main() -> Result<()> {
             );
             server::rebuild(&config, &projections, |name, events, took| {
                 let rate = events as f64 / took.as_secs_f64().max(1e-9);
-                println!(
-                    "rebuilt {name}: {events} events in {:.2} s ({rate:.0} events/s)",
-                    took.as_secs_f64()
-                );
+                println!("rebuilt {name}: {events} events in {:.2} s ({rate:.0} events/s)", took.as_secs_f64());
             })
             .await?;
             Ok(())
@@ -127,16 +127,14 @@ fn log_name(config: &arc_control::config::Config) -> String {
         arc_control::config::LogConfig::Embedded => {
             format!("embedded ({})", config.events_path().display())
         }
-        arc_control::config::LogConfig::JetStream { url, replicas } => {
-            format!("JetStream ({url}, R{replicas})")
+        arc_control::config::LogConfig::JetStream { url, replicas, stream, .. } => {
+            format!("JetStream ({url}, stream {stream}, R{replicas})")
         }
     }
 }
 
 async fn run(config: arc_control::config::Config) -> Result<()> {
-    let running = server::start(&config)
-        .await
-        .context("starting arc-control")?;
+    let running = server::start(&config).await.context("starting arc-control")?;
     let head = running.log.head().await.context("reading the log head")?;
     let url = format!("http://{}", running.addr);
     println!("arc-control {} is up", env!("CARGO_PKG_VERSION"));
@@ -150,21 +148,17 @@ async fn run(config: arc_control::config::Config) -> Result<()> {
             config.data_dir.join("admin.key").display()
         ),
         (_, false) if config.admin_key.is_none() => {
-            println!(
-                "  admin key     in {}",
-                config.data_dir.join("admin.key").display()
-            )
+            println!("  admin key     in {}", config.data_dir.join("admin.key").display())
         }
         _ => println!("  admin key     from configuration"),
     }
     println!("Ctrl-C to stop.");
     running
         .serve_until(async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => return std::future::pending().await,
-                };
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

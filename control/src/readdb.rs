@@ -43,9 +43,7 @@ impl ReadDb {
         } else if url.starts_with("sqlite:") {
             Flavor::Sqlite
         } else {
-            return Err(ControlError::Config(format!(
-                "database URL {url:?} must start with postgres:// or sqlite://"
-            )));
+            return Err(ControlError::Config(format!("database URL {url:?} must start with postgres:// or sqlite://")));
         };
         let url = match flavor {
             Flavor::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
@@ -55,24 +53,14 @@ impl ReadDb {
             .map_err(|e| ControlError::Config(format!("database URL: {e}")))?
             .disable_statement_logging();
         let pool = AnyPoolOptions::new()
-            .max_connections(if flavor == Flavor::Sqlite {
-                4
-            } else {
-                CONNECTIONS_MAX
-            })
+            .max_connections(if flavor == Flavor::Sqlite { 4 } else { CONNECTIONS_MAX })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if flavor == Flavor::Sqlite {
                         // Durable and concurrent: readers never block the projection writer.
-                        sqlx::query("PRAGMA journal_mode = WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous = FULL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA busy_timeout = 10000")
-                            .execute(&mut *conn)
-                            .await?;
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
                     }
                     Ok(())
                 })
@@ -84,15 +72,22 @@ impl ReadDb {
             Flavor::Postgres => &POSTGRES,
             Flavor::Sqlite => &SQLITE,
         };
-        migrator
-            .run(&pool)
-            .await
-            .map_err(|e| ControlError::Unavailable(format!("migrating read models: {e}")))?;
+        migrator.run(&pool).await.map_err(|e| ControlError::Unavailable(format!("migrating read models: {e}")))?;
         Ok(Self { pool, flavor })
     }
 
     /// The embedded default: `<data_dir>/read.db`.
     pub fn sqlite_url(data_dir: &Path) -> String {
         format!("sqlite://{}", data_dir.join("read.db").display())
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead
+    /// of failing with a stale snapshot.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.flavor {
+            Flavor::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Flavor::Postgres => self.pool.begin().await,
+        }
     }
 }

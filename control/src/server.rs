@@ -21,9 +21,11 @@ use crate::readdb::ReadDb;
 pub async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, ControlError> {
     Ok(match &config.log {
         LogConfig::Embedded => Arc::new(SqliteLog::open(&config.events_path()).await?),
-        LogConfig::JetStream { url, replicas } => {
+        LogConfig::JetStream { url, replicas, stream, subject_prefix } => {
             let mut js = JetStreamConfig::new(url);
             js.replicas = *replicas;
+            js.stream = stream.clone();
+            js.subject_prefix = subject_prefix.clone();
             Arc::new(JetStreamLog::connect(&js).await?)
         }
     })
@@ -34,16 +36,12 @@ pub async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, ControlError
 pub fn admin_key(config: &Config) -> Result<(String, bool), ControlError> {
     if let Some(key) = &config.admin_key {
         if key.len() < 16 {
-            return Err(ControlError::Config(
-                "admin_key must be at least 16 characters".into(),
-            ));
+            return Err(ControlError::Config("admin_key must be at least 16 characters".into()));
         }
         return Ok((key.clone(), false));
     }
     if config.log != LogConfig::Embedded {
-        return Err(ControlError::Config(
-            "serve needs --admin-key (or ARC_ADMIN_KEY, or admin_key)".into(),
-        ));
+        return Err(ControlError::Config("serve needs --admin-key (or ARC_ADMIN_KEY, or admin_key)".into()));
     }
     let path = config.data_dir.join("admin.key");
     if let Ok(key) = std::fs::read_to_string(&path) {
@@ -65,8 +63,7 @@ fn write_secret(path: &Path, value: &str) -> Result<(), ControlError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ControlError::Config(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| ControlError::Config(format!("creating {}: {e}", dir.display())))?;
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -74,8 +71,7 @@ fn write_secret(path: &Path, value: &str) -> Result<(), ControlError> {
         .mode(0o600)
         .open(path)
         .map_err(|e| ControlError::Config(format!("writing {}: {e}", path.display())))?;
-    f.write_all(value.as_bytes())
-        .map_err(|e| ControlError::Config(format!("writing {}: {e}", path.display())))?;
+    f.write_all(value.as_bytes()).map_err(|e| ControlError::Config(format!("writing {}: {e}", path.display())))?;
     Ok(())
 }
 
@@ -93,10 +89,7 @@ pub struct Running {
 
 impl Running {
     /// Runs until `shutdown` completes, then stops every task.
-    pub async fn serve_until(
-        mut self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) {
+    pub async fn serve_until(mut self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
         tokio::select! {
             () = shutdown => tracing::info!("shutting down"),
             Some(done) = self.tasks.join_next() => tracing::error!(?done, "a control-plane task stopped"),
@@ -114,17 +107,10 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
 
     let rooms = Runner::<RoomsProjection>::new(db.clone(), log.clone()).await?;
     let nodes = Runner::<NodesProjection>::new(db.clone(), log.clone()).await?;
-    let projections = vec![
-        (RoomsProjection::NAME, rooms.progress()),
-        (NodesProjection::NAME, nodes.progress()),
-    ];
+    let projections = vec![(RoomsProjection::NAME, rooms.progress()), (NodesProjection::NAME, nodes.progress())];
     tasks.spawn(rooms.run());
     tasks.spawn(nodes.run());
-    tasks.spawn(crate::janitor::run(
-        db.clone(),
-        log.clone(),
-        config.janitor_interval,
-    ));
+    tasks.spawn(crate::janitor::run(db.clone(), log.clone(), config.janitor_interval));
 
     let state = Arc::new(ApiState {
         log: log.clone(),
@@ -137,20 +123,13 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ControlError::Config(format!("cannot listen on {}: {e}", config.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| ControlError::Config(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| ControlError::Config(e.to_string()))?;
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, router(state)).await {
             tracing::error!(error = %e, "http server stopped");
         }
     });
-    Ok(Running {
-        addr,
-        log,
-        admin_key,
-        tasks,
-    })
+    Ok(Running { addr, log, admin_key, tasks })
 }
 
 /// Rebuilds the named projections (or all) from the start of the log.

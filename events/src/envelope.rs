@@ -17,9 +17,7 @@ use crate::event::Event;
 use crate::ids::{AppId, CorrelationId, EventId, NodeId, validate_token};
 
 /// Which kind of aggregate an event belongs to; the second token of its subject.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AggregateKind {
     App,
@@ -33,15 +31,8 @@ pub enum AggregateKind {
 
 impl AggregateKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Self; 7] = [
-        Self::App,
-        Self::Room,
-        Self::Participant,
-        Self::Track,
-        Self::Recording,
-        Self::Call,
-        Self::Node,
-    ];
+    pub const ALL: [Self; 7] =
+        [Self::App, Self::Room, Self::Participant, Self::Track, Self::Recording, Self::Call, Self::Node];
 
     /// The kind's name as it appears in subjects and records.
     pub const fn as_str(self) -> &'static str {
@@ -79,10 +70,7 @@ impl AggregateRef {
     /// Names an aggregate; the id must be a valid token.
     pub fn new(kind: AggregateKind, id: &str) -> Result<Self, crate::error::IdError> {
         validate_token(id)?;
-        Ok(Self {
-            kind,
-            id: id.to_owned(),
-        })
+        Ok(Self { kind, id: id.to_owned() })
     }
 
     /// The aggregate's kind.
@@ -122,9 +110,7 @@ pub enum Actor {
 impl Actor {
     /// A system component as the actor.
     pub fn system(component: &str) -> Self {
-        Self::System {
-            component: component.to_owned(),
-        }
+        Self::System { component: component.to_owned() }
     }
 }
 
@@ -144,12 +130,7 @@ pub struct CommandMeta {
 impl CommandMeta {
     /// Metadata for a new request by `actor` at `now`.
     pub fn new(actor: Actor, now: DateTime<Utc>) -> Self {
-        Self {
-            occurred_at: now,
-            correlation_id: CorrelationId::new(),
-            causation_id: None,
-            actor,
-        }
+        Self { occurred_at: now, correlation_id: CorrelationId::new(), causation_id: None, actor }
     }
 }
 
@@ -209,16 +190,8 @@ pub enum Decoded {
 
 impl RawEvent {
     /// Builds the stored form of `event` as event number `seq` of `aggregate`.
-    pub fn encode(
-        aggregate: &AggregateRef,
-        seq: u64,
-        event: &Event,
-        meta: &CommandMeta,
-    ) -> Result<Self, EncodeError> {
-        let data = event.to_data().map_err(|source| EncodeError {
-            event_type: event.type_name(),
-            source,
-        })?;
+    pub fn encode(aggregate: &AggregateRef, seq: u64, event: &Event, meta: &CommandMeta) -> Result<Self, EncodeError> {
+        let data = event.to_data().map_err(|source| EncodeError { event_type: event.type_name(), source })?;
         Ok(Self {
             id: EventId::new(),
             aggregate_type: aggregate.kind().as_str().to_owned(),
@@ -237,10 +210,7 @@ impl RawEvent {
     /// Turns the stored form into a typed envelope, upcasting old versions;
     /// unknown types and aggregate kinds come back as [`Decoded::Unknown`].
     pub fn decode(&self) -> Result<Decoded, DecodeError> {
-        let unknown = || Decoded::Unknown {
-            event_type: self.event_type.clone(),
-            version: self.version,
-        };
+        let unknown = || Decoded::Unknown { event_type: self.event_type.clone(), version: self.version };
         let Some(kind) = AggregateKind::parse(&self.aggregate_type) else {
             return Ok(unknown());
         };
@@ -264,10 +234,6 @@ impl RawEvent {
 
     /// The aggregate this event belongs to, if the kind is known and the id valid.
     pub fn aggregate(&self) -> Option<AggregateRef> {
-        AggregateRef::new(
-            AggregateKind::parse(&self.aggregate_type)?,
-            &self.aggregate_id,
-        )
-        .ok()
+        AggregateRef::new(AggregateKind::parse(&self.aggregate_type)?, &self.aggregate_id).ok()
     }
 }

@@ -32,11 +32,7 @@ pub enum DecodeError {
     },
     /// The event type is known but written in a version newer than this reader.
     #[error("event {event_type} v{version} is newer than this reader understands (v{known})")]
-    NewerVersion {
-        event_type: String,
-        version: u16,
-        known: u16,
-    },
+    NewerVersion { event_type: String, version: u16, known: u16 },
     /// The aggregate named by the record is not a valid id.
     #[error("event names an invalid aggregate id: {0}")]
     BadAggregateId(#[from] IdError),

@@ -39,12 +39,7 @@ pub struct EventType {
 
 impl EventType {
     fn of<T: EventData>() -> Self {
-        Self {
-            type_name: T::TYPE,
-            version: T::VERSION,
-            aggregate: T::AGGREGATE,
-            schema: || schemars::schema_for!(T),
-        }
+        Self { type_name: T::TYPE, version: T::VERSION, aggregate: T::AGGREGATE, schema: || schemars::schema_for!(T) }
     }
 }
 
@@ -98,11 +93,7 @@ macro_rules! aggregate_events {
 
 fn decode_payload<T: EventData>(version: u16, data: serde_json::Value) -> Result<T, DecodeError> {
     if version > T::VERSION {
-        return Err(DecodeError::NewerVersion {
-            event_type: T::TYPE.to_owned(),
-            version,
-            known: T::VERSION,
-        });
+        return Err(DecodeError::NewerVersion { event_type: T::TYPE.to_owned(), version, known: T::VERSION });
     }
     let data = crate::upcast::upcast(T::TYPE, version, data);
     serde_json::from_value(data).map_err(|source| DecodeError::BadData {
@@ -236,34 +227,20 @@ impl Event {
     }
 
     /// Decodes `data` of the given type and version; `Ok(None)` for unknown types.
-    pub fn decode(
-        type_name: &str,
-        version: u16,
-        data: serde_json::Value,
-    ) -> Result<Option<Self>, DecodeError> {
+    pub fn decode(type_name: &str, version: u16, data: serde_json::Value) -> Result<Option<Self>, DecodeError> {
         let (kind, _) = type_name.split_once('.').unwrap_or((type_name, ""));
         let found = match AggregateKind::parse(kind) {
-            Some(AggregateKind::App) => {
-                AppEvent::decode(type_name, version, data).map(|r| r.map(Self::App))
-            }
-            Some(AggregateKind::Room) => {
-                RoomEvent::decode(type_name, version, data).map(|r| r.map(Self::Room))
-            }
+            Some(AggregateKind::App) => AppEvent::decode(type_name, version, data).map(|r| r.map(Self::App)),
+            Some(AggregateKind::Room) => RoomEvent::decode(type_name, version, data).map(|r| r.map(Self::Room)),
             Some(AggregateKind::Participant) => {
                 ParticipantEvent::decode(type_name, version, data).map(|r| r.map(Self::Participant))
             }
-            Some(AggregateKind::Track) => {
-                TrackEvent::decode(type_name, version, data).map(|r| r.map(Self::Track))
-            }
+            Some(AggregateKind::Track) => TrackEvent::decode(type_name, version, data).map(|r| r.map(Self::Track)),
             Some(AggregateKind::Recording) => {
                 RecordingEvent::decode(type_name, version, data).map(|r| r.map(Self::Recording))
             }
-            Some(AggregateKind::Call) => {
-                CallEvent::decode(type_name, version, data).map(|r| r.map(Self::Call))
-            }
-            Some(AggregateKind::Node) => {
-                NodeEvent::decode(type_name, version, data).map(|r| r.map(Self::Node))
-            }
+            Some(AggregateKind::Call) => CallEvent::decode(type_name, version, data).map(|r| r.map(Self::Call)),
+            Some(AggregateKind::Node) => NodeEvent::decode(type_name, version, data).map(|r| r.map(Self::Node)),
             None => None,
         };
         found.transpose()
@@ -317,30 +294,16 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), types.len(), "duplicate event type name");
         for t in &types {
-            assert_eq!(
-                t.type_name.split_once('.').map(|(k, _)| k),
-                Some(t.aggregate.as_str()),
-                "{}",
-                t.type_name
-            );
+            assert_eq!(t.type_name.split_once('.').map(|(k, _)| k), Some(t.aggregate.as_str()), "{}", t.type_name);
             assert!(t.version >= 1);
         }
     }
 
     #[test]
     fn unknown_types_decode_to_none_and_newer_versions_are_errors() {
-        assert!(matches!(
-            Event::decode("room.teleported", 1, serde_json::json!({})),
-            Ok(None)
-        ));
-        assert!(matches!(
-            Event::decode("spaceship.launched", 1, serde_json::json!({})),
-            Ok(None)
-        ));
-        assert!(matches!(
-            Event::decode("nodot", 1, serde_json::json!({})),
-            Ok(None)
-        ));
+        assert!(matches!(Event::decode("room.teleported", 1, serde_json::json!({})), Ok(None)));
+        assert!(matches!(Event::decode("spaceship.launched", 1, serde_json::json!({})), Ok(None)));
+        assert!(matches!(Event::decode("nodot", 1, serde_json::json!({})), Ok(None)));
         assert!(matches!(
             Event::decode("app.deleted", 99, serde_json::json!({})),
             Err(DecodeError::NewerVersion { .. })

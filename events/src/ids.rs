@@ -22,15 +22,9 @@ pub fn validate_token(s: &str) -> Result<(), IdError> {
         return Err(IdError::Empty);
     }
     if s.len() > ID_LEN_MAX {
-        return Err(IdError::TooLong {
-            len: s.len(),
-            max: ID_LEN_MAX,
-        });
+        return Err(IdError::TooLong { len: s.len(), max: ID_LEN_MAX });
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
         return Err(IdError::BadChar { c });
     }
     Ok(())
@@ -220,10 +214,7 @@ mod tests {
         assert_eq!(RoomId::parse("a.b"), Err(IdError::BadChar { c: '.' }));
         assert_eq!(RoomId::parse("a b"), Err(IdError::BadChar { c: ' ' }));
         assert_eq!(RoomId::parse("a>"), Err(IdError::BadChar { c: '>' }));
-        assert!(matches!(
-            RoomId::parse(&"x".repeat(65)),
-            Err(IdError::TooLong { .. })
-        ));
+        assert!(matches!(RoomId::parse(&"x".repeat(65)), Err(IdError::TooLong { .. })));
         assert!(serde_json::from_str::<NodeId>("\"n*\"").is_err());
         let id = NodeId::generate();
         assert!(id.as_str().starts_with("node_"));

@@ -34,10 +34,9 @@ pub use aggregate::{Aggregate, Context};
 pub use envelope::{Actor, AggregateKind, AggregateRef, CommandMeta, Decoded, Envelope, RawEvent};
 pub use error::{DecodeError, EncodeError, IdError};
 pub use event::{
-    AppEvent, CallEvent, Event, EventData, EventType, NodeEvent, ParticipantEvent, RecordingEvent,
-    RoomEvent, TrackEvent,
+    AppEvent, CallEvent, Event, EventData, EventType, NodeEvent, ParticipantEvent, RecordingEvent, RoomEvent,
+    TrackEvent,
 };
 pub use ids::{
-    AppId, CallId, CorrelationId, EventId, NodeId, ParticipantIdentity, ParticipantSid,
-    RecordingId, RoomId, TrackId,
+    AppId, CallId, CorrelationId, EventId, NodeId, ParticipantIdentity, ParticipantSid, RecordingId, RoomId, TrackId,
 };

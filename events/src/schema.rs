@@ -32,10 +32,7 @@ pub fn generate() -> Vec<SchemaFile> {
             contents: pretty(&(t.schema)()),
         })
         .collect();
-    files.push(SchemaFile {
-        file_name: "envelope.json".into(),
-        contents: pretty(&schemars::schema_for!(RawEvent)),
-    });
+    files.push(SchemaFile { file_name: "envelope.json".into(), contents: pretty(&schemars::schema_for!(RawEvent)) });
     files.sort_by(|a, b| a.file_name.cmp(&b.file_name));
     files
 }

@@ -32,17 +32,10 @@ fn checked_in_schemas_match_the_rust_types() {
         .collect();
     on_disk.sort();
     let expected: Vec<String> = generated.iter().map(|f| f.file_name.clone()).collect();
-    assert_eq!(
-        on_disk, expected,
-        "schema files differ from the event types; {regen}"
-    );
+    assert_eq!(on_disk, expected, "schema files differ from the event types; {regen}");
     for f in &generated {
         let text = std::fs::read_to_string(dir.join(&f.file_name)).expect("read schema");
-        assert!(
-            text == f.contents,
-            "schemas/events/{} is out of date; {regen}",
-            f.file_name
-        );
+        assert!(text == f.contents, "schemas/events/{} is out of date; {regen}", f.file_name);
     }
 }
 
@@ -51,9 +44,8 @@ fn every_event_round_trips_through_its_raw_form_and_old_readers_skip_unknown_typ
     use arc_events::{Actor, AggregateKind, AggregateRef, CommandMeta, Decoded, RawEvent};
     let room = AggregateRef::new(AggregateKind::Room, "rm_1").expect("valid");
     let meta = CommandMeta::new(Actor::Admin, chrono::Utc::now());
-    let event = arc_events::RoomEvent::from(arc_events::room::RoomClosed {
-        reason: arc_events::room::CloseReason::Requested,
-    });
+    let event =
+        arc_events::RoomEvent::from(arc_events::room::RoomClosed { reason: arc_events::room::CloseReason::Requested });
     let raw = RawEvent::encode(&room, 3, &event.clone().into(), &meta).expect("encode");
     let json = serde_json::to_string(&raw).expect("json");
     let back: RawEvent = serde_json::from_str(&json).expect("parse");

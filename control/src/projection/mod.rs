@@ -55,11 +55,7 @@ pub trait Projection: Send + Sync + 'static {
     async fn load(conn: &mut AnyConnection, key: &str) -> Result<Option<Self::Row>, sqlx::Error>;
 
     /// Writes (upserts) or deletes one row.
-    async fn save(
-        conn: &mut AnyConnection,
-        key: &str,
-        row: Option<&Self::Row>,
-    ) -> Result<(), sqlx::Error>;
+    async fn save(conn: &mut AnyConnection, key: &str, row: Option<&Self::Row>) -> Result<(), sqlx::Error>;
 }
 
 /// Where a projection stands.
@@ -71,16 +67,12 @@ pub struct Checkpoint {
 
 /// Reads a projection's checkpoint.
 pub async fn checkpoint(db: &ReadDb, name: &str) -> Result<Checkpoint, sqlx::Error> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT position, events FROM projection_checkpoints WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&db.pool)
-            .await?;
+    let row: Option<(i64, i64)> = sqlx::query_as("SELECT position, events FROM projection_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&db.pool)
+        .await?;
     Ok(row
-        .map(|(p, e)| Checkpoint {
-            position: Position(p.max(0) as u64),
-            events: e.max(0) as u64,
-        })
+        .map(|(p, e)| Checkpoint { position: Position(p.max(0) as u64), events: e.max(0) as u64 })
         .unwrap_or_default())
 }
 
@@ -105,17 +97,9 @@ impl<P: Projection> Runner<P> {
     /// A runner starting from the stored checkpoint.
     pub async fn new(db: ReadDb, log: Arc<dyn EventLog>) -> Result<Self, ControlError> {
         let checkpoint = checkpoint(&db, P::NAME).await?;
-        let cache_complete =
-            checkpoint.position == Position::START && table_empty::<P>(&db).await?;
+        let cache_complete = checkpoint.position == Position::START && table_empty::<P>(&db).await?;
         let (progress, _) = watch::channel(checkpoint);
-        Ok(Self {
-            db,
-            log,
-            cache: HashMap::new(),
-            cache_complete,
-            checkpoint,
-            progress,
-        })
+        Ok(Self { db, log, cache: HashMap::new(), cache_complete, checkpoint, progress })
     }
 
     /// Progress updates (the checkpoint after each committed batch).
@@ -127,10 +111,7 @@ impl<P: Projection> Runner<P> {
     pub async fn run(mut self) {
         loop {
             match self.follow(None).await {
-                Ok(()) => tracing::warn!(
-                    projection = P::NAME,
-                    "log subscription ended; resubscribing"
-                ),
+                Ok(()) => tracing::warn!(projection = P::NAME, "log subscription ended; resubscribing"),
                 Err(e) => {
                     tracing::error!(projection = P::NAME, error = %e, "projection failed; retrying")
                 }
@@ -146,11 +127,7 @@ impl<P: Projection> Runner<P> {
         if until.is_some_and(|u| self.checkpoint.position >= u) {
             return Ok(());
         }
-        let mut events = self
-            .log
-            .subscribe(self.checkpoint.position)
-            .await?
-            .ready_chunks(BATCH_MAX);
+        let mut events = self.log.subscribe(self.checkpoint.position).await?.ready_chunks(BATCH_MAX);
         while let Some(batch) = events.next().await {
             let mut good = Vec::with_capacity(batch.len());
             let mut failure = None;
@@ -181,16 +158,13 @@ impl<P: Projection> Runner<P> {
 
     /// Folds one batch and commits rows plus checkpoint atomically.
     async fn apply(&mut self, batch: &[RecordedEvent]) -> Result<(), ControlError> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let mut dirty: HashSet<String> = HashSet::new();
         let mut staged: HashMap<String, Option<P::Row>> = HashMap::new();
         for recorded in batch {
             let envelope = match recorded.raw.decode() {
                 Ok(Decoded::Known(e)) => e,
-                Ok(Decoded::Unknown {
-                    event_type,
-                    version,
-                }) => {
+                Ok(Decoded::Unknown { event_type, version }) => {
                     tracing::warn!(projection = P::NAME, %event_type, version, "skipping an event type this build does not know");
                     continue;
                 }
@@ -216,14 +190,8 @@ impl<P: Projection> Runner<P> {
         for key in &dirty {
             P::save(&mut tx, key, staged.get(key).and_then(|r| r.as_ref())).await?;
         }
-        let last = batch
-            .last()
-            .map(|e| e.position)
-            .unwrap_or(self.checkpoint.position);
-        let next = Checkpoint {
-            position: last,
-            events: self.checkpoint.events + batch.len() as u64,
-        };
+        let last = batch.last().map(|e| e.position).unwrap_or(self.checkpoint.position);
+        let next = Checkpoint { position: last, events: self.checkpoint.events + batch.len() as u64 };
         sqlx::query(
             "INSERT INTO projection_checkpoints (name, position, events, updated_at_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET position = excluded.position, events = excluded.events, \
@@ -251,9 +219,7 @@ impl<P: Projection> Runner<P> {
 async fn table_empty<P: Projection>(db: &ReadDb) -> Result<bool, sqlx::Error> {
     for table in P::tables() {
         let sql = format!("SELECT COUNT(*) FROM {table}");
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&db.pool)
-            .await?;
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&db.pool).await?;
         if n > 0 {
             return Ok(false);
         }
@@ -263,20 +229,12 @@ async fn table_empty<P: Projection>(db: &ReadDb) -> Result<bool, sqlx::Error> {
 
 /// Empties the projection's tables and checkpoint (one transaction), then
 /// replays the log up to its current head. Returns the events replayed.
-pub async fn rebuild<P: Projection>(
-    db: &ReadDb,
-    log: Arc<dyn EventLog>,
-) -> Result<u64, ControlError> {
-    let mut tx = db.pool.begin().await?;
+pub async fn rebuild<P: Projection>(db: &ReadDb, log: Arc<dyn EventLog>) -> Result<u64, ControlError> {
+    let mut tx = db.begin_write().await?;
     for table in P::tables() {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}"))).execute(&mut *tx).await?;
     }
-    sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
-        .bind(P::NAME)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(P::NAME).execute(&mut *tx).await?;
     tx.commit().await?;
     let head = log.head().await?;
     let mut runner = Runner::<P>::new(db.clone(), log).await?;

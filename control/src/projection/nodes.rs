@@ -138,24 +138,12 @@ impl Projection for NodesProjection {
 
     async fn load(conn: &mut AnyConnection, key: &str) -> Result<Option<NodeRow>, sqlx::Error> {
         let sql = format!("SELECT {COLUMNS} FROM nodes WHERE node_id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(key)
-            .fetch_optional(conn)
-            .await?
-            .map(|r| from_row(&r))
-            .transpose()
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_optional(conn).await?.map(|r| from_row(&r)).transpose()
     }
 
-    async fn save(
-        conn: &mut AnyConnection,
-        key: &str,
-        row: Option<&NodeRow>,
-    ) -> Result<(), sqlx::Error> {
+    async fn save(conn: &mut AnyConnection, key: &str, row: Option<&NodeRow>) -> Result<(), sqlx::Error> {
         let Some(n) = row else {
-            sqlx::query("DELETE FROM nodes WHERE node_id = $1")
-                .bind(key)
-                .execute(conn)
-                .await?;
+            sqlx::query("DELETE FROM nodes WHERE node_id = $1").bind(key).execute(conn).await?;
             return Ok(());
         };
         sqlx::query(

@@ -125,24 +125,12 @@ impl Projection for RoomsProjection {
 
     async fn load(conn: &mut AnyConnection, key: &str) -> Result<Option<RoomRow>, sqlx::Error> {
         let sql = format!("SELECT {COLUMNS} FROM rooms WHERE room_id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(key)
-            .fetch_optional(conn)
-            .await?
-            .map(|r| from_row(&r))
-            .transpose()
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_optional(conn).await?.map(|r| from_row(&r)).transpose()
     }
 
-    async fn save(
-        conn: &mut AnyConnection,
-        key: &str,
-        row: Option<&RoomRow>,
-    ) -> Result<(), sqlx::Error> {
+    async fn save(conn: &mut AnyConnection, key: &str, row: Option<&RoomRow>) -> Result<(), sqlx::Error> {
         let Some(r) = row else {
-            sqlx::query("DELETE FROM rooms WHERE room_id = $1")
-                .bind(key)
-                .execute(conn)
-                .await?;
+            sqlx::query("DELETE FROM rooms WHERE room_id = $1").bind(key).execute(conn).await?;
             return Ok(());
         };
         sqlx::query(
@@ -178,12 +166,8 @@ impl Projection for RoomsProjection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arc_events::room::{
-        LeaveReason, ParticipantJoined, ParticipantLeft, RoomClosed, RoomCreated,
-    };
-    use arc_events::{
-        Actor, AggregateKind, AggregateRef, AppId, ParticipantIdentity, ParticipantSid,
-    };
+    use arc_events::room::{LeaveReason, ParticipantJoined, ParticipantLeft, RoomClosed, RoomCreated};
+    use arc_events::{Actor, AggregateKind, AggregateRef, AppId, ParticipantIdentity, ParticipantSid};
     use chrono::TimeZone;
 
     fn env(seq: u64, at: i64, event: RoomEvent) -> Envelope {
@@ -191,10 +175,7 @@ mod tests {
             id: arc_events::EventId::new(),
             aggregate: AggregateRef::new(AggregateKind::Room, "rm_1").expect("valid"),
             seq,
-            occurred_at: chrono::Utc
-                .timestamp_millis_opt(at)
-                .single()
-                .expect("valid"),
+            occurred_at: chrono::Utc.timestamp_millis_opt(at).single().expect("valid"),
             correlation_id: None,
             causation_id: None,
             actor: Actor::Admin,
@@ -222,32 +203,10 @@ mod tests {
             env(
                 2,
                 2000,
-                ParticipantJoined {
-                    identity: who.clone(),
-                    sid: sid.clone(),
-                    name: None,
-                    node_id: None,
-                }
-                .into(),
+                ParticipantJoined { identity: who.clone(), sid: sid.clone(), name: None, node_id: None }.into(),
             ),
-            env(
-                3,
-                3000,
-                ParticipantLeft {
-                    identity: who,
-                    sid,
-                    reason: LeaveReason::ClientLeft,
-                }
-                .into(),
-            ),
-            env(
-                4,
-                4000,
-                RoomClosed {
-                    reason: CloseReason::EmptyTimeout,
-                }
-                .into(),
-            ),
+            env(3, 3000, ParticipantLeft { identity: who, sid, reason: LeaveReason::ClientLeft }.into()),
+            env(4, 4000, RoomClosed { reason: CloseReason::EmptyTimeout }.into()),
         ];
         let mut row = None;
         let mut counts = vec![];
@@ -257,10 +216,7 @@ mod tests {
         }
         assert_eq!(counts, vec![Some(0), Some(1), Some(0), Some(0)]);
         let row = row.expect("row");
-        assert_eq!(
-            (row.state.as_str(), row.closed_at_ms, row.last_seq),
-            ("closed", Some(4000), 4)
-        );
+        assert_eq!((row.state.as_str(), row.closed_at_ms, row.last_seq), ("closed", Some(4000), 4));
         assert_eq!(row.close_reason.as_deref(), Some("empty_timeout"));
         // Events without a creation leave no row.
         assert_eq!(RoomsProjection::fold(None, &events[1]), None);

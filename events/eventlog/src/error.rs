@@ -8,21 +8,13 @@ use thiserror::Error;
 pub enum LogError {
     /// The aggregate moved on since the caller read it (optimistic concurrency).
     #[error("conflict on {aggregate}: expected last seq {expected}, actual {actual}")]
-    Conflict {
-        aggregate: AggregateRef,
-        expected: u64,
-        actual: u64,
-    },
+    Conflict { aggregate: AggregateRef, expected: u64, actual: u64 },
     /// The request is malformed (empty batch, events of another aggregate, …).
     #[error("invalid append: {0}")]
     Invalid(String),
     /// The batch exceeds the log's limits.
     #[error("append too large: {what} is {actual}, at most {max}")]
-    TooLarge {
-        what: &'static str,
-        actual: usize,
-        max: usize,
-    },
+    TooLarge { what: &'static str, actual: usize, max: usize },
     /// The backend cannot be reached or timed out; retrying later may succeed.
     #[error("event log unavailable: {0}")]
     Unavailable(String),
@@ -53,10 +45,7 @@ pub enum ExecuteError<E: std::error::Error + 'static> {
     Rejected(E),
     /// Other writers kept winning the race; give up for now.
     #[error("{aggregate} is contended: gave up after {attempts} conflicting attempts")]
-    Contended {
-        aggregate: AggregateRef,
-        attempts: u32,
-    },
+    Contended { aggregate: AggregateRef, attempts: u32 },
     /// The log failed.
     #[error(transparent)]
     Log(#[from] LogError),

@@ -44,18 +44,14 @@ pub struct Repository<A: Aggregate> {
 impl<A: Aggregate + std::fmt::Debug> Repository<A> {
     /// A repository over `log`.
     pub fn new(log: Arc<dyn EventLog>) -> Self {
-        Self {
-            log,
-            cache: Mutex::new(HashMap::new()),
-        }
+        Self { log, cache: Mutex::new(HashMap::new()) }
     }
 
     /// The aggregate's current state and seq, read from the log.
     pub async fn load(&self, aggregate: &AggregateRef) -> Result<(A, u64), LogError> {
         let cached = self.cache_get(aggregate);
         let (state, seq) = cached.unwrap_or_default();
-        let (state, seq) =
-            fold_history(state, seq, &self.log.read_aggregate(aggregate, seq).await?);
+        let (state, seq) = fold_history(state, seq, &self.log.read_aggregate(aggregate, seq).await?);
         self.cache_put(aggregate, &state, seq);
         Ok((state, seq))
     }
@@ -67,48 +63,28 @@ impl<A: Aggregate + std::fmt::Debug> Repository<A> {
         command: &A::Command,
         meta: &CommandMeta,
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
-        let ctx = Context {
-            now: meta.occurred_at,
-        };
+        let ctx = Context { now: meta.occurred_at };
         let (mut state, mut seq) = match self.cache_get(aggregate) {
             Some(hit) => hit,
             None => self.load(aggregate).await?,
         };
         for _ in 0..CONFLICT_RETRIES_MAX {
-            let events = state
-                .decide(command, &ctx)
-                .map_err(ExecuteError::Rejected)?;
+            let events = state.decide(command, &ctx).map_err(ExecuteError::Rejected)?;
             if events.is_empty() {
-                return Ok(Executed {
-                    state,
-                    events,
-                    appended: None,
-                    seq,
-                });
+                return Ok(Executed { state, events, appended: None, seq });
             }
             let raw = events
                 .iter()
                 .enumerate()
-                .map(|(i, e)| {
-                    RawEvent::encode(aggregate, seq + 1 + i as u64, &e.clone().into(), meta)
-                })
+                .map(|(i, e)| RawEvent::encode(aggregate, seq + 1 + i as u64, &e.clone().into(), meta))
                 .collect::<Result<Vec<_>, _>>()?;
-            let request = AppendRequest {
-                aggregate: aggregate.clone(),
-                expected: Expected::Exact(seq),
-                events: raw,
-            };
+            let request = AppendRequest { aggregate: aggregate.clone(), expected: Expected::Exact(seq), events: raw };
             match self.log.append(request).await {
                 Ok(appended) => {
                     let at = meta.occurred_at;
                     let state = events.iter().fold(state, |s, e| s.evolve(e, at));
                     self.cache_put(aggregate, &state, appended.last_seq);
-                    return Ok(Executed {
-                        state,
-                        events,
-                        appended: Some(appended),
-                        seq: appended.last_seq,
-                    });
+                    return Ok(Executed { state, events, appended: Some(appended), seq: appended.last_seq });
                 }
                 Err(LogError::Conflict { .. }) => {
                     // Someone else appended: catch up from where we were and decide again.
@@ -123,10 +99,7 @@ impl<A: Aggregate + std::fmt::Debug> Repository<A> {
             }
         }
         self.cache_forget(aggregate);
-        Err(ExecuteError::Contended {
-            aggregate: aggregate.clone(),
-            attempts: CONFLICT_RETRIES_MAX,
-        })
+        Err(ExecuteError::Contended { aggregate: aggregate.clone(), attempts: CONFLICT_RETRIES_MAX })
     }
 
     fn cache_get(&self, aggregate: &AggregateRef) -> Option<(A, u64)> {
@@ -160,10 +133,7 @@ fn fold_history<A: Aggregate>(mut state: A, mut seq: u64, history: &[RecordedEve
                     state = state.evolve(&event, at);
                 }
             }
-            Ok(Decoded::Unknown {
-                event_type,
-                version,
-            }) => {
+            Ok(Decoded::Unknown { event_type, version }) => {
                 tracing::warn!(%event_type, version, position = %recorded.position, "skipping an event type this build does not know");
             }
             Err(e) => {

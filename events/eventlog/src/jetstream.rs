@@ -28,8 +28,8 @@ use futures::StreamExt;
 
 use crate::error::LogError;
 use crate::log::{
-    APPEND_BYTES_MAX, AppendRequest, Appended, EventLog, Expected, Position, RecordedEvent,
-    Subscription, prepare, validate,
+    APPEND_BYTES_MAX, AppendRequest, Appended, EventLog, Expected, Position, RecordedEvent, Subscription, prepare,
+    validate,
 };
 
 /// Default stream name.
@@ -104,10 +104,7 @@ fn position(stream_seq: u64, index: usize) -> Position {
 }
 
 fn split(position: Position) -> (u64, u64) {
-    (
-        position.0 >> INDEX_BITS,
-        position.0 & ((1 << INDEX_BITS) - 1),
-    )
+    (position.0 >> INDEX_BITS, position.0 & ((1 << INDEX_BITS) - 1))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> LogError {
@@ -115,10 +112,8 @@ fn unavailable(e: impl std::fmt::Display) -> LogError {
 }
 
 fn parse_message(stream_seq: u64, payload: &[u8]) -> Result<Vec<RawEvent>, LogError> {
-    serde_json::from_slice(payload).map_err(|e| LogError::Corrupt {
-        position: position(stream_seq, 0).0,
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(payload)
+        .map_err(|e| LogError::Corrupt { position: position(stream_seq, 0).0, reason: e.to_string() })
 }
 
 impl JetStreamLog {
@@ -136,9 +131,7 @@ impl JetStreamLog {
         js.set_timeout(config.request_timeout);
         let stream_config = stream::Config {
             name: config.stream.clone(),
-            description: Some(
-                "Arc's event log: every state transition, one subject per aggregate".into(),
-            ),
+            description: Some("Arc's event log: every state transition, one subject per aggregate".into()),
             subjects: vec![format!("{}.>", config.subject_prefix)],
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
@@ -158,9 +151,7 @@ impl JetStreamLog {
         };
         js.create_or_update_stream(stream_config)
             .await
-            .map_err(|e| {
-                LogError::Unavailable(format!("creating stream {}: {e}", config.stream))
-            })?;
+            .map_err(|e| LogError::Unavailable(format!("creating stream {}: {e}", config.stream)))?;
         let stream = js
             .get_stream_no_info(&config.stream)
             .await
@@ -171,20 +162,13 @@ impl JetStreamLog {
                 prefix: config.subject_prefix.clone(),
                 stream,
                 seqs: Mutex::new(HashMap::new()),
-                any_locks: (0..ANY_LOCK_STRIPES)
-                    .map(|_| tokio::sync::Mutex::new(()))
-                    .collect(),
+                any_locks: (0..ANY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             }),
         })
     }
 
     fn subject(&self, aggregate: &AggregateRef) -> String {
-        format!(
-            "{}.{}.{}",
-            self.inner.prefix,
-            aggregate.kind(),
-            aggregate.id()
-        )
+        format!("{}.{}.{}", self.inner.prefix, aggregate.kind(), aggregate.id())
     }
 
     fn remember(&self, aggregate: &AggregateRef, seq: u64, stream_seq: u64) {
@@ -208,12 +192,7 @@ impl JetStreamLog {
 
     /// The aggregate's last (seq, stream sequence), asking the server; (0, 0) if it has none.
     async fn fetch_last(&self, aggregate: &AggregateRef) -> Result<(u64, u64), LogError> {
-        match self
-            .inner
-            .stream
-            .direct_get_last_for_subject(self.subject(aggregate))
-            .await
-        {
+        match self.inner.stream.direct_get_last_for_subject(self.subject(aggregate)).await {
             Ok(msg) => {
                 let events = parse_message(msg.sequence, &msg.payload)?;
                 let seq = events.last().map(|e| e.seq).unwrap_or(0);
@@ -225,11 +204,7 @@ impl JetStreamLog {
         }
     }
 
-    async fn publish(
-        &self,
-        request: &AppendRequest,
-        expected_seq: u64,
-    ) -> Result<Appended, LogError> {
+    async fn publish(&self, request: &AppendRequest, expected_seq: u64) -> Result<Appended, LogError> {
         // The stream sequence the server must find as this subject's last.
         let subject_seq = if expected_seq == 0 {
             0
@@ -247,23 +222,14 @@ impl JetStreamLog {
         let events = prepare(request, expected_seq)?;
         let payload = serde_json::to_vec(&events).map_err(|e| LogError::Invalid(e.to_string()))?;
         if payload.len() > APPEND_BYTES_MAX {
-            return Err(LogError::TooLarge {
-                what: "encoded bytes",
-                actual: payload.len(),
-                max: APPEND_BYTES_MAX,
-            });
+            return Err(LogError::TooLarge { what: "encoded bytes", actual: payload.len(), max: APPEND_BYTES_MAX });
         }
         let n = events.len();
         let message = jetstream::message::PublishMessage::build()
             .payload(payload.into())
             .message_id(events[0].id.to_string())
             .expected_last_subject_sequence(subject_seq);
-        let ack = match self
-            .inner
-            .js
-            .send_publish(self.subject(&request.aggregate), message)
-            .await
-        {
+        let ack = match self.inner.js.send_publish(self.subject(&request.aggregate), message).await {
             Ok(future) => future.await,
             Err(e) => Err(e),
         };
@@ -298,17 +264,11 @@ impl JetStreamLog {
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 self.forget(&request.aggregate);
                 let (actual, _) = self.fetch_last(&request.aggregate).await?;
-                Err(LogError::Conflict {
-                    aggregate: request.aggregate.clone(),
-                    expected: expected_seq,
-                    actual,
-                })
+                Err(LogError::Conflict { aggregate: request.aggregate.clone(), expected: expected_seq, actual })
             }
-            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => Err(LogError::TooLarge {
-                what: "message bytes",
-                actual: n,
-                max: MESSAGE_BYTES_MAX as usize,
-            }),
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                Err(LogError::TooLarge { what: "message bytes", actual: n, max: MESSAGE_BYTES_MAX as usize })
+            }
             Err(e) => {
                 self.forget(&request.aggregate);
                 Err(unavailable(e))
@@ -317,28 +277,17 @@ impl JetStreamLog {
     }
 
     /// An ordered (gap-free, ephemeral) consumer from `start` (a stream sequence).
-    async fn consume(
-        &self,
-        filter: Option<String>,
-        start: u64,
-    ) -> Result<consumer::pull::Ordered, LogError> {
+    async fn consume(&self, filter: Option<String>, start: u64) -> Result<consumer::pull::Ordered, LogError> {
         let config = consumer::pull::OrderedConfig {
             filter_subject: filter.unwrap_or_default(),
             deliver_policy: if start <= 1 {
                 consumer::DeliverPolicy::All
             } else {
-                consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
-                }
+                consumer::DeliverPolicy::ByStartSequence { start_sequence: start }
             },
             ..Default::default()
         };
-        let consumer = self
-            .inner
-            .stream
-            .create_consumer(config)
-            .await
-            .map_err(unavailable)?;
+        let consumer = self.inner.stream.create_consumer(config).await.map_err(unavailable)?;
         consumer.messages().await.map_err(unavailable)
     }
 
@@ -350,18 +299,11 @@ impl JetStreamLog {
 }
 
 /// Events of one message that come after `after`.
-fn events_after(
-    stream_seq: u64,
-    events: Vec<RawEvent>,
-    after: Position,
-) -> impl Iterator<Item = RecordedEvent> {
+fn events_after(stream_seq: u64, events: Vec<RawEvent>, after: Position) -> impl Iterator<Item = RecordedEvent> {
     events
         .into_iter()
         .enumerate()
-        .map(move |(i, raw)| RecordedEvent {
-            position: position(stream_seq, i),
-            raw,
-        })
+        .map(move |(i, raw)| RecordedEvent { position: position(stream_seq, i), raw })
         .filter(move |e| e.position > after)
 }
 
@@ -374,9 +316,8 @@ impl EventLog for JetStreamLog {
             Expected::Any => {
                 let stripe = {
                     use std::hash::{BuildHasher, BuildHasherDefault};
-                    let h =
-                        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-                            .hash_one(&request.aggregate);
+                    let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                        .hash_one(&request.aggregate);
                     (h % ANY_LOCK_STRIPES as u64) as usize
                 };
                 let _serialised = self.inner.any_locks[stripe].lock().await;
@@ -384,10 +325,7 @@ impl EventLog for JetStreamLog {
                     if attempt > 0 {
                         // Another process won the race: back off a little, with jitter.
                         let jitter = u64::from(uuid::Uuid::now_v7().as_u128() as u8 % 8);
-                        tokio::time::sleep(Duration::from_millis(
-                            u64::from(attempt.min(8)) + jitter,
-                        ))
-                        .await;
+                        tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(8)) + jitter)).await;
                     }
                     let last = match self.recall(&request.aggregate) {
                         Some((seq, _)) => seq,
@@ -398,19 +336,12 @@ impl EventLog for JetStreamLog {
                         other => return other,
                     }
                 }
-                Err(LogError::Unavailable(format!(
-                    "{} stayed contended",
-                    request.aggregate
-                )))
+                Err(LogError::Unavailable(format!("{} stayed contended", request.aggregate)))
             }
         }
     }
 
-    async fn read_aggregate(
-        &self,
-        aggregate: &AggregateRef,
-        after_seq: u64,
-    ) -> Result<Vec<RecordedEvent>, LogError> {
+    async fn read_aggregate(&self, aggregate: &AggregateRef, after_seq: u64) -> Result<Vec<RecordedEvent>, LogError> {
         let (last_seq, last_stream_seq) = self.fetch_last(aggregate).await?;
         if last_seq <= after_seq {
             return Ok(Vec::new());
@@ -421,9 +352,7 @@ impl EventLog for JetStreamLog {
             let msg = msg.map_err(unavailable)?;
             let stream_seq = msg.info().map_err(unavailable)?.stream_sequence;
             let events = parse_message(stream_seq, &msg.payload)?;
-            out.extend(
-                events_after(stream_seq, events, Position::START).filter(|e| e.raw.seq > after_seq),
-            );
+            out.extend(events_after(stream_seq, events, Position::START).filter(|e| e.raw.seq > after_seq));
             if stream_seq >= last_stream_seq {
                 break;
             }
@@ -431,11 +360,7 @@ impl EventLog for JetStreamLog {
         Ok(out)
     }
 
-    async fn read_all(
-        &self,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, LogError> {
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
         let last = self.last_stream_seq().await?;
         let (start, _) = split(after);
         let start = start.max(1);
@@ -466,44 +391,36 @@ impl EventLog for JetStreamLog {
             after: Position,
             failed: bool,
         }
-        let state = State {
-            messages,
-            buffer: VecDeque::new(),
-            after,
-            failed: false,
-        };
-        Ok(Box::pin(futures::stream::unfold(
-            state,
-            |mut s| async move {
-                if s.failed {
-                    return None;
+        let state = State { messages, buffer: VecDeque::new(), after, failed: false };
+        Ok(Box::pin(futures::stream::unfold(state, |mut s| async move {
+            if s.failed {
+                return None;
+            }
+            loop {
+                if let Some(e) = s.buffer.pop_front() {
+                    return Some((Ok(e), s));
                 }
-                loop {
-                    if let Some(e) = s.buffer.pop_front() {
-                        return Some((Ok(e), s));
+                let msg = match s.messages.next().await? {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        s.failed = true;
+                        return Some((Err(unavailable(e)), s));
                     }
-                    let msg = match s.messages.next().await? {
-                        Ok(msg) => msg,
-                        Err(e) => {
-                            s.failed = true;
-                            return Some((Err(unavailable(e)), s));
-                        }
-                    };
-                    let stream_seq = match msg.info() {
-                        Ok(info) => info.stream_sequence,
-                        Err(e) => {
-                            s.failed = true;
-                            return Some((Err(unavailable(e)), s));
-                        }
-                    };
-                    match parse_message(stream_seq, &msg.payload) {
-                        Ok(events) => s.buffer.extend(events_after(stream_seq, events, s.after)),
-                        // A foreign or damaged message: report it, keep going after it.
-                        Err(e) => return Some((Err(e), s)),
+                };
+                let stream_seq = match msg.info() {
+                    Ok(info) => info.stream_sequence,
+                    Err(e) => {
+                        s.failed = true;
+                        return Some((Err(unavailable(e)), s));
                     }
+                };
+                match parse_message(stream_seq, &msg.payload) {
+                    Ok(events) => s.buffer.extend(events_after(stream_seq, events, s.after)),
+                    // A foreign or damaged message: report it, keep going after it.
+                    Err(e) => return Some((Err(e), s)),
                 }
-            },
-        )))
+            }
+        })))
     }
 
     async fn head(&self) -> Result<Position, LogError> {
@@ -511,12 +428,7 @@ impl EventLog for JetStreamLog {
         if last == 0 {
             return Ok(Position::START);
         }
-        let msg = self
-            .inner
-            .stream
-            .direct_get(last)
-            .await
-            .map_err(unavailable)?;
+        let msg = self.inner.stream.direct_get(last).await.map_err(unavailable)?;
         let n = parse_message(last, &msg.payload)?.len();
         Ok(position(last, n.saturating_sub(1)))
     }

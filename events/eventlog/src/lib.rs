@@ -28,6 +28,6 @@ pub mod sqlite;
 pub use error::{ExecuteError, LogError};
 pub use executor::{Executed, Repository};
 pub use log::{
-    APPEND_BYTES_MAX, APPEND_EVENTS_MAX, AppendRequest, Appended, EventLog, Expected, Position,
-    RecordedEvent, Subscription,
+    APPEND_BYTES_MAX, APPEND_EVENTS_MAX, AppendRequest, Appended, EventLog, Expected, Position, RecordedEvent,
+    Subscription,
 };

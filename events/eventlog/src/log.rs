@@ -90,15 +90,10 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
     async fn append(&self, request: AppendRequest) -> Result<Appended, LogError>;
 
     /// The aggregate's events with `seq > after_seq`, in order.
-    async fn read_aggregate(
-        &self,
-        aggregate: &AggregateRef,
-        after_seq: u64,
-    ) -> Result<Vec<RecordedEvent>, LogError>;
+    async fn read_aggregate(&self, aggregate: &AggregateRef, after_seq: u64) -> Result<Vec<RecordedEvent>, LogError>;
 
     /// Up to `limit` events after `after`, in log order.
-    async fn read_all(&self, after: Position, limit: usize)
-    -> Result<Vec<RecordedEvent>, LogError>;
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, LogError>;
 
     /// Every event after `after`, then live ones. Callers keep their own
     /// position (a projection stores it with its read model) and resume from it.
@@ -127,11 +122,7 @@ pub(crate) fn validate(request: &AppendRequest) -> Result<(), LogError> {
         return Err(LogError::Invalid("no events".into()));
     }
     if request.events.len() > APPEND_EVENTS_MAX {
-        return Err(LogError::TooLarge {
-            what: "event count",
-            actual: request.events.len(),
-            max: APPEND_EVENTS_MAX,
-        });
+        return Err(LogError::TooLarge { what: "event count", actual: request.events.len(), max: APPEND_EVENTS_MAX });
     }
     let kind = request.aggregate.kind().as_str();
     let id = request.aggregate.id();

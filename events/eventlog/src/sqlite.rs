@@ -30,8 +30,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::LogError;
 use crate::log::{
-    APPEND_BYTES_MAX, AppendRequest, Appended, EventLog, Expected, Position, RecordedEvent,
-    Subscription, prepare, validate,
+    APPEND_BYTES_MAX, AppendRequest, Appended, EventLog, Expected, Position, RecordedEvent, Subscription, prepare,
+    validate,
 };
 
 /// Most appends committed in one transaction.
@@ -87,42 +87,22 @@ impl SqliteLog {
                 .map_err(|e| LogError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         }
         let lock_path = path.with_extension("lock");
-        let lock = File::create(&lock_path).map_err(|e| {
-            LogError::Backend(format!("cannot create {}: {e}", lock_path.display()))
-        })?;
-        lock.try_lock().map_err(|e| {
-            LogError::Backend(format!(
-                "{} is in use by another process ({e})",
-                path.display()
-            ))
-        })?;
+        let lock = File::create(&lock_path)
+            .map_err(|e| LogError::Backend(format!("cannot create {}: {e}", lock_path.display())))?;
+        lock.try_lock()
+            .map_err(|e| LogError::Backend(format!("{} is in use by another process ({e})", path.display())))?;
 
-        let mut writer =
-            SqliteConnection::connect_with(&options(path).create_if_missing(true)).await?;
-        MIGRATOR
-            .run(&mut writer)
-            .await
-            .map_err(|e| LogError::Backend(format!("migrating the log: {e}")))?;
-        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(position) FROM events")
-            .fetch_one(&mut writer)
-            .await?;
+        let mut writer = SqliteConnection::connect_with(&options(path).create_if_missing(true)).await?;
+        MIGRATOR.run(&mut writer).await.map_err(|e| LogError::Backend(format!("migrating the log: {e}")))?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(position) FROM events").fetch_one(&mut writer).await?;
         let head = u64::try_from(last.unwrap_or(0)).unwrap_or(0);
 
-        let readers = SqlitePoolOptions::new()
-            .max_connections(READERS_MAX)
-            .connect_with(options(path).read_only(true))
-            .await?;
+        let readers =
+            SqlitePoolOptions::new().max_connections(READERS_MAX).connect_with(options(path).read_only(true)).await?;
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
-        let task = tokio::spawn(
-            Writer {
-                conn: writer,
-                next_position: head + 1,
-                seqs: HashMap::new(),
-                head: head_tx,
-            }
-            .run(rx),
-        );
+        let task =
+            tokio::spawn(Writer { conn: writer, next_position: head + 1, seqs: HashMap::new(), head: head_tx }.run(rx));
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
@@ -183,9 +163,7 @@ impl Writer {
                     tracing::warn!(error = %e, size = group.len(), "group commit failed; retrying appends one by one");
                     for w in group.drain(..) {
                         let r = match self.commit(&[&w.request]).await {
-                            Ok(mut rs) => rs
-                                .pop()
-                                .unwrap_or_else(|| Err(LogError::Backend("no result".into()))),
+                            Ok(mut rs) => rs.pop().unwrap_or_else(|| Err(LogError::Backend("no result".into()))),
                             Err(e) => Err(classify(e)),
                         };
                         let _ = w.reply.send(r);
@@ -197,18 +175,14 @@ impl Writer {
 
     async fn reset(&mut self) {
         self.seqs.clear();
-        if let Ok(last) = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(position) FROM events")
-            .fetch_one(&mut self.conn)
-            .await
+        if let Ok(last) =
+            sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(position) FROM events").fetch_one(&mut self.conn).await
         {
             self.next_position = u64::try_from(last.unwrap_or(0)).unwrap_or(0) + 1;
         }
     }
 
-    async fn commit(
-        &mut self,
-        requests: &[&AppendRequest],
-    ) -> Result<Vec<Result<Appended, LogError>>, sqlx::Error> {
+    async fn commit(&mut self, requests: &[&AppendRequest]) -> Result<Vec<Result<Appended, LogError>>, sqlx::Error> {
         let result = self.try_commit(requests).await;
         if result.is_err() {
             self.reset().await;
@@ -233,19 +207,17 @@ impl Writer {
                 results.push(Err(e));
                 continue;
             }
-            let key = (
-                request.aggregate.kind().as_str().to_owned(),
-                request.aggregate.id().to_owned(),
-            );
+            let key = (request.aggregate.kind().as_str().to_owned(), request.aggregate.id().to_owned());
             let actual = match seqs.get(&key).or_else(|| self.seqs.get(&key)) {
                 Some(s) => *s,
                 None => {
-                    let s: Option<i64> =
-                        sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2")
-                            .bind(&key.0)
-                            .bind(&key.1)
-                            .fetch_one(&mut *tx)
-                            .await?;
+                    let s: Option<i64> = sqlx::query_scalar(
+                        "SELECT MAX(seq) FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2",
+                    )
+                    .bind(&key.0)
+                    .bind(&key.1)
+                    .fetch_one(&mut *tx)
+                    .await?;
                     u64::try_from(s.unwrap_or(0)).unwrap_or(0)
                 }
             };
@@ -256,10 +228,7 @@ impl Writer {
             };
             if check_duplicate {
                 if let Some(done) = staged_ids.get(&first_id) {
-                    results.push(Ok(Appended {
-                        duplicate: true,
-                        ..*done
-                    }));
+                    results.push(Ok(Appended { duplicate: true, ..*done }));
                     continue;
                 }
                 if let Some(done) = find_batch(&mut tx, first_id, request.events.len()).await? {
@@ -267,11 +236,7 @@ impl Writer {
                     continue;
                 }
                 if let Expected::Exact(expected) = request.expected {
-                    results.push(Err(LogError::Conflict {
-                        aggregate: request.aggregate.clone(),
-                        expected,
-                        actual,
-                    }));
+                    results.push(Err(LogError::Conflict { aggregate: request.aggregate.clone(), expected, actual }));
                     continue;
                 }
             }
@@ -285,17 +250,12 @@ impl Writer {
             let mut rows = Vec::with_capacity(events.len());
             let mut bytes = 0;
             for (i, e) in events.into_iter().enumerate() {
-                let json =
-                    serde_json::to_string(&e).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                let json = serde_json::to_string(&e).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
                 bytes += json.len();
                 rows.push((position + i as u64, e, json));
             }
             if bytes > APPEND_BYTES_MAX {
-                results.push(Err(LogError::TooLarge {
-                    what: "encoded bytes",
-                    actual: bytes,
-                    max: APPEND_BYTES_MAX,
-                }));
+                results.push(Err(LogError::TooLarge { what: "encoded bytes", actual: bytes, max: APPEND_BYTES_MAX }));
                 continue;
             }
             let n = rows.len() as u64;
@@ -312,8 +272,7 @@ impl Writer {
             results.push(Ok(appended));
         }
 
-        let all: Vec<&(u64, RawEvent, String)> =
-            staged.iter().flat_map(|s| s.rows.iter()).collect();
+        let all: Vec<&(u64, RawEvent, String)> = staged.iter().flat_map(|s| s.rows.iter()).collect();
         for chunk in all.chunks(ROWS_PER_INSERT_MAX) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO events (position, event_id, aggregate_type, aggregate_id, seq, event_type, occurred_at, record) ",
@@ -358,12 +317,7 @@ async fn find_batch(
         let first = u64::try_from(row.get::<i64, _>(0)).unwrap_or(0);
         let seq = u64::try_from(row.get::<i64, _>(1)).unwrap_or(0);
         let n = len as u64;
-        Appended {
-            first: Position(first),
-            last: Position(first + n - 1),
-            last_seq: seq + n - 1,
-            duplicate: true,
-        }
+        Appended { first: Position(first), last: Position(first + n - 1), last_seq: seq + n - 1, duplicate: true }
     }))
 }
 
@@ -371,40 +325,25 @@ fn classify(e: sqlx::Error) -> LogError {
     if let sqlx::Error::Database(db) = &e
         && db.is_unique_violation()
     {
-        return LogError::Invalid(format!(
-            "an event id of this batch is already stored elsewhere ({db})"
-        ));
+        return LogError::Invalid(format!("an event id of this batch is already stored elsewhere ({db})"));
     }
     e.into()
 }
 
 fn decode_row(position: i64, record: &str) -> Result<RecordedEvent, LogError> {
     let position = u64::try_from(position).unwrap_or(0);
-    let raw: RawEvent = serde_json::from_str(record).map_err(|e| LogError::Corrupt {
-        position,
-        reason: e.to_string(),
-    })?;
-    Ok(RecordedEvent {
-        position: Position(position),
-        raw,
-    })
+    let raw: RawEvent =
+        serde_json::from_str(record).map_err(|e| LogError::Corrupt { position, reason: e.to_string() })?;
+    Ok(RecordedEvent { position: Position(position), raw })
 }
 
-async fn read_page(
-    pool: &SqlitePool,
-    after: Position,
-    limit: usize,
-) -> Result<Vec<RecordedEvent>, LogError> {
-    let rows = sqlx::query(
-        "SELECT position, record FROM events WHERE position > ?1 ORDER BY position LIMIT ?2",
-    )
-    .bind(i64::try_from(after.0).unwrap_or(i64::MAX))
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| decode_row(r.get(0), r.get(1)))
-        .collect()
+async fn read_page(pool: &SqlitePool, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
+    let rows = sqlx::query("SELECT position, record FROM events WHERE position > ?1 ORDER BY position LIMIT ?2")
+        .bind(i64::try_from(after.0).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(|r| decode_row(r.get(0), r.get(1))).collect()
 }
 
 #[async_trait]
@@ -417,16 +356,10 @@ impl EventLog for SqliteLog {
             .send(WriteRequest { request, reply })
             .await
             .map_err(|_| LogError::Unavailable("the log is closed".into()))?;
-        answer
-            .await
-            .map_err(|_| LogError::Unavailable("the log writer stopped".into()))?
+        answer.await.map_err(|_| LogError::Unavailable("the log writer stopped".into()))?
     }
 
-    async fn read_aggregate(
-        &self,
-        aggregate: &AggregateRef,
-        after_seq: u64,
-    ) -> Result<Vec<RecordedEvent>, LogError> {
+    async fn read_aggregate(&self, aggregate: &AggregateRef, after_seq: u64) -> Result<Vec<RecordedEvent>, LogError> {
         let rows = sqlx::query(
             "SELECT position, record FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND seq > ?3 ORDER BY seq",
         )
@@ -435,16 +368,10 @@ impl EventLog for SqliteLog {
         .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
         .fetch_all(&self.inner.readers)
         .await?;
-        rows.iter()
-            .map(|r| decode_row(r.get(0), r.get(1)))
-            .collect()
+        rows.iter().map(|r| decode_row(r.get(0), r.get(1))).collect()
     }
 
-    async fn read_all(
-        &self,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, LogError> {
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
         read_page(&self.inner.readers, after, limit).await
     }
 
@@ -463,35 +390,32 @@ impl EventLog for SqliteLog {
             buffer: VecDeque::new(),
             failed: false,
         };
-        Ok(Box::pin(futures::stream::unfold(
-            state,
-            |mut s| async move {
-                if s.failed {
-                    return None;
+        Ok(Box::pin(futures::stream::unfold(state, |mut s| async move {
+            if s.failed {
+                return None;
+            }
+            loop {
+                if let Some(e) = s.buffer.pop_front() {
+                    s.position = e.position;
+                    return Some((Ok(e), s));
                 }
-                loop {
-                    if let Some(e) = s.buffer.pop_front() {
-                        s.position = e.position;
-                        return Some((Ok(e), s));
-                    }
-                    // Wait (without polling) until the head moves past us.
-                    let position = s.position.0;
-                    if s.head.wait_for(|head| *head > position).await.is_err() {
-                        // The log was closed: deliver what is stored, then end.
-                        if *s.head.borrow() <= position {
-                            return None;
-                        }
-                    }
-                    match read_page(&s.pool, s.position, READ_PAGE_MAX).await {
-                        Ok(page) => s.buffer.extend(page),
-                        Err(e) => {
-                            s.failed = true;
-                            return Some((Err(e), s));
-                        }
+                // Wait (without polling) until the head moves past us.
+                let position = s.position.0;
+                if s.head.wait_for(|head| *head > position).await.is_err() {
+                    // The log was closed: deliver what is stored, then end.
+                    if *s.head.borrow() <= position {
+                        return None;
                     }
                 }
-            },
-        )))
+                match read_page(&s.pool, s.position, READ_PAGE_MAX).await {
+                    Ok(page) => s.buffer.extend(page),
+                    Err(e) => {
+                        s.failed = true;
+                        return Some((Err(e), s));
+                    }
+                }
+            }
+        })))
     }
 
     async fn head(&self) -> Result<Position, LogError> {

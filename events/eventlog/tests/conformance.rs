@@ -15,11 +15,7 @@ use futures::StreamExt;
 /// Where a backend keeps its data, so a test can open it again "after a restart".
 enum Backend {
     Sqlite(tempfile::TempDir),
-    JetStream {
-        url: String,
-        stream: String,
-        prefix: String,
-    },
+    JetStream { url: String, stream: String, prefix: String },
 }
 
 impl Backend {
@@ -31,11 +27,7 @@ impl Backend {
         let url = std::env::var("ARC_TEST_NATS_URL")
             .expect("ARC_TEST_NATS_URL is not set: run the tests with scripts/test, which starts nats-server");
         let tag = uuid::Uuid::now_v7().simple().to_string();
-        Self::JetStream {
-            url,
-            stream: format!("T_{tag}"),
-            prefix: format!("t{tag}.evt"),
-        }
+        Self::JetStream { url, stream: format!("T_{tag}"), prefix: format!("t{tag}.evt") }
     }
 
     async fn open(&self) -> Arc<dyn EventLog> {
@@ -51,19 +43,11 @@ impl Backend {
                 }
                 panic!("could not reopen {}", path.display());
             }
-            Self::JetStream {
-                url,
-                stream,
-                prefix,
-            } => {
+            Self::JetStream { url, stream, prefix } => {
                 let mut config = JetStreamConfig::new(url);
                 config.stream = stream.clone();
                 config.subject_prefix = prefix.clone();
-                Arc::new(
-                    JetStreamLog::connect(&config)
-                        .await
-                        .expect("connect to nats-server"),
-                )
+                Arc::new(JetStreamLog::connect(&config).await.expect("connect to nats-server"))
             }
         }
     }
@@ -75,21 +59,12 @@ fn room(id: &str) -> AggregateRef {
 
 fn events(aggregate: &AggregateRef, n: usize) -> Vec<RawEvent> {
     let meta = CommandMeta::new(Actor::system("conformance"), chrono::Utc::now());
-    let event: Event = RoomEvent::from(RoomClosed {
-        reason: CloseReason::Requested,
-    })
-    .into();
-    (0..n)
-        .map(|_| RawEvent::encode(aggregate, 0, &event, &meta).expect("encode"))
-        .collect()
+    let event: Event = RoomEvent::from(RoomClosed { reason: CloseReason::Requested }).into();
+    (0..n).map(|_| RawEvent::encode(aggregate, 0, &event, &meta).expect("encode")).collect()
 }
 
 fn request(aggregate: &AggregateRef, expected: Expected, n: usize) -> AppendRequest {
-    AppendRequest {
-        aggregate: aggregate.clone(),
-        expected,
-        events: events(aggregate, n),
-    }
+    AppendRequest { aggregate: aggregate.clone(), expected, events: events(aggregate, n) }
 }
 
 async fn read_everything(log: &dyn EventLog) -> Vec<RecordedEvent> {
@@ -109,81 +84,43 @@ async fn appends_and_reads_back(b: Backend) {
     let log = b.open().await;
     assert_eq!(log.head().await.expect("head"), Position::START);
     let a = room("a");
-    let first = log
-        .append(request(&a, Expected::Exact(0), 3))
-        .await
-        .expect("append");
+    let first = log.append(request(&a, Expected::Exact(0), 3)).await.expect("append");
     assert_eq!(first.last_seq, 3);
     assert!(!first.duplicate);
     assert!(first.first < first.last);
-    let second = log
-        .append(request(&a, Expected::Exact(3), 2))
-        .await
-        .expect("append");
+    let second = log.append(request(&a, Expected::Exact(3), 2)).await.expect("append");
     assert_eq!(second.last_seq, 5);
     assert!(second.first > first.last);
     assert_eq!(log.head().await.expect("head"), second.last);
 
     let history = log.read_aggregate(&a, 0).await.expect("read");
-    assert_eq!(
-        history.iter().map(|e| e.raw.seq).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4, 5]
-    );
-    assert!(
-        history
-            .iter()
-            .all(|e| e.raw.aggregate_id == "a" && e.raw.aggregate_type == "room")
-    );
+    assert_eq!(history.iter().map(|e| e.raw.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert!(history.iter().all(|e| e.raw.aggregate_id == "a" && e.raw.aggregate_type == "room"));
     let later = log.read_aggregate(&a, 3).await.expect("read");
-    assert_eq!(
-        later.iter().map(|e| e.raw.seq).collect::<Vec<_>>(),
-        vec![4, 5]
-    );
-    assert!(
-        log.read_aggregate(&room("nobody"), 0)
-            .await
-            .expect("read")
-            .is_empty()
-    );
+    assert_eq!(later.iter().map(|e| e.raw.seq).collect::<Vec<_>>(), vec![4, 5]);
+    assert!(log.read_aggregate(&room("nobody"), 0).await.expect("read").is_empty());
 
     let all = read_everything(&*log).await;
     assert_eq!(all, history);
     let tail = log.read_all(first.last, 10).await.expect("read");
-    assert_eq!(
-        tail.iter().map(|e| e.raw.seq).collect::<Vec<_>>(),
-        vec![4, 5]
-    );
+    assert_eq!(tail.iter().map(|e| e.raw.seq).collect::<Vec<_>>(), vec![4, 5]);
 }
 
 async fn refuses_stale_expectations(b: Backend) {
     let log = b.open().await;
     let a = room("a");
-    log.append(request(&a, Expected::Exact(0), 2))
-        .await
-        .expect("append");
+    log.append(request(&a, Expected::Exact(0), 2)).await.expect("append");
     // Two creators: the second must lose, not both win.
     match log.append(request(&a, Expected::Exact(0), 1)).await {
-        Err(LogError::Conflict {
-            expected: 0,
-            actual: 2,
-            ..
-        }) => {}
+        Err(LogError::Conflict { expected: 0, actual: 2, .. }) => {}
         other => panic!("expected a conflict, got {other:?}"),
     }
     match log.append(request(&a, Expected::Exact(7), 1)).await {
-        Err(LogError::Conflict {
-            expected: 7,
-            actual: 2,
-            ..
-        }) => {}
+        Err(LogError::Conflict { expected: 7, actual: 2, .. }) => {}
         other => panic!("expected a conflict, got {other:?}"),
     }
     match log.append(request(&a, Expected::Exact(1), 1)).await {
-        Err(LogError::Conflict {
-            expected: 1,
-            actual: 2,
-            ..
-        }) => {}
+        Err(LogError::Conflict { expected: 1, actual: 2, .. }) => {}
         other => panic!("expected a conflict, got {other:?}"),
     }
     assert_eq!(log.read_aggregate(&a, 0).await.expect("read").len(), 2);
@@ -218,13 +155,8 @@ async fn reappending_a_batch_is_idempotent(b: Backend) {
     let first = log.append(req.clone()).await.expect("append");
     let again = log.append(req.clone()).await.expect("re-append");
     assert!(again.duplicate);
-    assert_eq!(
-        (again.first, again.last, again.last_seq),
-        (first.first, first.last, first.last_seq)
-    );
-    log.append(request(&a, Expected::Exact(3), 1))
-        .await
-        .expect("append");
+    assert_eq!((again.first, again.last, again.last_seq), (first.first, first.last, first.last_seq));
+    log.append(request(&a, Expected::Exact(3), 1)).await.expect("append");
     // Still recognised after the aggregate moved on.
     let late = log.append(req).await.expect("late re-append");
     assert!(late.duplicate);
@@ -241,9 +173,7 @@ async fn any_appends_are_gapless_under_concurrency(b: Backend) {
             let a = a.clone();
             tokio::spawn(async move {
                 for _ in 0..15 {
-                    log.append(request(&a, Expected::Any, 1))
-                        .await
-                        .expect("append any");
+                    log.append(request(&a, Expected::Any, 1)).await.expect("append any");
                 }
             })
         })
@@ -251,13 +181,7 @@ async fn any_appends_are_gapless_under_concurrency(b: Backend) {
     for t in tasks {
         t.await.expect("task");
     }
-    let seqs: Vec<u64> = log
-        .read_aggregate(&a, 0)
-        .await
-        .expect("read")
-        .iter()
-        .map(|e| e.raw.seq)
-        .collect();
+    let seqs: Vec<u64> = log.read_aggregate(&a, 0).await.expect("read").iter().map(|e| e.raw.seq).collect();
     assert_eq!(seqs, (1..=60).collect::<Vec<u64>>());
 }
 
@@ -269,9 +193,7 @@ async fn many_subjects_keep_global_and_per_aggregate_order(b: Backend) {
             tokio::spawn(async move {
                 let a = room(&format!("r{i}"));
                 for seq in 0..5 {
-                    log.append(request(&a, Expected::Exact(seq), 1))
-                        .await
-                        .expect("append");
+                    log.append(request(&a, Expected::Exact(seq), 1)).await.expect("append");
                 }
             })
         })
@@ -281,17 +203,10 @@ async fn many_subjects_keep_global_and_per_aggregate_order(b: Backend) {
     }
     let all = read_everything(&*log).await;
     assert_eq!(all.len(), 100);
-    assert!(
-        all.windows(2).all(|w| w[0].position < w[1].position),
-        "positions strictly increase"
-    );
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position), "positions strictly increase");
     for i in 0..20 {
         let id = format!("r{i}");
-        let seqs: Vec<u64> = all
-            .iter()
-            .filter(|e| e.raw.aggregate_id == id)
-            .map(|e| e.raw.seq)
-            .collect();
+        let seqs: Vec<u64> = all.iter().filter(|e| e.raw.aggregate_id == id).map(|e| e.raw.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4, 5], "{id}");
     }
 }
@@ -307,10 +222,7 @@ async fn next(s: &mut arc_eventlog::Subscription) -> RecordedEvent {
 async fn subscriptions_catch_up_then_follow_live(b: Backend) {
     let log = b.open().await;
     let a = room("a");
-    let first = log
-        .append(request(&a, Expected::Exact(0), 2))
-        .await
-        .expect("append");
+    let first = log.append(request(&a, Expected::Exact(0), 2)).await.expect("append");
     let mut sub = log.subscribe(Position::START).await.expect("subscribe");
     let mut from_middle = log.subscribe(first.first).await.expect("subscribe");
     assert_eq!(next(&mut sub).await.raw.seq, 1);
@@ -318,12 +230,8 @@ async fn subscriptions_catch_up_then_follow_live(b: Backend) {
     assert_eq!(next(&mut from_middle).await.raw.seq, 2);
     // Live: appended after the subscription caught up.
     let b_room = room("b");
-    log.append(request(&b_room, Expected::Exact(0), 1))
-        .await
-        .expect("append");
-    log.append(request(&a, Expected::Exact(2), 1))
-        .await
-        .expect("append");
+    log.append(request(&b_room, Expected::Exact(0), 1)).await.expect("append");
+    log.append(request(&a, Expected::Exact(2), 1)).await.expect("append");
     let live = next(&mut sub).await;
     assert_eq!((live.raw.aggregate_id.as_str(), live.raw.seq), ("b", 1));
     let live = next(&mut sub).await;
@@ -334,9 +242,7 @@ async fn subscriptions_catch_up_then_follow_live(b: Backend) {
 async fn resumes_after_restart(b: Backend) {
     let log = b.open().await;
     let a = room("a");
-    log.append(request(&a, Expected::Exact(0), 3))
-        .await
-        .expect("append");
+    log.append(request(&a, Expected::Exact(0), 3)).await.expect("append");
     let head = log.head().await.expect("head");
     let before = read_everything(&*log).await;
     drop(log);
@@ -349,58 +255,33 @@ async fn resumes_after_restart(b: Backend) {
         Err(LogError::Conflict { actual: 3, .. }) => {}
         other => panic!("expected a conflict, got {other:?}"),
     }
-    let next = log
-        .append(request(&a, Expected::Exact(3), 1))
-        .await
-        .expect("append");
+    let next = log.append(request(&a, Expected::Exact(3), 1)).await.expect("append");
     assert!(next.first > head);
     // A subscriber resuming from a stored position sees only what follows it.
     let mut sub = log.subscribe(head).await.expect("subscribe");
-    let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
-        .await
-        .expect("in time")
-        .expect("open")
-        .expect("ok");
+    let e =
+        tokio::time::timeout(Duration::from_secs(10), sub.next()).await.expect("in time").expect("open").expect("ok");
     assert_eq!(e.raw.seq, 4);
 }
 
 async fn refuses_malformed_appends(b: Backend) {
     let log = b.open().await;
     let a = room("a");
-    let empty = AppendRequest {
-        aggregate: a.clone(),
-        expected: Expected::Exact(0),
-        events: vec![],
-    };
+    let empty = AppendRequest { aggregate: a.clone(), expected: Expected::Exact(0), events: vec![] };
     assert!(matches!(log.append(empty).await, Err(LogError::Invalid(_))));
-    let wrong = AppendRequest {
-        aggregate: a.clone(),
-        expected: Expected::Exact(0),
-        events: events(&room("other"), 1),
-    };
+    let wrong = AppendRequest { aggregate: a.clone(), expected: Expected::Exact(0), events: events(&room("other"), 1) };
     assert!(matches!(log.append(wrong).await, Err(LogError::Invalid(_))));
     let mut repeated = request(&a, Expected::Exact(0), 2);
     repeated.events[1].id = repeated.events[0].id;
-    assert!(matches!(
-        log.append(repeated).await,
-        Err(LogError::Invalid(_))
-    ));
+    assert!(matches!(log.append(repeated).await, Err(LogError::Invalid(_))));
     let huge = request(&a, Expected::Exact(0), arc_eventlog::APPEND_EVENTS_MAX + 1);
-    assert!(matches!(
-        log.append(huge).await,
-        Err(LogError::TooLarge { .. })
-    ));
+    assert!(matches!(log.append(huge).await, Err(LogError::TooLarge { .. })));
     let mut fat = request(&a, Expected::Exact(0), 1);
     fat.events[0].data = serde_json::json!({ "blob": "x".repeat(arc_eventlog::APPEND_BYTES_MAX) });
-    assert!(matches!(
-        log.append(fat).await,
-        Err(LogError::TooLarge { .. })
-    ));
+    assert!(matches!(log.append(fat).await, Err(LogError::TooLarge { .. })));
     assert_eq!(log.head().await.expect("head"), Position::START);
     // The log still works after refusing all that.
-    log.append(request(&a, Expected::Exact(0), 1))
-        .await
-        .expect("append");
+    log.append(request(&a, Expected::Exact(0), 1)).await.expect("append");
 }
 
 macro_rules! conformance {

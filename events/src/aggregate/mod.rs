@@ -36,11 +36,7 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
 
     /// Decides which events a command produces. An empty vector means
     /// "already so, nothing to do" (commands are idempotent where they can be).
-    fn decide(
-        &self,
-        command: &Self::Command,
-        ctx: &Context,
-    ) -> Result<Vec<Self::Event>, Self::Error>;
+    fn decide(&self, command: &Self::Command, ctx: &Context) -> Result<Vec<Self::Event>, Self::Error>;
 
     /// Applies one event that happened at `at`. Must not fail: events are facts.
     #[must_use]
@@ -59,9 +55,7 @@ pub(crate) mod testing {
 
     pub(crate) fn t(secs: i64) -> DateTime<Utc> {
         // INVARIANT: small literal offsets from the epoch are always valid timestamps.
-        Utc.timestamp_opt(1_700_000_000 + secs, 0)
-            .single()
-            .expect("valid timestamp")
+        Utc.timestamp_opt(1_700_000_000 + secs, 0).single().expect("valid timestamp")
     }
 
     pub(crate) struct Given<A: Aggregate> {
@@ -70,18 +64,12 @@ pub(crate) mod testing {
 
     /// Folds `events`, each at the given second.
     pub(crate) fn given<A: Aggregate>(events: &[(i64, A::Event)]) -> Given<A> {
-        let state = events
-            .iter()
-            .fold(A::default(), |s, (at, e)| s.evolve(e, t(*at)));
+        let state = events.iter().fold(A::default(), |s, (at, e)| s.evolve(e, t(*at)));
         Given { state }
     }
 
     impl<A: Aggregate> Given<A> {
-        pub(crate) fn when(
-            self,
-            now_s: i64,
-            command: A::Command,
-        ) -> Result<Vec<A::Event>, A::Error> {
+        pub(crate) fn when(self, now_s: i64, command: A::Command) -> Result<Vec<A::Event>, A::Error> {
             self.state.decide(&command, &Context { now: t(now_s) })
         }
     }

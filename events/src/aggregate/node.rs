@@ -6,10 +6,7 @@ use thiserror::Error;
 use super::{Aggregate, Context};
 use crate::envelope::AggregateKind;
 use crate::event::{Event, NodeEvent};
-use crate::node::{
-    NodeDeregistered, NodeDraining, NodeHeartbeat, NodeLoad, NodeLost, NodeRegistered,
-    NodeUndrained,
-};
+use crate::node::{NodeDeregistered, NodeDraining, NodeHeartbeat, NodeLoad, NodeLost, NodeRegistered, NodeUndrained};
 
 /// How often a node sends a heartbeat.
 pub const HEARTBEAT_INTERVAL_S: i64 = 2;
@@ -69,10 +66,7 @@ pub enum NodeError {
 
 fn check_len(field: &'static str, value: &str) -> Result<(), NodeError> {
     if value.is_empty() || value.len() > NODE_FIELD_LEN_MAX {
-        return Err(NodeError::Invalid {
-            field,
-            reason: format!("must be 1..={NODE_FIELD_LEN_MAX} bytes"),
-        });
+        return Err(NodeError::Invalid { field, reason: format!("must be 1..={NODE_FIELD_LEN_MAX} bytes") });
     }
     Ok(())
 }
@@ -108,17 +102,11 @@ impl Aggregate for Node {
                 }
                 for ip in &info.public_ips {
                     if ip.parse::<std::net::IpAddr>().is_err() {
-                        return Err(NodeError::Invalid {
-                            field: "public_ips",
-                            reason: format!("{ip:?} is not an IP"),
-                        });
+                        return Err(NodeError::Invalid { field: "public_ips", reason: format!("{ip:?} is not an IP") });
                     }
                 }
                 if info.capacity == 0 {
-                    return Err(NodeError::Invalid {
-                        field: "capacity",
-                        reason: "must be at least 1".into(),
-                    });
+                    return Err(NodeError::Invalid { field: "capacity", reason: "must be at least 1".into() });
                 }
                 Ok(vec![info.clone().into()])
             }
@@ -131,12 +119,7 @@ impl Aggregate for Node {
                 if self.status == NodeStatus::Draining {
                     return Ok(vec![]);
                 }
-                Ok(vec![
-                    NodeDraining {
-                        reason: reason.clone(),
-                    }
-                    .into(),
-                ])
+                Ok(vec![NodeDraining { reason: reason.clone() }.into()])
             }
             NodeCommand::Undrain => {
                 self.require_live()?;
@@ -204,10 +187,7 @@ mod tests {
         }
     }
     fn heartbeat() -> NodeEvent {
-        NodeHeartbeat {
-            load: NodeLoad::default(),
-        }
-        .into()
+        NodeHeartbeat { load: NodeLoad::default() }.into()
     }
 
     #[test]
@@ -217,8 +197,7 @@ mod tests {
             Err(NodeError::NotRegistered)
         );
         assert_eq!(
-            given::<Node>(&[(0, registered().into())])
-                .when(1, NodeCommand::Heartbeat(NodeLoad::default())),
+            given::<Node>(&[(0, registered().into())]).when(1, NodeCommand::Heartbeat(NodeLoad::default())),
             Ok(vec![heartbeat()])
         );
     }
@@ -229,82 +208,39 @@ mod tests {
         bad.public_ips = vec!["not-an-ip".into()];
         assert!(matches!(
             given::<Node>(&[]).when(0, NodeCommand::Register(bad)),
-            Err(NodeError::Invalid {
-                field: "public_ips",
-                ..
-            })
+            Err(NodeError::Invalid { field: "public_ips", .. })
         ));
         let mut bad = registered();
         bad.capacity = 0;
-        assert!(matches!(
-            given::<Node>(&[]).when(0, NodeCommand::Register(bad)),
-            Err(NodeError::Invalid { .. })
-        ));
+        assert!(matches!(given::<Node>(&[]).when(0, NodeCommand::Register(bad)), Err(NodeError::Invalid { .. })));
     }
 
     #[test]
     fn lost_after_three_missed_heartbeats_then_must_reregister() {
         let history = [(0, registered().into()), (2, heartbeat())];
-        assert_eq!(
-            given::<Node>(&history).when(7, NodeCommand::DeclareLostIfSilent),
-            Ok(vec![])
-        );
+        assert_eq!(given::<Node>(&history).when(7, NodeCommand::DeclareLostIfSilent), Ok(vec![]));
         assert_eq!(
             given::<Node>(&history).when(8, NodeCommand::DeclareLostIfSilent),
             Ok(vec![NodeLost { last_seen_at: t(2) }.into()])
         );
-        let lost = [
-            (0, registered().into()),
-            (8, NodeLost { last_seen_at: t(0) }.into()),
-        ];
-        assert_eq!(
-            given::<Node>(&lost).when(9, NodeCommand::Heartbeat(NodeLoad::default())),
-            Err(NodeError::Lost)
-        );
-        assert_eq!(
-            given::<Node>(&lost).when(9, NodeCommand::DeclareLostIfSilent),
-            Ok(vec![])
-        );
-        assert_eq!(
-            given::<Node>(&lost).when(9, NodeCommand::Register(registered())),
-            Ok(vec![registered().into()])
-        );
+        let lost = [(0, registered().into()), (8, NodeLost { last_seen_at: t(0) }.into())];
+        assert_eq!(given::<Node>(&lost).when(9, NodeCommand::Heartbeat(NodeLoad::default())), Err(NodeError::Lost));
+        assert_eq!(given::<Node>(&lost).when(9, NodeCommand::DeclareLostIfSilent), Ok(vec![]));
+        assert_eq!(given::<Node>(&lost).when(9, NodeCommand::Register(registered())), Ok(vec![registered().into()]));
     }
 
     #[test]
     fn drain_and_undrain_are_idempotent() {
         let up = [(0, registered().into())];
-        let draining: NodeEvent = NodeDraining {
-            reason: "sigterm".into(),
-        }
-        .into();
+        let draining: NodeEvent = NodeDraining { reason: "sigterm".into() }.into();
         assert_eq!(
-            given::<Node>(&up).when(
-                1,
-                NodeCommand::Drain {
-                    reason: "sigterm".into()
-                }
-            ),
+            given::<Node>(&up).when(1, NodeCommand::Drain { reason: "sigterm".into() }),
             Ok(vec![draining.clone()])
         );
         assert_eq!(given::<Node>(&up).when(1, NodeCommand::Undrain), Ok(vec![]));
         let drained = [(0, registered().into()), (1, draining)];
-        assert_eq!(
-            given::<Node>(&drained).when(
-                2,
-                NodeCommand::Drain {
-                    reason: "again".into()
-                }
-            ),
-            Ok(vec![])
-        );
-        assert_eq!(
-            given::<Node>(&drained).when(2, NodeCommand::Undrain),
-            Ok(vec![NodeUndrained {}.into()])
-        );
-        assert_eq!(
-            given::<Node>(&drained).when(3, NodeCommand::Deregister),
-            Ok(vec![NodeDeregistered {}.into()])
-        );
+        assert_eq!(given::<Node>(&drained).when(2, NodeCommand::Drain { reason: "again".into() }), Ok(vec![]));
+        assert_eq!(given::<Node>(&drained).when(2, NodeCommand::Undrain), Ok(vec![NodeUndrained {}.into()]));
+        assert_eq!(given::<Node>(&drained).when(3, NodeCommand::Deregister), Ok(vec![NodeDeregistered {}.into()]));
     }
 }

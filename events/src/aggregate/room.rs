@@ -9,9 +9,7 @@ use super::{Aggregate, Context};
 use crate::envelope::AggregateKind;
 use crate::event::{Event, RoomEvent};
 use crate::ids::{AppId, NodeId, ParticipantIdentity, ParticipantSid};
-use crate::room::{
-    CloseReason, LeaveReason, ParticipantJoined, ParticipantLeft, RoomClosed, RoomCreated,
-};
+use crate::room::{CloseReason, LeaveReason, ParticipantJoined, ParticipantLeft, RoomClosed, RoomCreated};
 
 /// Hard cap on participants in one room, whatever the room asks for.
 pub const PARTICIPANTS_PER_ROOM_MAX: u32 = 10_000;
@@ -104,10 +102,7 @@ impl Room {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> RoomError {
-    RoomError::Invalid {
-        field,
-        reason: reason.into(),
-    }
+    RoomError::Invalid { field, reason: reason.into() }
 }
 
 impl Aggregate for Room {
@@ -118,45 +113,24 @@ impl Aggregate for Room {
 
     fn decide(&self, command: &RoomCommand, ctx: &Context) -> Result<Vec<RoomEvent>, RoomError> {
         match command {
-            RoomCommand::Create {
-                app_id,
-                name,
-                max_participants,
-                empty_timeout_s,
-                metadata,
-            } => {
+            RoomCommand::Create { app_id, name, max_participants, empty_timeout_s, metadata } => {
                 if self.status != RoomStatus::Absent {
                     return Err(RoomError::AlreadyExists);
                 }
                 if name.is_empty() || name.len() > ROOM_NAME_LEN_MAX {
-                    return Err(invalid(
-                        "name",
-                        format!("must be 1..={ROOM_NAME_LEN_MAX} bytes"),
-                    ));
+                    return Err(invalid("name", format!("must be 1..={ROOM_NAME_LEN_MAX} bytes")));
                 }
                 if let Some(max) = max_participants
                     && (*max == 0 || *max > PARTICIPANTS_PER_ROOM_MAX)
                 {
-                    return Err(invalid(
-                        "max_participants",
-                        format!("must be 1..={PARTICIPANTS_PER_ROOM_MAX}"),
-                    ));
+                    return Err(invalid("max_participants", format!("must be 1..={PARTICIPANTS_PER_ROOM_MAX}")));
                 }
                 let empty_timeout_s = empty_timeout_s.unwrap_or(EMPTY_TIMEOUT_S_DEFAULT);
                 if empty_timeout_s > EMPTY_TIMEOUT_S_MAX {
-                    return Err(invalid(
-                        "empty_timeout_s",
-                        format!("must be at most {EMPTY_TIMEOUT_S_MAX}"),
-                    ));
+                    return Err(invalid("empty_timeout_s", format!("must be at most {EMPTY_TIMEOUT_S_MAX}")));
                 }
-                if metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > METADATA_LEN_MAX)
-                {
-                    return Err(invalid(
-                        "metadata",
-                        format!("must be at most {METADATA_LEN_MAX} bytes"),
-                    ));
+                if metadata.as_ref().is_some_and(|m| m.len() > METADATA_LEN_MAX) {
+                    return Err(invalid("metadata", format!("must be at most {METADATA_LEN_MAX} bytes")));
                 }
                 Ok(vec![
                     RoomCreated {
@@ -169,12 +143,7 @@ impl Aggregate for Room {
                     .into(),
                 ])
             }
-            RoomCommand::Join {
-                identity,
-                sid,
-                name,
-                node_id,
-            } => {
+            RoomCommand::Join { identity, sid, name, node_id } => {
                 self.require_open()?;
                 let mut events = Vec::with_capacity(2);
                 match self.participants.get(identity) {
@@ -192,9 +161,7 @@ impl Aggregate for Room {
                     None => {
                         let count = u32::try_from(self.participants.len()).unwrap_or(u32::MAX);
                         if count >= self.max_participants {
-                            return Err(RoomError::Full {
-                                max: self.max_participants,
-                            });
+                            return Err(RoomError::Full { max: self.max_participants });
                         }
                     }
                 }
@@ -209,11 +176,7 @@ impl Aggregate for Room {
                 );
                 Ok(events)
             }
-            RoomCommand::Leave {
-                identity,
-                sid,
-                reason,
-            } => {
+            RoomCommand::Leave { identity, sid, reason } => {
                 if self.status == RoomStatus::Absent {
                     return Err(RoomError::NotFound);
                 }
@@ -221,14 +184,7 @@ impl Aggregate for Room {
                 if self.participants.get(identity) != Some(sid) {
                     return Ok(vec![]);
                 }
-                Ok(vec![
-                    ParticipantLeft {
-                        identity: identity.clone(),
-                        sid: sid.clone(),
-                        reason: *reason,
-                    }
-                    .into(),
-                ])
+                Ok(vec![ParticipantLeft { identity: identity.clone(), sid: sid.clone(), reason: *reason }.into()])
             }
             RoomCommand::Close => match self.status {
                 RoomStatus::Absent => Err(RoomError::NotFound),
@@ -242,11 +198,7 @@ impl Aggregate for Room {
                     }
                     _ => false,
                 };
-                Ok(if idle {
-                    self.close(CloseReason::EmptyTimeout)
-                } else {
-                    vec![]
-                })
+                Ok(if idle { self.close(CloseReason::EmptyTimeout) } else { vec![] })
             }
         }
     }
@@ -295,12 +247,7 @@ impl Room {
             .participants
             .iter()
             .map(|(identity, sid)| {
-                ParticipantLeft {
-                    identity: identity.clone(),
-                    sid: sid.clone(),
-                    reason: LeaveReason::RoomClosed,
-                }
-                .into()
+                ParticipantLeft { identity: identity.clone(), sid: sid.clone(), reason: LeaveReason::RoomClosed }.into()
             })
             .collect();
         events.push(RoomClosed { reason }.into());
@@ -333,29 +280,13 @@ mod tests {
         .into()
     }
     fn joined(w: &str, s: &str) -> RoomEvent {
-        ParticipantJoined {
-            identity: who(w),
-            sid: sid(s),
-            name: None,
-            node_id: None,
-        }
-        .into()
+        ParticipantJoined { identity: who(w), sid: sid(s), name: None, node_id: None }.into()
     }
     fn left(w: &str, s: &str, reason: LeaveReason) -> RoomEvent {
-        ParticipantLeft {
-            identity: who(w),
-            sid: sid(s),
-            reason,
-        }
-        .into()
+        ParticipantLeft { identity: who(w), sid: sid(s), reason }.into()
     }
     fn join(w: &str, s: &str) -> RoomCommand {
-        RoomCommand::Join {
-            identity: who(w),
-            sid: sid(s),
-            name: None,
-            node_id: None,
-        }
+        RoomCommand::Join { identity: who(w), sid: sid(s), name: None, node_id: None }
     }
 
     #[test]
@@ -367,14 +298,8 @@ mod tests {
             empty_timeout_s: Some(60),
             metadata: None,
         };
-        assert_eq!(
-            given::<Room>(&[]).when(0, create.clone()),
-            Ok(vec![created(None)])
-        );
-        assert_eq!(
-            given::<Room>(&[(0, created(None))]).when(1, create),
-            Err(RoomError::AlreadyExists)
-        );
+        assert_eq!(given::<Room>(&[]).when(0, create.clone()), Ok(vec![created(None)]));
+        assert_eq!(given::<Room>(&[(0, created(None))]).when(1, create), Err(RoomError::AlreadyExists));
     }
 
     #[test]
@@ -386,10 +311,7 @@ mod tests {
             empty_timeout_s: None,
             metadata: None,
         };
-        assert!(matches!(
-            given::<Room>(&[]).when(0, bad),
-            Err(RoomError::Invalid { field: "name", .. })
-        ));
+        assert!(matches!(given::<Room>(&[]).when(0, bad), Err(RoomError::Invalid { field: "name", .. })));
         let bad = RoomCommand::Create {
             app_id: app(),
             name: "x".into(),
@@ -397,29 +319,17 @@ mod tests {
             empty_timeout_s: None,
             metadata: None,
         };
-        assert!(matches!(
-            given::<Room>(&[]).when(0, bad),
-            Err(RoomError::Invalid {
-                field: "max_participants",
-                ..
-            })
-        ));
+        assert!(matches!(given::<Room>(&[]).when(0, bad), Err(RoomError::Invalid { field: "max_participants", .. })));
     }
 
     #[test]
     fn join_respects_capacity_and_replaces_duplicate_identities() {
         let full = given::<Room>(&[(0, created(Some(1))), (1, joined("ann", "s1"))]);
-        assert_eq!(
-            full.when(2, join("bob", "s2")),
-            Err(RoomError::Full { max: 1 })
-        );
+        assert_eq!(full.when(2, join("bob", "s2")), Err(RoomError::Full { max: 1 }));
         let g = given::<Room>(&[(0, created(Some(1))), (1, joined("ann", "s1"))]);
         assert_eq!(
             g.when(2, join("ann", "s3")),
-            Ok(vec![
-                left("ann", "s1", LeaveReason::DuplicateIdentity),
-                joined("ann", "s3")
-            ])
+            Ok(vec![left("ann", "s1", LeaveReason::DuplicateIdentity), joined("ann", "s3")])
         );
         let g = given::<Room>(&[(0, created(None)), (1, joined("ann", "s1"))]);
         assert_eq!(g.when(2, join("ann", "s1")), Ok(vec![]));
@@ -427,31 +337,15 @@ mod tests {
 
     #[test]
     fn joining_a_missing_or_closed_room_is_refused() {
-        assert_eq!(
-            given::<Room>(&[]).when(0, join("ann", "s1")),
-            Err(RoomError::NotFound)
-        );
-        let closed = given::<Room>(&[
-            (0, created(None)),
-            (
-                1,
-                RoomClosed {
-                    reason: CloseReason::Requested,
-                }
-                .into(),
-            ),
-        ]);
+        assert_eq!(given::<Room>(&[]).when(0, join("ann", "s1")), Err(RoomError::NotFound));
+        let closed = given::<Room>(&[(0, created(None)), (1, RoomClosed { reason: CloseReason::Requested }.into())]);
         assert_eq!(closed.when(2, join("ann", "s1")), Err(RoomError::Closed));
     }
 
     #[test]
     fn stale_leaves_change_nothing() {
         let g = given::<Room>(&[(0, created(None)), (1, joined("ann", "s2"))]);
-        let cmd = RoomCommand::Leave {
-            identity: who("ann"),
-            sid: sid("s1"),
-            reason: LeaveReason::ClientLeft,
-        };
+        let cmd = RoomCommand::Leave { identity: who("ann"), sid: sid("s1"), reason: LeaveReason::ClientLeft };
         assert_eq!(g.when(2, cmd), Ok(vec![]));
     }
 
@@ -460,67 +354,29 @@ mod tests {
         let g = given::<Room>(&[(0, created(None)), (1, joined("ann", "s1"))]);
         assert_eq!(
             g.when(2, RoomCommand::Close),
-            Ok(vec![
-                left("ann", "s1", LeaveReason::RoomClosed),
-                RoomClosed {
-                    reason: CloseReason::Requested
-                }
-                .into()
-            ])
+            Ok(vec![left("ann", "s1", LeaveReason::RoomClosed), RoomClosed { reason: CloseReason::Requested }.into()])
         );
-        let closed = given::<Room>(&[
-            (0, created(None)),
-            (
-                1,
-                RoomClosed {
-                    reason: CloseReason::Requested,
-                }
-                .into(),
-            ),
-        ]);
+        let closed = given::<Room>(&[(0, created(None)), (1, RoomClosed { reason: CloseReason::Requested }.into())]);
         assert_eq!(closed.when(2, RoomCommand::Close), Ok(vec![]));
-        assert_eq!(
-            given::<Room>(&[]).when(0, RoomCommand::Close),
-            Err(RoomError::NotFound)
-        );
+        assert_eq!(given::<Room>(&[]).when(0, RoomCommand::Close), Err(RoomError::NotFound));
     }
 
     #[test]
     fn auto_close_only_after_the_room_was_empty_for_its_timeout() {
-        let history = [
-            (0, created(None)),
-            (10, joined("ann", "s1")),
-            (20, left("ann", "s1", LeaveReason::ClientLeft)),
-        ];
+        let history = [(0, created(None)), (10, joined("ann", "s1")), (20, left("ann", "s1", LeaveReason::ClientLeft))];
         // Empty since t=20 with a 60 s timeout.
-        assert_eq!(
-            given::<Room>(&history).when(79, RoomCommand::CloseIfIdle),
-            Ok(vec![])
-        );
+        assert_eq!(given::<Room>(&history).when(79, RoomCommand::CloseIfIdle), Ok(vec![]));
         assert_eq!(
             given::<Room>(&history).when(80, RoomCommand::CloseIfIdle),
-            Ok(vec![
-                RoomClosed {
-                    reason: CloseReason::EmptyTimeout
-                }
-                .into()
-            ])
+            Ok(vec![RoomClosed { reason: CloseReason::EmptyTimeout }.into()])
         );
         // Occupied rooms never idle out.
         let busy = [(0, created(None)), (10, joined("ann", "s1"))];
-        assert_eq!(
-            given::<Room>(&busy).when(10_000, RoomCommand::CloseIfIdle),
-            Ok(vec![])
-        );
+        assert_eq!(given::<Room>(&busy).when(10_000, RoomCommand::CloseIfIdle), Ok(vec![]));
         // A room nobody ever joined idles out from its creation.
         assert_eq!(
             given::<Room>(&[(0, created(None))]).when(60, RoomCommand::CloseIfIdle),
-            Ok(vec![
-                RoomClosed {
-                    reason: CloseReason::EmptyTimeout
-                }
-                .into()
-            ])
+            Ok(vec![RoomClosed { reason: CloseReason::EmptyTimeout }.into()])
         );
     }
 }
