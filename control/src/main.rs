@@ -63,6 +63,8 @@ enum Command {
     Dev,
     /// Run against NATS JetStream and PostgreSQL
     Serve,
+    /// Apply the log to the read models up to its head, from their checkpoints, and exit
+    CatchUp,
     /// Rebuild read models from the start of the log (stop arc-control first when embedded)
     Rebuild {
         /// Projections to rebuild: rooms, nodes or all
@@ -104,6 +106,13 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Dev => run(settings.resolve(Mode::Dev)?).await,
         Command::Serve => run(settings.resolve(Mode::Serve)?).await,
+        Command::CatchUp => {
+            let config = settings.resolve(Mode::Tool)?;
+            for (name, events) in server::catch_up(&config).await? {
+                println!("{name}: applied {events} events");
+            }
+            Ok(())
+        }
         Command::Rebuild { projections } => {
             let config = settings.resolve(Mode::Tool)?;
             eprintln!(

@@ -17,6 +17,9 @@ use crate::error::ControlError;
 use crate::projection::{self, Projection, Runner, nodes::NodesProjection, rooms::RoomsProjection};
 use crate::readdb::ReadDb;
 
+/// Node id of the media node embedded in `dev`.
+pub const DEV_NODE_ID: &str = "node-dev";
+
 /// Opens the configured event log.
 pub async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, ControlError> {
     Ok(match &config.log {
@@ -111,6 +114,25 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     tasks.spawn(rooms.run());
     tasks.spawn(nodes.run());
     tasks.spawn(crate::janitor::run(db.clone(), log.clone(), config.janitor_interval));
+    if config.log == LogConfig::Embedded {
+        // `dev` carries its own media node, so one process is a whole platform.
+        let node_log = log.clone();
+        tasks.spawn(async move {
+            let info = arc_events::node::NodeRegistered {
+                address: "embedded".into(),
+                public_ips: vec![],
+                arch: std::env::consts::ARCH.into(),
+                cores: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+                capacity: 500,
+                version: env!("CARGO_PKG_VERSION").into(),
+            };
+            // INVARIANT: DEV_NODE_ID is a valid token literal.
+            let node_id = arc_events::NodeId::parse(DEV_NODE_ID).expect("valid literal id");
+            if let Err(e) = arc_media::agent::run(node_log, node_id, info, std::future::pending()).await {
+                tracing::error!(error = %e, "the embedded media node stopped");
+            }
+        });
+    }
 
     let state = Arc::new(ApiState {
         log: log.clone(),
@@ -130,6 +152,25 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         }
     });
     Ok(Running { addr, log, admin_key, tasks })
+}
+
+/// Applies the log to every read model from its checkpoint up to the log's
+/// current head, then returns the events applied per projection. The offline
+/// twin of what a running arc-control does continuously.
+pub async fn catch_up(config: &Config) -> Result<Vec<(&'static str, u64)>, ControlError> {
+    let log = open_log(config).await?;
+    let db = ReadDb::connect(&config.database_url).await?;
+    let head = log.head().await?;
+    let mut out = Vec::new();
+    let mut rooms = Runner::<RoomsProjection>::new(db.clone(), log.clone()).await?;
+    let before = rooms.checkpoint().events;
+    rooms.follow(Some(head)).await?;
+    out.push((RoomsProjection::NAME, rooms.checkpoint().events - before));
+    let mut nodes = Runner::<NodesProjection>::new(db.clone(), log.clone()).await?;
+    let before = nodes.checkpoint().events;
+    nodes.follow(Some(head)).await?;
+    out.push((NodesProjection::NAME, nodes.checkpoint().events - before));
+    Ok(out)
 }
 
 /// Rebuilds the named projections (or all) from the start of the log.

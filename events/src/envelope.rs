@@ -237,3 +237,26 @@ impl RawEvent {
         AggregateRef::new(AggregateKind::parse(&self.aggregate_type)?, &self.aggregate_id).ok()
     }
 }
+
+macro_rules! aggregate_of {
+    ($($id:ty => $kind:ident),+ $(,)?) => {
+        $(
+            impl From<&$id> for AggregateRef {
+                fn from(id: &$id) -> Self {
+                    // Typed ids are validated tokens, so no check is needed.
+                    Self { kind: AggregateKind::$kind, id: id.as_str().to_owned() }
+                }
+            }
+        )+
+    };
+}
+
+aggregate_of!(
+    crate::ids::AppId => App,
+    crate::ids::RoomId => Room,
+    crate::ids::ParticipantSid => Participant,
+    crate::ids::TrackId => Track,
+    crate::ids::RecordingId => Recording,
+    crate::ids::CallId => Call,
+    crate::ids::NodeId => Node,
+);

@@ -102,6 +102,11 @@ impl<P: Projection> Runner<P> {
         Ok(Self { db, log, cache: HashMap::new(), cache_complete, checkpoint, progress })
     }
 
+    /// Where the runner stands.
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.checkpoint
+    }
+
     /// Progress updates (the checkpoint after each committed batch).
     pub fn progress(&self) -> watch::Receiver<Checkpoint> {
         self.progress.subscribe()
@@ -161,7 +166,14 @@ impl<P: Projection> Runner<P> {
         let mut tx = self.db.begin_write().await?;
         let mut dirty: HashSet<String> = HashSet::new();
         let mut staged: HashMap<String, Option<P::Row>> = HashMap::new();
+        let mut last = self.checkpoint.position;
         for recorded in batch {
+            // Already applied (a redelivery): applying it again would double-count.
+            if recorded.position <= last {
+                tracing::warn!(projection = P::NAME, position = %recorded.position, "skipping a redelivered event");
+                continue;
+            }
+            last = recorded.position;
             let envelope = match recorded.raw.decode() {
                 Ok(Decoded::Known(e)) => e,
                 Ok(Decoded::Unknown { event_type, version }) => {
@@ -190,8 +202,8 @@ impl<P: Projection> Runner<P> {
         for key in &dirty {
             P::save(&mut tx, key, staged.get(key).and_then(|r| r.as_ref())).await?;
         }
-        let last = batch.last().map(|e| e.position).unwrap_or(self.checkpoint.position);
-        let next = Checkpoint { position: last, events: self.checkpoint.events + batch.len() as u64 };
+        let applied = batch.iter().filter(|e| e.position > self.checkpoint.position).count() as u64;
+        let next = Checkpoint { position: last, events: self.checkpoint.events + applied };
         sqlx::query(
             "INSERT INTO projection_checkpoints (name, position, events, updated_at_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET position = excluded.position, events = excluded.events, \

@@ -352,7 +352,8 @@ impl EventLog for JetStreamLog {
             let msg = msg.map_err(unavailable)?;
             let stream_seq = msg.info().map_err(unavailable)?.stream_sequence;
             let events = parse_message(stream_seq, &msg.payload)?;
-            out.extend(events_after(stream_seq, events, Position::START).filter(|e| e.raw.seq > after_seq));
+            let floor = out.last().map(|e: &RecordedEvent| e.raw.seq).unwrap_or(after_seq);
+            out.extend(events_after(stream_seq, events, Position::START).filter(|e| e.raw.seq > floor));
             if stream_seq >= last_stream_seq {
                 break;
             }
@@ -373,7 +374,9 @@ impl EventLog for JetStreamLog {
             let msg = msg.map_err(unavailable)?;
             let stream_seq = msg.info().map_err(unavailable)?.stream_sequence;
             let events = parse_message(stream_seq, &msg.payload)?;
-            out.extend(events_after(stream_seq, events, after));
+            // Positions only grow: drop anything a redelivery would repeat.
+            let floor = out.last().map(|e: &RecordedEvent| e.position).unwrap_or(after);
+            out.extend(events_after(stream_seq, events, floor));
             if out.len() >= limit || stream_seq >= last {
                 break;
             }
@@ -398,6 +401,11 @@ impl EventLog for JetStreamLog {
             }
             loop {
                 if let Some(e) = s.buffer.pop_front() {
+                    // Never hand out a position twice, even if the consumer redelivers.
+                    if e.position <= s.after {
+                        continue;
+                    }
+                    s.after = e.position;
                     return Some((Ok(e), s));
                 }
                 let msg = match s.messages.next().await? {

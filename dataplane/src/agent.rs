@@ -1,0 +1,75 @@
+//! One media node's life in the log: register, heartbeat, deregister.
+//!
+//! Commands go through the node aggregate (`arc_events::aggregate::node`), so
+//! the rules — a lost node must register again, draining is idempotent — live
+//! in one place. If the control plane declared this node lost (it was paused
+//! or cut off), the next heartbeat is refused and the agent registers anew.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_eventlog::{EventLog, ExecuteError, Repository};
+use arc_events::aggregate::node::{HEARTBEAT_INTERVAL_S, Node, NodeCommand, NodeError};
+use arc_events::node::{NodeLoad, NodeRegistered};
+use arc_events::{Actor, AggregateRef, CommandMeta, NodeId};
+
+use crate::load::CpuMeter;
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The log refused or failed the registration.
+    #[error("registering node {node}: {source}")]
+    Register {
+        node: NodeId,
+        #[source]
+        source: ExecuteError<NodeError>,
+    },
+}
+
+/// Runs one node's registration and heartbeats until `shutdown` resolves,
+/// then deregisters.
+pub async fn run(
+    log: Arc<dyn EventLog>,
+    node_id: NodeId,
+    info: NodeRegistered,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let repo = Repository::<Node>::new(log);
+    let aggregate = AggregateRef::from(&node_id);
+    let meta = || CommandMeta::new(Actor::Node { node_id: node_id.clone() }, chrono::Utc::now());
+    let register = NodeCommand::Register(info.clone());
+    repo.execute(&aggregate, &register, &meta())
+        .await
+        .map_err(|source| AgentError::Register { node: node_id.clone(), source })?;
+    tracing::info!(node = %node_id, "registered");
+
+    let mut cpu = CpuMeter::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(HEARTBEAT_INTERVAL_S as u64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = tick.tick() => {}
+        }
+        let load = NodeLoad { cpu_percent: cpu.sample(), ..NodeLoad::default() };
+        match repo.execute(&aggregate, &NodeCommand::Heartbeat(load), &meta()).await {
+            Ok(_) => {}
+            Err(ExecuteError::Rejected(NodeError::Lost | NodeError::NotRegistered)) => {
+                tracing::warn!(node = %node_id, "the control plane lost track of this node; registering again");
+                if let Err(e) = repo.execute(&aggregate, &register, &meta()).await {
+                    tracing::warn!(node = %node_id, error = %e, "re-registration failed; will retry");
+                }
+            }
+            // The log is unreachable for now: keep trying, the node keeps serving.
+            Err(e) => tracing::warn!(node = %node_id, error = %e, "heartbeat failed"),
+        }
+    }
+    match repo.execute(&aggregate, &NodeCommand::Deregister, &meta()).await {
+        Ok(_) => tracing::info!(node = %node_id, "deregistered"),
+        Err(e) => tracing::warn!(node = %node_id, error = %e, "deregistration failed"),
+    }
+    Ok(())
+}
