@@ -1,1 +1,344 @@
-fn main() {}
+//! Event-log and projection benchmark. Prints a table and writes
+//! `BENCHMARKS.md` (or `target/BENCHMARKS.quick.md` with `--quick`).
+//!
+//! Run it with `scripts/bench` (starts nats-server and PostgreSQL), or by hand:
+//! `ARC_TEST_NATS_URL=… ARC_TEST_PG_ADMIN_URL=… cargo bench -p arc-control --bench eventlog [-- --quick]`.
+//!
+//! Figures are medians of several runs (machines are noisy); latencies are
+//! p50/p99 over every append of the run that gave the median throughput.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_control::projection::{self, nodes::NodesProjection, rooms::RoomsProjection};
+use arc_control::readdb::ReadDb;
+use arc_eventlog::jetstream::{JetStreamConfig, JetStreamLog};
+use arc_eventlog::sqlite::SqliteLog;
+use arc_eventlog::{AppendRequest, EventLog, Expected};
+use arc_events::room::{LeaveReason, ParticipantJoined, ParticipantLeft, RoomClosed, RoomCreated};
+use arc_events::{
+    Actor, AggregateRef, AppId, CommandMeta, Event, ParticipantIdentity, ParticipantSid, RawEvent, RoomEvent, RoomId,
+};
+
+struct Scale {
+    runs: usize,
+    single: usize,
+    concurrent_tasks: usize,
+    concurrent_per_task: usize,
+    batch_size: usize,
+    batches_per_task: usize,
+    rebuild_rooms: usize,
+}
+
+const FULL: Scale = Scale {
+    runs: 5,
+    single: 2000,
+    concurrent_tasks: 64,
+    concurrent_per_task: 300,
+    batch_size: 100,
+    batches_per_task: 30,
+    rebuild_rooms: 40_000,
+};
+const QUICK: Scale = Scale {
+    runs: 1,
+    single: 200,
+    concurrent_tasks: 16,
+    concurrent_per_task: 50,
+    batch_size: 50,
+    batches_per_task: 4,
+    rebuild_rooms: 2_000,
+};
+
+#[derive(Clone, Copy)]
+struct Figure {
+    events_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn meta() -> CommandMeta {
+    CommandMeta::new(Actor::system("bench"), chrono::Utc::now())
+}
+
+fn closed_events(aggregate: &AggregateRef, n: usize) -> Vec<RawEvent> {
+    let e: Event = RoomEvent::from(RoomClosed { reason: arc_events::room::CloseReason::Requested }).into();
+    let m = meta();
+    (0..n).map(|_| RawEvent::encode(aggregate, 0, &e, &m).expect("encode")).collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// `tasks` appenders, each doing `per_task` appends of `batch` events to its own aggregates.
+async fn append_run(log: Arc<dyn EventLog>, tag: &str, tasks: usize, per_task: usize, batch: usize) -> Figure {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let log = log.clone();
+            let tag = tag.to_string();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per_task);
+                let agg = AggregateRef::from(&RoomId::parse(&format!("{tag}-{t}")).expect("id"));
+                let mut seq = 0;
+                for _ in 0..per_task {
+                    let events = closed_events(&agg, batch);
+                    let t0 = Instant::now();
+                    let done = log
+                        .append(AppendRequest { aggregate: agg.clone(), expected: Expected::Exact(seq), events })
+                        .await
+                        .expect("append");
+                    lat.push(t0.elapsed());
+                    seq = done.last_seq;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("task"));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort();
+    Figure {
+        events_per_s: (tasks * per_task * batch) as f64 / secs,
+        p50_ms: percentile(&all, 0.5),
+        p99_ms: percentile(&all, 0.99),
+    }
+}
+
+async fn median_of(runs: usize, mut f: impl AsyncFnMut(usize) -> Figure) -> Figure {
+    let mut figures = Vec::new();
+    for r in 0..runs {
+        figures.push(f(r).await);
+    }
+    figures.sort_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s));
+    figures[figures.len() / 2]
+}
+
+async fn bench_log(name: &str, log: Arc<dyn EventLog>, s: &Scale, rows: &mut Vec<String>) {
+    let single =
+        median_of(s.runs, async |r| append_run(log.clone(), &format!("{name}-s{r}"), 1, s.single, 1).await).await;
+    let concurrent = median_of(s.runs, async |r| {
+        append_run(log.clone(), &format!("{name}-c{r}"), s.concurrent_tasks, s.concurrent_per_task, 1).await
+    })
+    .await;
+    let batched = median_of(s.runs, async |r| {
+        append_run(log.clone(), &format!("{name}-b{r}"), s.concurrent_tasks, s.batches_per_task, s.batch_size).await
+    })
+    .await;
+    for (what, f) in [
+        ("single appends, 1 appender".to_string(), single),
+        (format!("single appends, {} concurrent appenders", s.concurrent_tasks), concurrent),
+        (format!("batches of {}, {} concurrent appenders", s.batch_size, s.concurrent_tasks), batched),
+    ] {
+        let row = format!("| {name} | {what} | {:.0} | {:.2} | {:.2} |", f.events_per_s, f.p50_ms, f.p99_ms);
+        println!("{row}");
+        rows.push(row);
+    }
+}
+
+/// A realistic history: each room is created, joined by 3, left by 3, closed (8 events).
+async fn fill(log: &Arc<dyn EventLog>, rooms: usize) -> usize {
+    let app = AppId::parse("bench").expect("id");
+    let mut total = 0;
+    let chunk = 64;
+    for base in (0..rooms).step_by(chunk) {
+        let mut handles = Vec::new();
+        for r in base..(base + chunk).min(rooms) {
+            let log = log.clone();
+            let app = app.clone();
+            handles.push(tokio::spawn(async move {
+                let id = RoomId::parse(&format!("fill-{r}")).expect("id");
+                let agg = AggregateRef::from(&id);
+                let m = meta();
+                let mut events: Vec<Event> = vec![
+                    RoomEvent::from(RoomCreated {
+                        app_id: app,
+                        name: id.to_string(),
+                        max_participants: None,
+                        empty_timeout_s: 300,
+                        metadata: None,
+                    })
+                    .into(),
+                ];
+                let people: Vec<(ParticipantIdentity, ParticipantSid)> = (0..3)
+                    .map(|p| (ParticipantIdentity::parse(&format!("u{p}")).expect("id"), ParticipantSid::generate()))
+                    .collect();
+                for (who, sid) in &people {
+                    events.push(
+                        RoomEvent::from(ParticipantJoined {
+                            identity: who.clone(),
+                            sid: sid.clone(),
+                            name: None,
+                            node_id: None,
+                        })
+                        .into(),
+                    );
+                }
+                for (who, sid) in &people {
+                    events.push(
+                        RoomEvent::from(ParticipantLeft {
+                            identity: who.clone(),
+                            sid: sid.clone(),
+                            reason: LeaveReason::ClientLeft,
+                        })
+                        .into(),
+                    );
+                }
+                events.push(RoomEvent::from(RoomClosed { reason: arc_events::room::CloseReason::EmptyTimeout }).into());
+                let n = events.len();
+                // One append per event, as commands would produce them.
+                for (i, e) in events.iter().enumerate() {
+                    let raw = RawEvent::encode(&agg, 0, e, &m).expect("encode");
+                    log.append(AppendRequest {
+                        aggregate: agg.clone(),
+                        expected: Expected::Exact(i as u64),
+                        events: vec![raw],
+                    })
+                    .await
+                    .expect("append");
+                }
+                n
+            }));
+        }
+        for h in handles {
+            total += h.await.expect("task");
+        }
+    }
+    total
+}
+
+async fn fresh_pg(admin: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("arc_bench_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(admin).await.expect("connect PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create db");
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    format!("{base}/{name}")
+}
+
+async fn rebuild_rate(log: Arc<dyn EventLog>, url: &str) -> (f64, u64) {
+    let db = ReadDb::connect(url).await.expect("read db");
+    let t = Instant::now();
+    let rooms = projection::rebuild::<RoomsProjection>(&db, log.clone()).await.expect("rebuild rooms");
+    let secs = t.elapsed().as_secs_f64();
+    let _ = projection::rebuild::<NodesProjection>(&db, log).await.expect("rebuild nodes");
+    (rooms as f64 / secs, rooms)
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let s = if quick { &QUICK } else { &FULL };
+    let nats = std::env::var("ARC_TEST_NATS_URL").expect("ARC_TEST_NATS_URL not set: run scripts/bench");
+    let pg = std::env::var("ARC_TEST_PG_ADMIN_URL").expect("ARC_TEST_PG_ADMIN_URL not set: run scripts/bench");
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    println!("| log | workload | events/s | p50 ms | p99 ms |\n|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    let sqlite: Arc<dyn EventLog> = Arc::new(SqliteLog::open(&dir.path().join("events.db")).await.expect("sqlite log"));
+    bench_log("embedded (SQLite)", sqlite, s, &mut rows).await;
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let mut config = JetStreamConfig::new(&nats);
+    config.stream = format!("BENCH_{tag}");
+    config.subject_prefix = format!("b{tag}.evt");
+    let js: Arc<dyn EventLog> = Arc::new(JetStreamLog::connect(&config).await.expect("jetstream"));
+    bench_log("JetStream (1 server, file storage)", js.clone(), s, &mut rows).await;
+
+    // Rebuild: the same 8-event room histories from each log into each database.
+    let source_dir = tempfile::tempdir().expect("tempdir");
+    let source: Arc<dyn EventLog> =
+        Arc::new(SqliteLog::open(&source_dir.path().join("events.db")).await.expect("sqlite log"));
+    let filled = fill(&source, s.rebuild_rooms).await;
+    let mut rebuild_rows = Vec::new();
+    for (from, log) in [("embedded log", source.clone())] {
+        for (into, url) in [
+            (
+                "SQLite",
+                format!("sqlite://{}", dir.path().join(format!("read-{}.db", uuid::Uuid::now_v7().simple())).display()),
+            ),
+            ("PostgreSQL", fresh_pg(&pg).await),
+        ] {
+            let mut rates = Vec::new();
+            for _ in 0..s.runs {
+                rates.push(rebuild_rate(log.clone(), &url).await.0);
+            }
+            rates.sort_by(f64::total_cmp);
+            let row = format!("| {from} → {into} | {filled} | {:.0} |", rates[rates.len() / 2]);
+            rebuild_rows.push(row);
+        }
+    }
+    let js_fill_rooms = (s.rebuild_rooms / 4).max(1);
+    let mut jsc = JetStreamConfig::new(&nats);
+    jsc.stream = format!("BENCHR_{tag}");
+    jsc.subject_prefix = format!("r{tag}.evt");
+    let js_source: Arc<dyn EventLog> = Arc::new(JetStreamLog::connect(&jsc).await.expect("jetstream"));
+    let js_filled = fill(&js_source, js_fill_rooms).await;
+    let (rate, _) = rebuild_rate(js_source, &fresh_pg(&pg).await).await;
+    rebuild_rows.push(format!("| JetStream log → PostgreSQL | {js_filled} | {rate:.0} |"));
+    println!("\n| rebuild (rooms projection) | events | events/s |\n|---|---|---|");
+    for r in &rebuild_rows {
+        println!("{r}");
+    }
+
+    let cpu = sh("sh", &["-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]);
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Measured by `control/benches/eventlog.rs`. Rerun with `scripts/bench` (starts nats-server and PostgreSQL, \
+         then `cargo bench -p arc-control --bench eventlog`); `scripts/bench --quick` is the short form CI runs.\n"
+    );
+    let _ = writeln!(
+        md,
+        "Machine: {} cores, {cpu}; {}; {}; PostgreSQL {}. Date: {}. Scale: {} ({} runs each, the median run is shown).\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        sh("uname", &["-sr"]),
+        sh(&std::env::var("ARC_NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into()), &["--version"]),
+        sh("sh", &["-c", "psql --version | awk '{print $3}'"]),
+        chrono::Utc::now().format("%Y-%m-%d"),
+        if quick { "quick" } else { "full" },
+        s.runs,
+    );
+    let _ = writeln!(md, "## Event log appends\n");
+    let _ = writeln!(
+        md,
+        "Acknowledged = durable: SQLite with WAL and `synchronous=FULL` (fsync per group commit); JetStream file storage, acknowledged by the server.\n"
+    );
+    let _ = writeln!(md, "| log | workload | events/s | p50 ms | p99 ms |\n|---|---|---|---|---|");
+    for r in &rows {
+        let _ = writeln!(md, "{r}");
+    }
+    let _ = writeln!(md, "\n## Projection rebuild\n");
+    let _ = writeln!(
+        md,
+        "Rooms with 8 events each (created, 3 joined, 3 left, closed), replayed from the start into fresh tables; rows and checkpoint written per batch in one transaction.\n"
+    );
+    let _ = writeln!(md, "| rebuild (rooms projection) | events | events/s |\n|---|---|---|");
+    for r in &rebuild_rows {
+        let _ = writeln!(md, "{r}");
+    }
+    let path = if quick {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/BENCHMARKS.quick.md")
+    } else {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md")
+    };
+    std::fs::write(&path, md).expect("write benchmarks");
+    println!("\nwrote {}", path.display());
+}

@@ -13,7 +13,7 @@
 //! - [`janitor`]: periodic commands — close idle rooms, declare silent nodes lost.
 //! - [`api`]: the axum router (`/healthz`, `/v1/...`, the status page).
 //! - [`server`]: wiring: opens the log and database, starts runners, janitors and HTTP.
-//! - [`error`]: [`ControlError`](error::ControlError).
+//! - [`error`]: the `ControlError` enum.
 
 pub mod api;
 pub mod config;

@@ -141,7 +141,7 @@ async fn load(base: Arc<Mutex<String>>, acked: Acked, stop: Arc<std::sync::atomi
                 _ => break,
             }
         }
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             let target = format!("{url}/v1/rooms/{room}/close");
             if let Ok(r) = http.post(&target).bearer_auth(ADMIN_KEY).send().await
                 && r.status().is_success()

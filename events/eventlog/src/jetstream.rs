@@ -107,6 +107,20 @@ fn split(position: Position) -> (u64, u64) {
     (position.0 >> INDEX_BITS, position.0 & ((1 << INDEX_BITS) - 1))
 }
 
+/// Parses `nats://a:4222,nats://b:4222` into server addresses.
+fn servers(urls: &str) -> Result<Vec<async_nats::ServerAddr>, LogError> {
+    let list: Vec<async_nats::ServerAddr> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse().map_err(|e| LogError::Invalid(format!("NATS server URL {u:?}: {e}"))))
+        .collect::<Result<_, _>>()?;
+    if list.is_empty() {
+        return Err(LogError::Invalid("no NATS server URL given".into()));
+    }
+    Ok(list)
+}
+
 fn unavailable(e: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(e.to_string())
 }
@@ -124,7 +138,7 @@ impl JetStreamLog {
             .retry_on_initial_connect()
             .connection_timeout(config.request_timeout)
             .request_timeout(Some(config.request_timeout))
-            .connect(config.url.as_str())
+            .connect(servers(&config.url)?)
             .await
             .map_err(|e| LogError::Unavailable(format!("connecting to {}: {e}", config.url)))?;
         let mut js = jetstream::new(client);
@@ -192,16 +206,31 @@ impl JetStreamLog {
 
     /// The aggregate's last (seq, stream sequence), asking the server; (0, 0) if it has none.
     async fn fetch_last(&self, aggregate: &AggregateRef) -> Result<(u64, u64), LogError> {
+        Ok(self.fetch_last_batch(aggregate).await?.map(|b| (b.last_seq, b.stream_seq)).unwrap_or((0, 0)))
+    }
+
+    /// The aggregate's last stored batch, if any.
+    async fn fetch_last_batch(&self, aggregate: &AggregateRef) -> Result<Option<StoredBatch>, LogError> {
         match self.inner.stream.direct_get_last_for_subject(self.subject(aggregate)).await {
             Ok(msg) => {
                 let events = parse_message(msg.sequence, &msg.payload)?;
-                let seq = events.last().map(|e| e.seq).unwrap_or(0);
-                self.remember(aggregate, seq, msg.sequence);
-                Ok((seq, msg.sequence))
+                let batch = StoredBatch::of(msg.sequence, &events);
+                self.remember(aggregate, batch.last_seq, msg.sequence);
+                Ok(Some(batch))
             }
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok((0, 0)),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    /// If the aggregate's last stored batch is `request`'s (same first event
+    /// id), the append already happened: a re-send after a lost answer.
+    async fn already_stored(&self, request: &AppendRequest) -> Result<Option<Appended>, LogError> {
+        Ok(self
+            .fetch_last_batch(&request.aggregate)
+            .await?
+            .filter(|b| Some(b.first_id) == request.events.first().map(|e| e.id))
+            .map(|b| b.appended()))
     }
 
     async fn publish(&self, request: &AppendRequest, expected_seq: u64) -> Result<Appended, LogError> {
@@ -211,8 +240,11 @@ impl JetStreamLog {
         } else {
             match self.recall(&request.aggregate) {
                 Some((seq, stream_seq)) if seq == expected_seq => stream_seq,
-                _ => match self.fetch_last(&request.aggregate).await? {
-                    (seq, stream_seq) if seq == expected_seq => stream_seq,
+                _ => match self.fetch_last_batch(&request.aggregate).await? {
+                    Some(b) if b.last_seq == expected_seq => b.stream_seq,
+                    Some(b) if Some(b.first_id) == request.events.first().map(|e| e.id) => {
+                        return Ok(b.appended());
+                    }
                     // We cannot vouch for it: an impossible sequence makes the
                     // server refuse, unless it is a re-send it de-duplicates.
                     _ => u64::MAX,
@@ -263,6 +295,11 @@ impl JetStreamLog {
             }
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 self.forget(&request.aggregate);
+                // A re-send of a stored batch that the server's duplicate
+                // window missed (e.g. across a leader change) is not a conflict.
+                if let Some(done) = self.already_stored(request).await? {
+                    return Ok(done);
+                }
                 let (actual, _) = self.fetch_last(&request.aggregate).await?;
                 Err(LogError::Conflict { aggregate: request.aggregate.clone(), expected: expected_seq, actual })
             }
@@ -295,6 +332,35 @@ impl JetStreamLog {
     async fn last_stream_seq(&self) -> Result<u64, LogError> {
         let info = self.inner.stream.get_info().await.map_err(unavailable)?;
         Ok(info.state.last_sequence)
+    }
+}
+
+/// What is known of one stored message (one batch).
+#[derive(Debug, Clone, Copy)]
+struct StoredBatch {
+    stream_seq: u64,
+    first_id: arc_events::EventId,
+    last_seq: u64,
+    len: usize,
+}
+
+impl StoredBatch {
+    fn of(stream_seq: u64, events: &[RawEvent]) -> Self {
+        Self {
+            stream_seq,
+            first_id: events.first().map(|e| e.id).unwrap_or_default(),
+            last_seq: events.last().map(|e| e.seq).unwrap_or(0),
+            len: events.len(),
+        }
+    }
+
+    fn appended(self) -> Appended {
+        Appended {
+            first: position(self.stream_seq, 0),
+            last: position(self.stream_seq, self.len.saturating_sub(1)),
+            last_seq: self.last_seq,
+            duplicate: true,
+        }
     }
 }
 
@@ -346,17 +412,21 @@ impl EventLog for JetStreamLog {
         if last_seq <= after_seq {
             return Ok(Vec::new());
         }
-        let mut messages = self.consume(Some(self.subject(aggregate)), 1).await?;
-        let mut out = Vec::new();
-        while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(unavailable)?;
-            let stream_seq = msg.info().map_err(unavailable)?.stream_sequence;
-            let events = parse_message(stream_seq, &msg.payload)?;
-            let floor = out.last().map(|e: &RecordedEvent| e.raw.seq).unwrap_or(after_seq);
-            out.extend(events_after(stream_seq, events, Position::START).filter(|e| e.raw.seq > floor));
-            if stream_seq >= last_stream_seq {
-                break;
-            }
+        // Direct gets, message by message along the subject: no consumer is
+        // created (they would linger on the server), and any replica answers.
+        let subject = self.subject(aggregate);
+        let mut next = 1;
+        let mut out: Vec<RecordedEvent> = Vec::new();
+        while next <= last_stream_seq {
+            let msg = match self.inner.stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
+                Ok(msg) => msg,
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => break,
+                Err(e) => return Err(unavailable(e)),
+            };
+            let events = parse_message(msg.sequence, &msg.payload)?;
+            let floor = out.last().map(|e| e.raw.seq).unwrap_or(after_seq);
+            out.extend(events_after(msg.sequence, events, Position::START).filter(|e| e.raw.seq > floor));
+            next = msg.sequence + 1;
         }
         Ok(out)
     }
@@ -364,22 +434,22 @@ impl EventLog for JetStreamLog {
     async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
         let last = self.last_stream_seq().await?;
         let (start, _) = split(after);
-        let start = start.max(1);
-        if last < start || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut messages = self.consume(None, start).await?;
-        let mut out = Vec::new();
-        while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(unavailable)?;
-            let stream_seq = msg.info().map_err(unavailable)?.stream_sequence;
-            let events = parse_message(stream_seq, &msg.payload)?;
-            // Positions only grow: drop anything a redelivery would repeat.
-            let floor = out.last().map(|e: &RecordedEvent| e.position).unwrap_or(after);
-            out.extend(events_after(stream_seq, events, floor));
-            if out.len() >= limit || stream_seq >= last {
-                break;
+        let mut next = start.max(1);
+        let mut out: Vec<RecordedEvent> = Vec::new();
+        // Direct gets by sequence: no consumer to create (or to find on a
+        // dead server after a failover); any replica answers.
+        while next <= last && out.len() < limit {
+            match self.inner.stream.direct_get(next).await {
+                Ok(msg) => {
+                    let events = parse_message(msg.sequence, &msg.payload)?;
+                    let floor = out.last().map(|e| e.position).unwrap_or(after);
+                    out.extend(events_after(msg.sequence, events, floor));
+                }
+                // Never the case with deny_delete, but a gap is not an error.
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => {}
+                Err(e) => return Err(unavailable(e)),
             }
+            next += 1;
         }
         out.truncate(limit);
         Ok(out)
