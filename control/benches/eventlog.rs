@@ -122,15 +122,15 @@ async fn median_of(runs: usize, mut f: impl AsyncFnMut(usize) -> Figure) -> Figu
     figures[figures.len() / 2]
 }
 
-async fn bench_log(name: &str, log: Arc<dyn EventLog>, s: &Scale, rows: &mut Vec<String>) {
+async fn bench_log(name: &str, tag: &str, log: Arc<dyn EventLog>, s: &Scale, rows: &mut Vec<String>) {
     let single =
-        median_of(s.runs, async |r| append_run(log.clone(), &format!("{name}-s{r}"), 1, s.single, 1).await).await;
+        median_of(s.runs, async |r| append_run(log.clone(), &format!("{tag}-s{r}"), 1, s.single, 1).await).await;
     let concurrent = median_of(s.runs, async |r| {
-        append_run(log.clone(), &format!("{name}-c{r}"), s.concurrent_tasks, s.concurrent_per_task, 1).await
+        append_run(log.clone(), &format!("{tag}-c{r}"), s.concurrent_tasks, s.concurrent_per_task, 1).await
     })
     .await;
     let batched = median_of(s.runs, async |r| {
-        append_run(log.clone(), &format!("{name}-b{r}"), s.concurrent_tasks, s.batches_per_task, s.batch_size).await
+        append_run(log.clone(), &format!("{tag}-b{r}"), s.concurrent_tasks, s.batches_per_task, s.batch_size).await
     })
     .await;
     for (what, f) in [
@@ -253,13 +253,13 @@ async fn main() {
     println!("| log | workload | events/s | p50 ms | p99 ms |\n|---|---|---|---|---|");
     let mut rows = Vec::new();
     let sqlite: Arc<dyn EventLog> = Arc::new(SqliteLog::open(&dir.path().join("events.db")).await.expect("sqlite log"));
-    bench_log("embedded (SQLite)", sqlite, s, &mut rows).await;
+    bench_log("embedded (SQLite)", "sq", sqlite, s, &mut rows).await;
     let tag = uuid::Uuid::now_v7().simple().to_string();
     let mut config = JetStreamConfig::new(&nats);
     config.stream = format!("BENCH_{tag}");
     config.subject_prefix = format!("b{tag}.evt");
     let js: Arc<dyn EventLog> = Arc::new(JetStreamLog::connect(&config).await.expect("jetstream"));
-    bench_log("JetStream (1 server, file storage)", js.clone(), s, &mut rows).await;
+    bench_log("JetStream (1 server, file storage)", "js", js.clone(), s, &mut rows).await;
 
     // Rebuild: the same 8-event room histories from each log into each database.
     let source_dir = tempfile::tempdir().expect("tempdir");
