@@ -317,7 +317,7 @@ async fn get_room(
 ) -> ApiResult<Json<RoomDto>> {
     require_admin(&state, &headers)?;
     room_ref(&room_id)?;
-    let sql = format!("SELECT {} FROM rooms WHERE room_id = $1", rooms::COLUMNS);
+    let sql = format!("SELECT {} FROM rooms WHERE room_id = $1", rooms::COLUMNS.join(", "));
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&room_id).fetch_optional(&state.db.pool).await?;
     let row = row.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "room_not_found", "room not found"))?;
     Ok(Json(rooms::from_row(&row)?.into()))
@@ -350,7 +350,7 @@ async fn list_rooms(
     let sql = format!(
         "SELECT {} FROM rooms WHERE ($1 = '' OR app_id = $1) AND ($2 = '' OR state = $2) AND room_id > $3 \
          ORDER BY room_id LIMIT $4",
-        rooms::COLUMNS
+        rooms::COLUMNS.join(", ")
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(q.app_id.unwrap_or_default())
@@ -387,7 +387,7 @@ pub struct NodeDto {
 
 async fn list_nodes(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
     require_admin(&state, &headers)?;
-    let sql = format!("SELECT {} FROM nodes ORDER BY node_id LIMIT 1000", nodes::COLUMNS);
+    let sql = format!("SELECT {} FROM nodes ORDER BY node_id LIMIT 1000", nodes::COLUMNS.join(", "));
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&state.db.pool).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use arc_eventlog::{EventLog, LogError, Position, RecordedEvent};
 use arc_events::{Decoded, Envelope};
-use async_trait::async_trait;
 use futures::StreamExt;
 use sqlx::AnyConnection;
 use tokio::sync::watch;
@@ -34,11 +33,21 @@ pub const ROW_CACHE_MAX: usize = 50_000;
 /// Wait before resubscribing after the log failed.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// A read model: a pure fold plus the SQL that stores its rows.
-#[async_trait]
+/// A query on the read-model database, for [`Projection::bind`].
+pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// A read model: a pure fold plus the shape of its rows.
+///
+/// The runner writes rows with generated multi-row upserts
+/// (`INSERT … VALUES (…), (…) ON CONFLICT (key) DO UPDATE`), so a projection
+/// only names its table and columns and binds a row's values in that order.
 pub trait Projection: Send + Sync + 'static {
     /// Name under which the checkpoint is stored.
     const NAME: &'static str;
+    /// The table holding the rows (emptied by a rebuild).
+    const TABLE: &'static str;
+    /// Every column, the key first.
+    const COLUMNS: &'static [&'static str];
     /// One row of the read model.
     type Row: Clone + PartialEq + Send + Sync + std::fmt::Debug;
 
@@ -48,14 +57,63 @@ pub trait Projection: Send + Sync + 'static {
     /// Folds one event into the row (`None` = no row yet / delete). Pure.
     fn fold(row: Option<Self::Row>, event: &Envelope) -> Option<Self::Row>;
 
-    /// Tables this projection owns (emptied by a rebuild).
-    fn tables() -> &'static [&'static str];
+    /// Binds a row's values in [`Self::COLUMNS`] order.
+    fn bind<'q>(query: AnyQuery<'q>, row: &'q Self::Row) -> AnyQuery<'q>;
 
-    /// Loads one row.
-    async fn load(conn: &mut AnyConnection, key: &str) -> Result<Option<Self::Row>, sqlx::Error>;
+    /// Reads a row selected as [`Self::COLUMNS`].
+    fn from_row(row: &sqlx::any::AnyRow) -> Result<Self::Row, sqlx::Error>;
+}
 
-    /// Writes (upserts) or deletes one row.
-    async fn save(conn: &mut AnyConnection, key: &str, row: Option<&Self::Row>) -> Result<(), sqlx::Error>;
+/// Rows per generated upsert statement; batches are cut into these sizes so
+/// the few statement shapes stay in the prepared-statement cache.
+const UPSERT_CHUNKS: [usize; 6] = [128, 32, 8, 4, 2, 1];
+
+fn upsert_sql<P: Projection>(rows: usize) -> String {
+    let width = P::COLUMNS.len();
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect();
+    let updates: Vec<String> = P::COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
+        P::TABLE,
+        P::COLUMNS.join(", "),
+        values.join(", "),
+        P::COLUMNS[0],
+        updates.join(", ")
+    )
+}
+
+async fn load_row<P: Projection>(conn: &mut AnyConnection, key: &str) -> Result<Option<P::Row>, sqlx::Error> {
+    let sql = format!("SELECT {} FROM {} WHERE {} = $1", P::COLUMNS.join(", "), P::TABLE, P::COLUMNS[0]);
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_optional(conn).await?.map(|r| P::from_row(&r)).transpose()
+}
+
+async fn save_rows<P: Projection>(
+    conn: &mut AnyConnection,
+    rows: &[(&String, Option<&P::Row>)],
+) -> Result<(), sqlx::Error> {
+    let upserts: Vec<&P::Row> = rows.iter().filter_map(|(_, r)| *r).collect();
+    let mut rest = &upserts[..];
+    while !rest.is_empty() {
+        let size = UPSERT_CHUNKS.iter().copied().find(|n| *n <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        let sql = upsert_sql::<P>(size);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in chunk {
+            query = P::bind(query, row);
+        }
+        query.execute(&mut *conn).await?;
+        rest = tail;
+    }
+    for (key, _) in rows.iter().filter(|(_, r)| r.is_none()) {
+        let sql = format!("DELETE FROM {} WHERE {} = $1", P::TABLE, P::COLUMNS[0]);
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key.as_str()).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Where a projection stands.
@@ -191,7 +249,7 @@ impl<P: Projection> Runner<P> {
             let current = match staged.get(&key).or_else(|| self.cache.get(&key)) {
                 Some(row) => row.clone(),
                 None if self.cache_complete => None,
-                None => P::load(&mut tx, &key).await?,
+                None => load_row::<P>(&mut tx, &key).await?,
             };
             let next = P::fold(current.clone(), &envelope);
             if next != current {
@@ -199,9 +257,10 @@ impl<P: Projection> Runner<P> {
             }
             staged.insert(key, next);
         }
-        for key in &dirty {
-            P::save(&mut tx, key, staged.get(key).and_then(|r| r.as_ref())).await?;
-        }
+        let mut writes: Vec<(&String, Option<&P::Row>)> =
+            dirty.iter().map(|k| (k, staged.get(k).and_then(|r| r.as_ref()))).collect();
+        writes.sort_by(|a, b| a.0.cmp(b.0));
+        save_rows::<P>(&mut tx, &writes).await?;
         let applied = batch.iter().filter(|e| e.position > self.checkpoint.position).count() as u64;
         let next = Checkpoint { position: last, events: self.checkpoint.events + applied };
         sqlx::query(
@@ -229,23 +288,16 @@ impl<P: Projection> Runner<P> {
 }
 
 async fn table_empty<P: Projection>(db: &ReadDb) -> Result<bool, sqlx::Error> {
-    for table in P::tables() {
-        let sql = format!("SELECT COUNT(*) FROM {table}");
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&db.pool).await?;
-        if n > 0 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    let sql = format!("SELECT COUNT(*) FROM {}", P::TABLE);
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&db.pool).await?;
+    Ok(n == 0)
 }
 
 /// Empties the projection's tables and checkpoint (one transaction), then
 /// replays the log up to its current head. Returns the events replayed.
 pub async fn rebuild<P: Projection>(db: &ReadDb, log: Arc<dyn EventLog>) -> Result<u64, ControlError> {
     let mut tx = db.begin_write().await?;
-    for table in P::tables() {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}"))).execute(&mut *tx).await?;
-    }
+    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {}", P::TABLE))).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(P::NAME).execute(&mut *tx).await?;
     tx.commit().await?;
     let head = log.head().await?;

@@ -1,10 +1,9 @@
 //! The nodes read model: one row per media node with its liveness and load.
 
 use arc_events::{Envelope, Event, NodeEvent};
-use async_trait::async_trait;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
-use super::Projection;
+use super::{AnyQuery, Projection};
 
 /// One media node as the API lists it.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,9 +32,25 @@ pub struct NodeRow {
 #[derive(Debug)]
 pub struct NodesProjection;
 
-/// Columns in the order `load` selects them.
-pub(crate) const COLUMNS: &str = "node_id, address, public_ips, arch, cores, capacity, version, state, \
-     registered_at_ms, last_seen_ms, sessions, tracks, bits_in_per_s, bits_out_per_s, cpu_percent, last_seq";
+/// Columns in the order `from_row` reads and `bind` binds them, the key first.
+pub(crate) const COLUMNS: &[&str] = &[
+    "node_id",
+    "address",
+    "public_ips",
+    "arch",
+    "cores",
+    "capacity",
+    "version",
+    "state",
+    "registered_at_ms",
+    "last_seen_ms",
+    "sessions",
+    "tracks",
+    "bits_in_per_s",
+    "bits_out_per_s",
+    "cpu_percent",
+    "last_seq",
+];
 
 pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<NodeRow, sqlx::Error> {
     Ok(NodeRow {
@@ -62,10 +77,35 @@ fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-#[async_trait]
 impl Projection for NodesProjection {
     const NAME: &'static str = "nodes";
+    const TABLE: &'static str = "nodes";
+    const COLUMNS: &'static [&'static str] = COLUMNS;
     type Row = NodeRow;
+
+    fn bind<'q>(query: AnyQuery<'q>, row: &'q NodeRow) -> AnyQuery<'q> {
+        query
+            .bind(row.node_id.as_str())
+            .bind(row.address.as_str())
+            .bind(row.public_ips.as_str())
+            .bind(row.arch.as_str())
+            .bind(row.cores)
+            .bind(row.capacity)
+            .bind(row.version.as_str())
+            .bind(row.state.as_str())
+            .bind(row.registered_at_ms)
+            .bind(row.last_seen_ms)
+            .bind(row.sessions)
+            .bind(row.tracks)
+            .bind(row.bits_in_per_s)
+            .bind(row.bits_out_per_s)
+            .bind(row.cpu_percent)
+            .bind(row.last_seq)
+    }
+
+    fn from_row(row: &sqlx::any::AnyRow) -> Result<NodeRow, sqlx::Error> {
+        from_row(row)
+    }
 
     fn key(event: &Envelope) -> Option<String> {
         matches!(event.event, Event::Node(_)).then(|| event.aggregate.id().to_owned())
@@ -132,49 +172,4 @@ impl Projection for NodesProjection {
         }
     }
 
-    fn tables() -> &'static [&'static str] {
-        &["nodes"]
-    }
-
-    async fn load(conn: &mut AnyConnection, key: &str) -> Result<Option<NodeRow>, sqlx::Error> {
-        let sql = format!("SELECT {COLUMNS} FROM nodes WHERE node_id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_optional(conn).await?.map(|r| from_row(&r)).transpose()
-    }
-
-    async fn save(conn: &mut AnyConnection, key: &str, row: Option<&NodeRow>) -> Result<(), sqlx::Error> {
-        let Some(n) = row else {
-            sqlx::query("DELETE FROM nodes WHERE node_id = $1").bind(key).execute(conn).await?;
-            return Ok(());
-        };
-        sqlx::query(
-            "INSERT INTO nodes (node_id, address, public_ips, arch, cores, capacity, version, state, \
-             registered_at_ms, last_seen_ms, sessions, tracks, bits_in_per_s, bits_out_per_s, cpu_percent, last_seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-             ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, public_ips = excluded.public_ips, \
-             arch = excluded.arch, cores = excluded.cores, capacity = excluded.capacity, version = excluded.version, \
-             state = excluded.state, registered_at_ms = excluded.registered_at_ms, \
-             last_seen_ms = excluded.last_seen_ms, sessions = excluded.sessions, tracks = excluded.tracks, \
-             bits_in_per_s = excluded.bits_in_per_s, bits_out_per_s = excluded.bits_out_per_s, \
-             cpu_percent = excluded.cpu_percent, last_seq = excluded.last_seq",
-        )
-        .bind(&n.node_id)
-        .bind(&n.address)
-        .bind(&n.public_ips)
-        .bind(&n.arch)
-        .bind(n.cores)
-        .bind(n.capacity)
-        .bind(&n.version)
-        .bind(&n.state)
-        .bind(n.registered_at_ms)
-        .bind(n.last_seen_ms)
-        .bind(n.sessions)
-        .bind(n.tracks)
-        .bind(n.bits_in_per_s)
-        .bind(n.bits_out_per_s)
-        .bind(n.cpu_percent)
-        .bind(n.last_seq)
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
 }

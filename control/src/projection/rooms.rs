@@ -2,10 +2,9 @@
 
 use arc_events::room::CloseReason;
 use arc_events::{Envelope, Event, RoomEvent};
-use async_trait::async_trait;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
-use super::Projection;
+use super::{AnyQuery, Projection};
 
 /// One room as the API lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +37,22 @@ fn close_reason(r: CloseReason) -> &'static str {
     }
 }
 
-/// Columns in the order `load` selects and `save` binds them.
-pub(crate) const COLUMNS: &str = "room_id, app_id, name, state, max_participants, empty_timeout_s, metadata, \
-     participant_count, created_at_ms, closed_at_ms, close_reason, empty_since_ms, last_seq";
+/// Columns in the order `from_row` reads and `bind` binds them, the key first.
+pub(crate) const COLUMNS: &[&str] = &[
+    "room_id",
+    "app_id",
+    "name",
+    "state",
+    "max_participants",
+    "empty_timeout_s",
+    "metadata",
+    "participant_count",
+    "created_at_ms",
+    "closed_at_ms",
+    "close_reason",
+    "empty_since_ms",
+    "last_seq",
+];
 
 pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<RoomRow, sqlx::Error> {
     Ok(RoomRow {
@@ -60,10 +72,32 @@ pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<RoomRow, sqlx::Error> {
     })
 }
 
-#[async_trait]
 impl Projection for RoomsProjection {
     const NAME: &'static str = "rooms";
+    const TABLE: &'static str = "rooms";
+    const COLUMNS: &'static [&'static str] = COLUMNS;
     type Row = RoomRow;
+
+    fn bind<'q>(query: AnyQuery<'q>, row: &'q RoomRow) -> AnyQuery<'q> {
+        query
+            .bind(row.room_id.as_str())
+            .bind(row.app_id.as_str())
+            .bind(row.name.as_str())
+            .bind(row.state.as_str())
+            .bind(row.max_participants)
+            .bind(row.empty_timeout_s)
+            .bind(row.metadata.as_deref())
+            .bind(row.participant_count)
+            .bind(row.created_at_ms)
+            .bind(row.closed_at_ms)
+            .bind(row.close_reason.as_deref())
+            .bind(row.empty_since_ms)
+            .bind(row.last_seq)
+    }
+
+    fn from_row(row: &sqlx::any::AnyRow) -> Result<RoomRow, sqlx::Error> {
+        from_row(row)
+    }
 
     fn key(event: &Envelope) -> Option<String> {
         matches!(event.event, Event::Room(_)).then(|| event.aggregate.id().to_owned())
@@ -119,48 +153,6 @@ impl Projection for RoomsProjection {
         }
     }
 
-    fn tables() -> &'static [&'static str] {
-        &["rooms"]
-    }
-
-    async fn load(conn: &mut AnyConnection, key: &str) -> Result<Option<RoomRow>, sqlx::Error> {
-        let sql = format!("SELECT {COLUMNS} FROM rooms WHERE room_id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_optional(conn).await?.map(|r| from_row(&r)).transpose()
-    }
-
-    async fn save(conn: &mut AnyConnection, key: &str, row: Option<&RoomRow>) -> Result<(), sqlx::Error> {
-        let Some(r) = row else {
-            sqlx::query("DELETE FROM rooms WHERE room_id = $1").bind(key).execute(conn).await?;
-            return Ok(());
-        };
-        sqlx::query(
-            "INSERT INTO rooms (room_id, app_id, name, state, max_participants, empty_timeout_s, metadata, \
-             participant_count, created_at_ms, closed_at_ms, close_reason, empty_since_ms, last_seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT (room_id) DO UPDATE SET app_id = excluded.app_id, name = excluded.name, \
-             state = excluded.state, max_participants = excluded.max_participants, \
-             empty_timeout_s = excluded.empty_timeout_s, metadata = excluded.metadata, \
-             participant_count = excluded.participant_count, created_at_ms = excluded.created_at_ms, \
-             closed_at_ms = excluded.closed_at_ms, close_reason = excluded.close_reason, \
-             empty_since_ms = excluded.empty_since_ms, last_seq = excluded.last_seq",
-        )
-        .bind(&r.room_id)
-        .bind(&r.app_id)
-        .bind(&r.name)
-        .bind(&r.state)
-        .bind(r.max_participants)
-        .bind(r.empty_timeout_s)
-        .bind(&r.metadata)
-        .bind(r.participant_count)
-        .bind(r.created_at_ms)
-        .bind(r.closed_at_ms)
-        .bind(&r.close_reason)
-        .bind(r.empty_since_ms)
-        .bind(r.last_seq)
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -45,7 +45,9 @@ pub const READ_PAGE_MAX: usize = 1000;
 /// Read-only connections.
 const READERS_MAX: u32 = 4;
 /// Rows per INSERT statement (8 parameters each, under SQLite's 32766 limit).
-const ROWS_PER_INSERT_MAX: usize = 1000;
+/// A group is cut into these sizes so the few statement shapes stay in the
+/// prepared-statement cache instead of being compiled for every group.
+const INSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -273,7 +275,11 @@ impl Writer {
         }
 
         let all: Vec<&(u64, RawEvent, String)> = staged.iter().flat_map(|s| s.rows.iter()).collect();
-        for chunk in all.chunks(ROWS_PER_INSERT_MAX) {
+        let mut rest = &all[..];
+        while !rest.is_empty() {
+            let size = INSERT_CHUNKS.iter().copied().find(|n| *n <= rest.len()).unwrap_or(1);
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO events (position, event_id, aggregate_type, aggregate_id, seq, event_type, occurred_at, record) ",
             );
