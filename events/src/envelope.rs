@@ -214,7 +214,7 @@ impl RawEvent {
         let Some(kind) = AggregateKind::parse(&self.aggregate_type) else {
             return Ok(unknown());
         };
-        let event = match Event::decode(&self.event_type, self.version, self.data.clone()) {
+        let event = match Event::decode(&self.event_type, self.version, &self.data) {
             Ok(Some(event)) => event,
             // A type, or a version of a known type, written by a newer Arc: skip it.
             Ok(None) | Err(DecodeError::NewerVersion { .. }) => return Ok(unknown()),

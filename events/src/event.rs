@@ -67,7 +67,7 @@ macro_rules! aggregate_events {
             }
 
             /// `None` when `type_name` is not one of this aggregate's types.
-            fn decode(type_name: &str, version: u16, data: serde_json::Value) -> Option<Result<Self, DecodeError>> {
+            fn decode(type_name: &str, version: u16, data: &serde_json::Value) -> Option<Result<Self, DecodeError>> {
                 $(
                     if type_name == <$payload as EventData>::TYPE {
                         return Some(decode_payload::<$payload>(version, data).map(Self::$variant));
@@ -91,12 +91,13 @@ macro_rules! aggregate_events {
     };
 }
 
-fn decode_payload<T: EventData>(version: u16, data: serde_json::Value) -> Result<T, DecodeError> {
+fn decode_payload<T: EventData>(version: u16, data: &serde_json::Value) -> Result<T, DecodeError> {
     if version > T::VERSION {
         return Err(DecodeError::NewerVersion { event_type: T::TYPE.to_owned(), version, known: T::VERSION });
     }
     let data = crate::upcast::upcast(T::TYPE, version, data);
-    serde_json::from_value(data).map_err(|source| DecodeError::BadData {
+    // Deserialise from a borrowed value: no copy of the data on the hot path.
+    T::deserialize(data.as_ref()).map_err(|source| DecodeError::BadData {
         event_type: T::TYPE.to_owned(),
         version,
         source,
@@ -227,7 +228,7 @@ impl Event {
     }
 
     /// Decodes `data` of the given type and version; `Ok(None)` for unknown types.
-    pub fn decode(type_name: &str, version: u16, data: serde_json::Value) -> Result<Option<Self>, DecodeError> {
+    pub fn decode(type_name: &str, version: u16, data: &serde_json::Value) -> Result<Option<Self>, DecodeError> {
         let (kind, _) = type_name.split_once('.').unwrap_or((type_name, ""));
         let found = match AggregateKind::parse(kind) {
             Some(AggregateKind::App) => AppEvent::decode(type_name, version, data).map(|r| r.map(Self::App)),
@@ -301,15 +302,15 @@ mod tests {
 
     #[test]
     fn unknown_types_decode_to_none_and_newer_versions_are_errors() {
-        assert!(matches!(Event::decode("room.teleported", 1, serde_json::json!({})), Ok(None)));
-        assert!(matches!(Event::decode("spaceship.launched", 1, serde_json::json!({})), Ok(None)));
-        assert!(matches!(Event::decode("nodot", 1, serde_json::json!({})), Ok(None)));
+        assert!(matches!(Event::decode("room.teleported", 1, &serde_json::json!({})), Ok(None)));
+        assert!(matches!(Event::decode("spaceship.launched", 1, &serde_json::json!({})), Ok(None)));
+        assert!(matches!(Event::decode("nodot", 1, &serde_json::json!({})), Ok(None)));
         assert!(matches!(
-            Event::decode("app.deleted", 99, serde_json::json!({})),
+            Event::decode("app.deleted", 99, &serde_json::json!({})),
             Err(DecodeError::NewerVersion { .. })
         ));
         assert!(matches!(
-            Event::decode("app.created", 1, serde_json::json!({"name": 5})),
+            Event::decode("app.created", 1, &serde_json::json!({"name": 5})),
             Err(DecodeError::BadData { .. })
         ));
     }

@@ -186,66 +186,49 @@ impl<P: Projection> Runner<P> {
     }
 
     /// Applies events until the checkpoint reaches `until` (or forever if `None`).
+    ///
+    /// Reading and decoding run in their own task, a few batches ahead of the
+    /// SQL writes (a bounded channel), so both cores work during a rebuild.
     pub async fn follow(&mut self, until: Option<Position>) -> Result<(), ControlError> {
         if until.is_some_and(|u| self.checkpoint.position >= u) {
             return Ok(());
         }
-        let mut events = self.log.subscribe(self.checkpoint.position).await?.ready_chunks(BATCH_MAX);
-        while let Some(batch) = events.next().await {
-            let mut good = Vec::with_capacity(batch.len());
-            let mut failure = None;
-            for item in batch {
-                match item {
-                    Ok(e) => good.push(e),
-                    Err(LogError::Corrupt { position, reason }) => {
-                        tracing::error!(projection = P::NAME, position, %reason, "skipping a corrupt log record");
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
+        let events = self.log.subscribe(self.checkpoint.position).await?.ready_chunks(BATCH_MAX);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Item>, LogError>>(PREFETCH_BATCHES);
+        let reader = tokio::spawn(read_ahead::<P>(events, tx));
+        let result = async {
+            while let Some(batch) = rx.recv().await {
+                let batch = batch?;
+                if !batch.is_empty() {
+                    self.apply(batch).await?;
+                }
+                if until.is_some_and(|u| self.checkpoint.position >= u) {
+                    return Ok(());
                 }
             }
-            if !good.is_empty() {
-                self.apply(&good).await?;
-            }
-            if let Some(e) = failure {
-                return Err(e.into());
-            }
-            if until.is_some_and(|u| self.checkpoint.position >= u) {
-                return Ok(());
-            }
+            Ok(())
         }
-        Ok(())
+        .await;
+        reader.abort();
+        result
     }
 
     /// Folds one batch and commits rows plus checkpoint atomically.
-    async fn apply(&mut self, batch: &[RecordedEvent]) -> Result<(), ControlError> {
+    async fn apply(&mut self, batch: Vec<Item>) -> Result<(), ControlError> {
         let mut tx = self.db.begin_write().await?;
         let mut dirty: HashSet<String> = HashSet::new();
         let mut staged: HashMap<String, Option<P::Row>> = HashMap::new();
         let mut last = self.checkpoint.position;
-        for recorded in batch {
+        let mut applied = 0u64;
+        for item in batch {
             // Already applied (a redelivery): applying it again would double-count.
-            if recorded.position <= last {
-                tracing::warn!(projection = P::NAME, position = %recorded.position, "skipping a redelivered event");
+            if item.position <= last {
+                tracing::warn!(projection = P::NAME, position = %item.position, "skipping a redelivered event");
                 continue;
             }
-            last = recorded.position;
-            let envelope = match recorded.raw.decode() {
-                Ok(Decoded::Known(e)) => e,
-                Ok(Decoded::Unknown { event_type, version }) => {
-                    tracing::warn!(projection = P::NAME, %event_type, version, "skipping an event type this build does not know");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(projection = P::NAME, position = %recorded.position, error = %e, "skipping an undecodable event");
-                    continue;
-                }
-            };
-            let Some(key) = P::key(&envelope) else {
-                continue;
-            };
+            last = item.position;
+            applied += 1;
+            let Some((key, envelope)) = item.keyed else { continue };
             let current = match staged.get(&key).or_else(|| self.cache.get(&key)) {
                 Some(row) => row.clone(),
                 None if self.cache_complete => None,
@@ -261,7 +244,6 @@ impl<P: Projection> Runner<P> {
             dirty.iter().map(|k| (k, staged.get(k).and_then(|r| r.as_ref()))).collect();
         writes.sort_by(|a, b| a.0.cmp(b.0));
         save_rows::<P>(&mut tx, &writes).await?;
-        let applied = batch.iter().filter(|e| e.position > self.checkpoint.position).count() as u64;
         let next = Checkpoint { position: last, events: self.checkpoint.events + applied };
         sqlx::query(
             "INSERT INTO projection_checkpoints (name, position, events, updated_at_ms) VALUES ($1, $2, $3, $4) \
@@ -285,6 +267,61 @@ impl<P: Projection> Runner<P> {
         self.progress.send_replace(next);
         Ok(())
     }
+}
+
+/// One event as the runner needs it: its position, and — if this projection
+/// cares — the row key and the decoded envelope.
+#[derive(Debug)]
+struct Item {
+    position: Position,
+    keyed: Option<(String, Box<Envelope>)>,
+}
+
+/// Batches read and decoded ahead of the runner.
+const PREFETCH_BATCHES: usize = 4;
+
+async fn read_ahead<P: Projection>(
+    mut events: impl futures::Stream<Item = Vec<Result<RecordedEvent, LogError>>> + Unpin,
+    tx: tokio::sync::mpsc::Sender<Result<Vec<Item>, LogError>>,
+) {
+    while let Some(batch) = events.next().await {
+        let mut items = Vec::with_capacity(batch.len());
+        let mut failure = None;
+        for event in batch {
+            match event {
+                Ok(recorded) => items.push(Item { position: recorded.position, keyed: decode::<P>(&recorded) }),
+                Err(LogError::Corrupt { position, reason }) => {
+                    tracing::error!(projection = P::NAME, position, %reason, "skipping a corrupt log record");
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if !items.is_empty() && tx.send(Ok(items)).await.is_err() {
+            return;
+        }
+        if let Some(e) = failure {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+    }
+}
+
+fn decode<P: Projection>(recorded: &RecordedEvent) -> Option<(String, Box<Envelope>)> {
+    let envelope = match recorded.raw.decode() {
+        Ok(Decoded::Known(e)) => e,
+        Ok(Decoded::Unknown { event_type, version }) => {
+            tracing::warn!(projection = P::NAME, %event_type, version, "skipping an event type this build does not know");
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(projection = P::NAME, position = %recorded.position, error = %e, "skipping an undecodable event");
+            return None;
+        }
+    };
+    P::key(&envelope).map(|key| (key, envelope))
 }
 
 async fn table_empty<P: Projection>(db: &ReadDb) -> Result<bool, sqlx::Error> {

@@ -171,5 +171,4 @@ impl Projection for NodesProjection {
             }
         }
     }
-
 }

@@ -152,7 +152,6 @@ impl Projection for RoomsProjection {
             }
         }
     }
-
 }
 
 #[cfg(test)]
