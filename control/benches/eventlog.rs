@@ -179,6 +179,9 @@ async fn fill(log: &Arc<dyn EventLog>, rooms: usize) -> usize {
                             sid: sid.clone(),
                             name: None,
                             node_id: None,
+                            jti: None,
+                            permissions: None,
+                            metadata: None,
                         })
                         .into(),
                     );

@@ -12,6 +12,12 @@ use crate::error::ControlError;
 
 /// Default HTTP listen address (loopback: expose it deliberately).
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7880";
+/// Default longest token lifetime (24 h).
+pub const TOKEN_MAX_TTL_S_DEFAULT: u32 = 24 * 3600;
+/// Largest `token_max_ttl_s` accepted (30 days).
+pub const TOKEN_MAX_TTL_S_LIMIT: u32 = 30 * 24 * 3600;
+/// Default grace period of a rotated-out app secret (1 h).
+pub const SECRET_GRACE_S_DEFAULT: u32 = 3600;
 /// Default data directory of `arc-control dev`.
 pub const DATA_DIR_DEFAULT: &str = "./arc-data";
 
@@ -38,6 +44,21 @@ pub struct Settings {
     pub admin_key: Option<String>,
     /// Seconds between janitor sweeps (idle rooms, silent nodes).
     pub janitor_interval_s: Option<u64>,
+    /// Master key sealing app secrets (64 hex chars). `dev` generates one into
+    /// the data dir when unset; `serve` requires it.
+    pub master_key: Option<String>,
+    /// Longest token lifetime accepted, in seconds (default 86400).
+    pub token_max_ttl_s: Option<u32>,
+    /// Default grace period of a rotated-out app secret, in seconds (default 3600).
+    pub secret_grace_s: Option<u32>,
+    /// Webhook attempts before a delivery is dead-lettered (default 10).
+    pub webhook_attempts_max: Option<u32>,
+    /// Delay before the first webhook retry, in milliseconds; doubles per attempt (default 1000).
+    pub webhook_backoff_base_ms: Option<u64>,
+    /// Longest delay between webhook retries, in seconds (default 600).
+    pub webhook_backoff_max_s: Option<u64>,
+    /// Timeout of one webhook request, in seconds (default 10).
+    pub webhook_timeout_s: Option<u64>,
 }
 
 impl Settings {
@@ -61,6 +82,13 @@ impl Settings {
             database_url: over.database_url.or(self.database_url),
             admin_key: over.admin_key.or(self.admin_key),
             janitor_interval_s: over.janitor_interval_s.or(self.janitor_interval_s),
+            master_key: over.master_key.or(self.master_key),
+            token_max_ttl_s: over.token_max_ttl_s.or(self.token_max_ttl_s),
+            secret_grace_s: over.secret_grace_s.or(self.secret_grace_s),
+            webhook_attempts_max: over.webhook_attempts_max.or(self.webhook_attempts_max),
+            webhook_backoff_base_ms: over.webhook_backoff_base_ms.or(self.webhook_backoff_base_ms),
+            webhook_backoff_max_s: over.webhook_backoff_max_s.or(self.webhook_backoff_max_s),
+            webhook_timeout_s: over.webhook_timeout_s.or(self.webhook_timeout_s),
         }
     }
 
@@ -105,7 +133,35 @@ impl Settings {
             (_, None) => crate::readdb::ReadDb::sqlite_url(&data_dir),
         };
         let janitor_interval = Duration::from_secs(self.janitor_interval_s.unwrap_or(2).clamp(1, 3600));
-        Ok(Config { data_dir, listen, log, database_url, admin_key: self.admin_key, janitor_interval })
+        let token_max_ttl_s = self.token_max_ttl_s.unwrap_or(TOKEN_MAX_TTL_S_DEFAULT);
+        if !(60..=TOKEN_MAX_TTL_S_LIMIT).contains(&token_max_ttl_s) {
+            return Err(ControlError::Config(format!(
+                "token_max_ttl_s must be 60..={TOKEN_MAX_TTL_S_LIMIT}, not {token_max_ttl_s}"
+            )));
+        }
+        let secret_grace_s = self.secret_grace_s.unwrap_or(SECRET_GRACE_S_DEFAULT);
+        let grace_max = arc_events::aggregate::app::SECRET_GRACE_S_MAX;
+        if secret_grace_s > grace_max {
+            return Err(ControlError::Config(format!("secret_grace_s must be at most {grace_max}")));
+        }
+        let webhook = WebhookSettings {
+            attempts_max: self.webhook_attempts_max.unwrap_or(10).clamp(1, 100),
+            backoff_base: Duration::from_millis(self.webhook_backoff_base_ms.unwrap_or(1000).clamp(10, 3_600_000)),
+            backoff_max: Duration::from_secs(self.webhook_backoff_max_s.unwrap_or(600).clamp(1, 86_400)),
+            timeout: Duration::from_secs(self.webhook_timeout_s.unwrap_or(10).clamp(1, 300)),
+        };
+        Ok(Config {
+            data_dir,
+            listen,
+            log,
+            database_url,
+            admin_key: self.admin_key,
+            janitor_interval,
+            master_key: self.master_key,
+            token_max_ttl_s,
+            secret_grace_s,
+            webhook,
+        })
     }
 }
 
@@ -138,6 +194,22 @@ pub struct Config {
     pub database_url: String,
     pub admin_key: Option<String>,
     pub janitor_interval: Duration,
+    pub master_key: Option<String>,
+    pub token_max_ttl_s: u32,
+    pub secret_grace_s: u32,
+    pub webhook: WebhookSettings,
+}
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Attempts before a delivery is dead-lettered.
+    pub attempts_max: u32,
+    /// Delay before the first retry; doubles per attempt up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Timeout of one request.
+    pub timeout: Duration,
 }
 
 impl Config {

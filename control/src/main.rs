@@ -55,6 +55,27 @@ struct SettingsArgs {
     /// Seconds between janitor sweeps (idle rooms, silent nodes) [default: 2]
     #[arg(long, global = true, env = "ARC_JANITOR_INTERVAL_S")]
     janitor_interval_s: Option<u64>,
+    /// Master key sealing app secrets (64 hex chars); dev generates one into the data dir
+    #[arg(long, global = true, env = "ARC_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<String>,
+    /// Longest token lifetime accepted, in seconds [default: 86400]
+    #[arg(long, global = true, env = "ARC_TOKEN_MAX_TTL_S")]
+    token_max_ttl_s: Option<u32>,
+    /// Default grace period of a rotated-out app secret, in seconds [default: 3600]
+    #[arg(long, global = true, env = "ARC_SECRET_GRACE_S")]
+    secret_grace_s: Option<u32>,
+    /// Webhook attempts before a delivery is dead-lettered [default: 10]
+    #[arg(long, global = true, env = "ARC_WEBHOOK_ATTEMPTS_MAX")]
+    webhook_attempts_max: Option<u32>,
+    /// Delay before the first webhook retry in ms, doubling per attempt [default: 1000]
+    #[arg(long, global = true, env = "ARC_WEBHOOK_BACKOFF_BASE_MS")]
+    webhook_backoff_base_ms: Option<u64>,
+    /// Longest delay between webhook retries in seconds [default: 600]
+    #[arg(long, global = true, env = "ARC_WEBHOOK_BACKOFF_MAX_S")]
+    webhook_backoff_max_s: Option<u64>,
+    /// Timeout of one webhook request in seconds [default: 10]
+    #[arg(long, global = true, env = "ARC_WEBHOOK_TIMEOUT_S")]
+    webhook_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,7 +88,7 @@ enum Command {
     CatchUp,
     /// Rebuild read models from the start of the log (stop arc-control first when embedded)
     Rebuild {
-        /// Projections to rebuild: rooms, nodes or all
+        /// Projections to rebuild (see `arc-control rebuild --help`), or all
         #[arg(default_values_t = vec!["all".to_string()])]
         projections: Vec<String>,
     },
@@ -85,6 +106,13 @@ impl SettingsArgs {
             database_url: self.database_url,
             admin_key: self.admin_key,
             janitor_interval_s: self.janitor_interval_s,
+            master_key: self.master_key,
+            token_max_ttl_s: self.token_max_ttl_s,
+            secret_grace_s: self.secret_grace_s,
+            webhook_attempts_max: self.webhook_attempts_max,
+            webhook_backoff_base_ms: self.webhook_backoff_base_ms,
+            webhook_backoff_max_s: self.webhook_backoff_max_s,
+            webhook_timeout_s: self.webhook_timeout_s,
         }
     }
 }

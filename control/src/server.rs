@@ -14,7 +14,11 @@ use tokio::task::JoinSet;
 use crate::api::{ApiState, router};
 use crate::config::{Config, LogConfig};
 use crate::error::ControlError;
-use crate::projection::{self, Projection, Runner, nodes::NodesProjection, rooms::RoomsProjection};
+use crate::projection::apps::AppsProjection;
+use crate::projection::participants::ParticipantsProjection;
+use crate::projection::revoked::RevokedProjection;
+use crate::projection::tracks::TracksProjection;
+use crate::projection::{self, Checkpoint, Projection, Runner, nodes::NodesProjection, rooms::RoomsProjection};
 use crate::readdb::ReadDb;
 
 /// Node id of the media node embedded in `dev`.
@@ -53,6 +57,32 @@ pub fn admin_key(config: &Config) -> Result<(String, bool), ControlError> {
     let key = format!("arcadm_{}", random_hex(24));
     write_secret(&path, &key)?;
     Ok((key, true))
+}
+
+/// The master key sealing app secrets: from the config, or (embedded mode)
+/// read from or generated into `<data_dir>/master.key`. Losing it makes every
+/// app secret unreadable, so `serve` never generates one.
+pub fn master_key(config: &Config) -> Result<arc_auth::seal::MasterKey, ControlError> {
+    let parse = |text: &str, from: &str| {
+        arc_auth::seal::MasterKey::parse(text).map_err(|e| ControlError::Config(format!("master key from {from}: {e}")))
+    };
+    if let Some(key) = &config.master_key {
+        return parse(key, "configuration");
+    }
+    if config.log != LogConfig::Embedded {
+        return Err(ControlError::Config(
+            "serve needs --master-key (or ARC_MASTER_KEY, or master_key): 64 hex characters, e.g. from \
+             `openssl rand -hex 32`; keep it safe, it seals every app secret"
+                .into(),
+        ));
+    }
+    let path = config.data_dir.join("master.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return parse(&text, &path.display().to_string());
+    }
+    let key = arc_auth::seal::MasterKey::generate();
+    write_secret(&path, &key.encode())?;
+    Ok(key)
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -101,18 +131,43 @@ impl Running {
     }
 }
 
+fn spawn_runner<P: Projection>(
+    tasks: &mut JoinSet<()>,
+    runner: Runner<P>,
+    progress: &mut Vec<(&'static str, tokio::sync::watch::Receiver<Checkpoint>)>,
+) {
+    progress.push((P::NAME, runner.progress()));
+    tasks.spawn(runner.run());
+}
+
+fn webhook_config(config: &Config) -> arc_webhooks::WebhookConfig {
+    arc_webhooks::WebhookConfig {
+        attempts_max: config.webhook.attempts_max,
+        backoff_base: config.webhook.backoff_base,
+        backoff_max: config.webhook.backoff_max,
+        timeout: config.webhook.timeout,
+        concurrency: 16,
+    }
+}
+
 /// Opens everything and starts serving.
 pub async fn start(config: &Config) -> Result<Running, ControlError> {
     let admin_key = admin_key(config)?;
+    let master_key = Arc::new(master_key(config)?);
     let log = open_log(config).await?;
     let db = ReadDb::connect(&config.database_url).await?;
+    arc_webhooks::migrate(&db.pool).await.map_err(|e| ControlError::Unavailable(format!("webhook tables: {e}")))?;
     let mut tasks = JoinSet::new();
 
-    let rooms = Runner::<RoomsProjection>::new(db.clone(), log.clone()).await?;
-    let nodes = Runner::<NodesProjection>::new(db.clone(), log.clone()).await?;
-    let projections = vec![(RoomsProjection::NAME, rooms.progress()), (NodesProjection::NAME, nodes.progress())];
-    tasks.spawn(rooms.run());
-    tasks.spawn(nodes.run());
+    let mut projections = Vec::new();
+    spawn_runner(&mut tasks, Runner::<RoomsProjection>::new(db.clone(), log.clone()).await?, &mut projections);
+    spawn_runner(&mut tasks, Runner::<NodesProjection>::new(db.clone(), log.clone()).await?, &mut projections);
+    spawn_runner(&mut tasks, Runner::<AppsProjection>::new(db.clone(), log.clone()).await?, &mut projections);
+    spawn_runner(&mut tasks, Runner::<ParticipantsProjection>::new(db.clone(), log.clone()).await?, &mut projections);
+    spawn_runner(&mut tasks, Runner::<TracksProjection>::new(db.clone(), log.clone()).await?, &mut projections);
+    spawn_runner(&mut tasks, Runner::<RevokedProjection>::new(db.clone(), log.clone()).await?, &mut projections);
+    let webhooks =
+        arc_webhooks::spawn(&mut tasks, db.pool.clone(), log.clone(), master_key.clone(), webhook_config(config));
     tasks.spawn(crate::janitor::run(db.clone(), log.clone(), config.janitor_interval));
     if config.log == LogConfig::Embedded {
         // `dev` carries its own media node, so one process is a whole platform.
@@ -138,9 +193,16 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         log: log.clone(),
         db,
         rooms: Repository::new(log.clone()),
+        apps: Repository::new(log.clone()),
+        tracks: Repository::new(log.clone()),
+        participants: Repository::new(log.clone()),
         admin_key: admin_key.0.clone(),
+        master_key,
+        token_policy: arc_auth::token::TokenPolicy { max_ttl_s: config.token_max_ttl_s, ..Default::default() },
+        secret_grace_s: config.secret_grace_s,
         started: Instant::now(),
         projections,
+        webhooks: Some(webhooks),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -154,6 +216,19 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     Ok(Running { addr, log, admin_key, tasks })
 }
 
+async fn catch_up_one<P: Projection>(
+    db: &ReadDb,
+    log: &Arc<dyn EventLog>,
+    head: arc_eventlog::Position,
+    out: &mut Vec<(&'static str, u64)>,
+) -> Result<(), ControlError> {
+    let mut runner = Runner::<P>::new(db.clone(), log.clone()).await?;
+    let before = runner.checkpoint().events;
+    runner.follow(Some(head)).await?;
+    out.push((P::NAME, runner.checkpoint().events - before));
+    Ok(())
+}
+
 /// Applies the log to every read model from its checkpoint up to the log's
 /// current head, then returns the events applied per projection. The offline
 /// twin of what a running arc-control does continuously.
@@ -162,15 +237,32 @@ pub async fn catch_up(config: &Config) -> Result<Vec<(&'static str, u64)>, Contr
     let db = ReadDb::connect(&config.database_url).await?;
     let head = log.head().await?;
     let mut out = Vec::new();
-    let mut rooms = Runner::<RoomsProjection>::new(db.clone(), log.clone()).await?;
-    let before = rooms.checkpoint().events;
-    rooms.follow(Some(head)).await?;
-    out.push((RoomsProjection::NAME, rooms.checkpoint().events - before));
-    let mut nodes = Runner::<NodesProjection>::new(db.clone(), log.clone()).await?;
-    let before = nodes.checkpoint().events;
-    nodes.follow(Some(head)).await?;
-    out.push((NodesProjection::NAME, nodes.checkpoint().events - before));
+    catch_up_one::<RoomsProjection>(&db, &log, head, &mut out).await?;
+    catch_up_one::<NodesProjection>(&db, &log, head, &mut out).await?;
+    catch_up_one::<AppsProjection>(&db, &log, head, &mut out).await?;
+    catch_up_one::<ParticipantsProjection>(&db, &log, head, &mut out).await?;
+    catch_up_one::<TracksProjection>(&db, &log, head, &mut out).await?;
+    catch_up_one::<RevokedProjection>(&db, &log, head, &mut out).await?;
+    arc_webhooks::migrate(&db.pool).await.map_err(|e| ControlError::Unavailable(format!("webhook tables: {e}")))?;
+    let n = arc_webhooks::catch_up(&db.pool, log.clone(), head)
+        .await
+        .map_err(|e| ControlError::Unavailable(format!("webhook deliveries: {e}")))?;
+    out.push((WEBHOOKS, n));
     Ok(out)
+}
+
+/// Name of the webhook delivery planner among the projections.
+pub const WEBHOOKS: &str = "webhook_deliveries";
+
+async fn rebuild_one<P: Projection>(
+    db: &ReadDb,
+    log: &Arc<dyn EventLog>,
+    progress: &mut impl FnMut(&str, u64, std::time::Duration),
+) -> Result<(), ControlError> {
+    let t = Instant::now();
+    let n = projection::rebuild::<P>(db, log.clone()).await?;
+    progress(P::NAME, n, t.elapsed());
+    Ok(())
 }
 
 /// Rebuilds the named projections (or all) from the start of the log.
@@ -184,23 +276,39 @@ pub async fn rebuild(
     let db = ReadDb::connect(&config.database_url).await?;
     let all = names.is_empty() || names.iter().any(|n| n == "all");
     for name in names {
-        if name != "all" && !projection::ALL.contains(&name.as_str()) {
+        if name != "all" && name != WEBHOOKS && !projection::ALL.contains(&name.as_str()) {
             return Err(ControlError::Config(format!(
-                "unknown projection {name:?}; known: {}",
+                "unknown projection {name:?}; known: {}, {WEBHOOKS}",
                 projection::ALL.join(", ")
             )));
         }
     }
     let wanted = |n: &str| all || names.iter().any(|x| x == n);
     if wanted(RoomsProjection::NAME) {
-        let t = Instant::now();
-        let n = projection::rebuild::<RoomsProjection>(&db, log.clone()).await?;
-        progress(RoomsProjection::NAME, n, t.elapsed());
+        rebuild_one::<RoomsProjection>(&db, &log, &mut progress).await?;
     }
     if wanted(NodesProjection::NAME) {
+        rebuild_one::<NodesProjection>(&db, &log, &mut progress).await?;
+    }
+    if wanted(AppsProjection::NAME) {
+        rebuild_one::<AppsProjection>(&db, &log, &mut progress).await?;
+    }
+    if wanted(ParticipantsProjection::NAME) {
+        rebuild_one::<ParticipantsProjection>(&db, &log, &mut progress).await?;
+    }
+    if wanted(TracksProjection::NAME) {
+        rebuild_one::<TracksProjection>(&db, &log, &mut progress).await?;
+    }
+    if wanted(RevokedProjection::NAME) {
+        rebuild_one::<RevokedProjection>(&db, &log, &mut progress).await?;
+    }
+    if wanted(WEBHOOKS) {
         let t = Instant::now();
-        let n = projection::rebuild::<NodesProjection>(&db, log.clone()).await?;
-        progress(NodesProjection::NAME, n, t.elapsed());
+        arc_webhooks::migrate(&db.pool).await.map_err(|e| ControlError::Unavailable(format!("webhook tables: {e}")))?;
+        let n = arc_webhooks::rebuild(&db.pool, log.clone())
+            .await
+            .map_err(|e| ControlError::Unavailable(format!("webhook deliveries: {e}")))?;
+        progress(WEBHOOKS, n, t.elapsed());
     }
     Ok(())
 }

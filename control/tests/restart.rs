@@ -7,102 +7,16 @@
 //! which `scripts/test` exports after starting nats-server and PostgreSQL.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_eventlog::EventLog;
+
+mod common;
 use arc_events::{AggregateKind, AggregateRef};
+use common::{ADMIN_KEY, Mode, create_pg_database, start};
 use sqlx::Row;
-
-const ADMIN_KEY: &str = "test-admin-key-0123456789";
-
-/// How to start arc-control against one storage setup.
-#[derive(Clone)]
-enum Mode {
-    Embedded { data_dir: PathBuf },
-    Cluster { nats: String, stream: String, prefix: String, database: String, data_dir: PathBuf },
-}
-
-impl Mode {
-    fn args(&self, database_override: Option<&str>) -> Vec<String> {
-        let mut args = vec!["--admin-key".to_string(), ADMIN_KEY.to_string(), "--listen".into(), "127.0.0.1:0".into()];
-        match self {
-            Self::Embedded { data_dir } => {
-                args.extend(["--data-dir".into(), data_dir.display().to_string()]);
-            }
-            Self::Cluster { nats, stream, prefix, database, data_dir } => {
-                args.extend([
-                    "--data-dir".into(),
-                    data_dir.display().to_string(),
-                    "--nats".into(),
-                    nats.clone(),
-                    "--nats-stream".into(),
-                    stream.clone(),
-                    "--nats-subject-prefix".into(),
-                    prefix.clone(),
-                    "--database".into(),
-                    database_override.unwrap_or(database).to_string(),
-                ]);
-                return args;
-            }
-        }
-        if let Some(db) = database_override {
-            args.extend(["--database".into(), db.into()]);
-        }
-        args
-    }
-
-    fn read_db(&self) -> String {
-        match self {
-            Self::Embedded { data_dir } => format!("sqlite://{}", data_dir.join("read.db").display()),
-            Self::Cluster { database, .. } => database.clone(),
-        }
-    }
-
-    fn subcommand(&self) -> &'static str {
-        match self {
-            Self::Embedded { .. } => "dev",
-            Self::Cluster { .. } => "serve",
-        }
-    }
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(mode: &Mode) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_arc-control"))
-        .arg(mode.subcommand())
-        .args(mode.args(None))
-        .env("ARC_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn arc-control");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.trim().strip_prefix("status page") {
-                let _ = tx.send(rest.trim().trim_end_matches('/').to_string());
-            }
-        }
-    });
-    let base = rx.recv_timeout(Duration::from_secs(60)).expect("arc-control printed its address within 60 s");
-    Server { child, base }
-}
 
 /// What the load generator saw acknowledged: room → highest acknowledged seq.
 type Acked = Arc<Mutex<BTreeMap<String, u64>>>;
@@ -114,30 +28,52 @@ fn ack(acked: &Acked, room: &str, seq: u64) {
 }
 
 /// Drives rooms through create → join → leave → close while the server comes and goes.
-async fn load(base: Arc<Mutex<String>>, acked: Acked, stop: Arc<std::sync::atomic::AtomicBool>) {
+async fn create_app(base: &str) -> String {
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/v1/apps"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"name": "load"}))
+        .send()
+        .await
+        .expect("create app");
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.expect("json");
+    v["app_key"].as_str().expect("app_key").to_owned()
+}
+
+async fn load(base: Arc<Mutex<String>>, app: String, acked: Acked, stop: Arc<std::sync::atomic::AtomicBool>) {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
     let mut i = 0u64;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         i += 1;
-        let room = format!("room-{i}");
+        let name = format!("room-{i}");
         let url = base.lock().expect("lock").clone();
-        let steps: [(String, serde_json::Value); 3] = [
-            (
-                format!("{url}/v1/rooms"),
-                serde_json::json!({"app_id": "app1", "name": room, "room_id": room, "empty_timeout_s": 600}),
-            ),
-            (format!("{url}/v1/rooms/{room}/participants"), serde_json::json!({"identity": "ann"})),
-            (format!("{url}/v1/rooms/{room}/participants"), serde_json::json!({"identity": "bob"})),
-        ];
-        for (target, body) in steps {
-            match http.post(&target).bearer_auth(ADMIN_KEY).json(&body).send().await {
+        let created = http
+            .post(format!("{url}/v1/rooms"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&serde_json::json!({"app_id": app, "name": name, "empty_timeout_s": 600}))
+            .send()
+            .await;
+        let room = match created {
+            Ok(r) if r.status().is_success() => {
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                let (Some(room), Some(seq)) = (v["room_id"].as_str(), v["seq"].as_u64()) else { continue };
+                ack(&acked, room, seq);
+                room.to_owned()
+            }
+            // Refused or cut off (the server died mid-request): not acknowledged.
+            _ => continue,
+        };
+        for who in ["ann", "bob"] {
+            let target = format!("{url}/v1/rooms/{room}/participants");
+            match http.post(&target).bearer_auth(ADMIN_KEY).json(&serde_json::json!({"identity": who})).send().await {
                 Ok(r) if r.status().is_success() => {
                     let v: serde_json::Value = r.json().await.unwrap_or_default();
                     if let Some(seq) = v["seq"].as_u64() {
                         ack(&acked, &room, seq);
                     }
                 }
-                // Refused or cut off (the server died mid-request): not acknowledged.
                 _ => break,
             }
         }
@@ -175,7 +111,14 @@ async fn dump(url: &str) -> Vec<String> {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(url).await.expect("connect read db");
     let mut out = Vec::new();
-    for (table, key) in [("rooms", "room_id"), ("nodes", "node_id")] {
+    for (table, key) in [
+        ("rooms", "room_id"),
+        ("nodes", "node_id"),
+        ("apps", "app_id"),
+        ("participants", "sid"),
+        ("tracks", "track_id"),
+        ("revoked_tokens", "jti"),
+    ] {
         let sql = format!("SELECT * FROM {table} ORDER BY {key}");
         for row in sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await.expect("select") {
             let mut cells = vec![table.to_string()];
@@ -225,7 +168,8 @@ async fn kill_restart_and_compare(mode: Mode, fresh_db: String) {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut server = start(&mode);
     let base = Arc::new(Mutex::new(server.base.clone()));
-    let generator = tokio::spawn(load(base.clone(), acked.clone(), stop.clone()));
+    let app = create_app(&server.base).await;
+    let generator = tokio::spawn(load(base.clone(), app, acked.clone(), stop.clone()));
 
     for round in 0..4 {
         let pause = Duration::from_millis(300 + (rand::random::<u64>() % 900));
@@ -279,15 +223,6 @@ async fn embedded_survives_sigkill_and_equals_rebuild() {
     let mode = Mode::Embedded { data_dir: dir.path().to_path_buf() };
     let fresh = format!("sqlite://{}", dir.path().join("rebuilt.db").display());
     kill_restart_and_compare(mode, fresh).await;
-}
-
-async fn create_pg_database(admin_url: &str) -> String {
-    use sqlx::Connection;
-    let name = format!("arc_t_{}", uuid::Uuid::now_v7().simple());
-    let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create db");
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
-    format!("{base}/{name}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

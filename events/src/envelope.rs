@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::error::{DecodeError, EncodeError};
 use crate::event::Event;
-use crate::ids::{AppId, CorrelationId, EventId, NodeId, validate_token};
+use crate::ids::{AppId, CorrelationId, EventId, NodeId, ParticipantIdentity, validate_token};
 
 /// Which kind of aggregate an event belongs to; the second token of its subject.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, JsonSchema)]
@@ -27,12 +27,13 @@ pub enum AggregateKind {
     Recording,
     Call,
     Node,
+    Webhook,
 }
 
 impl AggregateKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Self; 7] =
-        [Self::App, Self::Room, Self::Participant, Self::Track, Self::Recording, Self::Call, Self::Node];
+    pub const ALL: [Self; 8] =
+        [Self::App, Self::Room, Self::Participant, Self::Track, Self::Recording, Self::Call, Self::Node, Self::Webhook];
 
     /// The kind's name as it appears in subjects and records.
     pub const fn as_str(self) -> &'static str {
@@ -44,6 +45,7 @@ impl AggregateKind {
             Self::Recording => "recording",
             Self::Call => "call",
             Self::Node => "node",
+            Self::Webhook => "webhook",
         }
     }
 
@@ -100,6 +102,8 @@ pub enum Actor {
     App { app_id: AppId },
     /// A media node.
     Node { node_id: NodeId },
+    /// A participant acting with its access token (e.g. a moderator's `admin` grant).
+    Participant { app_id: AppId, identity: ParticipantIdentity },
     /// Arc itself: a timer, a janitor, a liveness check.
     System { component: String },
     /// An actor kind written by a newer version of Arc.

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::envelope::AggregateKind;
 use crate::error::DecodeError;
-use crate::{app, call, node, participant, recording, room, track};
+use crate::{app, call, node, participant, recording, room, track, webhook};
 
 /// A payload type: the fields of one event type in one version.
 pub trait EventData: Serialize + DeserializeOwned + JsonSchema {
@@ -111,6 +111,10 @@ aggregate_events!(
         Disabled(app::AppDisabled),
         Enabled(app::AppEnabled),
         Deleted(app::AppDeleted),
+        SecretRotated(app::AppSecretRotated),
+        QuotasSet(app::AppQuotasSet),
+        WebhooksSet(app::AppWebhooksSet),
+        TokenRevoked(app::AppTokenRevoked),
     }
 );
 
@@ -122,6 +126,7 @@ aggregate_events!(
         ParticipantJoined(room::ParticipantJoined),
         ParticipantLeft(room::ParticipantLeft),
         Closed(room::RoomClosed),
+        MetadataUpdated(room::RoomMetadataUpdated),
     }
 );
 
@@ -173,6 +178,16 @@ aggregate_events!(
     }
 );
 
+aggregate_events!(
+    /// Events of one webhook delivery (one event to one endpoint).
+    WebhookEvent {
+        Delivered(webhook::WebhookDelivered),
+        AttemptFailed(webhook::WebhookAttemptFailed),
+        DeadLettered(webhook::WebhookDeadLettered),
+        RedeliveryRequested(webhook::WebhookRedeliveryRequested),
+    }
+);
+
 /// Any event of any aggregate.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -183,6 +198,7 @@ pub enum Event {
     Recording(RecordingEvent),
     Call(CallEvent),
     Node(NodeEvent),
+    Webhook(WebhookEvent),
 }
 
 macro_rules! each_kind {
@@ -195,6 +211,7 @@ macro_rules! each_kind {
             Event::Recording($e) => $body,
             Event::Call($e) => $body,
             Event::Node($e) => $body,
+            Event::Webhook($e) => $body,
         }
     };
 }
@@ -220,6 +237,7 @@ impl Event {
             Self::Recording(_) => AggregateKind::Recording,
             Self::Call(_) => AggregateKind::Call,
             Self::Node(_) => AggregateKind::Node,
+            Self::Webhook(_) => AggregateKind::Webhook,
         }
     }
 
@@ -242,6 +260,9 @@ impl Event {
             }
             Some(AggregateKind::Call) => CallEvent::decode(type_name, version, data).map(|r| r.map(Self::Call)),
             Some(AggregateKind::Node) => NodeEvent::decode(type_name, version, data).map(|r| r.map(Self::Node)),
+            Some(AggregateKind::Webhook) => {
+                WebhookEvent::decode(type_name, version, data).map(|r| r.map(Self::Webhook))
+            }
             None => None,
         };
         found.transpose()
@@ -257,6 +278,7 @@ impl Event {
         RecordingEvent::types(&mut out);
         CallEvent::types(&mut out);
         NodeEvent::types(&mut out);
+        WebhookEvent::types(&mut out);
         out
     }
 }
@@ -280,7 +302,8 @@ into_event!(
     TrackEvent => Track,
     RecordingEvent => Recording,
     CallEvent => Call,
-    NodeEvent => Node
+    NodeEvent => Node,
+    WebhookEvent => Webhook
 );
 
 #[cfg(test)]

@@ -133,6 +133,11 @@ token_id!(
     "rec"
 );
 token_id!(
+    /// One webhook delivery: one event to one endpoint URL.
+    DeliveryId,
+    "wd"
+);
+token_id!(
     /// A SIP call into or out of a room.
     CallId,
     "call"

@@ -8,7 +8,7 @@
 //! - [`ids`]: typed identifiers (`RoomId`, `NodeId`, `EventId`, …), validated tokens.
 //! - [`envelope`]: [`AggregateKind`], [`Actor`], the stored [`RawEvent`] and the typed [`Envelope`].
 //! - [`event`]: the registry — one enum per aggregate and [`Event`] over all of them.
-//! - [`app`], [`room`], [`participant`], [`track`], [`recording`], [`call`], [`node`]:
+//! - [`app`], [`room`], [`participant`], [`track`], [`recording`], [`call`], [`node`], [`webhook`]:
 //!   the payload structs of each aggregate's events (one struct per type and version).
 //! - [`upcast`](crate::upcast): rewrites old event versions into current ones before folds see them.
 //! - [`aggregate`]: the [`Aggregate`] trait (`decide` / `evolve`) and the room and node aggregates.
@@ -29,14 +29,16 @@ pub mod room;
 pub mod schema;
 pub mod track;
 mod upcast;
+pub mod webhook;
 
 pub use aggregate::{Aggregate, Context};
 pub use envelope::{Actor, AggregateKind, AggregateRef, CommandMeta, Decoded, Envelope, RawEvent};
 pub use error::{DecodeError, EncodeError, IdError};
 pub use event::{
     AppEvent, CallEvent, Event, EventData, EventType, NodeEvent, ParticipantEvent, RecordingEvent, RoomEvent,
-    TrackEvent,
+    TrackEvent, WebhookEvent,
 };
 pub use ids::{
-    AppId, CallId, CorrelationId, EventId, NodeId, ParticipantIdentity, ParticipantSid, RecordingId, RoomId, TrackId,
+    AppId, CallId, CorrelationId, DeliveryId, EventId, NodeId, ParticipantIdentity, ParticipantSid, RecordingId,
+    RoomId, TrackId,
 };

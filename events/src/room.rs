@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::envelope::AggregateKind;
 use crate::event::EventData;
 use crate::ids::{AppId, NodeId, ParticipantIdentity, ParticipantSid};
+use crate::participant::Permissions;
 
 /// A room was opened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -37,6 +38,23 @@ pub struct ParticipantJoined {
     /// The media node carrying the participant's media, once placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<NodeId>,
+    /// The `jti` of the token the participant joined with (kicking revokes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// What the participant may do, from its token's grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Permissions>,
+    /// Free-form metadata from the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+}
+
+/// The room's metadata changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RoomMetadataUpdated {
+    /// The new metadata; `None` clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
 }
 
 /// Why a participant left.
@@ -108,6 +126,11 @@ impl EventData for ParticipantLeft {
 }
 impl EventData for RoomClosed {
     const TYPE: &'static str = "room.closed";
+    const VERSION: u16 = 1;
+    const AGGREGATE: AggregateKind = AggregateKind::Room;
+}
+impl EventData for RoomMetadataUpdated {
+    const TYPE: &'static str = "room.metadata_updated";
     const VERSION: u16 = 1;
     const AGGREGATE: AggregateKind = AggregateKind::Room;
 }

@@ -23,8 +23,12 @@ use tokio::sync::watch;
 use crate::error::ControlError;
 use crate::readdb::ReadDb;
 
+pub mod apps;
 pub mod nodes;
+pub mod participants;
+pub mod revoked;
 pub mod rooms;
+pub mod tracks;
 
 /// Most events folded in one transaction.
 pub const BATCH_MAX: usize = 2000;
@@ -344,4 +348,11 @@ pub async fn rebuild<P: Projection>(db: &ReadDb, log: Arc<dyn EventLog>) -> Resu
 }
 
 /// Every projection arc-control runs, by name.
-pub const ALL: [&str; 2] = [rooms::RoomsProjection::NAME, nodes::NodesProjection::NAME];
+pub const ALL: [&str; 6] = [
+    rooms::RoomsProjection::NAME,
+    nodes::NodesProjection::NAME,
+    apps::AppsProjection::NAME,
+    participants::ParticipantsProjection::NAME,
+    tracks::TracksProjection::NAME,
+    revoked::RevokedProjection::NAME,
+];

@@ -141,6 +141,11 @@ impl Projection for RoomsProjection {
                 r.last_seq = seq;
                 Some(r)
             }
+            (RoomEvent::MetadataUpdated(m), Some(mut r)) => {
+                r.metadata = m.metadata.clone();
+                r.last_seq = seq;
+                Some(r)
+            }
             (RoomEvent::Closed(c), Some(mut r)) => {
                 r.state = "closed".into();
                 r.closed_at_ms = Some(at);
@@ -194,7 +199,16 @@ mod tests {
             env(
                 2,
                 2000,
-                ParticipantJoined { identity: who.clone(), sid: sid.clone(), name: None, node_id: None }.into(),
+                ParticipantJoined {
+                    identity: who.clone(),
+                    sid: sid.clone(),
+                    name: None,
+                    node_id: None,
+                    jti: None,
+                    permissions: None,
+                    metadata: None,
+                }
+                .into(),
             ),
             env(3, 3000, ParticipantLeft { identity: who, sid, reason: LeaveReason::ClientLeft }.into()),
             env(4, 4000, RoomClosed { reason: CloseReason::EmptyTimeout }.into()),

@@ -13,8 +13,11 @@ use chrono::{DateTime, Utc};
 use crate::envelope::AggregateKind;
 use crate::event::Event;
 
+pub mod app;
 pub mod node;
+pub mod participant;
 pub mod room;
+pub mod track;
 
 /// What `decide` may know besides the state and the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,8 +8,10 @@ use thiserror::Error;
 use super::{Aggregate, Context};
 use crate::envelope::AggregateKind;
 use crate::event::{Event, RoomEvent};
-use crate::ids::{AppId, NodeId, ParticipantIdentity, ParticipantSid};
-use crate::room::{CloseReason, LeaveReason, ParticipantJoined, ParticipantLeft, RoomClosed, RoomCreated};
+use crate::ids::{AppId, ParticipantIdentity, ParticipantSid};
+use crate::room::{
+    CloseReason, LeaveReason, ParticipantJoined, ParticipantLeft, RoomClosed, RoomCreated, RoomMetadataUpdated,
+};
 
 /// Hard cap on participants in one room, whatever the room asks for.
 pub const PARTICIPANTS_PER_ROOM_MAX: u32 = 10_000;
@@ -55,11 +57,11 @@ pub enum RoomCommand {
         empty_timeout_s: Option<u32>,
         metadata: Option<String>,
     },
+    /// Enter the room as described by the event to record. `cap` lowers the
+    /// room's own participant limit (the app's per-room quota).
     Join {
-        identity: ParticipantIdentity,
-        sid: ParticipantSid,
-        name: Option<String>,
-        node_id: Option<NodeId>,
+        joined: ParticipantJoined,
+        cap: Option<u32>,
     },
     Leave {
         identity: ParticipantIdentity,
@@ -69,6 +71,10 @@ pub enum RoomCommand {
     Close,
     /// Close the room if it has been empty for its empty timeout.
     CloseIfIdle,
+    /// Replace the room's metadata.
+    UpdateMetadata {
+        metadata: Option<String>,
+    },
 }
 
 /// Why a room command was refused.
@@ -86,6 +92,9 @@ pub enum RoomError {
     /// The room holds its maximum number of participants.
     #[error("room is full ({max} participants)")]
     Full { max: u32 },
+    /// The app's per-room quota is reached.
+    #[error("the app's quota of {max} participants per room is reached")]
+    QuotaReached { max: u32 },
     /// A field of the command is out of bounds.
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
@@ -114,7 +123,8 @@ impl Aggregate for Room {
     fn decide(&self, command: &RoomCommand, ctx: &Context) -> Result<Vec<RoomEvent>, RoomError> {
         match command {
             RoomCommand::Create { app_id, name, max_participants, empty_timeout_s, metadata } => {
-                if self.status != RoomStatus::Absent {
+                // A closed room's name can be used again: the room opens anew.
+                if self.status == RoomStatus::Open {
                     return Err(RoomError::AlreadyExists);
                 }
                 if name.is_empty() || name.len() > ROOM_NAME_LEN_MAX {
@@ -143,16 +153,22 @@ impl Aggregate for Room {
                     .into(),
                 ])
             }
-            RoomCommand::Join { identity, sid, name, node_id } => {
+            RoomCommand::Join { joined, cap } => {
                 self.require_open()?;
+                if joined.name.as_ref().is_some_and(|n| n.len() > ROOM_NAME_LEN_MAX) {
+                    return Err(invalid("name", format!("must be at most {ROOM_NAME_LEN_MAX} bytes")));
+                }
+                if joined.metadata.as_ref().is_some_and(|m| m.len() > METADATA_LEN_MAX) {
+                    return Err(invalid("metadata", format!("must be at most {METADATA_LEN_MAX} bytes")));
+                }
                 let mut events = Vec::with_capacity(2);
-                match self.participants.get(identity) {
+                match self.participants.get(&joined.identity) {
                     // Joining again with the same session: already so.
-                    Some(current) if current == sid => return Ok(vec![]),
+                    Some(current) if *current == joined.sid => return Ok(vec![]),
                     // The same identity joined from elsewhere: the old session ends.
                     Some(current) => events.push(
                         ParticipantLeft {
-                            identity: identity.clone(),
+                            identity: joined.identity.clone(),
                             sid: current.clone(),
                             reason: LeaveReason::DuplicateIdentity,
                         }
@@ -163,17 +179,14 @@ impl Aggregate for Room {
                         if count >= self.max_participants {
                             return Err(RoomError::Full { max: self.max_participants });
                         }
+                        if let Some(cap) = cap
+                            && count >= *cap
+                        {
+                            return Err(RoomError::QuotaReached { max: *cap });
+                        }
                     }
                 }
-                events.push(
-                    ParticipantJoined {
-                        identity: identity.clone(),
-                        sid: sid.clone(),
-                        name: name.clone(),
-                        node_id: node_id.clone(),
-                    }
-                    .into(),
-                );
+                events.push(joined.clone().into());
                 Ok(events)
             }
             RoomCommand::Leave { identity, sid, reason } => {
@@ -191,6 +204,13 @@ impl Aggregate for Room {
                 RoomStatus::Closed => Ok(vec![]),
                 RoomStatus::Open => Ok(self.close(CloseReason::Requested)),
             },
+            RoomCommand::UpdateMetadata { metadata } => {
+                self.require_open()?;
+                if metadata.as_ref().is_some_and(|m| m.len() > METADATA_LEN_MAX) {
+                    return Err(invalid("metadata", format!("must be at most {METADATA_LEN_MAX} bytes")));
+                }
+                Ok(vec![RoomMetadataUpdated { metadata: metadata.clone() }.into()])
+            }
             RoomCommand::CloseIfIdle => {
                 let idle = match (self.status, self.empty_since) {
                     (RoomStatus::Open, Some(since)) if self.participants.is_empty() => {
@@ -206,6 +226,7 @@ impl Aggregate for Room {
     fn evolve(mut self, event: &RoomEvent, at: DateTime<Utc>) -> Self {
         match event {
             RoomEvent::Created(e) => {
+                self.participants.clear();
                 self.status = RoomStatus::Open;
                 self.app_id = Some(e.app_id.clone());
                 self.max_participants = e.max_participants.unwrap_or(PARTICIPANTS_PER_ROOM_MAX);
@@ -229,6 +250,7 @@ impl Aggregate for Room {
                 self.participants.clear();
                 self.empty_since = None;
             }
+            RoomEvent::MetadataUpdated(_) => {}
         }
         self
     }
@@ -279,14 +301,25 @@ mod tests {
         }
         .into()
     }
+    fn joined_event(w: &str, s: &str) -> ParticipantJoined {
+        ParticipantJoined {
+            identity: who(w),
+            sid: sid(s),
+            name: None,
+            node_id: None,
+            jti: None,
+            permissions: None,
+            metadata: None,
+        }
+    }
     fn joined(w: &str, s: &str) -> RoomEvent {
-        ParticipantJoined { identity: who(w), sid: sid(s), name: None, node_id: None }.into()
+        joined_event(w, s).into()
     }
     fn left(w: &str, s: &str, reason: LeaveReason) -> RoomEvent {
         ParticipantLeft { identity: who(w), sid: sid(s), reason }.into()
     }
     fn join(w: &str, s: &str) -> RoomCommand {
-        RoomCommand::Join { identity: who(w), sid: sid(s), name: None, node_id: None }
+        RoomCommand::Join { joined: joined_event(w, s), cap: None }
     }
 
     #[test]
@@ -377,6 +410,55 @@ mod tests {
         assert_eq!(
             given::<Room>(&[(0, created(None))]).when(60, RoomCommand::CloseIfIdle),
             Ok(vec![RoomClosed { reason: CloseReason::EmptyTimeout }.into()])
+        );
+    }
+
+    #[test]
+    fn a_closed_room_opens_again_empty() {
+        let create = RoomCommand::Create {
+            app_id: app(),
+            name: "standup".into(),
+            max_participants: None,
+            empty_timeout_s: Some(60),
+            metadata: None,
+        };
+        let closed =
+            [(0, created(None)), (1, joined("ann", "s1")), (2, RoomClosed { reason: CloseReason::Requested }.into())];
+        assert_eq!(given::<Room>(&closed).when(3, create), Ok(vec![created(None)]));
+        let reopened = [
+            (0, created(None)),
+            (1, joined("ann", "s1")),
+            (2, RoomClosed { reason: CloseReason::Requested }.into()),
+            (3, created(None)),
+        ];
+        // Nobody from the earlier opening is still inside.
+        assert_eq!(given::<Room>(&reopened).when(4, join("ann", "s1")), Ok(vec![joined("ann", "s1")]));
+    }
+
+    #[test]
+    fn the_app_quota_caps_a_room_below_its_own_limit() {
+        let g = given::<Room>(&[(0, created(Some(10))), (1, joined("ann", "s1"))]);
+        let cmd = RoomCommand::Join { joined: joined_event("bob", "s2"), cap: Some(1) };
+        assert_eq!(g.when(2, cmd), Err(RoomError::QuotaReached { max: 1 }));
+        // Rejoining with a new session replaces, it does not count twice.
+        let g = given::<Room>(&[(0, created(Some(10))), (1, joined("ann", "s1"))]);
+        let cmd = RoomCommand::Join { joined: joined_event("ann", "s3"), cap: Some(1) };
+        assert!(g.when(2, cmd).is_ok());
+    }
+
+    #[test]
+    fn metadata_updates_need_an_open_room_and_a_bounded_size() {
+        let g = given::<Room>(&[(0, created(None))]);
+        assert_eq!(
+            g.when(1, RoomCommand::UpdateMetadata { metadata: Some("m".into()) }),
+            Ok(vec![RoomMetadataUpdated { metadata: Some("m".into()) }.into()])
+        );
+        let g = given::<Room>(&[(0, created(None))]);
+        let big = RoomCommand::UpdateMetadata { metadata: Some("x".repeat(METADATA_LEN_MAX + 1)) };
+        assert!(matches!(g.when(1, big), Err(RoomError::Invalid { field: "metadata", .. })));
+        assert_eq!(
+            given::<Room>(&[]).when(0, RoomCommand::UpdateMetadata { metadata: None }),
+            Err(RoomError::NotFound)
         );
     }
 }

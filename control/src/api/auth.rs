@@ -1,0 +1,209 @@
+//! Who is calling: an operator (admin key), an app server (HTTP Basic with its
+//! AppKey/AppSecret) or a participant (Bearer access token), and what each may do.
+
+use arc_auth::secret::AppSecret;
+use arc_auth::token::{self, Claims, TokenError};
+use arc_events::app::SealedSecret;
+use arc_events::{Actor, AppId, ParticipantIdentity};
+use axum::http::{HeaderMap, header};
+use base64::Engine as _;
+
+use super::ApiState;
+use super::error::{ApiError, ApiResult};
+use crate::projection::apps::{self, AppRow};
+use crate::projection::rooms::RoomRow;
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub(crate) enum Principal {
+    /// Holds the admin key: may do anything.
+    Admin,
+    /// An app server: may manage its own app's rooms, tokens and webhooks.
+    App(AppId),
+    /// A participant with a verified access token.
+    Participant { app: Box<AppRow>, claims: Box<Claims> },
+}
+
+impl Principal {
+    /// Who the log records as having done it.
+    pub(crate) fn actor(&self) -> Actor {
+        match self {
+            Self::Admin => Actor::Admin,
+            Self::App(app_id) => Actor::App { app_id: app_id.clone() },
+            Self::Participant { app, claims } => {
+                match (AppId::parse(&app.app_id), ParticipantIdentity::parse(&claims.sub)) {
+                    (Ok(app_id), Ok(identity)) => Actor::Participant { app_id, identity },
+                    _ => Actor::Unknown,
+                }
+            }
+        }
+    }
+
+    /// The app whose resources this caller manages: its own, or (admin) the one named.
+    pub(crate) fn app_scope(&self, named: Option<&str>) -> ApiResult<AppId> {
+        let parse = |s: &str| AppId::parse(s).map_err(|e| ApiError::bad_request("app_id", e));
+        match (self, named) {
+            (Self::Admin, Some(id)) => parse(id),
+            (Self::Admin, None) => Err(ApiError::bad_request("app_id", "required with the admin key")),
+            (Self::App(own), None) => Ok(own.clone()),
+            (Self::App(own), Some(id)) if id == own.as_str() => Ok(own.clone()),
+            (Self::App(_), Some(_)) => Err(ApiError::forbidden("forbidden", "an app may only act on itself")),
+            (Self::Participant { .. }, _) => {
+                Err(ApiError::forbidden("forbidden", "this needs the app's credentials, not an access token"))
+            }
+        }
+    }
+
+    /// Whether the caller may moderate `room` (see and change it and its participants).
+    pub(crate) fn require_moderator(&self, room: &RoomRow) -> ApiResult<()> {
+        let ok = match self {
+            Self::Admin => true,
+            Self::App(own) => own.as_str() == room.app_id,
+            Self::Participant { app, claims } => {
+                claims.grants.admin && app.app_id == room.app_id && claims.room == room.name
+            }
+        };
+        if ok {
+            Ok(())
+        } else if matches!(self, Self::Participant { .. }) {
+            Err(ApiError::forbidden("permission_denied", "the token has no admin grant for this room"))
+        } else {
+            Err(ApiError::not_found("room_not_found", "room not found"))
+        }
+    }
+
+    pub(crate) fn require_admin(&self) -> ApiResult<()> {
+        match self {
+            Self::Admin => Ok(()),
+            _ => Err(ApiError::forbidden("forbidden", "this needs the admin key")),
+        }
+    }
+
+    /// Admin, or the app itself.
+    pub(crate) fn require_app(&self, app_id: &str) -> ApiResult<()> {
+        match self {
+            Self::Admin => Ok(()),
+            Self::App(own) if own.as_str() == app_id => Ok(()),
+            Self::App(_) => Err(ApiError::not_found("app_not_found", "app not found")),
+            Self::Participant { .. } => Err(ApiError::forbidden("forbidden", "this needs the app's credentials")),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Authenticates the `Authorization` header.
+pub(crate) async fn authenticate(state: &ApiState, headers: &HeaderMap) -> ApiResult<Principal> {
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+        ApiError::unauthenticated(
+            "unauthenticated",
+            "send Authorization: Bearer <admin key or access token>, or Basic <app key:app secret>",
+        )
+    })?;
+    if let Some(presented) = value.strip_prefix("Bearer ") {
+        let presented = presented.trim();
+        if constant_time_eq(presented.as_bytes(), state.admin_key.as_bytes()) {
+            return Ok(Principal::Admin);
+        }
+        if presented.contains('.') {
+            let (app, claims) = verify_token(state, presented).await?;
+            return Ok(Principal::Participant { app: Box::new(app), claims: Box::new(claims) });
+        }
+        return Err(ApiError::unauthenticated("unauthenticated", "the admin key is wrong"));
+    }
+    if let Some(encoded) = value.strip_prefix("Basic ") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| ApiError::unauthenticated("unauthenticated", "Basic credentials are not base64 text"))?;
+        let (key, secret) = decoded
+            .split_once(':')
+            .ok_or_else(|| ApiError::unauthenticated("unauthenticated", "Basic credentials need app_key:app_secret"))?;
+        let app = load_app(state, key).await?.ok_or_else(bad_app_credentials)?;
+        if app.state == "deleted" {
+            return Err(bad_app_credentials());
+        }
+        let secrets = app_secrets(state, &app)?;
+        if !secrets.iter().any(|s| s.matches(secret)) {
+            return Err(bad_app_credentials());
+        }
+        if app.state == "disabled" {
+            return Err(ApiError::forbidden("app_disabled", "the app is disabled"));
+        }
+        let app_id = AppId::parse(&app.app_id).map_err(|_| bad_app_credentials())?;
+        return Ok(Principal::App(app_id));
+    }
+    Err(ApiError::unauthenticated("unauthenticated", "unsupported Authorization scheme; use Bearer or Basic"))
+}
+
+fn bad_app_credentials() -> ApiError {
+    ApiError::unauthenticated("bad_credentials", "unknown app key or wrong app secret")
+}
+
+/// The apps read-model row of `app_id`.
+pub(crate) async fn load_app(state: &ApiState, app_id: &str) -> ApiResult<Option<AppRow>> {
+    if AppId::parse(app_id).is_err() {
+        return Ok(None);
+    }
+    let sql = format!("SELECT {} FROM apps WHERE app_id = $1", apps::COLUMNS.join(", "));
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(app_id).fetch_optional(&state.db.pool).await?;
+    Ok(row.map(|r| apps::from_row(&r)).transpose()?)
+}
+
+fn unseal(state: &ApiState, app_id: &str, sealed_json: &str) -> ApiResult<AppSecret> {
+    let sealed: SealedSecret = serde_json::from_str(sealed_json).map_err(|e| {
+        tracing::error!(app_id, error = %e, "a sealed app secret in the read model does not parse");
+        ApiError::internal("the app's secret is unreadable")
+    })?;
+    let plain = arc_auth::seal::open(&state.master_key, &sealed, app_id.as_bytes()).map_err(|e| {
+        tracing::error!(app_id, error = %e, "cannot open an app secret (is this the right master key?)");
+        ApiError::internal("the app's secret cannot be opened with this master key")
+    })?;
+    let text = String::from_utf8(plain.to_vec()).map_err(|_| ApiError::internal("the app's secret is not text"))?;
+    Ok(AppSecret::from_string(text))
+}
+
+/// The app's valid secrets, current first, then the rotated-out one while in its grace period.
+pub(crate) fn app_secrets(state: &ApiState, app: &AppRow) -> ApiResult<Vec<AppSecret>> {
+    let mut out = Vec::with_capacity(2);
+    if let Some(current) = &app.secret_sealed {
+        out.push(unseal(state, &app.app_id, current)?);
+    }
+    if let (Some(previous), Some(until)) = (&app.previous_sealed, app.previous_valid_until_ms)
+        && until > chrono::Utc::now().timestamp_millis()
+    {
+        out.push(unseal(state, &app.app_id, previous)?);
+    }
+    Ok(out)
+}
+
+fn token_error(e: &TokenError) -> ApiError {
+    ApiError::unauthenticated(e.code(), e.to_string())
+}
+
+/// Verifies an access token: its app, signature, times, and that it was not revoked.
+pub(crate) async fn verify_token(state: &ApiState, presented: &str) -> ApiResult<(AppRow, Claims)> {
+    let issuer = token::peek_issuer(presented, &state.token_policy).map_err(|e| token_error(&e))?;
+    let app = load_app(state, &issuer)
+        .await?
+        .filter(|a| a.state != "deleted")
+        .ok_or_else(|| ApiError::unauthenticated("token_unknown_app", "the token's issuer is not a known app"))?;
+    let secrets = app_secrets(state, &app)?;
+    let refs: Vec<&AppSecret> = secrets.iter().collect();
+    let claims =
+        token::verify(presented, &refs, &state.token_policy, chrono::Utc::now()).map_err(|e| token_error(&e))?;
+    if app.state == "disabled" {
+        return Err(ApiError::forbidden("app_disabled", "the token's app is disabled"));
+    }
+    let revoked: Option<i64> = sqlx::query_scalar("SELECT expires_at_ms FROM revoked_tokens WHERE jti = $1")
+        .bind(format!("{}/{}", app.app_id, claims.jti))
+        .fetch_optional(&state.db.pool)
+        .await?;
+    if revoked.is_some() {
+        return Err(ApiError::unauthenticated("token_revoked", "the token was revoked"));
+    }
+    Ok((app, claims))
+}

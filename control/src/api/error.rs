@@ -1,0 +1,170 @@
+//! The API's one error type and how every library error maps onto it.
+
+use arc_eventlog::{ExecuteError, LogError};
+use arc_events::aggregate::app::AppError;
+use arc_events::aggregate::participant::ParticipantError;
+use arc_events::aggregate::room::RoomError;
+use arc_events::aggregate::track::TrackError;
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error as the API reports it: `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    /// For 429: which quota was hit.
+    pub(crate) limit: Option<&'static str>,
+}
+
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), limit: None }
+    }
+
+    pub(crate) fn bad_request(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_argument", format!("{field}: {message}"))
+    }
+
+    pub(crate) fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub(crate) fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub(crate) fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+
+    pub(crate) fn quota(limit: &'static str, max: i64) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "quota_exceeded",
+            message: format!("the app's quota {limit} = {max} is reached"),
+            limit: Some(limit),
+        }
+    }
+
+    pub(crate) fn internal(what: &str) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", what.to_owned())
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'a str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: &self.message, limit: self.limit } };
+        let mut response = (self.status, Json(body)).into_response();
+        if matches!(self.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT) {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", e.to_string()),
+            LogError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            LogError::Invalid(_) | LogError::TooLarge { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string())
+            }
+            LogError::Corrupt { .. } | LogError::Backend(_) => {
+                tracing::error!(error = %e, "event log failure");
+                Self::internal("the event log failed")
+            }
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "read model query failed");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "read_model_unavailable", "the read-model database failed")
+    }
+}
+
+/// How an aggregate's refusal maps onto HTTP.
+pub(crate) trait Rejection: std::error::Error {
+    fn to_api(&self) -> ApiError;
+}
+
+impl Rejection for RoomError {
+    fn to_api(&self) -> ApiError {
+        let m = self.to_string();
+        match self {
+            Self::NotFound => ApiError::not_found("room_not_found", m),
+            Self::AlreadyExists => ApiError::new(StatusCode::CONFLICT, "room_exists", m),
+            Self::Closed => ApiError::new(StatusCode::CONFLICT, "room_closed", m),
+            Self::Full { .. } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "room_full", m),
+            Self::QuotaReached { max } => ApiError::quota("max_participants_per_room", i64::from(*max)),
+            Self::Invalid { field, reason } => ApiError::bad_request(field, reason),
+        }
+    }
+}
+
+impl Rejection for AppError {
+    fn to_api(&self) -> ApiError {
+        let m = self.to_string();
+        match self {
+            Self::NotFound => ApiError::not_found("app_not_found", m),
+            Self::AlreadyExists => ApiError::new(StatusCode::CONFLICT, "app_exists", m),
+            Self::Invalid { field, reason } => ApiError::bad_request(field, reason),
+        }
+    }
+}
+
+impl Rejection for TrackError {
+    fn to_api(&self) -> ApiError {
+        let m = self.to_string();
+        match self {
+            Self::NotFound => ApiError::not_found("track_not_found", m),
+            Self::AlreadyPublished | Self::Unpublished => ApiError::new(StatusCode::CONFLICT, "track_unpublished", m),
+        }
+    }
+}
+
+impl Rejection for ParticipantError {
+    fn to_api(&self) -> ApiError {
+        match self {
+            Self::Invalid { field, reason } => ApiError::bad_request(field, reason),
+        }
+    }
+}
+
+impl<E: Rejection> From<ExecuteError<E>> for ApiError {
+    fn from(e: ExecuteError<E>) -> Self {
+        match e {
+            ExecuteError::Rejected(r) => r.to_api(),
+            ExecuteError::Contended { .. } => Self::new(StatusCode::CONFLICT, "contended", e.to_string()),
+            ExecuteError::Log(l) => l.into(),
+            ExecuteError::Encode(_) => {
+                tracing::error!(error = %e, "encoding an event failed");
+                Self::internal("could not encode the event")
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The HTTP API (axum): health, status, apps, tokens, rooms, participants,
+//! webhooks and nodes, the status page and the OpenAPI document.
+//!
+//! Handlers authenticate the caller ([`auth`]), parse input, send a command
+//! through a [`Repository`] (writes) or query a read model (reads); no
+//! business rule lives here. Every error is JSON `{"error": {"code",
+//! "message"}}` with a fitting status, mapped in one place ([`error`]).
+//!
+//! Writes wait (bounded) until this process's projections have applied them,
+//! so a client reading right after its own write sees it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_auth::seal::MasterKey;
+use arc_auth::token::TokenPolicy;
+use arc_eventlog::{EventLog, Position, Repository};
+use arc_events::aggregate::app::App;
+use arc_events::aggregate::participant::Participant;
+use arc_events::aggregate::room::Room;
+use arc_events::aggregate::track::Track;
+use arc_events::{Actor, CommandMeta};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::HeaderMap;
+use axum::response::Html;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::projection::{Checkpoint, nodes};
+use crate::readdb::ReadDb;
+
+pub mod apps;
+pub(crate) mod auth;
+pub mod error;
+pub mod rooms;
+
+use error::{ApiError, ApiResult};
+
+/// Largest request body accepted.
+pub const BODY_BYTES_MAX: usize = 256 * 1024;
+/// Most items returned by one list call.
+pub const PAGE_MAX: i64 = 500;
+/// Longest a write waits for the local projections to apply it.
+pub const SETTLE_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// What handlers share.
+#[derive(Debug)]
+pub struct ApiState {
+    pub log: Arc<dyn EventLog>,
+    pub db: ReadDb,
+    pub rooms: Repository<Room>,
+    pub apps: Repository<App>,
+    pub tracks: Repository<Track>,
+    pub participants: Repository<Participant>,
+    pub admin_key: String,
+    pub master_key: Arc<MasterKey>,
+    pub token_policy: TokenPolicy,
+    pub secret_grace_s: u32,
+    pub started: Instant,
+    pub projections: Vec<(&'static str, watch::Receiver<Checkpoint>)>,
+    /// Progress of the webhook delivery planner.
+    pub webhooks: Option<watch::Receiver<Position>>,
+}
+
+impl ApiState {
+    /// Waits until every local projection has applied `position` (bounded by
+    /// [`SETTLE_WAIT_MAX`]; a slow projection only delays, never fails, a write).
+    pub(crate) async fn settle(&self, position: Option<Position>) {
+        let Some(position) = position else { return };
+        let wait = async {
+            for (_, rx) in &self.projections {
+                let mut rx = rx.clone();
+                let _ = rx.wait_for(|c| c.position >= position).await;
+            }
+        };
+        if tokio::time::timeout(SETTLE_WAIT_MAX, wait).await.is_err() {
+            tracing::warn!(%position, "projections are behind; answering before they caught up");
+        }
+    }
+}
+
+/// The router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/status", get(status))
+        .route("/v1/apps", get(apps::list_apps).post(apps::create_app))
+        .route("/v1/apps/{app_id}", get(apps::get_app).delete(apps::delete_app))
+        .route("/v1/apps/{app_id}/disable", post(apps::disable_app))
+        .route("/v1/apps/{app_id}/enable", post(apps::enable_app))
+        .route("/v1/apps/{app_id}/rotate-secret", post(apps::rotate_secret))
+        .route("/v1/apps/{app_id}/quotas", put(apps::set_quotas))
+        .route("/v1/apps/{app_id}/webhooks", put(apps::set_webhooks))
+        .route("/v1/apps/{app_id}/webhooks/deliveries", get(apps::list_deliveries))
+        .route("/v1/webhooks/deliveries/{delivery_id}", get(apps::get_delivery))
+        .route("/v1/webhooks/deliveries/{delivery_id}/redeliver", post(apps::redeliver))
+        .route("/v1/tokens", post(apps::mint_token))
+        .route("/v1/tokens/revoke", post(apps::revoke_token))
+        .route("/v1/join", post(rooms::join_with_token))
+        .route("/v1/rooms", get(rooms::list_rooms).post(rooms::create_room))
+        .route("/v1/rooms/{room_id}", get(rooms::get_room))
+        .route("/v1/rooms/{room_id}/close", post(rooms::close_room))
+        .route("/v1/rooms/{room_id}/metadata", put(rooms::set_room_metadata))
+        .route("/v1/rooms/{room_id}/participants", get(rooms::list_participants).post(rooms::join_room))
+        .route("/v1/rooms/{room_id}/participants/{identity}", get(rooms::get_participant).delete(rooms::leave_room))
+        .route("/v1/rooms/{room_id}/participants/{identity}/kick", post(rooms::kick))
+        .route("/v1/rooms/{room_id}/participants/{identity}/permissions", put(rooms::set_permissions))
+        .route("/v1/rooms/{room_id}/participants/{identity}/metadata", put(rooms::set_participant_metadata))
+        .route("/v1/rooms/{room_id}/tracks/{track_id}/mute", post(rooms::mute_track))
+        .route("/v1/nodes", get(list_nodes))
+        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+/// Parses a JSON body; an empty body reads as `{}`.
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("body", e))
+}
+
+pub(crate) fn meta(actor: Actor) -> CommandMeta {
+    CommandMeta::new(actor, chrono::Utc::now())
+}
+
+pub(crate) fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()).unwrap_or_default()
+}
+
+fn check_limit(limit: Option<i64>) -> ApiResult<i64> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request("limit", format!("must be 1..={PAGE_MAX}")));
+    }
+    Ok(limit)
+}
+
+/// A node as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct NodeDto {
+    pub node_id: String,
+    pub address: String,
+    pub public_ips: serde_json::Value,
+    pub arch: String,
+    pub cores: i64,
+    pub capacity: i64,
+    pub version: String,
+    pub state: String,
+    pub registered_at: String,
+    pub last_seen_at: String,
+    pub sessions: i64,
+    pub tracks: i64,
+    pub bits_in_per_s: i64,
+    pub bits_out_per_s: i64,
+    pub cpu_percent: f64,
+}
+
+async fn list_nodes(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
+    auth::authenticate(&state, &headers).await?.require_admin()?;
+    let sql = format!("SELECT {} FROM nodes ORDER BY node_id LIMIT 1000", nodes::COLUMNS.join(", "));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&state.db.pool).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let n = nodes::from_row(row)?;
+        out.push(NodeDto {
+            public_ips: serde_json::from_str(&n.public_ips).unwrap_or(serde_json::Value::Null),
+            node_id: n.node_id,
+            address: n.address,
+            arch: n.arch,
+            cores: n.cores,
+            capacity: n.capacity,
+            version: n.version,
+            state: n.state,
+            registered_at: iso(n.registered_at_ms),
+            last_seen_at: iso(n.last_seen_ms),
+            sessions: n.sessions,
+            tracks: n.tracks,
+            bits_in_per_s: n.bits_in_per_s,
+            bits_out_per_s: n.bits_out_per_s,
+            cpu_percent: n.cpu_percent,
+        });
+    }
+    Ok(Json(serde_json::json!({ "nodes": out })))
+}
+
+/// Public health and progress figures (no ids, no secrets).
+#[derive(Debug, Serialize)]
+pub struct StatusDto {
+    pub version: &'static str,
+    pub log_backend: &'static str,
+    pub log_head: u64,
+    pub uptime_s: u64,
+    pub projections: Vec<ProjectionStatus>,
+    pub rooms_open: i64,
+    pub nodes_up: i64,
+}
+
+/// One projection's progress.
+#[derive(Debug, Serialize)]
+pub struct ProjectionStatus {
+    pub name: &'static str,
+    pub position: u64,
+    pub events: u64,
+    pub caught_up: bool,
+}
+
+async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json<StatusDto>> {
+    let head = state.log.head().await?;
+    let rooms_open: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE state = 'open'").fetch_one(&state.db.pool).await?;
+    let nodes_up: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE state IN ('up', 'draining')")
+        .fetch_one(&state.db.pool)
+        .await?;
+    let projections = state
+        .projections
+        .iter()
+        .map(|(name, rx)| {
+            let c = *rx.borrow();
+            ProjectionStatus { name, position: c.position.0, events: c.events, caught_up: c.position >= head }
+        })
+        .collect();
+    Ok(Json(StatusDto {
+        version: env!("CARGO_PKG_VERSION"),
+        log_backend: state.log.backend(),
+        log_head: head.0,
+        uptime_s: state.started.elapsed().as_secs(),
+        projections,
+        rooms_open,
+        nodes_up,
+    }))
+}
+
+async fn status_page() -> Html<&'static str> {
+    Html(include_str!("status.html"))
+}

@@ -1,0 +1,700 @@
+//! Rooms, participants and tracks: create, list, close, join with a token,
+//! kick, permissions, metadata, mute.
+
+use std::sync::Arc;
+
+use arc_eventlog::ExecuteError;
+use arc_events::aggregate::app::AppCommand;
+use arc_events::aggregate::participant::ParticipantCommand;
+use arc_events::aggregate::room::{RoomCommand, RoomError, RoomStatus};
+use arc_events::aggregate::track::TrackCommand;
+use arc_events::participant::Permissions;
+use arc_events::room::{LeaveReason, ParticipantJoined};
+use arc_events::track::MutedBy;
+use arc_events::{AggregateKind, AggregateRef, AppId, ParticipantIdentity, ParticipantSid, RoomId};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::apps::usage;
+use super::auth::{Principal, authenticate, load_app, verify_token};
+use super::error::{ApiError, ApiResult};
+use super::{ApiState, check_limit, iso, meta, parse_body};
+use crate::projection::apps::AppRow;
+use crate::projection::participants::{self, ParticipantRow};
+use crate::projection::rooms::{self, RoomRow};
+use crate::projection::tracks::{self, TrackRow};
+
+/// The room id of an app's room name: rooms are addressed by name within
+/// their app, so the id is derived (`rm_` + 32 hex of SHA-256), never stored
+/// in a lookup table.
+pub fn room_id_for(app_id: &AppId, name: &str) -> RoomId {
+    let digest = Sha256::new().chain_update(app_id.as_str()).chain_update([0u8]).chain_update(name).finalize();
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    // INVARIANT: "rm_" + 32 hex digits is a valid token id.
+    RoomId::parse(&format!("rm_{hex}")).unwrap_or_else(|_| RoomId::generate())
+}
+
+fn room_ref(room_id: &str) -> ApiResult<AggregateRef> {
+    AggregateRef::new(AggregateKind::Room, room_id).map_err(|e| ApiError::bad_request("room_id", e))
+}
+
+/// A room as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct RoomDto {
+    pub room_id: String,
+    pub app_id: String,
+    pub name: String,
+    pub state: String,
+    pub max_participants: Option<i64>,
+    pub empty_timeout_s: i64,
+    pub metadata: Option<String>,
+    pub participant_count: i64,
+    pub created_at: String,
+    pub closed_at: Option<String>,
+    pub close_reason: Option<String>,
+    /// The room's event sequence number the read model reflects.
+    pub seq: i64,
+}
+
+impl From<RoomRow> for RoomDto {
+    fn from(r: RoomRow) -> Self {
+        Self {
+            room_id: r.room_id,
+            app_id: r.app_id,
+            name: r.name,
+            state: r.state,
+            max_participants: r.max_participants,
+            empty_timeout_s: r.empty_timeout_s,
+            metadata: r.metadata,
+            participant_count: r.participant_count,
+            created_at: iso(r.created_at_ms),
+            closed_at: r.closed_at_ms.map(iso),
+            close_reason: r.close_reason,
+            seq: r.last_seq,
+        }
+    }
+}
+
+/// A participant session as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct ParticipantDto {
+    pub sid: String,
+    pub room_id: String,
+    pub identity: String,
+    pub name: Option<String>,
+    pub metadata: Option<String>,
+    pub permissions: Option<Permissions>,
+    pub node_id: Option<String>,
+    pub state: String,
+    pub left_reason: Option<String>,
+    pub joined_at: String,
+    pub left_at: Option<String>,
+    pub tracks: Vec<TrackDto>,
+}
+
+/// A track as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct TrackDto {
+    pub track_id: String,
+    pub kind: String,
+    pub source: String,
+    pub codec: String,
+    pub simulcast: bool,
+    pub muted: bool,
+    pub muted_by: Option<String>,
+    pub state: String,
+    pub published_at: String,
+}
+
+impl From<TrackRow> for TrackDto {
+    fn from(t: TrackRow) -> Self {
+        Self {
+            track_id: t.track_id,
+            kind: t.kind,
+            source: t.source,
+            codec: t.codec,
+            simulcast: t.simulcast,
+            muted: t.muted,
+            muted_by: t.muted_by,
+            state: t.state,
+            published_at: iso(t.published_at_ms),
+        }
+    }
+}
+
+fn participant_dto(p: ParticipantRow, tracks: Vec<TrackDto>) -> ParticipantDto {
+    ParticipantDto {
+        permissions: p.permissions.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+        sid: p.sid,
+        room_id: p.room_id,
+        identity: p.identity,
+        name: p.name,
+        metadata: p.metadata,
+        node_id: p.node_id,
+        state: p.state,
+        left_reason: p.left_reason,
+        joined_at: iso(p.joined_at_ms),
+        left_at: p.left_at_ms.map(iso),
+        tracks,
+    }
+}
+
+async fn load_room(state: &ApiState, room_id: &str) -> ApiResult<Option<RoomRow>> {
+    room_ref(room_id)?;
+    let sql = format!("SELECT {} FROM rooms WHERE room_id = $1", rooms::COLUMNS.join(", "));
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id).fetch_optional(&state.db.pool).await?;
+    Ok(row.map(|r| rooms::from_row(&r)).transpose()?)
+}
+
+/// The room, if it exists and the caller may moderate it (404 otherwise, so
+/// other apps' room ids are not disclosed).
+async fn moderated_room(state: &ApiState, who: &Principal, room_id: &str) -> ApiResult<RoomRow> {
+    let room =
+        load_room(state, room_id).await?.ok_or_else(|| ApiError::not_found("room_not_found", "room not found"))?;
+    who.require_moderator(&room)?;
+    Ok(room)
+}
+
+async fn active_participant(state: &ApiState, room_id: &str, identity: &str) -> ApiResult<Option<ParticipantRow>> {
+    let sql = format!(
+        "SELECT {} FROM participants WHERE room_id = $1 AND identity = $2 AND state = 'active' \
+         ORDER BY joined_at_ms DESC LIMIT 1",
+        participants::COLUMNS.join(", ")
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id).bind(identity).fetch_optional(&state.db.pool).await?;
+    Ok(row.map(|r| participants::from_row(&r)).transpose()?)
+}
+
+async fn tracks_of(state: &ApiState, sid: &str) -> ApiResult<Vec<TrackDto>> {
+    let sql = format!(
+        "SELECT {} FROM tracks WHERE sid = $1 AND state = 'published' ORDER BY track_id",
+        tracks::COLUMNS.join(", ")
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(sid).fetch_all(&state.db.pool).await?;
+    rows.iter().map(|r| tracks::from_row(r).map(Into::into).map_err(Into::into)).collect()
+}
+
+fn quota_of(v: Option<i64>) -> Option<i64> {
+    v.filter(|v| *v > 0)
+}
+
+/// Opens the app's room `name` unless it is open already, within the app's room quota.
+async fn ensure_room(
+    state: &ApiState,
+    who: &Principal,
+    app: &AppRow,
+    app_id: &AppId,
+    create: RoomCommand,
+    name: &str,
+) -> ApiResult<(RoomId, bool, Option<arc_eventlog::Position>)> {
+    let room_id = room_id_for(app_id, name);
+    let aggregate = room_ref(room_id.as_str())?;
+    let (current, _) = state.rooms.load(&aggregate).await?;
+    if current.status == RoomStatus::Open {
+        return Ok((room_id, false, None));
+    }
+    // Bad input is reported before any quota (decide is pure: this only validates).
+    if let Err(e) = arc_events::Aggregate::decide(&current, &create, &arc_events::Context { now: chrono::Utc::now() }) {
+        use super::error::Rejection;
+        return Err(e.to_api());
+    }
+    if let Some(max) = quota_of(app.max_rooms)
+        && usage(state, &app.app_id).await?.rooms_open >= max
+    {
+        return Err(ApiError::quota("max_rooms", max));
+    }
+    match state.rooms.execute(&aggregate, &create, &meta(who.actor())).await {
+        Ok(done) => Ok((room_id, true, done.appended.map(|a| a.last))),
+        // Someone opened it at the same moment: that is what we wanted.
+        Err(ExecuteError::Rejected(RoomError::AlreadyExists)) => Ok((room_id, false, None)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn active_app(state: &ApiState, app_id: &AppId) -> ApiResult<AppRow> {
+    let app = load_app(state, app_id.as_str())
+        .await?
+        .filter(|a| a.state != "deleted")
+        .ok_or_else(|| ApiError::not_found("app_not_found", "app not found"))?;
+    if app.state == "disabled" {
+        return Err(ApiError::forbidden("app_disabled", "the app is disabled"));
+    }
+    Ok(app)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRoom {
+    #[serde(default)]
+    app_id: Option<String>,
+    name: String,
+    #[serde(default)]
+    max_participants: Option<u32>,
+    #[serde(default)]
+    empty_timeout_s: Option<u32>,
+    #[serde(default)]
+    metadata: Option<String>,
+}
+
+/// `POST /v1/rooms` (the app, or admin naming `app_id`): opens a room by name.
+pub(crate) async fn create_room(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let who = authenticate(&state, &headers).await?;
+    let req: CreateRoom = parse_body(&body)?;
+    let app_id = who.app_scope(req.app_id.as_deref())?;
+    let app = active_app(&state, &app_id).await?;
+    let command = RoomCommand::Create {
+        app_id: app_id.clone(),
+        name: req.name.clone(),
+        max_participants: req.max_participants,
+        empty_timeout_s: req.empty_timeout_s,
+        metadata: req.metadata,
+    };
+    let room_id = room_id_for(&app_id, &req.name);
+    let (current, _) = state.rooms.load(&room_ref(room_id.as_str())?).await?;
+    if current.status == RoomStatus::Open {
+        return Err(RoomError::AlreadyExists.into_api());
+    }
+    let (room_id, _, position) = ensure_room(&state, &who, &app, &app_id, command, &req.name).await?;
+    state.settle(position).await;
+    let room = load_room(&state, room_id.as_str()).await?.map(RoomDto::from);
+    Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/rooms/{room_id}"))], Json(room)).into_response())
+}
+
+trait IntoApi {
+    fn into_api(self) -> ApiError;
+}
+impl IntoApi for RoomError {
+    fn into_api(self) -> ApiError {
+        use super::error::Rejection;
+        self.to_api()
+    }
+}
+
+/// `GET /v1/rooms/{room_id}`.
+pub(crate) async fn get_room(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(room_id): Path<String>,
+) -> ApiResult<Json<RoomDto>> {
+    let who = authenticate(&state, &headers).await?;
+    Ok(Json(moderated_room(&state, &who, &room_id).await?.into()))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListRooms {
+    app_id: Option<String>,
+    name: Option<String>,
+    state: Option<String>,
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+/// `GET /v1/rooms?app_id=&name=&state=&limit=&after=` (admin: any app; an app: its own).
+pub(crate) async fn list_rooms(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Query(q): Query<ListRooms>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let who = authenticate(&state, &headers).await?;
+    let app_filter = match &who {
+        Principal::Admin => q.app_id.clone().unwrap_or_default(),
+        _ => who.app_scope(q.app_id.as_deref())?.to_string(),
+    };
+    if let Some(s) = &q.state
+        && s != "open"
+        && s != "closed"
+    {
+        return Err(ApiError::bad_request("state", "must be open or closed"));
+    }
+    let limit = check_limit(q.limit)?;
+    let sql = format!(
+        "SELECT {} FROM rooms WHERE ($1 = '' OR app_id = $1) AND ($2 = '' OR state = $2) AND ($3 = '' OR name = $3) \
+         AND room_id > $4 ORDER BY room_id LIMIT $5",
+        rooms::COLUMNS.join(", ")
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(app_filter)
+        .bind(q.state.unwrap_or_default())
+        .bind(q.name.unwrap_or_default())
+        .bind(q.after.unwrap_or_default())
+        .bind(limit)
+        .fetch_all(&state.db.pool)
+        .await?;
+    let rooms: Vec<RoomDto> =
+        rows.iter().map(rooms::from_row).collect::<Result<Vec<_>, _>>()?.into_iter().map(Into::into).collect();
+    let next = (rooms.len() as i64 == limit).then(|| rooms.last().map(|r| r.room_id.clone())).flatten();
+    Ok(Json(serde_json::json!({ "rooms": rooms, "next_after": next })))
+}
+
+/// `POST /v1/rooms/{room_id}/close`.
+pub(crate) async fn close_room(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(room_id): Path<String>,
+) -> ApiResult<Json<RoomDto>> {
+    let who = authenticate(&state, &headers).await?;
+    moderated_room(&state, &who, &room_id).await?;
+    let done = state.rooms.execute(&room_ref(&room_id)?, &RoomCommand::Close, &meta(who.actor())).await?;
+    state.settle(done.appended.map(|a| a.last)).await;
+    Ok(Json(moderated_room(&state, &who, &room_id).await?.into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    #[serde(default)]
+    metadata: Option<String>,
+}
+
+/// `PUT /v1/rooms/{room_id}/metadata`.
+pub(crate) async fn set_room_metadata(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(room_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<RoomDto>> {
+    let who = authenticate(&state, &headers).await?;
+    let req: Metadata = parse_body(&body)?;
+    moderated_room(&state, &who, &room_id).await?;
+    let command = RoomCommand::UpdateMetadata { metadata: req.metadata };
+    let done = state.rooms.execute(&room_ref(&room_id)?, &command, &meta(who.actor())).await?;
+    state.settle(done.appended.map(|a| a.last)).await;
+    Ok(Json(moderated_room(&state, &who, &room_id).await?.into()))
+}
+
+/// Joins `identity` to the room, within the app's quotas; returns the new session.
+async fn join(
+    state: &ApiState,
+    who: &Principal,
+    app: &AppRow,
+    room_id: &RoomId,
+    joined: ParticipantJoined,
+) -> ApiResult<(Option<arc_eventlog::Position>, u64)> {
+    let aggregate = room_ref(room_id.as_str())?;
+    if let Some(max) = quota_of(app.max_participants) {
+        let (room, _) = state.rooms.load(&aggregate).await?;
+        if !room.participants.contains_key(&joined.identity) && usage(state, &app.app_id).await?.participants >= max {
+            return Err(ApiError::quota("max_participants", max));
+        }
+    }
+    let cap = quota_of(app.max_participants_per_room).and_then(|v| u32::try_from(v).ok());
+    let done = state.rooms.execute(&aggregate, &RoomCommand::Join { joined, cap }, &meta(who.actor())).await?;
+    Ok((done.appended.map(|a| a.last), done.seq))
+}
+
+/// `POST /v1/join` with `Authorization: Bearer <access token>` (grant `join`):
+/// opens the token's room if needed and records the participant's session.
+pub(crate) async fn join_with_token(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> ApiResult<Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthenticated("unauthenticated", "send Authorization: Bearer <access token>"))?;
+    let (app, claims) = verify_token(&state, presented).await?;
+    if !claims.grants.join {
+        return Err(ApiError::forbidden("permission_denied", "the token has no join grant"));
+    }
+    let app_id = AppId::parse(&app.app_id).map_err(|_| ApiError::internal("bad app id in the read model"))?;
+    let identity = ParticipantIdentity::parse(&claims.sub).map_err(|e| ApiError::bad_request("token sub", e))?;
+    let who = Principal::Participant { app: Box::new(app.clone()), claims: Box::new(claims.clone()) };
+    let create = RoomCommand::Create {
+        app_id: app_id.clone(),
+        name: claims.room.clone(),
+        max_participants: None,
+        empty_timeout_s: None,
+        metadata: None,
+    };
+    let (room_id, created, _) = ensure_room(&state, &who, &app, &app_id, create, &claims.room).await?;
+    let sid = ParticipantSid::generate();
+    let permissions = Permissions {
+        publish: claims.grants.publish,
+        subscribe: claims.grants.subscribe,
+        publish_data: claims.grants.publish_data,
+    };
+    let joined = ParticipantJoined {
+        identity: identity.clone(),
+        sid: sid.clone(),
+        name: claims.name.clone(),
+        node_id: None,
+        jti: Some(claims.jti.clone()),
+        permissions: Some(permissions),
+        metadata: claims.metadata.clone(),
+    };
+    let (position, _) = join(&state, &who, &app, &room_id, joined).await?;
+    state.settle(position).await;
+    let body = serde_json::json!({
+        "room_id": room_id,
+        "room": claims.room,
+        "room_created": created,
+        "identity": identity,
+        "sid": sid,
+        "grants": claims.grants,
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinRoom {
+    identity: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    node_id: Option<String>,
+    #[serde(default)]
+    metadata: Option<String>,
+}
+
+/// `POST /v1/rooms/{room_id}/participants` (admin or the app): records a
+/// participant joining an open room (for gateways that authenticate themselves).
+pub(crate) async fn join_room(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(room_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let who = authenticate(&state, &headers).await?;
+    if matches!(who, Principal::Participant { .. }) {
+        return Err(ApiError::forbidden("forbidden", "use POST /v1/join with an access token"));
+    }
+    let req: JoinRoom = parse_body(&body)?;
+    let room = moderated_room(&state, &who, &room_id).await?;
+    let app_id = AppId::parse(&room.app_id).map_err(|_| ApiError::internal("bad app id in the read model"))?;
+    let app = active_app(&state, &app_id).await?;
+    let identity = ParticipantIdentity::parse(&req.identity).map_err(|e| ApiError::bad_request("identity", e))?;
+    let node_id = req
+        .node_id
+        .as_deref()
+        .map(arc_events::NodeId::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("node_id", e))?;
+    let sid = ParticipantSid::generate();
+    let joined = ParticipantJoined {
+        identity: identity.clone(),
+        sid: sid.clone(),
+        name: req.name,
+        node_id,
+        jti: None,
+        permissions: None,
+        metadata: req.metadata,
+    };
+    let rid = RoomId::parse(&room_id).map_err(|e| ApiError::bad_request("room_id", e))?;
+    let (position, seq) = join(&state, &who, &app, &rid, joined).await?;
+    state.settle(position).await;
+    let body = serde_json::json!({ "room_id": room_id, "identity": identity, "sid": sid, "seq": seq });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct LeaveQuery {
+    sid: Option<String>,
+}
+
+/// `DELETE /v1/rooms/{room_id}/participants/{identity}[?sid=]`: the participant left.
+pub(crate) async fn leave_room(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((room_id, identity)): Path<(String, String)>,
+    Query(q): Query<LeaveQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let who = authenticate(&state, &headers).await?;
+    moderated_room(&state, &who, &room_id).await?;
+    let left = remove(&state, &who, &room_id, &identity, q.sid.as_deref(), LeaveReason::ClientLeft).await?;
+    Ok(Json(serde_json::json!({ "room_id": room_id, "identity": identity, "left": left.is_some() })))
+}
+
+/// Ends the participant's session (the named one, or the current one).
+async fn remove(
+    state: &ApiState,
+    who: &Principal,
+    room_id: &str,
+    identity: &str,
+    sid: Option<&str>,
+    reason: LeaveReason,
+) -> ApiResult<Option<ParticipantRow>> {
+    let identity = ParticipantIdentity::parse(identity).map_err(|e| ApiError::bad_request("identity", e))?;
+    let aggregate = room_ref(room_id)?;
+    let (room, _) = state.rooms.load(&aggregate).await?;
+    let current = room.participants.get(&identity).cloned();
+    let sid = match sid {
+        Some(s) => ParticipantSid::parse(s).map_err(|e| ApiError::bad_request("sid", e))?,
+        None => match current {
+            Some(s) => s,
+            None => return Ok(None),
+        },
+    };
+    let row = active_participant(state, room_id, identity.as_str()).await?;
+    let command = RoomCommand::Leave { identity, sid, reason };
+    let done = state.rooms.execute(&aggregate, &command, &meta(who.actor())).await?;
+    state.settle(done.appended.map(|a| a.last)).await;
+    Ok(if done.events.is_empty() { None } else { row })
+}
+
+/// `POST /v1/rooms/{room_id}/participants/{identity}/kick`: removes the
+/// participant and revokes the token it joined with.
+pub(crate) async fn kick(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((room_id, identity)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let who = authenticate(&state, &headers).await?;
+    let room = moderated_room(&state, &who, &room_id).await?;
+    let participant = active_participant(&state, &room_id, &identity)
+        .await?
+        .ok_or_else(|| ApiError::not_found("participant_not_found", "no such participant in the room"))?;
+    // Revoke first: if the leave then fails, a retry finds the token already refused.
+    let mut revoked = false;
+    if let Some(jti) = &participant.jti {
+        let app_ref =
+            AggregateRef::new(AggregateKind::App, &room.app_id).map_err(|_| ApiError::internal("bad app id"))?;
+        let expires_at = chrono::Utc::now()
+            + chrono::Duration::seconds(i64::from(state.token_policy.max_ttl_s + state.token_policy.leeway_s));
+        let command = AppCommand::RevokeToken { jti: jti.clone(), expires_at, reason: Some("kicked".into()) };
+        let done = state.apps.execute(&app_ref, &command, &meta(who.actor())).await?;
+        state.settle(done.appended.map(|a| a.last)).await;
+        revoked = true;
+    }
+    remove(&state, &who, &room_id, &identity, Some(&participant.sid), LeaveReason::Kicked).await?;
+    Ok(Json(serde_json::json!({
+        "room_id": room_id, "identity": identity, "sid": participant.sid, "kicked": true, "token_revoked": revoked,
+    })))
+}
+
+/// `GET /v1/rooms/{room_id}/participants`: who is in the room now.
+pub(crate) async fn list_participants(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(room_id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let who = authenticate(&state, &headers).await?;
+    moderated_room(&state, &who, &room_id).await?;
+    let sql = format!(
+        "SELECT {} FROM participants WHERE room_id = $1 AND state = 'active' ORDER BY identity LIMIT 10000",
+        participants::COLUMNS.join(", ")
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&room_id).fetch_all(&state.db.pool).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let p = participants::from_row(row)?;
+        let tracks = tracks_of(&state, &p.sid).await?;
+        out.push(participant_dto(p, tracks));
+    }
+    Ok(Json(serde_json::json!({ "participants": out })))
+}
+
+async fn participant_in(state: &ApiState, room_id: &str, identity: &str) -> ApiResult<ParticipantDto> {
+    let p = active_participant(state, room_id, identity)
+        .await?
+        .ok_or_else(|| ApiError::not_found("participant_not_found", "no such participant in the room"))?;
+    let tracks = tracks_of(state, &p.sid).await?;
+    Ok(participant_dto(p, tracks))
+}
+
+/// `GET /v1/rooms/{room_id}/participants/{identity}`.
+pub(crate) async fn get_participant(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((room_id, identity)): Path<(String, String)>,
+) -> ApiResult<Json<ParticipantDto>> {
+    let who = authenticate(&state, &headers).await?;
+    moderated_room(&state, &who, &room_id).await?;
+    Ok(Json(participant_in(&state, &room_id, &identity).await?))
+}
+
+fn participant_ref(sid: &str) -> ApiResult<AggregateRef> {
+    AggregateRef::new(AggregateKind::Participant, sid).map_err(|_| ApiError::internal("bad sid in the read model"))
+}
+
+/// `PUT /v1/rooms/{room_id}/participants/{identity}/permissions`.
+pub(crate) async fn set_permissions(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((room_id, identity)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<ParticipantDto>> {
+    let who = authenticate(&state, &headers).await?;
+    moderated_room(&state, &who, &room_id).await?;
+    let permissions: Permissions = parse_body(&body)?;
+    let p = participant_in(&state, &room_id, &identity).await?;
+    let command = ParticipantCommand::SetPermissions {
+        room_id: RoomId::parse(&room_id).map_err(|e| ApiError::bad_request("room_id", e))?,
+        identity: ParticipantIdentity::parse(&identity).map_err(|e| ApiError::bad_request("identity", e))?,
+        permissions,
+    };
+    let done = state.participants.execute(&participant_ref(&p.sid)?, &command, &meta(who.actor())).await?;
+    state.settle(done.appended.map(|a| a.last)).await;
+    Ok(Json(participant_in(&state, &room_id, &identity).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParticipantMetadata {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    metadata: Option<String>,
+}
+
+/// `PUT /v1/rooms/{room_id}/participants/{identity}/metadata`.
+pub(crate) async fn set_participant_metadata(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((room_id, identity)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<ParticipantDto>> {
+    let who = authenticate(&state, &headers).await?;
+    moderated_room(&state, &who, &room_id).await?;
+    let req: ParticipantMetadata = parse_body(&body)?;
+    let p = participant_in(&state, &room_id, &identity).await?;
+    let command = ParticipantCommand::UpdateMetadata {
+        room_id: RoomId::parse(&room_id).map_err(|e| ApiError::bad_request("room_id", e))?,
+        identity: ParticipantIdentity::parse(&identity).map_err(|e| ApiError::bad_request("identity", e))?,
+        name: req.name,
+        metadata: req.metadata,
+    };
+    let done = state.participants.execute(&participant_ref(&p.sid)?, &command, &meta(who.actor())).await?;
+    state.settle(done.appended.map(|a| a.last)).await;
+    Ok(Json(participant_in(&state, &room_id, &identity).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mute {
+    muted: bool,
+}
+
+/// `POST /v1/rooms/{room_id}/tracks/{track_id}/mute` `{"muted": true|false}`:
+/// a moderator mutes or unmutes a published track (the media node acts on the event).
+pub(crate) async fn mute_track(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((room_id, track_id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<TrackDto>> {
+    let who = authenticate(&state, &headers).await?;
+    moderated_room(&state, &who, &room_id).await?;
+    let req: Mute = parse_body(&body)?;
+    let aggregate =
+        AggregateRef::new(AggregateKind::Track, &track_id).map_err(|e| ApiError::bad_request("track_id", e))?;
+    let (track, _) = state.tracks.load(&aggregate).await?;
+    if track.room_id.as_ref().map(RoomId::as_str) != Some(room_id.as_str()) {
+        return Err(ApiError::not_found("track_not_found", "no such track in the room"));
+    }
+    let command = TrackCommand::SetMuted { muted: req.muted, by: MutedBy::Moderator };
+    let done = state.tracks.execute(&aggregate, &command, &meta(who.actor())).await?;
+    state.settle(done.appended.map(|a| a.last)).await;
+    let sql = format!("SELECT {} FROM tracks WHERE track_id = $1", tracks::COLUMNS.join(", "));
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&track_id).fetch_optional(&state.db.pool).await?;
+    let row = row.ok_or_else(|| ApiError::not_found("track_not_found", "no such track in the room"))?;
+    Ok(Json(tracks::from_row(&row)?.into()))
+}

@@ -1,0 +1,114 @@
+//! Shared by the black-box tests of arc-control: start the binary in
+//! embedded or cluster mode and find its address.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Master key of cluster-mode tests (dev generates its own).
+pub const MASTER_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+/// How to start arc-control against one storage setup.
+#[derive(Clone)]
+pub enum Mode {
+    Embedded { data_dir: PathBuf },
+    Cluster { nats: String, stream: String, prefix: String, database: String, data_dir: PathBuf },
+}
+
+impl Mode {
+    pub fn args(&self, database_override: Option<&str>) -> Vec<String> {
+        let mut args = vec!["--admin-key".to_string(), ADMIN_KEY.to_string(), "--listen".into(), "127.0.0.1:0".into()];
+        match self {
+            Self::Embedded { data_dir } => {
+                args.extend(["--data-dir".into(), data_dir.display().to_string()]);
+            }
+            Self::Cluster { nats, stream, prefix, database, data_dir } => {
+                args.extend([
+                    "--data-dir".into(),
+                    data_dir.display().to_string(),
+                    "--nats".into(),
+                    nats.clone(),
+                    "--nats-stream".into(),
+                    stream.clone(),
+                    "--nats-subject-prefix".into(),
+                    prefix.clone(),
+                    "--database".into(),
+                    database_override.unwrap_or(database).to_string(),
+                    "--master-key".into(),
+                    MASTER_KEY.into(),
+                ]);
+                return args;
+            }
+        }
+        if let Some(db) = database_override {
+            args.extend(["--database".into(), db.into()]);
+        }
+        args
+    }
+
+    pub fn read_db(&self) -> String {
+        match self {
+            Self::Embedded { data_dir } => format!("sqlite://{}", data_dir.join("read.db").display()),
+            Self::Cluster { database, .. } => database.clone(),
+        }
+    }
+
+    pub fn subcommand(&self) -> &'static str {
+        match self {
+            Self::Embedded { .. } => "dev",
+            Self::Cluster { .. } => "serve",
+        }
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start(mode: &Mode) -> Server {
+    start_with(mode, &[])
+}
+
+/// Starts arc-control with extra flags.
+pub fn start_with(mode: &Mode, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_arc-control"))
+        .arg(mode.subcommand())
+        .args(mode.args(None))
+        .args(extra)
+        .env("ARC_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn arc-control");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.trim().strip_prefix("status page") {
+                let _ = tx.send(rest.trim().trim_end_matches('/').to_string());
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(60)).expect("arc-control printed its address within 60 s");
+    Server { child, base }
+}
+
+pub async fn create_pg_database(admin_url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("arc_t_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create db");
+    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
+    format!("{base}/{name}")
+}
