@@ -30,6 +30,110 @@ enum Command {
     /// Media nodes
     #[command(subcommand)]
     Nodes(Nodes),
+    /// Applications: AppKey/AppSecret, quotas, webhook endpoints
+    #[command(subcommand)]
+    Apps(Apps),
+    /// Access tokens
+    #[command(subcommand)]
+    Tokens(Tokens),
+    /// Webhook deliveries
+    #[command(subcommand)]
+    Webhooks(Webhooks),
+}
+
+#[derive(Debug, Subcommand)]
+enum Apps {
+    /// Register an app; prints its AppKey and AppSecret (shown only once)
+    Create {
+        name: String,
+        /// Webhook endpoint (repeatable)
+        #[arg(long = "webhook")]
+        webhooks: Vec<String>,
+        #[arg(long)]
+        max_rooms: Option<u32>,
+        #[arg(long)]
+        max_participants_per_room: Option<u32>,
+        #[arg(long)]
+        max_participants: Option<u32>,
+    },
+    /// List apps
+    List,
+    /// Show one app with its quotas and usage
+    Get { app_id: String },
+    /// Disable an app: its tokens and credentials stop working
+    Disable {
+        app_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Enable a disabled app
+    Enable { app_id: String },
+    /// Issue a new secret; the old one keeps working for the grace period
+    RotateSecret {
+        app_id: String,
+        #[arg(long)]
+        grace_s: Option<u32>,
+    },
+    /// Delete an app for good
+    Delete { app_id: String },
+    /// Replace the quotas (omitted = unlimited)
+    Quotas {
+        app_id: String,
+        #[arg(long)]
+        max_rooms: Option<u32>,
+        #[arg(long)]
+        max_participants_per_room: Option<u32>,
+        #[arg(long)]
+        max_participants: Option<u32>,
+    },
+    /// Replace the webhook endpoints (none = remove all)
+    Webhooks { app_id: String, urls: Vec<String> },
+}
+
+#[derive(Debug, Subcommand)]
+enum Tokens {
+    /// Mint an access token locally with the app's key and secret (no server needed)
+    Mint {
+        #[arg(long, env = "ARC_APP_KEY")]
+        app_key: String,
+        #[arg(long, env = "ARC_APP_SECRET", hide_env_values = true)]
+        app_secret: String,
+        #[arg(long)]
+        identity: String,
+        #[arg(long)]
+        room: String,
+        /// Lifetime in seconds [default: 21600]
+        #[arg(long)]
+        ttl_s: Option<u32>,
+        /// Display name
+        #[arg(long)]
+        name: Option<String>,
+        /// Grants, comma-separated: join,publish,subscribe,publish_data,admin,record
+        #[arg(long, value_delimiter = ',')]
+        grants: Option<Vec<String>>,
+    },
+    /// Revoke a token by its jti
+    Revoke {
+        #[arg(long)]
+        app: String,
+        jti: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Webhooks {
+    /// List an app's deliveries
+    List {
+        #[arg(long)]
+        app: String,
+        /// pending, delivered or dead
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Deliver a dead-lettered delivery again
+    Redeliver { delivery_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,9 +155,6 @@ enum Rooms {
         app: String,
         /// Room name
         name: String,
-        /// Room id (generated when omitted)
-        #[arg(long)]
-        id: Option<String>,
         #[arg(long)]
         max_participants: Option<u32>,
         #[arg(long)]
@@ -96,6 +197,22 @@ impl Api {
         }
         Ok(value)
     }
+}
+
+fn parse_grants(names: &[String]) -> Result<arc_auth::Grants> {
+    let mut g = arc_auth::Grants::default();
+    for n in names {
+        match n.trim() {
+            "join" => g.join = true,
+            "publish" => g.publish = true,
+            "subscribe" => g.subscribe = true,
+            "publish_data" => g.publish_data = true,
+            "admin" => g.admin = true,
+            "record" => g.record = true,
+            other => bail!("unknown grant {other:?}; known: join, publish, subscribe, publish_data, admin, record"),
+        }
+    }
+    Ok(g)
 }
 
 fn table(rows: &[Vec<String>]) {
@@ -150,9 +267,9 @@ async fn run() -> Result<()> {
             }
             api.call(get, &q, None).await?
         }
-        Command::Rooms(Rooms::Create { app, name, id, max_participants, empty_timeout_s }) => {
+        Command::Rooms(Rooms::Create { app, name, max_participants, empty_timeout_s }) => {
             let body = serde_json::json!({
-                "app_id": app, "name": name, "room_id": id,
+                "app_id": app, "name": name,
                 "max_participants": max_participants, "empty_timeout_s": empty_timeout_s,
             });
             api.call(post, "/v1/rooms", Some(body)).await?
@@ -160,6 +277,78 @@ async fn run() -> Result<()> {
         Command::Rooms(Rooms::Get { room_id }) => api.call(get, &format!("/v1/rooms/{room_id}"), None).await?,
         Command::Rooms(Rooms::Close { room_id }) => api.call(post, &format!("/v1/rooms/{room_id}/close"), None).await?,
         Command::Nodes(Nodes::List) => api.call(get, "/v1/nodes", None).await?,
+        Command::Apps(Apps::Create { name, webhooks, max_rooms, max_participants_per_room, max_participants }) => {
+            let quotas = serde_json::json!({
+                "max_rooms": max_rooms, "max_participants_per_room": max_participants_per_room,
+                "max_participants": max_participants,
+            });
+            let body = serde_json::json!({ "name": name, "webhooks": webhooks, "quotas": quotas });
+            api.call(post, "/v1/apps", Some(body)).await?
+        }
+        Command::Apps(Apps::List) => api.call(get, "/v1/apps", None).await?,
+        Command::Apps(Apps::Get { app_id }) => api.call(get, &format!("/v1/apps/{app_id}"), None).await?,
+        Command::Apps(Apps::Disable { app_id, reason }) => {
+            api.call(post, &format!("/v1/apps/{app_id}/disable"), Some(serde_json::json!({ "reason": reason }))).await?
+        }
+        Command::Apps(Apps::Enable { app_id }) => api.call(post, &format!("/v1/apps/{app_id}/enable"), None).await?,
+        Command::Apps(Apps::RotateSecret { app_id, grace_s }) => {
+            let body = serde_json::json!({ "grace_s": grace_s });
+            api.call(post, &format!("/v1/apps/{app_id}/rotate-secret"), Some(body)).await?
+        }
+        Command::Apps(Apps::Delete { app_id }) => {
+            api.call(reqwest::Method::DELETE, &format!("/v1/apps/{app_id}"), None).await?
+        }
+        Command::Apps(Apps::Quotas { app_id, max_rooms, max_participants_per_room, max_participants }) => {
+            let body = serde_json::json!({
+                "max_rooms": max_rooms, "max_participants_per_room": max_participants_per_room,
+                "max_participants": max_participants,
+            });
+            api.call(reqwest::Method::PUT, &format!("/v1/apps/{app_id}/quotas"), Some(body)).await?
+        }
+        Command::Apps(Apps::Webhooks { app_id, urls }) => {
+            let body = serde_json::json!({ "urls": urls });
+            api.call(reqwest::Method::PUT, &format!("/v1/apps/{app_id}/webhooks"), Some(body)).await?
+        }
+        Command::Tokens(Tokens::Mint { app_key, app_secret, identity, room, ttl_s, name, grants }) => {
+            let grants = grants.as_ref().map(|g| parse_grants(g)).transpose()?;
+            let request = arc_auth::MintRequest {
+                identity: identity.clone(),
+                room: room.clone(),
+                grants,
+                ttl_s: *ttl_s,
+                name: name.clone(),
+                metadata: None,
+                not_before_s: None,
+            };
+            let secret = arc_auth::AppSecret::from_string(app_secret.clone());
+            let (token, claims) = arc_auth::token::mint(
+                app_key,
+                &secret,
+                &request,
+                &arc_auth::TokenPolicy::default(),
+                chrono::Utc::now(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !cli.json {
+                println!("{token}");
+                return Ok(());
+            }
+            serde_json::json!({ "token": token, "jti": claims.jti, "expires_at": claims.exp, "grants": claims.grants })
+        }
+        Command::Tokens(Tokens::Revoke { app, jti }) => {
+            let body = serde_json::json!({ "app_id": app, "jti": jti });
+            api.call(post, "/v1/tokens/revoke", Some(body)).await?
+        }
+        Command::Webhooks(Webhooks::List { app, state, limit }) => {
+            let mut q = format!("/v1/apps/{app}/webhooks/deliveries?limit={limit}");
+            if let Some(s) = state {
+                q.push_str(&format!("&state={s}"));
+            }
+            api.call(get, &q, None).await?
+        }
+        Command::Webhooks(Webhooks::Redeliver { delivery_id }) => {
+            api.call(post, &format!("/v1/webhooks/deliveries/{delivery_id}/redeliver"), None).await?
+        }
     };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -216,6 +405,51 @@ async fn run() -> Result<()> {
                         .map(|k| text(&n[*k]))
                         .collect(),
                 );
+            }
+            table(&rows);
+        }
+        Command::Apps(Apps::Create { .. }) => {
+            println!("app created: {}", text(&out["app"]["name"]));
+            println!("  app key     {}", text(&out["app_key"]));
+            println!("  app secret  {}", text(&out["app_secret"]));
+            println!("The secret is shown only now; store it safely.");
+        }
+        Command::Apps(Apps::List) => {
+            let mut rows = vec![vec!["APP KEY".into(), "NAME".into(), "STATE".into(), "ROOMS".into(), "PEOPLE".into()]];
+            for a in out["apps"].as_array().into_iter().flatten() {
+                rows.push(vec![
+                    text(&a["app_id"]),
+                    text(&a["name"]),
+                    text(&a["state"]),
+                    text(&a["usage"]["rooms_open"]),
+                    text(&a["usage"]["participants"]),
+                ]);
+            }
+            table(&rows);
+        }
+        Command::Webhooks(Webhooks::List { .. }) => {
+            let mut rows = vec![vec![
+                "DELIVERY".into(),
+                "EVENT".into(),
+                "STATE".into(),
+                "ATTEMPTS".into(),
+                "LAST".into(),
+                "URL".into(),
+            ]];
+            for d in out["deliveries"].as_array().into_iter().flatten() {
+                let last = match (&d["last_status"], &d["last_error"]) {
+                    (Value::Null, Value::Null) => "-".into(),
+                    (s, Value::Null) => text(s),
+                    (_, e) => text(e),
+                };
+                rows.push(vec![
+                    text(&d["delivery_id"]),
+                    text(&d["event_type"]),
+                    text(&d["state"]),
+                    text(&d["attempts"]),
+                    last,
+                    text(&d["url"]),
+                ]);
             }
             table(&rows);
         }
