@@ -59,6 +59,9 @@ pub struct Settings {
     pub webhook_backoff_max_s: Option<u64>,
     /// Timeout of one webhook request, in seconds (default 10).
     pub webhook_timeout_s: Option<u64>,
+    /// PEM file of extra CA certificates trusted for `https://` webhook
+    /// endpoints (besides the system's and the Mozilla roots).
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -89,6 +92,7 @@ impl Settings {
             webhook_backoff_base_ms: over.webhook_backoff_base_ms.or(self.webhook_backoff_base_ms),
             webhook_backoff_max_s: over.webhook_backoff_max_s.or(self.webhook_backoff_max_s),
             webhook_timeout_s: over.webhook_timeout_s.or(self.webhook_timeout_s),
+            webhook_ca_file: over.webhook_ca_file.or(self.webhook_ca_file),
         }
     }
 
@@ -149,6 +153,13 @@ impl Settings {
             backoff_base: Duration::from_millis(self.webhook_backoff_base_ms.unwrap_or(1000).clamp(10, 3_600_000)),
             backoff_max: Duration::from_secs(self.webhook_backoff_max_s.unwrap_or(600).clamp(1, 86_400)),
             timeout: Duration::from_secs(self.webhook_timeout_s.unwrap_or(10).clamp(1, 300)),
+            ca_pem: match &self.webhook_ca_file {
+                None => None,
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| ControlError::Config(format!("webhook_ca_file {}: {e}", path.display())))?,
+                ),
+            },
         };
         Ok(Config {
             data_dir,
@@ -201,7 +212,7 @@ pub struct Config {
 }
 
 /// How webhooks are delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookSettings {
     /// Attempts before a delivery is dead-lettered.
     pub attempts_max: u32,
@@ -210,6 +221,8 @@ pub struct WebhookSettings {
     pub backoff_max: Duration,
     /// Timeout of one request.
     pub timeout: Duration,
+    /// Extra trusted CA certificates (PEM) for `https://` endpoints.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Config {

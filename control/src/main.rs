@@ -76,6 +76,9 @@ struct SettingsArgs {
     /// Timeout of one webhook request in seconds [default: 10]
     #[arg(long, global = true, env = "ARC_WEBHOOK_TIMEOUT_S")]
     webhook_timeout_s: Option<u64>,
+    /// PEM file of extra CA certificates to trust for https:// webhook URLs
+    #[arg(long, global = true, env = "ARC_WEBHOOK_CA_FILE")]
+    webhook_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +116,7 @@ impl SettingsArgs {
             webhook_backoff_base_ms: self.webhook_backoff_base_ms,
             webhook_backoff_max_s: self.webhook_backoff_max_s,
             webhook_timeout_s: self.webhook_timeout_s,
+            webhook_ca_file: self.webhook_ca_file,
         }
     }
 }

@@ -147,6 +147,7 @@ fn webhook_config(config: &Config) -> arc_webhooks::WebhookConfig {
         backoff_max: config.webhook.backoff_max,
         timeout: config.webhook.timeout,
         concurrency: 16,
+        ca_pem: config.webhook.ca_pem.clone(),
     }
 }
 
@@ -167,7 +168,8 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     spawn_runner(&mut tasks, Runner::<TracksProjection>::new(db.clone(), log.clone()).await?, &mut projections);
     spawn_runner(&mut tasks, Runner::<RevokedProjection>::new(db.clone(), log.clone()).await?, &mut projections);
     let webhooks =
-        arc_webhooks::spawn(&mut tasks, db.pool.clone(), log.clone(), master_key.clone(), webhook_config(config));
+        arc_webhooks::spawn(&mut tasks, db.pool.clone(), log.clone(), master_key.clone(), webhook_config(config))
+            .map_err(|e| ControlError::Config(format!("webhooks: {e}")))?;
     tasks.spawn(crate::janitor::run(db.clone(), log.clone(), config.janitor_interval));
     if config.log == LogConfig::Embedded {
         // `dev` carries its own media node, so one process is a whole platform.

@@ -97,10 +97,10 @@
 //! still receive their webhooks. Deliveries planned before an endpoint was
 //! removed by a later `app.webhooks_set` are still attempted.
 //!
-//! Endpoints must be `http://` for now: the crate's HTTP client is built
-//! without TLS (the workspace's reqwest has no TLS feature, and enabling one
-//! needs crates this build cannot fetch offline). Deliveries to `https://`
-//! URLs fail every attempt and end dead-lettered.
+//! Endpoints may be `http://` or `https://` (rustls; certificates are checked
+//! against the system's store, the Mozilla roots and
+//! [`WebhookConfig::ca_pem`]). Redirects are not followed: a 3xx is a failed
+//! attempt.
 //!
 //! # Layout
 //! - `plan`: the pure fold (routing, delivery ids, bodies, outcomes).
@@ -140,6 +140,9 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Most requests in flight at once (never two of the same URL and room).
     pub concurrency: usize,
+    /// Extra CA certificates (PEM, one or more) trusted for `https://`
+    /// endpoints, on top of the system's store and the Mozilla roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for WebhookConfig {
@@ -151,6 +154,7 @@ impl Default for WebhookConfig {
             backoff_max: Duration::from_secs(3600),
             timeout: Duration::from_secs(10),
             concurrency: 16,
+            ca_pem: None,
         }
     }
 }
@@ -216,7 +220,8 @@ pub async fn migrate(pool: &sqlx::AnyPool) -> Result<(), WebhookError> {
 }
 
 /// Spawns the planner and the sender onto `tasks`; returns the planner's
-/// progress (the log position folded so far).
+/// progress (the log position folded so far). Fails, spawning nothing, if
+/// the HTTP client cannot be built (e.g. `ca_pem` holds no certificate).
 ///
 /// The database flavour is taken from the pool's URL: `sqlite:` writes take
 /// the lock with `BEGIN IMMEDIATE`; anything else uses plain transactions.
@@ -226,7 +231,8 @@ pub fn spawn(
     log: Arc<dyn EventLog>,
     master_key: Arc<MasterKey>,
     config: WebhookConfig,
-) -> watch::Receiver<Position> {
+) -> Result<watch::Receiver<Position>, WebhookError> {
+    let ctx = sender::Ctx::new(pool.clone(), log.clone(), master_key, config)?;
     let (progress_tx, progress) = watch::channel(Position::START);
     let planner_pool = pool.clone();
     let planner_log = log.clone();
@@ -243,13 +249,8 @@ pub fn spawn(
         planner::Planner::with_checkpoint(planner_pool, planner_log, checkpoint, progress_tx).run().await;
     });
     let sender_progress = progress.clone();
-    tasks.spawn(async move {
-        match sender::Ctx::new(pool, log, master_key, config) {
-            Ok(ctx) => sender::run(ctx, sender_progress).await,
-            Err(e) => tracing::error!(error = %e, "webhook sender cannot start"),
-        }
-    });
-    progress
+    tasks.spawn(sender::run(ctx, sender_progress));
+    Ok(progress)
 }
 
 /// Applies the log up to `until` (for `arc-control catch-up`); returns the

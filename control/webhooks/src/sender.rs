@@ -230,7 +230,18 @@ impl Ctx {
         master_key: Arc<MasterKey>,
         config: WebhookConfig,
     ) -> Result<Self, WebhookError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &config.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| WebhookError::Invalid(format!("webhook CA certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(WebhookError::Invalid("webhook CA certificates: no PEM certificate found".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
@@ -439,6 +450,7 @@ mod tests {
             backoff_max: Duration::from_millis(350),
             timeout: Duration::from_secs(1),
             concurrency: 2,
+            ca_pem: None,
         }
     }
 

@@ -34,6 +34,7 @@ fn config(attempts_max: u32) -> WebhookConfig {
         backoff_max: Duration::from_millis(100),
         timeout: Duration::from_secs(5),
         concurrency: 16,
+        ca_pem: None,
     }
 }
 
@@ -334,7 +335,7 @@ impl Fixture {
 
     fn spawn(&mut self, config: WebhookConfig) -> tokio::sync::watch::Receiver<Position> {
         let log = self.log();
-        arc_webhooks::spawn(&mut self.tasks, self.pool.clone(), log, self.master.clone(), config)
+        arc_webhooks::spawn(&mut self.tasks, self.pool.clone(), log, self.master.clone(), config).expect("spawn")
     }
 
     async fn deliveries(&self, state: Option<&str>) -> Vec<arc_webhooks::Delivery> {
@@ -632,4 +633,102 @@ async fn killed_mid_way_loses_nothing() {
     // Deduplicated by arc-webhook-id, each room's events arrived in log order.
     assert_eq!(first_arrivals(&hits), expected);
     eprintln!("{} requests for 24 events ({} at-least-once duplicates)", hits.len(), hits.len() - 24);
+}
+
+// ---------------------------------------------------------------- https
+
+/// An `axum::serve` listener that terminates TLS (handshake failures are skipped).
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else { continue };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// The receiver behind TLS with a fresh self-signed certificate for
+/// `localhost`; returns the certificate's PEM.
+async fn start_tls_receiver(secret: AppSecret) -> (Arc<Receiver>, SocketAddr, String) {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let cert_pem = key.cert.pem();
+    let cert = key.cert.der().clone();
+    let private = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).expect("key der");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], private)
+        .expect("server config");
+    let r = Arc::new(Receiver {
+        secret,
+        mode: Mutex::new(Mode::Healthy),
+        delay: Duration::ZERO,
+        hits: Mutex::new(Vec::new()),
+        in_flight: Mutex::new(HashMap::new()),
+        overlapped: AtomicBool::new(false),
+    });
+    let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(r.clone());
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    let listener = TlsListener { tcp, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)) };
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (r, addr, cert_pem)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_verify_the_certificate() {
+    let mut f = Fixture::new().await;
+    let (receiver, addr, ca_pem) = start_tls_receiver(f.secret.clone()).await;
+    f.set_webhooks(APP, &[format!("https://localhost:{}/hook", addr.port())]).await;
+    f.room_lifecycle_event("rm_tls", 0).await.expect("created");
+
+    // Without the receiver's CA the certificate is refused: no request is
+    // received and the delivery dead-letters naming the cause.
+    let progress = f.spawn(config(2));
+    eventually("dead-lettered", || async { f.deliveries(Some("dead")).await.len() == 1 }).await;
+    let dead = f.deliveries(None).await.remove(0);
+    let error = dead.last_error.clone().unwrap_or_default();
+    assert!(error.contains("certificate") || error.contains("Certificate"), "error names the certificate: {error}");
+    assert!(receiver.hits().is_empty());
+    f.tasks.shutdown().await;
+    drop(progress);
+
+    // Trusting it (as --webhook-ca-file does), a redelivery arrives signed.
+    let mut with_ca = config(2);
+    with_ca.ca_pem = Some(ca_pem.into_bytes());
+    let progress = f.spawn(with_ca);
+    let log = f.log();
+    let at = arc_webhooks::redeliver(&f.pool, log.as_ref(), &dead.delivery_id, Actor::Admin).await.expect("redeliver");
+    let mut p = progress.clone();
+    tokio::time::timeout(DEADLINE, p.wait_for(|x| *x >= at)).await.expect("planner folds").expect("planner alive");
+    f.wait_delivered(1).await;
+    let hits = receiver.hits();
+    assert_eq!(hits.len(), 1);
+    assert!(hits[0].verified, "signature verifies over TLS");
+
+    // A file with no certificate in it is a configuration error.
+    let mut bad = config(2);
+    bad.ca_pem = Some(b"not a certificate".to_vec());
+    let mut tasks = JoinSet::new();
+    let refused = arc_webhooks::spawn(&mut tasks, f.pool.clone(), f.log(), f.master.clone(), bad);
+    assert!(matches!(refused, Err(WebhookError::Invalid(ref m)) if m.contains("CA certificates")), "{refused:?}");
+    assert!(tasks.is_empty(), "nothing spawned");
 }
