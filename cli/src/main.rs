@@ -4,6 +4,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+mod listen;
+
 #[derive(Debug, Parser)]
 #[command(name = "arcctl", version, about = "Operate an Arc control plane over its REST API")]
 struct Cli {
@@ -134,6 +136,18 @@ enum Webhooks {
     },
     /// Deliver a dead-lettered delivery again
     Redeliver { delivery_id: String },
+    /// Run a local webhook receiver: verifies each delivery's signature, prints one line per delivery
+    Listen {
+        /// Address to listen on; register http://ADDR/ (any path) as the app's webhook URL
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// The app's secret, to verify signatures
+        #[arg(long, env = "ARC_APP_SECRET", hide_env_values = true)]
+        app_secret: String,
+        /// Print each delivery's JSON body too
+        #[arg(long)]
+        body: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,6 +362,9 @@ async fn run() -> Result<()> {
         }
         Command::Webhooks(Webhooks::Redeliver { delivery_id }) => {
             api.call(post, &format!("/v1/webhooks/deliveries/{delivery_id}/redeliver"), None).await?
+        }
+        Command::Webhooks(Webhooks::Listen { listen, app_secret, body }) => {
+            return listen::run(*listen, app_secret, *body).await;
         }
     };
     if cli.json {

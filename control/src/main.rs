@@ -200,6 +200,7 @@ async fn run(config: arc_control::config::Config) -> Result<()> {
     println!("  read models   {}", config.database_url);
     println!("  status page   {url}/");
     println!("  REST API      {url}/v1/   (health: {url}/healthz)");
+    println!("  API docs      {url}/docs   (OpenAPI: {url}/v1/openapi.json)");
     match &running.admin_key {
         (key, true) => println!(
             "  admin key     {key}\n                (generated now and saved in {}; it is not shown again)",
@@ -210,6 +211,15 @@ async fn run(config: arc_control::config::Config) -> Result<()> {
         }
         _ => println!("  admin key     from configuration"),
     }
+    let sealing = if config.master_key.is_some() {
+        "from configuration".to_owned()
+    } else {
+        format!(
+            "in {}: back it up, app secrets cannot be opened without it",
+            config.data_dir.join("master.key").display()
+        )
+    };
+    println!("  master key    {} {sealing}", running.master_key_id);
     println!("Ctrl-C to stop.");
     running
         .serve_until(async {
