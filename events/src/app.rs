@@ -79,7 +79,7 @@ pub struct AppSecretRotated {
 
 /// Limits on what an application may use at once (the reference's licence).
 /// `None` means no limit beyond the platform's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct Quotas {
     /// Open rooms at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,7 +10,7 @@ use crate::event::EventData;
 use crate::ids::{ParticipantIdentity, RoomId};
 
 /// What a participant may do in its room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct Permissions {
     pub publish: bool,
     pub subscribe: bool,

@@ -49,7 +49,7 @@ pub const ALG: &str = "HS256";
 pub const REQUIRED_CLAIMS: [&str; 7] = ["iss", "sub", "exp", "nbf", "iat", "jti", "room"];
 
 /// What the token's holder may do in its room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct Grants {
     /// Enter the room.
     #[serde(default)]
@@ -114,7 +114,7 @@ pub struct Claims {
 }
 
 /// What an app server asks for when minting.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema, utoipa::ToSchema)]
 pub struct MintRequest {
     /// Participant identity, `[A-Za-z0-9_-]{1,64}`.
     pub identity: String,

@@ -14,14 +14,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Principal, app_secrets, authenticate, load_app};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::{ApiState, check_limit, iso, meta, parse_body};
 use crate::projection::apps::{self, AppRow};
 
 /// An app as the API shows it (never its secret).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AppDto {
     pub app_id: String,
     /// The AppKey: the same as `app_id`.
@@ -30,6 +31,7 @@ pub struct AppDto {
     pub state: String,
     pub disabled_reason: Option<String>,
     pub quotas: Quotas,
+    /// Webhook endpoint URLs.
     pub webhooks: Vec<String>,
     /// Until when the previous secret still works, after a rotation.
     pub previous_secret_valid_until: Option<String>,
@@ -39,7 +41,7 @@ pub struct AppDto {
 }
 
 /// What an app uses now (from the read models).
-#[derive(Debug, Serialize, Default)]
+#[derive(Debug, Serialize, Default, ToSchema)]
 pub struct Usage {
     pub rooms_open: i64,
     pub participants: i64,
@@ -98,17 +100,90 @@ async fn existing_app(state: &ApiState, app_id: &str) -> ApiResult<AppRow> {
         .ok_or_else(|| ApiError::not_found("app_not_found", "app not found"))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new app.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateApp {
+pub(crate) struct CreateApp {
+    /// Display name, 1..=128 characters.
     name: String,
     #[serde(default)]
     quotas: Quotas,
+    /// Webhook endpoint URLs (`http://` or `https://`, at most 8).
     #[serde(default)]
     webhooks: Vec<String>,
 }
 
-/// `POST /v1/apps` (admin): returns the secret once.
+/// The created app with its credentials (the secret is shown only here).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CreatedApp {
+    app: AppDto,
+    /// The AppKey (HTTP Basic user name; the tokens' `iss`).
+    app_key: String,
+    /// The AppSecret (HTTP Basic password; signs tokens and webhooks). Shown once.
+    app_secret: String,
+    note: &'static str,
+}
+
+/// A page of apps.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AppList {
+    apps: Vec<AppDto>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    next_after: Option<String>,
+}
+
+/// The app after a rotation, and its new secret (shown once).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RotatedSecret {
+    app: AppDto,
+    app_secret: String,
+    /// Until when the previous secret keeps working (RFC 3339).
+    previous_secret_valid_until: Option<String>,
+}
+
+/// A minted access token.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MintedToken {
+    /// The JWT (HS256).
+    token: String,
+    /// The token id (revoke it with this).
+    jti: String,
+    app_id: String,
+    identity: String,
+    room: String,
+    grants: token::Grants,
+    /// RFC 3339.
+    expires_at: Option<String>,
+}
+
+/// A revoked token id.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Revoked {
+    jti: String,
+    revoked: bool,
+}
+
+/// A page of webhook deliveries.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeliveryList {
+    deliveries: Vec<arc_webhooks::Delivery>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    next_after: Option<String>,
+}
+
+/// Create an app.
+///
+/// Returns its AppKey and AppSecret; the secret is shown only in this answer
+/// (it is stored sealed with the master key).
+#[utoipa::path(post, path = "/v1/apps", tag = "apps", request_body = CreateApp,
+    security(("admin" = [])),
+    responses(
+        (status = 201, description = "Created", body = CreatedApp),
+        (status = 400, description = "Bad input (the field is named)", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "Not the admin key", body = ErrorBody),
+        (status = 503, description = "The event log or read models are unreachable", body = ErrorBody),
+    ))]
 pub(crate) async fn create_app(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -128,28 +203,40 @@ pub(crate) async fn create_app(
     let done = state.apps.execute(&app_ref(app_id.as_str())?, &command, &meta(who.actor())).await?;
     state.settle(done.appended.map(|a| a.last)).await;
     let app = dto(&state, existing_app(&state, app_id.as_str()).await?).await?;
-    let body = serde_json::json!({
-        "app": app,
-        "app_key": app_id,
-        "app_secret": secret.expose(),
-        "note": "the app secret is shown only now; store it safely",
-    });
+    let body = CreatedApp {
+        app,
+        app_key: app_id.to_string(),
+        app_secret: secret.expose().to_owned(),
+        note: "the app secret is shown only now; store it safely",
+    };
     Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/apps/{app_id}"))], Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListApps {
+    /// `active`, `disabled` or `deleted`.
     state: Option<String>,
+    /// Page size, 1..=500 (default 100).
     limit: Option<i64>,
+    /// The last `app_id` of the previous page.
     after: Option<String>,
 }
 
-/// `GET /v1/apps` (admin).
+/// List apps.
+#[utoipa::path(get, path = "/v1/apps", tag = "apps", params(ListApps),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "A page of apps, ordered by id", body = AppList),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "Not the admin key", body = ErrorBody),
+    ))]
 pub(crate) async fn list_apps(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Query(q): Query<ListApps>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<AppList>> {
     authenticate(&state, &headers).await?.require_admin()?;
     let limit = check_limit(q.limit)?;
     if let Some(s) = &q.state
@@ -172,10 +259,17 @@ pub(crate) async fn list_apps(
         out.push(dto(&state, apps::from_row(row)?).await?);
     }
     let next = (out.len() as i64 == limit).then(|| out.last().map(|a| a.app_id.clone())).flatten();
-    Ok(Json(serde_json::json!({ "apps": out, "next_after": next })))
+    Ok(Json(AppList { apps: out, next_after: next }))
 }
 
-/// `GET /v1/apps/{app_id}` (admin, or the app itself).
+/// Get an app, with its quotas and current usage.
+#[utoipa::path(get, path = "/v1/apps/{app_id}", tag = "apps", params(("app_id" = String, Path, description = "The app id (= AppKey)")),
+    security(("admin" = []), ("app" = [])),
+    responses(
+        (status = 200, description = "The app", body = AppDto),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such app (or not yours)", body = ErrorBody),
+    ))]
 pub(crate) async fn get_app(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -198,14 +292,26 @@ async fn run_app_command(
     Ok(Json(dto(state, row).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// Why an app is disabled.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Disable {
+pub(crate) struct Disable {
     #[serde(default)]
     reason: Option<String>,
 }
 
-/// `POST /v1/apps/{app_id}/disable` (admin): its tokens and credentials stop working.
+/// Disable an app: its credentials and tokens stop working.
+#[utoipa::path(post, path = "/v1/apps/{app_id}/disable", tag = "apps", params(("app_id" = String, Path, description = "The app id (= AppKey)")),
+    request_body(content = Option<Disable>, description = "Optional; an empty body reads as `{}`"),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The app", body = AppDto),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "Not the admin key", body = ErrorBody),
+        (status = 404, description = "No such app", body = ErrorBody),
+        (status = 409, description = "Not possible in the app's state (e.g. deleted)", body = ErrorBody),
+    ))]
 pub(crate) async fn disable_app(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -218,7 +324,16 @@ pub(crate) async fn disable_app(
     run_app_command(&state, &who, &app_id, AppCommand::Disable { reason: req.reason }).await
 }
 
-/// `POST /v1/apps/{app_id}/enable` (admin).
+/// Enable a disabled app.
+#[utoipa::path(post, path = "/v1/apps/{app_id}/enable", tag = "apps", params(("app_id" = String, Path, description = "The app id (= AppKey)")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The app", body = AppDto),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "Not the admin key", body = ErrorBody),
+        (status = 404, description = "No such app", body = ErrorBody),
+        (status = 409, description = "Not possible in the app's state", body = ErrorBody),
+    ))]
 pub(crate) async fn enable_app(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -229,7 +344,16 @@ pub(crate) async fn enable_app(
     run_app_command(&state, &who, &app_id, AppCommand::Enable).await
 }
 
-/// `DELETE /v1/apps/{app_id}` (admin).
+/// Delete an app for good (its rooms stay in the log).
+#[utoipa::path(delete, path = "/v1/apps/{app_id}", tag = "apps", params(("app_id" = String, Path, description = "The app id (= AppKey)")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The deleted app", body = AppDto),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "Not the admin key", body = ErrorBody),
+        (status = 404, description = "No such app", body = ErrorBody),
+        (status = 409, description = "Already deleted", body = ErrorBody),
+    ))]
 pub(crate) async fn delete_app(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -240,20 +364,34 @@ pub(crate) async fn delete_app(
     run_app_command(&state, &who, &app_id, AppCommand::Delete).await
 }
 
-#[derive(Debug, Deserialize)]
+/// How long the previous secret keeps working.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Rotate {
+pub(crate) struct Rotate {
+    /// Grace period in seconds (default: the server's `secret_grace_s`).
     #[serde(default)]
     grace_s: Option<u32>,
 }
 
-/// `POST /v1/apps/{app_id}/rotate-secret` (admin, or the app itself): returns the new secret once.
+/// Rotate an app's secret.
+///
+/// Returns the new secret once; the previous one keeps working for the grace period.
+#[utoipa::path(post, path = "/v1/apps/{app_id}/rotate-secret", tag = "apps", params(("app_id" = String, Path, description = "The app id (= AppKey)")),
+    request_body(content = Option<Rotate>, description = "Optional"),
+    security(("admin" = []), ("app" = [])),
+    responses(
+        (status = 200, description = "The new secret", body = RotatedSecret),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such app", body = ErrorBody),
+        (status = 409, description = "Not possible in the app's state", body = ErrorBody),
+    ))]
 pub(crate) async fn rotate_secret(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(app_id): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<RotatedSecret>> {
     let who = authenticate(&state, &headers).await?;
     who.require_app(&app_id)?;
     let req: Rotate = parse_body(&body)?;
@@ -264,14 +402,20 @@ pub(crate) async fn rotate_secret(
         grace_s: req.grace_s.unwrap_or(state.secret_grace_s),
     };
     let Json(app) = run_app_command(&state, &who, &app_id, command).await?;
-    Ok(Json(serde_json::json!({
-        "app": app,
-        "app_secret": secret.expose(),
-        "previous_secret_valid_until": app.previous_secret_valid_until,
-    })))
+    let previous_secret_valid_until = app.previous_secret_valid_until.clone();
+    Ok(Json(RotatedSecret { app, app_secret: secret.expose().to_owned(), previous_secret_valid_until }))
 }
 
-/// `PUT /v1/apps/{app_id}/quotas` (admin): replaces the quotas.
+/// Replace an app's quotas (a limit left out is no limit).
+#[utoipa::path(put, path = "/v1/apps/{app_id}/quotas", tag = "apps", params(("app_id" = String, Path, description = "The app id (= AppKey)")), request_body = Quotas,
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The app", body = AppDto),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "Not the admin key", body = ErrorBody),
+        (status = 404, description = "No such app", body = ErrorBody),
+    ))]
 pub(crate) async fn set_quotas(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -284,13 +428,23 @@ pub(crate) async fn set_quotas(
     run_app_command(&state, &who, &app_id, AppCommand::SetQuotas { quotas }).await
 }
 
-#[derive(Debug, Deserialize)]
+/// An app's webhook endpoints.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Webhooks {
+pub(crate) struct Webhooks {
+    /// `http://` or `https://` URLs, at most 8; empty removes all.
     urls: Vec<String>,
 }
 
-/// `PUT /v1/apps/{app_id}/webhooks` (admin, or the app itself): replaces the endpoints.
+/// Replace an app's webhook endpoints.
+#[utoipa::path(put, path = "/v1/apps/{app_id}/webhooks", tag = "webhooks", params(("app_id" = String, Path, description = "The app id (= AppKey)")), request_body = Webhooks,
+    security(("admin" = []), ("app" = [])),
+    responses(
+        (status = 200, description = "The app", body = AppDto),
+        (status = 400, description = "Bad URL (named)", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such app", body = ErrorBody),
+    ))]
 pub(crate) async fn set_webhooks(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -303,9 +457,10 @@ pub(crate) async fn set_webhooks(
     run_app_command(&state, &who, &app_id, AppCommand::SetWebhooks { urls: req.urls }).await
 }
 
-#[derive(Debug, Deserialize)]
+/// What to put in the token.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Mint {
+pub(crate) struct Mint {
     /// Only with the admin key: which app mints.
     #[serde(default)]
     app_id: Option<String>,
@@ -313,7 +468,21 @@ struct Mint {
     request: MintRequest,
 }
 
-/// `POST /v1/tokens` (the app with HTTP Basic, or admin naming `app_id`): mints an access token.
+/// Mint an access token.
+///
+/// An app server authenticates with HTTP Basic `app_key:app_secret` (or the
+/// admin key, naming `app_id`). The token is a JWT (HS256 under the app
+/// secret) with `iss` = app key, `sub` = identity, `room`, `exp`, `nbf`,
+/// `iat`, `jti` and `grants`.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = Mint,
+    security(("app" = []), ("admin" = [])),
+    responses(
+        (status = 201, description = "The token", body = MintedToken),
+        (status = 400, description = "Bad input (e.g. ttl_s over the server's limit)", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "The app is disabled, or an access token was used", body = ErrorBody),
+        (status = 404, description = "No such app", body = ErrorBody),
+    ))]
 pub(crate) async fn mint_token(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -333,23 +502,26 @@ pub(crate) async fn mint_token(
             token::TokenError::Invalid { field, reason } => ApiError::bad_request(field, reason),
             other => ApiError::bad_request("token", other),
         })?;
-    let body = serde_json::json!({
-        "token": token,
-        "jti": claims.jti,
-        "app_id": claims.iss,
-        "identity": claims.sub,
-        "room": claims.room,
-        "grants": claims.grants,
-        "expires_at": chrono::DateTime::from_timestamp(claims.exp, 0).map(|t| t.to_rfc3339()),
-    });
+    let body = MintedToken {
+        token,
+        expires_at: chrono::DateTime::from_timestamp(claims.exp, 0).map(|t| t.to_rfc3339()),
+        jti: claims.jti,
+        app_id: claims.iss,
+        identity: claims.sub,
+        room: claims.room,
+        grants: claims.grants,
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// A token to refuse from now on.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Revoke {
+pub(crate) struct Revoke {
+    /// Only with the admin key: whose token.
     #[serde(default)]
     app_id: Option<String>,
+    /// The token's `jti`.
     jti: String,
     /// When the token expires; defaults to the longest allowed lifetime from now.
     #[serde(default)]
@@ -358,12 +530,21 @@ struct Revoke {
     reason: Option<String>,
 }
 
-/// `POST /v1/tokens/revoke` (the app, or admin naming `app_id`).
+/// Revoke a token by its `jti`: every later use is refused with `token_revoked`.
+#[utoipa::path(post, path = "/v1/tokens/revoke", tag = "tokens", request_body = Revoke,
+    security(("app" = []), ("admin" = [])),
+    responses(
+        (status = 200, description = "Revoked", body = Revoked),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "Not the app's credentials", body = ErrorBody),
+        (status = 409, description = "The app is deleted", body = ErrorBody),
+    ))]
 pub(crate) async fn revoke_token(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Revoked>> {
     let who = authenticate(&state, &headers).await?;
     let req: Revoke = parse_body(&body)?;
     let app_id = who.app_scope(req.app_id.as_deref())?;
@@ -374,13 +555,17 @@ pub(crate) async fn revoke_token(
     let command = AppCommand::RevokeToken { jti: req.jti.clone(), expires_at, reason: req.reason };
     let done = state.apps.execute(&app_ref(app_id.as_str())?, &command, &meta(who.actor())).await?;
     state.settle(done.appended.map(|a| a.last)).await;
-    Ok(Json(serde_json::json!({ "jti": req.jti, "revoked": true })))
+    Ok(Json(Revoked { jti: req.jti, revoked: true }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListDeliveries {
+    /// `pending`, `delivered` or `dead`.
     state: Option<String>,
+    /// Page size, 1..=500 (default 100).
     limit: Option<i64>,
+    /// The last `delivery_id` of the previous page.
     after: Option<String>,
 }
 
@@ -397,13 +582,21 @@ fn webhook_error(e: arc_webhooks::WebhookError) -> ApiError {
     }
 }
 
-/// `GET /v1/apps/{app_id}/webhooks/deliveries` (admin, or the app itself).
+/// List an app's webhook deliveries (each attempt is an event; this is their read model).
+#[utoipa::path(get, path = "/v1/apps/{app_id}/webhooks/deliveries", tag = "webhooks", params(("app_id" = String, Path, description = "The app id (= AppKey)"), ListDeliveries),
+    security(("admin" = []), ("app" = [])),
+    responses(
+        (status = 200, description = "A page of deliveries, oldest first", body = DeliveryList),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such app, or no such `after` delivery", body = ErrorBody),
+    ))]
 pub(crate) async fn list_deliveries(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(app_id): Path<String>,
     Query(q): Query<ListDeliveries>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<DeliveryList>> {
     authenticate(&state, &headers).await?.require_app(&app_id)?;
     let limit = check_limit(q.limit)?;
     if let Some(s) = &q.state
@@ -415,7 +608,7 @@ pub(crate) async fn list_deliveries(
         .await
         .map_err(webhook_error)?;
     let next = (list.len() as i64 == limit).then(|| list.last().map(|d| d.delivery_id.clone())).flatten();
-    Ok(Json(serde_json::json!({ "deliveries": list, "next_after": next })))
+    Ok(Json(DeliveryList { deliveries: list, next_after: next }))
 }
 
 async fn delivery_for(state: &ApiState, who: &Principal, delivery_id: &str) -> ApiResult<arc_webhooks::Delivery> {
@@ -427,7 +620,14 @@ async fn delivery_for(state: &ApiState, who: &Principal, delivery_id: &str) -> A
     Ok(d)
 }
 
-/// `GET /v1/webhooks/deliveries/{delivery_id}`.
+/// Get one webhook delivery.
+#[utoipa::path(get, path = "/v1/webhooks/deliveries/{delivery_id}", tag = "webhooks", params(("delivery_id" = String, Path, description = "The delivery id (`wd_…`)")),
+    security(("admin" = []), ("app" = [])),
+    responses(
+        (status = 200, description = "The delivery", body = arc_webhooks::Delivery),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such delivery (or not yours)", body = ErrorBody),
+    ))]
 pub(crate) async fn get_delivery(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -437,7 +637,15 @@ pub(crate) async fn get_delivery(
     Ok(Json(delivery_for(&state, &who, &delivery_id).await?))
 }
 
-/// `POST /v1/webhooks/deliveries/{delivery_id}/redeliver`: a dead-lettered delivery is tried again.
+/// Redeliver a dead-lettered delivery (its attempts start again from 1).
+#[utoipa::path(post, path = "/v1/webhooks/deliveries/{delivery_id}/redeliver", tag = "webhooks", params(("delivery_id" = String, Path, description = "The delivery id (`wd_…`)")),
+    security(("admin" = []), ("app" = [])),
+    responses(
+        (status = 200, description = "The delivery, pending again", body = arc_webhooks::Delivery),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 404, description = "No such delivery", body = ErrorBody),
+        (status = 409, description = "Only dead-lettered deliveries can be redelivered", body = ErrorBody),
+    ))]
 pub(crate) async fn redeliver(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,

@@ -57,27 +57,36 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// Every error answer: `{"error": {"code", "message"}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
+/// What went wrong.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable, machine-readable: e.g. `invalid_argument`, `unauthenticated`,
+    /// `token_expired`, `permission_denied`, `room_not_found`, `conflict`,
+    /// `quota_exceeded`, `log_unavailable`.
+    pub(crate) code: &'static str,
+    /// For people; a 400's message starts with the offending field.
+    pub(crate) message: String,
+    /// Only with `quota_exceeded`: which quota (`max_rooms`,
+    /// `max_participants_per_room`, `max_participants`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    limit: Option<&'a str>,
+    pub(crate) limit: Option<&'static str>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: &self.message, limit: self.limit } };
-        let mut response = (self.status, Json(body)).into_response();
-        if matches!(self.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT) {
+        let status = self.status;
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, limit: self.limit } };
+        let mut response = (status, Json(body)).into_response();
+        if matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT) {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
         response

@@ -35,9 +35,11 @@ use crate::readdb::ReadDb;
 pub mod apps;
 pub(crate) mod auth;
 pub mod error;
+pub(crate) mod json_errors;
+pub mod openapi;
 pub mod rooms;
 
-use error::{ApiError, ApiResult};
+use error::{ApiError, ApiResult, ErrorBody};
 
 /// Largest request body accepted.
 pub const BODY_BYTES_MAX: usize = 256 * 1024;
@@ -86,7 +88,7 @@ impl ApiState {
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/", get(status_page))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/v1/status", get(status))
         .route("/v1/apps", get(apps::list_apps).post(apps::create_app))
         .route("/v1/apps/{app_id}", get(apps::get_app).delete(apps::delete_app))
@@ -112,7 +114,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/rooms/{room_id}/participants/{identity}/metadata", put(rooms::set_participant_metadata))
         .route("/v1/rooms/{room_id}/tracks/{track_id}/mute", post(rooms::mute_track))
         .route("/v1/nodes", get(list_nodes))
+        .route("/v1/openapi.json", get(openapi::serve_json))
+        .route("/docs", get(openapi::serve_docs))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .layer(axum::middleware::map_response(json_errors::json_errors))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
@@ -139,11 +144,13 @@ fn check_limit(limit: Option<i64>) -> ApiResult<i64> {
     Ok(limit)
 }
 
-/// A node as the API shows it.
-#[derive(Debug, Serialize)]
+/// A media node as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NodeDto {
     pub node_id: String,
     pub address: String,
+    /// Announced public addresses (a JSON array of strings).
+    #[schema(value_type = Vec<String>)]
     pub public_ips: serde_json::Value,
     pub arch: String,
     pub cores: i64,
@@ -159,7 +166,20 @@ pub struct NodeDto {
     pub cpu_percent: f64,
 }
 
-async fn list_nodes(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
+/// The media nodes.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NodeList {
+    pub nodes: Vec<NodeDto>,
+}
+
+/// List media nodes with their last reported load.
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", security(("admin" = [])),
+    responses(
+        (status = 200, description = "Every node, by id (at most 1000)", body = NodeList),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "Not the admin key", body = ErrorBody),
+    ))]
+pub(crate) async fn list_nodes(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> ApiResult<Json<NodeList>> {
     auth::authenticate(&state, &headers).await?.require_admin()?;
     let sql = format!("SELECT {} FROM nodes ORDER BY node_id LIMIT 1000", nodes::COLUMNS.join(", "));
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&state.db.pool).await?;
@@ -184,11 +204,11 @@ async fn list_nodes(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> A
             cpu_percent: n.cpu_percent,
         });
     }
-    Ok(Json(serde_json::json!({ "nodes": out })))
+    Ok(Json(NodeList { nodes: out }))
 }
 
 /// Public health and progress figures (no ids, no secrets).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatusDto {
     pub version: &'static str,
     pub log_backend: &'static str,
@@ -200,7 +220,7 @@ pub struct StatusDto {
 }
 
 /// One projection's progress.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProjectionStatus {
     pub name: &'static str,
     pub position: u64,
@@ -208,7 +228,13 @@ pub struct ProjectionStatus {
     pub caught_up: bool,
 }
 
-async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json<StatusDto>> {
+/// Health and progress: log head, projections, open rooms, live nodes (no credentials needed).
+#[utoipa::path(get, path = "/v1/status", tag = "status",
+    responses(
+        (status = 200, description = "Figures", body = StatusDto),
+        (status = 503, description = "The event log or read models are unreachable", body = ErrorBody),
+    ))]
+pub(crate) async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json<StatusDto>> {
     let head = state.log.head().await?;
     let rooms_open: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE state = 'open'").fetch_one(&state.db.pool).await?;
@@ -232,6 +258,13 @@ async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json<StatusDto>
         rooms_open,
         nodes_up,
     }))
+}
+
+/// Liveness: `ok` while the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "status",
+    responses((status = 200, description = "Serving", body = String, content_type = "text/plain")))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
 }
 
 async fn status_page() -> Html<&'static str> {

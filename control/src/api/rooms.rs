@@ -19,10 +19,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 
 use super::apps::usage;
 use super::auth::{Principal, authenticate, load_app, verify_token};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::{ApiState, check_limit, iso, meta, parse_body};
 use crate::projection::apps::AppRow;
 use crate::projection::participants::{self, ParticipantRow};
@@ -44,11 +45,13 @@ fn room_ref(room_id: &str) -> ApiResult<AggregateRef> {
 }
 
 /// A room as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RoomDto {
     pub room_id: String,
     pub app_id: String,
+    /// Unique among the app's rooms.
     pub name: String,
+    /// `open` or `closed`.
     pub state: String,
     pub max_participants: Option<i64>,
     pub empty_timeout_s: i64,
@@ -81,7 +84,7 @@ impl From<RoomRow> for RoomDto {
 }
 
 /// A participant session as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ParticipantDto {
     pub sid: String,
     pub room_id: String,
@@ -98,7 +101,7 @@ pub struct ParticipantDto {
 }
 
 /// A track as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TrackDto {
     pub track_id: String,
     pub kind: String,
@@ -227,11 +230,14 @@ async fn active_app(state: &ApiState, app_id: &AppId) -> ApiResult<AppRow> {
     Ok(app)
 }
 
-#[derive(Debug, Deserialize)]
+/// A room to open.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateRoom {
+pub(crate) struct CreateRoom {
+    /// Only with the admin key: whose room.
     #[serde(default)]
     app_id: Option<String>,
+    /// Unique among the app's open rooms; the room id is derived from it.
     name: String,
     #[serde(default)]
     max_participants: Option<u32>,
@@ -241,7 +247,17 @@ struct CreateRoom {
     metadata: Option<String>,
 }
 
-/// `POST /v1/rooms` (the app, or admin naming `app_id`): opens a room by name.
+/// Open a room (rooms are also opened by the first join).
+#[utoipa::path(post, path = "/v1/rooms", tag = "rooms", request_body = CreateRoom,
+    security(("app" = []), ("admin" = [])),
+    responses(
+        (status = 201, description = "Opened", body = RoomDto),
+        (status = 400, description = "Bad input (named)", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "The app is disabled, or an access token was used", body = ErrorBody),
+        (status = 409, description = "A room of that name is open already", body = ErrorBody),
+        (status = 429, description = "The app's `max_rooms` quota is reached", body = ErrorBody),
+    ))]
 pub(crate) async fn create_room(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -279,7 +295,14 @@ impl IntoApi for RoomError {
     }
 }
 
-/// `GET /v1/rooms/{room_id}`.
+/// Get a room.
+#[utoipa::path(get, path = "/v1/rooms/{room_id}", tag = "rooms", params(("room_id" = String, Path, description = "The room id (`rm_…`)")), security(("admin" = []), ("app" = []), ("participant" = [])),
+    responses(
+        (status = 200, description = "The room", body = RoomDto),
+        (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` grant for this room", body = ErrorBody),
+        (status = 404, description = "No such room (or not yours)", body = ErrorBody),
+    ))]
 pub(crate) async fn get_room(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -289,21 +312,43 @@ pub(crate) async fn get_room(
     Ok(Json(moderated_room(&state, &who, &room_id).await?.into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListRooms {
+    /// Only this app's rooms (an app sees only its own anyway).
     app_id: Option<String>,
+    /// Only rooms of this name.
     name: Option<String>,
+    /// `open` or `closed`.
     state: Option<String>,
+    /// Page size, 1..=500 (default 100).
     limit: Option<i64>,
+    /// The last `room_id` of the previous page.
     after: Option<String>,
 }
 
-/// `GET /v1/rooms?app_id=&name=&state=&limit=&after=` (admin: any app; an app: its own).
+/// A page of rooms.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RoomList {
+    rooms: Vec<RoomDto>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    next_after: Option<String>,
+}
+
+/// List rooms (the admin key: every app's; an app: its own), ordered by id.
+#[utoipa::path(get, path = "/v1/rooms", tag = "rooms", params(ListRooms),
+    security(("admin" = []), ("app" = [])),
+    responses(
+        (status = 200, description = "A page of rooms", body = RoomList),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "Another app's rooms, or an access token", body = ErrorBody),
+    ))]
 pub(crate) async fn list_rooms(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Query(q): Query<ListRooms>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<RoomList>> {
     let who = authenticate(&state, &headers).await?;
     let app_filter = match &who {
         Principal::Admin => q.app_id.clone().unwrap_or_default(),
@@ -332,10 +377,18 @@ pub(crate) async fn list_rooms(
     let rooms: Vec<RoomDto> =
         rows.iter().map(rooms::from_row).collect::<Result<Vec<_>, _>>()?.into_iter().map(Into::into).collect();
     let next = (rooms.len() as i64 == limit).then(|| rooms.last().map(|r| r.room_id.clone())).flatten();
-    Ok(Json(serde_json::json!({ "rooms": rooms, "next_after": next })))
+    Ok(Json(RoomList { rooms, next_after: next }))
 }
 
-/// `POST /v1/rooms/{room_id}/close`.
+/// Close a room: every participant leaves.
+#[utoipa::path(post, path = "/v1/rooms/{room_id}/close", tag = "rooms", params(("room_id" = String, Path, description = "The room id (`rm_…`)")), security(("admin" = []), ("app" = []), ("participant" = [])),
+    responses(
+        (status = 200, description = "The closed room", body = RoomDto),
+        (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` grant for this room", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+        (status = 409, description = "Changed concurrently too often; retry", body = ErrorBody),
+    ))]
 pub(crate) async fn close_room(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -348,14 +401,24 @@ pub(crate) async fn close_room(
     Ok(Json(moderated_room(&state, &who, &room_id).await?.into()))
 }
 
-#[derive(Debug, Deserialize)]
+/// Free-form metadata (`null` clears it).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Metadata {
+pub(crate) struct Metadata {
     #[serde(default)]
     metadata: Option<String>,
 }
 
-/// `PUT /v1/rooms/{room_id}/metadata`.
+/// Replace a room's metadata.
+#[utoipa::path(put, path = "/v1/rooms/{room_id}/metadata", tag = "rooms", params(("room_id" = String, Path, description = "The room id (`rm_…`)")), request_body = Metadata, security(("admin" = []), ("app" = []), ("participant" = [])),
+    responses(
+        (status = 200, description = "The room", body = RoomDto),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` grant for this room", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+        (status = 409, description = "The room is closed", body = ErrorBody),
+    ))]
 pub(crate) async fn set_room_metadata(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -391,8 +454,33 @@ async fn join(
     Ok((done.appended.map(|a| a.last), done.seq))
 }
 
-/// `POST /v1/join` with `Authorization: Bearer <access token>` (grant `join`):
-/// opens the token's room if needed and records the participant's session.
+/// A participant's session, opened with an access token.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Joined {
+    room_id: String,
+    /// The room's name (the token's `room`).
+    room: String,
+    /// Whether this join opened the room.
+    room_created: bool,
+    identity: String,
+    /// The session id (`pa_…`).
+    sid: String,
+    grants: arc_auth::token::Grants,
+}
+
+/// Join the token's room.
+///
+/// With `Authorization: Bearer <access token>` (grant `join`): opens the
+/// token's room if needed and records the participant's session, within the
+/// app's quotas. Rejected tokens answer 401 with a `token_…` code.
+#[utoipa::path(post, path = "/v1/join", tag = "rooms", security(("participant" = [])),
+    responses(
+        (status = 201, description = "Joined", body = Joined),
+        (status = 401, description = "No token, or it is expired, not yet valid, badly signed, of another alg, revoked or malformed", body = ErrorBody),
+        (status = 403, description = "No `join` grant, or the app is disabled", body = ErrorBody),
+        (status = 409, description = "The room is closing; retry", body = ErrorBody),
+        (status = 429, description = "A quota or the room's participant limit is reached (`limit` names it)", body = ErrorBody),
+    ))]
 pub(crate) async fn join_with_token(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> ApiResult<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -432,20 +520,21 @@ pub(crate) async fn join_with_token(State(state): State<Arc<ApiState>>, headers:
     };
     let (position, _) = join(&state, &who, &app, &room_id, joined).await?;
     state.settle(position).await;
-    let body = serde_json::json!({
-        "room_id": room_id,
-        "room": claims.room,
-        "room_created": created,
-        "identity": identity,
-        "sid": sid,
-        "grants": claims.grants,
-    });
+    let body = Joined {
+        room_id: room_id.to_string(),
+        room: claims.room,
+        room_created: created,
+        identity: identity.to_string(),
+        sid: sid.to_string(),
+        grants: claims.grants,
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// A participant a gateway admits.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct JoinRoom {
+pub(crate) struct JoinRoom {
     identity: String,
     #[serde(default)]
     name: Option<String>,
@@ -455,8 +544,28 @@ struct JoinRoom {
     metadata: Option<String>,
 }
 
-/// `POST /v1/rooms/{room_id}/participants` (admin or the app): records a
-/// participant joining an open room (for gateways that authenticate themselves).
+/// A participant admitted by its app.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ParticipantAdded {
+    room_id: String,
+    identity: String,
+    sid: String,
+    /// The room's event sequence number after the join.
+    seq: u64,
+}
+
+/// Admit a participant to an open room (for gateways that authenticate their users themselves).
+#[utoipa::path(post, path = "/v1/rooms/{room_id}/participants", tag = "participants", params(("room_id" = String, Path, description = "The room id (`rm_…`)")), request_body = JoinRoom,
+    security(("admin" = []), ("app" = [])),
+    responses(
+        (status = 201, description = "Joined", body = ParticipantAdded),
+        (status = 400, description = "Bad input (named)", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "An access token was used, or the app is disabled", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+        (status = 409, description = "The room is closed", body = ErrorBody),
+        (status = 429, description = "A quota or the room's participant limit is reached", body = ErrorBody),
+    ))]
 pub(crate) async fn join_room(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -491,26 +600,46 @@ pub(crate) async fn join_room(
     let rid = RoomId::parse(&room_id).map_err(|e| ApiError::bad_request("room_id", e))?;
     let (position, seq) = join(&state, &who, &app, &rid, joined).await?;
     state.settle(position).await;
-    let body = serde_json::json!({ "room_id": room_id, "identity": identity, "sid": sid, "seq": seq });
+    let body = ParticipantAdded { room_id, identity: identity.to_string(), sid: sid.to_string(), seq };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LeaveQuery {
+    /// End this session (default: the identity's current one).
     sid: Option<String>,
 }
 
-/// `DELETE /v1/rooms/{room_id}/participants/{identity}[?sid=]`: the participant left.
+/// The outcome of a leave.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Left {
+    room_id: String,
+    identity: String,
+    /// False when the participant was not in the room (nothing changed).
+    left: bool,
+}
+
+/// Record that a participant left.
+#[utoipa::path(delete, path = "/v1/rooms/{room_id}/participants/{identity}", tag = "participants",
+    params(("room_id" = String, Path, description = "The room id (`rm_…`)"), ("identity" = String, Path, description = "The participant's identity"), LeaveQuery), security(("admin" = []), ("app" = []), ("participant" = [])),
+    responses(
+        (status = 200, description = "Left (or was not there)", body = Left),
+        (status = 400, description = "Bad identity or sid", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` grant for this room", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+    ))]
 pub(crate) async fn leave_room(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path((room_id, identity)): Path<(String, String)>,
     Query(q): Query<LeaveQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Left>> {
     let who = authenticate(&state, &headers).await?;
     moderated_room(&state, &who, &room_id).await?;
     let left = remove(&state, &who, &room_id, &identity, q.sid.as_deref(), LeaveReason::ClientLeft).await?;
-    Ok(Json(serde_json::json!({ "room_id": room_id, "identity": identity, "left": left.is_some() })))
+    Ok(Json(Left { room_id, identity, left: left.is_some() }))
 }
 
 /// Ends the participant's session (the named one, or the current one).
@@ -540,13 +669,31 @@ async fn remove(
     Ok(if done.events.is_empty() { None } else { row })
 }
 
-/// `POST /v1/rooms/{room_id}/participants/{identity}/kick`: removes the
-/// participant and revokes the token it joined with.
+/// The outcome of a kick.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Kicked {
+    room_id: String,
+    identity: String,
+    sid: String,
+    kicked: bool,
+    /// Whether the token it joined with was revoked (false for gateway-admitted participants).
+    token_revoked: bool,
+}
+
+/// Kick a participant: it leaves and the token it joined with is revoked.
+#[utoipa::path(post, path = "/v1/rooms/{room_id}/participants/{identity}/kick", tag = "participants",
+    params(("room_id" = String, Path, description = "The room id (`rm_…`)"), ("identity" = String, Path, description = "The participant's identity")), security(("admin" = []), ("app" = []), ("participant" = [])),
+    responses(
+        (status = 200, description = "Kicked", body = Kicked),
+        (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` grant for this room", body = ErrorBody),
+        (status = 404, description = "No such room or participant", body = ErrorBody),
+    ))]
 pub(crate) async fn kick(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path((room_id, identity)): Path<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Kicked>> {
     let who = authenticate(&state, &headers).await?;
     let room = moderated_room(&state, &who, &room_id).await?;
     let participant = active_participant(&state, &room_id, &identity)
@@ -565,17 +712,28 @@ pub(crate) async fn kick(
         revoked = true;
     }
     remove(&state, &who, &room_id, &identity, Some(&participant.sid), LeaveReason::Kicked).await?;
-    Ok(Json(serde_json::json!({
-        "room_id": room_id, "identity": identity, "sid": participant.sid, "kicked": true, "token_revoked": revoked,
-    })))
+    Ok(Json(Kicked { room_id, identity, sid: participant.sid, kicked: true, token_revoked: revoked }))
 }
 
-/// `GET /v1/rooms/{room_id}/participants`: who is in the room now.
+/// Who is in a room.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ParticipantList {
+    participants: Vec<ParticipantDto>,
+}
+
+/// List who is in a room now, with their tracks.
+#[utoipa::path(get, path = "/v1/rooms/{room_id}/participants", tag = "participants", params(("room_id" = String, Path, description = "The room id (`rm_…`)")), security(("admin" = []), ("app" = []), ("participant" = [])),
+    responses(
+        (status = 200, description = "The active participants, by identity", body = ParticipantList),
+        (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` grant for this room", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+    ))]
 pub(crate) async fn list_participants(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(room_id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ParticipantList>> {
     let who = authenticate(&state, &headers).await?;
     moderated_room(&state, &who, &room_id).await?;
     let sql = format!(
@@ -589,7 +747,7 @@ pub(crate) async fn list_participants(
         let tracks = tracks_of(&state, &p.sid).await?;
         out.push(participant_dto(p, tracks));
     }
-    Ok(Json(serde_json::json!({ "participants": out })))
+    Ok(Json(ParticipantList { participants: out }))
 }
 
 async fn participant_in(state: &ApiState, room_id: &str, identity: &str) -> ApiResult<ParticipantDto> {
@@ -600,7 +758,15 @@ async fn participant_in(state: &ApiState, room_id: &str, identity: &str) -> ApiR
     Ok(participant_dto(p, tracks))
 }
 
-/// `GET /v1/rooms/{room_id}/participants/{identity}`.
+/// Get a participant in a room, with its tracks.
+#[utoipa::path(get, path = "/v1/rooms/{room_id}/participants/{identity}", tag = "participants",
+    params(("room_id" = String, Path, description = "The room id (`rm_…`)"), ("identity" = String, Path, description = "The participant's identity")), security(("admin" = []), ("app" = []), ("participant" = [])),
+    responses(
+        (status = 200, description = "The participant", body = ParticipantDto),
+        (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` grant for this room", body = ErrorBody),
+        (status = 404, description = "No such room or participant", body = ErrorBody),
+    ))]
 pub(crate) async fn get_participant(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -615,7 +781,16 @@ fn participant_ref(sid: &str) -> ApiResult<AggregateRef> {
     AggregateRef::new(AggregateKind::Participant, sid).map_err(|_| ApiError::internal("bad sid in the read model"))
 }
 
-/// `PUT /v1/rooms/{room_id}/participants/{identity}/permissions`.
+/// Replace what a participant may do (publish, subscribe, publish data).
+#[utoipa::path(put, path = "/v1/rooms/{room_id}/participants/{identity}/permissions", tag = "participants",
+    params(("room_id" = String, Path, description = "The room id (`rm_…`)"), ("identity" = String, Path, description = "The participant's identity")), request_body = Permissions, security(("admin" = []), ("app" = []), ("participant" = [])),
+    responses(
+        (status = 200, description = "The participant", body = ParticipantDto),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` grant for this room", body = ErrorBody),
+        (status = 404, description = "No such room or participant", body = ErrorBody),
+    ))]
 pub(crate) async fn set_permissions(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -636,16 +811,26 @@ pub(crate) async fn set_permissions(
     Ok(Json(participant_in(&state, &room_id, &identity).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// A participant's display name and metadata (`null` clears).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ParticipantMetadata {
+pub(crate) struct ParticipantMetadata {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     metadata: Option<String>,
 }
 
-/// `PUT /v1/rooms/{room_id}/participants/{identity}/metadata`.
+/// Replace a participant's name and metadata.
+#[utoipa::path(put, path = "/v1/rooms/{room_id}/participants/{identity}/metadata", tag = "participants",
+    params(("room_id" = String, Path, description = "The room id (`rm_…`)"), ("identity" = String, Path, description = "The participant's identity")), request_body = ParticipantMetadata, security(("admin" = []), ("app" = []), ("participant" = [])),
+    responses(
+        (status = 200, description = "The participant", body = ParticipantDto),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` grant for this room", body = ErrorBody),
+        (status = 404, description = "No such room or participant", body = ErrorBody),
+    ))]
 pub(crate) async fn set_participant_metadata(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -667,14 +852,24 @@ pub(crate) async fn set_participant_metadata(
     Ok(Json(participant_in(&state, &room_id, &identity).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// Mute or unmute.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Mute {
+pub(crate) struct Mute {
     muted: bool,
 }
 
-/// `POST /v1/rooms/{room_id}/tracks/{track_id}/mute` `{"muted": true|false}`:
-/// a moderator mutes or unmutes a published track (the media node acts on the event).
+/// Mute or unmute a published track (as a moderator; the media node acts on the event).
+#[utoipa::path(post, path = "/v1/rooms/{room_id}/tracks/{track_id}/mute", tag = "participants",
+    params(("room_id" = String, Path, description = "The room id (`rm_…`)"), ("track_id" = String, Path, description = "The track id")), request_body = Mute, security(("admin" = []), ("app" = []), ("participant" = [])),
+    responses(
+        (status = 200, description = "The track", body = TrackDto),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` grant for this room", body = ErrorBody),
+        (status = 404, description = "No such room or track", body = ErrorBody),
+        (status = 409, description = "The track is unpublished", body = ErrorBody),
+    ))]
 pub(crate) async fn mute_track(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,

@@ -186,7 +186,7 @@ pub enum WebhookError {
 }
 
 /// One delivery: one source event to one endpoint URL (an API DTO).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub delivery_id: String,
     pub app_id: String,

@@ -1,0 +1,138 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]`
+//! annotations and the DTOs' `ToSchema` derives. Served at
+//! `/v1/openapi.json`; `/docs` is a self-contained page that renders it and
+//! sends requests. `schemas/openapi.json` is the checked-in copy
+//! (`control/tests/openapi.rs` fails when it drifts).
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{apps, rooms};
+
+const DESCRIPTION: &str = r#"Arc's control plane: apps (AppKey/AppSecret), access tokens, rooms,
+participants, moderation, quotas and webhooks. Every change is an event in
+Arc's log; reads come from projections of it, and a write answers once this
+server's projections show it.
+
+## Credentials
+- `admin`: `Authorization: Bearer <admin key>` (`arc-control dev` saves one in
+  its data dir). May do everything, for every app; bodies then name `app_id`.
+- `app`: HTTP Basic `<app_key>:<app_secret>`. An app server manages its own
+  rooms, participants, tokens and webhooks.
+- `participant`: `Authorization: Bearer <access token>` (a JWT minted with
+  `POST /v1/tokens`). Joins its room; with the `admin` grant it moderates it.
+
+## Errors
+Every error is `{"error": {"code": "...", "message": "..."}}` with a fitting
+status: 400 `invalid_argument` (the message starts with the field), 401
+(`unauthenticated`, `token_expired`, `token_not_yet_valid`,
+`token_bad_signature`, `token_algorithm_not_allowed`, `token_malformed`,
+`token_too_large`, `token_revoked`, …), 403, 404, 409 (`conflict` after
+retries, or a state conflict), 413 `body_too_large` (over 256 KiB), 429
+`quota_exceeded` (with `limit` naming the quota) or `room_full`, 503
+(`log_unavailable`, `read_model_unavailable`).
+
+## Webhooks
+Arc POSTs JSON `{"id", "type", "occurred_at", "app_id", "room_id", "data"}` to
+each of an app's webhook URLs, at least once, in log order per room and URL,
+retrying with exponential backoff until a dead-letter state. Headers:
+- `arc-webhook-id`: the event id, the same on every retry (drop duplicates by it);
+- `arc-timestamp`: unix seconds when this attempt was signed;
+- `arc-signature`: `v1=<hex HMAC-SHA256 under the app secret of "<arc-timestamp>.<raw body>">`;
+  several comma-separated `v1=` values may appear while a secret rotates;
+  accept when one matches, in constant time, and the timestamp is within 5 minutes;
+- `arc-webhook-attempt`: 1, 2, ….
+Answer 2xx to acknowledge."#;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Arc control plane API", description = DESCRIPTION, license(name = "Apache-2.0")),
+    paths(
+        super::healthz,
+        super::status,
+        super::list_nodes,
+        apps::create_app,
+        apps::list_apps,
+        apps::get_app,
+        apps::delete_app,
+        apps::disable_app,
+        apps::enable_app,
+        apps::rotate_secret,
+        apps::set_quotas,
+        apps::set_webhooks,
+        apps::list_deliveries,
+        apps::get_delivery,
+        apps::redeliver,
+        apps::mint_token,
+        apps::revoke_token,
+        rooms::join_with_token,
+        rooms::create_room,
+        rooms::list_rooms,
+        rooms::get_room,
+        rooms::close_room,
+        rooms::set_room_metadata,
+        rooms::list_participants,
+        rooms::join_room,
+        rooms::get_participant,
+        rooms::leave_room,
+        rooms::kick,
+        rooms::set_permissions,
+        rooms::set_participant_metadata,
+        rooms::mute_track,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "apps", description = "Applications: credentials, quotas (admin key; an app may read itself and rotate its secret)"),
+        (name = "tokens", description = "Access tokens: JWT HS256 under the app secret"),
+        (name = "rooms", description = "Rooms: open, list, close, metadata; joining with a token"),
+        (name = "participants", description = "Participants: admit, leave, kick, permissions, metadata, mute"),
+        (name = "webhooks", description = "Webhook endpoints and their deliveries"),
+        (name = "nodes", description = "Media nodes"),
+        (name = "status", description = "Health and progress"),
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut admin = Http::new(HttpAuthScheme::Bearer);
+        admin.description = Some("The admin key".into());
+        components.add_security_scheme("admin", SecurityScheme::Http(admin));
+        let mut app = Http::new(HttpAuthScheme::Basic);
+        app.description = Some("app_key:app_secret".into());
+        components.add_security_scheme("app", SecurityScheme::Http(app));
+        let mut participant = Http::new(HttpAuthScheme::Bearer);
+        participant.bearer_format = Some("JWT".into());
+        participant.description = Some("An access token from POST /v1/tokens".into());
+        components.add_security_scheme("participant", SecurityScheme::Http(participant));
+    }
+}
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// The document as pretty JSON (what `schemas/openapi.json` holds), with a final newline.
+pub fn openapi_json() -> String {
+    let mut text = document().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// `GET /v1/openapi.json`.
+pub(crate) async fn serve_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}
+
+/// `GET /docs`: the interactive reference.
+pub(crate) async fn serve_docs() -> Html<&'static str> {
+    Html(include_str!("docs.html"))
+}
