@@ -8,6 +8,8 @@
 
 use std::path::PathBuf;
 
+use arc_eventlog::jetstream::redact_urls;
+
 use anyhow::{Context, Result};
 use arc_control::config::{Mode, Settings};
 use arc_control::server;
@@ -168,7 +170,7 @@ async fn run_cli() -> Result<()> {
                 "rebuilding {} from the {} log into {}",
                 projections.join(", "),
                 log_name(&config),
-                config.database_url
+                redact_urls(&config.database_url)
             );
             server::rebuild(&config, &projections, |name, events, took| {
                 let rate = events as f64 / took.as_secs_f64().max(1e-9);
@@ -186,7 +188,7 @@ fn log_name(config: &arc_control::config::Config) -> String {
             format!("embedded ({})", config.events_path().display())
         }
         arc_control::config::LogConfig::JetStream { url, replicas, stream, .. } => {
-            format!("JetStream ({url}, stream {stream}, R{replicas})")
+            format!("JetStream ({}, stream {stream}, R{replicas})", redact_urls(url))
         }
     }
 }
@@ -197,7 +199,7 @@ async fn run(config: arc_control::config::Config) -> Result<()> {
     let url = format!("http://{}", running.addr);
     println!("arc-control {} is up", env!("CARGO_PKG_VERSION"));
     println!("  event log     {} (head {head})", log_name(&config));
-    println!("  read models   {}", config.database_url);
+    println!("  read models   {}", redact_urls(&config.database_url));
     println!("  status page   {url}/");
     println!("  REST API      {url}/v1/   (health: {url}/healthz)");
     println!("  API docs      {url}/docs   (OpenAPI: {url}/v1/openapi.json)");

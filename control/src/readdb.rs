@@ -43,7 +43,10 @@ impl ReadDb {
         } else if url.starts_with("sqlite:") {
             Flavor::Sqlite
         } else {
-            return Err(ControlError::Config(format!("database URL {url:?} must start with postgres:// or sqlite://")));
+            return Err(ControlError::Config(format!(
+                "database URL {:?} must start with postgres:// or sqlite://",
+                arc_eventlog::jetstream::redact_urls(url)
+            )));
         };
         let url = match flavor {
             Flavor::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),

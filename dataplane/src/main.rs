@@ -78,7 +78,12 @@ async fn run() -> Result<()> {
         capacity: cli.capacity,
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    println!("arc-media {} node {node_id} ({}) joining {}", env!("CARGO_PKG_VERSION"), info.arch, cli.nats_url);
+    println!(
+        "arc-media {} node {node_id} ({}) joining {}",
+        env!("CARGO_PKG_VERSION"),
+        info.arch,
+        arc_eventlog::jetstream::redact_urls(&cli.nats_url)
+    );
     arc_media::agent::run(std::sync::Arc::new(log), node_id, info, async {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,

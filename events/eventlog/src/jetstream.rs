@@ -107,13 +107,39 @@ fn split(position: Position) -> (u64, u64) {
     (position.0 >> INDEX_BITS, position.0 & ((1 << INDEX_BITS) - 1))
 }
 
+/// `urls` with any password replaced by `***`, for messages and logs.
+pub fn redact_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| {
+            let u = u.trim();
+            let Some((scheme, rest)) = u.split_once("://") else { return u.to_owned() };
+            let host_start = rest.find('/').unwrap_or(rest.len());
+            match rest[..host_start].rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+                    format!("{scheme}://{user}:***@{host}{}", &rest[host_start..])
+                }
+                None => u.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The user and password given in the server URLs (`nats://user:pass@host`),
+/// if any; the first URL that carries them wins. async-nats reads servers'
+/// addresses from URLs but not the credentials in them.
+fn credentials(servers: &[async_nats::ServerAddr]) -> Option<(String, String)> {
+    servers.iter().find_map(|s| Some((s.username()?.to_owned(), s.password().unwrap_or_default().to_owned())))
+}
+
 /// Parses `nats://a:4222,nats://b:4222` into server addresses.
 fn servers(urls: &str) -> Result<Vec<async_nats::ServerAddr>, LogError> {
     let list: Vec<async_nats::ServerAddr> = urls
         .split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())
-        .map(|u| u.parse().map_err(|e| LogError::Invalid(format!("NATS server URL {u:?}: {e}"))))
+        .map(|u| u.parse().map_err(|e| LogError::Invalid(format!("NATS server URL {:?}: {e}", redact_urls(u)))))
         .collect::<Result<_, _>>()?;
     if list.is_empty() {
         return Err(LogError::Invalid("no NATS server URL given".into()));
@@ -133,14 +159,19 @@ fn parse_message(stream_seq: u64, payload: &[u8]) -> Result<Vec<RawEvent>, LogEr
 impl JetStreamLog {
     /// Connects and creates or updates the stream.
     pub async fn connect(config: &JetStreamConfig) -> Result<Self, LogError> {
-        let client = async_nats::ConnectOptions::new()
+        let servers = servers(&config.url)?;
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some((user, password)) = credentials(&servers) {
+            options = options.user_and_password(user, password);
+        }
+        let client = options
             .name("arc")
             .retry_on_initial_connect()
             .connection_timeout(config.request_timeout)
             .request_timeout(Some(config.request_timeout))
-            .connect(servers(&config.url)?)
+            .connect(servers)
             .await
-            .map_err(|e| LogError::Unavailable(format!("connecting to {}: {e}", config.url)))?;
+            .map_err(|e| LogError::Unavailable(format!("connecting to {}: {e}", redact_urls(&config.url))))?;
         let mut js = jetstream::new(client);
         js.set_timeout(config.request_timeout);
         let stream_config = stream::Config {
@@ -513,5 +544,24 @@ impl EventLog for JetStreamLog {
 
     fn backend(&self) -> &'static str {
         "jetstream"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages_and_credentials_come_from_urls() {
+        assert_eq!(
+            redact_urls("nats://arc:s3cret@10.0.0.1:4222, nats://10.0.0.2:4222,tls://u:p@h:1/x"),
+            "nats://arc:***@10.0.0.1:4222,nats://10.0.0.2:4222,tls://u:***@h:1/x"
+        );
+        assert_eq!(redact_urls("localhost:4222"), "localhost:4222");
+        let list = servers("nats://10.0.0.2:4222,nats://arc:s3cret@10.0.0.1:4222").expect("valid");
+        assert_eq!(credentials(&list), Some(("arc".to_owned(), "s3cret".to_owned())));
+        assert_eq!(credentials(&servers("nats://h:4222").expect("valid")), None);
+        let err = servers("nats://arc:s3cret@[::1").map(|_| ()).expect_err("bad URL");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 }
