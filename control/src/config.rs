@@ -18,6 +18,8 @@ pub const TOKEN_MAX_TTL_S_DEFAULT: u32 = 24 * 3600;
 pub const TOKEN_MAX_TTL_S_LIMIT: u32 = 30 * 24 * 3600;
 /// Default grace period of a rotated-out app secret (1 h).
 pub const SECRET_GRACE_S_DEFAULT: u32 = 3600;
+/// Default UDP address of the embedded media node's media port.
+pub const MEDIA_UDP_DEFAULT: &str = "0.0.0.0:7882";
 /// Default data directory of `arc-control dev`.
 pub const DATA_DIR_DEFAULT: &str = "./arc-data";
 
@@ -62,6 +64,13 @@ pub struct Settings {
     /// PEM file of extra CA certificates trusted for `https://` webhook
     /// endpoints (besides the system's and the Mozilla roots).
     pub webhook_ca_file: Option<PathBuf>,
+    /// `dev`: UDP address of the embedded media node's one media port
+    /// (default `0.0.0.0:7882`; port 0 picks a free one).
+    pub media_udp: Option<String>,
+    /// `dev`: IP addresses the embedded media node announces to clients,
+    /// comma-separated (default `127.0.0.1`; give the host's LAN or public IP
+    /// for clients on other machines).
+    pub media_announce: Option<String>,
 }
 
 impl Settings {
@@ -93,6 +102,8 @@ impl Settings {
             webhook_backoff_max_s: over.webhook_backoff_max_s.or(self.webhook_backoff_max_s),
             webhook_timeout_s: over.webhook_timeout_s.or(self.webhook_timeout_s),
             webhook_ca_file: over.webhook_ca_file.or(self.webhook_ca_file),
+            media_udp: over.media_udp.or(self.media_udp),
+            media_announce: over.media_announce.or(self.media_announce),
         }
     }
 
@@ -161,7 +172,19 @@ impl Settings {
                 ),
             },
         };
+        let media_text = self.media_udp.unwrap_or_else(|| MEDIA_UDP_DEFAULT.to_owned());
+        let media_udp: SocketAddr =
+            media_text.parse().map_err(|e| ControlError::Config(format!("media_udp address {media_text:?}: {e}")))?;
+        let announce_text = self.media_announce.unwrap_or_else(|| "127.0.0.1".to_owned());
+        let mut media_announce = Vec::new();
+        for ip in announce_text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let ip: std::net::IpAddr =
+                ip.parse().map_err(|e| ControlError::Config(format!("media_announce address {ip:?}: {e}")))?;
+            media_announce.push(ip);
+        }
         Ok(Config {
+            media_udp,
+            media_announce,
             data_dir,
             listen,
             log,
@@ -199,6 +222,10 @@ pub enum LogConfig {
 /// Complete settings.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `dev`: where the embedded media node's UDP port binds.
+    pub media_udp: SocketAddr,
+    /// `dev`: the IPs the embedded media node announces as host candidates.
+    pub media_announce: Vec<std::net::IpAddr>,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub log: LogConfig,

@@ -19,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod janitor;
+pub mod media;
 pub mod projection;
 pub mod readdb;
 pub mod server;

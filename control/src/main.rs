@@ -81,6 +81,12 @@ struct SettingsArgs {
     /// PEM file of extra CA certificates to trust for https:// webhook URLs
     #[arg(long, global = true, env = "ARC_WEBHOOK_CA_FILE")]
     webhook_ca_file: Option<PathBuf>,
+    /// dev: UDP address of the embedded media node's media port [default: 0.0.0.0:7882]
+    #[arg(long, global = true, env = "ARC_MEDIA_UDP")]
+    media_udp: Option<String>,
+    /// dev: IPs the media node announces to clients, comma-separated [default: 127.0.0.1]
+    #[arg(long, global = true, env = "ARC_MEDIA_ANNOUNCE")]
+    media_announce: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +125,8 @@ impl SettingsArgs {
             webhook_backoff_max_s: self.webhook_backoff_max_s,
             webhook_timeout_s: self.webhook_timeout_s,
             webhook_ca_file: self.webhook_ca_file,
+            media_udp: self.media_udp,
+            media_announce: self.media_announce,
         }
     }
 }
@@ -144,7 +152,8 @@ fn main() -> std::process::ExitCode {
 async fn run_cli() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ARC_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("ARC_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,rtc=warn,rtc_ice=warn,rtc_dtls=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -203,6 +212,13 @@ async fn run(config: arc_control::config::Config) -> Result<()> {
     println!("  status page   {url}/");
     println!("  REST API      {url}/v1/   (health: {url}/healthz)");
     println!("  API docs      {url}/docs   (OpenAPI: {url}/v1/openapi.json)");
+    if let Some(media) = running.media_udp {
+        let announced: Vec<String> = config.media_announce.iter().map(ToString::to_string).collect();
+        println!("  media node    {} on udp {media} (announcing {})", server::DEV_NODE_ID, announced.join(", "));
+        println!(
+            "  try it        {url}/publish and {url}/play (WHIP: {url}/v1/whip/<room>, WHEP: {url}/v1/whep/<room>)"
+        );
+    }
     match &running.admin_key {
         (key, true) => println!(
             "  admin key     {key}\n                (generated now and saved in {}; it is not shown again)",

@@ -24,16 +24,23 @@ use crate::readdb::ReadDb;
 /// Node id of the media node embedded in `dev`.
 pub const DEV_NODE_ID: &str = "node-dev";
 
-/// Opens the configured event log.
+/// Opens the configured event log (and, for JetStream, the NATS connection
+/// media nodes are reached over).
 pub async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, ControlError> {
+    Ok(open_log_and_nats(config).await?.0)
+}
+
+async fn open_log_and_nats(config: &Config) -> Result<(Arc<dyn EventLog>, Option<async_nats::Client>), ControlError> {
     Ok(match &config.log {
-        LogConfig::Embedded => Arc::new(SqliteLog::open(&config.events_path()).await?),
+        LogConfig::Embedded => (Arc::new(SqliteLog::open(&config.events_path()).await?), None),
         LogConfig::JetStream { url, replicas, stream, subject_prefix } => {
             let mut js = JetStreamConfig::new(url);
             js.replicas = *replicas;
             js.stream = stream.clone();
             js.subject_prefix = subject_prefix.clone();
-            Arc::new(JetStreamLog::connect(&js).await?)
+            let log = JetStreamLog::connect(&js).await?;
+            let client = log.client();
+            (Arc::new(log), Some(client))
         }
     })
 }
@@ -119,6 +126,9 @@ pub struct Running {
     pub admin_key: (String, bool),
     /// The master key's id (`mk_…`, safe to show).
     pub master_key_id: String,
+    /// The embedded media node's UDP address (`dev` only).
+    pub media_udp: Option<SocketAddr>,
+    media: Option<arc_media::media::MediaHandle>,
     tasks: JoinSet<()>,
 }
 
@@ -128,6 +138,11 @@ impl Running {
         tokio::select! {
             () = shutdown => tracing::info!("shutting down"),
             Some(done) = self.tasks.join_next() => tracing::error!(?done, "a control-plane task stopped"),
+        }
+        if let Some(media) = &self.media {
+            // Sessions end with reason node_shutdown; give the reporter a moment to record them.
+            media.shutdown().await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         self.tasks.shutdown().await;
     }
@@ -158,10 +173,13 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     let admin_key = admin_key(config)?;
     let master_key = Arc::new(master_key(config)?);
     let master_key_id = master_key.key_id();
-    let log = open_log(config).await?;
+    let (log, nats) = open_log_and_nats(config).await?;
     let db = ReadDb::connect(&config.database_url).await?;
     arc_webhooks::migrate(&db.pool).await.map_err(|e| ControlError::Unavailable(format!("webhook tables: {e}")))?;
     let mut tasks = JoinSet::new();
+    let mut media = crate::media::MediaRouter { local: None, nats };
+    let mut media_udp = None;
+    let mut media_handle = None;
 
     let mut projections = Vec::new();
     spawn_runner(&mut tasks, Runner::<RoomsProjection>::new(db.clone(), log.clone()).await?, &mut projections);
@@ -176,18 +194,33 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     tasks.spawn(crate::janitor::run(db.clone(), log.clone(), config.janitor_interval));
     if config.log == LogConfig::Embedded {
         // `dev` carries its own media node, so one process is a whole platform.
+        // INVARIANT: DEV_NODE_ID is a valid token literal.
+        let node_id = arc_events::NodeId::parse(DEV_NODE_ID).expect("valid literal id");
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let media_config =
+            arc_media::media::MediaConfig { udp_listen: config.media_udp, announce: config.media_announce.clone() };
+        let (handle, media_task) = arc_media::media::start(media_config, events_tx)
+            .await
+            .map_err(|e| ControlError::Config(format!("cannot bind the media port {}: {e}", config.media_udp)))?;
+        let port = handle.local_addr().port();
+        tasks.spawn(async move {
+            let _ = media_task.await;
+        });
+        tasks.spawn(arc_media::report::run(log.clone(), node_id.clone(), events_rx));
+        media_udp = Some(handle.local_addr());
+        media.local = Some((DEV_NODE_ID.to_owned(), handle.clone()));
+        media_handle = Some(handle.clone());
         let node_log = log.clone();
+        let public_ips = config.media_announce.iter().map(ToString::to_string).collect();
         tasks.spawn(async move {
             let info = arc_events::node::NodeRegistered {
-                address: "embedded".into(),
-                public_ips: vec![],
+                address: format!("embedded (media udp port {port})"),
+                public_ips,
                 arch: std::env::consts::ARCH.into(),
                 cores: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
                 capacity: 500,
                 version: env!("CARGO_PKG_VERSION").into(),
             };
-            // INVARIANT: DEV_NODE_ID is a valid token literal.
-            let node_id = arc_events::NodeId::parse(DEV_NODE_ID).expect("valid literal id");
             if let Err(e) = arc_media::agent::run(node_log, node_id, info, std::future::pending()).await {
                 tracing::error!(error = %e, "the embedded media node stopped");
             }
@@ -208,6 +241,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         started: Instant::now(),
         projections,
         webhooks: Some(webhooks),
+        media,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -218,7 +252,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
             tracing::error!(error = %e, "http server stopped");
         }
     });
-    Ok(Running { addr, log, admin_key, master_key_id, tasks })
+    Ok(Running { addr, log, admin_key, master_key_id, media_udp, media: media_handle, tasks })
 }
 
 async fn catch_up_one<P: Projection>(

@@ -12,6 +12,9 @@
 //! - [`load`]: the node's own load figures (CPU of the process).
 
 pub mod agent;
+pub mod forward;
 pub mod load;
+pub mod media;
+pub mod report;
 
 pub use arc_events::aggregate::node::HEARTBEAT_INTERVAL_S;

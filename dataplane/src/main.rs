@@ -61,7 +61,10 @@ fn main() -> std::process::ExitCode {
 
 async fn run() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ARC_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ARC_LOG")
+                .unwrap_or_else(|_| "info,rtc=warn,rtc_ice=warn,rtc_dtls=error".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -24,7 +24,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::response::Html;
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -38,6 +38,7 @@ pub mod error;
 pub(crate) mod json_errors;
 pub mod openapi;
 pub mod rooms;
+pub mod whip;
 
 use error::{ApiError, ApiResult, ErrorBody};
 
@@ -65,6 +66,8 @@ pub struct ApiState {
     pub projections: Vec<(&'static str, watch::Receiver<Checkpoint>)>,
     /// Progress of the webhook delivery planner.
     pub webhooks: Option<watch::Receiver<Position>>,
+    /// How media nodes are reached (WHIP/WHEP, kicks).
+    pub media: crate::media::MediaRouter,
 }
 
 impl ApiState {
@@ -113,11 +116,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/rooms/{room_id}/participants/{identity}/permissions", put(rooms::set_permissions))
         .route("/v1/rooms/{room_id}/participants/{identity}/metadata", put(rooms::set_participant_metadata))
         .route("/v1/rooms/{room_id}/tracks/{track_id}/mute", post(rooms::mute_track))
+        .route("/v1/whip/{room}", post(whip::whip_post))
+        .route("/v1/whip/{room}/sessions/{node_id}/{session_id}", patch(whip::whip_patch).delete(whip::whip_delete))
+        .route("/v1/whep/{room}", post(whip::whep_post))
+        .route("/v1/whep/{room}/sessions/{node_id}/{session_id}", patch(whip::whep_patch).delete(whip::whep_delete))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/openapi.json", get(openapi::serve_json))
         .route("/docs", get(openapi::serve_docs))
+        .route("/publish", get(publish_page))
+        .route("/play", get(play_page))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(axum::middleware::map_response(json_errors::json_errors))
+        .layer(axum::middleware::from_fn(whip::cors))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
@@ -265,6 +275,14 @@ pub(crate) async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json
     responses((status = 200, description = "Serving", body = String, content_type = "text/plain")))]
 pub(crate) async fn healthz() -> &'static str {
     "ok"
+}
+
+async fn publish_page() -> Html<&'static str> {
+    Html(include_str!("publish.html"))
+}
+
+async fn play_page() -> Html<&'static str> {
+    Html(include_str!("play.html"))
 }
 
 async fn status_page() -> Html<&'static str> {

@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{apps, rooms};
+use super::{apps, rooms, whip};
 
 const DESCRIPTION: &str = r#"Arc's control plane: apps (AppKey/AppSecret), access tokens, rooms,
 participants, moderation, quotas and webhooks. Every change is an event in
@@ -33,6 +33,14 @@ status: 400 `invalid_argument` (the message starts with the field), 401
 retries, or a state conflict), 413 `body_too_large` (over 256 KiB), 429
 `quota_exceeded` (with `limit` naming the quota) or `room_full`, 503
 (`log_unavailable`, `read_model_unavailable`).
+
+## Media (WHIP and WHEP, RFC 9725)
+`POST /v1/whip/{room}` (grant `publish`) and `POST /v1/whep/{room}` (grant
+`subscribe`) take an SDP offer (`application/sdp`) with `Authorization: Bearer
+<access token>` and answer `201` with the SDP answer and `Location` of the
+session; `PATCH` it with `application/trickle-ice-sdpfrag`, `DELETE` it to
+leave. Bad SDP is 400 `bad_sdp`, no codec in common 406 `no_common_codec`, no
+media node 503 `no_media_node`.
 
 ## Webhooks
 Arc POSTs JSON `{"id", "type", "occurred_at", "app_id", "room_id", "data"}` to
@@ -81,6 +89,12 @@ Answer 2xx to acknowledge."#;
         rooms::set_permissions,
         rooms::set_participant_metadata,
         rooms::mute_track,
+        whip::whip_post,
+        whip::whip_patch,
+        whip::whip_delete,
+        whip::whep_post,
+        whip::whep_patch,
+        whip::whep_delete,
     ),
     modifiers(&Security),
     tags(
@@ -90,6 +104,7 @@ Answer 2xx to acknowledge."#;
         (name = "participants", description = "Participants: admit, leave, kick, permissions, metadata, mute"),
         (name = "webhooks", description = "Webhook endpoints and their deliveries"),
         (name = "nodes", description = "Media nodes"),
+        (name = "media", description = "WHIP (publish) and WHEP (play): SDP offer in, SDP answer out; CORS enabled"),
         (name = "status", description = "Health and progress"),
     )
 )]

@@ -187,7 +187,7 @@ fn quota_of(v: Option<i64>) -> Option<i64> {
 }
 
 /// Opens the app's room `name` unless it is open already, within the app's room quota.
-async fn ensure_room(
+pub(crate) async fn ensure_room(
     state: &ApiState,
     who: &Principal,
     app: &AppRow,
@@ -435,7 +435,7 @@ pub(crate) async fn set_room_metadata(
 }
 
 /// Joins `identity` to the room, within the app's quotas; returns the new session.
-async fn join(
+pub(crate) async fn join(
     state: &ApiState,
     who: &Principal,
     app: &AppRow,

@@ -212,6 +212,11 @@ impl JetStreamLog {
         })
     }
 
+    /// The NATS connection, for request/reply beside the log (media nodes).
+    pub fn client(&self) -> async_nats::Client {
+        self.inner.js.client()
+    }
+
     fn subject(&self, aggregate: &AggregateRef) -> String {
         format!("{}.{}.{}", self.inner.prefix, aggregate.kind(), aggregate.id())
     }

@@ -1,0 +1,386 @@
+//! WHIP and WHEP (RFC 9725 and its playback twin): SDP offer in, SDP answer
+//! out, a session resource to PATCH (trickle ICE) and DELETE (leave).
+//!
+//! The control plane authorizes the access token (grant `publish` for WHIP,
+//! `subscribe` for WHEP, for the room named in the path), opens the room if
+//! needed, places it on a media node, records the participant's join with
+//! that node, and asks the node for the session. Media never passes here.
+//! The resource URL names the node, so any control-plane instance can route
+//! a PATCH or DELETE without shared state.
+
+use std::sync::Arc;
+
+use arc_events::aggregate::room::RoomCommand;
+use arc_events::participant::Permissions;
+use arc_events::room::{LeaveReason, ParticipantJoined};
+use arc_events::{AggregateRef, AppId, NodeId, ParticipantIdentity, ParticipantSid};
+use arc_media::media::signal::{NodeReply, NodeRequest, OpenSession, Role};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::auth::{Principal, verify_token};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::rooms::{ensure_room, join};
+use super::{ApiState, meta};
+use crate::media::{RouteError, session_error_status};
+
+/// Largest SDP offer accepted.
+pub const SDP_BYTES_MAX: usize = 64 * 1024;
+
+fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthenticated("unauthenticated", "send Authorization: Bearer <access token>"))
+}
+
+fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
+}
+
+fn route_error(e: RouteError) -> ApiError {
+    match e {
+        RouteError::NoNode => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_media_node", "no media node is available for this room")
+        }
+        RouteError::Unreachable(node, why) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "media_node_unreachable",
+            format!("media node {node} did not answer: {why}"),
+        ),
+        RouteError::Db(e) => e.into(),
+    }
+}
+
+fn node_error(e: &arc_media::media::SessionError) -> ApiError {
+    let (status, code) = session_error_status(e);
+    ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), code, e.to_string())
+}
+
+/// Which participant a WHEP player watches.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PlayQuery {
+    /// Play this participant's tracks instead of the room's latest publisher.
+    #[serde(default)]
+    participant: Option<String>,
+}
+
+/// Publish into a room (WHIP).
+///
+/// Body: the client's SDP offer (`application/sdp`). Answers `201` with the
+/// SDP answer and the session resource in `Location`.
+#[utoipa::path(post, path = "/v1/whip/{room}", tag = "media", security(("participant" = [])),
+    params(("room" = String, Path, description = "The room's name (the token's `room`)")),
+    request_body(content = String, content_type = "application/sdp", description = "SDP offer"),
+    responses(
+        (status = 201, description = "SDP answer; `Location` names the session", body = String, content_type = "application/sdp"),
+        (status = 400, description = "Bad SDP (the reason is given)", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "No `publish` grant, another room, or the app is disabled", body = ErrorBody),
+        (status = 406, description = "No codec in common (offered and supported codecs are named)", body = ErrorBody),
+        (status = 415, description = "Not application/sdp", body = ErrorBody),
+        (status = 429, description = "A quota is reached", body = ErrorBody),
+        (status = 503, description = "No media node is available", body = ErrorBody),
+    ))]
+pub(crate) async fn whip_post(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    open_session(&state, &headers, &room, body, Role::Publish, "whip").await
+}
+
+/// Play a room (WHEP).
+///
+/// Body: the client's SDP offer (receive-only). Plays the room's latest
+/// publisher, or `?participant=<identity>`; a publisher who arrives later is
+/// switched in without renegotiation when the codecs match.
+#[utoipa::path(post, path = "/v1/whep/{room}", tag = "media", security(("participant" = [])),
+    params(("room" = String, Path, description = "The room's name (the token's `room`)"), PlayQuery),
+    request_body(content = String, content_type = "application/sdp", description = "SDP offer"),
+    responses(
+        (status = 201, description = "SDP answer; `Location` names the session", body = String, content_type = "application/sdp"),
+        (status = 400, description = "Bad SDP (the reason is given)", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "No `subscribe` grant, another room, or the app is disabled", body = ErrorBody),
+        (status = 406, description = "No codec in common", body = ErrorBody),
+        (status = 415, description = "Not application/sdp", body = ErrorBody),
+        (status = 503, description = "No media node is available", body = ErrorBody),
+    ))]
+pub(crate) async fn whep_post(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    Query(q): Query<PlayQuery>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    open_session(&state, &headers, &room, body, Role::Subscribe { participant: q.participant }, "whep").await
+}
+
+async fn open_session(
+    state: &ApiState,
+    headers: &HeaderMap,
+    room: &str,
+    body: Bytes,
+    role: Role,
+    path: &str,
+) -> ApiResult<Response> {
+    let (app, claims) = verify_token(state, bearer(headers)?).await?;
+    let publish = role == Role::Publish;
+    if publish && !claims.grants.publish {
+        return Err(ApiError::forbidden("permission_denied", "the token has no publish grant"));
+    }
+    if !publish && !claims.grants.subscribe {
+        return Err(ApiError::forbidden("permission_denied", "the token has no subscribe grant"));
+    }
+    if claims.room != room {
+        return Err(ApiError::forbidden(
+            "wrong_room",
+            format!("the token is for room {:?}, not {room:?}", claims.room),
+        ));
+    }
+    if !content_type_is(headers, "application/sdp") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the SDP offer as Content-Type: application/sdp",
+        ));
+    }
+    if body.len() > SDP_BYTES_MAX {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the SDP offer is too large"));
+    }
+    let offer = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("sdp", "not UTF-8"))?;
+    if !offer.trim_start().starts_with("v=0") {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_sdp", "bad SDP: an SDP offer starts with v=0"));
+    }
+    let app_id = AppId::parse(&app.app_id).map_err(|_| ApiError::internal("bad app id in the read model"))?;
+    let identity = ParticipantIdentity::parse(&claims.sub).map_err(|e| ApiError::bad_request("token sub", e))?;
+    let who = Principal::Participant { app: Box::new(app.clone()), claims: Box::new(claims.clone()) };
+    let create = RoomCommand::Create {
+        app_id: app_id.clone(),
+        name: room.to_owned(),
+        max_participants: None,
+        empty_timeout_s: None,
+        metadata: None,
+    };
+    let (room_id, _, _) = ensure_room(state, &who, &app, &app_id, create, room).await?;
+    let node = state.media.place(&state.db, room_id.as_str()).await.map_err(route_error)?;
+    let node_id = NodeId::parse(&node).map_err(|_| ApiError::internal("bad node id in the read model"))?;
+    let sid = ParticipantSid::generate();
+    let joined = ParticipantJoined {
+        identity: identity.clone(),
+        sid: sid.clone(),
+        name: claims.name.clone(),
+        node_id: Some(node_id),
+        jti: Some(claims.jti.clone()),
+        permissions: Some(Permissions {
+            publish: claims.grants.publish,
+            subscribe: claims.grants.subscribe,
+            publish_data: claims.grants.publish_data,
+        }),
+        metadata: claims.metadata.clone(),
+    };
+    let (position, _) = join(state, &who, &app, &room_id, joined).await?;
+    let req = OpenSession {
+        room_id: room_id.to_string(),
+        identity: identity.to_string(),
+        sid: sid.to_string(),
+        role,
+        offer: offer.to_owned(),
+    };
+    let outcome = state.media.request(&node, NodeRequest::Open(req)).await;
+    let opened = match outcome {
+        Ok(NodeReply::Opened(o)) => o,
+        failed => {
+            // The participant never got media: record that it left.
+            let leave = RoomCommand::Leave { identity, sid, reason: LeaveReason::ConnectionLost };
+            if let Err(e) = state.rooms.execute(&AggregateRef::from(&room_id), &leave, &meta(who.actor())).await {
+                tracing::warn!(error = %e, "recording the leave of a failed session");
+            }
+            return Err(match failed {
+                Ok(NodeReply::Error(e)) => node_error(&e),
+                Ok(other) => ApiError::internal(&format!("unexpected reply from the media node: {other:?}")),
+                Err(e) => route_error(e),
+            });
+        }
+    };
+    state.settle(position).await;
+    let location = format!("/v1/{path}/{room}/sessions/{node}/{}", opened.session_id);
+    let mut resp = (StatusCode::CREATED, opened.answer).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert("accept-patch", HeaderValue::from_static("application/trickle-ice-sdpfrag"));
+    Ok(resp)
+}
+
+async fn session_request(
+    state: &ApiState,
+    headers: &HeaderMap,
+    room: &str,
+    node: &str,
+    req: NodeRequest,
+) -> ApiResult<NodeReply> {
+    let (_, claims) = verify_token(state, bearer(headers)?).await?;
+    if claims.room != room {
+        return Err(ApiError::forbidden(
+            "wrong_room",
+            format!("the token is for room {:?}, not {room:?}", claims.room),
+        ));
+    }
+    if NodeId::parse(node).is_err() {
+        return Err(ApiError::not_found("session_not_found", "no such session"));
+    }
+    match state.media.request(node, req).await.map_err(route_error)? {
+        NodeReply::Error(e) => Err(node_error(&e)),
+        ok => Ok(ok),
+    }
+}
+
+/// Trickle ICE for a WHIP session (`application/trickle-ice-sdpfrag`).
+#[utoipa::path(patch, path = "/v1/whip/{room}/sessions/{node_id}/{session_id}", tag = "media", security(("participant" = [])),
+    params(("room" = String, Path, description = "Room name"), ("node_id" = String, Path, description = "Media node"), ("session_id" = String, Path, description = "Session (`se_…`)")),
+    request_body(content = String, content_type = "application/trickle-ice-sdpfrag"),
+    responses(
+        (status = 204, description = "Accepted"),
+        (status = 400, description = "Malformed fragment, or an ICE restart (not supported: POST again)", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+        (status = 415, description = "Not application/trickle-ice-sdpfrag", body = ErrorBody),
+    ))]
+pub(crate) async fn whip_patch(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((room, node, session)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    patch(&state, &headers, &room, &node, &session, &body).await
+}
+
+/// Trickle ICE for a WHEP session.
+#[utoipa::path(patch, path = "/v1/whep/{room}/sessions/{node_id}/{session_id}", tag = "media", security(("participant" = [])),
+    params(("room" = String, Path, description = "Room name"), ("node_id" = String, Path, description = "Media node"), ("session_id" = String, Path, description = "Session (`se_…`)")),
+    request_body(content = String, content_type = "application/trickle-ice-sdpfrag"),
+    responses(
+        (status = 204, description = "Accepted"),
+        (status = 400, description = "Malformed fragment, or an ICE restart (not supported: POST again)", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+        (status = 415, description = "Not application/trickle-ice-sdpfrag", body = ErrorBody),
+    ))]
+pub(crate) async fn whep_patch(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((room, node, session)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    patch(&state, &headers, &room, &node, &session, &body).await
+}
+
+async fn patch(
+    state: &ApiState,
+    headers: &HeaderMap,
+    room: &str,
+    node: &str,
+    session: &str,
+    body: &[u8],
+) -> ApiResult<Response> {
+    if !content_type_is(headers, "application/trickle-ice-sdpfrag") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/trickle-ice-sdpfrag",
+        ));
+    }
+    let fragment = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("sdpfrag", "not UTF-8"))?;
+    let req = NodeRequest::Patch { session_id: session.to_owned(), fragment: fragment.to_owned() };
+    match session_request(state, headers, room, node, req).await? {
+        NodeReply::Patched { fragment: Some(f) } => {
+            let mut resp = (StatusCode::OK, f).into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/trickle-ice-sdpfrag"));
+            Ok(resp)
+        }
+        _ => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+/// End a WHIP session (the participant leaves).
+#[utoipa::path(delete, path = "/v1/whip/{room}/sessions/{node_id}/{session_id}", tag = "media", security(("participant" = [])),
+    params(("room" = String, Path, description = "Room name"), ("node_id" = String, Path, description = "Media node"), ("session_id" = String, Path, description = "Session (`se_…`)")),
+    responses(
+        (status = 200, description = "Ended"),
+        (status = 404, description = "No such session", body = ErrorBody),
+    ))]
+pub(crate) async fn whip_delete(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((room, node, session)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let req = NodeRequest::Close { session_id: session };
+    session_request(&state, &headers, &room, &node, req).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// End a WHEP session (the participant leaves).
+#[utoipa::path(delete, path = "/v1/whep/{room}/sessions/{node_id}/{session_id}", tag = "media", security(("participant" = [])),
+    params(("room" = String, Path, description = "Room name"), ("node_id" = String, Path, description = "Media node"), ("session_id" = String, Path, description = "Session (`se_…`)")),
+    responses(
+        (status = 200, description = "Ended"),
+        (status = 404, description = "No such session", body = ErrorBody),
+    ))]
+pub(crate) async fn whep_delete(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((room, node, session)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let req = NodeRequest::Close { session_id: session };
+    session_request(&state, &headers, &room, &node, req).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// CORS for the WHIP/WHEP endpoints, so a page on another origin can use
+/// them: preflights are answered here, and answers expose `Location`.
+pub(crate) async fn cors(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let media = path.starts_with("/v1/whip/") || path.starts_with("/v1/whep/");
+    if !media {
+        return next.run(req).await;
+    }
+    let mut resp = if req.method() == Method::OPTIONS {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+        h.insert("accept-post", HeaderValue::from_static("application/sdp"));
+        h.insert("accept-patch", HeaderValue::from_static("application/trickle-ice-sdpfrag"));
+        r
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link, Accept-Patch, Accept-Post"),
+    );
+    resp
+}

@@ -1,0 +1,96 @@
+//! How the control plane reaches media nodes, and which node gets a room.
+//!
+//! Placement reads projections only: a room stays on the node its active
+//! participants are on (sticky) while that node is up; a new room goes to the
+//! least-loaded node that is `up` (not draining, not lost) and reachable.
+//! Requests go to the embedded node in `dev` (in process) or over NATS
+//! request/reply to `arc.media.<node>.rpc` (same JSON types either way).
+
+use std::time::Duration;
+
+use arc_media::media::signal::{self, NodeReply, NodeRequest};
+use arc_media::media::{MediaHandle, SessionError};
+
+use crate::readdb::ReadDb;
+
+/// How long a node has to answer a request over NATS.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a request to a node failed before the node could answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("no media node is available")]
+    NoNode,
+    #[error("media node {0} did not answer: {1}")]
+    Unreachable(String, String),
+    #[error("read models: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// The ways to reach nodes.
+#[derive(Debug, Clone, Default)]
+pub struct MediaRouter {
+    /// The embedded node of `dev`: (node id, handle).
+    pub local: Option<(String, MediaHandle)>,
+    /// NATS, for nodes that are separate processes.
+    pub nats: Option<async_nats::Client>,
+}
+
+impl MediaRouter {
+    fn reachable(&self, node_id: &str) -> bool {
+        self.nats.is_some() || self.local.as_ref().is_some_and(|(id, _)| id == node_id)
+    }
+
+    /// Picks the node for a room (see the module docs).
+    pub async fn place(&self, db: &ReadDb, room_id: &str) -> Result<String, RouteError> {
+        let sticky: Option<String> = sqlx::query_scalar(
+            "SELECT p.node_id FROM participants p JOIN nodes n ON n.node_id = p.node_id \
+             WHERE p.room_id = $1 AND p.state = 'active' AND n.state = 'up' ORDER BY p.joined_at_ms LIMIT 1",
+        )
+        .bind(room_id)
+        .fetch_optional(&db.pool)
+        .await?;
+        if let Some(node) = sticky.filter(|n| self.reachable(n)) {
+            return Ok(node);
+        }
+        let candidates: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT node_id, sessions, capacity FROM nodes WHERE state = 'up' ORDER BY sessions, cpu_percent, node_id",
+        )
+        .fetch_all(&db.pool)
+        .await?;
+        candidates
+            .into_iter()
+            .filter(|(id, sessions, capacity)| *capacity <= 0 || sessions < capacity && self.reachable(id))
+            .find(|(id, _, _)| self.reachable(id))
+            .map(|(id, _, _)| id)
+            .ok_or(RouteError::NoNode)
+    }
+
+    /// Sends one request to a node and returns its reply.
+    pub async fn request(&self, node_id: &str, req: NodeRequest) -> Result<NodeReply, RouteError> {
+        if let Some((id, handle)) = &self.local
+            && id == node_id
+        {
+            return Ok(handle.serve(req).await);
+        }
+        let Some(nats) = &self.nats else { return Err(RouteError::NoNode) };
+        let body = serde_json::to_vec(&req).map_err(|e| RouteError::Unreachable(node_id.into(), e.to_string()))?;
+        let reply = tokio::time::timeout(REQUEST_TIMEOUT, nats.request(signal::subject(node_id), body.into()))
+            .await
+            .map_err(|_| RouteError::Unreachable(node_id.into(), "timed out".into()))?
+            .map_err(|e| RouteError::Unreachable(node_id.into(), e.to_string()))?;
+        serde_json::from_slice(&reply.payload)
+            .map_err(|e| RouteError::Unreachable(node_id.into(), format!("bad reply: {e}")))
+    }
+}
+
+/// A node's error as the API reports it: (HTTP status, code, message).
+pub fn session_error_status(e: &SessionError) -> (u16, &'static str) {
+    match e {
+        SessionError::BadSdp { .. } => (400, "bad_sdp"),
+        SessionError::NoCommonCodec { .. } => (406, "no_common_codec"),
+        SessionError::NotFound => (404, "session_not_found"),
+        SessionError::Draining | SessionError::Unavailable => (503, "node_unavailable"),
+        SessionError::Internal { .. } => (500, "internal"),
+    }
+}

@@ -1,0 +1,528 @@
+//! The forwarding core: sans-IO, no sockets, no clock of its own.
+//!
+//! Publishers' tracks come in as decrypted RTP packets with the time they
+//! arrived; subscribers' downtracks go out as RTP packets rewritten for each
+//! subscriber (SSRC, payload type, sequence number, timestamp), plus keyframe
+//! requests for the publishers. Feedback from subscribers (PLI/FIR, NACK)
+//! comes in as calls and comes out as actions. The I/O layer (the node's
+//! event loop) owns the peer connections and carries the actions out.
+//!
+//! Rules it keeps:
+//! - A downtrack's output sequence numbers and timestamps are continuous
+//!   across source switches: a subscriber never sees a jump backwards or a
+//!   repeated number, so switching sources never confuses its jitter buffer.
+//! - A video downtrack forwards nothing until a keyframe arrives from its
+//!   current source, and asks the publisher for one (throttled per track).
+//! - NACKs are answered from one bounded cache per publisher track (shared
+//!   by all its subscribers), mapped back through each downtrack's offsets;
+//!   a packet older than the cache is simply not answered.
+//! - Header extensions are not forwarded (the subscriber's own session adds
+//!   what it negotiated), except audio level, re-numbered per subscriber.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rtc::rtp::Packet;
+
+pub mod codec;
+
+pub use codec::Codec;
+
+/// A publisher's track, node-local.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackKey(pub u32);
+
+/// One subscriber's outgoing stream, node-local.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DownKey(pub u32);
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// Least time between two keyframe requests sent to one publisher track.
+    pub keyframe_request_interval: Duration,
+    /// Packets kept per video track for retransmission (a power of two).
+    pub video_cache_packets: usize,
+    /// Packets kept per audio track for retransmission (0: audio is not cached).
+    pub audio_cache_packets: usize,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            keyframe_request_interval: Duration::from_millis(500),
+            video_cache_packets: 1024,
+            audio_cache_packets: 0,
+        }
+    }
+}
+
+/// What a publisher's track is.
+#[derive(Debug, Clone)]
+pub struct TrackSpec {
+    pub codec: Codec,
+    /// The publisher's id for the audio-level header extension, if negotiated.
+    pub audio_level_ext: Option<u8>,
+}
+
+/// How a subscriber's stream must look on the wire.
+#[derive(Debug, Clone)]
+pub struct DownSpec {
+    /// The SSRC this subscriber's session announced for the stream.
+    pub ssrc: u32,
+    /// The payload type the subscriber negotiated for the source's codec.
+    pub payload_type: u8,
+    /// The subscriber's id for the audio-level extension, if negotiated.
+    pub audio_level_ext: Option<u8>,
+}
+
+/// What the I/O layer must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send this (rewritten) packet on the subscriber's stream.
+    Send { down: DownKey, packet: Packet },
+    /// Ask the publisher of this track for a keyframe (PLI).
+    RequestKeyframe { track: TrackKey },
+}
+
+/// Counters the node reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// Packets dropped while a downtrack waited for a keyframe.
+    pub dropped_waiting_keyframe: u64,
+    /// Packets from before a switch, dropped.
+    pub dropped_stale: u64,
+    pub nacks_answered: u64,
+    pub nacks_missed: u64,
+    pub keyframe_requests: u64,
+}
+
+/// Errors from misuse by the I/O layer (never from network input).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ForwardError {
+    #[error("unknown track {0:?}")]
+    UnknownTrack(TrackKey),
+    #[error("unknown downtrack {0:?}")]
+    UnknownDown(DownKey),
+    #[error("{0:?} already exists")]
+    DuplicateTrack(TrackKey),
+    #[error("{0:?} already exists")]
+    DuplicateDown(DownKey),
+}
+
+#[derive(Debug)]
+struct Source {
+    spec: TrackSpec,
+    cache: PacketCache,
+    downs: Vec<DownKey>,
+    last_keyframe_request: Option<Instant>,
+    /// A keyframe request is owed (asked while throttled).
+    keyframe_owed: bool,
+    /// Latest audio level (-dBov) and when it was seen.
+    level: Option<(u8, Instant)>,
+}
+
+#[derive(Debug)]
+struct Down {
+    spec: DownSpec,
+    source: Option<TrackKey>,
+    munger: Munger,
+    /// Video only: forwarding waits for a keyframe from the current source.
+    waiting_keyframe: bool,
+    paused: bool,
+}
+
+/// The per-subscriber rewriting of sequence numbers and timestamps.
+#[derive(Debug, Clone, Default)]
+struct Munger {
+    /// Whether any packet went out yet.
+    started: bool,
+    /// Whether the current source's first packet has been seen.
+    epoch_started: bool,
+    seq_offset: u16,
+    ts_offset: u32,
+    /// First input sequence number of the current epoch.
+    epoch_first_in: u16,
+    /// First output sequence number of the current epoch.
+    epoch_first_out: u16,
+    last_out_seq: u16,
+    last_out_ts: u32,
+    last_out_at: Option<Instant>,
+    /// Highest output sequence number sent (for NACK sanity).
+    highest_out_seq: u16,
+}
+
+impl Munger {
+    /// Starts a new epoch: the next packet is mapped right after the last one sent.
+    fn switch(&mut self) {
+        self.epoch_started = false;
+    }
+
+    /// Maps an input packet; `None` means drop it (from before the switch).
+    fn map(&mut self, now: Instant, seq: u16, ts: u32, clock_rate: u32) -> Option<(u16, u32)> {
+        if !self.epoch_started {
+            let out_seq = if self.started { self.last_out_seq.wrapping_add(1) } else { seq };
+            let out_ts = match (self.started, self.last_out_at) {
+                (true, Some(at)) => {
+                    let elapsed = now.saturating_duration_since(at);
+                    let ticks = (elapsed.as_micros() * u128::from(clock_rate) / 1_000_000) as u32;
+                    self.last_out_ts.wrapping_add(ticks.max(1))
+                }
+                _ => ts,
+            };
+            self.seq_offset = seq.wrapping_sub(out_seq);
+            self.ts_offset = ts.wrapping_sub(out_ts);
+            self.epoch_first_in = seq;
+            self.epoch_first_out = out_seq;
+            self.epoch_started = true;
+            self.started = true;
+            self.highest_out_seq = out_seq.wrapping_sub(1);
+        }
+        if (seq.wrapping_sub(self.epoch_first_in) as i16) < 0 {
+            return None;
+        }
+        let out_seq = seq.wrapping_sub(self.seq_offset);
+        let out_ts = ts.wrapping_sub(self.ts_offset);
+        if (out_seq.wrapping_sub(self.highest_out_seq) as i16) > 0 {
+            self.highest_out_seq = out_seq;
+            self.last_out_seq = out_seq;
+            self.last_out_ts = out_ts;
+            self.last_out_at = Some(now);
+        }
+        Some((out_seq, out_ts))
+    }
+
+    /// The input sequence number an output one came from, if it is of this epoch.
+    fn unmap(&self, out_seq: u16) -> Option<u16> {
+        if !self.epoch_started {
+            return None;
+        }
+        let since_start = out_seq.wrapping_sub(self.epoch_first_out) as i16;
+        let ahead = out_seq.wrapping_sub(self.highest_out_seq) as i16;
+        (since_start >= 0 && ahead <= 0).then(|| out_seq.wrapping_add(self.seq_offset))
+    }
+}
+
+/// A ring of the last N packets of a track, indexed by sequence number.
+#[derive(Debug)]
+struct PacketCache {
+    slots: Vec<Option<Packet>>,
+    mask: usize,
+}
+
+impl PacketCache {
+    fn new(size: usize) -> Self {
+        let size = if size == 0 { 0 } else { size.next_power_of_two() };
+        Self { slots: (0..size).map(|_| None).collect(), mask: size.saturating_sub(1) }
+    }
+
+    fn put(&mut self, packet: &Packet) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let i = usize::from(packet.header.sequence_number) & self.mask;
+        self.slots[i] = Some(packet.clone());
+    }
+
+    fn get(&self, seq: u16) -> Option<&Packet> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        self.slots[usize::from(seq) & self.mask].as_ref().filter(|p| p.header.sequence_number == seq)
+    }
+}
+
+/// The forwarding core of one node (every room's tracks; rooms are the I/O
+/// layer's grouping of who subscribes to what).
+#[derive(Debug, Default)]
+pub struct Forwarder {
+    config: ForwardConfig,
+    sources: HashMap<TrackKey, Source>,
+    downs: HashMap<DownKey, Down>,
+    stats: ForwardStats,
+}
+
+impl Forwarder {
+    pub fn new(config: ForwardConfig) -> Self {
+        Self { config, ..Self::default() }
+    }
+
+    pub fn stats(&self) -> ForwardStats {
+        self.stats
+    }
+
+    pub fn track_count(&self) -> usize {
+        self.sources.len()
+    }
+
+    pub fn down_count(&self) -> usize {
+        self.downs.len()
+    }
+
+    /// The source a downtrack currently forwards.
+    pub fn source_of(&self, down: DownKey) -> Option<TrackKey> {
+        self.downs.get(&down).and_then(|d| d.source)
+    }
+
+    /// A publisher's new track.
+    pub fn add_track(&mut self, track: TrackKey, spec: TrackSpec) -> Result<(), ForwardError> {
+        if self.sources.contains_key(&track) {
+            return Err(ForwardError::DuplicateTrack(track));
+        }
+        let cache =
+            if spec.codec.is_video() { self.config.video_cache_packets } else { self.config.audio_cache_packets };
+        self.sources.insert(
+            track,
+            Source {
+                spec,
+                cache: PacketCache::new(cache),
+                downs: Vec::new(),
+                last_keyframe_request: None,
+                keyframe_owed: false,
+                level: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// A track ended; its downtracks stay, idle, until switched or removed.
+    /// Returns them.
+    pub fn remove_track(&mut self, track: TrackKey) -> Vec<DownKey> {
+        let Some(source) = self.sources.remove(&track) else { return Vec::new() };
+        for d in &source.downs {
+            if let Some(down) = self.downs.get_mut(d) {
+                down.source = None;
+            }
+        }
+        source.downs
+    }
+
+    /// A subscriber's new stream, forwarding `source` (or nothing yet).
+    pub fn add_down(
+        &mut self,
+        now: Instant,
+        down: DownKey,
+        spec: DownSpec,
+        source: Option<TrackKey>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ForwardError> {
+        if self.downs.contains_key(&down) {
+            return Err(ForwardError::DuplicateDown(down));
+        }
+        if let Some(t) = source
+            && !self.sources.contains_key(&t)
+        {
+            return Err(ForwardError::UnknownTrack(t));
+        }
+        self.downs.insert(
+            down,
+            Down { spec, source: None, munger: Munger::default(), waiting_keyframe: false, paused: false },
+        );
+        if let Some(t) = source {
+            self.switch(now, down, t, out)?;
+        }
+        Ok(())
+    }
+
+    /// Points a downtrack at another source; output stays continuous.
+    pub fn switch(
+        &mut self,
+        now: Instant,
+        down: DownKey,
+        track: TrackKey,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ForwardError> {
+        if !self.sources.contains_key(&track) {
+            return Err(ForwardError::UnknownTrack(track));
+        }
+        let d = self.downs.get_mut(&down).ok_or(ForwardError::UnknownDown(down))?;
+        if d.source == Some(track) {
+            return Ok(());
+        }
+        if let Some(old) = d.source.take()
+            && let Some(s) = self.sources.get_mut(&old)
+        {
+            s.downs.retain(|x| *x != down);
+        }
+        d.source = Some(track);
+        d.munger.switch();
+        let video = self.sources.get(&track).is_some_and(|s| s.spec.codec.is_video());
+        d.waiting_keyframe = video;
+        if let Some(s) = self.sources.get_mut(&track) {
+            s.downs.push(down);
+        }
+        if video {
+            self.request_keyframe(now, track, out);
+        }
+        Ok(())
+    }
+
+    /// Changes the payload type a downtrack writes (the subscriber's number
+    /// for the codec of the source it is about to forward).
+    pub fn set_payload_type(&mut self, down: DownKey, payload_type: u8) {
+        if let Some(d) = self.downs.get_mut(&down) {
+            d.spec.payload_type = payload_type;
+        }
+    }
+
+    /// Stops a downtrack from forwarding without removing it (mute on the way out).
+    pub fn set_paused(&mut self, now: Instant, down: DownKey, paused: bool, out: &mut Vec<Action>) {
+        let Some(d) = self.downs.get_mut(&down) else { return };
+        if d.paused == paused {
+            return;
+        }
+        d.paused = paused;
+        if !paused && let Some(track) = d.source {
+            let video = self.sources.get(&track).is_some_and(|s| s.spec.codec.is_video());
+            d.waiting_keyframe = video;
+            d.munger.switch();
+            if video {
+                self.request_keyframe(now, track, out);
+            }
+        }
+    }
+
+    /// Removes a downtrack.
+    pub fn remove_down(&mut self, down: DownKey) {
+        if let Some(d) = self.downs.remove(&down)
+            && let Some(t) = d.source
+            && let Some(s) = self.sources.get_mut(&t)
+        {
+            s.downs.retain(|x| *x != down);
+        }
+    }
+
+    /// One RTP packet from a publisher's track.
+    pub fn on_rtp(&mut self, now: Instant, track: TrackKey, packet: &Packet, out: &mut Vec<Action>) {
+        let Some(source) = self.sources.get_mut(&track) else { return };
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += packet.payload.len() as u64;
+        source.cache.put(packet);
+        let codec = source.spec.codec;
+        let level = source
+            .spec
+            .audio_level_ext
+            .and_then(|id| packet.header.get_extension(id))
+            .and_then(|b| codec::audio_level(&b));
+        if let Some(l) = level {
+            source.level = Some((l, now));
+        }
+        let mut keyframe: Option<bool> = None;
+        let clock = codec.clock_rate();
+        for down_key in &source.downs {
+            let Some(d) = self.downs.get_mut(down_key) else { continue };
+            if d.paused {
+                continue;
+            }
+            if d.waiting_keyframe {
+                let k = *keyframe.get_or_insert_with(|| codec.is_keyframe_start(&packet.payload));
+                if !k {
+                    self.stats.dropped_waiting_keyframe += 1;
+                    continue;
+                }
+                d.waiting_keyframe = false;
+            }
+            let Some((seq, ts)) = d.munger.map(now, packet.header.sequence_number, packet.header.timestamp, clock)
+            else {
+                self.stats.dropped_stale += 1;
+                continue;
+            };
+            let p = rewrite(packet, &d.spec, seq, ts, level);
+            self.stats.packets_out += 1;
+            self.stats.bytes_out += p.payload.len() as u64;
+            out.push(Action::Send { down: *down_key, packet: p });
+        }
+        // A keyframe request asked for while throttled goes out once allowed.
+        if source.keyframe_owed {
+            self.request_keyframe(now, track, out);
+        }
+    }
+
+    /// A subscriber lost a picture (PLI or FIR on its stream).
+    pub fn on_keyframe_request(&mut self, now: Instant, down: DownKey, out: &mut Vec<Action>) {
+        if let Some(track) = self.downs.get(&down).and_then(|d| d.source) {
+            self.request_keyframe(now, track, out);
+        }
+    }
+
+    /// A subscriber lost packets (NACK on its stream), by output sequence numbers.
+    pub fn on_nack(&mut self, down: DownKey, lost: impl IntoIterator<Item = u16>, out: &mut Vec<Action>) {
+        let Some(d) = self.downs.get(&down) else { return };
+        let Some(source) = d.source.and_then(|t| self.sources.get(&t)) else { return };
+        for out_seq in lost {
+            let cached = d.munger.unmap(out_seq).and_then(|in_seq| source.cache.get(in_seq));
+            match cached {
+                Some(p) => {
+                    let ts = p.header.timestamp.wrapping_sub(d.munger.ts_offset);
+                    let level = source
+                        .spec
+                        .audio_level_ext
+                        .and_then(|id| p.header.get_extension(id))
+                        .and_then(|b| codec::audio_level(&b));
+                    out.push(Action::Send { down, packet: rewrite(p, &d.spec, out_seq, ts, level) });
+                    self.stats.nacks_answered += 1;
+                }
+                None => self.stats.nacks_missed += 1,
+            }
+        }
+    }
+
+    /// Loudest tracks heard within `window`, loudest first (lower -dBov is louder).
+    pub fn active_speakers(&self, now: Instant, window: Duration, max_level: u8) -> Vec<(TrackKey, u8)> {
+        let mut v: Vec<_> = self
+            .sources
+            .iter()
+            .filter_map(|(k, s)| s.level.map(|(l, at)| (*k, l, at)))
+            .filter(|(_, l, at)| *l <= max_level && now.saturating_duration_since(*at) <= window)
+            .map(|(k, l, _)| (k, l))
+            .collect();
+        v.sort_by_key(|(k, l)| (*l, *k));
+        v
+    }
+
+    fn request_keyframe(&mut self, now: Instant, track: TrackKey, out: &mut Vec<Action>) {
+        let Some(s) = self.sources.get_mut(&track) else { return };
+        let allowed = s
+            .last_keyframe_request
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.config.keyframe_request_interval);
+        if allowed {
+            s.last_keyframe_request = Some(now);
+            s.keyframe_owed = false;
+            self.stats.keyframe_requests += 1;
+            out.push(Action::RequestKeyframe { track });
+        } else {
+            s.keyframe_owed = true;
+        }
+    }
+}
+
+fn rewrite(packet: &Packet, spec: &DownSpec, seq: u16, ts: u32, level: Option<u8>) -> Packet {
+    let h = &packet.header;
+    // Built field by field: the publisher's extensions are not copied.
+    let mut header = rtc::rtp::Header {
+        version: 2,
+        padding: false,
+        extension: false,
+        marker: h.marker,
+        payload_type: spec.payload_type,
+        sequence_number: seq,
+        timestamp: ts,
+        ssrc: spec.ssrc,
+        csrc: h.csrc.clone(),
+        extension_profile: 0,
+        extensions: Vec::new(),
+        extensions_padding: 0,
+    };
+    if let (Some(id), Some(l)) = (spec.audio_level_ext, level) {
+        // The voice-activity flag is not carried across; the level is.
+        let _ = header.set_extension(id, bytes::Bytes::copy_from_slice(&[l]));
+    }
+    Packet { header, payload: packet.payload.clone() }
+}
+
+#[cfg(test)]
+mod tests;

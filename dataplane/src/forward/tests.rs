@@ -1,0 +1,233 @@
+use super::*;
+use bytes::Bytes;
+
+const VP8_KEY: &[u8] = &[0x10, 0x00, 0x9d, 0x01, 0x2a];
+const VP8_DELTA: &[u8] = &[0x10, 0x01, 0x00];
+const VP8_CONT: &[u8] = &[0x00, 0x00, 0x00];
+
+fn pkt(seq: u16, ts: u32, payload: &'static [u8]) -> Packet {
+    Packet {
+        header: rtc::rtp::Header {
+            version: 2,
+            payload_type: 96,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc: 0xdead,
+            ..Default::default()
+        },
+        payload: Bytes::from_static(payload),
+    }
+}
+
+fn down_spec(ssrc: u32) -> DownSpec {
+    DownSpec { ssrc, payload_type: 100, audio_level_ext: None }
+}
+
+fn sends(actions: &[Action]) -> Vec<(DownKey, u16, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { down, packet } => Some((*down, packet.header.sequence_number, packet.header.timestamp)),
+            Action::RequestKeyframe { .. } => None,
+        })
+        .collect()
+}
+
+fn keyframe_requests(actions: &[Action]) -> usize {
+    actions.iter().filter(|a| matches!(a, Action::RequestKeyframe { .. })).count()
+}
+
+fn video() -> TrackSpec {
+    TrackSpec { codec: Codec::Vp8, audio_level_ext: None }
+}
+
+#[test]
+fn waits_for_a_keyframe_then_rewrites_ssrc_and_payload_type() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    let mut out = Vec::new();
+    f.add_down(t0, DownKey(1), down_spec(77), Some(TrackKey(1)), &mut out).expect("test setup");
+    assert_eq!(keyframe_requests(&out), 1, "subscribing asks the publisher for a keyframe");
+    out.clear();
+    f.on_rtp(t0, TrackKey(1), &pkt(10, 1000, VP8_DELTA), &mut out);
+    f.on_rtp(t0, TrackKey(1), &pkt(11, 1000, VP8_CONT), &mut out);
+    assert!(sends(&out).is_empty(), "nothing before a keyframe");
+    f.on_rtp(t0, TrackKey(1), &pkt(12, 4000, VP8_KEY), &mut out);
+    f.on_rtp(t0, TrackKey(1), &pkt(13, 4000, VP8_CONT), &mut out);
+    let s = sends(&out);
+    assert_eq!(s, vec![(DownKey(1), 12, 4000), (DownKey(1), 13, 4000)]);
+    let Action::Send { packet, .. } = out.iter().find(|a| matches!(a, Action::Send { .. })).expect("test setup") else {
+        unreachable!()
+    };
+    assert_eq!(packet.header.ssrc, 77);
+    assert_eq!(packet.header.payload_type, 100);
+    assert!(packet.header.extensions.is_empty());
+    assert_eq!(f.stats().dropped_waiting_keyframe, 2);
+}
+
+#[test]
+fn switching_sources_keeps_output_continuous() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    f.add_track(TrackKey(2), video()).expect("test setup");
+    let mut out = Vec::new();
+    f.add_down(t0, DownKey(1), down_spec(5), Some(TrackKey(1)), &mut out).expect("test setup");
+    f.on_rtp(t0, TrackKey(1), &pkt(65534, 1000, VP8_KEY), &mut out);
+    f.on_rtp(t0, TrackKey(1), &pkt(65535, 1000, VP8_CONT), &mut out);
+    f.on_rtp(t0, TrackKey(1), &pkt(0, 4000, VP8_DELTA), &mut out);
+    out.clear();
+    let t1 = t0 + Duration::from_millis(100);
+    f.switch(t1, DownKey(1), TrackKey(2), &mut out).expect("test setup");
+    assert_eq!(keyframe_requests(&out), 1);
+    // The old source's packets no longer reach this subscriber.
+    f.on_rtp(t1, TrackKey(1), &pkt(1, 7000, VP8_KEY), &mut out);
+    // The new source starts somewhere else entirely.
+    f.on_rtp(t1, TrackKey(2), &pkt(500, 900_000, VP8_DELTA), &mut out);
+    f.on_rtp(t1, TrackKey(2), &pkt(501, 903_000, VP8_KEY), &mut out);
+    f.on_rtp(t1, TrackKey(2), &pkt(502, 903_000, VP8_CONT), &mut out);
+    // A late packet from before the switch point is dropped.
+    f.on_rtp(t1, TrackKey(2), &pkt(499, 897_000, VP8_CONT), &mut out);
+    let s = sends(&out);
+    // Output continues at 1 (after 0), timestamp advanced by 100 ms of 90 kHz.
+    assert_eq!(s, vec![(DownKey(1), 1, 4000 + 9000), (DownKey(1), 2, 4000 + 9000)]);
+    assert_eq!(f.stats().dropped_stale, 1);
+}
+
+#[test]
+fn keyframe_requests_are_throttled_and_owed_requests_go_out_later() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    let mut out = Vec::new();
+    for d in 0..10 {
+        f.add_down(t0, DownKey(d), down_spec(d), Some(TrackKey(1)), &mut out).expect("test setup");
+    }
+    for _ in 0..10 {
+        f.on_keyframe_request(t0 + Duration::from_millis(10), DownKey(3), &mut out);
+    }
+    assert_eq!(keyframe_requests(&out), 1, "one request for 10 joins and 10 PLIs within 500 ms");
+    out.clear();
+    f.on_rtp(t0 + Duration::from_millis(100), TrackKey(1), &pkt(1, 1, VP8_DELTA), &mut out);
+    assert_eq!(keyframe_requests(&out), 0, "still throttled");
+    f.on_rtp(t0 + Duration::from_millis(600), TrackKey(1), &pkt(2, 2, VP8_DELTA), &mut out);
+    assert_eq!(keyframe_requests(&out), 1, "the owed request goes out once allowed");
+    out.clear();
+    f.on_rtp(t0 + Duration::from_millis(1200), TrackKey(1), &pkt(3, 3, VP8_DELTA), &mut out);
+    assert_eq!(keyframe_requests(&out), 0, "and only once");
+}
+
+#[test]
+fn nacks_are_answered_from_the_shared_cache_through_each_subscribers_offsets() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    f.add_track(TrackKey(2), video()).expect("test setup");
+    let mut out = Vec::new();
+    f.add_down(t0, DownKey(1), down_spec(1), Some(TrackKey(2)), &mut out).expect("test setup");
+    f.on_rtp(t0, TrackKey(2), &pkt(9, 0, VP8_KEY), &mut out);
+    f.switch(t0, DownKey(1), TrackKey(1), &mut out).expect("test setup");
+    f.add_down(t0, DownKey(2), down_spec(2), Some(TrackKey(1)), &mut out).expect("test setup");
+    for seq in 100..110 {
+        let payload = if seq == 100 { VP8_KEY } else { VP8_CONT };
+        f.on_rtp(t0, TrackKey(1), &pkt(seq, 1000, payload), &mut out);
+    }
+    // Down 1 maps 100.. to 10.. (after its 9); down 2 passes 100.. through.
+    out.clear();
+    f.on_nack(DownKey(1), [12, 13], &mut out);
+    f.on_nack(DownKey(2), [105], &mut out);
+    let s = sends(&out);
+    // Down 1 switched at the same instant: its timestamps continue one tick after its last (0).
+    assert_eq!(s, vec![(DownKey(1), 12, 1), (DownKey(1), 13, 1), (DownKey(2), 105, 1000)]);
+    // A sequence number never sent, and one from before the switch, go unanswered.
+    out.clear();
+    f.on_nack(DownKey(1), [9, 200], &mut out);
+    f.on_nack(DownKey(99), [1], &mut out);
+    assert!(out.is_empty());
+    assert_eq!(f.stats().nacks_answered, 3);
+    assert_eq!(f.stats().nacks_missed, 2);
+}
+
+#[test]
+fn cache_is_bounded() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig { video_cache_packets: 16, ..ForwardConfig::default() });
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    let mut out = Vec::new();
+    f.add_down(t0, DownKey(1), down_spec(1), Some(TrackKey(1)), &mut out).expect("test setup");
+    for seq in 0..100u16 {
+        f.on_rtp(t0, TrackKey(1), &pkt(seq, 0, if seq == 0 { VP8_KEY } else { VP8_CONT }), &mut out);
+    }
+    out.clear();
+    f.on_nack(DownKey(1), [10, 90], &mut out);
+    assert_eq!(sends(&out).len(), 1, "only the recent packet is still cached");
+}
+
+#[test]
+fn audio_flows_at_once_and_audio_levels_rank_speakers() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), TrackSpec { codec: Codec::Opus, audio_level_ext: Some(1) }).expect("test setup");
+    f.add_track(TrackKey(2), TrackSpec { codec: Codec::Opus, audio_level_ext: Some(1) }).expect("test setup");
+    let mut out = Vec::new();
+    f.add_down(
+        t0,
+        DownKey(1),
+        DownSpec { ssrc: 9, payload_type: 111, audio_level_ext: Some(3) },
+        Some(TrackKey(1)),
+        &mut out,
+    )
+    .expect("test setup");
+    assert_eq!(keyframe_requests(&out), 0);
+    let mut loud = pkt(1, 960, &[0xfc]);
+    loud.header.set_extension(1, Bytes::from_static(&[0x80 | 20])).expect("test setup");
+    let mut quiet = pkt(1, 960, &[0xfc]);
+    quiet.header.set_extension(1, Bytes::from_static(&[60])).expect("test setup");
+    f.on_rtp(t0, TrackKey(1), &loud, &mut out);
+    f.on_rtp(t0, TrackKey(2), &quiet, &mut out);
+    let Some(Action::Send { packet, .. }) = out.first() else { panic!("audio forwarded at once") };
+    assert_eq!(packet.header.get_extension(3).as_deref(), Some(&[20u8][..]), "level re-numbered");
+    assert_eq!(f.active_speakers(t0, Duration::from_secs(1), 127), vec![(TrackKey(1), 20), (TrackKey(2), 60)]);
+    assert_eq!(f.active_speakers(t0 + Duration::from_secs(2), Duration::from_secs(1), 127), vec![]);
+}
+
+#[test]
+fn removing_tracks_and_downs_and_misuse() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    assert_eq!(f.add_track(TrackKey(1), video()), Err(ForwardError::DuplicateTrack(TrackKey(1))));
+    let mut out = Vec::new();
+    assert_eq!(
+        f.add_down(t0, DownKey(1), down_spec(1), Some(TrackKey(9)), &mut out),
+        Err(ForwardError::UnknownTrack(TrackKey(9)))
+    );
+    f.add_down(t0, DownKey(1), down_spec(1), Some(TrackKey(1)), &mut out).expect("test setup");
+    assert_eq!(f.remove_track(TrackKey(1)), vec![DownKey(1)]);
+    assert_eq!(f.source_of(DownKey(1)), None);
+    f.on_rtp(t0, TrackKey(1), &pkt(1, 1, VP8_KEY), &mut out);
+    f.remove_down(DownKey(1));
+    assert_eq!((f.track_count(), f.down_count()), (0, 0));
+}
+
+#[test]
+fn pausing_a_downtrack_stops_it_and_resuming_waits_for_a_keyframe() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    let mut out = Vec::new();
+    f.add_down(t0, DownKey(1), down_spec(1), Some(TrackKey(1)), &mut out).expect("test setup");
+    f.on_rtp(t0, TrackKey(1), &pkt(1, 0, VP8_KEY), &mut out);
+    f.set_paused(t0, DownKey(1), true, &mut out);
+    out.clear();
+    f.on_rtp(t0, TrackKey(1), &pkt(2, 0, VP8_CONT), &mut out);
+    assert!(out.is_empty());
+    let t1 = t0 + Duration::from_secs(1);
+    f.set_paused(t1, DownKey(1), false, &mut out);
+    assert_eq!(keyframe_requests(&out), 1);
+    out.clear();
+    f.on_rtp(t1, TrackKey(1), &pkt(3, 90_000, VP8_DELTA), &mut out);
+    f.on_rtp(t1, TrackKey(1), &pkt(4, 90_000, VP8_KEY), &mut out);
+    assert_eq!(sends(&out), vec![(DownKey(1), 2, 90_000)], "continues right after the last sent");
+}

@@ -1,0 +1,1099 @@
+//! The media node's I/O: one UDP socket for every peer, the `rtc` peer
+//! connections (sans-IO) of every session, and the forwarding core, all owned
+//! by one task. Nothing here is shared behind a lock: commands arrive on a
+//! channel ([`MediaHandle`]), datagrams on the socket, and timers from each
+//! connection's `poll_timeout`.
+//!
+//! Per datagram: find the session (5-tuple, or STUN USERNAME for a new
+//! address), hand the bytes to its connection, then drain what it produced —
+//! datagrams to send, state changes, decrypted RTP and feedback. Publisher RTP
+//! goes through the [`Forwarder`](crate::forward::Forwarder), whose actions
+//! write RTP into subscribers' connections or PLIs into publishers'. Malformed
+//! input is counted and dropped; a connection that errors is closed alone.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::forward::{Action, Codec, DownKey, DownSpec, ForwardConfig, Forwarder, TrackKey, TrackSpec};
+
+pub mod demux;
+pub mod peer;
+pub mod signal;
+
+pub use signal::{NodeReply, NodeRequest, OpenSession, Role, SessionError, SessionOpened};
+
+/// How long a session may take to connect before it is dropped.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a disconnected session may stay before it is dropped.
+pub const DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest datagram read.
+const DATAGRAM_MAX: usize = 1500;
+
+/// Where the node's media port listens and what it announces.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Local address of the one UDP port.
+    pub udp_listen: SocketAddr,
+    /// IPs announced as host candidates, with the bound port; empty means
+    /// the bound address (loopback if it is unspecified).
+    pub announce: Vec<std::net::IpAddr>,
+}
+
+/// Something the log must hear about (the node's reporter appends it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    TrackPublished {
+        room_id: String,
+        identity: String,
+        sid: String,
+        track: String,
+        kind: RtpKind,
+        codec: String,
+    },
+    TrackUnpublished {
+        track: String,
+        reason: String,
+    },
+    /// A session ended; `reason` is `client_left`, `connection_lost` or `node_shutdown`.
+    SessionEnded {
+        room_id: String,
+        identity: String,
+        sid: String,
+        session_id: String,
+        reason: EndReason,
+    },
+}
+
+/// Audio or video (kept free of `rtc` types for the reporter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtpKind {
+    Audio,
+    Video,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    ClientLeft,
+    ConnectionLost,
+    Kicked,
+    NodeShutdown,
+}
+
+/// Live figures of the node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaStats {
+    pub sessions: u64,
+    pub tracks: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Datagrams from unknown addresses that were not a STUN request for us.
+    pub dropped_unknown: u64,
+    /// Datagrams a connection refused (malformed, bad auth, replay).
+    pub dropped_malformed: u64,
+    pub nacks_answered: u64,
+    pub keyframe_requests: u64,
+}
+
+enum Command {
+    Open(OpenSession, oneshot::Sender<Result<SessionOpened, SessionError>>),
+    Patch(String, String, oneshot::Sender<Result<Option<String>, SessionError>>),
+    Close(String, EndReason, oneshot::Sender<Result<(), SessionError>>),
+    /// End every session of this participant in this room.
+    Kick(String, String, oneshot::Sender<usize>),
+    Stats(oneshot::Sender<MediaStats>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cheap, cloneable way to talk to the node's media task.
+#[derive(Debug, Clone)]
+pub struct MediaHandle {
+    tx: mpsc::Sender<Command>,
+    local: SocketAddr,
+    sessions: Arc<AtomicU64>,
+}
+
+impl MediaHandle {
+    /// The UDP address the media port is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Live sessions (cheap; no round trip).
+    pub fn session_count(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    pub async fn open(&self, req: OpenSession) -> Result<SessionOpened, SessionError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Open(req, tx)).await.map_err(|_| SessionError::Unavailable)?;
+        rx.await.map_err(|_| SessionError::Unavailable)?
+    }
+
+    /// Trickle ICE; answers a fragment to send back, if any.
+    pub async fn patch(&self, session_id: &str, fragment: &str) -> Result<Option<String>, SessionError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Patch(session_id.to_owned(), fragment.to_owned(), tx))
+            .await
+            .map_err(|_| SessionError::Unavailable)?;
+        rx.await.map_err(|_| SessionError::Unavailable)?
+    }
+
+    pub async fn close(&self, session_id: &str) -> Result<(), SessionError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Close(session_id.to_owned(), EndReason::ClientLeft, tx))
+            .await
+            .map_err(|_| SessionError::Unavailable)?;
+        rx.await.map_err(|_| SessionError::Unavailable)?
+    }
+
+    /// Ends a participant's sessions in a room; answers how many ended.
+    pub async fn kick(&self, room_id: &str, identity: &str) -> usize {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Kick(room_id.to_owned(), identity.to_owned(), tx)).await.is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+
+    pub async fn stats(&self) -> MediaStats {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Stats(tx)).await.is_err() {
+            return MediaStats::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Ends every session (reason `node_shutdown`) and stops the task.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Answers one request as it comes over NATS.
+    pub async fn serve(&self, req: NodeRequest) -> NodeReply {
+        match req {
+            NodeRequest::Open(open) => match self.open(open).await {
+                Ok(o) => NodeReply::Opened(o),
+                Err(e) => NodeReply::Error(e),
+            },
+            NodeRequest::Patch { session_id, fragment } => match self.patch(&session_id, &fragment).await {
+                Ok(fragment) => NodeReply::Patched { fragment },
+                Err(e) => NodeReply::Error(e),
+            },
+            NodeRequest::Close { session_id } => match self.close(&session_id).await {
+                Ok(()) => NodeReply::Closed,
+                Err(e) => NodeReply::Error(e),
+            },
+            NodeRequest::Kick { room_id, identity } => {
+                NodeReply::Kicked { sessions: self.kick(&room_id, &identity).await }
+            }
+        }
+    }
+}
+
+/// Binds the media port and starts the media task. Events for the log go to
+/// `events` (unbounded: the log is the queue, nothing is dropped here).
+pub async fn start(
+    config: MediaConfig,
+    events: mpsc::UnboundedSender<MediaEvent>,
+) -> std::io::Result<(MediaHandle, tokio::task::JoinHandle<()>)> {
+    let socket = UdpSocket::bind(config.udp_listen).await?;
+    let local = socket.local_addr()?;
+    let announce: Vec<SocketAddr> = if config.announce.is_empty() {
+        let ip = if local.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { local.ip() };
+        vec![SocketAddr::new(ip, local.port())]
+    } else {
+        config.announce.iter().map(|ip| SocketAddr::new(*ip, local.port())).collect()
+    };
+    let (tx, rx) = mpsc::channel(256);
+    let sessions = Arc::new(AtomicU64::new(0));
+    let node = Node {
+        socket,
+        local,
+        announce,
+        events,
+        sessions: HashMap::new(),
+        by_addr: HashMap::new(),
+        by_ufrag: HashMap::new(),
+        by_id: HashMap::new(),
+        timers: BinaryHeap::new(),
+        dirty: Vec::new(),
+        outbox: Vec::new(),
+        forwarder: Forwarder::new(ForwardConfig::default()),
+        track_owner: HashMap::new(),
+        down_owner: HashMap::new(),
+        next_key: 1,
+        publish_order: 0,
+        stats: MediaStats::default(),
+        session_gauge: sessions.clone(),
+    };
+    let task = tokio::spawn(node.run(rx));
+    Ok((MediaHandle { tx, local, sessions }, task))
+}
+
+/// One publisher track inside a session.
+#[derive(Debug)]
+struct InTrack {
+    key: Option<TrackKey>,
+    receiver: RTCRtpReceiverId,
+    kind: RtpKind,
+    codec: Option<Codec>,
+    media_ssrc: u32,
+    event_id: String,
+    published_at: u64,
+}
+
+/// One subscriber stream inside a session.
+#[derive(Debug)]
+struct OutTrack {
+    down: DownKey,
+    sender: RTCRtpSenderId,
+    kind: RtpKind,
+    ssrc: u32,
+    /// Negotiated payload type per codec.
+    pts: Vec<(Codec, u8)>,
+    audio_level_ext: Option<u8>,
+}
+
+struct Session {
+    id: String,
+    room_id: String,
+    identity: String,
+    sid: String,
+    role: Role,
+    pc: RTCPeerConnection,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    inbound: HashMap<MediaStreamTrackId, InTrack>,
+    outbound: Vec<OutTrack>,
+    created: Instant,
+    connected: bool,
+    disconnected_since: Option<Instant>,
+    next_timeout: Option<Instant>,
+    dirty: bool,
+    ended: Option<EndReason>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("room_id", &self.room_id)
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+type Key = u32;
+
+struct Node {
+    socket: UdpSocket,
+    local: SocketAddr,
+    announce: Vec<SocketAddr>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    sessions: HashMap<Key, Session>,
+    by_addr: HashMap<SocketAddr, Key>,
+    by_ufrag: HashMap<String, Key>,
+    by_id: HashMap<String, Key>,
+    timers: BinaryHeap<Reverse<(Instant, Key)>>,
+    dirty: Vec<Key>,
+    outbox: Vec<(SocketAddr, BytesMut)>,
+    forwarder: Forwarder,
+    track_owner: HashMap<TrackKey, (Key, MediaStreamTrackId)>,
+    down_owner: HashMap<DownKey, Key>,
+    next_key: u32,
+    publish_order: u64,
+    stats: MediaStats,
+    session_gauge: Arc<AtomicU64>,
+}
+
+fn random_token(n: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    (0..n).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+}
+
+fn kind_of(k: RtpCodecKind) -> Option<RtpKind> {
+    match k {
+        RtpCodecKind::Audio => Some(RtpKind::Audio),
+        RtpCodecKind::Video => Some(RtpKind::Video),
+        _ => None,
+    }
+}
+
+fn rtc_kind(k: RtpKind) -> RtpCodecKind {
+    match k {
+        RtpKind::Audio => RtpCodecKind::Audio,
+        RtpKind::Video => RtpCodecKind::Video,
+    }
+}
+
+/// The media kinds an offer has m-lines for, and the codec names it offers.
+fn offered(sdp: &str) -> (Vec<RtpKind>, Vec<String>) {
+    let mut kinds = Vec::new();
+    let mut codecs = Vec::new();
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            let port_nonzero = m.split_whitespace().nth(1).is_some_and(|p| p != "0");
+            if m.starts_with("audio ") && port_nonzero {
+                kinds.push(RtpKind::Audio);
+            } else if m.starts_with("video ") && port_nonzero {
+                kinds.push(RtpKind::Video);
+            }
+        } else if let Some(r) = line.strip_prefix("a=rtpmap:")
+            && let Some(name) = r.split_whitespace().nth(1).and_then(|n| n.split('/').next())
+            && !codecs.iter().any(|c: &String| c.eq_ignore_ascii_case(name))
+        {
+            codecs.push(name.to_owned());
+        }
+    }
+    (kinds, codecs)
+}
+
+impl Node {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; DATAGRAM_MAX];
+        let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self
+                .timers
+                .peek()
+                .map(|Reverse((t, _))| *t)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                cmd = rx.recv() => match cmd {
+                    None => { self.end_all(EndReason::NodeShutdown); self.flush().await; return; }
+                    Some(Command::Shutdown(done)) => {
+                        self.end_all(EndReason::NodeShutdown);
+                        self.flush().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(c) => self.on_command(c),
+                },
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => self.on_datagram(Instant::now(), from, &buf[..n]),
+                    Err(e) => tracing::debug!(error = %e, "media socket read"),
+                },
+                () = tokio::time::sleep_until(deadline.into()) => self.on_timers(Instant::now()),
+                _ = housekeeping.tick() => self.housekeeping(Instant::now()),
+            }
+            self.flush().await;
+        }
+    }
+
+    fn mark(&mut self, key: Key) {
+        if let Some(s) = self.sessions.get_mut(&key)
+            && !s.dirty
+        {
+            s.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Open(req, reply) => {
+                let r = self.open(req);
+                let _ = reply.send(r);
+            }
+            Command::Patch(id, frag, reply) => {
+                let r = self.patch(&id, &frag);
+                let _ = reply.send(r);
+            }
+            Command::Close(id, reason, reply) => {
+                let r = match self.by_id.get(&id).copied() {
+                    Some(k) => {
+                        self.end(k, reason);
+                        Ok(())
+                    }
+                    None => Err(SessionError::NotFound),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Kick(room, identity, reply) => {
+                let keys: Vec<Key> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.room_id == room && s.identity == identity)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in &keys {
+                    self.end(*k, EndReason::Kicked);
+                }
+                let _ = reply.send(keys.len());
+            }
+            Command::Stats(reply) => {
+                let f = self.forwarder.stats();
+                let mut s = self.stats;
+                s.sessions = self.sessions.len() as u64;
+                s.tracks = self.forwarder.track_count() as u64;
+                s.packets_in = f.packets_in;
+                s.packets_out = f.packets_out;
+                s.bytes_in = f.bytes_in;
+                s.bytes_out = f.bytes_out;
+                s.nacks_answered = f.nacks_answered;
+                s.keyframe_requests = f.keyframe_requests;
+                let _ = reply.send(s);
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn open(&mut self, req: OpenSession) -> Result<SessionOpened, SessionError> {
+        let now = Instant::now();
+        if !req.offer.trim_start().starts_with("v=0") {
+            return Err(SessionError::BadSdp { reason: "an SDP offer starts with v=0".into() });
+        }
+        let (kinds, offered_codecs) = offered(&req.offer);
+        if kinds.is_empty() {
+            return Err(SessionError::BadSdp { reason: "the offer has no audio or video m-line".into() });
+        }
+        let supported = peer::codec_names();
+        if !offered_codecs
+            .iter()
+            .any(|c| supported.iter().any(|s| s.rsplit('/').next().is_some_and(|s| s.eq_ignore_ascii_case(c))))
+        {
+            return Err(SessionError::NoCommonCodec { offered: offered_codecs, supported });
+        }
+        let ufrag = loop {
+            let u = random_token(16);
+            if !self.by_ufrag.contains_key(&u) {
+                break u;
+            }
+        };
+        let pwd = random_token(32);
+        let internal = |e: rtc::shared::error::Error| SessionError::Internal { message: e.to_string() };
+        let mut pc = peer::build(&ufrag, &pwd, now).map_err(internal)?;
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1).max(1);
+        let mut outbound = Vec::new();
+        if let Role::Subscribe { .. } = &req.role {
+            for kind in &kinds {
+                let source_codec = self.source_for(&req.room_id, &req.role, *kind).and_then(|t| self.codec_of(t));
+                let codec = source_codec.unwrap_or(if *kind == RtpKind::Video { Codec::Vp8 } else { Codec::Opus });
+                let Some(params) = peer::codecs()
+                    .into_iter()
+                    .find(|(k, c)| *k == rtc_kind(*kind) && Codec::from_mime(&c.rtp_codec.mime_type) == codec)
+                    .map(|(_, c)| c)
+                else {
+                    continue;
+                };
+                let ssrc: u32 = rand::random();
+                let track = MediaStreamTrack::new(
+                    format!("arc-{}", req.room_id),
+                    format!("arc-{}-{}", if *kind == RtpKind::Video { "video" } else { "audio" }, key),
+                    format!("{kind:?}").to_lowercase(),
+                    rtc_kind(*kind),
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                        codec: params.rtp_codec,
+                        ..Default::default()
+                    }],
+                );
+                let sender = pc.add_track(track).map_err(internal)?;
+                outbound.push(OutTrack {
+                    down: DownKey(key << 4 | outbound.len() as u32),
+                    sender,
+                    kind: *kind,
+                    ssrc,
+                    pts: Vec::new(),
+                    audio_level_ext: None,
+                });
+            }
+        }
+        let offer = RTCSessionDescription::offer(req.offer.clone())
+            .map_err(|e| SessionError::BadSdp { reason: e.to_string() })?;
+        pc.set_remote_description(now, offer).map_err(|e| SessionError::BadSdp { reason: e.to_string() })?;
+        peer::add_host_candidates(&mut pc, &self.announce).map_err(internal)?;
+        let answer = pc.create_answer(None).map_err(|e| match e {
+            rtc::shared::error::Error::ErrRTPTransceiverCodecUnsupported
+            | rtc::shared::error::Error::ErrCodecNotFound => {
+                SessionError::NoCommonCodec { offered: offered_codecs.clone(), supported: supported.clone() }
+            }
+            other => SessionError::BadSdp { reason: other.to_string() },
+        })?;
+        pc.set_local_description(now, answer).map_err(internal)?;
+        let answer = pc
+            .local_description()
+            .map(|d| d.sdp.clone())
+            .ok_or_else(|| SessionError::Internal { message: "no local description".into() })?;
+        if !answer.lines().any(|l| l.starts_with("a=rtpmap:")) {
+            return Err(SessionError::NoCommonCodec { offered: offered_codecs, supported });
+        }
+        // What the subscriber negotiated, per stream.
+        for out in &mut outbound {
+            if let Some(mut sender) = pc.rtp_sender(out.sender) {
+                let params = sender.get_parameters();
+                out.pts = params
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .map(|c| (Codec::from_mime(&c.rtp_codec.mime_type), c.payload_type))
+                    .collect();
+                out.audio_level_ext = params
+                    .rtp_parameters
+                    .header_extensions
+                    .iter()
+                    .find(|h| h.uri == rtc::sdp::extmap::AUDIO_LEVEL_URI)
+                    .and_then(|h| u8::try_from(h.id).ok());
+            }
+        }
+        outbound.retain(|o| !o.pts.is_empty());
+        let id = format!("se_{}", random_token(20));
+        let session = Session {
+            id: id.clone(),
+            room_id: req.room_id.clone(),
+            identity: req.identity.clone(),
+            sid: req.sid.clone(),
+            role: req.role.clone(),
+            pc,
+            ufrag: ufrag.clone(),
+            addrs: Vec::new(),
+            inbound: HashMap::new(),
+            outbound,
+            created: now,
+            connected: false,
+            disconnected_since: None,
+            next_timeout: None,
+            dirty: false,
+            ended: None,
+        };
+        self.sessions.insert(key, session);
+        self.by_ufrag.insert(ufrag, key);
+        self.by_id.insert(id.clone(), key);
+        self.session_gauge.store(self.sessions.len() as u64, Ordering::Relaxed);
+        // Subscriber streams start on the room's current sources.
+        let mut actions = Vec::new();
+        let outs: Vec<(DownKey, RtpKind, u32, Option<u8>)> =
+            self.sessions[&key].outbound.iter().map(|o| (o.down, o.kind, o.ssrc, o.audio_level_ext)).collect();
+        for (down, kind, ssrc, ext) in outs {
+            self.down_owner.insert(down, key);
+            let source = self.source_for(&req.room_id, &req.role, kind);
+            let pt = source.and_then(|t| self.codec_of(t)).and_then(|c| self.pt_for(key, down, c)).unwrap_or(0);
+            let spec = DownSpec { ssrc, payload_type: pt, audio_level_ext: ext };
+            let _ = self.forwarder.add_down(now, down, spec, source, &mut actions);
+        }
+        self.apply(now, actions);
+        self.mark(key);
+        tracing::info!(session = %id, room = %req.room_id, identity = %req.identity, role = ?req.role, "session opened");
+        Ok(SessionOpened { session_id: id, answer })
+    }
+
+    fn patch(&mut self, id: &str, fragment: &str) -> Result<Option<String>, SessionError> {
+        let key = *self.by_id.get(id).ok_or(SessionError::NotFound)?;
+        let session = self.sessions.get_mut(&key).ok_or(SessionError::NotFound)?;
+        let mut ufrag = None;
+        for line in fragment.lines().map(str::trim_end) {
+            if let Some(u) = line.strip_prefix("a=ice-ufrag:") {
+                ufrag = Some(u.to_owned());
+            } else if let Some(c) = line.strip_prefix("a=candidate:") {
+                // ICE-lite: the client's candidates are not needed (it checks us);
+                // a malformed one is still refused.
+                if c.split_whitespace().count() < 8 {
+                    return Err(SessionError::BadSdp { reason: format!("malformed candidate line: a=candidate:{c}") });
+                }
+            } else if !(line.is_empty()
+                || line.starts_with("a=ice-pwd:")
+                || line.starts_with("a=mid:")
+                || line.starts_with("m=")
+                || line.starts_with("a=end-of-candidates")
+                || line.starts_with("a=group:")
+                || line.starts_with("a=ice-options:"))
+            {
+                return Err(SessionError::BadSdp {
+                    reason: format!("unexpected line in a trickle-ice-sdpfrag: {line}"),
+                });
+            }
+        }
+        if let Some(u) = ufrag {
+            let current = session
+                .pc
+                .remote_description()
+                .and_then(|d| d.sdp.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:").map(str::to_owned)));
+            if current.as_deref() != Some(u.as_str()) {
+                return Err(SessionError::BadSdp {
+                    reason: "ICE restart is not supported by this node; DELETE the session and POST a new offer".into(),
+                });
+            }
+        }
+        Ok(None)
+    }
+
+    fn codec_of(&self, track: TrackKey) -> Option<Codec> {
+        let (k, tid) = self.track_owner.get(&track)?;
+        self.sessions.get(k)?.inbound.get(tid)?.codec
+    }
+
+    fn pt_for(&self, key: Key, down: DownKey, codec: Codec) -> Option<u8> {
+        let s = self.sessions.get(&key)?;
+        let o = s.outbound.iter().find(|o| o.down == down)?;
+        o.pts.iter().find(|(c, _)| *c == codec).map(|(_, pt)| *pt)
+    }
+
+    /// The track a subscriber of `kind` in `room` should see: the latest
+    /// published one, or the named participant's.
+    fn source_for(&self, room: &str, role: &Role, kind: RtpKind) -> Option<TrackKey> {
+        let want = match role {
+            Role::Subscribe { participant } => participant.as_deref(),
+            Role::Publish => return None,
+        };
+        self.sessions
+            .values()
+            .filter(|s| s.room_id == room && s.role == Role::Publish && s.ended.is_none())
+            .filter(|s| want.is_none_or(|w| s.identity == w))
+            .flat_map(|s| s.inbound.values())
+            .filter(|t| t.kind == kind && t.key.is_some())
+            .max_by_key(|t| t.published_at)
+            .and_then(|t| t.key)
+    }
+
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let key = match self.by_addr.get(&from) {
+            Some(k) => *k,
+            None => {
+                let found = match demux::classify(data) {
+                    demux::PacketClass::Stun => {
+                        demux::stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)).copied()
+                    }
+                    _ => None,
+                };
+                let Some(k) = found else {
+                    self.stats.dropped_unknown += 1;
+                    return;
+                };
+                self.by_addr.insert(from, k);
+                if let Some(s) = self.sessions.get_mut(&k) {
+                    s.addrs.push(from);
+                }
+                k
+            }
+        };
+        let Some(session) = self.sessions.get_mut(&key) else {
+            self.by_addr.remove(&from);
+            self.stats.dropped_unknown += 1;
+            return;
+        };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = session.pc.handle_read(msg) {
+            self.stats.dropped_malformed += 1;
+            tracing::trace!(session = %session.id, error = %e, "datagram refused");
+        }
+        self.mark(key);
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(s) = self.sessions.get_mut(&key) else { continue };
+            if s.next_timeout != Some(t) {
+                continue;
+            }
+            s.next_timeout = None;
+            if let Err(e) = s.pc.handle_timeout(now) {
+                tracing::debug!(session = %s.id, error = %e, "timeout handling failed");
+            }
+            self.mark(key);
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let mut stale = Vec::new();
+        for (k, s) in &self.sessions {
+            let never_connected = !s.connected && now.saturating_duration_since(s.created) > CONNECT_TIMEOUT;
+            let gone = s.disconnected_since.is_some_and(|t| now.saturating_duration_since(t) > DISCONNECTED_TIMEOUT);
+            if never_connected || gone {
+                stale.push(*k);
+            }
+        }
+        for k in stale {
+            self.end(k, EndReason::ConnectionLost);
+        }
+    }
+
+    /// Drains every session that has something to say, until none has.
+    async fn flush(&mut self) {
+        let now = Instant::now();
+        while let Some(key) = self.dirty.pop() {
+            self.drain(now, key);
+        }
+        for (to, bytes) in self.outbox.drain(..) {
+            if let Err(e) = self.socket.send_to(&bytes, to).await {
+                tracing::trace!(%to, error = %e, "media socket write");
+            }
+        }
+    }
+
+    fn drain(&mut self, now: Instant, key: Key) {
+        let mut actions = Vec::new();
+        let mut new_tracks = Vec::new();
+        let mut feedback: Vec<(DownKey, Feedback)> = Vec::new();
+        let mut state_change = None;
+        {
+            let Some(s) = self.sessions.get_mut(&key) else { return };
+            s.dirty = false;
+            while let Some(msg) = s.pc.poll_write() {
+                self.outbox.push((msg.transport.peer_addr, msg.message));
+            }
+            while let Some(ev) = s.pc.poll_event() {
+                match ev {
+                    RTCPeerConnectionEvent::OnConnectionStateChangeEvent(st) => state_change = Some(st),
+                    RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(st) => {
+                        if st == RTCIceConnectionState::Disconnected {
+                            s.disconnected_since.get_or_insert(now);
+                        } else if st == RTCIceConnectionState::Connected {
+                            s.disconnected_since = None;
+                        }
+                    }
+                    RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                        let kind =
+                            s.pc.rtp_receiver(init.receiver_id)
+                                .and_then(|r| kind_of(r.track().kind()))
+                                .unwrap_or(RtpKind::Video);
+                        s.inbound.insert(
+                            init.track_id.clone(),
+                            InTrack {
+                                key: None,
+                                receiver: init.receiver_id,
+                                kind,
+                                codec: None,
+                                media_ssrc: 0,
+                                event_id: String::new(),
+                                published_at: 0,
+                            },
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(msg) = s.pc.poll_read() {
+                match msg.message {
+                    RTCMessage::RtpPacket(track_id, packet) => {
+                        let Some(t) = s.inbound.get_mut(&track_id) else { continue };
+                        let tk = match t.key {
+                            Some(k) => k,
+                            None => {
+                                // First packet: learn the codec and publish the track.
+                                let pt = packet.header.payload_type;
+                                let (codec, ext) = match s.pc.rtp_receiver(t.receiver) {
+                                    Some(mut r) => {
+                                        let p = r.get_parameters();
+                                        let codec = p
+                                            .rtp_parameters
+                                            .codecs
+                                            .iter()
+                                            .find(|c| c.payload_type == pt)
+                                            .map(|c| c.rtp_codec.mime_type.clone());
+                                        let ext = p
+                                            .rtp_parameters
+                                            .header_extensions
+                                            .iter()
+                                            .find(|h| h.uri == rtc::sdp::extmap::AUDIO_LEVEL_URI)
+                                            .and_then(|h| u8::try_from(h.id).ok());
+                                        (codec, ext)
+                                    }
+                                    None => (None, None),
+                                };
+                                let Some(mime) = codec else { continue };
+                                let tk = TrackKey(key << 4 | (s.inbound.len() as u32 & 0xf));
+                                let tk = if self.track_owner.contains_key(&tk) {
+                                    TrackKey(self.next_key.wrapping_add(0x8000_0000))
+                                } else {
+                                    tk
+                                };
+                                let Some(t) = s.inbound.get_mut(&track_id) else { continue };
+                                t.key = Some(tk);
+                                t.codec = Some(Codec::from_mime(&mime));
+                                t.media_ssrc = packet.header.ssrc;
+                                self.publish_order += 1;
+                                t.published_at = self.publish_order;
+                                t.event_id = arc_events::TrackId::generate().to_string();
+                                new_tracks.push((tk, track_id.clone(), t.kind, mime, ext, t.event_id.clone()));
+                                tk
+                            }
+                        };
+                        if new_tracks.iter().any(|n| n.0 == tk) {
+                            // Registered below, after this borrow; forward from the next packet.
+                            continue;
+                        }
+                        self.forwarder.on_rtp(now, tk, &packet, &mut actions);
+                    }
+                    RTCMessage::RtcpPacket(_, packets) => {
+                        for p in packets {
+                            let any = p.as_any();
+                            let (media_ssrc, fb) = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                                (pli.media_ssrc, Feedback::Keyframe)
+                            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                                (fir.fir.first().map_or(fir.media_ssrc, |e| e.ssrc), Feedback::Keyframe)
+                            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                                let lost: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
+                                (nack.media_ssrc, Feedback::Nack(lost))
+                            } else {
+                                continue;
+                            };
+                            if let Some(o) = s.outbound.iter().find(|o| o.ssrc == media_ssrc) {
+                                feedback.push((o.down, fb));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(st) = state_change {
+            self.on_state(now, key, st);
+        }
+        for (tk, track_id, kind, mime, ext, event_id) in new_tracks {
+            self.add_source(now, key, tk, track_id, kind, mime, ext, event_id, &mut actions);
+        }
+        for (down, fb) in feedback {
+            match fb {
+                Feedback::Keyframe => self.forwarder.on_keyframe_request(now, down, &mut actions),
+                Feedback::Nack(lost) => self.forwarder.on_nack(down, lost, &mut actions),
+            }
+        }
+        self.apply(now, actions);
+        if let Some(s) = self.sessions.get_mut(&key) {
+            // Anything the work above produced for this session goes out too.
+            while let Some(msg) = s.pc.poll_write() {
+                self.outbox.push((msg.transport.peer_addr, msg.message));
+            }
+            let t = s.pc.poll_timeout();
+            if t != s.next_timeout {
+                s.next_timeout = t;
+                if let Some(t) = t {
+                    self.timers.push(Reverse((t, key)));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_source(
+        &mut self,
+        now: Instant,
+        key: Key,
+        tk: TrackKey,
+        track_id: MediaStreamTrackId,
+        kind: RtpKind,
+        mime: String,
+        ext: Option<u8>,
+        event_id: String,
+        actions: &mut Vec<Action>,
+    ) {
+        let codec = Codec::from_mime(&mime);
+        if self.forwarder.add_track(tk, TrackSpec { codec, audio_level_ext: ext }).is_err() {
+            return;
+        }
+        self.track_owner.insert(tk, (key, track_id));
+        let Some(s) = self.sessions.get(&key) else { return };
+        let (room, identity, sid) = (s.room_id.clone(), s.identity.clone(), s.sid.clone());
+        let _ = self.events.send(MediaEvent::TrackPublished {
+            room_id: room.clone(),
+            identity: identity.clone(),
+            sid,
+            track: event_id,
+            kind,
+            codec: mime,
+        });
+        tracing::info!(room = %room, %identity, ?kind, ?codec, "track published");
+        // Subscribers in the room that follow the latest publisher (or this one) switch to it.
+        let subs: Vec<(Key, DownKey)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.room_id == room && s.ended.is_none())
+            .filter(|(_, s)| match &s.role {
+                Role::Subscribe { participant } => participant.as_deref().is_none_or(|p| p == identity),
+                Role::Publish => false,
+            })
+            .flat_map(|(k, s)| s.outbound.iter().filter(|o| o.kind == kind).map(move |o| (*k, o.down)))
+            .collect();
+        for (sk, down) in subs {
+            let Some(pt) = self.pt_for(sk, down, codec) else {
+                tracing::debug!(?down, ?codec, "subscriber did not negotiate the new source's codec");
+                continue;
+            };
+            self.forwarder.set_payload_type(down, pt);
+            let _ = self.forwarder.switch(now, down, tk, actions);
+        }
+    }
+
+    fn on_state(&mut self, now: Instant, key: Key, st: RTCPeerConnectionState) {
+        let Some(s) = self.sessions.get_mut(&key) else { return };
+        match st {
+            RTCPeerConnectionState::Connected => {
+                s.connected = true;
+                s.disconnected_since = None;
+                tracing::info!(session = %s.id, "connected");
+            }
+            RTCPeerConnectionState::Disconnected => {
+                s.disconnected_since.get_or_insert(now);
+            }
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                self.end(key, EndReason::ConnectionLost);
+            }
+            _ => {}
+        }
+    }
+
+    fn apply(&mut self, now: Instant, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send { down, packet } => {
+                    let Some(key) = self.down_owner.get(&down).copied() else { continue };
+                    let Some(s) = self.sessions.get_mut(&key) else { continue };
+                    let Some(sender) = s.outbound.iter().find(|o| o.down == down).map(|o| o.sender) else { continue };
+                    if let Some(mut tx) = s.pc.rtp_sender(sender)
+                        && let Err(e) = tx.write_rtp(now, packet)
+                    {
+                        tracing::trace!(session = %s.id, error = %e, "write_rtp");
+                    }
+                    self.mark(key);
+                }
+                Action::RequestKeyframe { track } => {
+                    let Some((key, tid)) = self.track_owner.get(&track).cloned() else { continue };
+                    let Some(s) = self.sessions.get_mut(&key) else { continue };
+                    let Some(t) = s.inbound.get(&tid) else { continue };
+                    let (receiver, media_ssrc) = (t.receiver, t.media_ssrc);
+                    if let Some(mut rx) = s.pc.rtp_receiver(receiver) {
+                        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+                        if let Err(e) = rx.write_rtcp(now, vec![Box::new(pli)]) {
+                            tracing::trace!(error = %e, "write_rtcp");
+                        }
+                    }
+                    self.mark(key);
+                }
+            }
+        }
+    }
+
+    fn end_all(&mut self, reason: EndReason) {
+        let keys: Vec<Key> = self.sessions.keys().copied().collect();
+        for k in keys {
+            self.end(k, reason);
+        }
+    }
+
+    /// Ends a session: closes its connection, unpublishes its tracks (its
+    /// subscribers move to another source if the room has one), reports it.
+    fn end(&mut self, key: Key, reason: EndReason) {
+        let now = Instant::now();
+        let Some(mut s) = self.sessions.remove(&key) else { return };
+        s.ended = Some(reason);
+        let _ = s.pc.close();
+        while let Some(msg) = s.pc.poll_write() {
+            self.outbox.push((msg.transport.peer_addr, msg.message));
+        }
+        for a in &s.addrs {
+            self.by_addr.remove(a);
+        }
+        self.by_ufrag.remove(&s.ufrag);
+        self.by_id.remove(&s.id);
+        for o in &s.outbound {
+            self.forwarder.remove_down(o.down);
+            self.down_owner.remove(&o.down);
+        }
+        let mut actions = Vec::new();
+        for t in s.inbound.values() {
+            let Some(tk) = t.key else { continue };
+            self.track_owner.remove(&tk);
+            let orphans = self.forwarder.remove_track(tk);
+            let _ = self.events.send(MediaEvent::TrackUnpublished {
+                track: t.event_id.clone(),
+                reason: match reason {
+                    EndReason::ClientLeft => "client",
+                    EndReason::ConnectionLost => "connection_lost",
+                    EndReason::Kicked => "kicked",
+                    EndReason::NodeShutdown => "node_shutdown",
+                }
+                .to_owned(),
+            });
+            for down in orphans {
+                let Some(sk) = self.down_owner.get(&down).copied() else { continue };
+                let Some(sub) = self.sessions.get(&sk) else { continue };
+                let role = sub.role.clone();
+                let room = sub.room_id.clone();
+                if let Some(next) = self.source_for(&room, &role, t.kind)
+                    && let Some(codec) = self.codec_of(next)
+                    && let Some(pt) = self.pt_for(sk, down, codec)
+                {
+                    self.forwarder.set_payload_type(down, pt);
+                    let _ = self.forwarder.switch(now, down, next, &mut actions);
+                }
+            }
+        }
+        self.apply(now, actions);
+        self.session_gauge.store(self.sessions.len() as u64, Ordering::Relaxed);
+        tracing::info!(session = %s.id, room = %s.room_id, identity = %s.identity, ?reason, "session ended");
+        let _ = self.events.send(MediaEvent::SessionEnded {
+            room_id: s.room_id,
+            identity: s.identity,
+            sid: s.sid,
+            session_id: s.id,
+            reason,
+        });
+    }
+}
+
+enum Feedback {
+    Keyframe,
+    Nack(Vec<u16>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offers_are_read_for_kinds_and_codecs() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\n";
+        let (kinds, codecs) = offered(sdp);
+        assert_eq!(kinds, vec![RtpKind::Audio, RtpKind::Video]);
+        assert_eq!(codecs, vec!["opus", "VP8", "rtx"]);
+        assert_eq!(offered("garbage"), (vec![], vec![]));
+    }
+}

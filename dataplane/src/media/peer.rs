@@ -1,0 +1,204 @@
+//! How one session's `rtc` peer connection is configured: ICE-lite with
+//! credentials we choose (so the one UDP port can demultiplex by ufrag),
+//! DTLS-SRTP with AEAD-AES-128-GCM offered first, the codecs Arc forwards,
+//! and an interceptor chain without a NACK responder (the forwarding core
+//! answers NACKs from its shared cache), with TWCC feedback for publishers and
+//! PLI/FIR/NACK marked for the application.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rtc::interceptor::{
+    Attribute, Interceptor, NackGeneratorBuilder, Packet as IPacket, ReceiverReportBuilder, Registry,
+    SenderReportBuilder, Slot, StreamInfo, TaggedPacket,
+};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_receiver_only;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error as RtcError;
+
+/// The codecs a node negotiates, in preference order per kind.
+pub fn codecs() -> Vec<(RtpCodecKind, RTCRtpCodecParameters)> {
+    let video_fb = || {
+        vec![
+            RTCPFeedback { typ: "goog-remb".into(), parameter: String::new() },
+            RTCPFeedback { typ: "ccm".into(), parameter: "fir".into() },
+            RTCPFeedback { typ: "nack".into(), parameter: String::new() },
+            RTCPFeedback { typ: "nack".into(), parameter: "pli".into() },
+        ]
+    };
+    let v = |mime: &str, pt: u8, fmtp: &str| {
+        (
+            RtpCodecKind::Video,
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: mime.to_owned(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: fmtp.to_owned(),
+                    rtcp_feedback: video_fb(),
+                },
+                payload_type: pt,
+            },
+        )
+    };
+    vec![
+        (
+            RtpCodecKind::Audio,
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_OPUS.to_owned(),
+                    clock_rate: 48_000,
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: 111,
+            },
+        ),
+        v(MIME_TYPE_VP8, 96, ""),
+        v(MIME_TYPE_H264, 102, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"),
+        v(MIME_TYPE_H264, 108, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"),
+        v(MIME_TYPE_H264, 112, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640032"),
+        v(MIME_TYPE_VP9, 98, "profile-id=0"),
+        v(MIME_TYPE_AV1, 45, ""),
+    ]
+}
+
+/// Names of the codecs a node accepts (for "no codec in common" errors).
+pub fn codec_names() -> Vec<String> {
+    let mut names: Vec<String> = codecs().into_iter().map(|(_, c)| c.rtp_codec.mime_type).collect();
+    names.dedup();
+    names
+}
+
+/// Marks inbound PLI, FIR and NACK for the application; the rest of the
+/// inbound RTCP (reports, TWCC) stays with the interceptors.
+#[derive(Default)]
+struct DeliverFeedback {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverFeedback {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let IPacket::Rtcp(packets) = &msg.message.packet {
+            let wanted = packets.iter().any(|p| {
+                let any = p.as_any();
+                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() || any.is::<TransportLayerNack>()
+            });
+            if wanted {
+                msg.message.add(Attribute::DeliverToApplication);
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl Interceptor for DeliverFeedback {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// A new peer connection for one session.
+pub fn build(ufrag: &str, pwd: &str, now: Instant) -> Result<RTCPeerConnection, RtcError> {
+    use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile as P;
+    let setting_engine = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .with_srtp_protection_profiles(vec![
+            P::Srtp_Aead_Aes_128_Gcm,
+            P::Srtp_Aead_Aes_256_Gcm,
+            P::Srtp_Aes128_Cm_Hmac_Sha1_80,
+        ])
+        .build();
+    let mut media_engine = MediaEngine::default();
+    for (kind, codec) in codecs() {
+        media_engine.register_codec(codec, kind)?;
+    }
+    media_engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability { uri: rtc::sdp::extmap::AUDIO_LEVEL_URI.to_owned() },
+        RtpCodecKind::Audio,
+        None,
+    )?;
+    media_engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability { uri: rtc::sdp::extmap::SDES_MID_URI.to_owned() },
+        RtpCodecKind::Video,
+        None,
+    )?;
+    media_engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability { uri: rtc::sdp::extmap::SDES_MID_URI.to_owned() },
+        RtpCodecKind::Audio,
+        None,
+    )?;
+    let registry = Registry::new()
+        .with(Slot::from(14_000), DeliverFeedback::default())
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+        .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+        .with(Slot::SenderReport, SenderReportBuilder::new().build());
+    let registry = configure_twcc_receiver_only(registry, &mut media_engine)?;
+    RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(setting_engine)
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .build(now)
+}
+
+/// Adds a host candidate for each announced address on the node's UDP port.
+pub fn add_host_candidates(pc: &mut RTCPeerConnection, addrs: &[SocketAddr]) -> Result<(), RtcError> {
+    for a in addrs {
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: a.ip().to_string(),
+                port: a.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?;
+        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    }
+    Ok(())
+}

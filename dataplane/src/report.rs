@@ -1,0 +1,112 @@
+//! The media task's events, appended to the log by the node: tracks
+//! published and unpublished, participants who left (hung up, lost, kicked,
+//! or whose node shut down).
+//!
+//! The media task never waits on the log: it sends into an unbounded channel
+//! and this task appends in order, retrying while the log is unreachable.
+//! Commands go through the aggregates, so a repeated or late report (a leave
+//! for a session that was already replaced) changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_eventlog::{EventLog, ExecuteError, Repository};
+use arc_events::aggregate::room::{Room, RoomCommand};
+use arc_events::aggregate::track::{Track, TrackCommand};
+use arc_events::room::LeaveReason;
+use arc_events::track::{MediaKind, TrackPublished, TrackSource};
+use arc_events::{Actor, AggregateRef, CommandMeta, NodeId, ParticipantIdentity, ParticipantSid, RoomId, TrackId};
+use tokio::sync::mpsc;
+
+use crate::media::{EndReason, MediaEvent, RtpKind};
+
+/// Appends every event from `rx` until the channel closes.
+pub async fn run(log: Arc<dyn EventLog>, node_id: NodeId, mut rx: mpsc::UnboundedReceiver<MediaEvent>) {
+    let rooms = Repository::<Room>::new(log.clone());
+    let tracks = Repository::<Track>::new(log);
+    while let Some(ev) = rx.recv().await {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match append(&rooms, &tracks, &node_id, &ev).await {
+                Ok(()) => break,
+                Err(Failure::Refused(why)) => {
+                    tracing::debug!(event = ?ev, %why, "media event refused by its aggregate; nothing to record");
+                    break;
+                }
+                Err(Failure::Unreachable(why)) => {
+                    tracing::warn!(%why, "cannot record a media event yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+enum Failure {
+    Refused(String),
+    Unreachable(String),
+}
+
+fn classify<E: std::error::Error + 'static>(e: ExecuteError<E>) -> Failure {
+    match e {
+        ExecuteError::Rejected(r) => Failure::Refused(r.to_string()),
+        other => Failure::Unreachable(other.to_string()),
+    }
+}
+
+async fn append(
+    rooms: &Repository<Room>,
+    tracks: &Repository<Track>,
+    node_id: &NodeId,
+    ev: &MediaEvent,
+) -> Result<(), Failure> {
+    let meta = CommandMeta::new(Actor::Node { node_id: node_id.clone() }, chrono::Utc::now());
+    let bad = |what: &str, e: &dyn std::fmt::Display| Failure::Refused(format!("{what}: {e}"));
+    match ev {
+        MediaEvent::TrackPublished { room_id, identity, sid, track, kind, codec } => {
+            let track = TrackId::parse(track).map_err(|e| bad("track id", &e))?;
+            let published = TrackPublished {
+                room_id: RoomId::parse(room_id).map_err(|e| bad("room id", &e))?,
+                identity: ParticipantIdentity::parse(identity).map_err(|e| bad("identity", &e))?,
+                sid: ParticipantSid::parse(sid).map_err(|e| bad("sid", &e))?,
+                kind: match kind {
+                    RtpKind::Audio => MediaKind::Audio,
+                    RtpKind::Video => MediaKind::Video,
+                },
+                source: match kind {
+                    RtpKind::Audio => TrackSource::Microphone,
+                    RtpKind::Video => TrackSource::Camera,
+                },
+                codec: codec.clone(),
+                simulcast: false,
+            };
+            tracks
+                .execute(&AggregateRef::from(&track), &TrackCommand::Publish(published), &meta)
+                .await
+                .map_err(classify)?;
+        }
+        MediaEvent::TrackUnpublished { track, reason } => {
+            let track = TrackId::parse(track).map_err(|e| bad("track id", &e))?;
+            tracks
+                .execute(&AggregateRef::from(&track), &TrackCommand::Unpublish { reason: reason.clone() }, &meta)
+                .await
+                .map_err(classify)?;
+        }
+        MediaEvent::SessionEnded { room_id, identity, sid, reason, .. } => {
+            let room = RoomId::parse(room_id).map_err(|e| bad("room id", &e))?;
+            let cmd = RoomCommand::Leave {
+                identity: ParticipantIdentity::parse(identity).map_err(|e| bad("identity", &e))?,
+                sid: ParticipantSid::parse(sid).map_err(|e| bad("sid", &e))?,
+                reason: match reason {
+                    EndReason::ClientLeft => LeaveReason::ClientLeft,
+                    EndReason::ConnectionLost => LeaveReason::ConnectionLost,
+                    EndReason::Kicked => LeaveReason::Kicked,
+                    EndReason::NodeShutdown => LeaveReason::NodeLost,
+                },
+            };
+            rooms.execute(&AggregateRef::from(&room), &cmd, &meta).await.map_err(classify)?;
+        }
+    }
+    Ok(())
+}

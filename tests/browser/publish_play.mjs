@@ -1,0 +1,65 @@
+// One Chromium publishes its fake camera and microphone through Arc's
+// /publish page (WHIP); a second page plays the room through /play (WHEP).
+// Waits until the player has decoded enough video frames and received enough
+// audio packets, then prints one JSON line with what it saw and exits 0; on
+// timeout or error it prints the same line with "ok": false and exits 1.
+//
+// Environment: ARC_URL, ROOM, PUB_TOKEN, SUB_TOKEN, CODEC (VP8|H264|…),
+// FRAMES (60), AUDIO_PACKETS (100), TIMEOUT_MS (15000), CHROMIUM (/usr/bin/chromium),
+// HOLD_MS (0: how long to keep both pages open after success).
+import { chromium } from "playwright-core";
+
+const env = (k, d) => process.env[k] ?? d;
+const base = env("ARC_URL", "http://127.0.0.1:7880");
+const room = env("ROOM", "demo");
+const codec = env("CODEC", "VP8");
+const frames = Number(env("FRAMES", "60"));
+const audioPackets = Number(env("AUDIO_PACKETS", "100"));
+const timeoutMs = Number(env("TIMEOUT_MS", "15000"));
+const holdMs = Number(env("HOLD_MS", "0"));
+
+const browser = await chromium.launch({
+  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+const result = { ok: false, codec, room };
+try {
+  const context = await browser.newContext();
+  const pub = await context.newPage();
+  const q = (o) => new URLSearchParams(o).toString();
+  await pub.goto(`${base}/publish?${q({ room, token: env("PUB_TOKEN", ""), codec, autostart: "1" })}`);
+  const play = await context.newPage();
+  await play.goto(`${base}/play?${q({ room, token: env("SUB_TOKEN", ""), autostart: "1" })}`);
+  const started = Date.now();
+  let stats = null;
+  while (Date.now() - started < timeoutMs) {
+    await play.waitForTimeout(250);
+    const [p, s] = await Promise.all([
+      pub.evaluate(() => ({ state: window.arc.state, error: window.arc.error })),
+      play.evaluate(() => ({ state: window.arc.state, error: window.arc.error, stats: window.arc.stats })),
+    ]);
+    result.publisher = p;
+    result.player = { state: s.state, error: s.error };
+    stats = s.stats;
+    if (p.error || s.error) break;
+    if (stats && stats.framesDecoded >= frames && stats.audioPackets >= audioPackets) {
+      result.ok = true;
+      break;
+    }
+  }
+  result.elapsed_ms = Date.now() - started;
+  result.stats = stats;
+  if (result.ok && holdMs > 0) await play.waitForTimeout(holdMs);
+} catch (e) {
+  result.error = String(e);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);
