@@ -81,7 +81,7 @@ def smoke(prefix, directory, arch):
     started = time.time()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            prefix + [os.path.join(directory, "arc-control"), "dev", "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}"],
+            prefix + [os.path.join(directory, "arc-control"), "dev", "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}", "--media-udp", "127.0.0.1:0"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "ARC_LOG": "warn"},

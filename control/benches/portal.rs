@@ -165,7 +165,13 @@ async fn main() {
     let mut results = Vec::new();
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let server = start(&["dev".into(), "--data-dir".into(), dir.path().display().to_string()]);
+        let server = start(&[
+            "dev".into(),
+            "--media-udp".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir.path().display().to_string(),
+        ]);
         results.push(http_run("embedded (SQLite log + SQLite read models)", &server.1, http_n).await);
     }
     if let (Ok(nats), Ok(pg)) = (std::env::var("ARC_TEST_NATS_URL"), std::env::var("ARC_TEST_PG_ADMIN_URL")) {

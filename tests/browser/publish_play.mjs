@@ -6,7 +6,8 @@
 //
 // Environment: ARC_URL, ROOM, PUB_TOKEN, SUB_TOKEN, CODEC (VP8|H264|…),
 // FRAMES (60), AUDIO_PACKETS (100), TIMEOUT_MS (15000), CHROMIUM (/usr/bin/chromium),
-// HOLD_MS (0: how long to keep both pages open after success).
+// HOLD_MS (0: how long to keep both pages open after success),
+// PLAY (1; 0: only publish, succeed once connected, then hold).
 import { chromium } from "playwright-core";
 
 const env = (k, d) => process.env[k] ?? d;
@@ -17,6 +18,7 @@ const frames = Number(env("FRAMES", "60"));
 const audioPackets = Number(env("AUDIO_PACKETS", "100"));
 const timeoutMs = Number(env("TIMEOUT_MS", "15000"));
 const holdMs = Number(env("HOLD_MS", "0"));
+const playToo = env("PLAY", "1") !== "0";
 
 const browser = await chromium.launch({
   executablePath: env("CHROMIUM", "/usr/bin/chromium"),
@@ -34,20 +36,24 @@ try {
   const pub = await context.newPage();
   const q = (o) => new URLSearchParams(o).toString();
   await pub.goto(`${base}/publish?${q({ room, token: env("PUB_TOKEN", ""), codec, autostart: "1" })}`);
-  const play = await context.newPage();
-  await play.goto(`${base}/play?${q({ room, token: env("SUB_TOKEN", ""), autostart: "1" })}`);
+  const play = playToo ? await context.newPage() : pub;
+  if (playToo) await play.goto(`${base}/play?${q({ room, token: env("SUB_TOKEN", ""), autostart: "1" })}`);
   const started = Date.now();
   let stats = null;
   while (Date.now() - started < timeoutMs) {
     await play.waitForTimeout(250);
     const [p, s] = await Promise.all([
       pub.evaluate(() => ({ state: window.arc.state, error: window.arc.error })),
-      play.evaluate(() => ({ state: window.arc.state, error: window.arc.error, stats: window.arc.stats })),
+      play.evaluate(() => ({ state: window.arc.state, error: window.arc.error, stats: window.arc.stats ?? null })),
     ]);
     result.publisher = p;
     result.player = { state: s.state, error: s.error };
     stats = s.stats;
     if (p.error || s.error) break;
+    if (!playToo && p.state === "connected") {
+      result.ok = true;
+      break;
+    }
     if (stats && stats.framesDecoded >= frames && stats.audioPackets >= audioPackets) {
       result.ok = true;
       break;
@@ -55,7 +61,10 @@ try {
   }
   result.elapsed_ms = Date.now() - started;
   result.stats = stats;
-  if (result.ok && holdMs > 0) await play.waitForTimeout(holdMs);
+  if (result.ok && holdMs > 0) {
+    console.log(JSON.stringify({ ...result, holding_ms: holdMs }));
+    await play.waitForTimeout(holdMs);
+  }
 } catch (e) {
   result.error = String(e);
 } finally {

@@ -24,6 +24,8 @@ impl Mode {
         match self {
             Self::Embedded { data_dir } => {
                 args.extend(["--data-dir".into(), data_dir.display().to_string()]);
+                // The embedded media node: a free port, so tests run side by side.
+                args.extend(["--media-udp".into(), "127.0.0.1:0".into()]);
             }
             Self::Cluster { nats, stream, prefix, database, data_dir } => {
                 args.extend([

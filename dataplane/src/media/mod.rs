@@ -595,18 +595,16 @@ impl Node {
         self.by_ufrag.insert(ufrag, key);
         self.by_id.insert(id.clone(), key);
         self.session_gauge.store(self.sessions.len() as u64, Ordering::Relaxed);
-        // Subscriber streams start on the room's current sources.
+        // Subscriber streams are registered now and start forwarding once the
+        // session is connected (a keyframe sent before DTLS completes is lost).
+        let downs: Vec<(DownKey, u32, Option<u8>)> =
+            self.sessions[&key].outbound.iter().map(|o| (o.down, o.ssrc, o.audio_level_ext)).collect();
         let mut actions = Vec::new();
-        let outs: Vec<(DownKey, RtpKind, u32, Option<u8>)> =
-            self.sessions[&key].outbound.iter().map(|o| (o.down, o.kind, o.ssrc, o.audio_level_ext)).collect();
-        for (down, kind, ssrc, ext) in outs {
+        for (down, ssrc, ext) in downs {
             self.down_owner.insert(down, key);
-            let source = self.source_for(&req.room_id, &req.role, kind);
-            let pt = source.and_then(|t| self.codec_of(t)).and_then(|c| self.pt_for(key, down, c)).unwrap_or(0);
-            let spec = DownSpec { ssrc, payload_type: pt, audio_level_ext: ext };
-            let _ = self.forwarder.add_down(now, down, spec, source, &mut actions);
+            let spec = DownSpec { ssrc, payload_type: 0, audio_level_ext: ext };
+            let _ = self.forwarder.add_down(now, down, spec, None, &mut actions);
         }
-        self.apply(now, actions);
         self.mark(key);
         tracing::info!(session = %id, room = %req.room_id, identity = %req.identity, role = ?req.role, "session opened");
         Ok(SessionOpened { session_id: id, answer })
@@ -945,7 +943,7 @@ impl Node {
         let subs: Vec<(Key, DownKey)> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.room_id == room && s.ended.is_none())
+            .filter(|(_, s)| s.room_id == room && s.ended.is_none() && s.connected)
             .filter(|(_, s)| match &s.role {
                 Role::Subscribe { participant } => participant.as_deref().is_none_or(|p| p == identity),
                 Role::Publish => false,
@@ -969,6 +967,7 @@ impl Node {
                 s.connected = true;
                 s.disconnected_since = None;
                 tracing::info!(session = %s.id, "connected");
+                self.attach_downs(now, key);
             }
             RTCPeerConnectionState::Disconnected => {
                 s.disconnected_since.get_or_insert(now);
@@ -978,6 +977,29 @@ impl Node {
             }
             _ => {}
         }
+    }
+
+    /// Points a connected subscriber's idle streams at the room's current sources.
+    fn attach_downs(&mut self, now: Instant, key: Key) {
+        let Some(s) = self.sessions.get(&key) else { return };
+        let (room, role) = (s.room_id.clone(), s.role.clone());
+        let idle: Vec<(DownKey, RtpKind)> = s
+            .outbound
+            .iter()
+            .filter(|o| self.forwarder.source_of(o.down).is_none())
+            .map(|o| (o.down, o.kind))
+            .collect();
+        let mut actions = Vec::new();
+        for (down, kind) in idle {
+            if let Some(track) = self.source_for(&room, &role, kind)
+                && let Some(codec) = self.codec_of(track)
+                && let Some(pt) = self.pt_for(key, down, codec)
+            {
+                self.forwarder.set_payload_type(down, pt);
+                let _ = self.forwarder.switch(now, down, track, &mut actions);
+            }
+        }
+        self.apply(now, actions);
     }
 
     fn apply(&mut self, now: Instant, actions: Vec<Action>) {

@@ -1,0 +1,391 @@
+//! Media with real clients: `arc-control dev` (embedded media node), Debian's
+//! Chromium with a fake camera and microphone driven by playwright-core
+//! (`tests/browser/publish_play.mjs`), and aiortc as a second WebRTC stack
+//! (`tests/browser/aiortc_play.py`). Also the WHIP/WHEP error paths, and
+//! garbage thrown at the media port while a real session flows.
+//!
+//! `scripts/test` installs Chromium, Node.js, playwright-core and aiortc.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Dev {
+    child: Child,
+    base: String,
+    media: SocketAddr,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_dev() -> Dev {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = "media-test-admin-key-0123456789".to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_arc-control"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--media-udp", "127.0.0.1:0", "--admin-key", &admin])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("ARC_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn arc-control");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut base = None;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let line = line.trim().to_string();
+            if let Some(rest) = line.strip_prefix("status page") {
+                base = Some(rest.trim().trim_end_matches('/').to_string());
+            }
+            if let Some(rest) = line.strip_prefix("media node")
+                && let Some(addr) = rest.split_whitespace().skip_while(|w| *w != "udp").nth(1)
+                && let (Some(b), Ok(a)) = (base.clone(), addr.parse::<SocketAddr>())
+            {
+                let _ = tx.send((b, a));
+            }
+        }
+    });
+    let (base, media) = rx.recv_timeout(Duration::from_secs(60)).expect("arc-control dev printed its addresses");
+    Dev { child, base, media, admin, _dir: dir }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client")
+}
+
+/// Creates an app; returns (app_key, app_secret).
+async fn app(dev: &Dev) -> (String, String) {
+    let r: Value = http()
+        .post(format!("{}/v1/apps", dev.base))
+        .bearer_auth(&dev.admin)
+        .json(&json!({"name": "media"}))
+        .send()
+        .await
+        .expect("create app")
+        .json()
+        .await
+        .expect("json");
+    (r["app"]["app_key"].as_str().expect("key").into(), r["app_secret"].as_str().expect("secret").into())
+}
+
+async fn token(dev: &Dev, app: &(String, String), identity: &str, room: &str, grants: Value) -> String {
+    let r: Value = http()
+        .post(format!("{}/v1/tokens", dev.base))
+        .basic_auth(&app.0, Some(&app.1))
+        .json(&json!({"identity": identity, "room": room, "grants": grants}))
+        .send()
+        .await
+        .expect("mint")
+        .json()
+        .await
+        .expect("json");
+    r["token"].as_str().unwrap_or_else(|| panic!("token in {r}")).into()
+}
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser")
+}
+
+/// Runs the Chromium driver; returns its last JSON line.
+fn chromium(dev: &Dev, room: &str, codec: &str, pub_token: &str, sub_token: &str, extra: &[(&str, &str)]) -> Value {
+    let mut cmd = Command::new("node");
+    cmd.arg("publish_play.mjs")
+        .current_dir(browser_dir())
+        .env("ARC_URL", &dev.base)
+        .env("ROOM", room)
+        .env("CODEC", codec)
+        .env("PUB_TOKEN", pub_token)
+        .env("SUB_TOKEN", sub_token);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run node tests/browser/publish_play.mjs (is Node.js installed?)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("{}");
+    eprintln!("chromium {codec}: {last}");
+    if !out.stderr.is_empty() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}))
+}
+
+async fn room_participants(dev: &Dev, app: &(String, String), room: &str) -> Value {
+    let rooms: Value = http()
+        .get(format!("{}/v1/rooms?name={room}", dev.base))
+        .basic_auth(&app.0, Some(&app.1))
+        .send()
+        .await
+        .expect("rooms")
+        .json()
+        .await
+        .expect("json");
+    let Some(id) = rooms["rooms"][0]["room_id"].as_str().map(str::to_owned) else {
+        return json!({"participants": [], "rooms": rooms});
+    };
+    http()
+        .get(format!("{}/v1/rooms/{id}/participants", dev.base))
+        .basic_auth(&app.0, Some(&app.1))
+        .send()
+        .await
+        .expect("participants")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_publishes_and_plays_vp8_and_h264() {
+    let dev = start_dev();
+    let app = app(&dev).await;
+    for codec in ["VP8", "H264"] {
+        let room = format!("room-{}", codec.to_lowercase());
+        let publisher = token(&dev, &app, "cam", &room, json!({"publish": true, "subscribe": false})).await;
+        let viewer = token(&dev, &app, "viewer", &room, json!({"publish": false, "subscribe": true})).await;
+        let r = chromium(&dev, &room, codec, &publisher, &viewer, &[("HOLD_MS", "1500")]);
+        assert_eq!(r["ok"], true, "{codec}: Chromium decoded ≥ 60 frames and got ≥ 100 audio packets in 15 s: {r}");
+        assert_eq!(r["stats"]["videoCodec"], format!("video/{codec}"), "{r}");
+        assert!(r["stats"]["framesDecoded"].as_u64().unwrap_or(0) >= 60, "{r}");
+        assert!(r["stats"]["audioPackets"].as_u64().unwrap_or(0) >= 100, "{r}");
+        // The node recorded the publisher's tracks in the log.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let p = room_participants(&dev, &app, &room).await;
+            let list = p["participants"].as_array().cloned().unwrap_or_default();
+            let codecs: Vec<String> = list
+                .iter()
+                .filter(|x| x["identity"] == "cam")
+                .flat_map(|x| x["tracks"].as_array().cloned().unwrap_or_default())
+                .filter_map(|t| t["codec"].as_str().map(str::to_lowercase))
+                .collect();
+            if codecs.contains(&format!("video/{}", codec.to_lowercase())) && codecs.contains(&"audio/opus".to_string())
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{codec}: track.published events for cam's audio and video: {p}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_plays_what_chromium_publishes_while_garbage_hits_the_media_port() {
+    let dev = start_dev();
+    let app = app(&dev).await;
+    let room = "interop";
+    let publisher = token(&dev, &app, "cam", room, json!({"publish": true})).await;
+    let viewer = token(&dev, &app, "py", room, json!({"subscribe": true})).await;
+    // Chromium publishes (and plays) and holds the session for 25 s.
+    let base = dev.base.clone();
+    let (p2, v2) = (publisher.clone(), token(&dev, &app, "viewer", room, json!({"subscribe": true})).await);
+    let chrome = std::thread::spawn(move || {
+        let out = Command::new("node")
+            .arg("publish_play.mjs")
+            .current_dir(browser_dir())
+            .env("ARC_URL", &base)
+            .env("ROOM", "interop")
+            .env("CODEC", "VP8")
+            .env("PUB_TOKEN", &p2)
+            .env("SUB_TOKEN", &v2)
+            .env("FRAMES", "30")
+            .env("HOLD_MS", "25000")
+            .output()
+            .expect("node");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    });
+    // Wait until the room has a publisher with video.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ok = http()
+            .get(format!("{}/v1/rooms?name={room}", dev.base))
+            .basic_auth(&app.0, Some(&app.1))
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        if ok {
+            let p = room_participants(&dev, &app, room).await;
+            let has_video = p["participants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|x| x["tracks"].as_array().cloned().unwrap_or_default())
+                .any(|t| t["kind"] == "video");
+            if has_video {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "Chromium's video track was published within 20 s");
+    }
+    // Garbage at the media port while the sessions run: random bytes, and
+    // packets shaped like STUN, DTLS and RTP, from a socket no session knows.
+    let media = dev.media;
+    let garbage = std::thread::spawn(move || {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut sent = 0u32;
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until {
+            let len = (x % 1400) as usize + 1;
+            let mut buf = Vec::with_capacity(len);
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.push(x as u8);
+            }
+            buf[0] = match sent % 4 {
+                0 => 0x00, // STUN range
+                1 => 22,   // DTLS range
+                2 => 0x80, // RTP range
+                _ => buf[0],
+            };
+            if sent % 4 == 0 && buf.len() >= 8 {
+                buf[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+            }
+            let _ = sock.send_to(&buf, media);
+            sent += 1;
+            if sent.is_multiple_of(64) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        sent
+    });
+    let out = Command::new("/usr/bin/python3")
+        .arg("aiortc_play.py")
+        .current_dir(browser_dir())
+        .env("ARC_URL", &dev.base)
+        .env("ROOM", room)
+        .env("SUB_TOKEN", &viewer)
+        .output()
+        .expect("run /usr/bin/python3 tests/browser/aiortc_play.py (is python3-aiortc installed?)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("aiortc: {stdout}");
+    if !out.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let sent = garbage.join().expect("garbage thread");
+    eprintln!("garbage datagrams sent: {sent}");
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or(json!({}));
+    assert_eq!(r["ok"], true, "aiortc decoded video and audio through WHEP while garbage flew: {r}");
+    // Chromium's own publish/play kept flowing through all of it.
+    let chrome_out = chrome.join().expect("chromium thread");
+    let first: Value = serde_json::from_str(chrome_out.lines().next().unwrap_or("{}")).unwrap_or(json!({}));
+    assert_eq!(first["ok"], true, "Chromium publish+play: {chrome_out}");
+    // And the node still answers new sessions.
+    let r = chromium(
+        &dev,
+        "after-garbage",
+        "VP8",
+        &token(&dev, &app, "cam2", "after-garbage", json!({"publish": true})).await,
+        &token(&dev, &app, "v2", "after-garbage", json!({"subscribe": true})).await,
+        &[],
+    );
+    assert_eq!(r["ok"], true, "a new session after the garbage: {r}");
+}
+
+#[tokio::test]
+async fn whip_and_whep_refuse_bad_input_with_clear_errors() {
+    let dev = start_dev();
+    let app = app(&dev).await;
+    let c = http();
+    let pubt = token(&dev, &app, "p", "errs", json!({"publish": true, "subscribe": false})).await;
+    let subt = token(&dev, &app, "s", "errs", json!({"publish": false, "subscribe": true})).await;
+    let url = format!("{}/v1/whip/errs", dev.base);
+    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 VP8/90000\r\n";
+    let post = |url: String, token: Option<String>, ct: &'static str, body: Vec<u8>| {
+        let c = c.clone();
+        async move {
+            let mut r = c.post(url).header("content-type", ct).body(body);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            let resp = r.send().await.expect("send");
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(json!(null));
+            (status, body["error"]["code"].as_str().unwrap_or("").to_string(), body)
+        }
+    };
+    let (s, code, _) = post(url.clone(), None, "application/sdp", offer.into()).await;
+    assert_eq!((s, code.as_str()), (401, "unauthenticated"));
+    let (s, code, _) = post(url.clone(), Some("garbage".into()), "application/sdp", offer.into()).await;
+    assert_eq!(s, 401, "{code}");
+    let (s, code, _) = post(url.clone(), Some(subt.clone()), "application/sdp", offer.into()).await;
+    assert_eq!((s, code.as_str()), (403, "permission_denied"), "a subscribe-only token cannot publish");
+    let (s, code, _) =
+        post(format!("{}/v1/whep/errs", dev.base), Some(pubt.clone()), "application/sdp", offer.into()).await;
+    assert_eq!((s, code.as_str()), (403, "permission_denied"), "a publish-only token cannot play");
+    let (s, code, _) =
+        post(format!("{}/v1/whip/other", dev.base), Some(pubt.clone()), "application/sdp", offer.into()).await;
+    assert_eq!((s, code.as_str()), (403, "wrong_room"));
+    let (s, code, _) = post(url.clone(), Some(pubt.clone()), "application/json", offer.into()).await;
+    assert_eq!((s, code.as_str()), (415, "unsupported_media_type"));
+    let (s, code, _) = post(url.clone(), Some(pubt.clone()), "application/sdp", b"hello".to_vec()).await;
+    assert_eq!((s, code.as_str()), (400, "bad_sdp"));
+    // Random bytes after a valid start, many times: always a clear 4xx, never a crash.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..40 {
+        let mut body = b"v=0\r\n".to_vec();
+        for _ in 0..(i * 37 % 900) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            body.push(x as u8);
+        }
+        let (s, code, b) = post(url.clone(), Some(pubt.clone()), "application/sdp", body).await;
+        assert!((400..500).contains(&s), "random SDP #{i}: {s} {code} {b}");
+    }
+    // Only codecs the node does not forward.
+    let g722 = offer
+        .replace("m=video 9 UDP/TLS/RTP/SAVPF 96", "m=audio 9 UDP/TLS/RTP/SAVPF 9")
+        .replace("a=rtpmap:96 VP8/90000", "a=rtpmap:9 G722/8000");
+    let (s, code, b) = post(url.clone(), Some(pubt.clone()), "application/sdp", g722.into()).await;
+    assert_eq!((s, code.as_str()), (406, "no_common_codec"), "{b}");
+    assert!(b["error"]["message"].as_str().unwrap_or("").contains("G722"), "names the offered codecs: {b}");
+    // Unknown session resources.
+    let resp = c
+        .delete(format!("{}/v1/whip/errs/sessions/node-dev/se_nope", dev.base))
+        .bearer_auth(&pubt)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status().as_u16(), 404);
+    let resp = c
+        .patch(format!("{}/v1/whip/errs/sessions/node-dev/se_nope", dev.base))
+        .bearer_auth(&pubt)
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .body("a=ice-ufrag:x\r\n")
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status().as_u16(), 404);
+    // CORS preflight.
+    let resp = c
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://example.org")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("options");
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert!(resp.headers()["access-control-allow-methods"].to_str().unwrap_or("").contains("PATCH"));
+    // The node is still healthy.
+    let status: Value =
+        c.get(format!("{}/v1/status", dev.base)).send().await.expect("status").json().await.expect("json");
+    assert_eq!(status["nodes_up"], 1, "{status}");
+}
