@@ -254,7 +254,7 @@ async fn aiortc_plays_what_chromium_publishes_while_garbage_hits_the_media_port(
                 2 => 0x80, // RTP range
                 _ => buf[0],
             };
-            if sent % 4 == 0 && buf.len() >= 8 {
+            if sent.is_multiple_of(4) && buf.len() >= 8 {
                 buf[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
             }
             let _ = sock.send_to(&buf, media);
