@@ -211,6 +211,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         media.local = Some((DEV_NODE_ID.to_owned(), handle.clone()));
         media_handle = Some(handle.clone());
         let node_log = log.clone();
+        let agent_media = Some(handle.clone());
         let public_ips = config.media_announce.iter().map(ToString::to_string).collect();
         tasks.spawn(async move {
             let info = arc_events::node::NodeRegistered {
@@ -221,7 +222,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
                 capacity: 500,
                 version: env!("CARGO_PKG_VERSION").into(),
             };
-            if let Err(e) = arc_media::agent::run(node_log, node_id, info, std::future::pending()).await {
+            if let Err(e) = arc_media::agent::run(node_log, node_id, info, agent_media, std::future::pending()).await {
                 tracing::error!(error = %e, "the embedded media node stopped");
             }
         });

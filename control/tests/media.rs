@@ -389,3 +389,108 @@ async fn whip_and_whep_refuse_bad_input_with_clear_errors() {
         c.get(format!("{}/v1/status", dev.base)).send().await.expect("status").json().await.expect("json");
     assert_eq!(status["nodes_up"], 1, "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kick_and_mute_reach_the_media_node_within_a_second() {
+    let dev = start_dev();
+    let app = app(&dev).await;
+    let room = "moderated";
+    let publisher = token(&dev, &app, "cam", room, json!({"publish": true})).await;
+    let base = dev.base.clone();
+    let chrome = std::thread::spawn(move || {
+        Command::new("node")
+            .arg("publish_play.mjs")
+            .current_dir(browser_dir())
+            .env("ARC_URL", &base)
+            .env("ROOM", "moderated")
+            .env("PUB_TOKEN", &publisher)
+            .env("PLAY", "0")
+            .env("HOLD_MS", "10000")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+    });
+    // Wait for both tracks.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (room_id, tracks) = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let p = room_participants(&dev, &app, room).await;
+        let tracks: Vec<Value> = p["participants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|x| x["tracks"].as_array().cloned().unwrap_or_default())
+            .collect();
+        if tracks.len() == 2 {
+            let rooms: Value = http()
+                .get(format!("{}/v1/rooms?name={room}", dev.base))
+                .basic_auth(&app.0, Some(&app.1))
+                .send()
+                .await
+                .expect("rooms")
+                .json()
+                .await
+                .expect("json");
+            break (rooms["rooms"][0]["room_id"].as_str().unwrap_or_default().to_string(), tracks);
+        }
+        assert!(Instant::now() < deadline, "two tracks published within 20 s: {p}");
+    };
+    let video = tracks.iter().find(|t| t["kind"] == "video").expect("a video track");
+    let track_id = video["track_id"].as_str().expect("track id");
+    // Mute is recorded and the node confirms it holds the track.
+    let r = http()
+        .post(format!("{}/v1/rooms/{room_id}/tracks/{track_id}/mute", dev.base))
+        .bearer_auth(&dev.admin)
+        .json(&json!({"muted": true}))
+        .send()
+        .await
+        .expect("mute");
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+    // Kick: within a second the node has ended the session and unpublished its tracks.
+    let kicked_at = Instant::now();
+    let r = http()
+        .post(format!("{}/v1/rooms/{room_id}/participants/cam/kick", dev.base))
+        .bearer_auth(&dev.admin)
+        .send()
+        .await
+        .expect("kick");
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+    loop {
+        let t: Value = http()
+            .get(format!("{}/v1/rooms/{room_id}/participants/cam", dev.base))
+            .bearer_auth(&dev.admin)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .unwrap_or(json!({}));
+        if t["error"]["code"] == "participant_not_found" {
+            break;
+        }
+        assert!(kicked_at.elapsed() < Duration::from_secs(1), "kicked within 1 s: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The node itself ended the session: its tracks are unpublished with reason `kicked`.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let r = http()
+            .post(format!("{}/v1/rooms/{room_id}/tracks/{track_id}/mute", dev.base))
+            .bearer_auth(&dev.admin)
+            .json(&json!({"muted": false}))
+            .send()
+            .await
+            .expect("unmute");
+        // An unpublished track can no longer be unmuted: the node's unpublish is in the log.
+        if r.status().as_u16() == 409 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node unpublished the kicked participant's tracks within 1 s: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = chrome.join().expect("chromium thread").expect("node");
+    eprintln!("publisher: {out}");
+}

@@ -33,6 +33,7 @@ pub async fn run(
     log: Arc<dyn EventLog>,
     node_id: NodeId,
     info: NodeRegistered,
+    media: Option<crate::media::MediaHandle>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let repo = Repository::<Node>::new(log);
@@ -45,6 +46,7 @@ pub async fn run(
     tracing::info!(node = %node_id, "registered");
 
     let mut cpu = CpuMeter::new();
+    let mut last: Option<(crate::media::MediaStats, std::time::Instant)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(HEARTBEAT_INTERVAL_S as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -54,7 +56,22 @@ pub async fn run(
             () = &mut shutdown => break,
             _ = tick.tick() => {}
         }
-        let load = NodeLoad { cpu_percent: cpu.sample(), ..NodeLoad::default() };
+        let mut load = NodeLoad { cpu_percent: cpu.sample(), ..NodeLoad::default() };
+        if let Some(media) = &media {
+            let now = std::time::Instant::now();
+            let stats = media.stats().await;
+            load.sessions = u32::try_from(stats.sessions).unwrap_or(u32::MAX);
+            load.tracks = u32::try_from(stats.tracks).unwrap_or(u32::MAX);
+            if let Some((prev, at)) = last {
+                let secs = now.saturating_duration_since(at).as_secs_f64().max(0.001);
+                let rate = |a: u64, b: u64| (a.saturating_sub(b) as f64 / secs) as u64;
+                load.packets_in_per_s = rate(stats.packets_in, prev.packets_in);
+                load.packets_out_per_s = rate(stats.packets_out, prev.packets_out);
+                load.bits_in_per_s = rate(stats.bytes_in, prev.bytes_in) * 8;
+                load.bits_out_per_s = rate(stats.bytes_out, prev.bytes_out) * 8;
+            }
+            last = Some((stats, now));
+        }
         match repo.execute(&aggregate, &NodeCommand::Heartbeat(load), &meta()).await {
             Ok(_) => {}
             Err(ExecuteError::Rejected(NodeError::Lost | NodeError::NotRegistered)) => {

@@ -31,6 +31,9 @@ struct Cli {
     /// Most concurrent sessions this node accepts
     #[arg(long, env = "ARC_NODE_CAPACITY", default_value_t = 500)]
     capacity: u32,
+    /// UDP address of the one media port (every WebRTC peer uses it)
+    #[arg(long, env = "ARC_MEDIA_UDP", default_value = "0.0.0.0:7882")]
+    media_udp: std::net::SocketAddr,
 }
 
 fn default_node_id() -> String {
@@ -87,7 +90,54 @@ async fn run() -> Result<()> {
         info.arch,
         arc_eventlog::jetstream::redact_urls(&cli.nats_url)
     );
-    arc_media::agent::run(std::sync::Arc::new(log), node_id, info, async {
+    // The media port, and the reporter that records what happens on it.
+    let announce: Vec<std::net::IpAddr> = info.public_ips.iter().filter_map(|ip| ip.parse().ok()).collect();
+    if announce.len() != info.public_ips.len() {
+        anyhow::bail!("--public-ip takes IP addresses, got {:?}", info.public_ips);
+    }
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (media, media_task) =
+        arc_media::media::start(arc_media::media::MediaConfig { udp_listen: cli.media_udp, announce }, events_tx)
+            .await
+            .with_context(|| format!("binding the media port {}", cli.media_udp))?;
+    let client = log.client();
+    let log: std::sync::Arc<dyn arc_eventlog::EventLog> = std::sync::Arc::new(log);
+    let reporter = tokio::spawn(arc_media::report::run(log.clone(), node_id.clone(), events_rx));
+    let subject = arc_media::media::signal::subject(node_id.as_str());
+    let mut requests = client.subscribe(subject.clone()).await.context("subscribing to the node's request subject")?;
+    let rpc_media = media.clone();
+    let rpc_client = client.clone();
+    let rpc = tokio::spawn(async move {
+        use futures::StreamExt as _;
+        while let Some(msg) = requests.next().await {
+            let (media, client) = (rpc_media.clone(), rpc_client.clone());
+            tokio::spawn(async move {
+                let Some(reply_to) = msg.reply else { return };
+                let reply = match serde_json::from_slice::<arc_media::media::NodeRequest>(&msg.payload) {
+                    Ok(req) => media.serve(req).await,
+                    Err(e) => arc_media::media::NodeReply::Error(arc_media::media::SessionError::Internal {
+                        message: format!("malformed request: {e}"),
+                    }),
+                };
+                match serde_json::to_vec(&reply) {
+                    Ok(body) => {
+                        if let Err(e) = client.publish(reply_to, body.into()).await {
+                            tracing::warn!(error = %e, "answering a request");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "encoding a reply"),
+                }
+            });
+        }
+    });
+    println!(
+        "  media port    udp {} (announcing {})",
+        media.local_addr(),
+        if info.public_ips.is_empty() { "the bound address".to_owned() } else { info.public_ips.join(", ") }
+    );
+    println!("  requests      {subject}");
+    let agent_media = media.clone();
+    arc_media::agent::run(log, node_id, info, Some(agent_media), async {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
             Err(_) => return std::future::pending().await,
@@ -96,7 +146,13 @@ async fn run() -> Result<()> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
+        // Sessions end (reason node_shutdown) before the node deregisters.
+        rpc.abort();
+        media.shutdown().await;
+        let _ = media_task.await;
     })
     .await?;
+    // The reporter drains what the sessions' ends produced, then stops.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reporter).await;
     Ok(())
 }

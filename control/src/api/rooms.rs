@@ -12,6 +12,7 @@ use arc_events::participant::Permissions;
 use arc_events::room::{LeaveReason, ParticipantJoined};
 use arc_events::track::MutedBy;
 use arc_events::{AggregateKind, AggregateRef, AppId, ParticipantIdentity, ParticipantSid, RoomId};
+use arc_media::media::signal::NodeRequest;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -712,6 +713,13 @@ pub(crate) async fn kick(
         revoked = true;
     }
     remove(&state, &who, &room_id, &identity, Some(&participant.sid), LeaveReason::Kicked).await?;
+    // The media node ends the participant's sessions now (the log already says it left).
+    if let Some(node) = &participant.node_id {
+        let req = NodeRequest::Kick { room_id: room_id.clone(), identity: identity.clone() };
+        if let Err(e) = state.media.request(node, req).await {
+            tracing::warn!(%node, error = %e, "telling the media node about a kick");
+        }
+    }
     Ok(Json(Kicked { room_id, identity, sid: participant.sid, kicked: true, token_revoked: revoked }))
 }
 
@@ -891,5 +899,18 @@ pub(crate) async fn mute_track(
     let sql = format!("SELECT {} FROM tracks WHERE track_id = $1", tracks::COLUMNS.join(", "));
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&track_id).fetch_optional(&state.db.pool).await?;
     let row = row.ok_or_else(|| ApiError::not_found("track_not_found", "no such track in the room"))?;
-    Ok(Json(tracks::from_row(&row)?.into()))
+    let row = tracks::from_row(&row)?;
+    // The media node stops (or resumes) forwarding the track now.
+    let node: Option<String> = sqlx::query_scalar("SELECT node_id FROM participants WHERE sid = $1")
+        .bind(&row.sid)
+        .fetch_optional(&state.db.pool)
+        .await?
+        .flatten();
+    if let Some(node) = node {
+        let req = NodeRequest::Mute { track_id: track_id.clone(), muted: req.muted };
+        if let Err(e) = state.media.request(&node, req).await {
+            tracing::warn!(%node, error = %e, "telling the media node about a mute");
+        }
+    }
+    Ok(Json(row.into()))
 }

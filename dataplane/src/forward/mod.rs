@@ -124,6 +124,8 @@ struct Source {
     keyframe_owed: bool,
     /// Latest audio level (-dBov) and when it was seen.
     level: Option<(u8, Instant)>,
+    /// Muted by a moderator: nothing of it is forwarded.
+    muted: bool,
 }
 
 #[derive(Debug)]
@@ -284,6 +286,7 @@ impl Forwarder {
                 last_keyframe_request: None,
                 keyframe_owed: false,
                 level: None,
+                muted: false,
             },
         );
         Ok(())
@@ -386,6 +389,29 @@ impl Forwarder {
         }
     }
 
+    /// Mutes or unmutes a publisher's track for every subscriber. Unmuting
+    /// video waits for (and asks for) a keyframe; output stays continuous.
+    pub fn set_track_muted(&mut self, now: Instant, track: TrackKey, muted: bool, out: &mut Vec<Action>) {
+        let Some(s) = self.sources.get_mut(&track) else { return };
+        if s.muted == muted {
+            return;
+        }
+        s.muted = muted;
+        if muted {
+            return;
+        }
+        let video = s.spec.codec.is_video();
+        for d in s.downs.clone() {
+            if let Some(down) = self.downs.get_mut(&d) {
+                down.munger.switch();
+                down.waiting_keyframe = video;
+            }
+        }
+        if video {
+            self.request_keyframe(now, track, out);
+        }
+    }
+
     /// Removes a downtrack.
     pub fn remove_down(&mut self, down: DownKey) {
         if let Some(d) = self.downs.remove(&down)
@@ -400,6 +426,9 @@ impl Forwarder {
     pub fn on_rtp(&mut self, now: Instant, track: TrackKey, packet: &Packet, out: &mut Vec<Action>) {
         let Some(source) = self.sources.get_mut(&track) else { return };
         self.stats.packets_in += 1;
+        if source.muted {
+            return;
+        }
         self.stats.bytes_in += packet.payload.len() as u64;
         source.cache.put(packet);
         let codec = source.spec.codec;

@@ -231,3 +231,24 @@ fn pausing_a_downtrack_stops_it_and_resuming_waits_for_a_keyframe() {
     f.on_rtp(t1, TrackKey(1), &pkt(4, 90_000, VP8_KEY), &mut out);
     assert_eq!(sends(&out), vec![(DownKey(1), 2, 90_000)], "continues right after the last sent");
 }
+
+#[test]
+fn a_muted_track_forwards_nothing_and_resumes_on_a_keyframe() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    let mut out = Vec::new();
+    f.add_down(t0, DownKey(1), down_spec(1), Some(TrackKey(1)), &mut out).expect("test setup");
+    f.on_rtp(t0, TrackKey(1), &pkt(1, 0, VP8_KEY), &mut out);
+    f.set_track_muted(t0, TrackKey(1), true, &mut out);
+    out.clear();
+    f.on_rtp(t0, TrackKey(1), &pkt(2, 0, VP8_CONT), &mut out);
+    assert!(out.is_empty(), "muted");
+    let t1 = t0 + Duration::from_secs(1);
+    f.set_track_muted(t1, TrackKey(1), false, &mut out);
+    assert_eq!(keyframe_requests(&out), 1);
+    out.clear();
+    f.on_rtp(t1, TrackKey(1), &pkt(3, 90_000, VP8_DELTA), &mut out);
+    f.on_rtp(t1, TrackKey(1), &pkt(4, 90_000, VP8_KEY), &mut out);
+    assert_eq!(sends(&out), vec![(DownKey(1), 2, 90_000)]);
+}

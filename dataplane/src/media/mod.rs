@@ -124,6 +124,7 @@ enum Command {
     Close(String, EndReason, oneshot::Sender<Result<(), SessionError>>),
     /// End every session of this participant in this room.
     Kick(String, String, oneshot::Sender<usize>),
+    Mute(String, bool, oneshot::Sender<bool>),
     Stats(oneshot::Sender<MediaStats>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -181,6 +182,15 @@ impl MediaHandle {
         rx.await.unwrap_or(0)
     }
 
+    /// Mutes or unmutes a published track by its log id; answers whether it is here.
+    pub async fn mute(&self, track_id: &str, muted: bool) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Mute(track_id.to_owned(), muted, tx)).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
     pub async fn stats(&self) -> MediaStats {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Command::Stats(tx)).await.is_err() {
@@ -215,6 +225,7 @@ impl MediaHandle {
             NodeRequest::Kick { room_id, identity } => {
                 NodeReply::Kicked { sessions: self.kick(&room_id, &identity).await }
             }
+            NodeRequest::Mute { track_id, muted } => NodeReply::Muted { found: self.mute(&track_id, muted).await },
         }
     }
 }
@@ -454,6 +465,21 @@ impl Node {
                     self.end(*k, EndReason::Kicked);
                 }
                 let _ = reply.send(keys.len());
+            }
+            Command::Mute(track_id, muted, reply) => {
+                let now = Instant::now();
+                let key = self
+                    .sessions
+                    .values()
+                    .flat_map(|s| s.inbound.values())
+                    .find(|t| t.event_id == track_id)
+                    .and_then(|t| t.key);
+                if let Some(k) = key {
+                    let mut actions = Vec::new();
+                    self.forwarder.set_track_muted(now, k, muted, &mut actions);
+                    self.apply(now, actions);
+                }
+                let _ = reply.send(key.is_some());
             }
             Command::Stats(reply) => {
                 let f = self.forwarder.stats();

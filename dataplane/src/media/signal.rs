@@ -71,6 +71,11 @@ pub enum NodeRequest {
         room_id: String,
         identity: String,
     },
+    /// Stop (or resume) forwarding a published track (`tr_…`, as in the log).
+    Mute {
+        track_id: String,
+        muted: bool,
+    },
 }
 
 /// A node's reply over NATS.
@@ -81,6 +86,7 @@ pub enum NodeReply {
     Patched { fragment: Option<String> },
     Closed,
     Kicked { sessions: usize },
+    Muted { found: bool },
     Error(SessionError),
 }
 
