@@ -53,14 +53,17 @@ impl MediaRouter {
         if let Some(node) = sticky.filter(|n| self.reachable(n)) {
             return Ok(node);
         }
+        // Load = participants placed on the node (current as of this
+        // instance's projections), then its reported sessions and CPU.
         let candidates: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT node_id, sessions, capacity FROM nodes WHERE state = 'up' ORDER BY sessions, cpu_percent, node_id",
+            "SELECT n.node_id, (SELECT COUNT(*) FROM participants p WHERE p.node_id = n.node_id AND p.state = 'active') AS placed, \
+             n.capacity FROM nodes n WHERE n.state = 'up' ORDER BY placed, n.sessions, n.cpu_percent, n.node_id",
         )
         .fetch_all(&db.pool)
         .await?;
         candidates
             .into_iter()
-            .filter(|(id, sessions, capacity)| *capacity <= 0 || sessions < capacity && self.reachable(id))
+            .filter(|(_, placed, capacity)| *capacity <= 0 || placed < capacity)
             .find(|(id, _, _)| self.reachable(id))
             .map(|(id, _, _)| id)
             .ok_or(RouteError::NoNode)

@@ -1,0 +1,206 @@
+//! Two `arc-media` processes under one `arc-control serve` (NATS JetStream +
+//! PostgreSQL): rooms are placed on both, WHIP/WHEP requests travel over NATS
+//! request/reply, a SIGKILLed node is declared lost, its participants leave
+//! with `node_lost`, and a client that POSTs again lands on the live node and
+//! gets media. Real Chromium on both ends (`tests/browser/publish_play.mjs`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_KEY, Mode, create_pg_database, start_with};
+use serde_json::{Value, json};
+
+struct Media {
+    child: Child,
+    id: String,
+}
+
+impl Drop for Media {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn arc_media_bin() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_arc-control")).with_file_name("arc-media");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo).args(["build", "-p", "arc-media", "--bin", "arc-media"]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "building arc-media");
+    }
+    bin
+}
+
+fn start_media(nats: &str, stream: &str, prefix: &str, id: &str) -> Media {
+    let mut child = Command::new(arc_media_bin())
+        .args(["--nats", nats, "--nats-stream", stream, "--nats-subject-prefix", prefix, "--node-id", id])
+        .args(["--media-udp", "127.0.0.1:0", "--public-ip", "127.0.0.1"])
+        .env("ARC_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn arc-media");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.trim().starts_with("requests") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60)).expect("arc-media started");
+    Media { child, id: id.into() }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client")
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    http()
+        .get(format!("{base}{path}"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .unwrap_or(json!({}))
+}
+
+fn chromium(base: &str, room: &str, pub_token: &str, sub_token: &str) -> Value {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    let out = Command::new("node")
+        .arg("publish_play.mjs")
+        .current_dir(dir)
+        .env("ARC_URL", base)
+        .env("ROOM", room)
+        .env("PUB_TOKEN", pub_token)
+        .env("SUB_TOKEN", sub_token)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("chromium {room}: {}", stdout.trim());
+    serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or(json!({"ok": false}))
+}
+
+/// The node each active participant of `room` is on.
+async fn nodes_of_room(base: &str, room: &str) -> Vec<String> {
+    let rooms = get(base, &format!("/v1/rooms?name={room}")).await;
+    let Some(id) = rooms["rooms"][0]["room_id"].as_str() else { return vec![] };
+    let p = get(base, &format!("/v1/rooms/{id}/participants")).await;
+    let mut v: Vec<String> = p["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["node_id"].as_str().map(str::to_owned))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
+    let nats = std::env::var("ARC_TEST_NATS_URL").expect("ARC_TEST_NATS_URL not set: run scripts/test");
+    let pg = std::env::var("ARC_TEST_PG_ADMIN_URL").expect("ARC_TEST_PG_ADMIN_URL not set: run scripts/test");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let (stream, prefix) = (format!("MED_{tag}"), format!("m{tag}.evt"));
+    let mode = Mode::Cluster {
+        nats: nats.clone(),
+        stream: stream.clone(),
+        prefix: prefix.clone(),
+        database: create_pg_database(&pg).await,
+        data_dir: dir.path().to_path_buf(),
+    };
+    let control = start_with(&mode, &["--janitor-interval-s", "1"]);
+    let base = control.base.clone();
+    let a = start_media(&nats, &stream, &prefix, "media-a");
+    let mut b = Some(start_media(&nats, &stream, &prefix, "media-b"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = get(&base, "/v1/nodes").await;
+        let up = n["nodes"].as_array().into_iter().flatten().filter(|x| x["state"] == "up").count();
+        if up == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "both media nodes registered: {n}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let app: Value = http()
+        .post(format!("{base}/v1/apps"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"name": "cluster"}))
+        .send()
+        .await
+        .expect("app")
+        .json()
+        .await
+        .expect("json");
+    let (key, secret) = (app["app"]["app_key"].as_str().expect("key"), app["app_secret"].as_str().expect("secret"));
+    let token = |identity: &'static str, room: &'static str, grants: Value| {
+        let base = base.clone();
+        async move {
+            let r: Value = http()
+                .post(format!("{base}/v1/tokens"))
+                .basic_auth(key, Some(secret))
+                .json(&json!({"identity": identity, "room": room, "grants": grants}))
+                .send()
+                .await
+                .expect("mint")
+                .json()
+                .await
+                .expect("json");
+            r["token"].as_str().expect("token").to_string()
+        }
+    };
+    let mut placed = Vec::new();
+    for room in ["alpha", "beta"] {
+        let p = token("cam", room, json!({"publish": true})).await;
+        let s = token("viewer", room, json!({"subscribe": true})).await;
+        let r = chromium(&base, room, &p, &s);
+        assert_eq!(r["ok"], true, "room {room} through a node over NATS: {r}");
+        let nodes = nodes_of_room(&base, room).await;
+        assert_eq!(nodes.len(), 1, "a room stays on one node: {nodes:?}");
+        placed.push(nodes[0].clone());
+    }
+    assert_ne!(placed[0], placed[1], "the two rooms landed on different nodes: {placed:?}");
+
+    // SIGKILL the node carrying "alpha".
+    let victim = placed[0].clone();
+    let survivor = placed[1].clone();
+    if b.as_ref().is_some_and(|m| m.id == victim) {
+        drop(b.take());
+    } else {
+        drop(a);
+    }
+    let killed_at = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = get(&base, "/v1/nodes").await;
+        let lost = n["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|x| x["node_id"] == victim.as_str() && x["state"] == "lost");
+        if lost && nodes_of_room(&base, "alpha").await.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{victim} declared lost and its participants gone: {n}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("{victim} lost and its participants left {:.1} s after SIGKILL", killed_at.elapsed().as_secs_f64());
+    // Clients POST again and get media from the survivor.
+    let p = token("cam", "alpha", json!({"publish": true})).await;
+    let s = token("viewer", "alpha", json!({"subscribe": true})).await;
+    let r = chromium(&base, "alpha", &p, &s);
+    assert_eq!(r["ok"], true, "alpha again after its node died: {r}");
+    assert_eq!(nodes_of_room(&base, "alpha").await, vec![survivor], "alpha moved to the live node");
+}
