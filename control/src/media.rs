@@ -1,8 +1,9 @@
 //! How the control plane reaches media nodes, and which node gets a room.
 //!
 //! Placement reads projections only: a room stays on the node its active
-//! participants are on (sticky) while that node is up; a new room goes to the
-//! least-loaded node that is `up` (not draining, not lost) and reachable.
+//! participants are on (sticky) while that node is up or draining; a new room
+//! goes to the least-loaded node that is `up` (not draining, not lost) and
+//! reachable.
 //! Requests go to the embedded node in `dev` (in process) or over NATS
 //! request/reply to `arc.media.<node>.rpc` (same JSON types either way).
 
@@ -45,7 +46,7 @@ impl MediaRouter {
     pub async fn place(&self, db: &ReadDb, room_id: &str) -> Result<String, RouteError> {
         let sticky: Option<String> = sqlx::query_scalar(
             "SELECT p.node_id FROM participants p JOIN nodes n ON n.node_id = p.node_id \
-             WHERE p.room_id = $1 AND p.state = 'active' AND n.state = 'up' ORDER BY p.joined_at_ms LIMIT 1",
+             WHERE p.room_id = $1 AND p.state = 'active' AND n.state IN ('up', 'draining') ORDER BY p.joined_at_ms LIMIT 1",
         )
         .bind(room_id)
         .fetch_optional(&db.pool)

@@ -222,7 +222,16 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
                 capacity: 500,
                 version: env!("CARGO_PKG_VERSION").into(),
             };
-            if let Err(e) = arc_media::agent::run(node_log, node_id, info, agent_media, std::future::pending()).await {
+            if let Err(e) = arc_media::agent::run(
+                node_log,
+                node_id,
+                info,
+                agent_media,
+                std::time::Duration::ZERO,
+                std::future::pending(),
+            )
+            .await
+            {
                 tracing::error!(error = %e, "the embedded media node stopped");
             }
         });

@@ -384,6 +384,33 @@ async fn whip_and_whep_refuse_bad_input_with_clear_errors() {
     assert_eq!(resp.status().as_u16(), 204);
     assert_eq!(resp.headers()["access-control-allow-origin"], "*");
     assert!(resp.headers()["access-control-allow-methods"].to_str().unwrap_or("").contains("PATCH"));
+    // An operator drains the node: new rooms are refused (no node takes them);
+    // undrained, the node takes them again.
+    let r =
+        c.post(format!("{}/v1/nodes/node-dev/drain", dev.base)).bearer_auth(&dev.admin).send().await.expect("drain");
+    assert_eq!(r.status().as_u16(), 200);
+    let (s, code, b) = post(url.clone(), Some(pubt.clone()), "application/sdp", offer.into()).await;
+    assert_eq!((s, code.as_str()), (503, "no_media_node"), "a draining node takes no new room: {b}");
+    let r = c
+        .post(format!("{}/v1/nodes/node-dev/undrain", dev.base))
+        .bearer_auth(&dev.admin)
+        .send()
+        .await
+        .expect("undrain");
+    assert_eq!(r.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // The fake offer reaches the node again (and is refused there as bad SDP).
+        let (s, code, b) = post(url.clone(), Some(pubt.clone()), "application/sdp", offer.into()).await;
+        if s == 400 {
+            assert_eq!(code, "bad_sdp", "{b}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "undrained node takes rooms within 5 s: {s} {b}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = c.post(format!("{}/v1/nodes/nope/drain", dev.base)).bearer_auth(&dev.admin).send().await.expect("drain");
+    assert_eq!(r.status().as_u16(), 404);
     // The node is still healthy.
     let status: Value =
         c.get(format!("{}/v1/status", dev.base)).send().await.expect("status").json().await.expect("json");

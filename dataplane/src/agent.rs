@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_eventlog::{EventLog, ExecuteError, Repository};
-use arc_events::aggregate::node::{HEARTBEAT_INTERVAL_S, Node, NodeCommand, NodeError};
+use arc_events::aggregate::node::{HEARTBEAT_INTERVAL_S, Node, NodeCommand, NodeError, NodeStatus};
 use arc_events::node::{NodeLoad, NodeRegistered};
 use arc_events::{Actor, AggregateRef, CommandMeta, NodeId};
 
@@ -34,6 +34,7 @@ pub async fn run(
     node_id: NodeId,
     info: NodeRegistered,
     media: Option<crate::media::MediaHandle>,
+    drain_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let repo = Repository::<Node>::new(log);
@@ -83,6 +84,41 @@ pub async fn run(
             // The log is unreachable for now: keep trying, the node keeps serving.
             Err(e) => tracing::warn!(node = %node_id, error = %e, "heartbeat failed"),
         }
+        // An operator may drain or undrain the node through the log.
+        if let Some(media) = &media
+            && let Ok((state, _)) = repo.load(&aggregate).await
+        {
+            media.set_draining(state.status == NodeStatus::Draining).await;
+        }
+    }
+    // Drain: no new rooms, wait (heartbeating) for the rooms to empty up to
+    // the deadline; then the remaining sessions end and their clients move.
+    if let Some(media) = &media {
+        match repo.execute(&aggregate, &NodeCommand::Drain { reason: "sigterm".into() }, &meta()).await {
+            Ok(_) => {
+                tracing::info!(node = %node_id, sessions = media.session_count(), deadline_s = drain_timeout.as_secs(), "draining")
+            }
+            Err(e) => tracing::warn!(node = %node_id, error = %e, "recording the drain failed"),
+        }
+        media.set_draining(true).await;
+        let deadline = tokio::time::Instant::now() + drain_timeout;
+        let mut beat = tokio::time::interval(Duration::from_millis(250));
+        let mut last_beat = tokio::time::Instant::now();
+        while media.session_count() > 0 && tokio::time::Instant::now() < deadline {
+            beat.tick().await;
+            if last_beat.elapsed() >= Duration::from_secs(HEARTBEAT_INTERVAL_S as u64) {
+                last_beat = tokio::time::Instant::now();
+                let load = NodeLoad { sessions: media.session_count() as u32, ..NodeLoad::default() };
+                if let Err(e) = repo.execute(&aggregate, &NodeCommand::Heartbeat(load), &meta()).await {
+                    tracing::warn!(node = %node_id, error = %e, "heartbeat while draining failed");
+                }
+            }
+        }
+        let left = media.session_count();
+        if left > 0 {
+            tracing::info!(node = %node_id, sessions = left, "drain deadline reached; ending the remaining sessions");
+        }
+        media.shutdown().await;
     }
     match repo.execute(&aggregate, &NodeCommand::Deregister, &meta()).await {
         Ok(_) => tracing::info!(node = %node_id, "deregistered"),

@@ -34,6 +34,9 @@ struct Cli {
     /// UDP address of the one media port (every WebRTC peer uses it)
     #[arg(long, env = "ARC_MEDIA_UDP", default_value = "0.0.0.0:7882")]
     media_udp: std::net::SocketAddr,
+    /// On SIGTERM: seconds to wait for the node's rooms to empty before ending the rest
+    #[arg(long, env = "ARC_DRAIN_TIMEOUT_S", default_value_t = 30)]
+    drain_timeout_s: u64,
 }
 
 fn default_node_id() -> String {
@@ -137,7 +140,8 @@ async fn run() -> Result<()> {
     );
     println!("  requests      {subject}");
     let agent_media = media.clone();
-    arc_media::agent::run(log, node_id, info, Some(agent_media), async {
+    let drain_timeout = std::time::Duration::from_secs(cli.drain_timeout_s);
+    arc_media::agent::run(log, node_id, info, Some(agent_media), drain_timeout, async {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
             Err(_) => return std::future::pending().await,
@@ -146,12 +150,12 @@ async fn run() -> Result<()> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        // Sessions end (reason node_shutdown) before the node deregisters.
-        rpc.abort();
-        media.shutdown().await;
-        let _ = media_task.await;
     })
     .await?;
+    // The agent drained and ended the sessions before deregistering.
+    rpc.abort();
+    media.shutdown().await;
+    let _ = media_task.await;
     // The reporter drains what the sessions' ends produced, then stops.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reporter).await;
     Ok(())

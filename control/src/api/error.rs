@@ -164,6 +164,17 @@ impl Rejection for ParticipantError {
     }
 }
 
+impl Rejection for arc_events::aggregate::node::NodeError {
+    fn to_api(&self) -> ApiError {
+        let m = self.to_string();
+        match self {
+            Self::NotRegistered => ApiError::not_found("node_not_found", m),
+            Self::Lost => ApiError::new(StatusCode::CONFLICT, "node_lost", m),
+            Self::Invalid { .. } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", m),
+        }
+    }
+}
+
 impl<E: Rejection> From<ExecuteError<E>> for ApiError {
     fn from(e: ExecuteError<E>) -> Self {
         match e {

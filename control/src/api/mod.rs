@@ -121,6 +121,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/whep/{room}", post(whip::whep_post))
         .route("/v1/whep/{room}/sessions/{node_id}/{session_id}", patch(whip::whep_patch).delete(whip::whep_delete))
         .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{node_id}/drain", post(drain_node))
+        .route("/v1/nodes/{node_id}/undrain", post(undrain_node))
         .route("/v1/openapi.json", get(openapi::serve_json))
         .route("/docs", get(openapi::serve_docs))
         .route("/publish", get(publish_page))
@@ -215,6 +217,61 @@ pub(crate) async fn list_nodes(State(state): State<Arc<ApiState>>, headers: Head
         });
     }
     Ok(Json(NodeList { nodes: out }))
+}
+
+/// A node's drain state after a drain or undrain.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NodeDrain {
+    pub node_id: String,
+    pub draining: bool,
+}
+
+async fn set_drain(state: &ApiState, headers: &HeaderMap, node_id: &str, drain: bool) -> ApiResult<Json<NodeDrain>> {
+    use arc_events::aggregate::node::{Node, NodeCommand};
+    auth::authenticate(state, headers).await?.require_admin()?;
+    let aggregate = arc_events::AggregateRef::new(arc_events::AggregateKind::Node, node_id)
+        .map_err(|e| ApiError::bad_request("node_id", e))?;
+    let command = if drain { NodeCommand::Drain { reason: "operator".into() } } else { NodeCommand::Undrain };
+    let done = Repository::<Node>::new(state.log.clone()).execute(&aggregate, &command, &meta(Actor::Admin)).await?;
+    state.settle(done.appended.map(|a| a.last)).await;
+    Ok(Json(NodeDrain { node_id: node_id.to_owned(), draining: drain }))
+}
+
+/// Drain a media node: it takes no new rooms; its rooms carry on until they empty.
+/// The node applies it at its next heartbeat (within 2 s).
+#[utoipa::path(post, path = "/v1/nodes/{node_id}/drain", tag = "nodes", security(("admin" = [])),
+    params(("node_id" = String, Path, description = "The node")),
+    responses(
+        (status = 200, description = "Draining", body = NodeDrain),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "Not the admin key", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "The node is lost or deregistered", body = ErrorBody),
+    ))]
+pub(crate) async fn drain_node(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    axum::extract::Path(node_id): axum::extract::Path<String>,
+) -> ApiResult<Json<NodeDrain>> {
+    set_drain(&state, &headers, &node_id, true).await
+}
+
+/// Undrain a media node: it takes new rooms again.
+#[utoipa::path(post, path = "/v1/nodes/{node_id}/undrain", tag = "nodes", security(("admin" = [])),
+    params(("node_id" = String, Path, description = "The node")),
+    responses(
+        (status = 200, description = "Taking rooms again", body = NodeDrain),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "Not the admin key", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "The node is lost or deregistered", body = ErrorBody),
+    ))]
+pub(crate) async fn undrain_node(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    axum::extract::Path(node_id): axum::extract::Path<String>,
+) -> ApiResult<Json<NodeDrain>> {
+    set_drain(&state, &headers, &node_id, false).await
 }
 
 /// Public health and progress figures (no ids, no secrets).

@@ -61,6 +61,8 @@ Answer 2xx to acknowledge."#;
         super::healthz,
         super::status,
         super::list_nodes,
+        super::drain_node,
+        super::undrain_node,
         apps::create_app,
         apps::list_apps,
         apps::get_app,

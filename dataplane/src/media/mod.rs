@@ -126,6 +126,8 @@ enum Command {
     Kick(String, String, oneshot::Sender<usize>),
     Mute(String, bool, oneshot::Sender<bool>),
     Stats(oneshot::Sender<MediaStats>),
+    /// Draining: refuse sessions for rooms this node does not already carry.
+    SetDraining(bool),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -199,6 +201,12 @@ impl MediaHandle {
         rx.await.unwrap_or_default()
     }
 
+    /// Starts or stops draining: while draining, only rooms this node already
+    /// carries get new sessions; new rooms are refused (`Draining`).
+    pub async fn set_draining(&self, draining: bool) {
+        let _ = self.tx.send(Command::SetDraining(draining)).await;
+    }
+
     /// Ends every session (reason `node_shutdown`) and stops the task.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -265,6 +273,7 @@ pub async fn start(
         publish_order: 0,
         stats: MediaStats::default(),
         session_gauge: sessions.clone(),
+        draining: false,
     };
     let task = tokio::spawn(node.run(rx));
     Ok((MediaHandle { tx, local, sessions }, task))
@@ -344,6 +353,7 @@ struct Node {
     publish_order: u64,
     stats: MediaStats,
     session_gauge: Arc<AtomicU64>,
+    draining: bool,
 }
 
 fn random_token(n: usize) -> String {
@@ -494,12 +504,21 @@ impl Node {
                 s.keyframe_requests = f.keyframe_requests;
                 let _ = reply.send(s);
             }
+            Command::SetDraining(d) => {
+                if d != self.draining {
+                    tracing::info!(draining = d, sessions = self.sessions.len(), "drain state changed");
+                }
+                self.draining = d;
+            }
             Command::Shutdown(_) => {}
         }
     }
 
     fn open(&mut self, req: OpenSession) -> Result<SessionOpened, SessionError> {
         let now = Instant::now();
+        if self.draining && !self.sessions.values().any(|s| s.room_id == req.room_id) {
+            return Err(SessionError::Draining);
+        }
         if !req.offer.trim_start().starts_with("v=0") {
             return Err(SessionError::BadSdp { reason: "an SDP offer starts with v=0".into() });
         }
