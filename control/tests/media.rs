@@ -157,6 +157,7 @@ async fn chromium_publishes_and_plays_vp8_and_h264() {
         let r = chromium(&dev, &room, codec, &publisher, &viewer, &[("HOLD_MS", "1500")]);
         assert_eq!(r["ok"], true, "{codec}: Chromium decoded ≥ 60 frames and got ≥ 100 audio packets in 15 s: {r}");
         assert_eq!(r["stats"]["videoCodec"], format!("video/{codec}"), "{r}");
+        assert_eq!(r["stats"]["transport"], "udp", "{r}");
         assert!(r["stats"]["framesDecoded"].as_u64().unwrap_or(0) >= 60, "{r}");
         assert!(r["stats"]["audioPackets"].as_u64().unwrap_or(0) >= 100, "{r}");
         // The node recorded the publisher's tracks in the log.
@@ -178,6 +179,17 @@ async fn chromium_publishes_and_plays_vp8_and_h264() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_without_udp_gets_media_over_ice_tcp() {
+    let dev = start_dev();
+    let app = app(&dev).await;
+    let publisher = token(&dev, &app, "cam", "tcp-only", json!({"publish": true})).await;
+    let viewer = token(&dev, &app, "viewer", "tcp-only", json!({"subscribe": true})).await;
+    let r = chromium(&dev, "tcp-only", "VP8", &publisher, &viewer, &[("TRANSPORT", "tcp")]);
+    assert_eq!(r["ok"], true, "media over ICE-TCP (RFC 4571 framing) when UDP is out of reach: {r}");
+    assert_eq!(r["stats"]["transport"], "tcp", "the player's selected pair is TCP: {r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

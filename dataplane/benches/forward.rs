@@ -182,7 +182,7 @@ fn connected_pair() -> Option<Pair> {
     );
     let sender = node.add_track(track).ok()?;
     node.set_remote_description(now, offer).ok()?;
-    peer::add_host_candidates(&mut node, &[node_addr]).ok()?;
+    peer::add_host_candidates(&mut node, &[node_addr], &[]).ok()?;
     let answer = node.create_answer(None).ok()?;
     node.set_local_description(now, answer.clone()).ok()?;
     client.set_remote_description(now, answer).ok()?;

@@ -7,7 +7,8 @@
 // Environment: ARC_URL, ROOM, PUB_TOKEN, SUB_TOKEN, CODEC (VP8|H264|…),
 // FRAMES (60), AUDIO_PACKETS (100), TIMEOUT_MS (15000), CHROMIUM (/usr/bin/chromium),
 // HOLD_MS (0: how long to keep both pages open after success),
-// PLAY (1; 0: only publish, succeed once connected, then hold).
+// PLAY (1; 0: only publish, succeed once connected, then hold),
+// TRANSPORT (tcp: both pages drop the node's UDP candidates, as clients whose UDP is blocked).
 import { chromium } from "playwright-core";
 
 const env = (k, d) => process.env[k] ?? d;
@@ -35,9 +36,10 @@ try {
   const context = await browser.newContext();
   const pub = await context.newPage();
   const q = (o) => new URLSearchParams(o).toString();
-  await pub.goto(`${base}/publish?${q({ room, token: env("PUB_TOKEN", ""), codec, autostart: "1" })}`);
+  const transport = env("TRANSPORT", "");
+  await pub.goto(`${base}/publish?${q({ room, token: env("PUB_TOKEN", ""), codec, autostart: "1", transport })}`);
   const play = playToo ? await context.newPage() : pub;
-  if (playToo) await play.goto(`${base}/play?${q({ room, token: env("SUB_TOKEN", ""), autostart: "1" })}`);
+  if (playToo) await play.goto(`${base}/play?${q({ room, token: env("SUB_TOKEN", ""), autostart: "1", transport })}`);
   const started = Date.now();
   let stats = null;
   while (Date.now() - started < timeoutMs) {

@@ -60,6 +60,14 @@ pub struct MediaConfig {
     pub announce: Vec<std::net::IpAddr>,
 }
 
+/// Most ICE-TCP connections open at once.
+pub const TCP_CONNECTIONS_MAX: usize = 4096;
+/// Frames queued towards one ICE-TCP connection before new ones are dropped
+/// (media over TCP that cannot keep up is dropped, never buffered without bound).
+pub const TCP_QUEUE_MAX: usize = 512;
+/// Largest RFC 4571 frame accepted from a client.
+const TCP_FRAME_MAX: usize = 1500;
+
 /// Something the log must hear about (the node's reporter appends it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
@@ -116,6 +124,8 @@ pub struct MediaStats {
     pub dropped_malformed: u64,
     pub nacks_answered: u64,
     pub keyframe_requests: u64,
+    /// Frames dropped because an ICE-TCP connection could not keep up.
+    pub dropped_tcp: u64,
 }
 
 enum Command {
@@ -244,20 +254,37 @@ pub async fn start(
     config: MediaConfig,
     events: mpsc::UnboundedSender<MediaEvent>,
 ) -> std::io::Result<(MediaHandle, tokio::task::JoinHandle<()>)> {
-    let socket = UdpSocket::bind(config.udp_listen).await?;
-    let local = socket.local_addr()?;
+    // UDP, and ICE-TCP (RFC 6544, passive, RFC 4571 framing) on the same
+    // port number. With port 0, try a few free UDP ports until TCP binds too.
+    let mut attempt = 0;
+    let (socket, local, tcp) = loop {
+        let socket = UdpSocket::bind(config.udp_listen).await?;
+        let local = socket.local_addr()?;
+        match tokio::net::TcpListener::bind(local).await {
+            Ok(tcp) => break (socket, local, tcp),
+            Err(e) if config.udp_listen.port() != 0 || attempt >= 10 => return Err(e),
+            Err(_) => attempt += 1,
+        }
+    };
+    let tcp_local = tcp.local_addr()?;
+    let (tcp_tx, tcp_rx) = mpsc::channel::<TcpIn>(1024);
+    tokio::spawn(accept_tcp(tcp, tcp_tx));
     let announce: Vec<SocketAddr> = if config.announce.is_empty() {
         let ip = if local.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { local.ip() };
         vec![SocketAddr::new(ip, local.port())]
     } else {
         config.announce.iter().map(|ip| SocketAddr::new(*ip, local.port())).collect()
     };
+    let tcp_announce: Vec<SocketAddr> = announce.iter().map(|a| SocketAddr::new(a.ip(), tcp_local.port())).collect();
     let (tx, rx) = mpsc::channel(256);
     let sessions = Arc::new(AtomicU64::new(0));
     let node = Node {
         socket,
         local,
+        tcp_local,
         announce,
+        tcp_announce,
+        tcp_writers: HashMap::new(),
         events,
         sessions: HashMap::new(),
         by_addr: HashMap::new(),
@@ -275,7 +302,7 @@ pub async fn start(
         session_gauge: sessions.clone(),
         draining: false,
     };
-    let task = tokio::spawn(node.run(rx));
+    let task = tokio::spawn(node.run(rx, tcp_rx));
     Ok((MediaHandle { tx, local, sessions }, task))
 }
 
@@ -311,7 +338,7 @@ struct Session {
     role: Role,
     pc: RTCPeerConnection,
     ufrag: String,
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<(SocketAddr, bool)>,
     inbound: HashMap<MediaStreamTrackId, InTrack>,
     outbound: Vec<OutTrack>,
     created: Instant,
@@ -337,15 +364,20 @@ type Key = u32;
 struct Node {
     socket: UdpSocket,
     local: SocketAddr,
+    tcp_local: SocketAddr,
     announce: Vec<SocketAddr>,
+    tcp_announce: Vec<SocketAddr>,
+    /// Writers of open ICE-TCP connections, by the client's address.
+    tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     events: mpsc::UnboundedSender<MediaEvent>,
     sessions: HashMap<Key, Session>,
-    by_addr: HashMap<SocketAddr, Key>,
+    /// (address, over TCP) → session.
+    by_addr: HashMap<(SocketAddr, bool), Key>,
     by_ufrag: HashMap<String, Key>,
     by_id: HashMap<String, Key>,
     timers: BinaryHeap<Reverse<(Instant, Key)>>,
     dirty: Vec<Key>,
-    outbox: Vec<(SocketAddr, BytesMut)>,
+    outbox: Vec<(SocketAddr, BytesMut, bool)>,
     forwarder: Forwarder,
     track_owner: HashMap<TrackKey, (Key, MediaStreamTrackId)>,
     down_owner: HashMap<DownKey, Key>,
@@ -402,7 +434,7 @@ fn offered(sdp: &str) -> (Vec<RtpKind>, Vec<String>) {
 }
 
 impl Node {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut tcp_rx: mpsc::Receiver<TcpIn>) {
         let mut buf = vec![0u8; DATAGRAM_MAX];
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -425,8 +457,24 @@ impl Node {
                     Some(c) => self.on_command(c),
                 },
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.on_datagram(Instant::now(), from, &buf[..n]),
+                    Ok((n, from)) => self.on_datagram(Instant::now(), from, &buf[..n], false),
                     Err(e) => tracing::debug!(error = %e, "media socket read"),
+                },
+                Some(t) = tcp_rx.recv() => match t {
+                    TcpIn::Open(peer, writer) => {
+                        if self.tcp_writers.len() < TCP_CONNECTIONS_MAX {
+                            self.tcp_writers.insert(peer, writer);
+                        }
+                    }
+                    TcpIn::Frame(peer, frame) => {
+                        if self.tcp_writers.contains_key(&peer) {
+                            self.on_datagram(Instant::now(), peer, &frame, true);
+                        }
+                    }
+                    TcpIn::Closed(peer) => {
+                        self.tcp_writers.remove(&peer);
+                        self.by_addr.remove(&(peer, true));
+                    }
                 },
                 () = tokio::time::sleep_until(deadline.into()) => self.on_timers(Instant::now()),
                 _ = housekeeping.tick() => self.housekeeping(Instant::now()),
@@ -582,7 +630,7 @@ impl Node {
         let offer = RTCSessionDescription::offer(req.offer.clone())
             .map_err(|e| SessionError::BadSdp { reason: e.to_string() })?;
         pc.set_remote_description(now, offer).map_err(|e| SessionError::BadSdp { reason: e.to_string() })?;
-        peer::add_host_candidates(&mut pc, &self.announce).map_err(internal)?;
+        peer::add_host_candidates(&mut pc, &self.announce, &self.tcp_announce).map_err(internal)?;
         let answer = pc.create_answer(None).map_err(|e| match e {
             rtc::shared::error::Error::ErrRTPTransceiverCodecUnsupported
             | rtc::shared::error::Error::ErrCodecNotFound => {
@@ -723,8 +771,8 @@ impl Node {
             .and_then(|t| t.key)
     }
 
-    fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        let key = match self.by_addr.get(&from) {
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8], tcp: bool) {
+        let key = match self.by_addr.get(&(from, tcp)) {
             Some(k) => *k,
             None => {
                 let found = match demux::classify(data) {
@@ -737,25 +785,25 @@ impl Node {
                     self.stats.dropped_unknown += 1;
                     return;
                 };
-                self.by_addr.insert(from, k);
+                self.by_addr.insert((from, tcp), k);
                 if let Some(s) = self.sessions.get_mut(&k) {
-                    s.addrs.push(from);
+                    s.addrs.push((from, tcp));
                 }
                 k
             }
         };
         let Some(session) = self.sessions.get_mut(&key) else {
-            self.by_addr.remove(&from);
+            self.by_addr.remove(&(from, tcp));
             self.stats.dropped_unknown += 1;
             return;
         };
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.local,
+                local_addr: if tcp { self.tcp_local } else { self.local },
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: if tcp { TransportProtocol::TCP } else { TransportProtocol::UDP },
             },
             message: BytesMut::from(data),
         };
@@ -804,8 +852,13 @@ impl Node {
         while let Some(key) = self.dirty.pop() {
             self.drain(now, key);
         }
-        for (to, bytes) in self.outbox.drain(..) {
-            if let Err(e) = self.socket.send_to(&bytes, to).await {
+        for (to, bytes, tcp) in std::mem::take(&mut self.outbox) {
+            if tcp {
+                let Some(writer) = self.tcp_writers.get(&to) else { continue };
+                if writer.try_send(rtc::shared::tcp_framing::frame_packet(&bytes)).is_err() {
+                    self.stats.dropped_tcp += 1;
+                }
+            } else if let Err(e) = self.socket.send_to(&bytes, to).await {
                 tracing::trace!(%to, error = %e, "media socket write");
             }
         }
@@ -820,7 +873,11 @@ impl Node {
             let Some(s) = self.sessions.get_mut(&key) else { return };
             s.dirty = false;
             while let Some(msg) = s.pc.poll_write() {
-                self.outbox.push((msg.transport.peer_addr, msg.message));
+                self.outbox.push((
+                    msg.transport.peer_addr,
+                    msg.message,
+                    msg.transport.transport_protocol == TransportProtocol::TCP,
+                ));
             }
             while let Some(ev) = s.pc.poll_event() {
                 match ev {
@@ -943,7 +1000,11 @@ impl Node {
         if let Some(s) = self.sessions.get_mut(&key) {
             // Anything the work above produced for this session goes out too.
             while let Some(msg) = s.pc.poll_write() {
-                self.outbox.push((msg.transport.peer_addr, msg.message));
+                self.outbox.push((
+                    msg.transport.peer_addr,
+                    msg.message,
+                    msg.transport.transport_protocol == TransportProtocol::TCP,
+                ));
             }
             let t = s.pc.poll_timeout();
             if t != s.next_timeout {
@@ -1093,7 +1154,11 @@ impl Node {
         s.ended = Some(reason);
         let _ = s.pc.close();
         while let Some(msg) = s.pc.poll_write() {
-            self.outbox.push((msg.transport.peer_addr, msg.message));
+            self.outbox.push((
+                msg.transport.peer_addr,
+                msg.message,
+                msg.transport.transport_protocol == TransportProtocol::TCP,
+            ));
         }
         for a in &s.addrs {
             self.by_addr.remove(a);
@@ -1142,6 +1207,69 @@ impl Node {
             sid: s.sid,
             session_id: s.id,
             reason,
+        });
+    }
+}
+
+/// What ICE-TCP connection tasks tell the media task.
+enum TcpIn {
+    Open(SocketAddr, mpsc::Sender<Vec<u8>>),
+    Frame(SocketAddr, Vec<u8>),
+    Closed(SocketAddr),
+}
+
+/// Accepts ICE-TCP connections; each gets a reader (RFC 4571 frames in) and
+/// a writer (frames out, bounded queue) task.
+async fn accept_tcp(listener: tokio::net::TcpListener, to_node: mpsc::Sender<TcpIn>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "ICE-TCP accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut read, mut write) = stream.into_split();
+        let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE_MAX);
+        if to_node.send(TcpIn::Open(peer, wtx)).await.is_err() {
+            return;
+        }
+        tokio::spawn(async move {
+            while let Some(frame) = wrx.recv().await {
+                if write.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let to_node = to_node.clone();
+        tokio::spawn(async move {
+            let mut decoder = rtc::shared::tcp_framing::TcpFrameDecoder::new();
+            let mut buf = vec![0u8; 4096];
+            loop {
+                match read.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        decoder.extend_from_slice(&buf[..n]);
+                        while let Some(frame) = decoder.next_packet() {
+                            if frame.len() > TCP_FRAME_MAX {
+                                continue;
+                            }
+                            if to_node.send(TcpIn::Frame(peer, frame)).await.is_err() {
+                                return;
+                            }
+                        }
+                        // A client that sends a frame header promising more than a
+                        // datagram's worth and never delivers is cut off.
+                        if decoder.buffered_len() > 64 * 1024 {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = to_node.send(TcpIn::Closed(peer)).await;
         });
     }
 }

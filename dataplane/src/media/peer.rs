@@ -184,9 +184,24 @@ pub fn build(ufrag: &str, pwd: &str, now: Instant) -> Result<RTCPeerConnection, 
         .build(now)
 }
 
-/// Adds a host candidate for each announced address on the node's UDP port.
-pub fn add_host_candidates(pc: &mut RTCPeerConnection, addrs: &[SocketAddr]) -> Result<(), RtcError> {
-    for a in addrs {
+/// Adds a host candidate for each announced address on the node's UDP port,
+/// and a passive ICE-TCP one for each on its TCP port (for UDP-blocked clients).
+pub fn add_host_candidates(pc: &mut RTCPeerConnection, udp: &[SocketAddr], tcp: &[SocketAddr]) -> Result<(), RtcError> {
+    for a in tcp {
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "tcp".to_owned(),
+                address: a.ip().to_string(),
+                port: a.port(),
+                component: 1,
+                ..Default::default()
+            },
+            tcp_type: rtc::ice::tcp_type::TcpType::Passive,
+        }
+        .new_candidate_host()?;
+        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    }
+    for a in udp {
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
                 network: "udp".to_owned(),
