@@ -36,7 +36,7 @@ fn start_dev() -> Dev {
         .args(["dev", "--listen", "127.0.0.1:0", "--media-udp", "127.0.0.1:0", "--admin-key", &admin])
         .arg("--data-dir")
         .arg(dir.path())
-        .env("ARC_LOG", "warn")
+        .env("ARC_LOG", "warn,rtc_dtls=error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -60,6 +60,19 @@ fn start_dev() -> Dev {
     });
     let (base, media) = rx.recv_timeout(Duration::from_secs(60)).expect("arc-control dev printed its addresses");
     Dev { child, base, media, admin, _dir: dir }
+}
+
+/// How many events of this type the embedded log holds.
+async fn events_of_type(dev: &Dev, event_type: &str) -> i64 {
+    use sqlx::ConnectOptions as _;
+    let path = dev._dir.path().join("events.db");
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path).read_only(true);
+    let mut conn = opts.connect().await.expect("open events.db");
+    sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_type = ?")
+        .bind(event_type)
+        .fetch_one(&mut conn)
+        .await
+        .expect("count")
 }
 
 fn http() -> reqwest::Client {
@@ -179,6 +192,9 @@ async fn chromium_publishes_and_plays_vp8_and_h264() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // The viewer's subscriptions (audio and video, both runs) are in the log.
+    let started = events_of_type(&dev, "track.subscription_started").await;
+    assert!(started >= 4, "track.subscription_started events: {started}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,6 +310,12 @@ async fn aiortc_plays_what_chromium_publishes_while_garbage_hits_the_media_port(
     eprintln!("garbage datagrams sent: {sent}");
     let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or(json!({}));
     assert_eq!(r["ok"], true, "aiortc decoded video and audio through WHEP while garbage flew: {r}");
+    // aiortc DELETEd its two sessions: their subscriptions ended, in the log.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while events_of_type(&dev, "track.subscription_ended").await < 2 {
+        assert!(Instant::now() < deadline, "track.subscription_ended after aiortc's DELETEs");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Chromium's own publish/play kept flowing through all of it.
     let chrome_out = chrome.join().expect("chromium thread");
     let first: Value = serde_json::from_str(chrome_out.lines().next().unwrap_or("{}")).unwrap_or(json!({}));

@@ -40,7 +40,7 @@ fn start_media(nats: &str, stream: &str, prefix: &str, id: &str) -> Media {
     let mut child = Command::new(arc_media_bin())
         .args(["--nats", nats, "--nats-stream", stream, "--nats-subject-prefix", prefix, "--node-id", id])
         .args(["--media-udp", "127.0.0.1:0", "--public-ip", "127.0.0.1"])
-        .env("ARC_LOG", "warn")
+        .env("ARC_LOG", "warn,rtc_dtls=error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

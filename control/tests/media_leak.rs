@@ -50,7 +50,7 @@ fn start_dev(dir: &std::path::Path) -> Dev {
         .args(["dev", "--listen", "127.0.0.1:0", "--media-udp", "127.0.0.1:0", "--admin-key", ADMIN])
         .arg("--data-dir")
         .arg(dir)
-        .env("ARC_LOG", "warn")
+        .env("ARC_LOG", "warn,rtc_dtls=error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

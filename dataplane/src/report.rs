@@ -1,6 +1,6 @@
 //! The media task's events, appended to the log by the node: tracks
-//! published and unpublished, participants who left (hung up, lost, kicked,
-//! or whose node shut down).
+//! published and unpublished, subscriptions started and ended, participants
+//! who left (hung up, lost, kicked, or whose node shut down).
 //!
 //! The media task never waits on the log: it sends into an unbounded channel
 //! and this task appends in order, retrying while the log is unreachable.
@@ -92,6 +92,23 @@ async fn append(
                 .execute(&AggregateRef::from(&track), &TrackCommand::Unpublish { reason: reason.clone() }, &meta)
                 .await
                 .map_err(classify)?;
+        }
+        MediaEvent::SubscriptionStarted { track, identity, sid } => {
+            let track = TrackId::parse(track).map_err(|e| bad("track id", &e))?;
+            let cmd = TrackCommand::Subscribe {
+                subscriber: ParticipantIdentity::parse(identity).map_err(|e| bad("identity", &e))?,
+                sid: ParticipantSid::parse(sid).map_err(|e| bad("sid", &e))?,
+            };
+            tracks.execute(&AggregateRef::from(&track), &cmd, &meta).await.map_err(classify)?;
+        }
+        MediaEvent::SubscriptionEnded { track, identity, sid, reason } => {
+            let track = TrackId::parse(track).map_err(|e| bad("track id", &e))?;
+            let cmd = TrackCommand::Unsubscribe {
+                subscriber: ParticipantIdentity::parse(identity).map_err(|e| bad("identity", &e))?,
+                sid: ParticipantSid::parse(sid).map_err(|e| bad("sid", &e))?,
+                reason: reason.clone(),
+            };
+            tracks.execute(&AggregateRef::from(&track), &cmd, &meta).await.map_err(classify)?;
         }
         MediaEvent::SessionEnded { room_id, identity, sid, reason, .. } => {
             let room = RoomId::parse(room_id).map_err(|e| bad("room id", &e))?;

@@ -145,6 +145,8 @@ aggregate_events!(
         Muted(track::TrackMuted),
         Unmuted(track::TrackUnmuted),
         Unpublished(track::TrackUnpublished),
+        SubscriptionStarted(track::SubscriptionStarted),
+        SubscriptionEnded(track::SubscriptionEnded),
     }
 );
 

@@ -72,6 +72,35 @@ pub struct TrackUnpublished {
     pub reason: String,
 }
 
+/// A participant started receiving the track (its media node forwards it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SubscriptionStarted {
+    /// Who receives it.
+    pub subscriber: ParticipantIdentity,
+    /// The receiving participant's session.
+    pub subscriber_sid: ParticipantSid,
+}
+
+/// A participant stopped receiving the track.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SubscriptionEnded {
+    pub subscriber: ParticipantIdentity,
+    pub subscriber_sid: ParticipantSid,
+    /// Free-form reason, e.g. `client_left`, `unpublished`, `switched`.
+    pub reason: String,
+}
+
+impl EventData for SubscriptionStarted {
+    const TYPE: &'static str = "track.subscription_started";
+    const VERSION: u16 = 1;
+    const AGGREGATE: AggregateKind = AggregateKind::Track;
+}
+impl EventData for SubscriptionEnded {
+    const TYPE: &'static str = "track.subscription_ended";
+    const VERSION: u16 = 1;
+    const AGGREGATE: AggregateKind = AggregateKind::Track;
+}
+
 impl EventData for TrackPublished {
     const TYPE: &'static str = "track.published";
     const VERSION: u16 = 1;

@@ -153,6 +153,8 @@ impl Projection for TracksProjection {
                 r.unpublished_at_ms = Some(at);
                 Some(r)
             }
+            // Subscriptions live in the log (and the track aggregate); the row is unchanged.
+            (TrackEvent::SubscriptionStarted(_) | TrackEvent::SubscriptionEnded(_), Some(r)) => Some(r),
         }
     }
 }

@@ -88,7 +88,7 @@ pub fn start_with(mode: &Mode, extra: &[&str]) -> Server {
         .arg(mode.subcommand())
         .args(mode.args(None))
         .args(extra)
-        .env("ARC_LOG", "warn")
+        .env("ARC_LOG", "warn,rtc_dtls=error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

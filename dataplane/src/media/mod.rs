@@ -83,6 +83,19 @@ pub enum MediaEvent {
         track: String,
         reason: String,
     },
+    /// A participant's session started receiving a track.
+    SubscriptionStarted {
+        track: String,
+        identity: String,
+        sid: String,
+    },
+    /// It stopped (`client_left`, `unpublished`, `switched`, …).
+    SubscriptionEnded {
+        track: String,
+        identity: String,
+        sid: String,
+        reason: String,
+    },
     /// A session ended; `reason` is `client_left`, `connection_lost` or `node_shutdown`.
     SessionEnded {
         room_id: String,
@@ -1061,8 +1074,14 @@ impl Node {
                 tracing::debug!(?down, ?codec, "subscriber did not negotiate the new source's codec");
                 continue;
             };
+            let old = self.forwarder.source_of(down);
             self.forwarder.set_payload_type(down, pt);
-            let _ = self.forwarder.switch(now, down, tk, actions);
+            if self.forwarder.switch(now, down, tk, actions).is_ok() && old != Some(tk) {
+                if let Some(old) = old {
+                    self.report_subscription(sk, self.track_event_id(old), Some("switched"));
+                }
+                self.report_subscription(sk, self.track_event_id(tk), None);
+            }
         }
     }
 
@@ -1085,6 +1104,22 @@ impl Node {
         }
     }
 
+    /// The log id (`tr_…`) of a source track.
+    fn track_event_id(&self, track: TrackKey) -> Option<String> {
+        let (k, tid) = self.track_owner.get(&track)?;
+        Some(self.sessions.get(k)?.inbound.get(tid)?.event_id.clone())
+    }
+
+    /// Reports a subscription change of subscriber session `key`.
+    fn report_subscription(&self, key: Key, track_id: Option<String>, ended: Option<&str>) {
+        let (Some(track), Some(s)) = (track_id, self.sessions.get(&key)) else { return };
+        let (identity, sid) = (s.identity.clone(), s.sid.clone());
+        let _ = self.events.send(match ended {
+            None => MediaEvent::SubscriptionStarted { track, identity, sid },
+            Some(reason) => MediaEvent::SubscriptionEnded { track, identity, sid, reason: reason.to_owned() },
+        });
+    }
+
     /// Points a connected subscriber's idle streams at the room's current sources.
     fn attach_downs(&mut self, now: Instant, key: Key) {
         let Some(s) = self.sessions.get(&key) else { return };
@@ -1102,7 +1137,9 @@ impl Node {
                 && let Some(pt) = self.pt_for(key, down, codec)
             {
                 self.forwarder.set_payload_type(down, pt);
-                let _ = self.forwarder.switch(now, down, track, &mut actions);
+                if self.forwarder.switch(now, down, track, &mut actions).is_ok() {
+                    self.report_subscription(key, self.track_event_id(track), None);
+                }
             }
         }
         self.apply(now, actions);
@@ -1165,7 +1202,21 @@ impl Node {
         }
         self.by_ufrag.remove(&s.ufrag);
         self.by_id.remove(&s.id);
+        let ended_why = match reason {
+            EndReason::ClientLeft => "client_left",
+            EndReason::ConnectionLost => "connection_lost",
+            EndReason::Kicked => "kicked",
+            EndReason::NodeShutdown => "node_shutdown",
+        };
         for o in &s.outbound {
+            if let Some(track) = self.forwarder.source_of(o.down).and_then(|t| self.track_event_id(t)) {
+                let _ = self.events.send(MediaEvent::SubscriptionEnded {
+                    track,
+                    identity: s.identity.clone(),
+                    sid: s.sid.clone(),
+                    reason: ended_why.to_owned(),
+                });
+            }
             self.forwarder.remove_down(o.down);
             self.down_owner.remove(&o.down);
         }
@@ -1186,6 +1237,7 @@ impl Node {
             });
             for down in orphans {
                 let Some(sk) = self.down_owner.get(&down).copied() else { continue };
+                self.report_subscription(sk, Some(t.event_id.clone()), Some("unpublished"));
                 let Some(sub) = self.sessions.get(&sk) else { continue };
                 let role = sub.role.clone();
                 let room = sub.room_id.clone();
@@ -1194,7 +1246,9 @@ impl Node {
                     && let Some(pt) = self.pt_for(sk, down, codec)
                 {
                     self.forwarder.set_payload_type(down, pt);
-                    let _ = self.forwarder.switch(now, down, next, &mut actions);
+                    if self.forwarder.switch(now, down, next, &mut actions).is_ok() {
+                        self.report_subscription(sk, self.track_event_id(next), None);
+                    }
                 }
             }
         }

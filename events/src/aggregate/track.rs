@@ -6,8 +6,11 @@ use thiserror::Error;
 use super::{Aggregate, Context};
 use crate::envelope::AggregateKind;
 use crate::event::{Event, TrackEvent};
+use crate::ids::ParticipantSid;
 use crate::ids::{ParticipantIdentity, RoomId};
-use crate::track::{MutedBy, TrackMuted, TrackPublished, TrackUnmuted, TrackUnpublished};
+use crate::track::{
+    MutedBy, SubscriptionEnded, SubscriptionStarted, TrackMuted, TrackPublished, TrackUnmuted, TrackUnpublished,
+};
 
 /// Lifecycle of a track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,6 +28,8 @@ pub struct Track {
     pub room_id: Option<RoomId>,
     pub identity: Option<ParticipantIdentity>,
     pub muted: bool,
+    /// Sessions receiving the track now.
+    pub subscribers: std::collections::BTreeSet<ParticipantSid>,
 }
 
 /// What can be asked of a track.
@@ -38,6 +43,17 @@ pub enum TrackCommand {
         by: MutedBy,
     },
     Unpublish {
+        reason: String,
+    },
+    /// A media node started forwarding the track to a participant; idempotent.
+    Subscribe {
+        subscriber: ParticipantIdentity,
+        sid: ParticipantSid,
+    },
+    /// It stopped; idempotent, and accepted after the track was unpublished.
+    Unsubscribe {
+        subscriber: ParticipantIdentity,
+        sid: ParticipantSid,
         reason: String,
     },
 }
@@ -77,6 +93,26 @@ impl Aggregate for Track {
                 TrackStatus::Unpublished => Ok(vec![]),
                 TrackStatus::Published => Ok(vec![TrackUnpublished { reason: reason.clone() }.into()]),
             },
+            TrackCommand::Subscribe { subscriber, sid } => match self.status {
+                TrackStatus::Absent => Err(TrackError::NotFound),
+                TrackStatus::Unpublished => Err(TrackError::Unpublished),
+                TrackStatus::Published if self.subscribers.contains(sid) => Ok(vec![]),
+                TrackStatus::Published => {
+                    Ok(vec![SubscriptionStarted { subscriber: subscriber.clone(), subscriber_sid: sid.clone() }.into()])
+                }
+            },
+            TrackCommand::Unsubscribe { subscriber, sid, reason } => match self.status {
+                TrackStatus::Absent => Err(TrackError::NotFound),
+                _ if !self.subscribers.contains(sid) => Ok(vec![]),
+                _ => Ok(vec![
+                    SubscriptionEnded {
+                        subscriber: subscriber.clone(),
+                        subscriber_sid: sid.clone(),
+                        reason: reason.clone(),
+                    }
+                    .into(),
+                ]),
+            },
         }
     }
 
@@ -90,6 +126,12 @@ impl Aggregate for Track {
             TrackEvent::Muted(_) => self.muted = true,
             TrackEvent::Unmuted(_) => self.muted = false,
             TrackEvent::Unpublished(_) => self.status = TrackStatus::Unpublished,
+            TrackEvent::SubscriptionStarted(e) => {
+                self.subscribers.insert(e.subscriber_sid.clone());
+            }
+            TrackEvent::SubscriptionEnded(e) => {
+                self.subscribers.remove(&e.subscriber_sid);
+            }
         }
         self
     }
@@ -106,7 +148,6 @@ impl Aggregate for Track {
 mod tests {
     use super::*;
     use crate::aggregate::testing::given;
-    use crate::ids::ParticipantSid;
     use crate::track::{MediaKind, TrackSource};
 
     fn published() -> TrackEvent {
@@ -138,5 +179,25 @@ mod tests {
         );
         let gone = [(0, published()), (1, TrackUnpublished { reason: "client".into() }.into())];
         assert_eq!(given::<Track>(&gone).when(2, mute), Err(TrackError::Unpublished));
+    }
+
+    #[test]
+    fn subscriptions_are_idempotent_and_end_after_unpublish() {
+        let who = ParticipantIdentity::parse("bob").expect("valid");
+        let sid = ParticipantSid::parse("pa_2").expect("valid");
+        let sub = TrackCommand::Subscribe { subscriber: who.clone(), sid: sid.clone() };
+        let started: TrackEvent = SubscriptionStarted { subscriber: who.clone(), subscriber_sid: sid.clone() }.into();
+        assert_eq!(given::<Track>(&[]).when(0, sub.clone()), Err(TrackError::NotFound));
+        assert_eq!(given::<Track>(&[(0, published())]).when(1, sub.clone()), Ok(vec![started.clone()]));
+        let on = [(0, published()), (1, started.clone())];
+        assert_eq!(given::<Track>(&on).when(2, sub), Ok(vec![]));
+        let unsub =
+            TrackCommand::Unsubscribe { subscriber: who.clone(), sid: sid.clone(), reason: "unpublished".into() };
+        let gone = [(0, published()), (1, started), (2, TrackUnpublished { reason: "client".into() }.into())];
+        assert_eq!(
+            given::<Track>(&gone).when(3, unsub.clone()),
+            Ok(vec![SubscriptionEnded { subscriber: who, subscriber_sid: sid, reason: "unpublished".into() }.into()])
+        );
+        assert_eq!(given::<Track>(&[(0, published())]).when(1, unsub), Ok(vec![]));
     }
 }
