@@ -34,7 +34,6 @@ use rtc::shared::error::Error as RtcError;
 pub fn codecs() -> Vec<(RtpCodecKind, RTCRtpCodecParameters)> {
     let video_fb = || {
         vec![
-            RTCPFeedback { typ: "goog-remb".into(), parameter: String::new() },
             RTCPFeedback { typ: "ccm".into(), parameter: "fir".into() },
             RTCPFeedback { typ: "nack".into(), parameter: String::new() },
             RTCPFeedback { typ: "nack".into(), parameter: "pli".into() },
