@@ -1,5 +1,8 @@
-//! `arc-media`: the media node. Today: registration and heartbeats in the
-//! event log over NATS JetStream (the SFU core arrives later).
+//! `arc-media`: the media node. Registers in the event log over NATS
+//! JetStream, heartbeats its load, serves WHIP/WHEP session requests from the
+//! control plane (`arc.media.<node>.rpc`), forwards media on one UDP port (and
+//! ICE-TCP on the same port number), reports participants, tracks and
+//! subscriptions, and drains on SIGTERM.
 
 use anyhow::{Context, Result};
 use arc_eventlog::jetstream::{JetStreamConfig, JetStreamLog};
