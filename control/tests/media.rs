@@ -452,24 +452,12 @@ async fn whip_and_whep_refuse_bad_input_with_clear_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kick_and_mute_reach_the_media_node_within_a_second() {
+async fn kick_mute_remove_and_close_reach_the_media_node_within_a_second() {
     let dev = start_dev();
     let app = app(&dev).await;
     let room = "moderated";
     let publisher = token(&dev, &app, "cam", room, json!({"publish": true})).await;
-    let base = dev.base.clone();
-    let chrome = std::thread::spawn(move || {
-        Command::new("node")
-            .arg("publish_play.mjs")
-            .current_dir(browser_dir())
-            .env("ARC_URL", &base)
-            .env("ROOM", "moderated")
-            .env("PUB_TOKEN", &publisher)
-            .env("PLAY", "0")
-            .env("HOLD_MS", "10000")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-    });
+    let chrome = publish_in_background(&dev, room, &publisher, 10000);
     // Wait for both tracks.
     let deadline = Instant::now() + Duration::from_secs(20);
     let (room_id, tracks) = loop {
@@ -554,4 +542,72 @@ async fn kick_and_mute_reach_the_media_node_within_a_second() {
     }
     let out = chrome.join().expect("chromium thread").expect("node");
     eprintln!("publisher: {out}");
+
+    // A moderator removes a participant, then closes the room: both times the
+    // node ends the media within a second (its tracks are unpublished).
+    for (identity, how) in [("cam2", "remove"), ("cam3", "close")] {
+        let publisher = token(&dev, &app, identity, room, json!({"publish": true})).await;
+        let chrome = publish_in_background(&dev, room, &publisher, 8000);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let p = room_participants(&dev, &app, room).await;
+            let published = p["participants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|x| x["identity"] == identity)
+                .flat_map(|x| x["tracks"].as_array().cloned().unwrap_or_default())
+                .count();
+            if published == 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{identity}: two tracks published within 20 s: {p}");
+        }
+        let before = events_of_type(&dev, "track.unpublished").await;
+        let at = Instant::now();
+        let r = match how {
+            "remove" => http().delete(format!("{}/v1/rooms/{room_id}/participants/{identity}", dev.base)),
+            _ => http().post(format!("{}/v1/rooms/{room_id}/close", dev.base)),
+        }
+        .bearer_auth(&dev.admin)
+        .send()
+        .await
+        .expect("remove or close");
+        assert_eq!(r.status().as_u16(), 200, "{how}: {:?}", r.text().await);
+        loop {
+            if events_of_type(&dev, "track.unpublished").await >= before + 2 {
+                break;
+            }
+            assert!(
+                at.elapsed() < Duration::from_secs(1),
+                "{how}: the node unpublished {identity}'s tracks within 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let out = chrome.join().expect("chromium thread").expect("node");
+        eprintln!("{identity} ({how}): {out}");
+    }
+}
+
+/// Publishes the fake camera and microphone from Chromium for `hold_ms`.
+fn publish_in_background(
+    dev: &Dev,
+    room: &str,
+    token: &str,
+    hold_ms: u64,
+) -> std::thread::JoinHandle<std::io::Result<String>> {
+    let (base, room, token) = (dev.base.clone(), room.to_owned(), token.to_owned());
+    std::thread::spawn(move || {
+        Command::new("node")
+            .arg("publish_play.mjs")
+            .current_dir(browser_dir())
+            .env("ARC_URL", &base)
+            .env("ROOM", &room)
+            .env("PUB_TOKEN", &token)
+            .env("PLAY", "0")
+            .env("HOLD_MS", hold_ms.to_string())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+    })
 }

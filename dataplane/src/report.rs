@@ -119,6 +119,9 @@ async fn append(
                     EndReason::ClientLeft => LeaveReason::ClientLeft,
                     EndReason::ConnectionLost => LeaveReason::ConnectionLost,
                     EndReason::Kicked => LeaveReason::Kicked,
+                    // The control plane wrote the leave already; this append is a no-op.
+                    EndReason::Removed => LeaveReason::ClientLeft,
+                    EndReason::RoomClosed => LeaveReason::RoomClosed,
                     EndReason::NodeShutdown => LeaveReason::NodeLost,
                 },
             };

@@ -8,7 +8,8 @@
 // FRAMES (60), AUDIO_PACKETS (100), TIMEOUT_MS (15000), CHROMIUM (/usr/bin/chromium),
 // HOLD_MS (0: how long to keep both pages open after success),
 // PLAY (1; 0: only publish, succeed once connected, then hold),
-// TRANSPORT (tcp: both pages drop the node's UDP candidates, as clients whose UDP is blocked).
+// TRANSPORT (tcp: both pages drop the node's UDP candidates, as clients whose UDP is blocked),
+// SCREENSHOT (a PNG path: on success, a picture of the player page).
 import { chromium } from "playwright-core";
 
 const env = (k, d) => process.env[k] ?? d;
@@ -63,6 +64,11 @@ try {
   }
   result.elapsed_ms = Date.now() - started;
   result.stats = stats;
+  const shot = env("SCREENSHOT", "");
+  if (result.ok && shot) {
+    await play.screenshot({ path: shot, fullPage: true });
+    result.screenshot = shot;
+  }
   if (result.ok && holdMs > 0) {
     console.log(JSON.stringify({ ...result, holding_ms: holdMs }));
     await play.waitForTimeout(holdMs);

@@ -12,7 +12,7 @@ use arc_events::participant::Permissions;
 use arc_events::room::{LeaveReason, ParticipantJoined};
 use arc_events::track::MutedBy;
 use arc_events::{AggregateKind, AggregateRef, AppId, ParticipantIdentity, ParticipantSid, RoomId};
-use arc_media::media::signal::NodeRequest;
+use arc_media::media::signal::{EndWhy, NodeRequest};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -381,7 +381,7 @@ pub(crate) async fn list_rooms(
     Ok(Json(RoomList { rooms, next_after: next }))
 }
 
-/// Close a room: every participant leaves.
+/// Close a room: every participant leaves, and the media nodes end its sessions.
 #[utoipa::path(post, path = "/v1/rooms/{room_id}/close", tag = "rooms", params(("room_id" = String, Path, description = "The room id (`rm_…`)")), security(("admin" = []), ("app" = []), ("participant" = [])),
     responses(
         (status = 200, description = "The closed room", body = RoomDto),
@@ -397,9 +397,32 @@ pub(crate) async fn close_room(
 ) -> ApiResult<Json<RoomDto>> {
     let who = authenticate(&state, &headers).await?;
     moderated_room(&state, &who, &room_id).await?;
+    // The nodes carrying the room's media, read before the participants leave.
+    let nodes: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT node_id FROM participants WHERE room_id = $1 AND state = 'active' AND node_id IS NOT NULL",
+    )
+    .bind(&room_id)
+    .fetch_all(&state.db.pool)
+    .await?;
     let done = state.rooms.execute(&room_ref(&room_id)?, &RoomCommand::Close, &meta(who.actor())).await?;
     state.settle(done.appended.map(|a| a.last)).await;
+    for node in &nodes {
+        end_media(&state, node, &room_id, None, EndWhy::RoomClosed).await;
+    }
     Ok(Json(moderated_room(&state, &who, &room_id).await?.into()))
+}
+
+/// Asks a media node to end sessions the log already says have ended (one
+/// participant's, or the whole room's). A node that cannot be reached is only
+/// logged: the log is already right, and a lost node's sessions end with it.
+async fn end_media(state: &ApiState, node: &str, room_id: &str, identity: Option<&str>, reason: EndWhy) {
+    let req = NodeRequest::End { room_id: room_id.to_owned(), identity: identity.map(str::to_owned), reason };
+    match state.media.request(node, req).await {
+        Ok(reply) => tracing::debug!(%node, room_id, ?identity, ?reason, ?reply, "media sessions ended"),
+        Err(e) => {
+            tracing::warn!(%node, room_id, ?identity, ?reason, error = %e, "telling the media node to end sessions")
+        }
+    }
 }
 
 /// Free-form metadata (`null` clears it).
@@ -621,7 +644,7 @@ pub(crate) struct Left {
     left: bool,
 }
 
-/// Record that a participant left.
+/// A participant leaves (a moderator removes it, or a gateway reports it gone); its media sessions end.
 #[utoipa::path(delete, path = "/v1/rooms/{room_id}/participants/{identity}", tag = "participants",
     params(("room_id" = String, Path, description = "The room id (`rm_…`)"), ("identity" = String, Path, description = "The participant's identity"), LeaveQuery), security(("admin" = []), ("app" = []), ("participant" = [])),
     responses(
@@ -640,6 +663,14 @@ pub(crate) async fn leave_room(
     let who = authenticate(&state, &headers).await?;
     moderated_room(&state, &who, &room_id).await?;
     let left = remove(&state, &who, &room_id, &identity, q.sid.as_deref(), LeaveReason::ClientLeft).await?;
+    // Its media ends too, unless an older session was named (the node's
+    // sessions are by identity, and the current one stays).
+    if let Some(p) = &left
+        && q.sid.as_deref().is_none_or(|sid| sid == p.sid)
+        && let Some(node) = &p.node_id
+    {
+        end_media(&state, node, &room_id, Some(&identity), EndWhy::Removed).await;
+    }
     Ok(Json(Left { room_id, identity, left: left.is_some() }))
 }
 
@@ -715,10 +746,7 @@ pub(crate) async fn kick(
     remove(&state, &who, &room_id, &identity, Some(&participant.sid), LeaveReason::Kicked).await?;
     // The media node ends the participant's sessions now (the log already says it left).
     if let Some(node) = &participant.node_id {
-        let req = NodeRequest::Kick { room_id: room_id.clone(), identity: identity.clone() };
-        if let Err(e) = state.media.request(node, req).await {
-            tracing::warn!(%node, error = %e, "telling the media node about a kick");
-        }
+        end_media(&state, node, &room_id, Some(&identity), EndWhy::Kicked).await;
     }
     Ok(Json(Kicked { room_id, identity, sid: participant.sid, kicked: true, token_revoked: revoked }))
 }

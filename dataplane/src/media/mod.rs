@@ -41,7 +41,7 @@ pub mod demux;
 pub mod peer;
 pub mod signal;
 
-pub use signal::{NodeReply, NodeRequest, OpenSession, Role, SessionError, SessionOpened};
+pub use signal::{EndWhy, NodeReply, NodeRequest, OpenSession, Role, SessionError, SessionOpened};
 
 /// How long a session may take to connect before it is dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -119,6 +119,10 @@ pub enum EndReason {
     ClientLeft,
     ConnectionLost,
     Kicked,
+    /// A moderator removed the participant.
+    Removed,
+    /// The room was closed.
+    RoomClosed,
     NodeShutdown,
 }
 
@@ -145,8 +149,8 @@ enum Command {
     Open(OpenSession, oneshot::Sender<Result<SessionOpened, SessionError>>),
     Patch(String, String, oneshot::Sender<Result<Option<String>, SessionError>>),
     Close(String, EndReason, oneshot::Sender<Result<(), SessionError>>),
-    /// End every session of this participant in this room.
-    Kick(String, String, oneshot::Sender<usize>),
+    /// End every session of this participant (or of everyone) in this room.
+    End(String, Option<String>, EndReason, oneshot::Sender<usize>),
     Mute(String, bool, oneshot::Sender<bool>),
     Stats(oneshot::Sender<MediaStats>),
     /// Draining: refuse sessions for rooms this node does not already carry.
@@ -200,8 +204,15 @@ impl MediaHandle {
 
     /// Ends a participant's sessions in a room; answers how many ended.
     pub async fn kick(&self, room_id: &str, identity: &str) -> usize {
+        self.end(room_id, Some(identity), EndReason::Kicked).await
+    }
+
+    /// Ends the sessions of one participant (`identity`) or of everyone in a
+    /// room; answers how many ended.
+    pub async fn end(&self, room_id: &str, identity: Option<&str>, reason: EndReason) -> usize {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Kick(room_id.to_owned(), identity.to_owned(), tx)).await.is_err() {
+        let cmd = Command::End(room_id.to_owned(), identity.map(str::to_owned), reason, tx);
+        if self.tx.send(cmd).await.is_err() {
             return 0;
         }
         rx.await.unwrap_or(0)
@@ -253,8 +264,13 @@ impl MediaHandle {
                 Ok(()) => NodeReply::Closed,
                 Err(e) => NodeReply::Error(e),
             },
-            NodeRequest::Kick { room_id, identity } => {
-                NodeReply::Kicked { sessions: self.kick(&room_id, &identity).await }
+            NodeRequest::End { room_id, identity, reason } => {
+                let reason = match reason {
+                    EndWhy::Kicked => EndReason::Kicked,
+                    EndWhy::Removed => EndReason::Removed,
+                    EndWhy::RoomClosed => EndReason::RoomClosed,
+                };
+                NodeReply::Ended { sessions: self.end(&room_id, identity.as_deref(), reason).await }
             }
             NodeRequest::Mute { track_id, muted } => NodeReply::Muted { found: self.mute(&track_id, muted).await },
         }
@@ -525,15 +541,15 @@ impl Node {
                 };
                 let _ = reply.send(r);
             }
-            Command::Kick(room, identity, reply) => {
+            Command::End(room, identity, reason, reply) => {
                 let keys: Vec<Key> = self
                     .sessions
                     .iter()
-                    .filter(|(_, s)| s.room_id == room && s.identity == identity)
+                    .filter(|(_, s)| s.room_id == room && identity.as_ref().is_none_or(|i| *i == s.identity))
                     .map(|(k, _)| *k)
                     .collect();
                 for k in &keys {
-                    self.end(*k, EndReason::Kicked);
+                    self.end(*k, reason);
                 }
                 let _ = reply.send(keys.len());
             }
@@ -1206,6 +1222,8 @@ impl Node {
             EndReason::ClientLeft => "client_left",
             EndReason::ConnectionLost => "connection_lost",
             EndReason::Kicked => "kicked",
+            EndReason::Removed => "removed",
+            EndReason::RoomClosed => "room_closed",
             EndReason::NodeShutdown => "node_shutdown",
         };
         for o in &s.outbound {
@@ -1231,6 +1249,8 @@ impl Node {
                     EndReason::ClientLeft => "client",
                     EndReason::ConnectionLost => "connection_lost",
                     EndReason::Kicked => "kicked",
+                    EndReason::Removed => "removed",
+                    EndReason::RoomClosed => "room_closed",
                     EndReason::NodeShutdown => "node_shutdown",
                 }
                 .to_owned(),

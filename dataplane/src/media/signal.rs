@@ -66,16 +66,31 @@ pub enum NodeRequest {
     Close {
         session_id: String,
     },
-    /// End a participant's sessions in a room (a moderator kicked it).
-    Kick {
+    /// End sessions in a room: one participant's (`identity`), or every one
+    /// (the log already says they left; this stops their media).
+    End {
         room_id: String,
-        identity: String,
+        #[serde(default)]
+        identity: Option<String>,
+        reason: EndWhy,
     },
     /// Stop (or resume) forwarding a published track (`tr_…`, as in the log).
     Mute {
         track_id: String,
         muted: bool,
     },
+}
+
+/// Why the control plane ends sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndWhy {
+    /// A moderator kicked the participant.
+    Kicked,
+    /// A moderator removed the participant (without revoking its token).
+    Removed,
+    /// The room was closed.
+    RoomClosed,
 }
 
 /// A node's reply over NATS.
@@ -85,7 +100,7 @@ pub enum NodeReply {
     Opened(SessionOpened),
     Patched { fragment: Option<String> },
     Closed,
-    Kicked { sessions: usize },
+    Ended { sessions: usize },
     Muted { found: bool },
     Error(SessionError),
 }
