@@ -30,10 +30,17 @@ impl Drop for Dev {
 }
 
 fn start_dev() -> Dev {
+    start_dev_on("127.0.0.1:0")
+}
+
+/// `arc-control dev` with its media port bound to `media_udp`. `0.0.0.0:0`
+/// binds every interface as `dev` does by default (the node then announces
+/// 127.0.0.1, an address the socket was not bound to).
+fn start_dev_on(media_udp: &str) -> Dev {
     let dir = tempfile::tempdir().expect("tempdir");
     let admin = "media-test-admin-key-0123456789".to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_arc-control"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--media-udp", "127.0.0.1:0", "--admin-key", &admin])
+        .args(["dev", "--listen", "127.0.0.1:0", "--media-udp", media_udp, "--admin-key", &admin])
         .arg("--data-dir")
         .arg(dir.path())
         .env("ARC_LOG", "warn,rtc_dtls=error")
@@ -161,7 +168,7 @@ async fn room_participants(dev: &Dev, app: &(String, String), room: &str) -> Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_publishes_and_plays_vp8_and_h264() {
-    let dev = start_dev();
+    let dev = start_dev_on("0.0.0.0:0");
     let app = app(&dev).await;
     for codec in ["VP8", "H264"] {
         let room = format!("room-{}", codec.to_lowercase());
@@ -199,7 +206,7 @@ async fn chromium_publishes_and_plays_vp8_and_h264() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_without_udp_gets_media_over_ice_tcp() {
-    let dev = start_dev();
+    let dev = start_dev_on("0.0.0.0:0");
     let app = app(&dev).await;
     let publisher = token(&dev, &app, "cam", "tcp-only", json!({"publish": true})).await;
     let viewer = token(&dev, &app, "viewer", "tcp-only", json!({"subscribe": true})).await;

@@ -463,6 +463,20 @@ fn offered(sdp: &str) -> (Vec<RtpKind>, Vec<String>) {
 }
 
 impl Node {
+    /// The local address to tell `rtc` a datagram from `from` arrived at.
+    /// `rtc` discards ICE checks whose local address is not one of its
+    /// candidates, and the candidates are the announced addresses: a socket
+    /// bound to every interface (`0.0.0.0`, the default) or to a private IP
+    /// behind a 1:1 NAT is not among them. So: the bound address when it is
+    /// announced, else the announced address of the sender's family.
+    fn local_for(&self, from: SocketAddr, tcp: bool) -> SocketAddr {
+        let (bound, announced) = if tcp { (self.tcp_local, &self.tcp_announce) } else { (self.local, &self.announce) };
+        if announced.contains(&bound) {
+            return bound;
+        }
+        announced.iter().find(|a| a.is_ipv4() == from.is_ipv4()).or(announced.first()).copied().unwrap_or(bound)
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut tcp_rx: mpsc::Receiver<TcpIn>) {
         let mut buf = vec![0u8; DATAGRAM_MAX];
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
@@ -821,6 +835,7 @@ impl Node {
                 k
             }
         };
+        let local_addr = self.local_for(from, tcp);
         let Some(session) = self.sessions.get_mut(&key) else {
             self.by_addr.remove(&(from, tcp));
             self.stats.dropped_unknown += 1;
@@ -829,7 +844,7 @@ impl Node {
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: if tcp { self.tcp_local } else { self.local },
+                local_addr,
                 peer_addr: from,
                 ecn: None,
                 transport_protocol: if tcp { TransportProtocol::TCP } else { TransportProtocol::UDP },
