@@ -142,7 +142,8 @@ fn chromium(dev: &Dev, room: &str, codec: &str, pub_token: &str, sub_token: &str
     serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}))
 }
 
-async fn room_participants(dev: &Dev, app: &(String, String), room: &str) -> Value {
+/// The id of the app's room with this name.
+async fn room_id(dev: &Dev, app: &(String, String), room: &str) -> Option<String> {
     let rooms: Value = http()
         .get(format!("{}/v1/rooms?name={room}", dev.base))
         .basic_auth(&app.0, Some(&app.1))
@@ -152,8 +153,12 @@ async fn room_participants(dev: &Dev, app: &(String, String), room: &str) -> Val
         .json()
         .await
         .expect("json");
-    let Some(id) = rooms["rooms"][0]["room_id"].as_str().map(str::to_owned) else {
-        return json!({"participants": [], "rooms": rooms});
+    rooms["rooms"][0]["room_id"].as_str().map(str::to_owned)
+}
+
+async fn room_participants(dev: &Dev, app: &(String, String), room: &str) -> Value {
+    let Some(id) = room_id(dev, app, room).await else {
+        return json!({"participants": [], "room": "not listed yet"});
     };
     http()
         .get(format!("{}/v1/rooms/{id}/participants", dev.base))
@@ -477,16 +482,7 @@ async fn kick_mute_remove_and_close_reach_the_media_node_within_a_second() {
             .flat_map(|x| x["tracks"].as_array().cloned().unwrap_or_default())
             .collect();
         if tracks.len() == 2 {
-            let rooms: Value = http()
-                .get(format!("{}/v1/rooms?name={room}", dev.base))
-                .basic_auth(&app.0, Some(&app.1))
-                .send()
-                .await
-                .expect("rooms")
-                .json()
-                .await
-                .expect("json");
-            break (rooms["rooms"][0]["room_id"].as_str().unwrap_or_default().to_string(), tracks);
+            break (room_id(&dev, &app, room).await.unwrap_or_default(), tracks);
         }
         assert!(Instant::now() < deadline, "two tracks published within 20 s: {p}");
     };
