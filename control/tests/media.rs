@@ -6,6 +6,8 @@
 //!
 //! `scripts/test` installs Chromium, Node.js, playwright-core and aiortc.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -88,31 +90,11 @@ fn http() -> reqwest::Client {
 
 /// Creates an app; returns (app_key, app_secret).
 async fn app(dev: &Dev) -> (String, String) {
-    let r: Value = http()
-        .post(format!("{}/v1/apps", dev.base))
-        .bearer_auth(&dev.admin)
-        .json(&json!({"name": "media"}))
-        .send()
-        .await
-        .expect("create app")
-        .json()
-        .await
-        .expect("json");
-    (r["app"]["app_key"].as_str().expect("key").into(), r["app_secret"].as_str().expect("secret").into())
+    common::create_app(&dev.base, &dev.admin, "media").await
 }
 
 async fn token(dev: &Dev, app: &(String, String), identity: &str, room: &str, grants: Value) -> String {
-    let r: Value = http()
-        .post(format!("{}/v1/tokens", dev.base))
-        .basic_auth(&app.0, Some(&app.1))
-        .json(&json!({"identity": identity, "room": room, "grants": grants}))
-        .send()
-        .await
-        .expect("mint")
-        .json()
-        .await
-        .expect("json");
-    r["token"].as_str().unwrap_or_else(|| panic!("token in {r}")).into()
+    common::mint_token(&dev.base, app, identity, room, grants).await
 }
 
 fn browser_dir() -> PathBuf {

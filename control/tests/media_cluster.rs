@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_KEY, Mode, create_pg_database, start_with};
+use common::{ADMIN_KEY, Mode, create_app, create_pg_database, mint_token, start_with};
 use serde_json::{Value, json};
 
 struct Media {
@@ -134,33 +134,9 @@ async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
         assert!(Instant::now() < deadline, "both media nodes registered: {n}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let app: Value = http()
-        .post(format!("{base}/v1/apps"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"name": "cluster"}))
-        .send()
-        .await
-        .expect("app")
-        .json()
-        .await
-        .expect("json");
-    let (key, secret) = (app["app"]["app_key"].as_str().expect("key"), app["app_secret"].as_str().expect("secret"));
-    let token = |identity: &'static str, room: &'static str, grants: Value| {
-        let base = base.clone();
-        async move {
-            let r: Value = http()
-                .post(format!("{base}/v1/tokens"))
-                .basic_auth(key, Some(secret))
-                .json(&json!({"identity": identity, "room": room, "grants": grants}))
-                .send()
-                .await
-                .expect("mint")
-                .json()
-                .await
-                .expect("json");
-            r["token"].as_str().expect("token").to_string()
-        }
-    };
+    let app = create_app(&base, ADMIN_KEY, "cluster").await;
+    let token =
+        |identity: &'static str, room: &'static str, grants: Value| mint_token(&base, &app, identity, room, grants);
     let mut placed = Vec::new();
     for room in ["alpha", "beta"] {
         let p = token("cam", room, json!({"publish": true})).await;

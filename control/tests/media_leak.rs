@@ -7,8 +7,9 @@
 //!
 //! `ARC_LEAK_CYCLES` sets the number of cycles (default 200).
 
+mod common;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -29,44 +30,6 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
-
-struct Dev {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const ADMIN: &str = "leak-test-admin-key-0123456789";
-
-fn start_dev(dir: &std::path::Path) -> Dev {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_arc-control"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--media-udp", "127.0.0.1:0", "--admin-key", ADMIN])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("ARC_LOG", "warn,rtc_dtls=error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn arc-control");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.trim().strip_prefix("status page") {
-                let _ = tx.send(rest.trim().trim_end_matches('/').to_string());
-            }
-        }
-    });
-    let base = rx.recv_timeout(Duration::from_secs(60)).expect("arc-control dev started");
-    Dev { child, base }
-}
 
 /// (RSS in KiB, open file descriptors) of a process.
 fn usage(pid: u32) -> (u64, usize) {
@@ -249,38 +212,12 @@ async fn post(http: &reqwest::Client, url: &str, token: &str, sdp: String) -> (S
 async fn publish_subscribe_leave_cycles_leak_nothing() {
     let cycles: usize = std::env::var("ARC_LEAK_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let dir = tempfile::tempdir().expect("tempdir");
-    let dev = start_dev(dir.path());
+    let dev = common::start(&common::Mode::Embedded { data_dir: dir.path().to_path_buf() });
     let pid = dev.child.id();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
-    let app: Value = http
-        .post(format!("{}/v1/apps", dev.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "leak"}))
-        .send()
-        .await
-        .expect("app")
-        .json()
-        .await
-        .expect("json");
-    let (key, secret) = (app["app"]["app_key"].as_str().expect("key"), app["app_secret"].as_str().expect("secret"));
-    let mint = |identity: &'static str, grants: Value| {
-        let (http, base) = (http.clone(), dev.base.clone());
-        async move {
-            let r: Value = http
-                .post(format!("{base}/v1/tokens"))
-                .basic_auth(key, Some(secret))
-                .json(&json!({"identity": identity, "room": "leak", "grants": grants}))
-                .send()
-                .await
-                .expect("mint")
-                .json()
-                .await
-                .expect("json");
-            r["token"].as_str().expect("token").to_string()
-        }
-    };
-    let pub_token = mint("pub", json!({"publish": true})).await;
-    let sub_token = mint("sub", json!({"subscribe": true})).await;
+    let app = common::create_app(&dev.base, common::ADMIN_KEY, "leak").await;
+    let pub_token = common::mint_token(&dev.base, &app, "pub", "leak", json!({"publish": true})).await;
+    let sub_token = common::mint_token(&dev.base, &app, "sub", "leak", json!({"subscribe": true})).await;
     let started = Instant::now();
     let mut baseline = (0, 0);
     let mut cycle_ms = Vec::with_capacity(cycles);
@@ -335,7 +272,7 @@ async fn publish_subscribe_leave_cycles_leak_nothing() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let nodes: Value = http
             .get(format!("{}/v1/nodes", dev.base))
-            .bearer_auth(ADMIN)
+            .bearer_auth(common::ADMIN_KEY)
             .send()
             .await
             .expect("nodes")

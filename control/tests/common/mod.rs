@@ -106,6 +106,42 @@ pub fn start_with(mode: &Mode, extra: &[&str]) -> Server {
     Server { child, base }
 }
 
+/// Creates an app with an admin key; returns (app_key, app_secret).
+pub async fn create_app(base: &str, admin_key: &str, name: &str) -> (String, String) {
+    let r: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/v1/apps"))
+        .bearer_auth(admin_key)
+        .json(&serde_json::json!({"name": name}))
+        .send()
+        .await
+        .expect("create app")
+        .json()
+        .await
+        .expect("json");
+    (r["app"]["app_key"].as_str().expect("app_key").into(), r["app_secret"].as_str().expect("app_secret").into())
+}
+
+/// Mints a participant token through `POST /v1/tokens` (the app's Basic auth).
+pub async fn mint_token(
+    base: &str,
+    app: &(String, String),
+    identity: &str,
+    room: &str,
+    grants: serde_json::Value,
+) -> String {
+    let r: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/v1/tokens"))
+        .basic_auth(&app.0, Some(&app.1))
+        .json(&serde_json::json!({"identity": identity, "room": room, "grants": grants}))
+        .send()
+        .await
+        .expect("mint")
+        .json()
+        .await
+        .expect("json");
+    r["token"].as_str().unwrap_or_else(|| panic!("token in {r}")).into()
+}
+
 pub async fn create_pg_database(admin_url: &str) -> String {
     use sqlx::Connection;
     let name = format!("arc_t_{}", uuid::Uuid::now_v7().simple());
