@@ -64,12 +64,32 @@ impl<A: Aggregate + std::fmt::Debug> Repository<A> {
         meta: &CommandMeta,
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
         let ctx = Context { now: meta.occurred_at };
-        let (mut state, mut seq) = match self.cache_get(aggregate) {
-            Some(hit) => hit,
-            None => self.load(aggregate).await?,
+        // Whether `state` may lag the log: a cached state is a hint, and only
+        // an append (with its expected seq) proves it current.
+        let (mut state, mut seq, mut maybe_stale) = match self.cache_get(aggregate) {
+            Some((state, seq)) => (state, seq, true),
+            None => {
+                let (state, seq) = self.load(aggregate).await?;
+                (state, seq, false)
+            }
         };
         for _ in 0..CONFLICT_RETRIES_MAX {
-            let events = state.decide(command, &ctx).map_err(ExecuteError::Rejected)?;
+            let decided = state.decide(command, &ctx);
+            // "Nothing to do" and refusals are never appended, so nothing
+            // checks them against the log: decided on a cached state they
+            // would silently act on the past (a leave judged against a room
+            // whose newer join another process wrote; the rejoin ghost). Catch
+            // up first and decide again.
+            if maybe_stale && !decided.as_ref().is_ok_and(|e| !e.is_empty()) {
+                let newer = self.log.read_aggregate(aggregate, seq).await?;
+                maybe_stale = false;
+                if !newer.is_empty() {
+                    (state, seq) = fold_history(state, seq, &newer);
+                    self.cache_put(aggregate, &state, seq);
+                    continue;
+                }
+            }
+            let events = decided.map_err(ExecuteError::Rejected)?;
             if events.is_empty() {
                 return Ok(Executed { state, events, appended: None, seq });
             }

@@ -284,6 +284,68 @@ async fn refuses_malformed_appends(b: Backend) {
     log.append(request(&a, Expected::Exact(0), 1)).await.expect("append");
 }
 
+/// Two processes with their own repositories over one log (the control plane
+/// and a media node's reporter): a command that decides "nothing to do" on a
+/// cached state must first see what the other one appended. The rejoin ghost:
+/// the reporter's cached room had the first session's leave but not the
+/// second session's join, so the second leave was judged stale and dropped.
+async fn decisions_on_cached_state_see_other_writers(b: Backend) {
+    use arc_eventlog::Repository;
+    use arc_events::aggregate::room::{Room, RoomCommand};
+    use arc_events::room::{LeaveReason, ParticipantJoined};
+    use arc_events::{AppId, ParticipantIdentity, ParticipantSid};
+    let log = b.open().await;
+    let control = Repository::<Room>::new(log.clone());
+    let reporter = Repository::<Room>::new(log.clone());
+    let r = room(&format!("rm_{}", uuid::Uuid::now_v7().simple()));
+    let meta = || CommandMeta::new(Actor::system("conformance"), chrono::Utc::now());
+    let who = ParticipantIdentity::parse("pub").expect("identity");
+    let join = |sid: &ParticipantSid| RoomCommand::Join {
+        joined: ParticipantJoined {
+            identity: who.clone(),
+            sid: sid.clone(),
+            name: None,
+            node_id: None,
+            jti: None,
+            permissions: None,
+            metadata: None,
+        },
+        cap: None,
+    };
+    let leave = |sid: &ParticipantSid| RoomCommand::Leave {
+        identity: who.clone(),
+        sid: sid.clone(),
+        reason: LeaveReason::ClientLeft,
+    };
+    let create = RoomCommand::Create {
+        app_id: AppId::parse("app1").expect("app"),
+        name: "r".into(),
+        max_participants: None,
+        empty_timeout_s: None,
+        metadata: None,
+    };
+    control.execute(&r, &create, &meta()).await.expect("create");
+    for round in 0..3 {
+        let sid = ParticipantSid::generate();
+        control.execute(&r, &join(&sid), &meta()).await.expect("join");
+        // The reporter's cache holds the room as of its last command.
+        let done = reporter.execute(&r, &leave(&sid), &meta()).await.expect("leave");
+        assert_eq!(done.events.len(), 1, "round {round}: the leave of the current session is recorded");
+        assert!(done.state.participants.is_empty(), "round {round}: nobody is left in the room");
+    }
+    // A refusal decided on a stale cache is checked as well: the control
+    // plane closes the room, the reporter's cache still has it open.
+    control.execute(&r, &RoomCommand::Close, &meta()).await.expect("close");
+    let reopened = RoomCommand::Create {
+        app_id: AppId::parse("app1").expect("app"),
+        name: "r".into(),
+        max_participants: None,
+        empty_timeout_s: None,
+        metadata: None,
+    };
+    reporter.execute(&r, &reopened, &meta()).await.expect("a closed room opens again, even from a stale cache");
+}
+
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -315,4 +377,5 @@ conformance!(
     subscriptions_catch_up_then_follow_live,
     resumes_after_restart,
     refuses_malformed_appends,
+    decisions_on_cached_state_see_other_writers,
 );
