@@ -8,7 +8,16 @@
 //!   `RoomCommand::Leave` (reason `node_lost`), and their tracks →
 //!   `TrackCommand::Unpublish` (so the room is placed afresh and clients that
 //!   re-POST land on a live node)
+//! - the log and each live node's sessions, reconciled (the log is the truth):
+//!   a participant the log holds as active on a node that has had no session
+//!   for it on two sweeps in a row (and joined more than
+//!   [`RECONCILE_JOIN_GRACE`] ago) leaves with `session_lost`; a session the
+//!   node still holds for a participant the log says has left is ended on the
+//!   node with the log's reason. So a lost leave or a lost end request can
+//!   never keep a room open, nor media flowing, for ever — including after a
+//!   node restarts empty under the same id.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,20 +28,36 @@ use arc_events::aggregate::track::{Track, TrackCommand};
 use arc_events::room::LeaveReason;
 use arc_events::{Actor, AggregateKind, AggregateRef, CommandMeta, ParticipantIdentity, ParticipantSid};
 
+use crate::media::MediaRouter;
 use crate::readdb::ReadDb;
+use arc_media::media::signal::{NodeReply, NodeRequest, SESSIONS_PAGE_MAX};
 
 /// Most aggregates handled per sweep.
 const SWEEP_MAX: i64 = 200;
+/// A participant joined less than this long ago may still be on its way to
+/// its node (the join is appended before the node is asked to open the
+/// session, and that request may take up to [`crate::media::REQUEST_TIMEOUT`]).
+pub const RECONCILE_JOIN_GRACE: Duration = Duration::from_secs(15);
+/// Pages of sessions read from one node per sweep.
+const RECONCILE_PAGES_MAX: usize = 100;
+/// Participants of one node checked per sweep.
+const RECONCILE_PARTICIPANTS_MAX: i64 = 10_000;
+/// Sids per `IN (…)` query.
+const SQL_IN_MAX: usize = 200;
 
-/// Runs both janitors every `interval`, forever.
-pub async fn run(db: ReadDb, log: Arc<dyn EventLog>, interval: Duration) {
+/// Runs the janitors every `interval`, forever.
+pub async fn run(db: ReadDb, log: Arc<dyn EventLog>, media: MediaRouter, interval: Duration) {
     let rooms = Repository::<Room>::new(log.clone());
     let nodes = Repository::<Node>::new(log.clone());
     let tracks = Repository::<Track>::new(log);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut missing = Missing::default();
     loop {
         tick.tick().await;
+        if let Err(e) = reconcile(&db, &rooms, &media, &mut missing).await {
+            tracing::warn!(error = %e, "node session reconciliation failed");
+        }
         if let Err(e) = sweep_rooms(&db, &rooms).await {
             tracing::warn!(error = %e, "room janitor sweep failed");
         }
@@ -131,5 +156,129 @@ async fn sweep_orphans(db: &ReadDb, rooms: &Repository<Room>, tracks: &Repositor
             tracing::warn!(track = %id, error = %e, "could not unpublish a lost node's track");
         }
     }
+    Ok(())
+}
+
+/// Participants seen without a session on their node at the previous sweep:
+/// (node, sid). A participant is ended only when missing twice in a row, so a
+/// leave the node's reporter is about to append wins with its own reason.
+#[derive(Debug, Default)]
+struct Missing(HashSet<(String, String)>);
+
+/// One node's sessions, all pages (bounded); `None` if the node did not answer.
+async fn node_sessions(media: &MediaRouter, node: &str) -> Option<Vec<arc_media::media::SessionInfo>> {
+    let mut out = Vec::new();
+    let mut after = None;
+    for _ in 0..RECONCILE_PAGES_MAX {
+        match media.request(node, NodeRequest::Sessions { after: after.clone() }).await {
+            Ok(NodeReply::Sessions { sessions, more }) => {
+                after = sessions.last().map(|s| s.session_id.clone());
+                let full = sessions.len() >= SESSIONS_PAGE_MAX;
+                out.extend(sessions);
+                if !more || !full {
+                    return Some(out);
+                }
+            }
+            Ok(other) => {
+                // A node of an older version: nothing to reconcile with.
+                tracing::debug!(%node, ?other, "node did not list its sessions");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(%node, error = %e, "node did not answer the session list");
+                return None;
+            }
+        }
+    }
+    tracing::warn!(%node, pages = RECONCILE_PAGES_MAX, "too many sessions to reconcile in one sweep");
+    None
+}
+
+/// Reconciles every live, reachable node's sessions with the log (module docs).
+async fn reconcile(
+    db: &ReadDb,
+    rooms: &Repository<Room>,
+    media: &MediaRouter,
+    missing: &mut Missing,
+) -> Result<(), sqlx::Error> {
+    let live: Vec<String> =
+        sqlx::query_scalar("SELECT node_id FROM nodes WHERE state IN ('up', 'draining') ORDER BY node_id LIMIT $1")
+            .bind(SWEEP_MAX)
+            .fetch_all(&db.pool)
+            .await?;
+    let mut still_missing = HashSet::new();
+    for node in live {
+        if !media.can_reach(&node) {
+            continue;
+        }
+        let Some(sessions) = node_sessions(media, &node).await else { continue };
+        let held: HashSet<&str> = sessions.iter().map(|s| s.sid.as_str()).collect();
+        // Active in the log, no session on the node.
+        let joined_before =
+            chrono::Utc::now().timestamp_millis() - i64::try_from(RECONCILE_JOIN_GRACE.as_millis()).unwrap_or(i64::MAX);
+        let active: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT room_id, identity, sid FROM participants WHERE state = 'active' AND node_id = $1 \
+             AND joined_at_ms <= $2 ORDER BY sid LIMIT $3",
+        )
+        .bind(&node)
+        .bind(joined_before)
+        .bind(RECONCILE_PARTICIPANTS_MAX)
+        .fetch_all(&db.pool)
+        .await?;
+        for (room_id, identity, sid) in active {
+            if held.contains(sid.as_str()) {
+                continue;
+            }
+            let key = (node.clone(), sid.clone());
+            if !missing.0.contains(&key) {
+                still_missing.insert(key);
+                continue;
+            }
+            let (Ok(room), Ok(identity), Ok(sid)) = (
+                AggregateRef::new(AggregateKind::Room, &room_id),
+                ParticipantIdentity::parse(&identity),
+                ParticipantSid::parse(&sid),
+            ) else {
+                continue;
+            };
+            let meta = CommandMeta::new(Actor::system("session-reconciler"), chrono::Utc::now());
+            let cmd = RoomCommand::Leave { identity, sid: sid.clone(), reason: LeaveReason::SessionLost };
+            match rooms.execute(&room, &cmd, &meta).await {
+                Ok(done) if !done.events.is_empty() => {
+                    tracing::warn!(%node, room = %room_id, %sid, "participant had no session on its node; ended it")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%node, room = %room_id, error = %e, "could not end a participant without a session")
+                }
+            }
+        }
+        // Held by the node, left in the log: the end request was lost.
+        let mut left: HashMap<String, String> = HashMap::new();
+        let sids: Vec<&str> = held.iter().copied().collect();
+        for chunk in sids.chunks(SQL_IN_MAX) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT sid, COALESCE(left_reason, 'other') FROM participants WHERE state = 'left' AND sid IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+            for sid in chunk {
+                q = q.bind(*sid);
+            }
+            left.extend(q.fetch_all(&db.pool).await?);
+        }
+        for s in sessions.iter().filter(|s| left.contains_key(s.sid.as_str())) {
+            let reason = LeaveReason::parse(left.get(s.sid.as_str()).map_or("other", String::as_str));
+            let req = NodeRequest::End { room_id: s.room_id.clone(), sid: Some(s.sid.clone()), reason };
+            match media.request(&node, req).await {
+                Ok(_) => {
+                    tracing::warn!(%node, room = %s.room_id, sid = %s.sid, ?reason, "ended media the log says has ended")
+                }
+                Err(e) => tracing::debug!(%node, error = %e, "could not end a left participant's media"),
+            }
+        }
+    }
+    missing.0 = still_missing;
     Ok(())
 }

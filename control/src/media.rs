@@ -38,6 +38,11 @@ pub struct MediaRouter {
 }
 
 impl MediaRouter {
+    /// Whether requests to this node have a way to go (NATS, or it is the embedded node).
+    pub fn can_reach(&self, node_id: &str) -> bool {
+        self.reachable(node_id)
+    }
+
     fn reachable(&self, node_id: &str) -> bool {
         self.nats.is_some() || self.local.as_ref().is_some_and(|(id, _)| id == node_id)
     }

@@ -191,7 +191,6 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     let webhooks =
         arc_webhooks::spawn(&mut tasks, db.pool.clone(), log.clone(), master_key.clone(), webhook_config(config))
             .map_err(|e| ControlError::Config(format!("webhooks: {e}")))?;
-    tasks.spawn(crate::janitor::run(db.clone(), log.clone(), config.janitor_interval));
     if config.log == LogConfig::Embedded {
         // `dev` carries its own media node, so one process is a whole platform.
         // INVARIANT: DEV_NODE_ID is a valid token literal.
@@ -237,6 +236,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         });
     }
 
+    tasks.spawn(crate::janitor::run(db.clone(), log.clone(), media.clone(), config.janitor_interval));
     let state = Arc::new(ApiState {
         log: log.clone(),
         db,

@@ -13,12 +13,11 @@ use std::time::Duration;
 use arc_eventlog::{EventLog, ExecuteError, Repository};
 use arc_events::aggregate::room::{Room, RoomCommand};
 use arc_events::aggregate::track::{Track, TrackCommand};
-use arc_events::room::LeaveReason;
 use arc_events::track::{MediaKind, TrackPublished, TrackSource};
 use arc_events::{Actor, AggregateRef, CommandMeta, NodeId, ParticipantIdentity, ParticipantSid, RoomId, TrackId};
 use tokio::sync::mpsc;
 
-use crate::media::{EndReason, MediaEvent, RtpKind};
+use crate::media::{MediaEvent, RtpKind};
 
 /// Appends every event from `rx` until the channel closes.
 pub async fn run(log: Arc<dyn EventLog>, node_id: NodeId, mut rx: mpsc::UnboundedReceiver<MediaEvent>) {
@@ -115,15 +114,9 @@ async fn append(
             let cmd = RoomCommand::Leave {
                 identity: ParticipantIdentity::parse(identity).map_err(|e| bad("identity", &e))?,
                 sid: ParticipantSid::parse(sid).map_err(|e| bad("sid", &e))?,
-                reason: match reason {
-                    EndReason::ClientLeft => LeaveReason::ClientLeft,
-                    EndReason::ConnectionLost => LeaveReason::ConnectionLost,
-                    EndReason::Kicked => LeaveReason::Kicked,
-                    // The control plane wrote the leave already; this append is a no-op.
-                    EndReason::Removed => LeaveReason::ClientLeft,
-                    EndReason::RoomClosed => LeaveReason::RoomClosed,
-                    EndReason::NodeShutdown => LeaveReason::NodeLost,
-                },
+                // The node's reasons are the log's (when the control plane
+                // ended the session, it wrote the leave already; this is a no-op).
+                reason: *reason,
             };
             rooms.execute(&AggregateRef::from(&room), &cmd, &meta).await.map_err(classify)?;
         }

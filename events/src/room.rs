@@ -57,25 +57,57 @@ pub struct RoomMetadataUpdated {
     pub metadata: Option<String>,
 }
 
-/// Why a participant left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Why a participant left. The one list of reasons: the media node ends
+/// sessions with these, the API and webhooks show their [`Self::as_str`]
+/// names, and a track unpublished because its session ended carries the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaveReason {
     /// The client hung up.
     ClientLeft,
-    /// A moderator removed the participant.
+    /// A moderator kicked the participant (its token is revoked too).
     Kicked,
+    /// A moderator removed the participant (its token stays valid).
+    Removed,
     /// The same identity joined again; the older session ends.
     DuplicateIdentity,
     /// The media connection was lost and did not come back.
     ConnectionLost,
     /// The participant's media node was lost.
     NodeLost,
+    /// The participant's media node shut down (drain deadline, stop).
+    NodeShutdown,
+    /// The media node carrying the participant has no session for it (the
+    /// node restarted, or the leave was lost); found by reconciliation.
+    SessionLost,
     /// The room closed around the participant.
     RoomClosed,
     /// A reason written by a newer version of Arc.
     #[serde(other)]
     Other,
+}
+
+impl LeaveReason {
+    /// The wire name (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientLeft => "client_left",
+            Self::Kicked => "kicked",
+            Self::Removed => "removed",
+            Self::DuplicateIdentity => "duplicate_identity",
+            Self::ConnectionLost => "connection_lost",
+            Self::NodeLost => "node_lost",
+            Self::NodeShutdown => "node_shutdown",
+            Self::SessionLost => "session_lost",
+            Self::RoomClosed => "room_closed",
+            Self::Other => "other",
+        }
+    }
+
+    /// Parses a wire name; unknown names are [`Self::Other`].
+    pub fn parse(s: &str) -> Self {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).unwrap_or(Self::Other)
+    }
 }
 
 /// A participant left the room.
@@ -133,4 +165,30 @@ impl EventData for RoomMetadataUpdated {
     const TYPE: &'static str = "room.metadata_updated";
     const VERSION: u16 = 1;
     const AGGREGATE: AggregateKind = AggregateKind::Room;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LeaveReason;
+
+    #[test]
+    fn leave_reasons_have_one_wire_name() {
+        for r in [
+            LeaveReason::ClientLeft,
+            LeaveReason::Kicked,
+            LeaveReason::Removed,
+            LeaveReason::DuplicateIdentity,
+            LeaveReason::ConnectionLost,
+            LeaveReason::NodeLost,
+            LeaveReason::NodeShutdown,
+            LeaveReason::SessionLost,
+            LeaveReason::RoomClosed,
+            LeaveReason::Other,
+        ] {
+            let json = serde_json::to_value(r).expect("serialize");
+            assert_eq!(json, serde_json::Value::String(r.as_str().to_owned()));
+            assert_eq!(LeaveReason::parse(r.as_str()), r);
+        }
+        assert_eq!(LeaveReason::parse("written_by_arc_9"), LeaveReason::Other);
+    }
 }

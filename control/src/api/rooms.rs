@@ -12,7 +12,7 @@ use arc_events::participant::Permissions;
 use arc_events::room::{LeaveReason, ParticipantJoined};
 use arc_events::track::MutedBy;
 use arc_events::{AggregateKind, AggregateRef, AppId, ParticipantIdentity, ParticipantSid, RoomId};
-use arc_media::media::signal::{EndWhy, NodeRequest};
+use arc_media::media::signal::NodeRequest;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -407,20 +407,28 @@ pub(crate) async fn close_room(
     let done = state.rooms.execute(&room_ref(&room_id)?, &RoomCommand::Close, &meta(who.actor())).await?;
     state.settle(done.appended.map(|a| a.last)).await;
     for node in &nodes {
-        end_media(&state, node, &room_id, None, EndWhy::RoomClosed).await;
+        end_media(&state, node, &room_id, None, LeaveReason::RoomClosed).await;
     }
     Ok(Json(moderated_room(&state, &who, &room_id).await?.into()))
 }
 
 /// Asks a media node to end sessions the log already says have ended (one
-/// participant's, or the whole room's). A node that cannot be reached is only
-/// logged: the log is already right, and a lost node's sessions end with it.
-async fn end_media(state: &ApiState, node: &str, room_id: &str, identity: Option<&str>, reason: EndWhy) {
-    let req = NodeRequest::End { room_id: room_id.to_owned(), identity: identity.map(str::to_owned), reason };
-    match state.media.request(node, req).await {
-        Ok(reply) => tracing::debug!(%node, room_id, ?identity, ?reason, ?reply, "media sessions ended"),
+/// participant session's, or the whole room's). A node that cannot be reached
+/// is only logged: the log is already right, the node's reconciliation with
+/// the log ends them later (janitor), and a lost node's sessions end with it.
+pub(crate) async fn end_media(state: &ApiState, node: &str, room_id: &str, sid: Option<&str>, reason: LeaveReason) {
+    let sid = match sid.map(ParticipantSid::parse).transpose() {
+        Ok(sid) => sid,
         Err(e) => {
-            tracing::warn!(%node, room_id, ?identity, ?reason, error = %e, "telling the media node to end sessions")
+            tracing::warn!(%node, room_id, error = %e, "not a participant sid; nothing to end");
+            return;
+        }
+    };
+    let req = NodeRequest::End { room_id: room_id.to_owned(), sid: sid.clone(), reason };
+    match state.media.request(node, req).await {
+        Ok(reply) => tracing::debug!(%node, room_id, ?sid, ?reason, ?reply, "media sessions ended"),
+        Err(e) => {
+            tracing::warn!(%node, room_id, ?sid, ?reason, error = %e, "telling the media node to end sessions")
         }
     }
 }
@@ -458,14 +466,27 @@ pub(crate) async fn set_room_metadata(
     Ok(Json(moderated_room(&state, &who, &room_id).await?.into()))
 }
 
-/// Joins `identity` to the room, within the app's quotas; returns the new session.
+/// What a join did.
+#[derive(Debug)]
+pub(crate) struct JoinOutcome {
+    /// Where the join went in the log (`None` if it was already so).
+    pub(crate) position: Option<arc_eventlog::Position>,
+    /// The room's seq after the join.
+    pub(crate) seq: u64,
+}
+
+/// Joins `identity` to the room, within the app's quotas. An identity that is
+/// in the room already is replaced: its older session leaves
+/// (`duplicate_identity`) and its media node ends that session's media, so an
+/// identity never has two live sessions in a room (a page refresh, or the
+/// same token used twice).
 pub(crate) async fn join(
     state: &ApiState,
     who: &Principal,
     app: &AppRow,
     room_id: &RoomId,
     joined: ParticipantJoined,
-) -> ApiResult<(Option<arc_eventlog::Position>, u64)> {
+) -> ApiResult<JoinOutcome> {
     let aggregate = room_ref(room_id.as_str())?;
     if let Some(max) = quota_of(app.max_participants) {
         let (room, _) = state.rooms.load(&aggregate).await?;
@@ -474,8 +495,26 @@ pub(crate) async fn join(
         }
     }
     let cap = quota_of(app.max_participants_per_room).and_then(|v| u32::try_from(v).ok());
+    let new_node = joined.node_id.as_ref().map(ToString::to_string);
     let done = state.rooms.execute(&aggregate, &RoomCommand::Join { joined, cap }, &meta(who.actor())).await?;
-    Ok((done.appended.map(|a| a.last), done.seq))
+    let replaced = done.events.iter().find_map(|e| match e {
+        arc_events::RoomEvent::ParticipantLeft(l) if l.reason == LeaveReason::DuplicateIdentity => Some(l.sid.clone()),
+        _ => None,
+    });
+    if let Some(old) = &replaced {
+        // The older session's node: as the read model knows it, else the node
+        // this join was placed on (placement keeps a room on one node).
+        let node: Option<String> = sqlx::query_scalar("SELECT node_id FROM participants WHERE sid = $1")
+            .bind(old.as_str())
+            .fetch_optional(&state.db.pool)
+            .await?
+            .flatten()
+            .or(new_node);
+        if let Some(node) = node {
+            end_media(state, &node, room_id.as_str(), Some(old.as_str()), LeaveReason::DuplicateIdentity).await;
+        }
+    }
+    Ok(JoinOutcome { position: done.appended.map(|a| a.last), seq: done.seq })
 }
 
 /// A participant's session, opened with an access token.
@@ -542,7 +581,7 @@ pub(crate) async fn join_with_token(State(state): State<Arc<ApiState>>, headers:
         permissions: Some(permissions),
         metadata: claims.metadata.clone(),
     };
-    let (position, _) = join(&state, &who, &app, &room_id, joined).await?;
+    let position = join(&state, &who, &app, &room_id, joined).await?.position;
     state.settle(position).await;
     let body = Joined {
         room_id: room_id.to_string(),
@@ -622,7 +661,7 @@ pub(crate) async fn join_room(
         metadata: req.metadata,
     };
     let rid = RoomId::parse(&room_id).map_err(|e| ApiError::bad_request("room_id", e))?;
-    let (position, seq) = join(&state, &who, &app, &rid, joined).await?;
+    let JoinOutcome { position, seq } = join(&state, &who, &app, &rid, joined).await?;
     state.settle(position).await;
     let body = ParticipantAdded { room_id, identity: identity.to_string(), sid: sid.to_string(), seq };
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -662,14 +701,12 @@ pub(crate) async fn leave_room(
 ) -> ApiResult<Json<Left>> {
     let who = authenticate(&state, &headers).await?;
     moderated_room(&state, &who, &room_id).await?;
-    let left = remove(&state, &who, &room_id, &identity, q.sid.as_deref(), LeaveReason::ClientLeft).await?;
-    // Its media ends too, unless an older session was named (the node's
-    // sessions are by identity, and the current one stays).
-    if let Some(p) = &left
-        && q.sid.as_deref().is_none_or(|sid| sid == p.sid)
-        && let Some(node) = &p.node_id
+    let left = remove(&state, &who, &room_id, &identity, q.sid.as_deref(), LeaveReason::Removed).await?;
+    // Its media ends too (by sid: a newer session of the identity stays).
+    if let Some((sid, Some(row))) = &left
+        && let Some(node) = &row.node_id
     {
-        end_media(&state, node, &room_id, Some(&identity), EndWhy::Removed).await;
+        end_media(&state, node, &room_id, Some(sid.as_str()), LeaveReason::Removed).await;
     }
     Ok(Json(Left { room_id, identity, left: left.is_some() }))
 }
@@ -682,7 +719,7 @@ async fn remove(
     identity: &str,
     sid: Option<&str>,
     reason: LeaveReason,
-) -> ApiResult<Option<ParticipantRow>> {
+) -> ApiResult<Option<(ParticipantSid, Option<ParticipantRow>)>> {
     let identity = ParticipantIdentity::parse(identity).map_err(|e| ApiError::bad_request("identity", e))?;
     let aggregate = room_ref(room_id)?;
     let (room, _) = state.rooms.load(&aggregate).await?;
@@ -694,11 +731,14 @@ async fn remove(
             None => return Ok(None),
         },
     };
-    let row = active_participant(state, room_id, identity.as_str()).await?;
-    let command = RoomCommand::Leave { identity, sid, reason };
+    // The row of the session that ends (by sid: never another session of the identity).
+    let sql = format!("SELECT {} FROM participants WHERE sid = $1", participants::COLUMNS.join(", "));
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(sid.as_str()).fetch_optional(&state.db.pool).await?;
+    let row = row.map(|r| participants::from_row(&r)).transpose()?;
+    let command = RoomCommand::Leave { identity, sid: sid.clone(), reason };
     let done = state.rooms.execute(&aggregate, &command, &meta(who.actor())).await?;
     state.settle(done.appended.map(|a| a.last)).await;
-    Ok(if done.events.is_empty() { None } else { row })
+    Ok(if done.events.is_empty() { None } else { Some((sid, row)) })
 }
 
 /// The outcome of a kick.
@@ -746,7 +786,7 @@ pub(crate) async fn kick(
     remove(&state, &who, &room_id, &identity, Some(&participant.sid), LeaveReason::Kicked).await?;
     // The media node ends the participant's sessions now (the log already says it left).
     if let Some(node) = &participant.node_id {
-        end_media(&state, node, &room_id, Some(&identity), EndWhy::Kicked).await;
+        end_media(&state, node, &room_id, Some(&participant.sid), LeaveReason::Kicked).await;
     }
     Ok(Json(Kicked { room_id, identity, sid: participant.sid, kicked: true, token_revoked: revoked }))
 }

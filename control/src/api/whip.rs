@@ -25,7 +25,7 @@ use utoipa::IntoParams;
 
 use super::auth::{Principal, verify_token};
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::rooms::{ensure_room, join};
+use super::rooms::{end_media, ensure_room, join};
 use super::{ApiState, meta};
 use crate::media::{RouteError, session_error_status};
 
@@ -90,6 +90,7 @@ pub(crate) struct PlayQuery {
         (status = 401, description = "No or bad token", body = ErrorBody),
         (status = 403, description = "No `publish` grant, another room, or the app is disabled", body = ErrorBody),
         (status = 406, description = "No codec in common (offered and supported codecs are named)", body = ErrorBody),
+        (status = 409, description = "`session_replaced`: a newer session of the same identity joined while this one was set up (one identity has one live session in a room)", body = ErrorBody),
         (status = 415, description = "Not application/sdp", body = ErrorBody),
         (status = 429, description = "A quota is reached", body = ErrorBody),
         (status = 503, description = "No media node is available", body = ErrorBody),
@@ -117,6 +118,7 @@ pub(crate) async fn whip_post(
         (status = 401, description = "No or bad token", body = ErrorBody),
         (status = 403, description = "No `subscribe` grant, another room, or the app is disabled", body = ErrorBody),
         (status = 406, description = "No codec in common", body = ErrorBody),
+        (status = 409, description = "`session_replaced`: a newer session of the same identity joined while this one was set up (one identity has one live session in a room)", body = ErrorBody),
         (status = 415, description = "Not application/sdp", body = ErrorBody),
         (status = 503, description = "No media node is available", body = ErrorBody),
     ))]
@@ -193,7 +195,7 @@ async fn open_session(
         }),
         metadata: claims.metadata.clone(),
     };
-    let (position, _) = join(state, &who, &app, &room_id, joined).await?;
+    let position = join(state, &who, &app, &room_id, joined).await?.position;
     let req = OpenSession {
         room_id: room_id.to_string(),
         identity: identity.to_string(),
@@ -202,12 +204,13 @@ async fn open_session(
         offer: offer.to_owned(),
     };
     let outcome = state.media.request(&node, NodeRequest::Open(req)).await;
+    let aggregate = AggregateRef::from(&room_id);
     let opened = match outcome {
         Ok(NodeReply::Opened(o)) => o,
         failed => {
             // The participant never got media: record that it left.
             let leave = RoomCommand::Leave { identity, sid, reason: LeaveReason::ConnectionLost };
-            if let Err(e) = state.rooms.execute(&AggregateRef::from(&room_id), &leave, &meta(who.actor())).await {
+            if let Err(e) = state.rooms.execute(&aggregate, &leave, &meta(who.actor())).await {
                 tracing::warn!(error = %e, "recording the leave of a failed session");
             }
             return Err(match failed {
@@ -217,6 +220,20 @@ async fn open_session(
             });
         }
     };
+    // A newer join of the same identity may have replaced this one while the
+    // node opened it; its end request may then have reached the node before
+    // this session existed. Checked now that the session exists, one of the
+    // two always sees the other: either the replacing join ends this session
+    // on the node, or this check finds it replaced and ends it here.
+    let (room_now, _) = state.rooms.load(&aggregate).await?;
+    if room_now.participants.get(&identity) != Some(&sid) {
+        end_media(state, &node, room_id.as_str(), Some(sid.as_str()), LeaveReason::DuplicateIdentity).await;
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "session_replaced",
+            format!("a newer session of {identity:?} joined the room while this one was being set up"),
+        ));
+    }
     state.settle(position).await;
     let location = format!("/v1/{path}/{room}/sessions/{node}/{}", opened.session_id);
     let mut resp = (StatusCode::CREATED, opened.answer).into_response();

@@ -1,6 +1,5 @@
 //! The participants read model: one row per participant session (`sid`).
 
-use arc_events::room::LeaveReason;
 use arc_events::{Envelope, Event, ParticipantEvent, RoomEvent};
 use sqlx::Row;
 
@@ -61,19 +60,6 @@ pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<ParticipantRow, sqlx::Er
     })
 }
 
-/// The wire name of a leave reason.
-pub fn leave_reason(r: LeaveReason) -> &'static str {
-    match r {
-        LeaveReason::ClientLeft => "client_left",
-        LeaveReason::Kicked => "kicked",
-        LeaveReason::DuplicateIdentity => "duplicate_identity",
-        LeaveReason::ConnectionLost => "connection_lost",
-        LeaveReason::NodeLost => "node_lost",
-        LeaveReason::RoomClosed => "room_closed",
-        LeaveReason::Other => "other",
-    }
-}
-
 impl Projection for ParticipantsProjection {
     const NAME: &'static str = "participants";
     const TABLE: &'static str = "participants";
@@ -128,7 +114,7 @@ impl Projection for ParticipantsProjection {
             (_, None) => None,
             (Event::Room(RoomEvent::ParticipantLeft(l)), Some(mut r)) => {
                 r.state = "left".into();
-                r.left_reason = Some(leave_reason(l.reason).into());
+                r.left_reason = Some(l.reason.as_str().into());
                 r.left_at_ms = Some(at);
                 Some(r)
             }

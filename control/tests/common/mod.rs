@@ -2,6 +2,8 @@
 //! embedded or cluster mode and find its address.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod rtc_client;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -41,7 +41,7 @@ pub mod demux;
 pub mod peer;
 pub mod signal;
 
-pub use signal::{EndWhy, NodeReply, NodeRequest, OpenSession, Role, SessionError, SessionOpened};
+pub use signal::{NodeReply, NodeRequest, OpenSession, Role, SessionError, SessionInfo, SessionOpened};
 
 /// How long a session may take to connect before it is dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -96,7 +96,7 @@ pub enum MediaEvent {
         sid: String,
         reason: String,
     },
-    /// A session ended; `reason` is `client_left`, `connection_lost` or `node_shutdown`.
+    /// A session ended.
     SessionEnded {
         room_id: String,
         identity: String,
@@ -113,18 +113,9 @@ pub enum RtpKind {
     Video,
 }
 
-/// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    ClientLeft,
-    ConnectionLost,
-    Kicked,
-    /// A moderator removed the participant.
-    Removed,
-    /// The room was closed.
-    RoomClosed,
-    NodeShutdown,
-}
+/// Why a session ended: the log's own reasons (one closed list, shared with
+/// the room aggregate, the API and webhooks).
+pub use arc_events::room::LeaveReason as EndReason;
 
 /// Live figures of the node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -149,8 +140,10 @@ enum Command {
     Open(OpenSession, oneshot::Sender<Result<SessionOpened, SessionError>>),
     Patch(String, String, oneshot::Sender<Result<Option<String>, SessionError>>),
     Close(String, EndReason, oneshot::Sender<Result<(), SessionError>>),
-    /// End every session of this participant (or of everyone) in this room.
+    /// End the sessions of this participant session (or of everyone) in this room.
     End(String, Option<String>, EndReason, oneshot::Sender<usize>),
+    /// A page of the sessions held, after this session id.
+    Sessions(Option<String>, oneshot::Sender<(Vec<SessionInfo>, bool)>),
     Mute(String, bool, oneshot::Sender<bool>),
     Stats(oneshot::Sender<MediaStats>),
     /// Draining: refuse sessions for rooms this node does not already carry.
@@ -202,16 +195,11 @@ impl MediaHandle {
         rx.await.map_err(|_| SessionError::Unavailable)?
     }
 
-    /// Ends a participant's sessions in a room; answers how many ended.
-    pub async fn kick(&self, room_id: &str, identity: &str) -> usize {
-        self.end(room_id, Some(identity), EndReason::Kicked).await
-    }
-
-    /// Ends the sessions of one participant (`identity`) or of everyone in a
-    /// room; answers how many ended.
-    pub async fn end(&self, room_id: &str, identity: Option<&str>, reason: EndReason) -> usize {
+    /// Ends the sessions of one participant session (`sid`) or of everyone
+    /// in a room; answers how many ended.
+    pub async fn end(&self, room_id: &str, sid: Option<&str>, reason: EndReason) -> usize {
         let (tx, rx) = oneshot::channel();
-        let cmd = Command::End(room_id.to_owned(), identity.map(str::to_owned), reason, tx);
+        let cmd = Command::End(room_id.to_owned(), sid.map(str::to_owned), reason, tx);
         if self.tx.send(cmd).await.is_err() {
             return 0;
         }
@@ -225,6 +213,16 @@ impl MediaHandle {
             return false;
         }
         rx.await.unwrap_or(false)
+    }
+
+    /// A page of the sessions held (ordered by session id, after `after`),
+    /// and whether more follow.
+    pub async fn sessions(&self, after: Option<&str>) -> (Vec<SessionInfo>, bool) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Sessions(after.map(str::to_owned), tx)).await.is_err() {
+            return (Vec::new(), false);
+        }
+        rx.await.unwrap_or_default()
     }
 
     pub async fn stats(&self) -> MediaStats {
@@ -264,15 +262,14 @@ impl MediaHandle {
                 Ok(()) => NodeReply::Closed,
                 Err(e) => NodeReply::Error(e),
             },
-            NodeRequest::End { room_id, identity, reason } => {
-                let reason = match reason {
-                    EndWhy::Kicked => EndReason::Kicked,
-                    EndWhy::Removed => EndReason::Removed,
-                    EndWhy::RoomClosed => EndReason::RoomClosed,
-                };
-                NodeReply::Ended { sessions: self.end(&room_id, identity.as_deref(), reason).await }
+            NodeRequest::End { room_id, sid, reason } => {
+                NodeReply::Ended { sessions: self.end(&room_id, sid.as_ref().map(|s| s.as_str()), reason).await }
             }
             NodeRequest::Mute { track_id, muted } => NodeReply::Muted { found: self.mute(&track_id, muted).await },
+            NodeRequest::Sessions { after } => {
+                let (sessions, more) = self.sessions(after.as_deref()).await;
+                NodeReply::Sessions { sessions, more }
+            }
         }
     }
 }
@@ -555,11 +552,11 @@ impl Node {
                 };
                 let _ = reply.send(r);
             }
-            Command::End(room, identity, reason, reply) => {
+            Command::End(room, sid, reason, reply) => {
                 let keys: Vec<Key> = self
                     .sessions
                     .iter()
-                    .filter(|(_, s)| s.room_id == room && identity.as_ref().is_none_or(|i| *i == s.identity))
+                    .filter(|(_, s)| s.room_id == room && sid.as_ref().is_none_or(|i| *i == s.sid))
                     .map(|(k, _)| *k)
                     .collect();
                 for k in &keys {
@@ -581,6 +578,33 @@ impl Node {
                     self.apply(now, actions);
                 }
                 let _ = reply.send(key.is_some());
+            }
+            Command::Sessions(after, reply) => {
+                let now = Instant::now();
+                let mut page: Vec<&Session> = self
+                    .sessions
+                    .values()
+                    .filter(|s| after.as_ref().is_none_or(|a| s.id.as_str() > a.as_str()))
+                    .collect();
+                page.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                let more = page.len() > signal::SESSIONS_PAGE_MAX;
+                page.truncate(signal::SESSIONS_PAGE_MAX);
+                let infos = page
+                    .into_iter()
+                    .filter_map(|s| {
+                        Some(SessionInfo {
+                            session_id: s.id.clone(),
+                            room_id: s.room_id.clone(),
+                            identity: s.identity.clone(),
+                            sid: arc_events::ParticipantSid::parse(&s.sid).ok()?,
+                            role: if s.role == Role::Publish { "publish" } else { "subscribe" }.to_owned(),
+                            connected: s.connected,
+                            age_ms: u64::try_from(now.saturating_duration_since(s.created).as_millis())
+                                .unwrap_or(u64::MAX),
+                        })
+                    })
+                    .collect();
+                let _ = reply.send((infos, more));
             }
             Command::Stats(reply) => {
                 let f = self.forwarder.stats();
@@ -1233,14 +1257,7 @@ impl Node {
         }
         self.by_ufrag.remove(&s.ufrag);
         self.by_id.remove(&s.id);
-        let ended_why = match reason {
-            EndReason::ClientLeft => "client_left",
-            EndReason::ConnectionLost => "connection_lost",
-            EndReason::Kicked => "kicked",
-            EndReason::Removed => "removed",
-            EndReason::RoomClosed => "room_closed",
-            EndReason::NodeShutdown => "node_shutdown",
-        };
+        let ended_why = reason.as_str();
         for o in &s.outbound {
             if let Some(track) = self.forwarder.source_of(o.down).and_then(|t| self.track_event_id(t)) {
                 let _ = self.events.send(MediaEvent::SubscriptionEnded {
@@ -1258,18 +1275,9 @@ impl Node {
             let Some(tk) = t.key else { continue };
             self.track_owner.remove(&tk);
             let orphans = self.forwarder.remove_track(tk);
-            let _ = self.events.send(MediaEvent::TrackUnpublished {
-                track: t.event_id.clone(),
-                reason: match reason {
-                    EndReason::ClientLeft => "client",
-                    EndReason::ConnectionLost => "connection_lost",
-                    EndReason::Kicked => "kicked",
-                    EndReason::Removed => "removed",
-                    EndReason::RoomClosed => "room_closed",
-                    EndReason::NodeShutdown => "node_shutdown",
-                }
-                .to_owned(),
-            });
+            let _ = self
+                .events
+                .send(MediaEvent::TrackUnpublished { track: t.event_id.clone(), reason: reason.as_str().to_owned() });
             for down in orphans {
                 let Some(sk) = self.down_owner.get(&down).copied() else { continue };
                 self.report_subscription(sk, Some(t.event_id.clone()), Some("unpublished"));

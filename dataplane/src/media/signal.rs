@@ -2,6 +2,8 @@
 //! types go over NATS request/reply (JSON) and through the in-process handle
 //! of `arc-control dev`.
 
+use arc_events::ParticipantSid;
+use arc_events::room::LeaveReason;
 use serde::{Deserialize, Serialize};
 
 /// Open a WebRTC session (a WHIP publisher or a WHEP player).
@@ -66,31 +68,46 @@ pub enum NodeRequest {
     Close {
         session_id: String,
     },
-    /// End sessions in a room: one participant's (`identity`), or every one
-    /// (the log already says they left; this stops their media).
+    /// End sessions in a room: one participant session's (`sid`), or every
+    /// one (the log already says they left; this stops their media). Sessions
+    /// are named by sid, never by identity: an identity that left and came
+    /// back is a new participant session whose media must not be touched.
     End {
         room_id: String,
         #[serde(default)]
-        identity: Option<String>,
-        reason: EndWhy,
+        sid: Option<ParticipantSid>,
+        reason: LeaveReason,
     },
     /// Stop (or resume) forwarding a published track (`tr_…`, as in the log).
     Mute {
         track_id: String,
         muted: bool,
     },
+    /// The sessions the node holds now (for reconciliation with the log),
+    /// a page of at most [`SESSIONS_PAGE_MAX`] ordered by session id, after
+    /// the given one.
+    Sessions {
+        #[serde(default)]
+        after: Option<String>,
+    },
 }
 
-/// Why the control plane ends sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndWhy {
-    /// A moderator kicked the participant.
-    Kicked,
-    /// A moderator removed the participant (without revoking its token).
-    Removed,
-    /// The room was closed.
-    RoomClosed,
+/// Most sessions in one [`NodeReply::Sessions`] page (keeps a reply far below
+/// NATS's default 1 MiB payload limit).
+pub const SESSIONS_PAGE_MAX: usize = 1000;
+
+/// One media session as the node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub room_id: String,
+    pub identity: String,
+    pub sid: ParticipantSid,
+    /// `publish` or `subscribe`.
+    pub role: String,
+    pub connected: bool,
+    /// Milliseconds since the session was opened.
+    pub age_ms: u64,
 }
 
 /// A node's reply over NATS.
@@ -98,10 +115,21 @@ pub enum EndWhy {
 #[serde(rename_all = "snake_case", tag = "result")]
 pub enum NodeReply {
     Opened(SessionOpened),
-    Patched { fragment: Option<String> },
+    Patched {
+        fragment: Option<String>,
+    },
     Closed,
-    Ended { sessions: usize },
-    Muted { found: bool },
+    Ended {
+        sessions: usize,
+    },
+    Muted {
+        found: bool,
+    },
+    /// A page of sessions; `more` when another page follows.
+    Sessions {
+        sessions: Vec<SessionInfo>,
+        more: bool,
+    },
     Error(SessionError),
 }
 
