@@ -180,3 +180,72 @@ async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
     assert_eq!(r["ok"], true, "alpha again after its node died: {r}");
     assert_eq!(nodes_of_room(&base, "alpha").await, vec![survivor], "alpha moved to the live node");
 }
+
+/// An `arc-media` SIGKILLed and started again under the same node id before
+/// it was declared lost: it registers as `up` with no sessions, so the
+/// lost-node janitor never fires. Reconciliation ends what the log still held
+/// for it (`session_lost`), and the same identities can publish and play again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_node_restarted_under_its_id_leaves_no_ghosts() {
+    use common::rtc_client::{Client, flow};
+    let nats = std::env::var("ARC_TEST_NATS_URL").expect("ARC_TEST_NATS_URL not set: run scripts/test");
+    let pg = std::env::var("ARC_TEST_PG_ADMIN_URL").expect("ARC_TEST_PG_ADMIN_URL not set: run scripts/test");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let (stream, prefix) = (format!("MRS_{tag}"), format!("r{tag}.evt"));
+    let mode = Mode::Cluster {
+        nats: nats.clone(),
+        stream: stream.clone(),
+        prefix: prefix.clone(),
+        database: create_pg_database(&pg).await,
+        data_dir: dir.path().to_path_buf(),
+    };
+    let control = start_with(&mode, &["--janitor-interval-s", "1"]);
+    let base = control.base.clone();
+    let node = start_media(&nats, &stream, &prefix, "media-r");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&base, "/v1/nodes").await["nodes"][0]["state"] != "up" {
+        assert!(Instant::now() < deadline, "the media node registered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let app = create_app(&base, ADMIN_KEY, "restart").await;
+    let pub_t = mint_token(&base, &app, "cam", "gamma", json!({"publish": true})).await;
+    let sub_t = mint_token(&base, &app, "viewer", "gamma", json!({"subscribe": true})).await;
+    let c = http();
+    let mut p = Client::open(&c, &base, "gamma", &pub_t, true).await;
+    let mut s = Client::open(&c, &base, "gamma", &sub_t, false).await;
+    flow(&mut p, &mut s, 10, Duration::from_secs(15)).await;
+    let rooms = get(&base, "/v1/rooms?name=gamma").await;
+    let rid = rooms["rooms"][0]["room_id"].as_str().expect("room id").to_owned();
+    drop(node);
+    let node = start_media(&nats, &stream, &prefix, "media-r");
+    let restarted = Instant::now();
+    let deadline = restarted + Duration::from_secs(30);
+    loop {
+        let list = get(&base, &format!("/v1/rooms/{rid}/participants")).await;
+        if list["participants"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        let n = get(&base, "/v1/nodes").await;
+        assert_eq!(n["nodes"][0]["state"], "up", "the restarted node is up, never lost: {n}");
+        assert!(Instant::now() < deadline, "participants of the restarted node ended within 30 s: {list}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("ghosts of the node restart ended {:.1} s after it", restarted.elapsed().as_secs_f64());
+    // The same identities publish and play again on the restarted node.
+    let mut p = Client::open(&c, &base, "gamma", &pub_t, true).await;
+    let mut s = Client::open(&c, &base, "gamma", &sub_t, false).await;
+    flow(&mut p, &mut s, 10, Duration::from_secs(15)).await;
+    assert_eq!(p.delete(&c, &base, &pub_t).await, 200);
+    assert_eq!(s.delete(&c, &base, &sub_t).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let room = get(&base, &format!("/v1/rooms/{rid}")).await;
+        if room["participant_count"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the room is empty again: {room}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(node);
+}
