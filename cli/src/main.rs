@@ -373,16 +373,29 @@ async fn run() -> Result<()> {
     }
     match &cli.command {
         Command::Status => {
-            println!(
-                "arc-control {} · {} log, head {}",
-                text(&out["version"]),
-                text(&out["log_backend"]),
-                out["log_head"]
-            );
+            if out["log_reachable"] == false {
+                println!(
+                    "arc-control {} · {} log UNREACHABLE ({}): writes answer 503, reads may be stale",
+                    text(&out["version"]),
+                    text(&out["log_backend"]),
+                    text(&out["log_error"])
+                );
+            } else {
+                println!(
+                    "arc-control {} · {} log, head {}",
+                    text(&out["version"]),
+                    text(&out["log_backend"]),
+                    out["log_head"]
+                );
+            }
             println!("open rooms {} · live nodes {} · up {} s", out["rooms_open"], out["nodes_up"], out["uptime_s"]);
             let mut rows = vec![vec!["PROJECTION".into(), "POSITION".into(), "EVENTS".into(), "STATE".into()]];
             for p in out["projections"].as_array().into_iter().flatten() {
-                let state = if p["caught_up"] == true { "caught up" } else { "catching up" };
+                let state = match (p["caught_up"] == true, out["log_reachable"] != false) {
+                    (true, _) => "caught up",
+                    (false, true) => "catching up",
+                    (false, false) => "stale",
+                };
                 rows.push(vec![text(&p["name"]), text(&p["position"]), text(&p["events"]), state.into()]);
             }
             table(&rows);

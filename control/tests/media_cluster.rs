@@ -6,57 +6,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_KEY, Mode, create_app, create_pg_database, mint_token, start_with};
+use common::{ADMIN_KEY, Mode, create_app, create_pg_database, mint_token, start_media, start_with};
 use serde_json::{Value, json};
-
-struct Media {
-    child: Child,
-    id: String,
-}
-
-impl Drop for Media {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn arc_media_bin() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_arc-control")).with_file_name("arc-media");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo).args(["build", "-p", "arc-media", "--bin", "arc-media"]).status();
-        assert!(ok.is_ok_and(|s| s.success()), "building arc-media");
-    }
-    bin
-}
-
-fn start_media(nats: &str, stream: &str, prefix: &str, id: &str) -> Media {
-    let mut child = Command::new(arc_media_bin())
-        .args(["--nats", nats, "--nats-stream", stream, "--nats-subject-prefix", prefix, "--node-id", id])
-        .args(["--media-udp", "127.0.0.1:0", "--public-ip", "127.0.0.1"])
-        .env("ARC_LOG", "warn,rtc_dtls=error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn arc-media");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.trim().starts_with("requests") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60)).expect("arc-media started");
-    Media { child, id: id.into() }
-}
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client")

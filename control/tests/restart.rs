@@ -7,16 +7,14 @@
 //! which `scripts/test` exports after starting nats-server and PostgreSQL.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_eventlog::EventLog;
 
 mod common;
 use arc_events::{AggregateKind, AggregateRef};
-use common::{ADMIN_KEY, Mode, create_pg_database, start};
-use sqlx::Row;
+use common::{ADMIN_KEY, Mode, create_pg_database, dump, run_tool, start, wait_caught_up};
 
 /// What the load generator saw acknowledged: room → highest acknowledged seq.
 type Acked = Arc<Mutex<BTreeMap<String, u64>>>;
@@ -89,64 +87,6 @@ async fn load(base: Arc<Mutex<String>>, app: String, acked: Acked, stop: Arc<std
             }
         }
     }
-}
-
-async fn wait_caught_up(base: &str) {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/v1/status")).send().await
-            && let Ok(v) = r.json::<serde_json::Value>().await
-            && v["projections"].as_array().is_some_and(|ps| !ps.is_empty() && ps.iter().all(|p| p["caught_up"] == true))
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "projections did not catch up within 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Every row of the read models, as text, for comparison.
-async fn dump(url: &str) -> Vec<String> {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(url).await.expect("connect read db");
-    let mut out = Vec::new();
-    for (table, key) in [
-        ("rooms", "room_id"),
-        ("nodes", "node_id"),
-        ("apps", "app_id"),
-        ("participants", "sid"),
-        ("tracks", "track_id"),
-        ("revoked_tokens", "jti"),
-    ] {
-        let sql = format!("SELECT * FROM {table} ORDER BY {key}");
-        for row in sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await.expect("select") {
-            let mut cells = vec![table.to_string()];
-            for i in 0..row.len() {
-                let cell = row
-                    .try_get::<Option<i64>, _>(i)
-                    .map(|v| format!("{v:?}"))
-                    .or_else(|_| row.try_get::<Option<String>, _>(i).map(|v| format!("{v:?}")))
-                    .or_else(|_| row.try_get::<Option<f64>, _>(i).map(|v| format!("{v:?}")))
-                    .expect("cell");
-                cells.push(cell);
-            }
-            out.push(cells.join("|"));
-        }
-    }
-    pool.close().await;
-    out
-}
-
-fn run_tool(mode: &Mode, command: &str, database: Option<&str>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_arc-control"))
-        .arg(command)
-        .args(mode.args(database))
-        .env("ARC_LOG", "warn")
-        .output()
-        .expect("run rebuild");
-    assert!(out.status.success(), "{command} failed: {}", String::from_utf8_lossy(&out.stderr));
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
 }
 
 async fn open_log(mode: &Mode) -> Arc<dyn EventLog> {

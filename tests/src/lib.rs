@@ -1,6 +1,13 @@
-//! Helpers shared by the black-box tests in `tests/tests/`: building events,
-//! reading a whole log back, and checking the invariants every log must keep
-//! whatever happened to the processes writing it.
+//! Helpers shared by the black-box tests in `tests/tests/` (and the control
+//! plane's): building events, reading a whole log back, checking the
+//! invariants every log must keep whatever happened to the processes writing
+//! it, and running nats-server processes.
+//!
+//! # Layout
+//! - this file: events, reading back, [`Audit`].
+//! - [`nats`]: one nats-server or a three-server cluster, killed and restarted at will.
+
+pub mod nats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

@@ -3,13 +3,9 @@
 //! re-formed, and no acknowledged append may be lost or stored twice.
 //!
 //! Needs the nats-server binary: `ARC_NATS_SERVER_BIN`, else `nats-server` on
-//! the PATH.
+//! the PATH (see `arc_tests::nats`).
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -17,10 +13,9 @@ use std::time::{Duration, Instant};
 use arc_eventlog::jetstream::{JetStreamConfig, JetStreamLog};
 use arc_eventlog::{AppendRequest, EventLog, Expected, LogError, RecordedEvent};
 use arc_events::EventId;
+use arc_tests::nats::NatsServers;
 use arc_tests::{Audit, read_everything_patiently, room, room_events};
 
-/// Servers in the cluster.
-const SERVERS: usize = 3;
 /// Concurrent appenders, each with its own aggregates.
 const APPENDERS: usize = 4;
 /// Aggregates per appender.
@@ -44,130 +39,12 @@ const REAPPEND_ROOM: &str = "reappend";
 const READ_PATIENCE: Duration = Duration::from_secs(25);
 /// How long the cluster may take to elect its meta leader and create the stream.
 const CONNECT_WITHIN: Duration = Duration::from_secs(30);
+/// A follower of the log (as a projection follows it) reaches the log's head
+/// this soon after the appends end (the cluster has answered for at least
+/// [`APPEND_AFTER_RECOVERY`] by then).
+const FOLLOWER_CATCH_UP_MAX: Duration = Duration::from_secs(2);
 /// The whole test, once the servers are started.
 const TEST_WITHIN: Duration = Duration::from_secs(58);
-
-fn free_ports(n: usize) -> Vec<u16> {
-    // Hold them all at once so they differ, then release them for the servers.
-    let listeners: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("local address").port()).collect()
-}
-
-#[derive(Debug)]
-struct Server {
-    name: String,
-    client_port: u16,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-/// Three nats-servers; killed (SIGKILL) when dropped, their logs printed if
-/// the test failed.
-#[derive(Debug)]
-struct Cluster {
-    servers: Vec<Server>,
-    /// Stores and logs of the servers.
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start() -> Self {
-        let bin = std::env::var("ARC_NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ports = free_ports(2 * SERVERS);
-        let (client_ports, cluster_ports) = ports.split_at(SERVERS);
-        let route = |i: usize| format!("nats://127.0.0.1:{}", cluster_ports[i]);
-        let mut cluster = Self { servers: Vec::new(), dir };
-        for (i, &client_port) in client_ports.iter().enumerate() {
-            let name = format!("n{}", i + 1);
-            let store = cluster.dir.path().join(&name);
-            let log = cluster.dir.path().join(format!("{name}.log"));
-            let out = File::create(&log).expect("create a server log file");
-            let err = out.try_clone().expect("clone the log file handle");
-            let routes: Vec<String> = (0..SERVERS).filter(|j| *j != i).map(route).collect();
-            let child = Command::new(&bin)
-                .arg("-js")
-                .arg("-sd")
-                .arg(&store)
-                .args(["-n", &name])
-                .args(["--cluster_name", "arc-test"])
-                .args(["--cluster", &route(i)])
-                .args(["--routes", &routes.join(",")])
-                .args(["-p", &client_port.to_string()])
-                .args(["-a", "127.0.0.1"])
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start {bin:?} ({e}): install nats-server or set ARC_NATS_SERVER_BIN")
-                });
-            cluster.servers.push(Server { name, client_port, log, child: Some(child) });
-        }
-        cluster
-    }
-
-    fn urls(&self) -> Vec<String> {
-        self.servers.iter().map(|s| format!("nats://127.0.0.1:{}", s.client_port)).collect()
-    }
-
-    /// SIGKILLs the server named `name`.
-    fn kill(&mut self, name: &str) {
-        let server =
-            self.servers.iter_mut().find(|s| s.name == name).unwrap_or_else(|| panic!("no server named {name}"));
-        let mut child = server.child.take().expect("the server is running");
-        child.kill().expect("SIGKILL the server");
-        child.wait().expect("reap the server");
-    }
-
-    /// What the servers logged about leaders (of the meta group and the stream).
-    fn print_leader_changes(&self) {
-        for s in &self.servers {
-            let text = std::fs::read_to_string(&s.log).unwrap_or_default();
-            for line in text.lines().filter(|l| l.contains("leader") || l.contains("Leader")) {
-                println!("  {}: {line}", s.name);
-            }
-        }
-    }
-
-    /// Every server still running: none may have died on its own.
-    fn check_running(&mut self) {
-        for s in &mut self.servers {
-            if let Some(child) = &mut s.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("nats-server {} exited by itself: {status}", s.name);
-            }
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for s in &mut self.servers {
-            if let Some(mut child) = s.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        if std::thread::panicking() {
-            for s in &self.servers {
-                print_tail(&s.name, &s.log);
-            }
-        }
-    }
-}
-
-fn print_tail(name: &str, path: &Path) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(60);
-    eprintln!("---- nats-server {name} ({}), last lines ----", path.display());
-    for line in &lines[from..] {
-        eprintln!("{line}");
-    }
-}
 
 /// One append acknowledged to an appender.
 #[derive(Debug)]
@@ -455,7 +332,41 @@ async fn check_reappend(log: &JetStreamLog) -> Option<String> {
     })
 }
 
-async fn scenario(cluster: &mut Cluster) {
+/// Follows the log from the start as a projection runner does: resubscribes
+/// after every failure (at once on a reconnect, else after 50 ms) from the
+/// last position it saw, which it publishes in `seen`.
+async fn follower(log: JetStreamLog, seen: Arc<std::sync::atomic::AtomicU64>) {
+    use futures::StreamExt;
+    let mut reconnects = log.reconnects();
+    loop {
+        let after = arc_eventlog::Position(seen.load(Ordering::Relaxed));
+        if let Some(r) = reconnects.as_mut() {
+            r.mark_unchanged();
+        }
+        match log.subscribe(after).await {
+            Ok(mut sub) => {
+                while let Some(next) = sub.next().await {
+                    match next {
+                        Ok(e) => seen.store(e.position.0, Ordering::Relaxed),
+                        Err(e) => {
+                            println!("follower: {e}; resubscribing");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => println!("follower: subscribe failed: {e}"),
+        }
+        match reconnects.as_mut() {
+            Some(r) => {
+                let _ = tokio::time::timeout(Duration::from_millis(50), r.changed()).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn scenario(cluster: &mut NatsServers) {
     let urls = cluster.urls();
     let tag = uuid::Uuid::now_v7().simple().to_string();
     let stream = format!("CLUSTER_{tag}");
@@ -469,6 +380,8 @@ async fn scenario(cluster: &mut Cluster) {
         acks_after_kill: AtomicUsize::new(0),
     });
     let tasks: Vec<_> = (0..APPENDERS).map(|i| tokio::spawn(appender(shared.clone(), i))).collect();
+    let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let follow = tokio::spawn(follower(shared.log.clone(), seen.clone()));
 
     tokio::time::sleep(KILL_AFTER).await;
     cluster.check_running();
@@ -484,6 +397,26 @@ async fn scenario(cluster: &mut Cluster) {
         reports.push(t.await.expect("an appender task"));
     }
     println!("appends ended at {:?}", shared.started.elapsed());
+    // The follower, which lived through the kill, reaches the head promptly.
+    let ended = Instant::now();
+    let head = loop {
+        match shared.log.head().await {
+            Ok(h) => break h,
+            Err(e) if ended.elapsed() < READ_PATIENCE => println!("head: {e}; retrying"),
+            Err(e) => panic!("the log's head: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    while seen.load(Ordering::Relaxed) < head.0 {
+        assert!(
+            ended.elapsed() < FOLLOWER_CATCH_UP_MAX,
+            "a follower of the log reached its head within {FOLLOWER_CATCH_UP_MAX:?} of the appends ending ({} < {head})",
+            seen.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("the follower reached the head {:?} after the appends ended", ended.elapsed());
+    follow.abort();
     cluster.check_running();
     println!("stream leader now: {:?}", stream_leader(&urls, &stream).await);
 
@@ -519,7 +452,7 @@ async fn scenario(cluster: &mut Cluster) {
 fn jetstream_log_survives_losing_a_server() {
     let started = Instant::now();
     // Declared first so it is dropped last: the servers die even on a panic.
-    let mut cluster = Cluster::start();
+    let mut cluster = NatsServers::cluster();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime");
     runtime.block_on(async {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Principal, app_secrets, authenticate, load_app};
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, PendingBody};
 use super::{ApiState, check_limit, iso, meta, parse_body};
 use crate::projection::apps::{self, AppRow};
 
@@ -195,14 +195,33 @@ pub(crate) async fn create_app(
     let app_id = AppId::generate();
     let secret = AppSecret::generate();
     let command = AppCommand::Create {
-        name: req.name,
+        name: req.name.clone(),
         secret: seal(&state, &app_id, &secret),
-        quotas: req.quotas,
-        webhooks: req.webhooks,
+        quotas: req.quotas.clone(),
+        webhooks: req.webhooks.clone(),
     };
-    let done = state.apps.execute(&app_ref(app_id.as_str())?, &command, &meta(who.actor())).await?;
-    state.settle(done.appended.map(|a| a.last)).await;
-    let app = dto(&state, existing_app(&state, app_id.as_str()).await?).await?;
+    let meta = meta(who.actor());
+    let done = state.apps.execute(&app_ref(app_id.as_str())?, &command, &meta).await?;
+    let app = if state.settle(done.appended.map(|a| a.last)).await {
+        dto(&state, existing_app(&state, app_id.as_str()).await?).await?
+    } else {
+        // The read models lag (e.g. just after a log outage): the secret is
+        // shown only now, so answer from what this command created.
+        let at = meta.occurred_at.to_rfc3339();
+        AppDto {
+            app_id: app_id.to_string(),
+            app_key: app_id.to_string(),
+            name: req.name,
+            state: "active".into(),
+            disabled_reason: None,
+            quotas: req.quotas,
+            webhooks: req.webhooks,
+            previous_secret_valid_until: None,
+            usage: Usage::default(),
+            created_at: at.clone(),
+            updated_at: at,
+        }
+    };
     let body = CreatedApp {
         app,
         app_key: app_id.to_string(),
@@ -287,7 +306,7 @@ async fn run_app_command(
     command: AppCommand,
 ) -> ApiResult<Json<AppDto>> {
     let done = state.apps.execute(&app_ref(app_id)?, &command, &meta(who.actor())).await?;
-    state.settle(done.appended.map(|a| a.last)).await;
+    state.settled(done.appended.map(|a| a.last), &format!("/v1/apps/{app_id}")).await?;
     let row = load_app(state, app_id).await?.ok_or_else(|| ApiError::not_found("app_not_found", "app not found"))?;
     Ok(Json(dto(state, row).await?))
 }
@@ -305,6 +324,7 @@ pub(crate) struct Disable {
     request_body(content = Option<Disable>, description = "Optional; an empty body reads as `{}`"),
     security(("admin" = [])),
     responses(
+        (status = 202, description = "Accepted into the log, but this instance's read models have not applied it yet (e.g. just after a log outage): poll `Location` (the position is in `Arc-Position`)", body = PendingBody),
         (status = 200, description = "The app", body = AppDto),
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 401, description = "No or wrong credentials", body = ErrorBody),
@@ -328,6 +348,7 @@ pub(crate) async fn disable_app(
 #[utoipa::path(post, path = "/v1/apps/{app_id}/enable", tag = "apps", params(("app_id" = String, Path, description = "The app id (= AppKey)")),
     security(("admin" = [])),
     responses(
+        (status = 202, description = "Accepted into the log, but this instance's read models have not applied it yet (e.g. just after a log outage): poll `Location` (the position is in `Arc-Position`)", body = PendingBody),
         (status = 200, description = "The app", body = AppDto),
         (status = 401, description = "No or wrong credentials", body = ErrorBody),
         (status = 403, description = "Not the admin key", body = ErrorBody),
@@ -348,6 +369,7 @@ pub(crate) async fn enable_app(
 #[utoipa::path(delete, path = "/v1/apps/{app_id}", tag = "apps", params(("app_id" = String, Path, description = "The app id (= AppKey)")),
     security(("admin" = [])),
     responses(
+        (status = 202, description = "Accepted into the log, but this instance's read models have not applied it yet (e.g. just after a log outage): poll `Location` (the position is in `Arc-Position`)", body = PendingBody),
         (status = 200, description = "The deleted app", body = AppDto),
         (status = 401, description = "No or wrong credentials", body = ErrorBody),
         (status = 403, description = "Not the admin key", body = ErrorBody),
@@ -401,7 +423,21 @@ pub(crate) async fn rotate_secret(
         secret: seal(&state, &id, &secret),
         grace_s: req.grace_s.unwrap_or(state.secret_grace_s),
     };
-    let Json(app) = run_app_command(&state, &who, &app_id, command).await?;
+    let grace_s = match &command {
+        AppCommand::RotateSecret { grace_s, .. } => *grace_s,
+        _ => 0,
+    };
+    let meta = meta(who.actor());
+    let done = state.apps.execute(&app_ref(&app_id)?, &command, &meta).await?;
+    // The new secret is shown only now: even when the read models lag, answer
+    // with it (and the grace as this command set it), never a 202 or 404.
+    let settled = state.settle(done.appended.map(|a| a.last)).await;
+    let row = load_app(&state, &app_id).await?.ok_or_else(|| ApiError::not_found("app_not_found", "app not found"))?;
+    let mut app = dto(&state, row).await?;
+    if !settled {
+        app.previous_secret_valid_until =
+            Some((meta.occurred_at + chrono::Duration::seconds(i64::from(grace_s))).to_rfc3339());
+    }
     let previous_secret_valid_until = app.previous_secret_valid_until.clone();
     Ok(Json(RotatedSecret { app, app_secret: secret.expose().to_owned(), previous_secret_valid_until }))
 }
@@ -410,6 +446,7 @@ pub(crate) async fn rotate_secret(
 #[utoipa::path(put, path = "/v1/apps/{app_id}/quotas", tag = "apps", params(("app_id" = String, Path, description = "The app id (= AppKey)")), request_body = Quotas,
     security(("admin" = [])),
     responses(
+        (status = 202, description = "Accepted into the log, but this instance's read models have not applied it yet (e.g. just after a log outage): poll `Location` (the position is in `Arc-Position`)", body = PendingBody),
         (status = 200, description = "The app", body = AppDto),
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 401, description = "No or wrong credentials", body = ErrorBody),
@@ -440,6 +477,7 @@ pub(crate) struct Webhooks {
 #[utoipa::path(put, path = "/v1/apps/{app_id}/webhooks", tag = "webhooks", params(("app_id" = String, Path, description = "The app id (= AppKey)")), request_body = Webhooks,
     security(("admin" = []), ("app" = [])),
     responses(
+        (status = 202, description = "Accepted into the log, but this instance's read models have not applied it yet (e.g. just after a log outage): poll `Location` (the position is in `Arc-Position`)", body = PendingBody),
         (status = 200, description = "The app", body = AppDto),
         (status = 400, description = "Bad URL (named)", body = ErrorBody),
         (status = 401, description = "No or wrong credentials", body = ErrorBody),

@@ -18,13 +18,16 @@ pub struct ApiError {
     pub(crate) message: String,
     /// For 429: which quota was hit.
     pub(crate) limit: Option<&'static str>,
+    /// For 202: the write is in the log at this position, and the resource
+    /// to poll for it (see [`ApiError::pending`]).
+    pub(crate) pending: Option<(u64, String)>,
 }
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), limit: None }
+        Self { status, code, message: message.into(), limit: None, pending: None }
     }
 
     pub(crate) fn bad_request(field: &str, message: impl std::fmt::Display) -> Self {
@@ -49,6 +52,23 @@ impl ApiError {
             code: "quota_exceeded",
             message: format!("the app's quota {limit} = {max} is reached"),
             limit: Some(limit),
+            pending: None,
+        }
+    }
+
+    /// Not an error: `202 Accepted`. The write is in the log (at `position`)
+    /// but this instance's read models have not applied it yet, so the
+    /// answer cannot show the result without guessing: poll `location`.
+    /// Never a 404 or 500 for something the request created.
+    pub(crate) fn pending(position: u64, location: &str) -> Self {
+        Self {
+            status: StatusCode::ACCEPTED,
+            code: "pending",
+            message: format!(
+                "accepted at log position {position}; the read models here have not applied it yet: poll {location}"
+            ),
+            limit: None,
+            pending: Some((position, location.to_owned())),
         }
     }
 
@@ -78,8 +98,39 @@ pub(crate) struct ErrorDetail {
     pub(crate) limit: Option<&'static str>,
 }
 
+/// The body of a `202 Accepted`: the write is in the log, not yet readable here.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct PendingBody {
+    pub(crate) pending: PendingDetail,
+}
+
+/// Where the write is and where to look for its result.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct PendingDetail {
+    /// The log position of the write (also in the `Arc-Position` header).
+    pub(crate) position: u64,
+    /// The resource to poll (also in `Location`).
+    pub(crate) location: String,
+    pub(crate) message: String,
+}
+
+/// The header carrying a write's log position.
+pub(crate) const POSITION_HEADER: &str = "arc-position";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some((position, location)) = self.pending {
+            let body =
+                PendingBody { pending: PendingDetail { position, location: location.clone(), message: self.message } };
+            let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+            let h = response.headers_mut();
+            if let Ok(v) = header::HeaderValue::from_str(&location) {
+                h.insert(header::LOCATION, v);
+            }
+            h.insert(POSITION_HEADER, header::HeaderValue::from(position));
+            h.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return response;
+        }
         let status = self.status;
         let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, limit: self.limit } };
         let mut response = (status, Json(body)).into_response();

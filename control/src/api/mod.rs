@@ -72,9 +72,10 @@ pub struct ApiState {
 
 impl ApiState {
     /// Waits until every local projection has applied `position` (bounded by
-    /// [`SETTLE_WAIT_MAX`]; a slow projection only delays, never fails, a write).
-    pub(crate) async fn settle(&self, position: Option<Position>) {
-        let Some(position) = position else { return };
+    /// [`SETTLE_WAIT_MAX`]); answers whether they did. A slow projection only
+    /// delays a write, never fails it.
+    pub(crate) async fn settle(&self, position: Option<Position>) -> bool {
+        let Some(position) = position else { return true };
         let wait = async {
             for (_, rx) in &self.projections {
                 let mut rx = rx.clone();
@@ -83,6 +84,18 @@ impl ApiState {
         };
         if tokio::time::timeout(SETTLE_WAIT_MAX, wait).await.is_err() {
             tracing::warn!(%position, "projections are behind; answering before they caught up");
+            return false;
+        }
+        true
+    }
+
+    /// [`Self::settle`] for a write whose answer reads its result back from
+    /// the read models: when they lag, the answer is `202` with the position
+    /// and `location` to poll, never a 404 or a stale body.
+    pub(crate) async fn settled(&self, position: Option<Position>, location: &str) -> ApiResult<()> {
+        match position {
+            Some(p) if !self.settle(position).await => Err(ApiError::pending(p.0, location)),
+            _ => Ok(()),
         }
     }
 }
@@ -92,6 +105,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/v1/status", get(status))
         .route("/v1/apps", get(apps::list_apps).post(apps::create_app))
         .route("/v1/apps/{app_id}", get(apps::get_app).delete(apps::delete_app))
@@ -279,7 +293,17 @@ pub(crate) async fn undrain_node(
 pub struct StatusDto {
     pub version: &'static str,
     pub log_backend: &'static str,
-    pub log_head: u64,
+    /// Whether the event log answered now. While it does not, writes answer
+    /// 503 and the read models are served as they were (`stale`).
+    pub log_reachable: bool,
+    /// Why the log did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_error: Option<String>,
+    /// The log's last position (`null` while it is unreachable).
+    pub log_head: Option<u64>,
+    /// The read models may lag the log: it is unreachable, or a projection
+    /// is behind its head.
+    pub stale: bool,
     pub uptime_s: u64,
     pub projections: Vec<ProjectionStatus>,
     pub rooms_open: i64,
@@ -292,39 +316,104 @@ pub struct ProjectionStatus {
     pub name: &'static str,
     pub position: u64,
     pub events: u64,
+    /// At the log's head (false while the log is unreachable).
     pub caught_up: bool,
 }
 
-/// Health and progress: log head, projections, open rooms, live nodes (no credentials needed).
+/// Health and progress: log head, projections, open rooms, live nodes (no
+/// credentials needed). Answers while the log is unreachable, saying so.
 #[utoipa::path(get, path = "/v1/status", tag = "status",
     responses(
         (status = 200, description = "Figures", body = StatusDto),
-        (status = 503, description = "The event log or read models are unreachable", body = ErrorBody),
+        (status = 503, description = "The read models are unreachable", body = ErrorBody),
     ))]
 pub(crate) async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json<StatusDto>> {
-    let head = state.log.head().await?;
+    let head = tokio::time::timeout(STATUS_LOG_WAIT_MAX, state.log.head()).await;
+    let (head, log_error) = match head {
+        Ok(Ok(h)) => (Some(h), None),
+        Ok(Err(e)) => (None, Some(e.to_string())),
+        Err(_) => (None, Some(format!("no answer within {STATUS_LOG_WAIT_MAX:?}"))),
+    };
     let rooms_open: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE state = 'open'").fetch_one(&state.db.pool).await?;
     let nodes_up: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE state IN ('up', 'draining')")
         .fetch_one(&state.db.pool)
         .await?;
-    let projections = state
+    let projections: Vec<ProjectionStatus> = state
         .projections
         .iter()
         .map(|(name, rx)| {
             let c = *rx.borrow();
-            ProjectionStatus { name, position: c.position.0, events: c.events, caught_up: c.position >= head }
+            ProjectionStatus {
+                name,
+                position: c.position.0,
+                events: c.events,
+                caught_up: head.is_some_and(|h| c.position >= h),
+            }
         })
         .collect();
     Ok(Json(StatusDto {
         version: env!("CARGO_PKG_VERSION"),
         log_backend: state.log.backend(),
-        log_head: head.0,
+        log_reachable: head.is_some(),
+        log_error,
+        log_head: head.map(|h| h.0),
+        stale: head.is_none() || projections.iter().any(|p| !p.caught_up),
         uptime_s: state.started.elapsed().as_secs(),
         projections,
         rooms_open,
         nodes_up,
     }))
+}
+
+/// Longest `/v1/status` and `/readyz` wait for the log's head.
+const STATUS_LOG_WAIT_MAX: Duration = Duration::from_secs(1);
+/// How long `/readyz` lets the projections take to reach the log's head.
+pub const READY_CATCH_UP_MAX: Duration = Duration::from_secs(1);
+
+/// Readiness: `ready` when this server can serve writes and fresh reads —
+/// the log answers, and every projection reaches the log's head (as read
+/// now) within [`READY_CATCH_UP_MAX`]. Otherwise 503 with the reason, for
+/// load balancers and service managers.
+#[utoipa::path(get, path = "/readyz", tag = "status",
+    responses(
+        (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "Not ready: the log is unreachable or the read models lag (the reason is given)", body = ErrorBody),
+    ))]
+pub(crate) async fn readyz(State(state): State<Arc<ApiState>>) -> ApiResult<&'static str> {
+    let head = match tokio::time::timeout(STATUS_LOG_WAIT_MAX, state.log.head()).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "log_unavailable",
+                format!("the event log is unreachable: {e}"),
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "log_unavailable",
+                "the event log did not answer",
+            ));
+        }
+    };
+    let wait = async {
+        for (_, rx) in &state.projections {
+            let mut rx = rx.clone();
+            let _ = rx.wait_for(|c| c.position >= head).await;
+        }
+    };
+    if tokio::time::timeout(READY_CATCH_UP_MAX, wait).await.is_err() {
+        let behind: Vec<&str> =
+            state.projections.iter().filter(|(_, rx)| rx.borrow().position < head).map(|(n, _)| *n).collect();
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "projections_behind",
+            format!("read models behind the log: {}", behind.join(", ")),
+        ));
+    }
+    Ok("ready")
 }
 
 /// Liveness: `ok` while the process serves HTTP.

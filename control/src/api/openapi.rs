@@ -32,7 +32,22 @@ status: 400 `invalid_argument` (the message starts with the field), 401
 `token_too_large`, `token_revoked`, …), 403, 404, 409 (`conflict` after
 retries, or a state conflict), 413 `body_too_large` (over 256 KiB), 429
 `quota_exceeded` (with `limit` naming the quota) or `room_full`, 503
-(`log_unavailable`, `read_model_unavailable`).
+(`log_unavailable`, `read_model_unavailable`, with `Retry-After`).
+
+## When the log is unreachable
+While the event log (NATS) cannot be reached, writes fail at once with 503
+`log_unavailable` and `Retry-After: 1` (within the log's operation timeout,
+2 s, when a cluster is electing a stream leader); a 503 write may or may not
+have been recorded, so retry it. Reads of read models keep answering (they
+may be stale: `/v1/status` and `/readyz` say so). When the log is back,
+writes succeed again within a second, and the read models catch up.
+
+## 202 Accepted
+A write whose answer shows its result, made while this server's read models
+lag the log, answers `202` with `{"pending": {"position", "location",
+"message"}}`, `Location` and `Arc-Position`: the write is in the log; poll
+`Location`. A write never answers 404 or 500 for something it created. App
+creation and secret rotation always answer with the new secret.
 
 ## Media (WHIP and WHEP, RFC 9725)
 `POST /v1/whip/{room}` (grant `publish`) and `POST /v1/whep/{room}` (grant
@@ -59,6 +74,7 @@ Answer 2xx to acknowledge."#;
     info(title = "Arc control plane API", description = DESCRIPTION, license(name = "Apache-2.0")),
     paths(
         super::healthz,
+        super::readyz,
         super::status,
         super::list_nodes,
         super::drain_node,

@@ -24,7 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::apps::usage;
 use super::auth::{Principal, authenticate, load_app, verify_token};
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, PendingBody};
 use super::{ApiState, check_limit, iso, meta, parse_body};
 use crate::projection::apps::AppRow;
 use crate::projection::participants::{self, ParticipantRow};
@@ -252,6 +252,7 @@ pub(crate) struct CreateRoom {
 #[utoipa::path(post, path = "/v1/rooms", tag = "rooms", request_body = CreateRoom,
     security(("app" = []), ("admin" = [])),
     responses(
+        (status = 202, description = "Accepted into the log, but this instance's read models have not applied it yet (e.g. just after a log outage): poll `Location` (the position is in `Arc-Position`)", body = PendingBody),
         (status = 201, description = "Opened", body = RoomDto),
         (status = 400, description = "Bad input (named)", body = ErrorBody),
         (status = 401, description = "No or wrong credentials", body = ErrorBody),
@@ -281,7 +282,7 @@ pub(crate) async fn create_room(
         return Err(RoomError::AlreadyExists.into_api());
     }
     let (room_id, _, position) = ensure_room(&state, &who, &app, &app_id, command, &req.name).await?;
-    state.settle(position).await;
+    state.settled(position, &format!("/v1/rooms/{room_id}")).await?;
     let room = load_room(&state, room_id.as_str()).await?.map(RoomDto::from);
     Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/rooms/{room_id}"))], Json(room)).into_response())
 }
@@ -384,6 +385,7 @@ pub(crate) async fn list_rooms(
 /// Close a room: every participant leaves, and the media nodes end its sessions.
 #[utoipa::path(post, path = "/v1/rooms/{room_id}/close", tag = "rooms", params(("room_id" = String, Path, description = "The room id (`rm_…`)")), security(("admin" = []), ("app" = []), ("participant" = [])),
     responses(
+        (status = 202, description = "Accepted into the log, but this instance's read models have not applied it yet (e.g. just after a log outage): poll `Location` (the position is in `Arc-Position`)", body = PendingBody),
         (status = 200, description = "The closed room", body = RoomDto),
         (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` grant for this room", body = ErrorBody),
@@ -405,10 +407,11 @@ pub(crate) async fn close_room(
     .fetch_all(&state.db.pool)
     .await?;
     let done = state.rooms.execute(&room_ref(&room_id)?, &RoomCommand::Close, &meta(who.actor())).await?;
-    state.settle(done.appended.map(|a| a.last)).await;
+    let settled = state.settled(done.appended.map(|a| a.last), &format!("/v1/rooms/{room_id}")).await;
     for node in &nodes {
         end_media(&state, node, &room_id, None, LeaveReason::RoomClosed).await;
     }
+    settled?;
     Ok(Json(moderated_room(&state, &who, &room_id).await?.into()))
 }
 
@@ -444,6 +447,7 @@ pub(crate) struct Metadata {
 /// Replace a room's metadata.
 #[utoipa::path(put, path = "/v1/rooms/{room_id}/metadata", tag = "rooms", params(("room_id" = String, Path, description = "The room id (`rm_…`)")), request_body = Metadata, security(("admin" = []), ("app" = []), ("participant" = [])),
     responses(
+        (status = 202, description = "Accepted into the log, but this instance's read models have not applied it yet (e.g. just after a log outage): poll `Location` (the position is in `Arc-Position`)", body = PendingBody),
         (status = 200, description = "The room", body = RoomDto),
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
@@ -462,7 +466,7 @@ pub(crate) async fn set_room_metadata(
     moderated_room(&state, &who, &room_id).await?;
     let command = RoomCommand::UpdateMetadata { metadata: req.metadata };
     let done = state.rooms.execute(&room_ref(&room_id)?, &command, &meta(who.actor())).await?;
-    state.settle(done.appended.map(|a| a.last)).await;
+    state.settled(done.appended.map(|a| a.last), &format!("/v1/rooms/{room_id}")).await?;
     Ok(Json(moderated_room(&state, &who, &room_id).await?.into()))
 }
 
@@ -861,6 +865,7 @@ fn participant_ref(sid: &str) -> ApiResult<AggregateRef> {
 #[utoipa::path(put, path = "/v1/rooms/{room_id}/participants/{identity}/permissions", tag = "participants",
     params(("room_id" = String, Path, description = "The room id (`rm_…`)"), ("identity" = String, Path, description = "The participant's identity")), request_body = Permissions, security(("admin" = []), ("app" = []), ("participant" = [])),
     responses(
+        (status = 202, description = "Accepted into the log, but this instance's read models have not applied it yet (e.g. just after a log outage): poll `Location` (the position is in `Arc-Position`)", body = PendingBody),
         (status = 200, description = "The participant", body = ParticipantDto),
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
@@ -883,7 +888,8 @@ pub(crate) async fn set_permissions(
         permissions,
     };
     let done = state.participants.execute(&participant_ref(&p.sid)?, &command, &meta(who.actor())).await?;
-    state.settle(done.appended.map(|a| a.last)).await;
+    let location = format!("/v1/rooms/{room_id}/participants/{identity}");
+    state.settled(done.appended.map(|a| a.last), &location).await?;
     Ok(Json(participant_in(&state, &room_id, &identity).await?))
 }
 
@@ -901,6 +907,7 @@ pub(crate) struct ParticipantMetadata {
 #[utoipa::path(put, path = "/v1/rooms/{room_id}/participants/{identity}/metadata", tag = "participants",
     params(("room_id" = String, Path, description = "The room id (`rm_…`)"), ("identity" = String, Path, description = "The participant's identity")), request_body = ParticipantMetadata, security(("admin" = []), ("app" = []), ("participant" = [])),
     responses(
+        (status = 202, description = "Accepted into the log, but this instance's read models have not applied it yet (e.g. just after a log outage): poll `Location` (the position is in `Arc-Position`)", body = PendingBody),
         (status = 200, description = "The participant", body = ParticipantDto),
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
@@ -924,7 +931,8 @@ pub(crate) async fn set_participant_metadata(
         metadata: req.metadata,
     };
     let done = state.participants.execute(&participant_ref(&p.sid)?, &command, &meta(who.actor())).await?;
-    state.settle(done.appended.map(|a| a.last)).await;
+    let location = format!("/v1/rooms/{room_id}/participants/{identity}");
+    state.settled(done.appended.map(|a| a.last), &location).await?;
     Ok(Json(participant_in(&state, &room_id, &identity).await?))
 }
 
@@ -939,6 +947,7 @@ pub(crate) struct Mute {
 #[utoipa::path(post, path = "/v1/rooms/{room_id}/tracks/{track_id}/mute", tag = "participants",
     params(("room_id" = String, Path, description = "The room id (`rm_…`)"), ("track_id" = String, Path, description = "The track id")), request_body = Mute, security(("admin" = []), ("app" = []), ("participant" = [])),
     responses(
+        (status = 202, description = "Accepted into the log, but this instance's read models have not applied it yet (e.g. just after a log outage): poll `Location` (the position is in `Arc-Position`)", body = PendingBody),
         (status = 200, description = "The track", body = TrackDto),
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 401, description = "No or wrong credentials, or a rejected token", body = ErrorBody),
@@ -963,7 +972,7 @@ pub(crate) async fn mute_track(
     }
     let command = TrackCommand::SetMuted { muted: req.muted, by: MutedBy::Moderator };
     let done = state.tracks.execute(&aggregate, &command, &meta(who.actor())).await?;
-    state.settle(done.appended.map(|a| a.last)).await;
+    let settled = state.settled(done.appended.map(|a| a.last), &format!("/v1/rooms/{room_id}/participants")).await;
     let sql = format!("SELECT {} FROM tracks WHERE track_id = $1", tracks::COLUMNS.join(", "));
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&track_id).fetch_optional(&state.db.pool).await?;
     let row = row.ok_or_else(|| ApiError::not_found("track_not_found", "no such track in the room"))?;
@@ -980,5 +989,6 @@ pub(crate) async fn mute_track(
             tracing::warn!(%node, error = %e, "telling the media node about a mute");
         }
     }
+    settled?;
     Ok(Json(row.into()))
 }

@@ -34,8 +34,13 @@ pub mod tracks;
 pub const BATCH_MAX: usize = 2000;
 /// Rows a runner keeps in memory between batches.
 pub const ROW_CACHE_MAX: usize = 50_000;
-/// Wait before resubscribing after the log failed.
-const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// First wait before resubscribing after the log failed; it doubles up to
+/// [`RETRY_DELAY_MAX`] while failures repeat, and a reconnect to the log cuts
+/// it short (the runner resumes the moment the log answers again).
+const RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
+/// Longest wait between resubscriptions (a cluster electing a stream leader
+/// sends no reconnect signal: this bounds how late a runner notices the end).
+const RETRY_DELAY_MAX: Duration = Duration::from_millis(250);
 
 /// A query on the read-model database, for [`Projection::bind`].
 pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
@@ -174,18 +179,41 @@ impl<P: Projection> Runner<P> {
         self.progress.subscribe()
     }
 
-    /// Follows the log forever, resubscribing after failures.
+    /// Follows the log forever, resubscribing after failures: at once when
+    /// the log's connection comes back, else after a short growing delay.
     pub async fn run(mut self) {
+        let mut reconnects = self.log.reconnects();
+        let mut delay = RETRY_DELAY_MIN;
         loop {
+            if let Some(r) = reconnects.as_mut() {
+                r.mark_unchanged();
+            }
+            let before = self.checkpoint.position;
             match self.follow(None).await {
                 Ok(()) => tracing::warn!(projection = P::NAME, "log subscription ended; resubscribing"),
+                // Said once per outage, not once per retry.
+                Err(ControlError::Log(LogError::Unavailable(why))) if delay == RETRY_DELAY_MIN => {
+                    tracing::warn!(projection = P::NAME, %why, "log unavailable; resubscribing when it is back")
+                }
+                Err(ControlError::Log(LogError::Unavailable(why))) => {
+                    tracing::debug!(projection = P::NAME, %why, "log still unavailable")
+                }
                 Err(e) => {
                     tracing::error!(projection = P::NAME, error = %e, "projection failed; retrying")
                 }
             }
             self.cache.clear();
             self.cache_complete = false;
-            tokio::time::sleep(RETRY_DELAY).await;
+            if self.checkpoint.position > before {
+                delay = RETRY_DELAY_MIN;
+            }
+            match reconnects.as_mut() {
+                Some(r) => {
+                    let _ = tokio::time::timeout(delay, r.changed()).await;
+                }
+                None => tokio::time::sleep(delay).await,
+            }
+            delay = (delay * 2).min(RETRY_DELAY_MAX);
         }
     }
 

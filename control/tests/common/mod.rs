@@ -7,7 +7,9 @@ pub mod rtc_client;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use sqlx::Row;
 
 /// Master key of cluster-mode tests (dev generates its own).
 pub const MASTER_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -151,4 +153,111 @@ pub async fn create_pg_database(admin_url: &str) -> String {
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create db");
     let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
     format!("{base}/{name}")
+}
+
+/// Waits until `/v1/status` says every projection caught up (60 s at most).
+pub async fn wait_caught_up(base: &str) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/v1/status")).send().await
+            && let Ok(v) = r.json::<serde_json::Value>().await
+            && v["projections"].as_array().is_some_and(|ps| !ps.is_empty() && ps.iter().all(|p| p["caught_up"] == true))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "projections did not catch up within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every row of the read models, as text, for comparison.
+pub async fn dump(url: &str) -> Vec<String> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.expect("connect read db");
+    let mut out = Vec::new();
+    for (table, key) in [
+        ("rooms", "room_id"),
+        ("nodes", "node_id"),
+        ("apps", "app_id"),
+        ("participants", "sid"),
+        ("tracks", "track_id"),
+        ("revoked_tokens", "jti"),
+    ] {
+        let sql = format!("SELECT * FROM {table} ORDER BY {key}");
+        for row in sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await.expect("select") {
+            let mut cells = vec![table.to_string()];
+            for i in 0..row.len() {
+                let cell = row
+                    .try_get::<Option<i64>, _>(i)
+                    .map(|v| format!("{v:?}"))
+                    .or_else(|_| row.try_get::<Option<String>, _>(i).map(|v| format!("{v:?}")))
+                    .or_else(|_| row.try_get::<Option<f64>, _>(i).map(|v| format!("{v:?}")))
+                    .expect("cell");
+                cells.push(cell);
+            }
+            out.push(cells.join("|"));
+        }
+    }
+    pool.close().await;
+    out
+}
+
+/// Runs `arc-control <command>` (`catch-up`, `rebuild`) against `mode`'s storage.
+pub fn run_tool(mode: &Mode, command: &str, database: Option<&str>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_arc-control"))
+        .arg(command)
+        .args(mode.args(database))
+        .env("ARC_LOG", "warn")
+        .output()
+        .expect("run rebuild");
+    assert!(out.status.success(), "{command} failed: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+}
+
+/// An `arc-media` process, SIGKILLed when dropped.
+pub struct Media {
+    pub child: Child,
+    pub id: String,
+}
+
+impl Drop for Media {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `arc-media` binary beside arc-control's (built if missing).
+pub fn arc_media_bin() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_arc-control")).with_file_name("arc-media");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo).args(["build", "-p", "arc-media", "--bin", "arc-media"]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "building arc-media");
+    }
+    bin
+}
+
+/// Starts `arc-media` on the given NATS stream as node `id` (media on a free loopback port).
+pub fn start_media(nats: &str, stream: &str, prefix: &str, id: &str) -> Media {
+    let mut child = Command::new(arc_media_bin())
+        .args(["--nats", nats, "--nats-stream", stream, "--nats-subject-prefix", prefix, "--node-id", id])
+        .args(["--media-udp", "127.0.0.1:0", "--public-ip", "127.0.0.1"])
+        .env("ARC_LOG", "warn,rtc_dtls=error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn arc-media");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.trim().starts_with("requests") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60)).expect("arc-media started");
+    Media { child, id: id.into() }
 }

@@ -61,14 +61,24 @@ impl Planner {
         Self { pool, log, checkpoint, progress }
     }
 
-    /// Follows the log forever, resubscribing after failures.
+    /// Follows the log forever, resubscribing after failures: at once when
+    /// the log's connection comes back, else after [`RETRY_DELAY`].
     pub(crate) async fn run(mut self) {
+        let mut reconnects = self.log.reconnects();
         loop {
+            if let Some(r) = reconnects.as_mut() {
+                r.mark_unchanged();
+            }
             match self.follow(None).await {
                 Ok(()) => tracing::warn!("webhook planner: log subscription ended; resubscribing"),
-                Err(e) => tracing::error!(error = %e, "webhook planner failed; retrying"),
+                Err(e) => tracing::warn!(error = %e, "webhook planner stopped; resubscribing"),
             }
-            tokio::time::sleep(RETRY_DELAY).await;
+            match reconnects.as_mut() {
+                Some(r) => {
+                    let _ = tokio::time::timeout(RETRY_DELAY, r.changed()).await;
+                }
+                None => tokio::time::sleep(RETRY_DELAY).await,
+            }
             // Re-read the checkpoint: a failed commit may or may not have landed.
             match checkpoint(&self.pool).await {
                 Ok(c) => self.checkpoint = c,

@@ -36,6 +36,11 @@ const APPS_PROJECTION: &str = "apps";
 const APP_WAIT: Duration = Duration::from_secs(1);
 /// How long an order key waits after the database or the log failed.
 const FAILURE_WAIT: Duration = Duration::from_secs(1);
+/// Attempts to record one outcome while the log is unreachable (about one a
+/// second): the receiver already got the POST, so the outcome is kept and
+/// recorded when the log is back rather than sent again. Past this bound the
+/// delivery is retried (at least once, never lost).
+const OUTCOME_APPEND_ATTEMPTS_MAX: u32 = 900;
 /// Most jitter added to a backoff, as a fraction of it.
 const JITTER_MAX: f64 = 0.1;
 /// Component name of the sender's actor.
@@ -359,7 +364,25 @@ async fn attempt(ctx: &Ctx, due: &Due) -> Result<Hold, WebhookError> {
     tracing::debug!(delivery = %due.delivery_id, url = %due.url, ?outcome, "webhook attempt");
     let event = outcome_event(due, outcome)?;
     let causation = parse_event_id(&due.event_id)?;
-    match append(ctx.log.as_ref(), &due.delivery_id, due.seq, event, Actor::system(COMPONENT), causation).await {
+    let mut recorded =
+        append(ctx.log.as_ref(), &due.delivery_id, due.seq, event.clone(), Actor::system(COMPONENT), causation).await;
+    let mut reconnects = ctx.log.reconnects();
+    for _ in 0..OUTCOME_APPEND_ATTEMPTS_MAX {
+        if !matches!(recorded, Err(WebhookError::Log(LogError::Unavailable(_)))) {
+            break;
+        }
+        // The same event (same id) again: a re-send the log de-duplicates.
+        match reconnects.as_mut() {
+            Some(r) => {
+                let _ = tokio::time::timeout(FAILURE_WAIT, r.changed()).await;
+            }
+            None => tokio::time::sleep(FAILURE_WAIT).await,
+        }
+        recorded =
+            append(ctx.log.as_ref(), &due.delivery_id, due.seq, event.clone(), Actor::system(COMPONENT), causation)
+                .await;
+    }
+    match recorded {
         Ok(position) => Ok(Hold::UntilPosition(position)),
         Err(WebhookError::Log(LogError::Conflict { .. })) => {
             // Someone else recorded an outcome: wait for the planner to fold it.

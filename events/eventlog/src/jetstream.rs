@@ -16,6 +16,14 @@
 //!   its own totally ordered position.
 //! - The stream is created or updated at start with explicit limits; it never
 //!   discards old events (`discard: new`, no age or count limit).
+//! - Outages: while the connection is down every call fails at once
+//!   ([`LogError::Unavailable`], the API's 503); the client reconnects within
+//!   [`RECONNECT_DELAY_MAX`] of a server answering again, and each reconnect
+//!   ends live subscriptions (with an error) so their owners resubscribe from
+//!   their own position at once. Subscriptions read through an ephemeral pull
+//!   consumer with a [`SUBSCRIBE_HEARTBEAT`] idle heartbeat, and check the
+//!   consumer sequence for gaps: a stalled or gapped consumer ends the
+//!   subscription with an error rather than going quiet.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -47,6 +55,14 @@ const ANY_RETRIES_MAX: u32 = 32;
 const ANY_LOCK_STRIPES: usize = 64;
 /// Largest message the stream accepts (the payload limit plus room for headers).
 const MESSAGE_BYTES_MAX: i32 = 1024 * 1024;
+/// Longest wait between two reconnect attempts (the client's default backs
+/// off to 4 s, which kept writes failing for seconds after NATS was back).
+pub const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(250);
+/// Idle heartbeat asked of a subscription's consumer; two missed ones end
+/// the subscription.
+pub const SUBSCRIBE_HEARTBEAT: Duration = Duration::from_millis(500);
+/// Messages pulled per request by a subscription.
+const SUBSCRIBE_BATCH: usize = 1000;
 
 /// How to reach JetStream and how the stream is configured.
 #[derive(Debug, Clone)]
@@ -64,8 +80,12 @@ pub struct JetStreamConfig {
     /// Largest size of the stream in bytes; `-1` for no limit. Appends are
     /// refused (never old events deleted) when it is reached.
     pub max_bytes: i64,
-    /// How long to wait for the server's answer to one request.
+    /// How long to wait for the server while connecting and setting up the stream.
     pub request_timeout: Duration,
+    /// How long one operation (an append, a read) waits for its answer once
+    /// connected: the bound on a write's 503 while a cluster elects a new
+    /// stream leader.
+    pub op_timeout: Duration,
 }
 
 impl JetStreamConfig {
@@ -79,6 +99,7 @@ impl JetStreamConfig {
             duplicate_window: Duration::from_secs(120),
             max_bytes: -1,
             request_timeout: Duration::from_secs(5),
+            op_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -97,6 +118,8 @@ struct Inner {
     /// aggregate → (last seq, stream sequence of the message holding it).
     seqs: Mutex<HashMap<AggregateRef, (u64, u64)>>,
     any_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Counts connections established (see [`EventLog::reconnects`]).
+    reconnects: tokio::sync::watch::Receiver<u64>,
 }
 
 fn position(stream_seq: u64, index: usize) -> Position {
@@ -164,11 +187,26 @@ impl JetStreamLog {
         if let Some((user, password)) = credentials(&servers) {
             options = options.user_and_password(user, password);
         }
+        let (connected_tx, reconnects) = tokio::sync::watch::channel(0u64);
         let client = options
             .name("arc")
             .retry_on_initial_connect()
             .connection_timeout(config.request_timeout)
             .request_timeout(Some(config.request_timeout))
+            .reconnect_delay_callback(reconnect_delay)
+            .event_callback(move |event| {
+                let connected_tx = connected_tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            connected_tx.send_modify(|n| *n += 1);
+                            tracing::info!("connected to NATS");
+                        }
+                        async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+                        other => tracing::debug!(event = %other, "NATS connection event"),
+                    }
+                }
+            })
             .connect(servers)
             .await
             .map_err(|e| LogError::Unavailable(format!("connecting to {}: {e}", redact_urls(&config.url))))?;
@@ -194,9 +232,27 @@ impl JetStreamLog {
             deny_purge: true,
             ..Default::default()
         };
+        let mut stream_config = stream_config;
+        // An existing stream keeps its replica count: a tool run (`rebuild`,
+        // `catch-up`) or an instance started without `--nats-replicas` must
+        // not quietly shrink an R3 log to R1 (or grow one).
+        if let Ok(mut existing) = js.get_stream(&config.stream).await
+            && let Ok(info) = existing.info().await
+            && info.config.num_replicas != config.replicas
+        {
+            tracing::warn!(
+                stream = %config.stream,
+                existing = info.config.num_replicas,
+                configured = config.replicas,
+                "the stream keeps its replica count; change it with the nats CLI if that is what you want"
+            );
+            stream_config.num_replicas = info.config.num_replicas;
+        }
         js.create_or_update_stream(stream_config)
             .await
             .map_err(|e| LogError::Unavailable(format!("creating stream {}: {e}", config.stream)))?;
+        // From here on every operation is bounded by the shorter timeout.
+        js.set_timeout(config.op_timeout);
         let stream = js
             .get_stream_no_info(&config.stream)
             .await
@@ -208,8 +264,19 @@ impl JetStreamLog {
                 stream,
                 seqs: Mutex::new(HashMap::new()),
                 any_locks: (0..ANY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                reconnects,
             }),
         })
+    }
+
+    /// Fails at once while the connection is down: a request sent now would
+    /// wait in the client's buffer and might be written long after its
+    /// caller was told it failed.
+    fn ensure_connected(&self) -> Result<(), LogError> {
+        match self.inner.js.client().connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(LogError::Unavailable(format!("not connected to NATS ({state})"))),
+        }
     }
 
     /// The NATS connection, for request/reply beside the log (media nodes).
@@ -349,19 +416,33 @@ impl JetStreamLog {
         }
     }
 
-    /// An ordered (gap-free, ephemeral) consumer from `start` (a stream sequence).
-    async fn consume(&self, filter: Option<String>, start: u64) -> Result<consumer::pull::Ordered, LogError> {
-        let config = consumer::pull::OrderedConfig {
+    /// An ephemeral pull consumer from `start` (a stream sequence), without
+    /// acks, pulling in batches with an idle heartbeat. Gaps are detected by
+    /// the subscription (consumer sequences), stalls by the heartbeat.
+    async fn consume(&self, filter: Option<String>, start: u64) -> Result<consumer::pull::Stream, LogError> {
+        let config = consumer::pull::Config {
             filter_subject: filter.unwrap_or_default(),
             deliver_policy: if start <= 1 {
                 consumer::DeliverPolicy::All
             } else {
                 consumer::DeliverPolicy::ByStartSequence { start_sequence: start }
             },
+            ack_policy: consumer::AckPolicy::None,
+            max_deliver: 1,
+            memory_storage: true,
+            num_replicas: 1,
+            inactive_threshold: Duration::from_secs(30),
             ..Default::default()
         };
         let consumer = self.inner.stream.create_consumer(config).await.map_err(unavailable)?;
-        consumer.messages().await.map_err(unavailable)
+        consumer
+            .stream()
+            .max_messages_per_batch(SUBSCRIBE_BATCH)
+            .heartbeat(SUBSCRIBE_HEARTBEAT)
+            .expires(SUBSCRIBE_HEARTBEAT * 4)
+            .messages()
+            .await
+            .map_err(unavailable)
     }
 
     /// The stream sequence of the last message, 0 if the stream is empty.
@@ -413,6 +494,7 @@ fn events_after(stream_seq: u64, events: Vec<RawEvent>, after: Position) -> impl
 impl EventLog for JetStreamLog {
     async fn append(&self, request: AppendRequest) -> Result<Appended, LogError> {
         validate(&request)?;
+        self.ensure_connected()?;
         match request.expected {
             Expected::Exact(n) => self.publish(&request, n).await,
             Expected::Any => {
@@ -444,6 +526,7 @@ impl EventLog for JetStreamLog {
     }
 
     async fn read_aggregate(&self, aggregate: &AggregateRef, after_seq: u64) -> Result<Vec<RecordedEvent>, LogError> {
+        self.ensure_connected()?;
         let (last_seq, last_stream_seq) = self.fetch_last(aggregate).await?;
         if last_seq <= after_seq {
             return Ok(Vec::new());
@@ -468,6 +551,7 @@ impl EventLog for JetStreamLog {
     }
 
     async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
+        self.ensure_connected()?;
         let last = self.last_stream_seq().await?;
         let (start, _) = split(after);
         let mut next = start.max(1);
@@ -492,15 +576,21 @@ impl EventLog for JetStreamLog {
     }
 
     async fn subscribe(&self, after: Position) -> Result<Subscription, LogError> {
+        self.ensure_connected()?;
         let (start, _) = split(after);
         let messages = self.consume(None, start.max(1)).await?;
+        let mut reconnects = self.inner.reconnects.clone();
+        reconnects.mark_unchanged();
         struct State {
-            messages: consumer::pull::Ordered,
+            messages: consumer::pull::Stream,
+            reconnects: tokio::sync::watch::Receiver<u64>,
             buffer: VecDeque<RecordedEvent>,
             after: Position,
+            /// The consumer sequence of the last message (0: none yet).
+            consumer_seq: u64,
             failed: bool,
         }
-        let state = State { messages, buffer: VecDeque::new(), after, failed: false };
+        let state = State { messages, reconnects, buffer: VecDeque::new(), after, consumer_seq: 0, failed: false };
         Ok(Box::pin(futures::stream::unfold(state, |mut s| async move {
             if s.failed {
                 return None;
@@ -514,20 +604,37 @@ impl EventLog for JetStreamLog {
                     s.after = e.position;
                     return Some((Ok(e), s));
                 }
-                let msg = match s.messages.next().await? {
+                let next = tokio::select! {
+                    next = s.messages.next() => next,
+                    changed = s.reconnects.changed() => {
+                        // The connection came back: this consumer may be gone
+                        // with the server that held it. The owner resubscribes.
+                        s.failed = true;
+                        let why = if changed.is_ok() { "reconnected to NATS" } else { "NATS connection closed" };
+                        return Some((Err(LogError::Unavailable(format!("subscription ended: {why}"))), s));
+                    }
+                };
+                let msg = match next? {
                     Ok(msg) => msg,
                     Err(e) => {
                         s.failed = true;
                         return Some((Err(unavailable(e)), s));
                     }
                 };
-                let stream_seq = match msg.info() {
-                    Ok(info) => info.stream_sequence,
+                let (stream_seq, consumer_seq) = match msg.info() {
+                    Ok(info) => (info.stream_sequence, info.consumer_sequence),
                     Err(e) => {
                         s.failed = true;
                         return Some((Err(unavailable(e)), s));
                     }
                 };
+                if s.consumer_seq != 0 && consumer_seq != s.consumer_seq + 1 {
+                    s.failed = true;
+                    let why =
+                        format!("subscription skipped from consumer sequence {} to {consumer_seq}", s.consumer_seq);
+                    return Some((Err(LogError::Unavailable(why)), s));
+                }
+                s.consumer_seq = consumer_seq;
                 match parse_message(stream_seq, &msg.payload) {
                     Ok(events) => s.buffer.extend(events_after(stream_seq, events, s.after)),
                     // A foreign or damaged message: report it, keep going after it.
@@ -538,6 +645,7 @@ impl EventLog for JetStreamLog {
     }
 
     async fn head(&self) -> Result<Position, LogError> {
+        self.ensure_connected()?;
         let last = self.last_stream_seq().await?;
         if last == 0 {
             return Ok(Position::START);
@@ -550,6 +658,21 @@ impl EventLog for JetStreamLog {
     fn backend(&self) -> &'static str {
         "jetstream"
     }
+
+    fn connected(&self) -> bool {
+        self.ensure_connected().is_ok()
+    }
+
+    fn reconnects(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.inner.reconnects.clone())
+    }
+}
+
+/// Delay before reconnect attempt `attempts` (1-based): at once, then a
+/// short, capped back-off (a few attempts per second at most).
+fn reconnect_delay(attempts: usize) -> Duration {
+    let ms = 50u64.saturating_mul(u64::try_from(attempts.saturating_sub(1)).unwrap_or(u64::MAX));
+    Duration::from_millis(ms).min(RECONNECT_DELAY_MAX)
 }
 
 #[cfg(test)]
@@ -568,5 +691,13 @@ mod tests {
         assert_eq!(credentials(&servers("nats://h:4222").expect("valid")), None);
         let err = servers("nats://arc:s3cret@[::1").map(|_| ()).expect_err("bad URL");
         assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn reconnects_are_quick_and_capped() {
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        assert_eq!(reconnect_delay(2), Duration::from_millis(50));
+        assert_eq!(reconnect_delay(100), RECONNECT_DELAY_MAX);
+        assert_eq!(reconnect_delay(usize::MAX), RECONNECT_DELAY_MAX);
     }
 }

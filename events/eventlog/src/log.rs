@@ -104,6 +104,20 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
 
     /// Short backend name for logs and status pages.
     fn backend(&self) -> &'static str;
+
+    /// Whether the log is reachable as far as this process can tell without
+    /// asking (the state of its connection). While it is not, every call
+    /// above fails at once with [`LogError::Unavailable`] instead of waiting.
+    fn connected(&self) -> bool {
+        true
+    }
+
+    /// Changes each time the connection to the log is established again
+    /// after it was lost (a counter), so followers resubscribe at once
+    /// instead of waiting for a timeout. `None`: the log never reconnects.
+    fn reconnects(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Checks a request against the limits and fills in each event's aggregate
