@@ -228,7 +228,7 @@ async fn outage(mut nats: NatsServers, replicas: usize) {
             let mut seq = 1000u16;
             while !stop_m.load(Ordering::Relaxed) {
                 seq = seq.wrapping_add(1);
-                p.send_frame(seq, seq % 30 == 0);
+                p.send_frame(seq, seq.is_multiple_of(30));
                 p.drive(Duration::from_millis(5)).await;
                 v.drive(Duration::from_millis(5)).await;
                 r.store(v.received, Ordering::Relaxed);

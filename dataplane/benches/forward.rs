@@ -166,7 +166,8 @@ fn connected_pair() -> Option<Pair> {
     .ok()?;
     client.add_local_candidate(RTCIceCandidate::from(&cand).to_json().ok()?).ok()?;
 
-    let mut node = peer::build("benchufragbenchufrag", "benchpasswordbenchpasswordbenchp", now).ok()?;
+    let cert = peer::certificate().ok()?;
+    let mut node = peer::build("benchufragbenchufrag", "benchpasswordbenchpasswordbenchp", now, &cert).ok()?;
     let ssrc = 0xabcd;
     let vp8 = peer::codecs().into_iter().find(|(k, _)| *k == RtpCodecKind::Video).map(|(_, c)| c)?;
     let track = MediaStreamTrack::new(

@@ -44,32 +44,39 @@ async def main():
     tasks, pcs, locations = [], [], []
     loop = asyncio.get_running_loop()
     try:
-        # Debian's aiortc 1.4 does not bundle, so each kind is its own WHEP
-        # session (one m-line each), as a non-bundling client would do.
+        # One WHEP session with an audio and a video m-line. Debian's aiortc
+        # 1.4 may not bundle them: then each m-line has its own ICE/DTLS
+        # transport, and the node answers each with a peer connection of its
+        # own (and one identity keeps one session in the room).
+        pc = RTCPeerConnection()
+        pcs.append(pc)
+
+        @pc.on("track")
+        def on_track(track):
+            key = "video_frames" if track.kind == "video" else "audio_frames"
+            tasks.append(asyncio.ensure_future(count(track, counts, key)))
+
         for kind in ("video", "audio"):
-            pc = RTCPeerConnection()
-            pcs.append(pc)
-
-            @pc.on("track")
-            def on_track(track):
-                key = "video_frames" if track.kind == "video" else "audio_frames"
-                tasks.append(asyncio.ensure_future(count(track, counts, key)))
-
             pc.addTransceiver(kind, direction="recvonly")
-            await pc.setLocalDescription(await pc.createOffer())
-            req = urllib.request.Request(
-                f"{base}/v1/whep/{room}",
-                data=pc.localDescription.sdp.encode(),
-                method="POST",
-                headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"},
-            )
-            resp = await loop.run_in_executor(None, lambda: urllib.request.urlopen(req, timeout=10))
-            answer = resp.read().decode()
-            locations.append(resp.headers.get("Location"))
-            for line in answer.splitlines():
-                if line.startswith("a=rtpmap:") and "rtx" not in line.lower():
-                    result.setdefault(kind + "_codec", line.split()[1].split("/")[0])
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = pc.localDescription.sdp
+        result["bundled"] = "a=group:BUNDLE" in offer
+        req = urllib.request.Request(
+            f"{base}/v1/whep/{room}",
+            data=offer.encode(),
+            method="POST",
+            headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"},
+        )
+        resp = await loop.run_in_executor(None, lambda: urllib.request.urlopen(req, timeout=10))
+        answer = resp.read().decode()
+        locations.append(resp.headers.get("Location"))
+        kind = None
+        for line in answer.splitlines():
+            if line.startswith("m="):
+                kind = line[2:].split()[0]
+            if line.startswith("a=rtpmap:") and "rtx" not in line.lower() and kind:
+                result.setdefault(kind + "_codec", line.split()[1].split("/")[0])
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             await asyncio.sleep(0.25)

@@ -8,6 +8,7 @@
 // FRAMES (60), AUDIO_PACKETS (100), TIMEOUT_MS (15000), CHROMIUM (/usr/bin/chromium),
 // HOLD_MS (0: how long to keep both pages open after success),
 // PLAY (1; 0: only publish, succeed once connected, then hold),
+// PUBLISH (1; 0: only play, e.g. another client publishes),
 // TRANSPORT (tcp: both pages drop the node's UDP candidates, as clients whose UDP is blocked),
 // SCREENSHOT (a PNG path: on success, a picture of the player page).
 import { chromium } from "playwright-core";
@@ -21,6 +22,7 @@ const audioPackets = Number(env("AUDIO_PACKETS", "100"));
 const timeoutMs = Number(env("TIMEOUT_MS", "15000"));
 const holdMs = Number(env("HOLD_MS", "0"));
 const playToo = env("PLAY", "1") !== "0";
+const publishToo = env("PUBLISH", "1") !== "0";
 
 const browser = await chromium.launch({
   executablePath: env("CHROMIUM", "/usr/bin/chromium"),
@@ -35,10 +37,10 @@ const browser = await chromium.launch({
 const result = { ok: false, codec, room };
 try {
   const context = await browser.newContext();
-  const pub = await context.newPage();
   const q = (o) => new URLSearchParams(o).toString();
   const transport = env("TRANSPORT", "");
-  await pub.goto(`${base}/publish?${q({ room, token: env("PUB_TOKEN", ""), codec, autostart: "1", transport })}`);
+  const pub = publishToo ? await context.newPage() : null;
+  if (pub) await pub.goto(`${base}/publish?${q({ room, token: env("PUB_TOKEN", ""), codec, autostart: "1", transport })}`);
   const play = playToo ? await context.newPage() : pub;
   if (playToo) await play.goto(`${base}/play?${q({ room, token: env("SUB_TOKEN", ""), autostart: "1", transport })}`);
   const started = Date.now();
@@ -46,7 +48,7 @@ try {
   while (Date.now() - started < timeoutMs) {
     await play.waitForTimeout(250);
     const [p, s] = await Promise.all([
-      pub.evaluate(() => ({ state: window.arc.state, error: window.arc.error })),
+      pub ? pub.evaluate(() => ({ state: window.arc.state, error: window.arc.error })) : Promise.resolve({ state: "not publishing", error: null }),
       play.evaluate(() => ({ state: window.arc.state, error: window.arc.error, stats: window.arc.stats ?? null })),
     ]);
     result.publisher = p;

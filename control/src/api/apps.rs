@@ -197,7 +197,7 @@ pub(crate) async fn create_app(
     let command = AppCommand::Create {
         name: req.name.clone(),
         secret: seal(&state, &app_id, &secret),
-        quotas: req.quotas.clone(),
+        quotas: req.quotas,
         webhooks: req.webhooks.clone(),
     };
     let meta = meta(who.actor());

@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::forward::{Action, Codec, DownKey, DownSpec, ForwardConfig, Forwarder, TrackKey, TrackSpec};
 
 pub mod demux;
+pub mod offer;
 pub mod peer;
 pub mod signal;
 
@@ -327,6 +328,7 @@ pub async fn start(
         stats: MediaStats::default(),
         session_gauge: sessions.clone(),
         draining: false,
+        certificate: peer::certificate().map_err(|e| std::io::Error::other(format!("DTLS certificate: {e}")))?,
     };
     let task = tokio::spawn(node.run(rx, tcp_rx));
     Ok((MediaHandle { tx, local, sessions }, task))
@@ -400,7 +402,9 @@ struct Node {
     /// (address, over TCP) → session.
     by_addr: HashMap<(SocketAddr, bool), Key>,
     by_ufrag: HashMap<String, Key>,
-    by_id: HashMap<String, Key>,
+    /// Session resource id → its legs (one per transport of the offer; one
+    /// for any bundled offer).
+    by_id: HashMap<String, Vec<Key>>,
     timers: BinaryHeap<Reverse<(Instant, Key)>>,
     dirty: Vec<Key>,
     outbox: Vec<(SocketAddr, BytesMut, bool)>,
@@ -412,7 +416,12 @@ struct Node {
     stats: MediaStats,
     session_gauge: Arc<AtomicU64>,
     draining: bool,
+    /// The DTLS certificate of every new session (see [`peer::certificate`]).
+    certificate: rtc::peer_connection::certificate::RTCCertificate,
 }
+
+/// A new DTLS certificate is made this long before the current one expires.
+const CERTIFICATE_RENEW_MARGIN: Duration = Duration::from_secs(24 * 3600);
 
 fn random_token(n: usize) -> String {
     use rand::Rng;
@@ -543,7 +552,7 @@ impl Node {
                 let _ = reply.send(r);
             }
             Command::Close(id, reason, reply) => {
-                let r = match self.by_id.get(&id).copied() {
+                let r = match self.by_id.get(&id).and_then(|legs| legs.first()).copied() {
                     Some(k) => {
                         self.end(k, reason);
                         Ok(())
@@ -630,14 +639,68 @@ impl Node {
     }
 
     fn open(&mut self, req: OpenSession) -> Result<SessionOpened, SessionError> {
-        let now = Instant::now();
         if self.draining && !self.sessions.values().any(|s| s.room_id == req.room_id) {
             return Err(SessionError::Draining);
         }
         if !req.offer.trim_start().starts_with("v=0") {
             return Err(SessionError::BadSdp { reason: "an SDP offer starts with v=0".into() });
         }
-        let (kinds, offered_codecs) = offered(&req.offer);
+        // No codec in common is the clearest thing to say first.
+        let (_, offered_codecs) = offered(&req.offer);
+        let supported = peer::codec_names();
+        if !offered_codecs
+            .iter()
+            .any(|c| supported.iter().any(|s| s.rsplit('/').next().is_some_and(|s| s.eq_ignore_ascii_case(c))))
+        {
+            return Err(SessionError::NoCommonCodec { offered: offered_codecs, supported });
+        }
+        // One leg (peer connection) per transport of the offer: one for any
+        // bundled offer, one per m-line for an offer without BUNDLE.
+        let plan = offer::plan(&req.offer).map_err(|e| SessionError::BadSdp { reason: e.to_string() })?;
+        let id = format!("se_{}", random_token(20));
+        let mut legs = Vec::with_capacity(plan.parts.len());
+        let mut answers = Vec::with_capacity(plan.parts.len());
+        for part in &plan.parts {
+            match self.open_leg(&req, &part.sdp, &id) {
+                Ok((key, answer)) => {
+                    legs.push(key);
+                    answers.push(answer);
+                }
+                Err(e) => {
+                    for key in legs {
+                        self.discard(key);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let answer = plan.merge(&answers).map_err(|e| SessionError::BadSdp { reason: e.to_string() })?;
+        for key in &legs {
+            self.mark(*key);
+        }
+        self.by_id.insert(id.clone(), legs.clone());
+        self.session_gauge.store(self.sessions.len() as u64, Ordering::Relaxed);
+        tracing::info!(session = %id, legs = legs.len(), room = %req.room_id, identity = %req.identity, role = ?req.role, "session opened");
+        Ok(SessionOpened { session_id: id, answer })
+    }
+
+    /// Removes a leg that was never handed out (its sibling failed to open):
+    /// nothing was published or reported for it.
+    fn discard(&mut self, key: Key) {
+        let Some(mut s) = self.sessions.remove(&key) else { return };
+        let _ = s.pc.close();
+        self.by_ufrag.remove(&s.ufrag);
+        for o in &s.outbound {
+            self.forwarder.remove_down(o.down);
+            self.down_owner.remove(&o.down);
+        }
+    }
+
+    /// Opens one peer connection for one transport's offer; answers its key
+    /// and SDP answer.
+    fn open_leg(&mut self, req: &OpenSession, offer: &str, id: &str) -> Result<(Key, String), SessionError> {
+        let now = Instant::now();
+        let (kinds, offered_codecs) = offered(offer);
         if kinds.is_empty() {
             return Err(SessionError::BadSdp { reason: "the offer has no audio or video m-line".into() });
         }
@@ -656,7 +719,10 @@ impl Node {
         };
         let pwd = random_token(32);
         let internal = |e: rtc::shared::error::Error| SessionError::Internal { message: e.to_string() };
-        let mut pc = peer::build(&ufrag, &pwd, now).map_err(internal)?;
+        if peer::expires_within(&self.certificate, CERTIFICATE_RENEW_MARGIN) {
+            self.certificate = peer::certificate().map_err(internal)?;
+        }
+        let mut pc = peer::build(&ufrag, &pwd, now, &self.certificate).map_err(internal)?;
         let key = self.next_key;
         self.next_key = self.next_key.wrapping_add(1).max(1);
         let mut outbound = Vec::new();
@@ -694,7 +760,7 @@ impl Node {
                 });
             }
         }
-        let offer = RTCSessionDescription::offer(req.offer.clone())
+        let offer = RTCSessionDescription::offer(offer.to_owned())
             .map_err(|e| SessionError::BadSdp { reason: e.to_string() })?;
         pc.set_remote_description(now, offer).map_err(|e| SessionError::BadSdp { reason: e.to_string() })?;
         peer::add_host_candidates(&mut pc, &self.announce, &self.tcp_announce).map_err(internal)?;
@@ -732,9 +798,8 @@ impl Node {
             }
         }
         outbound.retain(|o| !o.pts.is_empty());
-        let id = format!("se_{}", random_token(20));
         let session = Session {
-            id: id.clone(),
+            id: id.to_owned(),
             room_id: req.room_id.clone(),
             identity: req.identity.clone(),
             sid: req.sid.clone(),
@@ -753,8 +818,6 @@ impl Node {
         };
         self.sessions.insert(key, session);
         self.by_ufrag.insert(ufrag, key);
-        self.by_id.insert(id.clone(), key);
-        self.session_gauge.store(self.sessions.len() as u64, Ordering::Relaxed);
         // Subscriber streams are registered now and start forwarding once the
         // session is connected (a keyframe sent before DTLS completes is lost).
         let downs: Vec<(DownKey, u32, Option<u8>)> =
@@ -765,14 +828,11 @@ impl Node {
             let spec = DownSpec { ssrc, payload_type: 0, audio_level_ext: ext };
             let _ = self.forwarder.add_down(now, down, spec, None, &mut actions);
         }
-        self.mark(key);
-        tracing::info!(session = %id, room = %req.room_id, identity = %req.identity, role = ?req.role, "session opened");
-        Ok(SessionOpened { session_id: id, answer })
+        Ok((key, answer))
     }
 
     fn patch(&mut self, id: &str, fragment: &str) -> Result<Option<String>, SessionError> {
-        let key = *self.by_id.get(id).ok_or(SessionError::NotFound)?;
-        let session = self.sessions.get_mut(&key).ok_or(SessionError::NotFound)?;
+        let legs = self.by_id.get(id).ok_or(SessionError::NotFound)?;
         let mut ufrag = None;
         for line in fragment.lines().map(str::trim_end) {
             if let Some(u) = line.strip_prefix("a=ice-ufrag:") {
@@ -797,11 +857,13 @@ impl Node {
             }
         }
         if let Some(u) = ufrag {
-            let current = session
-                .pc
-                .remote_description()
-                .and_then(|d| d.sdp.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:").map(str::to_owned)));
-            if current.as_deref() != Some(u.as_str()) {
+            // The ufrag of one of the session's transports: trickle, not a restart.
+            let known = legs.iter().filter_map(|k| self.sessions.get(k)).any(|session| {
+                session.pc.remote_description().is_some_and(|d| {
+                    d.sdp.lines().any(|l| l.trim_end().strip_prefix("a=ice-ufrag:") == Some(u.as_str()))
+                })
+            });
+            if !known {
                 return Err(SessionError::BadSdp {
                     reason: "ICE restart is not supported by this node; DELETE the session and POST a new offer".into(),
                 });
@@ -1256,7 +1318,9 @@ impl Node {
             self.by_addr.remove(a);
         }
         self.by_ufrag.remove(&s.ufrag);
-        self.by_id.remove(&s.id);
+        // The session's other legs (other transports of its offer) end with it.
+        let siblings: Vec<Key> =
+            self.by_id.remove(&s.id).unwrap_or_default().into_iter().filter(|k| *k != key).collect();
         let ended_why = reason.as_str();
         for o in &s.outbound {
             if let Some(track) = self.forwarder.source_of(o.down).and_then(|t| self.track_event_id(t)) {
@@ -1305,6 +1369,9 @@ impl Node {
             session_id: s.id,
             reason,
         });
+        for k in siblings {
+            self.end(k, reason);
+        }
     }
 }
 

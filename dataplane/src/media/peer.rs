@@ -13,6 +13,7 @@ use rtc::interceptor::{
     Attribute, Interceptor, NackGeneratorBuilder, Packet as IPacket, ReceiverReportBuilder, Registry,
     SenderReportBuilder, Slot, StreamInfo, TaggedPacket,
 };
+use rtc::peer_connection::certificate::RTCCertificate;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_receiver_only;
 use rtc::peer_connection::configuration::media_engine::{
@@ -138,7 +139,31 @@ impl Interceptor for DeliverFeedback {
 }
 
 /// A new peer connection for one session.
-pub fn build(ufrag: &str, pwd: &str, now: Instant) -> Result<RTCPeerConnection, RtcError> {
+/// A DTLS certificate for the node's sessions (ECDSA P-256, self-signed).
+///
+/// One certificate serves every session of a node (as Janus and mediasoup
+/// do): an offer whose m-lines ride separate transports (no BUNDLE) is
+/// answered by one peer connection per transport, and clients such as
+/// GStreamer's webrtcbin refuse an answer whose m-lines carry different
+/// fingerprints. It also spares a key generation per session.
+pub fn certificate() -> Result<RTCCertificate, RtcError> {
+    let provider = rtc::crypto::default_provider().map_err(|e| RtcError::Other(e.to_string()))?;
+    let params = rtc::peer_connection::certificate::CertificateParams::new(vec!["arc-media".to_owned()])
+        .map_err(|e| RtcError::Other(e.to_string()))?;
+    RTCCertificate::generate(provider.crypto(), rtc::crypto::SignatureScheme::EcdsaP256Sha256, params)
+}
+
+/// Whether `cert` expires within `margin` (time to make a new one).
+pub fn expires_within(cert: &RTCCertificate, margin: std::time::Duration) -> bool {
+    cert.expires.duration_since(std::time::SystemTime::now()).map_or(true, |left| left < margin)
+}
+
+pub fn build(
+    ufrag: &str,
+    pwd: &str,
+    now: Instant,
+    certificate: &RTCCertificate,
+) -> Result<RTCPeerConnection, RtcError> {
     use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile as P;
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
@@ -176,7 +201,7 @@ pub fn build(ufrag: &str, pwd: &str, now: Instant) -> Result<RTCPeerConnection, 
         .with(Slot::SenderReport, SenderReportBuilder::new().build());
     let registry = configure_twcc_receiver_only(registry, &mut media_engine)?;
     RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_configuration(RTCConfigurationBuilder::new().with_certificates(vec![certificate.clone()]).build())
         .with_setting_engine(setting_engine)
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
