@@ -30,7 +30,7 @@ use arc_events::{Actor, AggregateKind, AggregateRef, CommandMeta, ParticipantIde
 
 use crate::media::MediaRouter;
 use crate::readdb::ReadDb;
-use arc_media::media::signal::{NodeReply, NodeRequest, SESSIONS_PAGE_MAX};
+use arc_nodeproto::{NodeReply, NodeRequest, SESSIONS_PAGE_MAX, SessionInfo};
 
 /// Most aggregates handled per sweep.
 const SWEEP_MAX: i64 = 200;
@@ -166,7 +166,7 @@ async fn sweep_orphans(db: &ReadDb, rooms: &Repository<Room>, tracks: &Repositor
 struct Missing(HashSet<(String, String)>);
 
 /// One node's sessions, all pages (bounded); `None` if the node did not answer.
-async fn node_sessions(media: &MediaRouter, node: &str) -> Option<Vec<arc_media::media::SessionInfo>> {
+async fn node_sessions(media: &MediaRouter, node: &str) -> Option<Vec<SessionInfo>> {
     let mut out = Vec::new();
     let mut after = None;
     for _ in 0..RECONCILE_PAGES_MAX {

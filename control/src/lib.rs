@@ -9,14 +9,24 @@
 //! # Layout
 //! - [`config`]: settings from a TOML file, `ARC_*` environment and flags.
 //! - [`readdb`]: the read-model database (PostgreSQL or SQLite) and its migrations.
-//! - [`projection`]: the projection runner and the `rooms` and `nodes` projections.
-//! - [`janitor`]: periodic commands — close idle rooms, declare silent nodes lost.
-//! - [`api`]: the axum router (`/healthz`, `/v1/...`, the status page).
+//! - [`projection`]: the projection runner and its projections (rooms, nodes,
+//!   apps, participants, tracks, revoked tokens).
+//! - [`janitor`]: periodic commands — close idle rooms, declare silent nodes
+//!   lost, end what lost nodes held — and the reconciliation of each node's
+//!   sessions with the log.
+//! - [`media`]: placement of rooms on nodes, and requests to nodes (the node
+//!   protocol, `arc-nodeproto`, over NATS or in process).
+//! - [`embedded`]: the media node `dev` carries (feature `embedded-node`; the
+//!   only code that imports `arc-media`).
+//! - [`api`]: the axum router (`/healthz`, `/readyz`, `/v1/...`, WHIP/WHEP,
+//!   the status page, the OpenAPI document).
 //! - [`server`]: wiring: opens the log and database, starts runners, janitors and HTTP.
 //! - [`error`]: the `ControlError` enum.
 
 pub mod api;
 pub mod config;
+#[cfg(feature = "embedded-node")]
+pub mod embedded;
 pub mod error;
 pub mod janitor;
 pub mod media;

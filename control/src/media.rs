@@ -7,10 +7,10 @@
 //! Requests go to the embedded node in `dev` (in process) or over NATS
 //! request/reply to `arc.media.<node>.rpc` (same JSON types either way).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use arc_media::media::signal::{self, NodeReply, NodeRequest};
-use arc_media::media::{MediaHandle, SessionError};
+use arc_nodeproto::{NodeReply, NodeRequest, NodeService, SessionError};
 
 use crate::readdb::ReadDb;
 
@@ -31,8 +31,8 @@ pub enum RouteError {
 /// The ways to reach nodes.
 #[derive(Debug, Clone, Default)]
 pub struct MediaRouter {
-    /// The embedded node of `dev`: (node id, handle).
-    pub local: Option<(String, MediaHandle)>,
+    /// The node embedded in this process (`dev`): (node id, its service).
+    pub local: Option<(String, Arc<dyn NodeService>)>,
     /// NATS, for nodes that are separate processes.
     pub nats: Option<async_nats::Client>,
 }
@@ -77,18 +77,20 @@ impl MediaRouter {
 
     /// Sends one request to a node and returns its reply.
     pub async fn request(&self, node_id: &str, req: NodeRequest) -> Result<NodeReply, RouteError> {
-        if let Some((id, handle)) = &self.local
+        if let Some((id, service)) = &self.local
             && id == node_id
         {
-            return Ok(handle.serve(req).await);
+            return Ok(service.serve(req).await);
         }
         let Some(nats) = &self.nats else { return Err(RouteError::NoNode) };
-        let body = serde_json::to_vec(&req).map_err(|e| RouteError::Unreachable(node_id.into(), e.to_string()))?;
-        let reply = tokio::time::timeout(REQUEST_TIMEOUT, nats.request(signal::subject(node_id), body.into()))
+        let id =
+            arc_events::NodeId::parse(node_id).map_err(|e| RouteError::Unreachable(node_id.into(), e.to_string()))?;
+        let body = arc_nodeproto::encode_request(&req);
+        let reply = tokio::time::timeout(REQUEST_TIMEOUT, nats.request(arc_nodeproto::subject(&id), body.into()))
             .await
             .map_err(|_| RouteError::Unreachable(node_id.into(), "timed out".into()))?
             .map_err(|e| RouteError::Unreachable(node_id.into(), e.to_string()))?;
-        serde_json::from_slice(&reply.payload)
+        arc_nodeproto::decode_reply(&reply.payload)
             .map_err(|e| RouteError::Unreachable(node_id.into(), format!("bad reply: {e}")))
     }
 }
@@ -100,6 +102,8 @@ pub fn session_error_status(e: &SessionError) -> (u16, &'static str) {
         SessionError::NoCommonCodec { .. } => (406, "no_common_codec"),
         SessionError::NotFound => (404, "session_not_found"),
         SessionError::Draining | SessionError::Unavailable => (503, "node_unavailable"),
+        SessionError::Full { .. } => (503, "node_full"),
+        SessionError::UnsupportedVersion { .. } | SessionError::Malformed { .. } => (502, "node_protocol"),
         SessionError::Internal { .. } => (500, "internal"),
     }
 }

@@ -128,7 +128,8 @@ pub struct Running {
     pub master_key_id: String,
     /// The embedded media node's UDP address (`dev` only).
     pub media_udp: Option<SocketAddr>,
-    media: Option<arc_media::media::MediaHandle>,
+    #[cfg(feature = "embedded-node")]
+    media: Option<crate::embedded::EmbeddedNode>,
     tasks: JoinSet<()>,
 }
 
@@ -139,6 +140,7 @@ impl Running {
             () = shutdown => tracing::info!("shutting down"),
             Some(done) = self.tasks.join_next() => tracing::error!(?done, "a control-plane task stopped"),
         }
+        #[cfg(feature = "embedded-node")]
         if let Some(media) = &self.media {
             // Sessions end with reason node_shutdown; give the reporter a moment to record them.
             media.shutdown().await;
@@ -177,8 +179,11 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     let db = ReadDb::connect(&config.database_url).await?;
     arc_webhooks::migrate(&db.pool).await.map_err(|e| ControlError::Unavailable(format!("webhook tables: {e}")))?;
     let mut tasks = JoinSet::new();
+    #[cfg_attr(not(feature = "embedded-node"), allow(unused_mut))]
     let mut media = crate::media::MediaRouter { local: None, nats };
+    #[cfg_attr(not(feature = "embedded-node"), allow(unused_mut))]
     let mut media_udp = None;
+    #[cfg(feature = "embedded-node")]
     let mut media_handle = None;
 
     let mut projections = Vec::new();
@@ -193,47 +198,15 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
             .map_err(|e| ControlError::Config(format!("webhooks: {e}")))?;
     if config.log == LogConfig::Embedded {
         // `dev` carries its own media node, so one process is a whole platform.
-        // INVARIANT: DEV_NODE_ID is a valid token literal.
-        let node_id = arc_events::NodeId::parse(DEV_NODE_ID).expect("valid literal id");
-        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-        let media_config =
-            arc_media::media::MediaConfig { udp_listen: config.media_udp, announce: config.media_announce.clone() };
-        let (handle, media_task) = arc_media::media::start(media_config, events_tx)
-            .await
-            .map_err(|e| ControlError::Config(format!("cannot bind the media port {}: {e}", config.media_udp)))?;
-        let port = handle.local_addr().port();
-        tasks.spawn(async move {
-            let _ = media_task.await;
-        });
-        tasks.spawn(arc_media::report::run(log.clone(), node_id.clone(), events_rx));
-        media_udp = Some(handle.local_addr());
-        media.local = Some((DEV_NODE_ID.to_owned(), handle.clone()));
-        media_handle = Some(handle.clone());
-        let node_log = log.clone();
-        let agent_media = Some(handle.clone());
-        let public_ips = config.media_announce.iter().map(ToString::to_string).collect();
-        tasks.spawn(async move {
-            let info = arc_events::node::NodeRegistered {
-                address: format!("embedded (media udp port {port})"),
-                public_ips,
-                arch: std::env::consts::ARCH.into(),
-                cores: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
-                capacity: 500,
-                version: env!("CARGO_PKG_VERSION").into(),
-            };
-            if let Err(e) = arc_media::agent::run(
-                node_log,
-                node_id,
-                info,
-                agent_media,
-                std::time::Duration::ZERO,
-                std::future::pending(),
-            )
-            .await
-            {
-                tracing::error!(error = %e, "the embedded media node stopped");
-            }
-        });
+        #[cfg(feature = "embedded-node")]
+        {
+            let node = crate::embedded::start(config, log.clone(), &mut tasks).await?;
+            media_udp = Some(node.local_addr());
+            media.local = Some((DEV_NODE_ID.to_owned(), node.service()));
+            media_handle = Some(node);
+        }
+        #[cfg(not(feature = "embedded-node"))]
+        tracing::warn!("built without the embedded-node feature: dev has no media node");
     }
 
     tasks.spawn(crate::janitor::run(db.clone(), log.clone(), media.clone(), config.janitor_interval));
@@ -262,7 +235,16 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
             tracing::error!(error = %e, "http server stopped");
         }
     });
-    Ok(Running { addr, log, admin_key, master_key_id, media_udp, media: media_handle, tasks })
+    Ok(Running {
+        addr,
+        log,
+        admin_key,
+        master_key_id,
+        media_udp,
+        #[cfg(feature = "embedded-node")]
+        media: media_handle,
+        tasks,
+    })
 }
 
 async fn catch_up_one<P: Projection>(

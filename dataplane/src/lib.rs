@@ -1,17 +1,26 @@
-//! Arc's data-plane appliance, `arc-media`.
-//!
-//! Today it is the node's control loop: it registers the node in the event
-//! log, reports load every [`HEARTBEAT_INTERVAL_S`] seconds, and deregisters
-//! on shutdown. The SFU forwarding core arrives with the media-node issue.
+//! Arc's data-plane appliance, `arc-media`: the media node.
 //!
 //! The data plane never imports the control plane: the two meet in the event
-//! log (`arc-events` types through `arc-eventlog`).
+//! log (`arc-events` types through `arc-eventlog`) and in the node protocol
+//! (`arc-nodeproto`, requests and replies over NATS or in process).
 //!
 //! # Layout
-//! - [`agent`]: registration, heartbeats and deregistration of one node.
+//! - [`forward`]: the forwarding core (sans-IO): rewrite per subscriber,
+//!   keyframes, the NACK cache.
+//! - [`engine`]: the node's engine (sans-IO): sessions and their `rtc` peer
+//!   connections, tracks, subscriptions, the forwarder between them; bytes
+//!   and time in, datagrams and events out.
+//! - [`media`]: the driver around the engine: the UDP socket, ICE-TCP, the
+//!   clock, the request channel ([`media::MediaHandle`]).
+//! - [`report`]: the engine's events appended to the log.
+//! - [`follow`]: the log followed for what ends media (the log is the truth
+//!   for the node too).
+//! - [`agent`]: registration, heartbeats, drain and deregistration of one node.
 //! - [`load`]: the node's own load figures (CPU of the process).
 
 pub mod agent;
+pub mod engine;
+pub mod follow;
 pub mod forward;
 pub mod load;
 pub mod media;

@@ -31,7 +31,8 @@ struct Cli {
     /// Public IP announced to clients (repeat for several)
     #[arg(long = "public-ip", env = "ARC_PUBLIC_IPS", value_delimiter = ',')]
     public_ips: Vec<String>,
-    /// Most concurrent sessions this node accepts
+    /// Most concurrent sessions this node accepts (placement counts participants
+    /// against it; the node refuses sessions beyond it with 503 node_full)
     #[arg(long, env = "ARC_NODE_CAPACITY", default_value_t = 500)]
     capacity: u32,
     /// UDP address of the one media port (every WebRTC peer uses it)
@@ -102,14 +103,16 @@ async fn run() -> Result<()> {
         anyhow::bail!("--public-ip takes IP addresses, got {:?}", info.public_ips);
     }
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (media, media_task) =
-        arc_media::media::start(arc_media::media::MediaConfig { udp_listen: cli.media_udp, announce }, events_tx)
-            .await
-            .with_context(|| format!("binding the media port {}", cli.media_udp))?;
+    let media_config =
+        arc_media::media::MediaConfig { udp_listen: cli.media_udp, announce, sessions_max: cli.capacity };
+    let (media, media_task) = arc_media::media::start(media_config, events_tx)
+        .await
+        .with_context(|| format!("binding the media port {}", cli.media_udp))?;
     let client = log.client();
     let log: std::sync::Arc<dyn arc_eventlog::EventLog> = std::sync::Arc::new(log);
     let reporter = tokio::spawn(arc_media::report::run(log.clone(), node_id.clone(), events_rx));
-    let subject = arc_media::media::signal::subject(node_id.as_str());
+    let follower = tokio::spawn(arc_media::follow::run(log.clone(), media.clone()));
+    let subject = arc_nodeproto::subject(&node_id);
     let mut requests = client.subscribe(subject.clone()).await.context("subscribing to the node's request subject")?;
     let rpc_media = media.clone();
     let rpc_client = client.clone();
@@ -119,19 +122,12 @@ async fn run() -> Result<()> {
             let (media, client) = (rpc_media.clone(), rpc_client.clone());
             tokio::spawn(async move {
                 let Some(reply_to) = msg.reply else { return };
-                let reply = match serde_json::from_slice::<arc_media::media::NodeRequest>(&msg.payload) {
-                    Ok(req) => media.serve(req).await,
-                    Err(e) => arc_media::media::NodeReply::Error(arc_media::media::SessionError::Internal {
-                        message: format!("malformed request: {e}"),
-                    }),
+                let reply = match arc_nodeproto::decode_request(&msg.payload) {
+                    Ok(req) => media.request(req).await,
+                    Err(e) => arc_nodeproto::NodeReply::Error(e.into()),
                 };
-                match serde_json::to_vec(&reply) {
-                    Ok(body) => {
-                        if let Err(e) = client.publish(reply_to, body.into()).await {
-                            tracing::warn!(error = %e, "answering a request");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "encoding a reply"),
+                if let Err(e) = client.publish(reply_to, arc_nodeproto::encode_reply(&reply).into()).await {
+                    tracing::warn!(error = %e, "answering a request");
                 }
             });
         }
@@ -157,6 +153,7 @@ async fn run() -> Result<()> {
     .await?;
     // The agent drained and ended the sessions before deregistering.
     rpc.abort();
+    follower.abort();
     media.shutdown().await;
     let _ = media_task.await;
     // The reporter drains what the sessions' ends produced, then stops.

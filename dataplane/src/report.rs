@@ -14,7 +14,7 @@ use arc_eventlog::{EventLog, ExecuteError, Repository};
 use arc_events::aggregate::room::{Room, RoomCommand};
 use arc_events::aggregate::track::{Track, TrackCommand};
 use arc_events::track::{MediaKind, TrackPublished, TrackSource};
-use arc_events::{Actor, AggregateRef, CommandMeta, NodeId, ParticipantIdentity, ParticipantSid, RoomId, TrackId};
+use arc_events::{Actor, AggregateRef, CommandMeta, NodeId};
 use tokio::sync::mpsc;
 
 use crate::media::{MediaEvent, RtpKind};
@@ -61,14 +61,12 @@ async fn append(
     ev: &MediaEvent,
 ) -> Result<(), Failure> {
     let meta = CommandMeta::new(Actor::Node { node_id: node_id.clone() }, chrono::Utc::now());
-    let bad = |what: &str, e: &dyn std::fmt::Display| Failure::Refused(format!("{what}: {e}"));
     match ev {
         MediaEvent::TrackPublished { room_id, identity, sid, track, kind, codec } => {
-            let track = TrackId::parse(track).map_err(|e| bad("track id", &e))?;
             let published = TrackPublished {
-                room_id: RoomId::parse(room_id).map_err(|e| bad("room id", &e))?,
-                identity: ParticipantIdentity::parse(identity).map_err(|e| bad("identity", &e))?,
-                sid: ParticipantSid::parse(sid).map_err(|e| bad("sid", &e))?,
+                room_id: room_id.clone(),
+                identity: identity.clone(),
+                sid: sid.clone(),
                 kind: match kind {
                     RtpKind::Audio => MediaKind::Audio,
                     RtpKind::Video => MediaKind::Video,
@@ -81,44 +79,31 @@ async fn append(
                 simulcast: false,
             };
             tracks
-                .execute(&AggregateRef::from(&track), &TrackCommand::Publish(published), &meta)
+                .execute(&AggregateRef::from(track), &TrackCommand::Publish(published), &meta)
                 .await
                 .map_err(classify)?;
         }
         MediaEvent::TrackUnpublished { track, reason } => {
-            let track = TrackId::parse(track).map_err(|e| bad("track id", &e))?;
-            tracks
-                .execute(&AggregateRef::from(&track), &TrackCommand::Unpublish { reason: reason.clone() }, &meta)
-                .await
-                .map_err(classify)?;
+            let cmd = TrackCommand::Unpublish { reason: reason.as_str().to_owned() };
+            tracks.execute(&AggregateRef::from(track), &cmd, &meta).await.map_err(classify)?;
         }
         MediaEvent::SubscriptionStarted { track, identity, sid } => {
-            let track = TrackId::parse(track).map_err(|e| bad("track id", &e))?;
-            let cmd = TrackCommand::Subscribe {
-                subscriber: ParticipantIdentity::parse(identity).map_err(|e| bad("identity", &e))?,
-                sid: ParticipantSid::parse(sid).map_err(|e| bad("sid", &e))?,
-            };
-            tracks.execute(&AggregateRef::from(&track), &cmd, &meta).await.map_err(classify)?;
+            let cmd = TrackCommand::Subscribe { subscriber: identity.clone(), sid: sid.clone() };
+            tracks.execute(&AggregateRef::from(track), &cmd, &meta).await.map_err(classify)?;
         }
         MediaEvent::SubscriptionEnded { track, identity, sid, reason } => {
-            let track = TrackId::parse(track).map_err(|e| bad("track id", &e))?;
             let cmd = TrackCommand::Unsubscribe {
-                subscriber: ParticipantIdentity::parse(identity).map_err(|e| bad("identity", &e))?,
-                sid: ParticipantSid::parse(sid).map_err(|e| bad("sid", &e))?,
-                reason: reason.clone(),
+                subscriber: identity.clone(),
+                sid: sid.clone(),
+                reason: reason.as_str().to_owned(),
             };
-            tracks.execute(&AggregateRef::from(&track), &cmd, &meta).await.map_err(classify)?;
+            tracks.execute(&AggregateRef::from(track), &cmd, &meta).await.map_err(classify)?;
         }
         MediaEvent::SessionEnded { room_id, identity, sid, reason, .. } => {
-            let room = RoomId::parse(room_id).map_err(|e| bad("room id", &e))?;
-            let cmd = RoomCommand::Leave {
-                identity: ParticipantIdentity::parse(identity).map_err(|e| bad("identity", &e))?,
-                sid: ParticipantSid::parse(sid).map_err(|e| bad("sid", &e))?,
-                // The node's reasons are the log's (when the control plane
-                // ended the session, it wrote the leave already; this is a no-op).
-                reason: *reason,
-            };
-            rooms.execute(&AggregateRef::from(&room), &cmd, &meta).await.map_err(classify)?;
+            // The node's reasons are the log's (when the control plane ended
+            // the session, it wrote the leave already; this is a no-op).
+            let cmd = RoomCommand::Leave { identity: identity.clone(), sid: sid.clone(), reason: *reason };
+            rooms.execute(&AggregateRef::from(room_id), &cmd, &meta).await.map_err(classify)?;
         }
     }
     Ok(())

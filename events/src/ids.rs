@@ -147,6 +147,12 @@ token_id!(
     NodeId,
     "node"
 );
+token_id!(
+    /// One media session on a node (a WHIP or WHEP resource; a participant
+    /// session may hold several over time).
+    MediaSessionId,
+    "se"
+);
 
 /// The id of one event: a UUIDv7, so ids sort by creation time.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]

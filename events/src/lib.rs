@@ -39,6 +39,6 @@ pub use event::{
     TrackEvent, WebhookEvent,
 };
 pub use ids::{
-    AppId, CallId, CorrelationId, DeliveryId, EventId, NodeId, ParticipantIdentity, ParticipantSid, RecordingId,
-    RoomId, TrackId,
+    AppId, CallId, CorrelationId, DeliveryId, EventId, MediaSessionId, NodeId, ParticipantIdentity, ParticipantSid,
+    RecordingId, RoomId, TrackId,
 };

@@ -12,7 +12,7 @@ use arc_events::participant::Permissions;
 use arc_events::room::{LeaveReason, ParticipantJoined};
 use arc_events::track::MutedBy;
 use arc_events::{AggregateKind, AggregateRef, AppId, ParticipantIdentity, ParticipantSid, RoomId};
-use arc_media::media::signal::NodeRequest;
+use arc_nodeproto::NodeRequest;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -427,7 +427,11 @@ pub(crate) async fn end_media(state: &ApiState, node: &str, room_id: &str, sid: 
             return;
         }
     };
-    let req = NodeRequest::End { room_id: room_id.to_owned(), sid: sid.clone(), reason };
+    let Ok(room) = RoomId::parse(room_id) else {
+        tracing::warn!(%node, room_id, "not a room id; nothing to end");
+        return;
+    };
+    let req = NodeRequest::End { room_id: room, sid: sid.clone(), reason };
     match state.media.request(node, req).await {
         Ok(reply) => tracing::debug!(%node, room_id, ?sid, ?reason, ?reply, "media sessions ended"),
         Err(e) => {
@@ -984,7 +988,8 @@ pub(crate) async fn mute_track(
         .await?
         .flatten();
     if let Some(node) = node {
-        let req = NodeRequest::Mute { track_id: track_id.clone(), muted: req.muted };
+        let track = arc_events::TrackId::parse(&track_id).map_err(|e| ApiError::bad_request("track_id", e))?;
+        let req = NodeRequest::Mute { track_id: track, muted: req.muted };
         if let Err(e) = state.media.request(&node, req).await {
             tracing::warn!(%node, error = %e, "telling the media node about a mute");
         }

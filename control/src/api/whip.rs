@@ -13,8 +13,8 @@ use std::sync::Arc;
 use arc_events::aggregate::room::RoomCommand;
 use arc_events::participant::Permissions;
 use arc_events::room::{LeaveReason, ParticipantJoined};
-use arc_events::{AggregateRef, AppId, NodeId, ParticipantIdentity, ParticipantSid};
-use arc_media::media::signal::{NodeReply, NodeRequest, OpenSession, Role};
+use arc_events::{AggregateRef, AppId, MediaSessionId, NodeId, ParticipantIdentity, ParticipantSid};
+use arc_nodeproto::{NodeReply, NodeRequest, OpenSession, Role};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -63,9 +63,14 @@ fn route_error(e: RouteError) -> ApiError {
     }
 }
 
-fn node_error(e: &arc_media::media::SessionError) -> ApiError {
+fn node_error(e: &arc_nodeproto::SessionError) -> ApiError {
     let (status, code) = session_error_status(e);
     ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), code, e.to_string())
+}
+
+/// A session resource's id from the path (a malformed one names no session).
+fn session_id(s: &str) -> ApiResult<MediaSessionId> {
+    MediaSessionId::parse(s).map_err(|_| ApiError::not_found("session_not_found", "no such session"))
 }
 
 /// Which participant a WHEP player watches.
@@ -129,7 +134,13 @@ pub(crate) async fn whep_post(
     Query(q): Query<PlayQuery>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    open_session(&state, &headers, &room, body, Role::Subscribe { participant: q.participant }, "whep").await
+    let participant = q
+        .participant
+        .as_deref()
+        .map(ParticipantIdentity::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("participant", e))?;
+    open_session(&state, &headers, &room, body, Role::Subscribe { participant }, "whep").await
 }
 
 async fn open_session(
@@ -197,9 +208,9 @@ async fn open_session(
     };
     let position = join(state, &who, &app, &room_id, joined).await?.position;
     let req = OpenSession {
-        room_id: room_id.to_string(),
-        identity: identity.to_string(),
-        sid: sid.to_string(),
+        room_id: room_id.clone(),
+        identity: identity.clone(),
+        sid: sid.clone(),
         role,
         offer: offer.to_owned(),
     };
@@ -323,7 +334,7 @@ async fn patch(
         ));
     }
     let fragment = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("sdpfrag", "not UTF-8"))?;
-    let req = NodeRequest::Patch { session_id: session.to_owned(), fragment: fragment.to_owned() };
+    let req = NodeRequest::Patch { session_id: session_id(session)?, fragment: fragment.to_owned() };
     match session_request(state, headers, room, node, req).await? {
         NodeReply::Patched { fragment: Some(f) } => {
             let mut resp = (StatusCode::OK, f).into_response();
@@ -347,7 +358,7 @@ pub(crate) async fn whip_delete(
     headers: HeaderMap,
     Path((room, node, session)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    let req = NodeRequest::Close { session_id: session };
+    let req = NodeRequest::Close { session_id: session_id(&session)? };
     session_request(&state, &headers, &room, &node, req).await?;
     Ok(StatusCode::OK.into_response())
 }
@@ -364,7 +375,7 @@ pub(crate) async fn whep_delete(
     headers: HeaderMap,
     Path((room, node, session)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    let req = NodeRequest::Close { session_id: session };
+    let req = NodeRequest::Close { session_id: session_id(&session)? };
     session_request(&state, &headers, &room, &node, req).await?;
     Ok(StatusCode::OK.into_response())
 }

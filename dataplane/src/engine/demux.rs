@@ -1,9 +1,12 @@
 //! One UDP port for every peer: which session a datagram belongs to.
 //!
 //! A known 5-tuple goes straight to its session. A new address is only
-//! accepted through a STUN binding request whose USERNAME names one of our
-//! sessions' ICE ufrags (`<ours>:<theirs>`, RFC 8445 §7.2.2); everything else
-//! from an unknown address is dropped and counted. Pure functions, no panics.
+//! learned from a STUN binding request whose USERNAME names one of our
+//! sessions' ICE ufrags (`<ours>:<theirs>`, RFC 8445 §7.2.2) **and** whose
+//! MESSAGE-INTEGRITY verifies under that session's password: a forged check
+//! from a spoofed source can neither steal a session's address nor reach its
+//! connection. Everything else from an unknown address is dropped and
+//! counted. Pure functions, no panics.
 
 /// RFC 5389 magic cookie.
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
@@ -49,6 +52,16 @@ pub fn stun_local_ufrag(b: &[u8]) -> Option<&str> {
     None
 }
 
+/// Whether a STUN message's MESSAGE-INTEGRITY verifies under `password`
+/// (ICE short-term credentials, RFC 8445 §7.2.2). Malformed input: `false`.
+pub fn stun_integrity_ok(b: &[u8], password: &str, crypto: &dyn rtc::crypto::RTCCrypto) -> bool {
+    let mut m = rtc::stun::message::Message::new();
+    if m.unmarshal_binary(b).is_err() {
+        return false;
+    }
+    rtc::stun::integrity::MessageIntegrity::check(&mut m, password.as_bytes(), crypto).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +80,37 @@ mod tests {
         m.extend_from_slice(&[7; 12]);
         m.extend_from_slice(&attrs);
         m
+    }
+
+    #[test]
+    fn only_checks_signed_with_the_session_password_pass() {
+        use rtc::stun::attributes::ATTR_USERNAME as USERNAME;
+        use rtc::stun::integrity::MessageIntegrity;
+        use rtc::stun::message::{BINDING_REQUEST, Message, Setter, TransactionId};
+        use rtc::stun::textattrs::TextAttribute;
+        let provider = rtc::crypto::default_provider().expect("crypto");
+        let crypto = provider.crypto();
+        let mut m = Message::new();
+        let integrity = MessageIntegrity::new_short_term_integrity_with_provider("sessionpassword".into(), crypto);
+        let setters: Vec<Box<dyn Setter + '_>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(TextAttribute::new(USERNAME, "ours:theirs".into())),
+            Box::new(integrity),
+        ];
+        m.build(&setters).expect("build");
+        let bytes = m.raw.clone();
+        assert_eq!(stun_local_ufrag(&bytes), Some("ours"));
+        assert!(stun_integrity_ok(&bytes, "sessionpassword", crypto));
+        assert!(!stun_integrity_ok(&bytes, "another-password", crypto), "a forged check is refused");
+        let mut tampered = bytes.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(!stun_integrity_ok(&tampered, "sessionpassword", crypto));
+        assert!(!stun_integrity_ok(&stun_with_username(b"ours:theirs"), "sessionpassword", crypto), "no integrity");
+        for n in 0..bytes.len() {
+            assert!(!stun_integrity_ok(&bytes[..n], "sessionpassword", crypto));
+        }
     }
 
     #[test]

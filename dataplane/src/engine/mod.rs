@@ -1,0 +1,1260 @@
+//! The media node's engine: sans-IO. It owns every session (its `rtc` peer
+//! connections), the tracks they publish, the streams they play, and the
+//! [`Forwarder`] between them. It has no sockets, no tasks and never reads the
+//! clock: time comes in with every call.
+//!
+//! Inputs ([`Engine::handle_datagram`], [`Engine::handle_request`],
+//! [`Engine::handle_timeout`], [`Engine::handle_tcp_closed`],
+//! [`Engine::shutdown`]) do all the work; outputs are only taken:
+//! [`Engine::poll_transmit`] (datagrams to send), [`Engine::poll_event`]
+//! (facts for the log) and [`Engine::poll_timeout`] (when to call
+//! `handle_timeout` next).
+//!
+//! **Order (an invariant of the driver):** after every `handle_*` call, drain
+//! `poll_transmit` until `None`, then `poll_event` until `None`, then ask
+//! `poll_timeout` — a call may change the next deadline.
+//!
+//! Rules it keeps:
+//! - A new client address is learned only from a STUN binding request for
+//!   one of our ufrags whose MESSAGE-INTEGRITY verifies under that session's
+//!   password ([`demux`]); nothing else from an unknown address reaches a
+//!   connection.
+//! - At most [`EngineConfig::sessions_max`] sessions at once; a full node
+//!   answers [`SessionError::Full`].
+//! - A session is one or more legs: one `rtc` peer connection per transport
+//!   of its offer ([`offer`]). The legs end together.
+//! - A subscriber's stream starts only once its leg is connected, and on a
+//!   video source only at a keyframe ([`Forwarder`]).
+//! - Malformed input is counted and dropped; a failing connection ends alone;
+//!   nothing here panics on network input.
+//!
+//! # Layout
+//! - this file: [`Engine`], its inputs and outputs.
+//! - [`session`]: one leg's state (peer connection, published and played tracks).
+//! - [`offer`]: an SDP offer split into transports, answers merged (pure).
+//! - [`peer`]: how a leg's `rtc` peer connection is configured.
+//! - [`demux`]: packet classes, STUN USERNAME and MESSAGE-INTEGRITY.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use arc_events::room::LeaveReason;
+use arc_events::{MediaSessionId, ParticipantIdentity, ParticipantSid, RoomId, TrackId};
+use arc_nodeproto::{
+    NodeReply, NodeRequest, OpenSession, Role, SESSIONS_PAGE_MAX, SessionError, SessionInfo, SessionOpened,
+};
+use bytes::BytesMut;
+use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
+use rtc::peer_connection::certificate::RTCCertificate;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use crate::forward::{Action, Codec, DownKey, DownSpec, ForwardConfig, Forwarder, TrackKey, TrackSpec};
+
+pub mod demux;
+pub mod offer;
+pub mod peer;
+pub mod session;
+
+use session::{InTrack, Key, OutTrack, Session};
+
+/// How long a session may take to connect before it is dropped.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a disconnected session may stay before it is dropped.
+pub const DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often sessions are checked for those timeouts.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
+/// Sessions (legs) a node carries at most unless configured otherwise.
+pub const SESSIONS_MAX_DEFAULT: u32 = 5000;
+/// A new DTLS certificate is made this long before the current one expires.
+const CERTIFICATE_RENEW_MARGIN: Duration = Duration::from_secs(24 * 3600);
+
+/// Over which transport a datagram came or goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    /// ICE-TCP (RFC 6544), framed by the driver (RFC 4571).
+    Tcp,
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub transport: Transport,
+    pub payload: BytesMut,
+}
+
+/// Something the log must hear about (the node's reporter appends it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    TrackPublished {
+        room_id: RoomId,
+        identity: ParticipantIdentity,
+        sid: ParticipantSid,
+        track: TrackId,
+        kind: RtpKind,
+        codec: String,
+    },
+    TrackUnpublished {
+        track: TrackId,
+        reason: LeaveReason,
+    },
+    /// A participant's session started receiving a track.
+    SubscriptionStarted {
+        track: TrackId,
+        identity: ParticipantIdentity,
+        sid: ParticipantSid,
+    },
+    /// It stopped.
+    SubscriptionEnded {
+        track: TrackId,
+        identity: ParticipantIdentity,
+        sid: ParticipantSid,
+        reason: SubscriptionEnd,
+    },
+    /// A session ended.
+    SessionEnded {
+        room_id: RoomId,
+        identity: ParticipantIdentity,
+        sid: ParticipantSid,
+        session_id: MediaSessionId,
+        reason: LeaveReason,
+    },
+}
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionEnd {
+    /// The subscriber moved to a newer publisher's track.
+    Switched,
+    /// The track's publisher stopped.
+    Unpublished,
+    /// The subscriber's session ended.
+    Left(LeaveReason),
+}
+
+impl SubscriptionEnd {
+    /// The wire name recorded in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Switched => "switched",
+            Self::Unpublished => "unpublished",
+            Self::Left(r) => r.as_str(),
+        }
+    }
+}
+
+/// Audio or video (kept free of `rtc` types for the reporter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtpKind {
+    Audio,
+    Video,
+}
+
+/// Live figures of the node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaStats {
+    /// Sessions open.
+    pub sessions: u64,
+    pub tracks: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Datagrams from unknown addresses that were not an authenticated STUN
+    /// check for one of our sessions.
+    pub dropped_unknown: u64,
+    /// Datagrams a connection refused (malformed, bad auth, replay).
+    pub dropped_malformed: u64,
+    pub nacks_answered: u64,
+    pub keyframe_requests: u64,
+    /// Frames dropped because an ICE-TCP connection could not keep up (counted by the driver).
+    pub dropped_tcp: u64,
+}
+
+/// What the engine needs to know of its surroundings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where the driver's UDP socket is bound.
+    pub local_udp: SocketAddr,
+    /// Where the driver's ICE-TCP listener is bound.
+    pub local_tcp: SocketAddr,
+    /// Announced host candidates (UDP): the public addresses of the node.
+    pub announce_udp: Vec<SocketAddr>,
+    /// Announced passive ICE-TCP candidates.
+    pub announce_tcp: Vec<SocketAddr>,
+    /// Most sessions at once.
+    pub sessions_max: u32,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The DTLS certificate could not be made.
+    #[error("DTLS certificate: {0}")]
+    Certificate(String),
+}
+
+enum Feedback {
+    Keyframe,
+    Nack(Vec<u16>),
+}
+
+/// The engine (see the module docs).
+pub struct Engine {
+    config: EngineConfig,
+    sessions: HashMap<Key, Session>,
+    /// (address, transport) → leg, learned from authenticated STUN checks.
+    by_addr: HashMap<(SocketAddr, Transport), Key>,
+    by_ufrag: HashMap<String, Key>,
+    /// Session resource id → its legs.
+    by_id: HashMap<MediaSessionId, Vec<Key>>,
+    timers: BinaryHeap<Reverse<(Instant, Key)>>,
+    dirty: Vec<Key>,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<MediaEvent>,
+    forwarder: Forwarder,
+    track_owner: HashMap<TrackKey, (Key, MediaStreamTrackId)>,
+    down_owner: HashMap<DownKey, Key>,
+    next_key: u32,
+    next_track: u32,
+    publish_order: u64,
+    stats: MediaStats,
+    draining: bool,
+    next_housekeeping: Instant,
+    certificate: RTCCertificate,
+    crypto: std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("sessions", &self.sessions.len()).field("draining", &self.draining).finish()
+    }
+}
+
+fn random_token(n: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    (0..n).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+}
+
+fn kind_of(k: RtpCodecKind) -> Option<RtpKind> {
+    match k {
+        RtpCodecKind::Audio => Some(RtpKind::Audio),
+        RtpCodecKind::Video => Some(RtpKind::Video),
+        _ => None,
+    }
+}
+
+fn rtc_kind(k: RtpKind) -> RtpCodecKind {
+    match k {
+        RtpKind::Audio => RtpCodecKind::Audio,
+        RtpKind::Video => RtpCodecKind::Video,
+    }
+}
+
+fn transport_of(p: TransportProtocol) -> Transport {
+    if p == TransportProtocol::TCP { Transport::Tcp } else { Transport::Udp }
+}
+
+/// The media kinds an offer has m-lines for, and the codec names it offers.
+pub(crate) fn offered(sdp: &str) -> (Vec<RtpKind>, Vec<String>) {
+    let mut kinds = Vec::new();
+    let mut codecs = Vec::new();
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            let port_nonzero = m.split_whitespace().nth(1).is_some_and(|p| p != "0");
+            if m.starts_with("audio ") && port_nonzero {
+                kinds.push(RtpKind::Audio);
+            } else if m.starts_with("video ") && port_nonzero {
+                kinds.push(RtpKind::Video);
+            }
+        } else if let Some(r) = line.strip_prefix("a=rtpmap:")
+            && let Some(name) = r.split_whitespace().nth(1).and_then(|n| n.split('/').next())
+            && !codecs.iter().any(|c: &String| c.eq_ignore_ascii_case(name))
+        {
+            codecs.push(name.to_owned());
+        }
+    }
+    (kinds, codecs)
+}
+
+impl Engine {
+    /// A new engine; `now` starts its housekeeping clock.
+    pub fn new(config: EngineConfig, now: Instant) -> Result<Self, EngineError> {
+        let crypto = rtc::crypto::default_provider().map_err(|e| EngineError::Certificate(e.to_string()))?;
+        Ok(Self {
+            config,
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_id: HashMap::new(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            forwarder: Forwarder::new(ForwardConfig::default()),
+            track_owner: HashMap::new(),
+            down_owner: HashMap::new(),
+            next_key: 1,
+            next_track: 1,
+            publish_order: 0,
+            stats: MediaStats::default(),
+            draining: false,
+            next_housekeeping: now + HOUSEKEEPING_INTERVAL,
+            certificate: peer::certificate().map_err(|e| EngineError::Certificate(e.to_string()))?,
+            crypto,
+        })
+    }
+
+    // ---- getters -------------------------------------------------------
+
+    /// Sessions open now (a session with several transports counts once).
+    pub fn session_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// The node's figures now.
+    pub fn stats(&self) -> MediaStats {
+        let f = self.forwarder.stats();
+        let mut s = self.stats;
+        s.sessions = self.by_id.len() as u64;
+        s.tracks = self.forwarder.track_count() as u64;
+        s.packets_in = f.packets_in;
+        s.packets_out = f.packets_out;
+        s.bytes_in = f.bytes_in;
+        s.bytes_out = f.bytes_out;
+        s.nacks_answered = f.nacks_answered;
+        s.keyframe_requests = f.keyframe_requests;
+        s
+    }
+
+    /// Whether the node refuses new rooms.
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    // ---- inputs --------------------------------------------------------
+
+    /// Starts or stops draining: while draining, only rooms this node already
+    /// carries get new sessions; new rooms are refused (`Draining`).
+    pub fn set_draining(&mut self, draining: bool) {
+        if draining != self.draining {
+            tracing::info!(draining, sessions = self.sessions.len(), "drain state changed");
+        }
+        self.draining = draining;
+    }
+
+    /// Answers one control-plane request.
+    pub fn handle_request(&mut self, now: Instant, req: NodeRequest) -> NodeReply {
+        let reply = match req {
+            NodeRequest::Open(open) => match self.open(now, open) {
+                Ok(o) => NodeReply::Opened(o),
+                Err(e) => NodeReply::Error(e),
+            },
+            NodeRequest::Patch { session_id, fragment } => match self.patch(&session_id, &fragment) {
+                Ok(fragment) => NodeReply::Patched { fragment },
+                Err(e) => NodeReply::Error(e),
+            },
+            NodeRequest::Close { session_id } => match self.by_id.get(&session_id).and_then(|l| l.first()).copied() {
+                Some(k) => {
+                    self.end(now, k, LeaveReason::ClientLeft);
+                    NodeReply::Closed
+                }
+                None => NodeReply::Error(SessionError::NotFound),
+            },
+            NodeRequest::End { room_id, sid, reason } => {
+                let keys: Vec<Key> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.room_id == room_id && sid.as_ref().is_none_or(|i| *i == s.sid))
+                    .map(|(k, _)| *k)
+                    .collect();
+                let ids: std::collections::HashSet<MediaSessionId> =
+                    keys.iter().filter_map(|k| self.sessions.get(k)).map(|s| s.id.clone()).collect();
+                for k in keys {
+                    self.end(now, k, reason);
+                }
+                NodeReply::Ended { sessions: ids.len() }
+            }
+            NodeRequest::Mute { track_id, muted } => {
+                let key = self
+                    .sessions
+                    .values()
+                    .flat_map(|s| s.inbound.values())
+                    .find(|t| t.event_id.as_ref() == Some(&track_id))
+                    .and_then(|t| t.key);
+                if let Some(k) = key {
+                    let mut actions = Vec::new();
+                    self.forwarder.set_track_muted(now, k, muted, &mut actions);
+                    self.apply(now, actions);
+                }
+                NodeReply::Muted { found: key.is_some() }
+            }
+            NodeRequest::Sessions { after } => {
+                let (sessions, more) = self.list(now, after.as_ref());
+                NodeReply::Sessions { sessions, more }
+            }
+        };
+        self.flush(now);
+        reply
+    }
+
+    /// One datagram from the network (or one RFC 4571 frame of an ICE-TCP
+    /// connection), from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, transport: Transport, data: &[u8]) {
+        let key = match self.by_addr.get(&(from, transport)) {
+            Some(k) => *k,
+            None => match self.authenticate(data) {
+                Some(k) => {
+                    self.by_addr.insert((from, transport), k);
+                    if let Some(s) = self.sessions.get_mut(&k) {
+                        s.addrs.push((from, transport));
+                    }
+                    k
+                }
+                None => {
+                    self.stats.dropped_unknown += 1;
+                    return;
+                }
+            },
+        };
+        let local_addr = self.local_for(from, transport);
+        let Some(session) = self.sessions.get_mut(&key) else {
+            self.by_addr.remove(&(from, transport));
+            self.stats.dropped_unknown += 1;
+            return;
+        };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: if transport == Transport::Tcp {
+                    TransportProtocol::TCP
+                } else {
+                    TransportProtocol::UDP
+                },
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = session.pc.handle_read(msg) {
+            self.stats.dropped_malformed += 1;
+            tracing::trace!(session = %session.id, error = %e, "datagram refused");
+        }
+        self.mark(key);
+        self.flush(now);
+    }
+
+    /// Time passed: runs the connections' timers that are due and, every
+    /// [`HOUSEKEEPING_INTERVAL`], drops sessions that never connected or
+    /// stayed disconnected.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(s) = self.sessions.get_mut(&key) else { continue };
+            if s.next_timeout != Some(t) {
+                continue;
+            }
+            s.next_timeout = None;
+            if let Err(e) = s.pc.handle_timeout(now) {
+                tracing::debug!(session = %s.id, error = %e, "timeout handling failed");
+            }
+            self.mark(key);
+        }
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+            self.housekeeping(now);
+        }
+        self.flush(now);
+    }
+
+    /// An ICE-TCP connection closed: its address is forgotten.
+    pub fn handle_tcp_closed(&mut self, peer: SocketAddr) {
+        self.by_addr.remove(&(peer, Transport::Tcp));
+    }
+
+    /// Ends every session (reason `node_shutdown`).
+    pub fn shutdown(&mut self, now: Instant) {
+        let keys: Vec<Key> = self.sessions.keys().copied().collect();
+        for k in keys {
+            self.end(now, k, LeaveReason::NodeShutdown);
+        }
+        self.flush(now);
+    }
+
+    // ---- outputs -------------------------------------------------------
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.outbox.pop_front()
+    }
+
+    /// The next fact for the log.
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] is due next.
+    pub fn poll_timeout(&self) -> Instant {
+        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        timer.map_or(self.next_housekeeping, |t| t.min(self.next_housekeeping))
+    }
+
+    // ---- internals -----------------------------------------------------
+
+    /// The leg a STUN check from a new address is for, if its USERNAME names
+    /// one of our ufrags and its MESSAGE-INTEGRITY verifies.
+    fn authenticate(&self, data: &[u8]) -> Option<Key> {
+        if demux::classify(data) != demux::PacketClass::Stun {
+            return None;
+        }
+        let key = *self.by_ufrag.get(demux::stun_local_ufrag(data)?)?;
+        let session = self.sessions.get(&key)?;
+        demux::stun_integrity_ok(data, &session.pwd, self.crypto.crypto()).then_some(key)
+    }
+
+    /// The local address to tell `rtc` a datagram from `from` arrived at.
+    /// `rtc` discards ICE checks whose local address is not one of its
+    /// candidates, and the candidates are the announced addresses: a socket
+    /// bound to every interface (`0.0.0.0`, the default) or to a private IP
+    /// behind a 1:1 NAT is not among them. So: the bound address when it is
+    /// announced, else the announced address of the sender's family.
+    fn local_for(&self, from: SocketAddr, transport: Transport) -> SocketAddr {
+        let (bound, announced) = match transport {
+            Transport::Tcp => (self.config.local_tcp, &self.config.announce_tcp),
+            Transport::Udp => (self.config.local_udp, &self.config.announce_udp),
+        };
+        if announced.contains(&bound) {
+            return bound;
+        }
+        announced.iter().find(|a| a.is_ipv4() == from.is_ipv4()).or(announced.first()).copied().unwrap_or(bound)
+    }
+
+    fn mark(&mut self, key: Key) {
+        if let Some(s) = self.sessions.get_mut(&key)
+            && !s.dirty
+        {
+            s.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Drains every leg that has something to say, until none has.
+    fn flush(&mut self, now: Instant) {
+        while let Some(key) = self.dirty.pop() {
+            self.drain(now, key);
+        }
+    }
+
+    fn list(&self, now: Instant, after: Option<&MediaSessionId>) -> (Vec<SessionInfo>, bool) {
+        let mut page: Vec<&Session> =
+            self.sessions.values().filter(|s| after.is_none_or(|a| s.id.as_str() > a.as_str())).collect();
+        page.sort_unstable_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        let more = page.len() > SESSIONS_PAGE_MAX;
+        page.truncate(SESSIONS_PAGE_MAX);
+        let infos = page
+            .into_iter()
+            .map(|s| SessionInfo {
+                session_id: s.id.clone(),
+                room_id: s.room_id.clone(),
+                identity: s.identity.clone(),
+                sid: s.sid.clone(),
+                role: s.role.clone(),
+                connected: s.connected,
+                age_ms: u64::try_from(now.saturating_duration_since(s.created).as_millis()).unwrap_or(u64::MAX),
+            })
+            .collect();
+        (infos, more)
+    }
+
+    fn open(&mut self, now: Instant, req: OpenSession) -> Result<SessionOpened, SessionError> {
+        if self.draining && !self.sessions.values().any(|s| s.room_id == req.room_id) {
+            return Err(SessionError::Draining);
+        }
+        if req.offer.len() > arc_nodeproto::OFFER_BYTES_MAX {
+            return Err(SessionError::BadSdp { reason: "the offer is too large".into() });
+        }
+        if !req.offer.trim_start().starts_with("v=0") {
+            return Err(SessionError::BadSdp { reason: "an SDP offer starts with v=0".into() });
+        }
+        // No codec in common is the clearest thing to say first.
+        let (_, offered_codecs) = offered(&req.offer);
+        let supported = peer::codec_names();
+        if !offered_codecs
+            .iter()
+            .any(|c| supported.iter().any(|s| s.rsplit('/').next().is_some_and(|s| s.eq_ignore_ascii_case(c))))
+        {
+            return Err(SessionError::NoCommonCodec { offered: offered_codecs, supported });
+        }
+        // One leg (peer connection) per transport of the offer: one for any
+        // bundled offer, one per m-line for an offer without BUNDLE.
+        let plan = offer::plan(&req.offer).map_err(|e| SessionError::BadSdp { reason: e.to_string() })?;
+        let limit = self.config.sessions_max;
+        if self.by_id.len() >= limit as usize {
+            return Err(SessionError::Full { limit });
+        }
+        if peer::expires_within(&self.certificate, CERTIFICATE_RENEW_MARGIN) {
+            self.certificate = peer::certificate()
+                .map_err(|e| SessionError::Internal { message: format!("DTLS certificate: {e}") })?;
+        }
+        let id = MediaSessionId::parse(&format!("se_{}", random_token(20)))
+            .map_err(|e| SessionError::Internal { message: e.to_string() })?;
+        let mut legs = Vec::with_capacity(plan.parts.len());
+        let mut answers = Vec::with_capacity(plan.parts.len());
+        for part in &plan.parts {
+            match self.open_leg(now, &req, &part.sdp, &id) {
+                Ok((key, answer)) => {
+                    legs.push(key);
+                    answers.push(answer);
+                }
+                Err(e) => {
+                    for key in legs {
+                        self.discard(key);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let answer = match plan.merge(&answers) {
+            Ok(a) => a,
+            Err(e) => {
+                for key in legs {
+                    self.discard(key);
+                }
+                return Err(SessionError::BadSdp { reason: e.to_string() });
+            }
+        };
+        for key in &legs {
+            self.mark(*key);
+        }
+        self.by_id.insert(id.clone(), legs.clone());
+        tracing::info!(session = %id, legs = legs.len(), room = %req.room_id, identity = %req.identity, role = ?req.role, "session opened");
+        Ok(SessionOpened { session_id: id, answer })
+    }
+
+    /// Removes a leg that was never handed out (its sibling failed to open):
+    /// nothing was published or reported for it.
+    fn discard(&mut self, key: Key) {
+        let Some(mut s) = self.sessions.remove(&key) else { return };
+        let _ = s.pc.close();
+        self.by_ufrag.remove(&s.ufrag);
+        for o in &s.outbound {
+            self.forwarder.remove_down(o.down);
+            self.down_owner.remove(&o.down);
+        }
+    }
+
+    /// Opens one peer connection for one transport's offer; answers its key
+    /// and SDP answer.
+    fn open_leg(
+        &mut self,
+        now: Instant,
+        req: &OpenSession,
+        offer: &str,
+        id: &MediaSessionId,
+    ) -> Result<(Key, String), SessionError> {
+        let (kinds, offered_codecs) = offered(offer);
+        if kinds.is_empty() {
+            return Err(SessionError::BadSdp { reason: "the offer has no audio or video m-line".into() });
+        }
+        let supported = peer::codec_names();
+        let ufrag = loop {
+            let u = random_token(16);
+            if !self.by_ufrag.contains_key(&u) {
+                break u;
+            }
+        };
+        let pwd = random_token(32);
+        let internal = |e: rtc::shared::error::Error| SessionError::Internal { message: e.to_string() };
+        let mut pc = peer::build(&ufrag, &pwd, now, &self.certificate).map_err(internal)?;
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1).max(1);
+        let mut outbound = Vec::new();
+        if let Role::Subscribe { .. } = &req.role {
+            for kind in &kinds {
+                let source_codec = self.source_for(&req.room_id, &req.role, *kind).and_then(|t| self.codec_of(t));
+                let codec = source_codec.unwrap_or(if *kind == RtpKind::Video { Codec::Vp8 } else { Codec::Opus });
+                let Some(params) = peer::codecs()
+                    .into_iter()
+                    .find(|(k, c)| *k == rtc_kind(*kind) && Codec::from_mime(&c.rtp_codec.mime_type) == codec)
+                    .map(|(_, c)| c)
+                else {
+                    continue;
+                };
+                let ssrc: u32 = rand::random();
+                let track = MediaStreamTrack::new(
+                    format!("arc-{}", req.room_id),
+                    format!("arc-{}-{}", if *kind == RtpKind::Video { "video" } else { "audio" }, key),
+                    format!("{kind:?}").to_lowercase(),
+                    rtc_kind(*kind),
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                        codec: params.rtp_codec,
+                        ..Default::default()
+                    }],
+                );
+                let sender = pc.add_track(track).map_err(internal)?;
+                outbound.push(OutTrack {
+                    down: DownKey(key << 4 | outbound.len() as u32),
+                    sender,
+                    kind: *kind,
+                    ssrc,
+                    pts: Vec::new(),
+                    audio_level_ext: None,
+                });
+            }
+        }
+        let description = RTCSessionDescription::offer(offer.to_owned())
+            .map_err(|e| SessionError::BadSdp { reason: e.to_string() })?;
+        pc.set_remote_description(now, description).map_err(|e| SessionError::BadSdp { reason: e.to_string() })?;
+        peer::add_host_candidates(&mut pc, &self.config.announce_udp, &self.config.announce_tcp).map_err(internal)?;
+        let answer = pc.create_answer(None).map_err(|e| match e {
+            rtc::shared::error::Error::ErrRTPTransceiverCodecUnsupported
+            | rtc::shared::error::Error::ErrCodecNotFound => {
+                SessionError::NoCommonCodec { offered: offered_codecs.clone(), supported: supported.clone() }
+            }
+            other => SessionError::BadSdp { reason: other.to_string() },
+        })?;
+        pc.set_local_description(now, answer).map_err(internal)?;
+        let answer = pc
+            .local_description()
+            .map(|d| d.sdp.clone())
+            .ok_or_else(|| SessionError::Internal { message: "no local description".into() })?;
+        if !answer.lines().any(|l| l.starts_with("a=rtpmap:")) {
+            return Err(SessionError::NoCommonCodec { offered: offered_codecs, supported });
+        }
+        // What the subscriber negotiated, per stream.
+        for out in &mut outbound {
+            if let Some(mut sender) = pc.rtp_sender(out.sender) {
+                let params = sender.get_parameters();
+                out.pts = params
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .map(|c| (Codec::from_mime(&c.rtp_codec.mime_type), c.payload_type))
+                    .collect();
+                out.audio_level_ext = params
+                    .rtp_parameters
+                    .header_extensions
+                    .iter()
+                    .find(|h| h.uri == rtc::sdp::extmap::AUDIO_LEVEL_URI)
+                    .and_then(|h| u8::try_from(h.id).ok());
+            }
+        }
+        outbound.retain(|o| !o.pts.is_empty());
+        let session = Session {
+            id: id.clone(),
+            room_id: req.room_id.clone(),
+            identity: req.identity.clone(),
+            sid: req.sid.clone(),
+            role: req.role.clone(),
+            pc,
+            ufrag: ufrag.clone(),
+            pwd,
+            addrs: Vec::new(),
+            inbound: HashMap::new(),
+            outbound,
+            created: now,
+            connected: false,
+            disconnected_since: None,
+            next_timeout: None,
+            dirty: false,
+        };
+        self.sessions.insert(key, session);
+        self.by_ufrag.insert(ufrag, key);
+        // Subscriber streams are registered now and start forwarding once the
+        // session is connected (a keyframe sent before DTLS completes is lost).
+        let downs: Vec<(DownKey, u32, Option<u8>)> =
+            self.sessions[&key].outbound.iter().map(|o| (o.down, o.ssrc, o.audio_level_ext)).collect();
+        let mut actions = Vec::new();
+        for (down, ssrc, ext) in downs {
+            self.down_owner.insert(down, key);
+            let spec = DownSpec { ssrc, payload_type: 0, audio_level_ext: ext };
+            let _ = self.forwarder.add_down(now, down, spec, None, &mut actions);
+        }
+        Ok((key, answer))
+    }
+
+    fn patch(&mut self, id: &MediaSessionId, fragment: &str) -> Result<Option<String>, SessionError> {
+        let legs = self.by_id.get(id).ok_or(SessionError::NotFound)?;
+        if fragment.len() > arc_nodeproto::FRAGMENT_BYTES_MAX {
+            return Err(SessionError::BadSdp { reason: "the trickle-ice-sdpfrag is too large".into() });
+        }
+        let mut ufrag = None;
+        for line in fragment.lines().map(str::trim_end) {
+            if let Some(u) = line.strip_prefix("a=ice-ufrag:") {
+                ufrag = Some(u.to_owned());
+            } else if let Some(c) = line.strip_prefix("a=candidate:") {
+                // ICE-lite: the client's candidates are not needed (it checks us);
+                // a malformed one is still refused.
+                if c.split_whitespace().count() < 8 {
+                    return Err(SessionError::BadSdp { reason: format!("malformed candidate line: a=candidate:{c}") });
+                }
+            } else if !(line.is_empty()
+                || line.starts_with("a=ice-pwd:")
+                || line.starts_with("a=mid:")
+                || line.starts_with("m=")
+                || line.starts_with("a=end-of-candidates")
+                || line.starts_with("a=group:")
+                || line.starts_with("a=ice-options:"))
+            {
+                return Err(SessionError::BadSdp {
+                    reason: format!("unexpected line in a trickle-ice-sdpfrag: {line}"),
+                });
+            }
+        }
+        if let Some(u) = ufrag {
+            // The ufrag of one of the session's transports: trickle, not a restart.
+            let known = legs.iter().filter_map(|k| self.sessions.get(k)).any(|session| {
+                session.pc.remote_description().is_some_and(|d| {
+                    d.sdp.lines().any(|l| l.trim_end().strip_prefix("a=ice-ufrag:") == Some(u.as_str()))
+                })
+            });
+            if !known {
+                return Err(SessionError::BadSdp {
+                    reason: "ICE restart is not supported by this node; DELETE the session and POST a new offer".into(),
+                });
+            }
+        }
+        Ok(None)
+    }
+
+    fn codec_of(&self, track: TrackKey) -> Option<Codec> {
+        let (k, tid) = self.track_owner.get(&track)?;
+        self.sessions.get(k)?.inbound.get(tid)?.codec
+    }
+
+    fn pt_for(&self, key: Key, down: DownKey, codec: Codec) -> Option<u8> {
+        let s = self.sessions.get(&key)?;
+        let o = s.outbound.iter().find(|o| o.down == down)?;
+        o.pts.iter().find(|(c, _)| *c == codec).map(|(_, pt)| *pt)
+    }
+
+    /// The track a subscriber of `kind` in `room` should see: the latest
+    /// published one, or the named participant's.
+    fn source_for(&self, room: &RoomId, role: &Role, kind: RtpKind) -> Option<TrackKey> {
+        let want = match role {
+            Role::Subscribe { participant } => participant.as_ref(),
+            Role::Publish => return None,
+        };
+        self.sessions
+            .values()
+            .filter(|s| s.room_id == *room && s.role == Role::Publish)
+            .filter(|s| want.is_none_or(|w| s.identity == *w))
+            .flat_map(|s| s.inbound.values())
+            .filter(|t| t.kind == kind && t.key.is_some())
+            .max_by_key(|t| t.published_at)
+            .and_then(|t| t.key)
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let mut stale = Vec::new();
+        for (k, s) in &self.sessions {
+            let never_connected = !s.connected && now.saturating_duration_since(s.created) > CONNECT_TIMEOUT;
+            let gone = s.disconnected_since.is_some_and(|t| now.saturating_duration_since(t) > DISCONNECTED_TIMEOUT);
+            if never_connected || gone {
+                stale.push(*k);
+            }
+        }
+        for k in stale {
+            self.end(now, k, LeaveReason::ConnectionLost);
+        }
+    }
+
+    fn push_writes(outbox: &mut VecDeque<Transmit>, s: &mut Session) {
+        while let Some(msg) = s.pc.poll_write() {
+            outbox.push_back(Transmit {
+                to: msg.transport.peer_addr,
+                transport: transport_of(msg.transport.transport_protocol),
+                payload: msg.message,
+            });
+        }
+    }
+
+    fn drain(&mut self, now: Instant, key: Key) {
+        let mut actions = Vec::new();
+        let mut new_tracks = Vec::new();
+        let mut feedback: Vec<(DownKey, Feedback)> = Vec::new();
+        let mut state_change = None;
+        {
+            let Some(s) = self.sessions.get_mut(&key) else { return };
+            s.dirty = false;
+            Self::push_writes(&mut self.outbox, s);
+            while let Some(ev) = s.pc.poll_event() {
+                match ev {
+                    RTCPeerConnectionEvent::OnConnectionStateChangeEvent(st) => state_change = Some(st),
+                    RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(st) => {
+                        if st == RTCIceConnectionState::Disconnected {
+                            s.disconnected_since.get_or_insert(now);
+                        } else if st == RTCIceConnectionState::Connected {
+                            s.disconnected_since = None;
+                        }
+                    }
+                    RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                        let kind =
+                            s.pc.rtp_receiver(init.receiver_id)
+                                .and_then(|r| kind_of(r.track().kind()))
+                                .unwrap_or(RtpKind::Video);
+                        s.inbound.insert(
+                            init.track_id.clone(),
+                            InTrack {
+                                key: None,
+                                receiver: init.receiver_id,
+                                kind,
+                                codec: None,
+                                media_ssrc: 0,
+                                event_id: None,
+                                published_at: 0,
+                            },
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(msg) = s.pc.poll_read() {
+                match msg.message {
+                    RTCMessage::RtpPacket(track_id, packet) => {
+                        let Some(t) = s.inbound.get_mut(&track_id) else { continue };
+                        let tk = match t.key {
+                            Some(k) => k,
+                            None => {
+                                // First packet: learn the codec and publish the track.
+                                let pt = packet.header.payload_type;
+                                let (codec, ext) = match s.pc.rtp_receiver(t.receiver) {
+                                    Some(mut r) => {
+                                        let p = r.get_parameters();
+                                        let codec = p
+                                            .rtp_parameters
+                                            .codecs
+                                            .iter()
+                                            .find(|c| c.payload_type == pt)
+                                            .map(|c| c.rtp_codec.mime_type.clone());
+                                        let ext = p
+                                            .rtp_parameters
+                                            .header_extensions
+                                            .iter()
+                                            .find(|h| h.uri == rtc::sdp::extmap::AUDIO_LEVEL_URI)
+                                            .and_then(|h| u8::try_from(h.id).ok());
+                                        (codec, ext)
+                                    }
+                                    None => (None, None),
+                                };
+                                let Some(mime) = codec else { continue };
+                                let tk = TrackKey(self.next_track);
+                                self.next_track = self.next_track.wrapping_add(1).max(1);
+                                let Some(t) = s.inbound.get_mut(&track_id) else { continue };
+                                t.key = Some(tk);
+                                t.codec = Some(Codec::from_mime(&mime));
+                                t.media_ssrc = packet.header.ssrc;
+                                self.publish_order += 1;
+                                t.published_at = self.publish_order;
+                                let event_id = TrackId::generate();
+                                t.event_id = Some(event_id.clone());
+                                new_tracks.push((tk, track_id.clone(), t.kind, mime, ext, event_id));
+                                tk
+                            }
+                        };
+                        if new_tracks.iter().any(|n| n.0 == tk) {
+                            // Registered below, after this borrow; forward from the next packet.
+                            continue;
+                        }
+                        self.forwarder.on_rtp(now, tk, &packet, &mut actions);
+                    }
+                    RTCMessage::RtcpPacket(_, packets) => {
+                        for p in packets {
+                            let any = p.as_any();
+                            let (media_ssrc, fb) = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                                (pli.media_ssrc, Feedback::Keyframe)
+                            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                                (fir.fir.first().map_or(fir.media_ssrc, |e| e.ssrc), Feedback::Keyframe)
+                            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                                let lost: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
+                                (nack.media_ssrc, Feedback::Nack(lost))
+                            } else {
+                                continue;
+                            };
+                            if let Some(o) = s.outbound.iter().find(|o| o.ssrc == media_ssrc) {
+                                feedback.push((o.down, fb));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(st) = state_change {
+            self.on_state(now, key, st);
+        }
+        for (tk, track_id, kind, mime, ext, event_id) in new_tracks {
+            self.add_source(now, key, tk, track_id, kind, mime, ext, event_id, &mut actions);
+        }
+        for (down, fb) in feedback {
+            match fb {
+                Feedback::Keyframe => self.forwarder.on_keyframe_request(now, down, &mut actions),
+                Feedback::Nack(lost) => self.forwarder.on_nack(down, lost, &mut actions),
+            }
+        }
+        self.apply(now, actions);
+        if let Some(s) = self.sessions.get_mut(&key) {
+            // Anything the work above produced for this leg goes out too.
+            Self::push_writes(&mut self.outbox, s);
+            let t = s.pc.poll_timeout();
+            if t != s.next_timeout {
+                s.next_timeout = t;
+                if let Some(t) = t {
+                    self.timers.push(Reverse((t, key)));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_source(
+        &mut self,
+        now: Instant,
+        key: Key,
+        tk: TrackKey,
+        track_id: MediaStreamTrackId,
+        kind: RtpKind,
+        mime: String,
+        ext: Option<u8>,
+        event_id: TrackId,
+        actions: &mut Vec<Action>,
+    ) {
+        let codec = Codec::from_mime(&mime);
+        if self.forwarder.add_track(tk, TrackSpec { codec, audio_level_ext: ext }).is_err() {
+            return;
+        }
+        self.track_owner.insert(tk, (key, track_id));
+        let Some(s) = self.sessions.get(&key) else { return };
+        let (room, identity, sid) = (s.room_id.clone(), s.identity.clone(), s.sid.clone());
+        self.events.push_back(MediaEvent::TrackPublished {
+            room_id: room.clone(),
+            identity: identity.clone(),
+            sid,
+            track: event_id,
+            kind,
+            codec: mime,
+        });
+        tracing::info!(room = %room, %identity, ?kind, ?codec, "track published");
+        // Subscribers in the room that follow the latest publisher (or this one) switch to it.
+        let subs: Vec<(Key, DownKey)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.room_id == room && s.connected)
+            .filter(|(_, s)| match &s.role {
+                Role::Subscribe { participant } => participant.as_ref().is_none_or(|p| *p == identity),
+                Role::Publish => false,
+            })
+            .flat_map(|(k, s)| s.outbound.iter().filter(|o| o.kind == kind).map(move |o| (*k, o.down)))
+            .collect();
+        for (sk, down) in subs {
+            let Some(pt) = self.pt_for(sk, down, codec) else {
+                tracing::debug!(?down, ?codec, "subscriber did not negotiate the new source's codec");
+                continue;
+            };
+            let old = self.forwarder.source_of(down);
+            self.forwarder.set_payload_type(down, pt);
+            if self.forwarder.switch(now, down, tk, actions).is_ok() && old != Some(tk) {
+                if let Some(old) = old {
+                    self.report_subscription(sk, self.track_event_id(old), Some(SubscriptionEnd::Switched));
+                }
+                self.report_subscription(sk, self.track_event_id(tk), None);
+            }
+        }
+    }
+
+    fn on_state(&mut self, now: Instant, key: Key, st: RTCPeerConnectionState) {
+        let Some(s) = self.sessions.get_mut(&key) else { return };
+        match st {
+            RTCPeerConnectionState::Connected => {
+                s.connected = true;
+                s.disconnected_since = None;
+                tracing::info!(session = %s.id, "connected");
+                self.attach_downs(now, key);
+            }
+            RTCPeerConnectionState::Disconnected => {
+                s.disconnected_since.get_or_insert(now);
+            }
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                self.end(now, key, LeaveReason::ConnectionLost);
+            }
+            _ => {}
+        }
+    }
+
+    /// The log id (`tr_…`) of a source track.
+    fn track_event_id(&self, track: TrackKey) -> Option<TrackId> {
+        let (k, tid) = self.track_owner.get(&track)?;
+        self.sessions.get(k)?.inbound.get(tid)?.event_id.clone()
+    }
+
+    /// Reports a subscription change of subscriber leg `key`.
+    fn report_subscription(&mut self, key: Key, track_id: Option<TrackId>, ended: Option<SubscriptionEnd>) {
+        let (Some(track), Some(s)) = (track_id, self.sessions.get(&key)) else { return };
+        let (identity, sid) = (s.identity.clone(), s.sid.clone());
+        self.events.push_back(match ended {
+            None => MediaEvent::SubscriptionStarted { track, identity, sid },
+            Some(reason) => MediaEvent::SubscriptionEnded { track, identity, sid, reason },
+        });
+    }
+
+    /// Points a connected subscriber's idle streams at the room's current sources.
+    fn attach_downs(&mut self, now: Instant, key: Key) {
+        let Some(s) = self.sessions.get(&key) else { return };
+        let (room, role) = (s.room_id.clone(), s.role.clone());
+        let idle: Vec<(DownKey, RtpKind)> = s
+            .outbound
+            .iter()
+            .filter(|o| self.forwarder.source_of(o.down).is_none())
+            .map(|o| (o.down, o.kind))
+            .collect();
+        let mut actions = Vec::new();
+        for (down, kind) in idle {
+            if let Some(track) = self.source_for(&room, &role, kind)
+                && let Some(codec) = self.codec_of(track)
+                && let Some(pt) = self.pt_for(key, down, codec)
+            {
+                self.forwarder.set_payload_type(down, pt);
+                if self.forwarder.switch(now, down, track, &mut actions).is_ok() {
+                    self.report_subscription(key, self.track_event_id(track), None);
+                }
+            }
+        }
+        self.apply(now, actions);
+    }
+
+    fn apply(&mut self, now: Instant, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send { down, packet } => {
+                    let Some(key) = self.down_owner.get(&down).copied() else { continue };
+                    let Some(s) = self.sessions.get_mut(&key) else { continue };
+                    let Some(sender) = s.outbound.iter().find(|o| o.down == down).map(|o| o.sender) else { continue };
+                    if let Some(mut tx) = s.pc.rtp_sender(sender)
+                        && let Err(e) = tx.write_rtp(now, packet)
+                    {
+                        tracing::trace!(session = %s.id, error = %e, "write_rtp");
+                    }
+                    self.mark(key);
+                }
+                Action::RequestKeyframe { track } => {
+                    let Some((key, tid)) = self.track_owner.get(&track).cloned() else { continue };
+                    let Some(s) = self.sessions.get_mut(&key) else { continue };
+                    let Some(t) = s.inbound.get(&tid) else { continue };
+                    let (receiver, media_ssrc) = (t.receiver, t.media_ssrc);
+                    if let Some(mut rx) = s.pc.rtp_receiver(receiver) {
+                        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+                        if let Err(e) = rx.write_rtcp(now, vec![Box::new(pli)]) {
+                            tracing::trace!(error = %e, "write_rtcp");
+                        }
+                    }
+                    self.mark(key);
+                }
+            }
+        }
+    }
+
+    /// Ends a leg and its siblings: closes their connections, unpublishes
+    /// their tracks (their subscribers move to another source if the room has
+    /// one), reports them.
+    fn end(&mut self, now: Instant, key: Key, reason: LeaveReason) {
+        let Some(mut s) = self.sessions.remove(&key) else { return };
+        let _ = s.pc.close();
+        Self::push_writes(&mut self.outbox, &mut s);
+        for a in &s.addrs {
+            self.by_addr.remove(a);
+        }
+        self.by_ufrag.remove(&s.ufrag);
+        // The session's other legs (other transports of its offer) end with it.
+        let siblings: Vec<Key> =
+            self.by_id.remove(&s.id).unwrap_or_default().into_iter().filter(|k| *k != key).collect();
+        for o in &s.outbound {
+            if let Some(track) = self.forwarder.source_of(o.down).and_then(|t| self.track_event_id(t)) {
+                self.events.push_back(MediaEvent::SubscriptionEnded {
+                    track,
+                    identity: s.identity.clone(),
+                    sid: s.sid.clone(),
+                    reason: SubscriptionEnd::Left(reason),
+                });
+            }
+            self.forwarder.remove_down(o.down);
+            self.down_owner.remove(&o.down);
+        }
+        let mut actions = Vec::new();
+        for t in s.inbound.values() {
+            let Some(tk) = t.key else { continue };
+            self.track_owner.remove(&tk);
+            let orphans = self.forwarder.remove_track(tk);
+            let Some(event_id) = t.event_id.clone() else { continue };
+            self.events.push_back(MediaEvent::TrackUnpublished { track: event_id.clone(), reason });
+            for down in orphans {
+                let Some(sk) = self.down_owner.get(&down).copied() else { continue };
+                self.report_subscription(sk, Some(event_id.clone()), Some(SubscriptionEnd::Unpublished));
+                let Some(sub) = self.sessions.get(&sk) else { continue };
+                let role = sub.role.clone();
+                let room = sub.room_id.clone();
+                if let Some(next) = self.source_for(&room, &role, t.kind)
+                    && let Some(codec) = self.codec_of(next)
+                    && let Some(pt) = self.pt_for(sk, down, codec)
+                {
+                    self.forwarder.set_payload_type(down, pt);
+                    if self.forwarder.switch(now, down, next, &mut actions).is_ok() {
+                        self.report_subscription(sk, self.track_event_id(next), None);
+                    }
+                }
+            }
+        }
+        self.apply(now, actions);
+        tracing::info!(session = %s.id, room = %s.room_id, identity = %s.identity, ?reason, "session ended");
+        self.events.push_back(MediaEvent::SessionEnded {
+            room_id: s.room_id,
+            identity: s.identity,
+            sid: s.sid,
+            session_id: s.id,
+            reason,
+        });
+        for k in siblings {
+            self.end(now, k, reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offers_are_read_for_kinds_and_codecs() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\n";
+        let (kinds, codecs) = offered(sdp);
+        assert_eq!(kinds, vec![RtpKind::Audio, RtpKind::Video]);
+        assert_eq!(codecs, vec!["opus", "VP8", "rtx"]);
+        assert_eq!(offered("garbage"), (vec![], vec![]));
+    }
+
+    #[test]
+    fn subscription_end_reasons_have_wire_names() {
+        assert_eq!(SubscriptionEnd::Switched.as_str(), "switched");
+        assert_eq!(SubscriptionEnd::Unpublished.as_str(), "unpublished");
+        assert_eq!(SubscriptionEnd::Left(LeaveReason::Kicked).as_str(), "kicked");
+    }
+}

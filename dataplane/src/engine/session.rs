@@ -1,0 +1,79 @@
+//! One leg of a media session: its `rtc` peer connection, the tracks it
+//! publishes and the streams it plays. A session with several transports
+//! (an offer without BUNDLE) has one leg per transport; they share the
+//! session id and end together.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use arc_events::{MediaSessionId, ParticipantIdentity, ParticipantSid, RoomId, TrackId};
+use arc_nodeproto::Role;
+use rtc::media_stream::MediaStreamTrackId;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+
+use super::{RtpKind, Transport};
+use crate::forward::{Codec, DownKey, TrackKey};
+
+/// A leg's key inside the engine.
+pub(crate) type Key = u32;
+
+/// One publisher track inside a leg.
+#[derive(Debug)]
+pub(crate) struct InTrack {
+    /// The forwarder's key, once the first packet told the codec.
+    pub(crate) key: Option<TrackKey>,
+    pub(crate) receiver: RTCRtpReceiverId,
+    pub(crate) kind: RtpKind,
+    pub(crate) codec: Option<Codec>,
+    pub(crate) media_ssrc: u32,
+    /// The track's id in the log, once published.
+    pub(crate) event_id: Option<TrackId>,
+    /// Order of publication on this node (the latest is what players follow).
+    pub(crate) published_at: u64,
+}
+
+/// One subscriber stream inside a leg.
+#[derive(Debug)]
+pub(crate) struct OutTrack {
+    pub(crate) down: DownKey,
+    pub(crate) sender: RTCRtpSenderId,
+    pub(crate) kind: RtpKind,
+    pub(crate) ssrc: u32,
+    /// Negotiated payload type per codec.
+    pub(crate) pts: Vec<(Codec, u8)>,
+    pub(crate) audio_level_ext: Option<u8>,
+}
+
+/// One leg.
+pub(crate) struct Session {
+    pub(crate) id: MediaSessionId,
+    pub(crate) room_id: RoomId,
+    pub(crate) identity: ParticipantIdentity,
+    pub(crate) sid: ParticipantSid,
+    pub(crate) role: Role,
+    pub(crate) pc: RTCPeerConnection,
+    /// Our ICE credentials for this leg.
+    pub(crate) ufrag: String,
+    pub(crate) pwd: String,
+    /// Client addresses learned from authenticated checks.
+    pub(crate) addrs: Vec<(SocketAddr, Transport)>,
+    pub(crate) inbound: HashMap<MediaStreamTrackId, InTrack>,
+    pub(crate) outbound: Vec<OutTrack>,
+    pub(crate) created: Instant,
+    pub(crate) connected: bool,
+    pub(crate) disconnected_since: Option<Instant>,
+    pub(crate) next_timeout: Option<Instant>,
+    pub(crate) dirty: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("room_id", &self.room_id)
+            .field("identity", &self.identity)
+            .finish()
+    }
+}

@@ -1,0 +1,36 @@
+//! JSON Schemas of the node protocol's wire form, generated from the Rust
+//! types: `schemas/node/request.v<N>.json` and `reply.v<N>.json`.
+//! `tests/schemas.rs` fails when the checked-in files differ;
+//! `ARC_UPDATE_SCHEMAS=1 cargo test -p arc-nodeproto --test schemas` rewrites them.
+
+use crate::{NodeReply, NodeRequest, PROTOCOL_VERSION, Wire};
+
+/// One generated schema file: its name under `schemas/node/` and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaFile {
+    pub file_name: String,
+    pub contents: String,
+}
+
+fn pretty(schema: &schemars::Schema) -> String {
+    // INVARIANT: a schemars::Schema is a JSON value and always serializes.
+    let mut text = serde_json::to_string_pretty(schema).expect("schema serializes");
+    text.push('\n');
+    text
+}
+
+/// Every schema file, sorted by name.
+pub fn generate() -> Vec<SchemaFile> {
+    let mut files = vec![
+        SchemaFile {
+            file_name: format!("reply.v{PROTOCOL_VERSION}.json"),
+            contents: pretty(&schemars::schema_for!(Wire<NodeReply>)),
+        },
+        SchemaFile {
+            file_name: format!("request.v{PROTOCOL_VERSION}.json"),
+            contents: pretty(&schemars::schema_for!(Wire<NodeRequest>)),
+        },
+    ];
+    files.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    files
+}
