@@ -225,6 +225,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         projections,
         webhooks: Some(webhooks),
         media,
+        fault_skip_node_requests: std::env::var("ARC_FAULT_SKIP_NODE_REQUESTS").is_ok_and(|v| v == "1"),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -68,6 +68,10 @@ pub struct ApiState {
     pub webhooks: Option<watch::Receiver<Position>>,
     /// How media nodes are reached (WHIP/WHEP, kicks).
     pub media: crate::media::MediaRouter,
+    /// Fault injection for tests (`ARC_FAULT_SKIP_NODE_REQUESTS=1`): the fast
+    /// path requests that end or mute media on a node are not sent, so a test
+    /// can show the node applying the log on its own.
+    pub fault_skip_node_requests: bool,
 }
 
 impl ApiState {

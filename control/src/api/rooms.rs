@@ -420,6 +420,10 @@ pub(crate) async fn close_room(
 /// is only logged: the log is already right, the node's reconciliation with
 /// the log ends them later (janitor), and a lost node's sessions end with it.
 pub(crate) async fn end_media(state: &ApiState, node: &str, room_id: &str, sid: Option<&str>, reason: LeaveReason) {
+    if state.fault_skip_node_requests {
+        tracing::warn!(%node, room_id, ?sid, ?reason, "fault injection: not telling the node (ARC_FAULT_SKIP_NODE_REQUESTS)");
+        return;
+    }
     let sid = match sid.map(ParticipantSid::parse).transpose() {
         Ok(sid) => sid,
         Err(e) => {
@@ -987,7 +991,7 @@ pub(crate) async fn mute_track(
         .fetch_optional(&state.db.pool)
         .await?
         .flatten();
-    if let Some(node) = node {
+    if let Some(node) = node.filter(|_| !state.fault_skip_node_requests) {
         let track = arc_events::TrackId::parse(&track_id).map_err(|e| ApiError::bad_request("track_id", e))?;
         let req = NodeRequest::Mute { track_id: track, muted: req.muted };
         if let Err(e) = state.media.request(&node, req).await {

@@ -88,10 +88,16 @@ pub fn start(mode: &Mode) -> Server {
 
 /// Starts arc-control with extra flags.
 pub fn start_with(mode: &Mode, extra: &[&str]) -> Server {
+    start_with_env(mode, extra, &[])
+}
+
+/// Starts arc-control with extra flags and environment variables.
+pub fn start_with_env(mode: &Mode, extra: &[&str], envs: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_arc-control"))
         .arg(mode.subcommand())
         .args(mode.args(None))
         .args(extra)
+        .envs(envs.iter().copied())
         .env("ARC_LOG", "warn,rtc_dtls=error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -42,6 +42,8 @@ pub struct Client {
     pub connected: bool,
     pub received: usize,
     pub location: Option<String>,
+    /// The next RTP sequence number [`Client::send_next`] uses.
+    pub next_seq: u16,
 }
 
 impl Client {
@@ -95,7 +97,7 @@ impl Client {
         .new_candidate_host()
         .expect("candidate");
         pc.add_local_candidate(RTCIceCandidate::from(&cand).to_json().expect("json")).expect("add candidate");
-        Self { pc, sock, local, sender, connected: false, received: 0, location: None }
+        Self { pc, sock, local, sender, connected: false, received: 0, location: None, next_seq: 1 }
     }
 
     pub fn offer(&self) -> String {
@@ -200,6 +202,14 @@ pub async fn try_post(http: &reqwest::Client, url: &str, token: &str, sdp: Strin
 }
 
 impl Client {
+    /// Sends the next frame (sequence numbers continue across calls: SRTP
+    /// refuses a repeated one as a replay).
+    pub fn send_next(&mut self, keyframe: bool) {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.send_frame(seq, keyframe);
+    }
+
     /// Opens a session through `POST {base}/v1/{whip|whep}/{room}` and sets
     /// the answer; the client still has to be driven to connect.
     pub async fn open(http: &reqwest::Client, base: &str, room: &str, token: &str, publish: bool) -> Self {
@@ -224,12 +234,11 @@ impl Client {
 /// connected); panics after `within`.
 pub async fn flow(publisher: &mut Client, player: &mut Client, packets: usize, within: Duration) {
     let deadline = Instant::now() + within;
-    let mut seq = 0u16;
     while player.received < packets {
         assert!(Instant::now() < deadline, "media flowed within {within:?} ({} packets)", player.received);
         if publisher.connected {
-            seq = seq.wrapping_add(1);
-            publisher.send_frame(seq, seq % 5 == 1);
+            let keyframe = publisher.next_seq % 5 == 1;
+            publisher.send_next(keyframe);
         }
         publisher.drive(Duration::from_millis(3)).await;
         player.drive(Duration::from_millis(3)).await;

@@ -18,7 +18,9 @@
 //! - A new client address is learned only from a STUN binding request for
 //!   one of our ufrags whose MESSAGE-INTEGRITY verifies under that session's
 //!   password ([`demux`]); nothing else from an unknown address reaches a
-//!   connection.
+//!   connection. Media moves to a new address (NAT rebinding) only when the
+//!   old one has been silent for [`ADDRESS_SILENT_SWITCH`] and the new one
+//!   passed such a check.
 //! - At most [`EngineConfig::sessions_max`] sessions at once; a full node
 //!   answers [`SessionError::Full`].
 //! - A session is one or more legs: one `rtc` peer connection per transport
@@ -76,6 +78,11 @@ pub const DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
 /// Sessions (legs) a node carries at most unless configured otherwise.
 pub const SESSIONS_MAX_DEFAULT: u32 = 5000;
+/// A client is taken to have moved (NAT rebinding) when an authenticated
+/// check arrives from a new address and its media address has been silent
+/// this long: consent checks come every few seconds, media and reports more
+/// often, so a live address is never this quiet.
+pub const ADDRESS_SILENT_SWITCH: Duration = Duration::from_secs(2);
 /// A new DTLS certificate is made this long before the current one expires.
 const CERTIFICATE_RENEW_MARGIN: Duration = Duration::from_secs(24 * 3600);
 
@@ -432,6 +439,9 @@ impl Engine {
                 }
             },
         };
+        if let Some(s) = self.sessions.get_mut(&key) {
+            heard(s, now, (from, transport), data);
+        }
         let local_addr = self.local_for(from, transport);
         let Some(session) = self.sessions.get_mut(&key) else {
             self.by_addr.remove(&(from, transport));
@@ -770,6 +780,8 @@ impl Engine {
             ufrag: ufrag.clone(),
             pwd,
             addrs: Vec::new(),
+            remote: None,
+            heard: Vec::new(),
             inbound: HashMap::new(),
             outbound,
             created: now,
@@ -881,11 +893,16 @@ impl Engine {
 
     fn push_writes(outbox: &mut VecDeque<Transmit>, s: &mut Session) {
         while let Some(msg) = s.pc.poll_write() {
-            outbox.push_back(Transmit {
-                to: msg.transport.peer_addr,
-                transport: transport_of(msg.transport.transport_protocol),
-                payload: msg.message,
-            });
+            let mut to = (msg.transport.peer_addr, transport_of(msg.transport.transport_protocol));
+            // Media and DTLS follow the client to where it moved; STUN
+            // answers go where the check came from.
+            let stun = demux::classify(&msg.message) == demux::PacketClass::Stun;
+            match s.remote {
+                None if !stun => s.remote = Some(to),
+                Some(r) if !stun && s.addrs.contains(&to) => to = r,
+                _ => {}
+            }
+            outbox.push_back(Transmit { to: to.0, transport: to.1, payload: msg.message });
         }
     }
 
@@ -1235,6 +1252,30 @@ impl Engine {
         for k in siblings {
             self.end(now, k, reason);
         }
+    }
+}
+
+/// Notes that a leg heard from `addr`; an authenticated check from a new
+/// address while the media address is silent moves the media there.
+fn heard(s: &mut Session, now: Instant, addr: (SocketAddr, Transport), data: &[u8]) {
+    match s.heard.iter_mut().find(|(a, _)| *a == addr) {
+        Some((_, t)) => *t = now,
+        None => s.heard.push((addr, now)),
+    }
+    // Only addresses learned from an authenticated check are in `addrs`, and
+    // a datagram from one is a check when it is STUN.
+    let Some(current) = s.remote else { return };
+    if current == addr || demux::classify(data) != demux::PacketClass::Stun || !s.connected {
+        return;
+    }
+    let silent = s
+        .heard
+        .iter()
+        .find(|(a, _)| *a == current)
+        .is_none_or(|(_, t)| now.saturating_duration_since(*t) >= ADDRESS_SILENT_SWITCH);
+    if silent {
+        tracing::info!(session = %s.id, from = %current.0, to = %addr.0, "client moved; media follows");
+        s.remote = Some(addr);
     }
 }
 

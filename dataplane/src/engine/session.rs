@@ -59,6 +59,11 @@ pub(crate) struct Session {
     pub(crate) pwd: String,
     /// Client addresses learned from authenticated checks.
     pub(crate) addrs: Vec<(SocketAddr, Transport)>,
+    /// Where the client's media goes (the address `rtc` selected, until the
+    /// client is heard only from another authenticated address: NAT
+    /// rebinding), and when each known address was last heard from.
+    pub(crate) remote: Option<(SocketAddr, Transport)>,
+    pub(crate) heard: Vec<((SocketAddr, Transport), Instant)>,
     pub(crate) inbound: HashMap<MediaStreamTrackId, InTrack>,
     pub(crate) outbound: Vec<OutTrack>,
     pub(crate) created: Instant,

@@ -1,0 +1,654 @@
+//! The engine on a simulated network, in virtual time: `rtc` client peers
+//! (publishers and players, sans-IO like the engine) exchange datagrams with
+//! one [`Engine`] through an in-memory network that can lose, reorder,
+//! duplicate and delay them. No socket, no sleep, no wall clock: a run is
+//! deterministic for its seed, and a minute of media takes a fraction of a
+//! second.
+//!
+//! Covered: connect and forward; NACK and retransmission under loss with
+//! reordering and duplicates; keyframe requests (PLI); mute and unmute; leave
+//! and its events; the session cap; garbage and forged STUN from unknown
+//! addresses; a client whose address changes (NAT rebinding).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use arc_events::room::LeaveReason;
+use arc_events::{MediaSessionId, ParticipantIdentity, ParticipantSid, RoomId, TrackId};
+use arc_media::engine::{Engine, EngineConfig, MediaEvent, SubscriptionEnd, Transport};
+use arc_nodeproto::{NodeReply, NodeRequest, OpenSession, Role, SessionError};
+use bytes::{Bytes, BytesMut};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+const NODE: &str = "10.0.0.1:7882";
+
+/// A small deterministic PRNG (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() % 1_000_000) as f64 / 1_000_000.0 < p
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+/// How the network treats datagrams towards one address.
+#[derive(Debug, Clone, Copy, Default)]
+struct Link {
+    loss: f64,
+    duplicate: f64,
+    delay: Duration,
+    /// Extra random delay up to this much (reorders datagrams).
+    jitter: Duration,
+}
+
+/// A datagram in flight: (deliver at, order, from, to, bytes).
+type InFlight = (Instant, u64, SocketAddr, SocketAddr, Vec<u8>);
+
+/// In-flight datagrams, delivered in time order.
+struct Net {
+    rng: Rng,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    /// Link towards an address (default: 1 ms, no loss).
+    links: HashMap<SocketAddr, Link>,
+    /// Addresses whose traffic is dropped (a client that vanished).
+    dead: BTreeSet<SocketAddr>,
+    /// NAT: a client's own address → the address the node sees.
+    nat: HashMap<SocketAddr, SocketAddr>,
+}
+
+impl Net {
+    fn new(seed: u64) -> Self {
+        Self {
+            rng: Rng(seed),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            links: HashMap::new(),
+            dead: BTreeSet::new(),
+            nat: HashMap::new(),
+        }
+    }
+
+    fn send(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        let from = self.nat.get(&from).copied().unwrap_or(from);
+        if self.dead.contains(&from) || self.dead.contains(&to) {
+            return;
+        }
+        let link = self.links.get(&to).copied().unwrap_or(Link { delay: Duration::from_millis(1), ..Link::default() });
+        if self.rng.chance(link.loss) {
+            return;
+        }
+        let copies = if self.rng.chance(link.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let jitter = Duration::from_micros(self.rng.below(link.jitter.as_micros() as u64 + 1));
+            self.seq += 1;
+            self.queue.push(Reverse((now + link.delay + jitter, self.seq, from, to, bytes.to_vec())));
+        }
+    }
+
+    /// The client address a datagram to `to` (as the node sees it) reaches.
+    fn inside(&self, to: SocketAddr) -> SocketAddr {
+        self.nat.iter().find(|(_, outer)| **outer == to).map_or(to, |(inner, _)| *inner)
+    }
+
+    fn next_at(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse((t, ..))| *t)
+    }
+}
+
+fn vp8() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.into(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// A client peer (sans-IO), at one simulated address.
+struct Peer {
+    pc: RTCPeerConnection,
+    addr: SocketAddr,
+    sender: Option<(RTCRtpSenderId, u32)>,
+    receiver: Option<RTCRtpReceiverId>,
+    connected: bool,
+    /// RTP packets received (all, and distinct sequence numbers).
+    received: usize,
+    seqs: BTreeSet<u16>,
+    /// SSRC of the last RTP packet received (what a PLI names).
+    last_ssrc: u32,
+    session: Option<MediaSessionId>,
+    seq: u16,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr, publish: bool, now: Instant) -> Self {
+        let mut me = MediaEngine::default();
+        me.register_default_codecs().expect("codecs");
+        let registry = register_default_interceptors(Registry::new(), &mut me).expect("interceptors");
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .expect("pc");
+        let mut sender = None;
+        if publish {
+            let ssrc = 0x1234_0000 | u32::from(addr.port());
+            let track = MediaStreamTrack::new(
+                "sim".into(),
+                format!("sim-video-{}", addr.port()),
+                "video".into(),
+                RtpCodecKind::Video,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                    codec: vp8(),
+                    ..Default::default()
+                }],
+            );
+            sender = Some((pc.add_track(track).expect("track"), ssrc));
+        } else {
+            pc.add_transceiver_from_kind(
+                RtpCodecKind::Video,
+                Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() }),
+            )
+            .expect("transceiver");
+        }
+        let offer = pc.create_offer(None).expect("offer");
+        pc.set_local_description(now, offer).expect("local");
+        let cand = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".into(),
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .expect("candidate");
+        pc.add_local_candidate(RTCIceCandidate::from(&cand).to_json().expect("json")).expect("add candidate");
+        Self {
+            pc,
+            addr,
+            sender,
+            receiver: None,
+            connected: false,
+            received: 0,
+            seqs: BTreeSet::new(),
+            last_ssrc: 0,
+            session: None,
+            seq: 0,
+        }
+    }
+
+    fn offer(&self) -> String {
+        self.pc.local_description().map(|d| d.sdp.clone()).expect("offer sdp")
+    }
+
+    fn answer(&mut self, now: Instant, sdp: String) {
+        self.pc.set_remote_description(now, RTCSessionDescription::answer(sdp).expect("answer")).expect("remote");
+    }
+
+    fn handle(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(bytes),
+        };
+        let _ = self.pc.handle_read(msg);
+    }
+
+    /// Takes what the connection produced: datagrams into the network, events, media.
+    fn drain(&mut self, now: Instant, net: &mut Net) {
+        while let Some(m) = self.pc.poll_write() {
+            net.send(now, self.addr, m.transport.peer_addr, &m.message);
+        }
+        while let Some(ev) = self.pc.poll_event() {
+            match ev {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(RTCPeerConnectionState::Connected) => {
+                    self.connected = true;
+                }
+                RTCPeerConnectionEvent::OnTrack(rtc::peer_connection::event::RTCTrackEvent::OnOpen(init)) => {
+                    self.receiver = Some(init.receiver_id);
+                }
+                _ => {}
+            }
+        }
+        while let Some(m) = self.pc.poll_read() {
+            if let RTCMessage::RtpPacket(_, p) = m.message {
+                self.received += 1;
+                self.seqs.insert(p.header.sequence_number);
+                self.last_ssrc = p.header.ssrc;
+            }
+        }
+        while let Some(m) = self.pc.poll_write() {
+            net.send(now, self.addr, m.transport.peer_addr, &m.message);
+        }
+    }
+
+    /// Sends one VP8 frame (a keyframe every 30th) of `packets` packets.
+    fn send_frame(&mut self, now: Instant, packets: usize) {
+        let Some((id, ssrc)) = self.sender else { return };
+        let Some(mut s) = self.pc.rtp_sender(id) else { return };
+        let pt = s.get_parameters().rtp_parameters.codecs.first().map_or(96, |c| c.payload_type);
+        let keyframe = self.seq.is_multiple_of(90);
+        for i in 0..packets {
+            self.seq = self.seq.wrapping_add(1);
+            let mut payload = vec![0u8; 1000];
+            payload[0] = if i == 0 { 0x10 } else { 0x00 }; // VP8 descriptor: start of partition
+            payload[1] = if keyframe { 0x00 } else { 0x01 }; // VP8 header: P bit clear = keyframe
+            let packet = rtc::rtp::Packet {
+                header: rtc::rtp::Header {
+                    version: 2,
+                    marker: i + 1 == packets,
+                    payload_type: pt,
+                    sequence_number: self.seq,
+                    timestamp: u32::from(self.seq / 3) * 3000,
+                    ssrc,
+                    ..Default::default()
+                },
+                payload: Bytes::from(payload),
+            };
+            let _ = s.write_rtp(now, packet);
+        }
+    }
+
+    fn send_pli(&mut self, now: Instant) {
+        let Some(id) = self.receiver else { return };
+        if let Some(mut r) = self.pc.rtp_receiver(id) {
+            let pli = PictureLossIndication { sender_ssrc: 1, media_ssrc: self.last_ssrc };
+            let _ = r.write_rtcp(now, vec![Box::new(pli)]);
+        }
+    }
+}
+
+/// The engine, its clients, the network and the clock.
+struct Sim {
+    now: Instant,
+    engine: Engine,
+    node: SocketAddr,
+    net: Net,
+    peers: Vec<Peer>,
+    events: Vec<MediaEvent>,
+    room: RoomId,
+}
+
+impl Sim {
+    fn new(seed: u64, sessions_max: u32) -> Self {
+        let now = Instant::now();
+        let node: SocketAddr = NODE.parse().expect("addr");
+        let engine = Engine::new(
+            EngineConfig {
+                local_udp: node,
+                local_tcp: node,
+                announce_udp: vec![node],
+                announce_tcp: vec![node],
+                sessions_max,
+            },
+            now,
+        )
+        .expect("engine");
+        Self {
+            now,
+            engine,
+            node,
+            net: Net::new(seed),
+            peers: Vec::new(),
+            events: Vec::new(),
+            room: RoomId::parse("rm_sim").expect("id"),
+        }
+    }
+
+    fn drain_engine(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            if std::env::var_os("SIM_TRACE").is_some() {
+                eprintln!("{:?} node -> {} {} bytes first {:#x}", self.now, t.to, t.payload.len(), t.payload[0]);
+            }
+            assert_eq!(t.transport, Transport::Udp);
+            self.net.send(self.now, self.node, t.to, &t.payload);
+        }
+        while let Some(e) = self.engine.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    /// Adds a client at `10.0.1.<n>:5000` and opens its session.
+    fn join(&mut self, n: u8, identity: &str, publish: bool) -> Result<usize, SessionError> {
+        let addr: SocketAddr = format!("10.0.1.{n}:5000").parse().expect("addr");
+        let mut peer = Peer::new(addr, publish, self.now);
+        let req = NodeRequest::Open(OpenSession {
+            room_id: self.room.clone(),
+            identity: ParticipantIdentity::parse(identity).expect("id"),
+            sid: ParticipantSid::parse(&format!("pa_{identity}")).expect("id"),
+            role: if publish { Role::Publish } else { Role::Subscribe { participant: None } },
+            offer: peer.offer(),
+        });
+        let reply = self.engine.handle_request(self.now, req);
+        self.drain_engine();
+        match reply {
+            NodeReply::Opened(o) => {
+                peer.answer(self.now, o.answer);
+                peer.session = Some(o.session_id);
+                peer.drain(self.now, &mut self.net);
+                self.peers.push(peer);
+                Ok(self.peers.len() - 1)
+            }
+            NodeReply::Error(e) => Err(e),
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    fn request(&mut self, req: NodeRequest) -> NodeReply {
+        let reply = self.engine.handle_request(self.now, req);
+        self.drain_engine();
+        reply
+    }
+
+    /// Runs for `d` of virtual time; publishers send `fps` frames a second.
+    fn run(&mut self, d: Duration, fps: u32) {
+        let until = self.now + d;
+        let frame = Duration::from_secs(1) / fps.max(1);
+        let mut next_frame = self.now;
+        loop {
+            let mut next = self.engine.poll_timeout().min(next_frame);
+            if let Some(t) = self.net.next_at() {
+                next = next.min(t);
+            }
+            for p in &mut self.peers {
+                if let Some(t) = p.pc.poll_timeout() {
+                    next = next.min(t);
+                }
+            }
+            if next > until {
+                self.now = until;
+                return;
+            }
+            self.now = next.max(self.now);
+            let now = self.now;
+            // Datagrams due now.
+            while self.net.next_at().is_some_and(|t| t <= now) {
+                let Some(Reverse((_, _, from, to, bytes))) = self.net.queue.pop() else { break };
+                if to == self.node {
+                    if std::env::var_os("SIM_TRACE").is_some() {
+                        eprintln!("{now:?} {from} -> node {} bytes first {:#x}", bytes.len(), bytes[0]);
+                    }
+                    self.engine.handle_datagram(now, from, Transport::Udp, &bytes);
+                    self.drain_engine();
+                } else if let Some(p) = {
+                    let inner = self.net.inside(to);
+                    self.peers.iter_mut().find(|p| p.addr == inner)
+                } {
+                    p.handle(now, from, &bytes);
+                    p.drain(now, &mut self.net);
+                }
+            }
+            if self.engine.poll_timeout() <= now {
+                self.engine.handle_timeout(now);
+                self.drain_engine();
+            }
+            for p in &mut self.peers {
+                if p.pc.poll_timeout().is_some_and(|t| t <= now) {
+                    let _ = p.pc.handle_timeout(now);
+                    p.drain(now, &mut self.net);
+                }
+            }
+            if next_frame <= now {
+                next_frame = now + frame;
+                for p in &mut self.peers {
+                    if p.connected && p.sender.is_some() {
+                        p.send_frame(now, 3);
+                        p.drain(now, &mut self.net);
+                    }
+                }
+            }
+        }
+    }
+
+    fn count(&self, f: impl Fn(&MediaEvent) -> bool) -> usize {
+        self.events.iter().filter(|e| f(e)).count()
+    }
+}
+
+#[test]
+fn clients_connect_and_media_is_forwarded() {
+    let mut sim = Sim::new(1, 100);
+    let publisher = sim.join(1, "pub", true).expect("publisher");
+    let player = sim.join(2, "sub", false).expect("player");
+    sim.run(Duration::from_secs(3), 30);
+    assert!(sim.peers[publisher].connected && sim.peers[player].connected, "both connected");
+    let received = sim.peers[player].received;
+    assert!(received > 100, "the player received the publisher's video: {received} packets");
+    assert_eq!(sim.count(|e| matches!(e, MediaEvent::TrackPublished { .. })), 1);
+    assert_eq!(sim.count(|e| matches!(e, MediaEvent::SubscriptionStarted { .. })), 1);
+    let stats = sim.engine.stats();
+    assert_eq!(stats.sessions, 2);
+    assert!(stats.packets_in > 150, "{stats:?}");
+}
+
+#[test]
+fn losses_are_repaired_by_nack_and_retransmission_despite_reordering_and_duplicates() {
+    let mut sim = Sim::new(7, 100);
+    let publisher = sim.join(1, "pub", true).expect("publisher");
+    let player = sim.join(2, "sub", false).expect("player");
+    sim.run(Duration::from_secs(2), 30);
+    assert!(sim.peers[player].connected);
+    // 5 % loss, 20 ms ± 15 ms (reordering), 2 % duplicates towards the player.
+    let link =
+        Link { loss: 0.05, duplicate: 0.02, delay: Duration::from_millis(20), jitter: Duration::from_millis(15) };
+    sim.net.links.insert(sim.peers[player].addr, link);
+    let sent_before = sim.peers[publisher].seq;
+    let seqs_before = sim.peers[player].seqs.len();
+    sim.run(Duration::from_secs(10), 30);
+    sim.net.links.clear();
+    sim.run(Duration::from_secs(1), 1);
+    let sent = usize::from(sim.peers[publisher].seq - sent_before);
+    let got = sim.peers[player].seqs.len() - seqs_before;
+    let stats = sim.engine.stats();
+    assert!(stats.nacks_answered > 0, "NACKs were answered: {stats:?}");
+    assert!(got as f64 >= sent as f64 * 0.99, "after repair the player has {got} of {sent} packets");
+}
+
+#[test]
+fn a_players_keyframe_request_reaches_the_publisher() {
+    let mut sim = Sim::new(3, 100);
+    sim.join(1, "pub", true).expect("publisher");
+    let player = sim.join(2, "sub", false).expect("player");
+    sim.run(Duration::from_secs(2), 30);
+    let before = sim.engine.stats().keyframe_requests;
+    let now = sim.now;
+    sim.peers[player].send_pli(now);
+    sim.peers[player].drain(now, &mut sim.net);
+    sim.run(Duration::from_millis(200), 30);
+    assert!(sim.engine.stats().keyframe_requests > before, "the PLI went upstream: {:?}", sim.engine.stats());
+}
+
+#[test]
+fn muted_tracks_stop_and_resume_on_unmute() {
+    let mut sim = Sim::new(4, 100);
+    sim.join(1, "pub", true).expect("publisher");
+    let player = sim.join(2, "sub", false).expect("player");
+    sim.run(Duration::from_secs(2), 30);
+    let track = sim
+        .events
+        .iter()
+        .find_map(|e| match e {
+            MediaEvent::TrackPublished { track, .. } => Some(track.clone()),
+            _ => None,
+        })
+        .expect("published");
+    assert_eq!(
+        sim.request(NodeRequest::Mute { track_id: track.clone(), muted: true }),
+        NodeReply::Muted { found: true }
+    );
+    sim.run(Duration::from_millis(200), 30);
+    let muted_at = sim.peers[player].received;
+    sim.run(Duration::from_secs(2), 30);
+    assert_eq!(sim.peers[player].received, muted_at, "nothing forwarded while muted");
+    sim.request(NodeRequest::Mute { track_id: track, muted: false });
+    sim.run(Duration::from_secs(4), 30);
+    assert!(sim.peers[player].received > muted_at + 30, "forwarding resumed (on a keyframe)");
+    let unknown = TrackId::parse("tr_nope").expect("id");
+    assert_eq!(sim.request(NodeRequest::Mute { track_id: unknown, muted: true }), NodeReply::Muted { found: false });
+}
+
+#[test]
+fn leaving_ends_the_session_with_its_reason_and_unpublishes() {
+    let mut sim = Sim::new(5, 100);
+    let publisher = sim.join(1, "pub", true).expect("publisher");
+    sim.join(2, "sub", false).expect("player");
+    sim.run(Duration::from_secs(2), 30);
+    let id = sim.peers[publisher].session.clone().expect("session");
+    assert_eq!(sim.request(NodeRequest::Close { session_id: id.clone() }), NodeReply::Closed);
+    assert_eq!(sim.request(NodeRequest::Close { session_id: id }), NodeReply::Error(SessionError::NotFound));
+    assert_eq!(sim.count(|e| matches!(e, MediaEvent::TrackUnpublished { reason: LeaveReason::ClientLeft, .. })), 1);
+    assert_eq!(
+        sim.count(|e| matches!(e, MediaEvent::SessionEnded { reason: LeaveReason::ClientLeft, .. })),
+        1,
+        "{:?}",
+        sim.events
+    );
+    assert_eq!(
+        sim.count(|e| matches!(e, MediaEvent::SubscriptionEnded { reason: SubscriptionEnd::Unpublished, .. })),
+        1
+    );
+    // The player is ended by sid, as the log would ask; the room empties.
+    let sid = ParticipantSid::parse("pa_sub").expect("id");
+    let reply =
+        sim.request(NodeRequest::End { room_id: sim.room.clone(), sid: Some(sid), reason: LeaveReason::Kicked });
+    assert_eq!(reply, NodeReply::Ended { sessions: 1 });
+    assert_eq!(sim.engine.session_count(), 0);
+    assert_eq!(sim.count(|e| matches!(e, MediaEvent::SessionEnded { reason: LeaveReason::Kicked, .. })), 1);
+}
+
+#[test]
+fn a_vanished_client_is_dropped_after_the_disconnect_timeout() {
+    let mut sim = Sim::new(6, 100);
+    sim.join(1, "pub", true).expect("publisher");
+    let player = sim.join(2, "sub", false).expect("player");
+    sim.run(Duration::from_secs(2), 30);
+    sim.net.dead.insert(sim.peers[player].addr);
+    sim.run(Duration::from_secs(40), 30);
+    assert_eq!(sim.engine.session_count(), 1, "only the publisher is left");
+    assert_eq!(sim.count(|e| matches!(e, MediaEvent::SessionEnded { reason: LeaveReason::ConnectionLost, .. })), 1);
+}
+
+#[test]
+fn a_full_node_refuses_sessions_with_its_limit() {
+    let mut sim = Sim::new(8, 2);
+    sim.join(1, "a", true).expect("first");
+    sim.join(2, "b", false).expect("second");
+    assert_eq!(sim.join(3, "c", false).err(), Some(SessionError::Full { limit: 2 }));
+    assert_eq!(sim.engine.session_count(), 2);
+}
+
+#[test]
+fn garbage_and_forged_checks_from_unknown_addresses_change_nothing() {
+    let mut sim = Sim::new(9, 100);
+    sim.join(1, "pub", true).expect("publisher");
+    let player = sim.join(2, "sub", false).expect("player");
+    sim.run(Duration::from_secs(2), 30);
+    let before = sim.peers[player].received;
+    // Random bytes in every first-byte class, from strangers and from the
+    // publisher's own address.
+    let mut rng = Rng(99);
+    let stranger: SocketAddr = "10.9.9.9:4444".parse().expect("addr");
+    let publisher_addr = sim.peers[0].addr;
+    for i in 0..5000u64 {
+        let len = 1 + rng.below(1400) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        bytes[0] = [0x00, 0x01, 22, 0x80, 0x90, 0xff][(i % 6) as usize];
+        let from = if i % 2 == 0 { stranger } else { publisher_addr };
+        sim.engine.handle_datagram(sim.now, from, Transport::Udp, &bytes);
+        sim.drain_engine();
+    }
+    // A STUN check naming a live session's ufrag, signed with the wrong
+    // password, from a spoofed address: the address is not learned.
+    let offer_ufrag = sim.peers[player]
+        .pc
+        .remote_description()
+        .and_then(|d| d.sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:").map(str::to_owned)))
+        .expect("our ufrag in the answer");
+    let forged = forged_check(&offer_ufrag);
+    let dropped = sim.engine.stats().dropped_unknown;
+    sim.engine.handle_datagram(sim.now, stranger, Transport::Udp, &forged);
+    sim.drain_engine();
+    assert_eq!(sim.engine.stats().dropped_unknown, dropped + 1, "a forged check is dropped");
+    sim.run(Duration::from_secs(2), 30);
+    assert!(sim.peers[player].received > before + 100, "media kept flowing");
+    assert_eq!(sim.engine.session_count(), 2);
+}
+
+fn forged_check(our_ufrag: &str) -> Vec<u8> {
+    use rtc::stun::attributes::ATTR_USERNAME;
+    use rtc::stun::integrity::MessageIntegrity;
+    use rtc::stun::message::{BINDING_REQUEST, Message, Setter, TransactionId};
+    use rtc::stun::textattrs::TextAttribute;
+    let provider = rtc::crypto::default_provider().expect("crypto");
+    let mut m = Message::new();
+    let setters: Vec<Box<dyn Setter + '_>> = vec![
+        Box::new(BINDING_REQUEST),
+        Box::new(TransactionId::new()),
+        Box::new(TextAttribute::new(ATTR_USERNAME, format!("{our_ufrag}:attacker"))),
+        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+            "not-the-password".into(),
+            provider.crypto(),
+        )),
+    ];
+    m.build(&setters).expect("build");
+    m.raw
+}
+
+#[test]
+fn a_client_whose_address_changes_keeps_its_media() {
+    let mut sim = Sim::new(10, 100);
+    sim.join(1, "pub", true).expect("publisher");
+    let player = sim.join(2, "sub", false).expect("player");
+    sim.run(Duration::from_secs(2), 30);
+    // NAT rebinding: the player's datagrams now come from another port, and
+    // what is sent to the old one goes nowhere.
+    let old = sim.peers[player].addr;
+    let new: SocketAddr = "10.0.1.2:6000".parse().expect("addr");
+    sim.net.nat.insert(old, new);
+    sim.net.dead.insert(old);
+    let before = sim.peers[player].received;
+    sim.run(Duration::from_secs(8), 30);
+    let after = sim.peers[player].received;
+    eprintln!("after the address change the player received {} packets", after - before);
+    assert!(after > before + 50, "media follows the new address ({} packets)", after - before);
+}
