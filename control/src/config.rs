@@ -71,6 +71,8 @@ pub struct Settings {
     /// comma-separated (default `127.0.0.1`; give the host's LAN or public IP
     /// for clients on other machines).
     pub media_announce: Option<String>,
+    /// `dev`: worker threads of the embedded media node (default 0: one per CPU).
+    pub media_workers: Option<usize>,
 }
 
 impl Settings {
@@ -104,6 +106,7 @@ impl Settings {
             webhook_ca_file: over.webhook_ca_file.or(self.webhook_ca_file),
             media_udp: over.media_udp.or(self.media_udp),
             media_announce: over.media_announce.or(self.media_announce),
+            media_workers: over.media_workers.or(self.media_workers),
         }
     }
 
@@ -182,9 +185,14 @@ impl Settings {
                 ip.parse().map_err(|e| ControlError::Config(format!("media_announce address {ip:?}: {e}")))?;
             media_announce.push(ip);
         }
+        let media_workers = self.media_workers.unwrap_or(0);
+        if media_workers > 256 {
+            return Err(ControlError::Config(format!("media_workers must be at most 256, not {media_workers}")));
+        }
         Ok(Config {
             media_udp,
             media_announce,
+            media_workers,
             data_dir,
             listen,
             log,
@@ -226,6 +234,8 @@ pub struct Config {
     pub media_udp: SocketAddr,
     /// `dev`: the IPs the embedded media node announces as host candidates.
     pub media_announce: Vec<std::net::IpAddr>,
+    /// `dev`: the embedded media node's worker threads (0: one per CPU).
+    pub media_workers: usize,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub log: LogConfig,

@@ -52,6 +52,7 @@ pub async fn start(
         udp_listen: config.media_udp,
         announce: config.media_announce.clone(),
         sessions_max: DEV_NODE_CAPACITY,
+        workers: config.media_workers,
     };
     let (handle, media_task) = arc_media::media::start(media_config, events_tx)
         .await

@@ -87,6 +87,9 @@ struct SettingsArgs {
     /// dev: IPs the media node announces to clients, comma-separated [default: 127.0.0.1]
     #[arg(long, global = true, env = "ARC_MEDIA_ANNOUNCE")]
     media_announce: Option<String>,
+    /// dev: worker threads of the media node (each with its own engine) [default: 0, one per CPU]
+    #[arg(long, global = true, env = "ARC_MEDIA_WORKERS")]
+    media_workers: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +130,7 @@ impl SettingsArgs {
             webhook_ca_file: self.webhook_ca_file,
             media_udp: self.media_udp,
             media_announce: self.media_announce,
+            media_workers: self.media_workers,
         }
     }
 }

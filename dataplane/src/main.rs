@@ -38,6 +38,10 @@ struct Cli {
     /// UDP address of the one media port (every WebRTC peer uses it)
     #[arg(long, env = "ARC_MEDIA_UDP", default_value = "0.0.0.0:7882")]
     media_udp: std::net::SocketAddr,
+    /// Media worker threads (each with its own engine and socket on the media
+    /// port); 0: one per CPU the process may use
+    #[arg(long, env = "ARC_MEDIA_WORKERS", default_value_t = 0)]
+    workers: usize,
     /// On SIGTERM: seconds to wait for the node's rooms to empty before ending the rest
     #[arg(long, env = "ARC_DRAIN_TIMEOUT_S", default_value_t = 30)]
     drain_timeout_s: u64,
@@ -103,8 +107,12 @@ async fn run() -> Result<()> {
         anyhow::bail!("--public-ip takes IP addresses, got {:?}", info.public_ips);
     }
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let media_config =
-        arc_media::media::MediaConfig { udp_listen: cli.media_udp, announce, sessions_max: cli.capacity };
+    let media_config = arc_media::media::MediaConfig {
+        udp_listen: cli.media_udp,
+        announce,
+        sessions_max: cli.capacity,
+        workers: cli.workers,
+    };
     let (media, media_task) = arc_media::media::start(media_config, events_tx)
         .await
         .with_context(|| format!("binding the media port {}", cli.media_udp))?;
@@ -137,6 +145,7 @@ async fn run() -> Result<()> {
         media.local_addr(),
         if info.public_ips.is_empty() { "the bound address".to_owned() } else { info.public_ips.join(", ") }
     );
+    println!("  workers       {}", media.workers());
     println!("  requests      {subject}");
     let agent_media = media.clone();
     let drain_timeout = std::time::Duration::from_secs(cli.drain_timeout_s);

@@ -320,6 +320,7 @@ impl Sim {
                 announce_udp: vec![node],
                 announce_tcp: vec![node],
                 sessions_max,
+                worker: 0,
             },
             now,
         )

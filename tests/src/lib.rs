@@ -6,8 +6,11 @@
 //! # Layout
 //! - this file: events, reading back, [`Audit`].
 //! - [`nats`]: one nats-server or a three-server cluster, killed and restarted at will.
+//! - [`rtc_client`]: a WebRTC client (`rtc`, sans-IO, on a real UDP socket)
+//!   that publishes synthetic VP8 or plays, through WHIP/WHEP or any offer/answer.
 
 pub mod nats;
+pub mod rtc_client;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

@@ -2,7 +2,8 @@
 //! embedded or cluster mode and find its address.
 #![allow(dead_code, unreachable_pub)]
 
-pub mod rtc_client;
+#[allow(unused_imports)]
+pub use arc_tests::rtc_client;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

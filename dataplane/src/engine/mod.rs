@@ -7,12 +7,13 @@
 //! [`Engine::handle_timeout`], [`Engine::handle_tcp_closed`],
 //! [`Engine::shutdown`]) do all the work; outputs are only taken:
 //! [`Engine::poll_transmit`] (datagrams to send), [`Engine::poll_event`]
-//! (facts for the log) and [`Engine::poll_timeout`] (when to call
-//! `handle_timeout` next).
+//! (facts for the log), [`Engine::poll_route`] (which ufrags and client
+//! addresses it owns, for the driver's routing) and [`Engine::poll_timeout`]
+//! (when to call `handle_timeout` next).
 //!
 //! **Order (an invariant of the driver):** after every `handle_*` call, drain
-//! `poll_transmit` until `None`, then `poll_event` until `None`, then ask
-//! `poll_timeout` — a call may change the next deadline.
+//! `poll_transmit` until `None`, then `poll_route` and `poll_event` until
+//! `None`, then ask `poll_timeout` — a call may change the next deadline.
 //!
 //! Rules it keeps:
 //! - A new client address is learned only from a STUN binding request for
@@ -92,6 +93,18 @@ pub enum Transport {
     Udp,
     /// ICE-TCP (RFC 6544), framed by the driver (RFC 4571).
     Tcp,
+}
+
+/// A change the driver's routing must follow: which ufrags and client
+/// addresses this engine owns (so datagrams reach it, and a flow can get its
+/// own socket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteChange {
+    /// A leg with this ICE ufrag was opened (`true`) or ended (`false`).
+    Ufrag { ufrag: String, owned: bool },
+    /// A client address was learned from an authenticated check (`true`), or
+    /// its leg ended (`false`).
+    Addr { addr: SocketAddr, transport: Transport, owned: bool },
 }
 
 /// A datagram to send.
@@ -188,6 +201,29 @@ pub struct MediaStats {
     pub keyframe_requests: u64,
     /// Frames dropped because an ICE-TCP connection could not keep up (counted by the driver).
     pub dropped_tcp: u64,
+    /// Datagrams the kernel would not take (socket buffer full; counted by the driver).
+    pub dropped_send: u64,
+    /// Datagrams handed to the worker owning their flow (counted by the driver).
+    pub handed_off: u64,
+}
+
+impl MediaStats {
+    /// Adds another worker's figures to these.
+    pub fn add(&mut self, o: &Self) {
+        self.sessions += o.sessions;
+        self.tracks += o.tracks;
+        self.packets_in += o.packets_in;
+        self.packets_out += o.packets_out;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.dropped_unknown += o.dropped_unknown;
+        self.dropped_malformed += o.dropped_malformed;
+        self.nacks_answered += o.nacks_answered;
+        self.keyframe_requests += o.keyframe_requests;
+        self.dropped_tcp += o.dropped_tcp;
+        self.dropped_send += o.dropped_send;
+        self.handed_off += o.handed_off;
+    }
 }
 
 /// What the engine needs to know of its surroundings.
@@ -203,6 +239,14 @@ pub struct EngineConfig {
     pub announce_tcp: Vec<SocketAddr>,
     /// Most sessions at once.
     pub sessions_max: u32,
+    /// This engine's index among the node's workers (it prefixes the session
+    /// ids it makes, `se_w<worker>_…`, so requests find their worker).
+    pub worker: u16,
+}
+
+/// The worker a session id was made by (see [`EngineConfig::worker`]).
+pub fn worker_of(id: &MediaSessionId) -> Option<u16> {
+    id.as_str().strip_prefix("se_w")?.split('_').next()?.parse().ok()
 }
 
 /// Why the engine could not start.
@@ -231,6 +275,7 @@ pub struct Engine {
     dirty: Vec<Key>,
     outbox: VecDeque<Transmit>,
     events: VecDeque<MediaEvent>,
+    routes: VecDeque<RouteChange>,
     forwarder: Forwarder,
     track_owner: HashMap<TrackKey, (Key, MediaStreamTrackId)>,
     down_owner: HashMap<DownKey, Key>,
@@ -313,6 +358,7 @@ impl Engine {
             dirty: Vec::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
+            routes: VecDeque::new(),
             forwarder: Forwarder::new(ForwardConfig::default()),
             track_owner: HashMap::new(),
             down_owner: HashMap::new(),
@@ -352,6 +398,16 @@ impl Engine {
     /// Whether the node refuses new rooms.
     pub fn draining(&self) -> bool {
         self.draining
+    }
+
+    /// Whether one of this engine's legs has this ICE ufrag.
+    pub fn owns_ufrag(&self, ufrag: &str) -> bool {
+        self.by_ufrag.contains_key(ufrag)
+    }
+
+    /// Whether this client address belongs to one of this engine's legs.
+    pub fn owns_addr(&self, addr: SocketAddr, transport: Transport) -> bool {
+        self.by_addr.contains_key(&(addr, transport))
     }
 
     // ---- inputs --------------------------------------------------------
@@ -431,6 +487,7 @@ impl Engine {
                     if let Some(s) = self.sessions.get_mut(&k) {
                         s.addrs.push((from, transport));
                     }
+                    self.routes.push_back(RouteChange::Addr { addr: from, transport, owned: true });
                     k
                 }
                 None => {
@@ -498,7 +555,11 @@ impl Engine {
 
     /// An ICE-TCP connection closed: its address is forgotten.
     pub fn handle_tcp_closed(&mut self, peer: SocketAddr) {
-        self.by_addr.remove(&(peer, Transport::Tcp));
+        if let Some(k) = self.by_addr.remove(&(peer, Transport::Tcp))
+            && let Some(s) = self.sessions.get_mut(&k)
+        {
+            s.addrs.retain(|a| *a != (peer, Transport::Tcp));
+        }
     }
 
     /// Ends every session (reason `node_shutdown`).
@@ -520,6 +581,11 @@ impl Engine {
     /// The next fact for the log.
     pub fn poll_event(&mut self) -> Option<MediaEvent> {
         self.events.pop_front()
+    }
+
+    /// The next change of what this engine owns (for the driver's routing).
+    pub fn poll_route(&mut self) -> Option<RouteChange> {
+        self.routes.pop_front()
     }
 
     /// When [`Self::handle_timeout`] is due next.
@@ -625,7 +691,7 @@ impl Engine {
             self.certificate = peer::certificate()
                 .map_err(|e| SessionError::Internal { message: format!("DTLS certificate: {e}") })?;
         }
-        let id = MediaSessionId::parse(&format!("se_{}", random_token(20)))
+        let id = MediaSessionId::parse(&format!("se_w{}_{}", self.config.worker, random_token(20)))
             .map_err(|e| SessionError::Internal { message: e.to_string() })?;
         let mut legs = Vec::with_capacity(plan.parts.len());
         let mut answers = Vec::with_capacity(plan.parts.len());
@@ -666,6 +732,7 @@ impl Engine {
         let Some(mut s) = self.sessions.remove(&key) else { return };
         let _ = s.pc.close();
         self.by_ufrag.remove(&s.ufrag);
+        self.routes.push_back(RouteChange::Ufrag { ufrag: s.ufrag.clone(), owned: false });
         for o in &s.outbound {
             self.forwarder.remove_down(o.down);
             self.down_owner.remove(&o.down);
@@ -791,6 +858,7 @@ impl Engine {
             dirty: false,
         };
         self.sessions.insert(key, session);
+        self.routes.push_back(RouteChange::Ufrag { ufrag: ufrag.clone(), owned: true });
         self.by_ufrag.insert(ufrag, key);
         // Subscriber streams are registered now and start forwarding once the
         // session is connected (a keyframe sent before DTLS completes is lost).
@@ -1199,8 +1267,10 @@ impl Engine {
         Self::push_writes(&mut self.outbox, &mut s);
         for a in &s.addrs {
             self.by_addr.remove(a);
+            self.routes.push_back(RouteChange::Addr { addr: a.0, transport: a.1, owned: false });
         }
         self.by_ufrag.remove(&s.ufrag);
+        self.routes.push_back(RouteChange::Ufrag { ufrag: s.ufrag.clone(), owned: false });
         // The session's other legs (other transports of its offer) end with it.
         let siblings: Vec<Key> =
             self.by_id.remove(&s.id).unwrap_or_default().into_iter().filter(|k| *k != key).collect();
@@ -1290,6 +1360,14 @@ mod tests {
         assert_eq!(kinds, vec![RtpKind::Audio, RtpKind::Video]);
         assert_eq!(codecs, vec!["opus", "VP8", "rtx"]);
         assert_eq!(offered("garbage"), (vec![], vec![]));
+    }
+
+    #[test]
+    fn session_ids_name_their_worker() {
+        assert_eq!(worker_of(&MediaSessionId::parse("se_w3_abc").expect("id")), Some(3));
+        assert_eq!(worker_of(&MediaSessionId::parse("se_w12_x_y").expect("id")), Some(12));
+        assert_eq!(worker_of(&MediaSessionId::parse("se_abc").expect("id")), None);
+        assert_eq!(worker_of(&MediaSessionId::parse("se_wx_abc").expect("id")), None);
     }
 
     #[test]

@@ -1,32 +1,45 @@
-//! The media node's driver: the I/O around the sans-IO [`Engine`]. One task
-//! owns the engine, the UDP socket and the ICE-TCP connections' writers, and
-//! the clock: it feeds datagrams, requests and timeouts in, and carries
-//! datagrams and events out, in the order the engine documents. Requests
-//! arrive through a [`MediaHandle`] (the in-process [`NodeService`] of
-//! `arc-control dev`, or NATS requests in `arc-media`).
+//! The media node's driver: the I/O around the sans-IO [`Engine`]s.
 //!
-//! Nothing here decides anything: sessions, tracks and forwarding live in
-//! the engine.
+//! A node runs N workers ([`MediaConfig::workers`], default: the CPUs the
+//! process may use), each a thread with its own engine and its own socket on
+//! the shared media port ([`worker`]). Rooms are placed on a worker by a hash
+//! of the room id, so a room's sessions (and its forwarding) live on one
+//! worker and nothing is shared between workers on the packet path; a room is
+//! therefore limited to one core's forwarding capacity. Requests arrive
+//! through a [`MediaHandle`] (the in-process [`NodeService`] of `arc-control
+//! dev`, or NATS requests in `arc-media`) and go to the room's worker, to the
+//! worker a session id names, or to all of them (ends, mutes, lists, stats).
+//! ICE-TCP connections are accepted here and handed to the worker owning the
+//! ufrag of their first check ([`tcp`]).
+//!
+//! Nothing here decides anything: sessions, tracks and forwarding live in the
+//! engines.
+//!
+//! # Layout
+//! - this file: [`MediaHandle`], [`start`], request routing.
+//! - [`worker`]: one worker's thread, sockets, batching, timers, steering.
+//! - [`udp`]: batched UDP I/O (`recvmmsg`/GRO, GSO) over `quinn-udp`.
+//! - [`routes`]: the ufrag → worker table the workers share.
+//! - [`tcp`]: the ICE-TCP acceptor (RFC 4571 framing).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use arc_nodeproto::{NodeReply, NodeRequest, NodeService, SessionError};
-use tokio::net::UdpSocket;
+use arc_events::RoomId;
+use arc_nodeproto::{NodeReply, NodeRequest, NodeService, SESSIONS_PAGE_MAX, SessionError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{Engine, EngineConfig, SESSIONS_MAX_DEFAULT, Transport};
+use crate::engine::{Engine, EngineConfig, SESSIONS_MAX_DEFAULT, worker_of};
 pub use crate::engine::{MediaEvent, MediaStats, RtpKind, SubscriptionEnd};
 
-/// Largest datagram read.
-const DATAGRAM_MAX: usize = 1500;
-/// Requests queued towards the media task.
-const REQUESTS_QUEUE_MAX: usize = 256;
-/// ICE-TCP events (frames, opens, closes) queued towards the media task.
-const TCP_EVENTS_QUEUE_MAX: usize = 1024;
+mod routes;
+pub(crate) mod tcp;
+pub(crate) mod udp;
+pub(crate) mod worker;
+
+use worker::WorkerMsg;
 
 /// Where the node's media port listens and what it announces.
 #[derive(Debug, Clone)]
@@ -36,14 +49,16 @@ pub struct MediaConfig {
     /// IPs announced as host candidates, with the bound port; empty means
     /// the bound address (loopback if it is unspecified).
     pub announce: Vec<std::net::IpAddr>,
-    /// Most sessions at once.
+    /// Most sessions at once (over all workers).
     pub sessions_max: u32,
+    /// Worker threads; 0 means one per CPU the process may use.
+    pub workers: usize,
 }
 
 impl MediaConfig {
     /// The media port at `udp_listen`, announcing `announce`, with the default caps.
     pub fn new(udp_listen: SocketAddr, announce: Vec<std::net::IpAddr>) -> Self {
-        Self { udp_listen, announce, sessions_max: SESSIONS_MAX_DEFAULT }
+        Self { udp_listen, announce, sessions_max: SESSIONS_MAX_DEFAULT, workers: 0 }
     }
 }
 
@@ -52,23 +67,27 @@ pub const TCP_CONNECTIONS_MAX: usize = 4096;
 /// Frames queued towards one ICE-TCP connection before new ones are dropped
 /// (media over TCP that cannot keep up is dropped, never buffered without bound).
 pub const TCP_QUEUE_MAX: usize = 512;
-/// Largest RFC 4571 frame accepted from a client.
-const TCP_FRAME_MAX: usize = 1500;
+/// Most worker threads a node starts.
+pub const WORKERS_MAX: usize = 256;
 
-enum Command {
-    Request(NodeRequest, oneshot::Sender<NodeReply>),
-    Stats(oneshot::Sender<MediaStats>),
-    /// Draining: refuse sessions for rooms this node does not already carry.
-    SetDraining(bool),
-    Shutdown(oneshot::Sender<()>),
+/// The worker a room lives on: a hash of its id (stable, needs no table).
+pub fn worker_for(room: &RoomId, workers: usize) -> usize {
+    // FNV-1a: stable across builds and processes (unlike the std hasher).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.as_str().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % workers.max(1) as u64) as usize
 }
 
-/// A cheap, cloneable way to talk to the node's media task.
+/// A cheap, cloneable way to talk to the node's workers.
 #[derive(Debug, Clone)]
 pub struct MediaHandle {
-    tx: mpsc::Sender<Command>,
+    workers: Arc<Vec<mpsc::Sender<WorkerMsg>>>,
     local: SocketAddr,
-    sessions: Arc<AtomicU64>,
+    gauges: Arc<Vec<Arc<AtomicU64>>>,
+    sessions_max: u32,
 }
 
 impl MediaHandle {
@@ -77,39 +96,116 @@ impl MediaHandle {
         self.local
     }
 
-    /// Live sessions (cheap, no round trip).
-    pub fn session_count(&self) -> u64 {
-        self.sessions.load(Ordering::Relaxed)
+    /// How many workers the node runs.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
     }
 
-    /// Answers one request (see [`Engine::handle_request`]).
-    pub async fn request(&self, req: NodeRequest) -> NodeReply {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Request(req, tx)).await.is_err() {
+    /// Live sessions (cheap, no round trip).
+    pub fn session_count(&self) -> u64 {
+        self.gauges.iter().map(|g| g.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Live sessions on each worker.
+    pub fn sessions_per_worker(&self) -> Vec<u64> {
+        self.gauges.iter().map(|g| g.load(Ordering::Relaxed)).collect()
+    }
+
+    async fn ask(&self, worker: usize, req: NodeRequest) -> NodeReply {
+        let Some(tx) = self.workers.get(worker) else { return NodeReply::Error(SessionError::NotFound) };
+        let (reply, rx) = oneshot::channel();
+        if tx.send(WorkerMsg::Request(req, reply)).await.is_err() {
             return NodeReply::Error(SessionError::Unavailable);
         }
         rx.await.unwrap_or(NodeReply::Error(SessionError::Unavailable))
     }
 
-    pub async fn stats(&self) -> MediaStats {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Stats(tx)).await.is_err() {
-            return MediaStats::default();
+    async fn ask_all(&self, req: &NodeRequest) -> Vec<NodeReply> {
+        let mut out = Vec::with_capacity(self.workers.len());
+        for w in 0..self.workers.len() {
+            out.push(self.ask(w, req.clone()).await);
         }
-        rx.await.unwrap_or_default()
+        out
+    }
+
+    /// Answers one request: an open goes to its room's worker, a session's
+    /// request to the worker its id names, the rest to every worker.
+    pub async fn request(&self, req: NodeRequest) -> NodeReply {
+        match &req {
+            NodeRequest::Open(open) => {
+                // The cap is the node's: the workers share it.
+                if self.session_count() >= u64::from(self.sessions_max) {
+                    return NodeReply::Error(SessionError::Full { limit: self.sessions_max });
+                }
+                let w = worker_for(&open.room_id, self.workers.len());
+                self.ask(w, req).await
+            }
+            NodeRequest::Patch { session_id, .. } | NodeRequest::Close { session_id } => match worker_of(session_id) {
+                Some(w) => self.ask(usize::from(w), req).await,
+                None => NodeReply::Error(SessionError::NotFound),
+            },
+            NodeRequest::End { .. } => {
+                let mut sessions = 0;
+                for r in self.ask_all(&req).await {
+                    if let NodeReply::Ended { sessions: n } = r {
+                        sessions += n;
+                    }
+                }
+                NodeReply::Ended { sessions }
+            }
+            NodeRequest::Mute { .. } => {
+                let found = self.ask_all(&req).await.iter().any(|r| matches!(r, NodeReply::Muted { found: true }));
+                NodeReply::Muted { found }
+            }
+            NodeRequest::Sessions { .. } => {
+                // Every worker's page after `after`, merged in id order.
+                let mut all = Vec::new();
+                let mut more = false;
+                for r in self.ask_all(&req).await {
+                    if let NodeReply::Sessions { sessions, more: m } = r {
+                        all.extend(sessions);
+                        more |= m;
+                    }
+                }
+                all.sort_by(|a, b| a.session_id.as_str().cmp(b.session_id.as_str()));
+                if all.len() > SESSIONS_PAGE_MAX {
+                    all.truncate(SESSIONS_PAGE_MAX);
+                    more = true;
+                }
+                NodeReply::Sessions { sessions: all, more }
+            }
+        }
+    }
+
+    /// The node's figures: every worker's, added up.
+    pub async fn stats(&self) -> MediaStats {
+        let mut total = MediaStats::default();
+        for tx in self.workers.iter() {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(WorkerMsg::Stats(reply)).await.is_ok()
+                && let Ok(s) = rx.await
+            {
+                total.add(&s);
+            }
+        }
+        total
     }
 
     /// Starts or stops draining: while draining, only rooms this node already
     /// carries get new sessions; new rooms are refused (`Draining`).
     pub async fn set_draining(&self, draining: bool) {
-        let _ = self.tx.send(Command::SetDraining(draining)).await;
+        for tx in self.workers.iter() {
+            let _ = tx.send(WorkerMsg::SetDraining(draining)).await;
+        }
     }
 
-    /// Ends every session (reason `node_shutdown`) and stops the task.
+    /// Ends every session (reason `node_shutdown`) and stops the workers.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Shutdown(tx)).await.is_ok() {
-            let _ = rx.await;
+        for tx in self.workers.iter() {
+            let (done, rx) = oneshot::channel();
+            if tx.send(WorkerMsg::Shutdown(done)).await.is_ok() {
+                let _ = rx.await;
+            }
         }
     }
 }
@@ -121,27 +217,46 @@ impl NodeService for MediaHandle {
     }
 }
 
-/// Binds the media port and starts the media task. Events for the log go to
-/// `events` (unbounded: the log is the queue, nothing is dropped here).
+/// Binds the media port (one socket per worker, and the ICE-TCP listener on
+/// the same port number) and starts the workers. Events for the log go to
+/// `events` (unbounded: the log is the queue, nothing is dropped here). The
+/// returned task ends when every worker has stopped.
 pub async fn start(
     config: MediaConfig,
     events: mpsc::UnboundedSender<MediaEvent>,
 ) -> std::io::Result<(MediaHandle, tokio::task::JoinHandle<()>)> {
-    // UDP, and ICE-TCP (RFC 6544, passive, RFC 4571 framing) on the same
-    // port number. With port 0, try a few free UDP ports until TCP binds too.
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .clamp(1, WORKERS_MAX);
+    // UDP (one SO_REUSEPORT socket per worker) and ICE-TCP (RFC 6544,
+    // passive, RFC 4571 framing) on the same port number. With port 0, try a
+    // few free ports until everything binds.
     let mut attempt = 0;
-    let (socket, local, tcp) = loop {
-        let socket = UdpSocket::bind(config.udp_listen).await?;
-        let local = socket.local_addr()?;
-        match tokio::net::TcpListener::bind(local).await {
-            Ok(tcp) => break (socket, local, tcp),
+    let (sockets, local, tcp) = loop {
+        let first = worker::port_socket(config.udp_listen)?;
+        let local = first.local_addr()?;
+        let mut sockets = vec![first];
+        let mut bound = true;
+        for _ in 1..workers {
+            match worker::port_socket(local) {
+                Ok(s) => sockets.push(s),
+                Err(_) => {
+                    bound = false;
+                    break;
+                }
+            }
+        }
+        let tcp =
+            if bound { tokio::net::TcpListener::bind(local).await } else { Err(std::io::ErrorKind::AddrInUse.into()) };
+        match tcp {
+            Ok(tcp) => break (sockets, local, tcp),
             Err(e) if config.udp_listen.port() != 0 || attempt >= 10 => return Err(e),
             Err(_) => attempt += 1,
         }
     };
     let tcp_local = tcp.local_addr()?;
-    let (tcp_tx, tcp_rx) = mpsc::channel::<TcpIn>(TCP_EVENTS_QUEUE_MAX);
-    tokio::spawn(accept_tcp(tcp, tcp_tx));
     let announce_udp: Vec<SocketAddr> = if config.announce.is_empty() {
         let ip = if local.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { local.ip() };
         vec![SocketAddr::new(ip, local.port())]
@@ -150,170 +265,62 @@ pub async fn start(
     };
     let announce_tcp: Vec<SocketAddr> =
         announce_udp.iter().map(|a| SocketAddr::new(a.ip(), tcp_local.port())).collect();
-    let engine = Engine::new(
-        EngineConfig {
-            local_udp: local,
-            local_tcp: tcp_local,
-            announce_udp,
-            announce_tcp,
-            sessions_max: config.sessions_max,
-        },
-        Instant::now(),
-    )
-    .map_err(std::io::Error::other)?;
-    let (tx, rx) = mpsc::channel(REQUESTS_QUEUE_MAX);
-    let sessions = Arc::new(AtomicU64::new(0));
-    let driver =
-        Driver { engine, socket, tcp_writers: HashMap::new(), events, gauge: sessions.clone(), dropped_tcp: 0 };
-    let task = tokio::spawn(driver.run(rx, tcp_rx));
-    Ok((MediaHandle { tx, local, sessions }, task))
-}
-
-struct Driver {
-    engine: Engine,
-    socket: UdpSocket,
-    /// Writers of open ICE-TCP connections, by the client's address.
-    tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
-    events: mpsc::UnboundedSender<MediaEvent>,
-    gauge: Arc<AtomicU64>,
-    dropped_tcp: u64,
-}
-
-impl Driver {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut tcp_rx: mpsc::Receiver<TcpIn>) {
-        let mut buf = vec![0u8; DATAGRAM_MAX];
-        loop {
-            let deadline = self.engine.poll_timeout();
-            tokio::select! {
-                biased;
-                cmd = rx.recv() => match cmd {
-                    None => { self.engine.shutdown(Instant::now()); self.flush().await; return; }
-                    Some(Command::Shutdown(done)) => {
-                        self.engine.shutdown(Instant::now());
-                        self.flush().await;
-                        let _ = done.send(());
-                        return;
-                    }
-                    Some(Command::Request(req, reply)) => {
-                        let answer = self.engine.handle_request(Instant::now(), req);
-                        let _ = reply.send(answer);
-                    }
-                    Some(Command::Stats(reply)) => {
-                        let mut stats = self.engine.stats();
-                        stats.dropped_tcp = self.dropped_tcp;
-                        let _ = reply.send(stats);
-                    }
-                    Some(Command::SetDraining(d)) => self.engine.set_draining(d),
-                },
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.engine.handle_datagram(Instant::now(), from, Transport::Udp, &buf[..n]),
-                    Err(e) => tracing::debug!(error = %e, "media socket read"),
-                },
-                Some(t) = tcp_rx.recv() => match t {
-                    TcpIn::Open(peer, writer) => {
-                        if self.tcp_writers.len() < TCP_CONNECTIONS_MAX {
-                            self.tcp_writers.insert(peer, writer);
-                        }
-                    }
-                    TcpIn::Frame(peer, frame) => {
-                        if self.tcp_writers.contains_key(&peer) {
-                            self.engine.handle_datagram(Instant::now(), peer, Transport::Tcp, &frame);
-                        }
-                    }
-                    TcpIn::Closed(peer) => {
-                        self.tcp_writers.remove(&peer);
-                        self.engine.handle_tcp_closed(peer);
-                    }
-                },
-                () = tokio::time::sleep_until(deadline.into()) => self.engine.handle_timeout(Instant::now()),
-            }
-            self.flush().await;
-        }
+    let routes = Arc::new(routes::Routes::default());
+    let (senders, inboxes): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(worker::INBOX_MAX)).unzip();
+    let gauges: Vec<Arc<AtomicU64>> = (0..workers).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let mut threads = Vec::with_capacity(workers);
+    for (index, (socket, inbox)) in sockets.into_iter().zip(inboxes).enumerate() {
+        let engine = Engine::new(
+            EngineConfig {
+                local_udp: local,
+                local_tcp: tcp_local,
+                announce_udp: announce_udp.clone(),
+                announce_tcp: announce_tcp.clone(),
+                sessions_max: config.sessions_max,
+                worker: u16::try_from(index).unwrap_or(u16::MAX),
+            },
+            Instant::now(),
+        )
+        .map_err(std::io::Error::other)?;
+        threads.push(worker::spawn(worker::WorkerSetup {
+            index,
+            engine,
+            socket,
+            inbox,
+            peers: senders.clone(),
+            routes: routes.clone(),
+            events: events.clone(),
+            gauge: gauges[index].clone(),
+        })?);
     }
-
-    /// Carries out what the engine produced: datagrams, then events.
-    async fn flush(&mut self) {
-        while let Some(t) = self.engine.poll_transmit() {
-            match t.transport {
-                Transport::Tcp => {
-                    let Some(writer) = self.tcp_writers.get(&t.to) else { continue };
-                    if writer.try_send(rtc::shared::tcp_framing::frame_packet(&t.payload)).is_err() {
-                        self.dropped_tcp += 1;
-                    }
-                }
-                Transport::Udp => {
-                    if let Err(e) = self.socket.send_to(&t.payload, t.to).await {
-                        tracing::trace!(to = %t.to, error = %e, "media socket write");
-                    }
-                }
-            }
+    tokio::spawn(tcp::accept(tcp, senders.clone(), routes));
+    tracing::info!(workers, port = %local, "media port up");
+    let task = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
         }
-        while let Some(e) = self.engine.poll_event() {
-            let _ = self.events.send(e);
-        }
-        self.gauge.store(self.engine.session_count() as u64, Ordering::Relaxed);
-    }
+    });
+    let handle =
+        MediaHandle { workers: Arc::new(senders), local, gauges: Arc::new(gauges), sessions_max: config.sessions_max };
+    Ok((handle, task))
 }
 
-/// What ICE-TCP connection tasks tell the media task.
-enum TcpIn {
-    Open(SocketAddr, mpsc::Sender<Vec<u8>>),
-    Frame(SocketAddr, Vec<u8>),
-    Closed(SocketAddr),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Accepts ICE-TCP connections; each gets a reader (RFC 4571 frames in) and
-/// a writer (frames out, bounded queue) task.
-async fn accept_tcp(listener: tokio::net::TcpListener, to_node: mpsc::Sender<TcpIn>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(error = %e, "ICE-TCP accept");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let (mut read, mut write) = stream.into_split();
-        let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE_MAX);
-        if to_node.send(TcpIn::Open(peer, wtx)).await.is_err() {
-            return;
+    #[test]
+    fn rooms_spread_over_workers_and_stay_put() {
+        let mut counts = [0usize; 4];
+        for i in 0..4000 {
+            let room = RoomId::parse(&format!("rm_{i:032x}")).expect("id");
+            let w = worker_for(&room, 4);
+            assert_eq!(w, worker_for(&room, 4), "stable");
+            counts[w] += 1;
         }
-        tokio::spawn(async move {
-            while let Some(frame) = wrx.recv().await {
-                if write.write_all(&frame).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let to_node = to_node.clone();
-        tokio::spawn(async move {
-            let mut decoder = rtc::shared::tcp_framing::TcpFrameDecoder::new();
-            let mut buf = vec![0u8; 4096];
-            loop {
-                match read.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        decoder.extend_from_slice(&buf[..n]);
-                        while let Some(frame) = decoder.next_packet() {
-                            if frame.len() > TCP_FRAME_MAX {
-                                continue;
-                            }
-                            if to_node.send(TcpIn::Frame(peer, frame)).await.is_err() {
-                                return;
-                            }
-                        }
-                        // A client that sends a frame header promising more than a
-                        // datagram's worth and never delivers is cut off.
-                        if decoder.buffered_len() > 64 * 1024 {
-                            break;
-                        }
-                    }
-                }
-            }
-            let _ = to_node.send(TcpIn::Closed(peer)).await;
-        });
+        for c in counts {
+            assert!((800..1200).contains(&c), "roughly even: {counts:?}");
+        }
+        assert_eq!(worker_for(&RoomId::parse("rm_x").expect("id"), 1), 0);
     }
 }

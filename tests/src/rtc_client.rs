@@ -46,6 +46,12 @@ pub struct Client {
     pub next_seq: u16,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("local", &self.local).field("connected", &self.connected).finish()
+    }
+}
+
 impl Client {
     pub async fn new(publish: bool) -> Self {
         let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
