@@ -17,12 +17,15 @@
 //!   for the node too).
 //! - [`agent`]: registration, heartbeats, drain and deregistration of one node.
 //! - [`load`]: the node's own load figures (CPU of the process).
+//! - [`loadgen`]: the pure parts of the load generator `arc-load`
+//!   (`src/bin/arc-load.rs`): payload stamps, receivers' loss and latency.
 
 pub mod agent;
 pub mod engine;
 pub mod follow;
 pub mod forward;
 pub mod load;
+pub mod loadgen;
 pub mod media;
 pub mod report;
 

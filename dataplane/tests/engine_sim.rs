@@ -20,20 +20,13 @@ use arc_events::{MediaSessionId, ParticipantIdentity, ParticipantSid, RoomId, Tr
 use arc_media::engine::{Engine, EngineConfig, MediaEvent, SubscriptionEnd, Transport};
 use arc_nodeproto::{NodeReply, NodeRequest, OpenSession, Role, SessionError};
 use bytes::{Bytes, BytesMut};
-use rtc::interceptor::Registry;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
-use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
-use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
@@ -124,16 +117,6 @@ impl Net {
     }
 }
 
-fn vp8() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_VP8.into(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: String::new(),
-        rtcp_feedback: vec![],
-    }
-}
-
 /// A client peer (sans-IO), at one simulated address.
 struct Peer {
     pc: RTCPeerConnection,
@@ -152,52 +135,8 @@ struct Peer {
 
 impl Peer {
     fn new(addr: SocketAddr, publish: bool, now: Instant) -> Self {
-        let mut me = MediaEngine::default();
-        me.register_default_codecs().expect("codecs");
-        let registry = register_default_interceptors(Registry::new(), &mut me).expect("interceptors");
-        let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(me)
-            .with_interceptor_registry(registry)
-            .build(now)
-            .expect("pc");
-        let mut sender = None;
-        if publish {
-            let ssrc = 0x1234_0000 | u32::from(addr.port());
-            let track = MediaStreamTrack::new(
-                "sim".into(),
-                format!("sim-video-{}", addr.port()),
-                "video".into(),
-                RtpCodecKind::Video,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                    codec: vp8(),
-                    ..Default::default()
-                }],
-            );
-            sender = Some((pc.add_track(track).expect("track"), ssrc));
-        } else {
-            pc.add_transceiver_from_kind(
-                RtpCodecKind::Video,
-                Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() }),
-            )
-            .expect("transceiver");
-        }
-        let offer = pc.create_offer(None).expect("offer");
-        pc.set_local_description(now, offer).expect("local");
-        let cand = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".into(),
-                address: addr.ip().to_string(),
-                port: addr.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()
-        .expect("candidate");
-        pc.add_local_candidate(RTCIceCandidate::from(&cand).to_json().expect("json")).expect("add candidate");
+        let (pc, sender) =
+            arc_tests::rtc_client::offering_peer(addr, publish, 0x1234_0000 | u32::from(addr.port()), now);
         Self {
             pc,
             addr,

@@ -46,6 +46,63 @@ pub struct Client {
     pub next_seq: u16,
 }
 
+/// A sans-IO peer at `local` that has made its offer (with its host
+/// candidate): a VP8 publisher (its sender and SSRC) or a video player. For
+/// the socket-driven [`Client`] and for simulations in virtual time alike.
+pub fn offering_peer(
+    local: SocketAddr,
+    publish: bool,
+    ssrc: u32,
+    now: Instant,
+) -> (RTCPeerConnection, Option<(RTCRtpSenderId, u32)>) {
+    let mut me = MediaEngine::default();
+    me.register_default_codecs().expect("codecs");
+    let registry = register_default_interceptors(Registry::new(), &mut me).expect("interceptors");
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(me)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .expect("pc");
+    let mut sender = None;
+    if publish {
+        let track = MediaStreamTrack::new(
+            "arc-test".into(),
+            format!("arc-test-video-{}", local.port()),
+            "video".into(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: vp8(),
+                ..Default::default()
+            }],
+        );
+        sender = Some((pc.add_track(track).expect("track"), ssrc));
+    } else {
+        pc.add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() }),
+        )
+        .expect("transceiver");
+    }
+    let offer = pc.create_offer(None).expect("offer");
+    pc.set_local_description(now, offer).expect("local");
+    let cand = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".into(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .expect("candidate");
+    pc.add_local_candidate(RTCIceCandidate::from(&cand).to_json().expect("json")).expect("add candidate");
+    (pc, sender)
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").field("local", &self.local).field("connected", &self.connected).finish()
@@ -56,53 +113,7 @@ impl Client {
     pub async fn new(publish: bool) -> Self {
         let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let local = sock.local_addr().expect("addr");
-        let now = Instant::now();
-        let mut me = MediaEngine::default();
-        me.register_default_codecs().expect("codecs");
-        let registry = register_default_interceptors(Registry::new(), &mut me).expect("interceptors");
-        let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(me)
-            .with_interceptor_registry(registry)
-            .build(now)
-            .expect("pc");
-        let mut sender = None;
-        if publish {
-            let ssrc = rand_ssrc();
-            let track = MediaStreamTrack::new(
-                "leak".into(),
-                "leak-video".into(),
-                "video".into(),
-                RtpCodecKind::Video,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                    codec: vp8(),
-                    ..Default::default()
-                }],
-            );
-            sender = Some((pc.add_track(track).expect("track"), ssrc));
-        } else {
-            pc.add_transceiver_from_kind(
-                RtpCodecKind::Video,
-                Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() }),
-            )
-            .expect("transceiver");
-        }
-        let offer = pc.create_offer(None).expect("offer");
-        pc.set_local_description(now, offer).expect("local");
-        let cand = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".into(),
-                address: local.ip().to_string(),
-                port: local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()
-        .expect("candidate");
-        pc.add_local_candidate(RTCIceCandidate::from(&cand).to_json().expect("json")).expect("add candidate");
+        let (pc, sender) = offering_peer(local, publish, rand_ssrc(), Instant::now());
         Self { pc, sock, local, sender, connected: false, received: 0, location: None, next_seq: 1 }
     }
 
