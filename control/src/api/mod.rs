@@ -7,7 +7,9 @@
 //! "message"}}` with a fitting status, mapped in one place ([`error`]).
 //!
 //! Writes wait (bounded) until this process's projections have applied them,
-//! so a client reading right after its own write sees it.
+//! so a client reading right after its own write sees it; their answers carry
+//! `Arc-Position`, which a later request may send back to read at least that
+//! far on any instance ([`position`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +39,7 @@ pub(crate) mod auth;
 pub mod error;
 pub(crate) mod json_errors;
 pub mod openapi;
+pub(crate) mod position;
 pub mod rooms;
 pub mod whip;
 
@@ -80,17 +83,24 @@ impl ApiState {
     /// delays a write, never fails it.
     pub(crate) async fn settle(&self, position: Option<Position>) -> bool {
         let Some(position) = position else { return true };
+        position::record(position);
+        if !self.settle_quietly(position).await {
+            tracing::warn!(%position, "projections are behind; answering before they caught up");
+            return false;
+        }
+        true
+    }
+
+    /// Waits until every local projection has applied `position` (bounded
+    /// by [`SETTLE_WAIT_MAX`]); answers whether they did.
+    pub(crate) async fn settle_quietly(&self, position: Position) -> bool {
         let wait = async {
             for (_, rx) in &self.projections {
                 let mut rx = rx.clone();
                 let _ = rx.wait_for(|c| c.position >= position).await;
             }
         };
-        if tokio::time::timeout(SETTLE_WAIT_MAX, wait).await.is_err() {
-            tracing::warn!(%position, "projections are behind; answering before they caught up");
-            return false;
-        }
-        true
+        tokio::time::timeout(SETTLE_WAIT_MAX, wait).await.is_ok()
     }
 
     /// [`Self::settle`] for a write whose answer reads its result back from
@@ -146,6 +156,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/publish", get(publish_page))
         .route("/play", get(play_page))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), position::layer))
         .layer(axum::middleware::map_response(json_errors::json_errors))
         .layer(axum::middleware::from_fn(whip::cors))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))

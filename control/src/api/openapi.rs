@@ -49,6 +49,14 @@ lag the log, answers `202` with `{"pending": {"position", "location",
 `Location`. A write never answers 404 or 500 for something it created. App
 creation and secret rotation always answer with the new secret.
 
+## Arc-Position (read what you wrote, on any instance)
+Every answer to a write that appended events carries `Arc-Position: <P>`, the
+log position of its last event. Send it back on a later request (any method,
+any instance) as `Arc-Position: <P>` and that request is served only once the
+instance's read models have applied P: at most 2 s, else `503 behind` with
+`Retry-After: 1`. A value that is not an unsigned integer is `400
+invalid_argument`.
+
 ## Media (WHIP and WHEP, RFC 9725)
 `POST /v1/whip/{room}` (grant `publish`) and `POST /v1/whep/{room}` (grant
 `subscribe`) take an SDP offer (`application/sdp`) with `Authorization: Bearer
