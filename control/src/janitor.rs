@@ -46,7 +46,17 @@ const RECONCILE_PARTICIPANTS_MAX: i64 = 10_000;
 const SQL_IN_MAX: usize = 200;
 
 /// Runs the janitors every `interval`, forever.
-pub async fn run(db: ReadDb, log: Arc<dyn EventLog>, media: MediaRouter, interval: Duration) {
+/// The janitor's lease: it runs in one instance of a cluster at a time.
+pub const LEASE: &str = "janitor";
+
+/// Runs the janitor forever, while this instance holds `lease`.
+pub async fn run(
+    db: ReadDb,
+    log: Arc<dyn EventLog>,
+    media: MediaRouter,
+    interval: Duration,
+    mut lease: arc_lease::Lease,
+) {
     let rooms = Repository::<Room>::new(log.clone());
     let nodes = Repository::<Node>::new(log.clone());
     let tracks = Repository::<Track>::new(log);
@@ -55,6 +65,11 @@ pub async fn run(db: ReadDb, log: Arc<dyn EventLog>, media: MediaRouter, interva
     let mut missing = Missing::default();
     loop {
         tick.tick().await;
+        if !lease.acquire().await {
+            // Another instance sweeps; what this one saw missing may be stale by the time it takes over.
+            missing = Missing::default();
+            continue;
+        }
         if let Err(e) = reconcile(&db, &rooms, &media, &mut missing).await {
             tracing::warn!(error = %e, "node session reconciliation failed");
         }

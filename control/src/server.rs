@@ -1,6 +1,7 @@
 //! Wiring: open the log and the read-model database, start the projection
 //! runners and janitors, and serve HTTP until told to stop.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Instant;
 
 use arc_eventlog::jetstream::{JetStreamConfig, JetStreamLog};
 use arc_eventlog::sqlite::SqliteLog;
-use arc_eventlog::{EventLog, Repository};
+use arc_eventlog::{EventLog, Position, Repository};
 use tokio::task::JoinSet;
 
 use crate::api::{ApiState, router};
@@ -18,7 +19,9 @@ use crate::projection::apps::AppsProjection;
 use crate::projection::participants::ParticipantsProjection;
 use crate::projection::revoked::RevokedProjection;
 use crate::projection::tracks::TracksProjection;
-use crate::projection::{self, Checkpoint, Projection, Runner, nodes::NodesProjection, rooms::RoomsProjection};
+use crate::projection::{
+    self, Checkpoint, Projection, Runner, advance, nodes::NodesProjection, rooms::RoomsProjection,
+};
 use crate::readdb::ReadDb;
 
 /// Node id of the media node embedded in `dev`.
@@ -150,14 +153,26 @@ impl Running {
     }
 }
 
-fn spawn_runner<P: Projection>(
+/// Spawns a projection's runner, writing while it holds its lease.
+async fn spawn_runner<P: Projection>(
     tasks: &mut JoinSet<()>,
-    runner: Runner<P>,
+    db: &ReadDb,
+    log: &Arc<dyn EventLog>,
+    leases: &arc_lease::Leases,
     progress: &mut Vec<(&'static str, tokio::sync::watch::Receiver<Checkpoint>)>,
-) {
+    followers: &mut Followers,
+) -> Result<(), ControlError> {
+    let runner = Runner::<P>::new(db.clone(), log.clone()).await?.with_leases(leases);
     progress.push((P::NAME, runner.progress()));
+    let sender = runner.progress_sender();
+    followers.insert(P::NAME, Box::new(move |position, events| advance(&sender, Checkpoint { position, events })));
     tasks.spawn(runner.run());
+    Ok(())
 }
+
+/// What moves each projection's progress when another instance's writer
+/// commits (by projection name).
+type Followers = HashMap<&'static str, Box<dyn Fn(Position, u64) + Send>>;
 
 fn webhook_config(config: &Config) -> arc_webhooks::WebhookConfig {
     arc_webhooks::WebhookConfig {
@@ -186,16 +201,42 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     #[cfg(feature = "embedded-node")]
     let mut media_handle = None;
 
+    // One writer per cluster for each projection, the webhooks and the janitor.
+    let leases = arc_lease::Leases::for_database(&config.database_url);
     let mut projections = Vec::new();
-    spawn_runner(&mut tasks, Runner::<RoomsProjection>::new(db.clone(), log.clone()).await?, &mut projections);
-    spawn_runner(&mut tasks, Runner::<NodesProjection>::new(db.clone(), log.clone()).await?, &mut projections);
-    spawn_runner(&mut tasks, Runner::<AppsProjection>::new(db.clone(), log.clone()).await?, &mut projections);
-    spawn_runner(&mut tasks, Runner::<ParticipantsProjection>::new(db.clone(), log.clone()).await?, &mut projections);
-    spawn_runner(&mut tasks, Runner::<TracksProjection>::new(db.clone(), log.clone()).await?, &mut projections);
-    spawn_runner(&mut tasks, Runner::<RevokedProjection>::new(db.clone(), log.clone()).await?, &mut projections);
-    let webhooks =
-        arc_webhooks::spawn(&mut tasks, db.pool.clone(), log.clone(), master_key.clone(), webhook_config(config))
-            .map_err(|e| ControlError::Config(format!("webhooks: {e}")))?;
+    let mut followers = Followers::new();
+    let f = &mut followers;
+    let p = &mut projections;
+    spawn_runner::<RoomsProjection>(&mut tasks, &db, &log, &leases, p, f).await?;
+    spawn_runner::<NodesProjection>(&mut tasks, &db, &log, &leases, p, f).await?;
+    spawn_runner::<AppsProjection>(&mut tasks, &db, &log, &leases, p, f).await?;
+    spawn_runner::<ParticipantsProjection>(&mut tasks, &db, &log, &leases, p, f).await?;
+    spawn_runner::<TracksProjection>(&mut tasks, &db, &log, &leases, p, f).await?;
+    spawn_runner::<RevokedProjection>(&mut tasks, &db, &log, &leases, p, f).await?;
+    let webhooks = arc_webhooks::spawn(
+        &mut tasks,
+        db.pool.clone(),
+        log.clone(),
+        master_key.clone(),
+        webhook_config(config),
+        &leases,
+    )
+    .map_err(|e| ControlError::Config(format!("webhooks: {e}")))?;
+    let webhook_progress = webhooks.clone();
+    followers.insert(
+        arc_webhooks::PROJECTION_NAME,
+        Box::new(move |position, _| arc_webhooks::advance(&webhook_progress, position)),
+    );
+    if let Some(url) = leases.url() {
+        // The writers' commits move this instance's progress at once, so
+        // read-your-writes holds here too.
+        let url = url.to_owned();
+        tasks.spawn(arc_lease::listen(url, move |name, position, events| {
+            if let Some(follow) = followers.get(name) {
+                follow(Position(position), events);
+            }
+        }));
+    }
     if config.log == LogConfig::Embedded {
         // `dev` carries its own media node, so one process is a whole platform.
         #[cfg(feature = "embedded-node")]
@@ -209,7 +250,13 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         tracing::warn!("built without the embedded-node feature: dev has no media node");
     }
 
-    tasks.spawn(crate::janitor::run(db.clone(), log.clone(), media.clone(), config.janitor_interval));
+    tasks.spawn(crate::janitor::run(
+        db.clone(),
+        log.clone(),
+        media.clone(),
+        config.janitor_interval,
+        leases.lease(crate::janitor::LEASE),
+    ));
     let state = Arc::new(ApiState {
         log: log.clone(),
         db,
@@ -223,7 +270,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         secret_grace_s: config.secret_grace_s,
         started: Instant::now(),
         projections,
-        webhooks: Some(webhooks),
+        webhooks: Some(webhooks.subscribe()),
         media,
         fault_skip_node_requests: std::env::var("ARC_FAULT_SKIP_NODE_REQUESTS").is_ok_and(|v| v == "1"),
     });

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use arc_tests::nats::NatsServers;
 use common::rtc_client::{Client, flow};
-use common::{ADMIN_KEY, Mode, dump, mint_token, run_tool, start_media, start_with, wait_caught_up};
+use common::{ADMIN_KEY, Mode, dump, mint_token, receiver, run_tool, start_media, start_with, wait_caught_up};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -134,32 +134,6 @@ async fn stream_leader(urls: &[String], stream: &str) -> Option<String> {
         }
     }
     None
-}
-
-/// Webhook deliveries received: event id → how many times.
-type Hooks = Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>;
-
-async fn receiver() -> (String, Hooks) {
-    let got: Hooks = Arc::default();
-    let state = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap| {
-            let got = state.clone();
-            async move {
-                if let Some(id) = headers.get("arc-webhook-id").and_then(|v| v.to_str().ok()) {
-                    *got.lock().expect("lock").entry(id.to_owned()).or_default() += 1;
-                }
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/hook"), got)
 }
 
 async fn outage(mut nats: NatsServers, replicas: usize) {

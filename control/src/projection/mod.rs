@@ -152,6 +152,10 @@ fn now_ms() -> i64 {
 pub struct Runner<P: Projection> {
     db: ReadDb,
     log: Arc<dyn EventLog>,
+    /// Whether this instance may write the projection (one writer per cluster).
+    lease: arc_lease::Lease,
+    /// Whether other instances follow this one's commits (checkpoint notifications).
+    notify: bool,
     cache: HashMap<String, Option<P::Row>>,
     /// The cache holds every row of the table (true after a rebuild started
     /// from empty tables, until the first eviction): misses need no SELECT.
@@ -166,7 +170,23 @@ impl<P: Projection> Runner<P> {
         let checkpoint = checkpoint(&db, P::NAME).await?;
         let cache_complete = checkpoint.position == Position::START && table_empty::<P>(&db).await?;
         let (progress, _) = watch::channel(checkpoint);
-        Ok(Self { db, log, cache: HashMap::new(), cache_complete, checkpoint, progress })
+        let lease = arc_lease::Leases::embedded().lease(P::NAME);
+        Ok(Self { db, log, lease, notify: false, cache: HashMap::new(), cache_complete, checkpoint, progress })
+    }
+
+    /// The runner writes only while it holds its lease (`leases` shared
+    /// between instances: one writer per cluster).
+    #[must_use]
+    pub fn with_leases(mut self, leases: &arc_lease::Leases) -> Self {
+        self.lease = leases.lease(P::NAME);
+        self.notify = leases.shared();
+        self
+    }
+
+    /// A handle that moves this runner's progress forward (for the
+    /// checkpoint notifications another instance's writer sends).
+    pub fn progress_sender(&self) -> watch::Sender<Checkpoint> {
+        self.progress.clone()
     }
 
     /// Where the runner stands.
@@ -181,15 +201,55 @@ impl<P: Projection> Runner<P> {
 
     /// Follows the log forever, resubscribing after failures: at once when
     /// the log's connection comes back, else after a short growing delay.
+    /// Writes only while this instance holds the projection's lease; else it
+    /// tracks the writer's checkpoint.
     pub async fn run(mut self) {
         let mut reconnects = self.log.reconnects();
         let mut delay = RETRY_DELAY_MIN;
         loop {
+            if !self.lease.acquire().await {
+                // Another instance writes: track its checkpoint (notifications
+                // move it at once; this catches any that were missed).
+                if let Ok(c) = checkpoint(&self.db, P::NAME).await {
+                    advance(&self.progress, c);
+                }
+                tokio::time::sleep(arc_lease::RETRY).await;
+                continue;
+            }
+            if self.lease.is_shared() {
+                // Another instance may have written since: start from the stored checkpoint.
+                match checkpoint(&self.db, P::NAME).await {
+                    Ok(c) if c.position > self.checkpoint.position => {
+                        self.checkpoint = c;
+                        self.cache.clear();
+                        self.cache_complete = false;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(projection = P::NAME, error = %e, "reading the checkpoint failed");
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                }
+            }
             if let Some(r) = reconnects.as_mut() {
                 r.mark_unchanged();
             }
             let before = self.checkpoint.position;
-            match self.follow(None).await {
+            // The lease is watched beside the work: losing it stops the writes.
+            let mut lease = std::mem::replace(&mut self.lease, arc_lease::Leases::embedded().lease(P::NAME));
+            let followed = tokio::select! {
+                r = self.follow(None) => Some(r),
+                () = lease.lost() => None,
+            };
+            self.lease = lease;
+            let Some(followed) = followed else {
+                tracing::warn!(projection = P::NAME, "lost the lease; another instance writes now");
+                self.cache.clear();
+                self.cache_complete = false;
+                continue;
+            };
+            match followed {
                 Ok(()) => tracing::warn!(projection = P::NAME, "log subscription ended; resubscribing"),
                 // Said once per outage, not once per retry.
                 Err(ControlError::Log(LogError::Unavailable(why))) if delay == RETRY_DELAY_MIN => {
@@ -277,17 +337,32 @@ impl<P: Projection> Runner<P> {
         writes.sort_by(|a, b| a.0.cmp(b.0));
         save_rows::<P>(&mut tx, &writes).await?;
         let next = Checkpoint { position: last, events: self.checkpoint.events + applied };
-        sqlx::query(
+        let moved = sqlx::query(
             "INSERT INTO projection_checkpoints (name, position, events, updated_at_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET position = excluded.position, events = excluded.events, \
-             updated_at_ms = excluded.updated_at_ms",
+             updated_at_ms = excluded.updated_at_ms WHERE projection_checkpoints.position = $5",
         )
         .bind(P::NAME)
         .bind(next.position.0 as i64)
         .bind(next.events as i64)
         .bind(now_ms())
+        .bind(self.checkpoint.position.0 as i64)
         .execute(&mut *tx)
         .await?;
+        // A fence: if another writer moved the checkpoint since this runner
+        // read it (it lost its lease without noticing yet), nothing commits.
+        if moved.rows_affected() != 1 {
+            return Err(ControlError::Unavailable(format!(
+                "projection {}: another instance moved the checkpoint past {}",
+                P::NAME,
+                self.checkpoint.position
+            )));
+        }
+        if self.notify {
+            // Followers on other instances move with the commit.
+            let payload = arc_lease::payload(P::NAME, next.position.0, next.events);
+            sqlx::query(arc_lease::NOTIFY_SQL).bind(payload).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
 
         self.checkpoint = next;
@@ -299,6 +374,18 @@ impl<P: Projection> Runner<P> {
         self.progress.send_replace(next);
         Ok(())
     }
+}
+
+/// Moves a progress channel forward to `c` (never back).
+pub fn advance(progress: &watch::Sender<Checkpoint>, c: Checkpoint) {
+    progress.send_if_modified(|cur| {
+        if c.position > cur.position {
+            *cur = c;
+            true
+        } else {
+            false
+        }
+    });
 }
 
 /// One event as the runner needs it: its position, and — if this projection

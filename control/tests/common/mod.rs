@@ -268,3 +268,30 @@ pub fn start_media(nats: &str, stream: &str, prefix: &str, id: &str) -> Media {
     rx.recv_timeout(Duration::from_secs(60)).expect("arc-media started");
     Media { child, id: id.into() }
 }
+
+/// Webhook deliveries received: delivery id (`Arc-Webhook-Id`) → how many times.
+pub type Hooks = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>;
+
+/// A webhook receiver on loopback answering 200; returns its URL and what it got.
+pub async fn receiver() -> (String, Hooks) {
+    let got: Hooks = Hooks::default();
+    let state = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let got = state.clone();
+            async move {
+                if let Some(id) = headers.get("arc-webhook-id").and_then(|v| v.to_str().ok()) {
+                    *got.lock().expect("lock").entry(id.to_owned()).or_default() += 1;
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), got)
+}

@@ -183,6 +183,10 @@ pub enum WebhookError {
     /// The HTTP client could not be built.
     #[error("http client: {0}")]
     Http(String),
+    /// Another instance's planner moved the checkpoint past this one's (it
+    /// took the lease over); nothing was written.
+    #[error("another instance moved the webhook planner's checkpoint past {0}")]
+    Superseded(Position),
 }
 
 /// One delivery: one source event to one endpoint URL (an API DTO).
@@ -213,15 +217,39 @@ pub struct Delivery {
 /// Creates the planner's tables and indexes if missing. Call once at start.
 /// (`apps` and `projection_checkpoints` are arc-control's.)
 pub async fn migrate(pool: &sqlx::AnyPool) -> Result<(), WebhookError> {
-    for statement in db::SCHEMA {
-        sqlx::query(*statement).execute(pool).await?;
+    // Several instances starting at once on one PostgreSQL race on
+    // `CREATE TABLE IF NOT EXISTS` (a duplicate key in pg_type): the DDL runs
+    // under an advisory lock, on one connection. SQLite serialises DDL itself.
+    let mut conn = pool.acquire().await?;
+    let postgres = !db::is_sqlite(pool);
+    if postgres {
+        sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
     }
-    Ok(())
+    let mut result = Ok(());
+    for statement in db::SCHEMA {
+        if let Err(e) = sqlx::query(*statement).execute(&mut *conn).await {
+            result = Err(e.into());
+            break;
+        }
+    }
+    if postgres {
+        sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
+    }
+    result
 }
 
+/// The PostgreSQL advisory lock key held while the webhook tables are created.
+const MIGRATION_LOCK: i64 = 0x4152_435f_5748_4b31; // "ARC_WHK1"
+
 /// Spawns the planner and the sender onto `tasks`; returns the planner's
-/// progress (the log position folded so far). Fails, spawning nothing, if
-/// the HTTP client cannot be built (e.g. `ca_pem` holds no certificate).
+/// progress (the log position folded so far) as a sender, so the caller can
+/// also move it with checkpoint notifications from another instance
+/// ([`PROJECTION_NAME`]). Fails, spawning nothing, if the HTTP client cannot
+/// be built (e.g. `ca_pem` holds no certificate).
+///
+/// Planner and sender run in the instance holding the `webhook_deliveries`
+/// lease of `leases` (one per cluster: every delivery is planned once and
+/// sent by one sender); the other instances follow its checkpoint.
 ///
 /// The database flavour is taken from the pool's URL: `sqlite:` writes take
 /// the lock with `BEGIN IMMEDIATE`; anything else uses plain transactions.
@@ -231,26 +259,59 @@ pub fn spawn(
     log: Arc<dyn EventLog>,
     master_key: Arc<MasterKey>,
     config: WebhookConfig,
-) -> Result<watch::Receiver<Position>, WebhookError> {
-    let ctx = sender::Ctx::new(pool.clone(), log.clone(), master_key, config)?;
-    let (progress_tx, progress) = watch::channel(Position::START);
-    let planner_pool = pool.clone();
-    let planner_log = log.clone();
+    leases: &arc_lease::Leases,
+) -> Result<watch::Sender<Position>, WebhookError> {
+    let ctx = Arc::new(sender::Ctx::new(pool.clone(), log.clone(), master_key, config)?);
+    let (progress_tx, _) = watch::channel(Position::START);
+    let progress = progress_tx.clone();
+    let mut lease = leases.lease(PROJECTION_NAME);
     tasks.spawn(async move {
-        let checkpoint = loop {
-            match planner::checkpoint(&planner_pool).await {
-                Ok(c) => break c,
+        loop {
+            if !lease.acquire().await {
+                // Another instance plans and sends: track its checkpoint.
+                if let Ok(c) = planner::checkpoint(&pool).await {
+                    advance(&progress_tx, c.position);
+                }
+                tokio::time::sleep(arc_lease::RETRY).await;
+                continue;
+            }
+            let checkpoint = match planner::checkpoint(&pool).await {
+                Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "webhook planner: reading the checkpoint failed; retrying");
                     tokio::time::sleep(planner::RETRY_DELAY).await;
+                    continue;
+                }
+            };
+            let mut planner = planner::Planner::with_checkpoint(
+                pool.clone(),
+                log.clone(),
+                checkpoint,
+                progress_tx.clone(),
+                lease.is_shared(),
+            );
+            tokio::select! {
+                () = planner.run() => {}
+                () = sender::run(ctx.clone(), progress_tx.subscribe()) => {}
+                () = lease.lost() => {
+                    tracing::warn!("webhooks: lost the lease; another instance plans and sends now");
                 }
             }
-        };
-        planner::Planner::with_checkpoint(planner_pool, planner_log, checkpoint, progress_tx).run().await;
+        }
     });
-    let sender_progress = progress.clone();
-    tasks.spawn(sender::run(ctx, sender_progress));
     Ok(progress)
+}
+
+/// Moves a progress channel forward to `p` (never back).
+pub fn advance(progress: &watch::Sender<Position>, p: Position) {
+    progress.send_if_modified(|cur| {
+        if p > *cur {
+            *cur = p;
+            true
+        } else {
+            false
+        }
+    });
 }
 
 /// Applies the log up to `until` (for `arc-control catch-up`); returns the

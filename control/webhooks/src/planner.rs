@@ -47,6 +47,8 @@ pub(crate) struct Planner {
     log: Arc<dyn EventLog>,
     pub(crate) checkpoint: Checkpoint,
     progress: watch::Sender<Position>,
+    /// Whether other instances follow this planner (checkpoint notifications).
+    notify: bool,
 }
 
 impl Planner {
@@ -56,14 +58,15 @@ impl Planner {
         log: Arc<dyn EventLog>,
         checkpoint: Checkpoint,
         progress: watch::Sender<Position>,
+        notify: bool,
     ) -> Self {
-        progress.send_replace(checkpoint.position);
-        Self { pool, log, checkpoint, progress }
+        crate::advance(&progress, checkpoint.position);
+        Self { pool, log, checkpoint, progress, notify }
     }
 
     /// Follows the log forever, resubscribing after failures: at once when
     /// the log's connection comes back, else after [`RETRY_DELAY`].
-    pub(crate) async fn run(mut self) {
+    pub(crate) async fn run(&mut self) {
         let mut reconnects = self.log.reconnects();
         loop {
             if let Some(r) = reconnects.as_mut() {
@@ -141,17 +144,27 @@ impl Planner {
         }
         db::save(&mut tx, &tables).await?;
         let next = Checkpoint { position: last, events: self.checkpoint.events + applied };
-        sqlx::query(
+        let moved = sqlx::query(
             "INSERT INTO projection_checkpoints (name, position, events, updated_at_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET position = excluded.position, events = excluded.events, \
-             updated_at_ms = excluded.updated_at_ms",
+             updated_at_ms = excluded.updated_at_ms WHERE projection_checkpoints.position = $5",
         )
         .bind(PROJECTION_NAME)
         .bind(next.position.0 as i64)
         .bind(next.events as i64)
         .bind(chrono::Utc::now().timestamp_millis())
+        .bind(self.checkpoint.position.0 as i64)
         .execute(&mut *tx)
         .await?;
+        // A fence: another planner (an instance that took the lease over)
+        // moved the checkpoint since this one read it; nothing commits.
+        if moved.rows_affected() != 1 {
+            return Err(WebhookError::Superseded(self.checkpoint.position));
+        }
+        if self.notify {
+            let payload = arc_lease::payload(PROJECTION_NAME, next.position.0, next.events);
+            sqlx::query(arc_lease::NOTIFY_SQL).bind(payload).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         self.checkpoint = next;
         self.progress.send_replace(next.position);
@@ -213,7 +226,7 @@ async fn resolve(conn: &mut AnyConnection, tables: &mut Tables, env: &Envelope) 
 pub(crate) async fn catch_up(pool: &AnyPool, log: Arc<dyn EventLog>, until: Position) -> Result<u64, WebhookError> {
     let (progress, _) = watch::channel(Position::START);
     let start = checkpoint(pool).await?;
-    let mut planner = Planner::with_checkpoint(pool.clone(), log, start, progress);
+    let mut planner = Planner::with_checkpoint(pool.clone(), log, start, progress, false);
     let before = planner.checkpoint.events;
     planner.follow(Some(until)).await?;
     Ok(planner.checkpoint.events - before)

@@ -394,8 +394,7 @@ async fn attempt(ctx: &Ctx, due: &Due) -> Result<Hold, WebhookError> {
 }
 
 /// Runs the sender forever.
-pub(crate) async fn run(ctx: Ctx, mut progress: watch::Receiver<Position>) {
-    let ctx = Arc::new(ctx);
+pub(crate) async fn run(ctx: Arc<Ctx>, mut progress: watch::Receiver<Position>) {
     let concurrency = ctx.config.concurrency.max(1);
     // After a restart, let the planner fold outcomes appended before the
     // stop: otherwise rows that are already delivered look pending.

@@ -335,7 +335,16 @@ impl Fixture {
 
     fn spawn(&mut self, config: WebhookConfig) -> tokio::sync::watch::Receiver<Position> {
         let log = self.log();
-        arc_webhooks::spawn(&mut self.tasks, self.pool.clone(), log, self.master.clone(), config).expect("spawn")
+        arc_webhooks::spawn(
+            &mut self.tasks,
+            self.pool.clone(),
+            log,
+            self.master.clone(),
+            config,
+            &arc_lease::Leases::embedded(),
+        )
+        .expect("spawn")
+        .subscribe()
     }
 
     async fn deliveries(&self, state: Option<&str>) -> Vec<arc_webhooks::Delivery> {
@@ -728,7 +737,8 @@ async fn https_endpoints_verify_the_certificate() {
     let mut bad = config(2);
     bad.ca_pem = Some(b"not a certificate".to_vec());
     let mut tasks = JoinSet::new();
-    let refused = arc_webhooks::spawn(&mut tasks, f.pool.clone(), f.log(), f.master.clone(), bad);
+    let refused =
+        arc_webhooks::spawn(&mut tasks, f.pool.clone(), f.log(), f.master.clone(), bad, &arc_lease::Leases::embedded());
     assert!(matches!(refused, Err(WebhookError::Invalid(ref m)) if m.contains("CA certificates")), "{refused:?}");
     assert!(tasks.is_empty(), "nothing spawned");
 }
