@@ -64,6 +64,15 @@ async fn holders(database: &str) -> Vec<(String, u32)> {
     out
 }
 
+/// `GET /v1/rooms/{room_id}` through `base`, sending `Arc-Position` if given.
+async fn get_room(http: &reqwest::Client, base: &str, room_id: &str, position: Option<&str>) -> serde_json::Value {
+    let mut request = http.get(format!("{base}/v1/rooms/{room_id}")).bearer_auth(common::ADMIN_KEY);
+    if let Some(p) = position {
+        request = request.header("arc-position", p);
+    }
+    request.send().await.expect("get room").json().await.expect("json")
+}
+
 /// Every lease an instance takes: six projections, the webhooks, the janitor.
 const LEASES: usize = 8;
 
@@ -87,7 +96,7 @@ async fn three_instances_one_writer_each_and_a_sigkill() {
     use std::collections::HashMap;
     use std::time::{Duration, Instant};
 
-    use common::{ADMIN_KEY, dump, receiver, run_tool, start_with, wait_caught_up};
+    use common::{ADMIN_KEY, create_app_with, dump, receiver, run_tool, start_with, wait_caught_up};
     use serde_json::{Value, json};
 
     let nats = std::env::var("ARC_TEST_NATS_URL").expect("ARC_TEST_NATS_URL not set: run scripts/test");
@@ -125,17 +134,7 @@ async fn three_instances_one_writer_each_and_a_sigkill() {
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
     let (hook_url, hooks) = receiver().await;
-    let created: Value = http
-        .post(format!("{}/v1/apps", bases[0]))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"name": "instances", "webhooks": [hook_url]}))
-        .send()
-        .await
-        .expect("create app")
-        .json()
-        .await
-        .expect("json");
-    let app_id = created["app"]["app_id"].as_str().expect("app_id").to_owned();
+    let (app_id, _) = create_app_with(&bases[0], ADMIN_KEY, json!({"name": "instances", "webhooks": [hook_url]})).await;
 
     let mut seen: HashMap<String, Seen> = HashMap::new();
     let mut alive: Vec<usize> = vec![0, 1, 2];
@@ -197,16 +196,7 @@ async fn three_instances_one_writer_each_and_a_sigkill() {
         entry.acked = body["seq"].as_i64().expect("seq");
         // Read-your-writes on another instance, at once (and asked for: `Arc-Position`).
         let position = position.unwrap_or_else(|| panic!("a 201 carries Arc-Position: {body}"));
-        let got: Value = http
-            .get(format!("{}/v1/rooms/{room_id}", bases[r]))
-            .bearer_auth(ADMIN_KEY)
-            .header("arc-position", position)
-            .send()
-            .await
-            .expect("get room")
-            .json()
-            .await
-            .expect("json");
+        let got = get_room(&http, &bases[r], &room_id, Some(&position)).await;
         let seq = got["seq"].as_i64().unwrap_or_else(|| panic!("room {room_id} read through instance {r}: {got}"));
         assert!(seq >= entry.acked, "instance {r} read seq {seq} of {room_id}, acknowledged {}", entry.acked);
         entry.read = seq;
@@ -225,15 +215,7 @@ async fn three_instances_one_writer_each_and_a_sigkill() {
             if let Some(s) = v["seq"].as_i64() {
                 entry.acked = entry.acked.max(s);
             }
-            let got: Value = http
-                .get(format!("{}/v1/rooms/{room_id}", bases[w]))
-                .bearer_auth(ADMIN_KEY)
-                .send()
-                .await
-                .expect("get room")
-                .json()
-                .await
-                .expect("json");
+            let got = get_room(&http, &bases[w], &room_id, None).await;
             let seq = got["seq"].as_i64().unwrap_or(0);
             assert!(seq >= entry.acked && seq >= entry.read, "a read went backwards on {room_id}: {got}");
             assert_eq!(got["participant_count"], 1, "{got}");

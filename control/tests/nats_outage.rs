@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use arc_tests::nats::NatsServers;
 use common::rtc_client::{Client, flow};
-use common::{ADMIN_KEY, Mode, dump, mint_token, receiver, run_tool, start_media, start_with, wait_caught_up};
+use common::{ADMIN_KEY, Mode, create_app_with, dump, mint_token, receiver, run_tool, start_media, start_with, wait_caught_up};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -155,20 +155,7 @@ async fn outage(mut nats: NatsServers, replicas: usize) {
     let base = server.base.clone();
     let http = reqwest::Client::builder().timeout(CLIENT_TIMEOUT).build().expect("client");
     let (hook_url, hooks) = receiver().await;
-    let created: Value = http
-        .post(format!("{base}/v1/apps"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"name": "outage", "webhooks": [hook_url]}))
-        .send()
-        .await
-        .expect("create app")
-        .json()
-        .await
-        .expect("json");
-    let app = (
-        created["app"]["app_key"].as_str().expect("app_key").to_owned(),
-        created["app_secret"].as_str().expect("app_secret").to_owned(),
-    );
+    let app = create_app_with(&base, ADMIN_KEY, json!({"name": "outage", "webhooks": [hook_url]})).await;
     // One server: a media node with a live session rides through the outage.
     let mut media = None;
     if !cluster {

@@ -186,17 +186,7 @@ fn start_dev(dir: tempfile::TempDir) -> Dev {
 }
 
 async fn create_app(base: &str, hook: &str) -> (String, String) {
-    let r: Value = http()
-        .post(format!("{base}/v1/apps"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"name": "rejoin", "webhooks": [hook]}))
-        .send()
-        .await
-        .expect("create app")
-        .json()
-        .await
-        .expect("json");
-    (r["app"]["app_key"].as_str().expect("app_key").into(), r["app_secret"].as_str().expect("app_secret").into())
+    common::create_app_with(base, ADMIN_KEY, json!({"name": "rejoin", "webhooks": [hook]})).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,17 +119,24 @@ pub fn start_with_env(mode: &Mode, extra: &[&str], envs: &[(&str, &str)]) -> Ser
 
 /// Creates an app with an admin key; returns (app_key, app_secret).
 pub async fn create_app(base: &str, admin_key: &str, name: &str) -> (String, String) {
+    create_app_with(base, admin_key, serde_json::json!({"name": name})).await
+}
+
+/// Creates an app from `body` (name, webhooks, quotas …) with an admin key;
+/// returns (app_key, app_secret).
+pub async fn create_app_with(base: &str, admin_key: &str, body: serde_json::Value) -> (String, String) {
     let r: serde_json::Value = reqwest::Client::new()
         .post(format!("{base}/v1/apps"))
         .bearer_auth(admin_key)
-        .json(&serde_json::json!({"name": name}))
+        .json(&body)
         .send()
         .await
         .expect("create app")
         .json()
         .await
         .expect("json");
-    (r["app"]["app_key"].as_str().expect("app_key").into(), r["app_secret"].as_str().expect("app_secret").into())
+    let key = r["app"]["app_key"].as_str().unwrap_or_else(|| panic!("app_key in {r}"));
+    (key.into(), r["app_secret"].as_str().expect("app_secret").into())
 }
 
 /// Mints a participant token through `POST /v1/tokens` (the app's Basic auth).
