@@ -308,10 +308,40 @@ async fn catch_up_one<P: Projection>(
     Ok(())
 }
 
+/// How long an offline tool waits for a lease (a just-killed instance's
+/// database session may take a moment to end).
+const TOOL_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes the leases of `names` for an offline tool (held until dropped), so
+/// it never writes beside a running instance; says who holds one it cannot get.
+async fn take_leases(config: &Config, names: &[&str]) -> Result<Vec<arc_lease::Lease>, ControlError> {
+    let leases = arc_lease::Leases::for_database(&config.database_url);
+    let mut held = Vec::new();
+    for name in names {
+        let mut lease = leases.lease(name);
+        let deadline = Instant::now() + TOOL_LEASE_WAIT;
+        while !lease.acquire().await {
+            if Instant::now() >= deadline {
+                return Err(ControlError::Unavailable(format!(
+                    "{name} is being written by a running arc-control (its session shows in pg_stat_activity as \
+                     'arc-lease {name} pid …'), or the database is unreachable: stop the instances first"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        held.push(lease);
+    }
+    Ok(held)
+}
+
 /// Applies the log to every read model from its checkpoint up to the log's
 /// current head, then returns the events applied per projection. The offline
-/// twin of what a running arc-control does continuously.
+/// twin of what a running arc-control does continuously; refuses while an
+/// instance writes the read models.
 pub async fn catch_up(config: &Config) -> Result<Vec<(&'static str, u64)>, ControlError> {
+    let mut names = projection::ALL.to_vec();
+    names.push(WEBHOOKS);
+    let _leases = take_leases(config, &names).await?;
     let log = open_log(config).await?;
     let db = ReadDb::connect(&config.database_url).await?;
     let head = log.head().await?;
@@ -331,7 +361,7 @@ pub async fn catch_up(config: &Config) -> Result<Vec<(&'static str, u64)>, Contr
 }
 
 /// Name of the webhook delivery planner among the projections.
-pub const WEBHOOKS: &str = "webhook_deliveries";
+pub const WEBHOOKS: &str = arc_webhooks::PROJECTION_NAME;
 
 async fn rebuild_one<P: Projection>(
     db: &ReadDb,
@@ -345,7 +375,8 @@ async fn rebuild_one<P: Projection>(
 }
 
 /// Rebuilds the named projections (or all) from the start of the log.
-/// Calls `progress(name, events)` after each.
+/// Calls `progress(name, events)` after each. Refuses while an instance
+/// writes them (their leases).
 pub async fn rebuild(
     config: &Config,
     names: &[String],
@@ -363,6 +394,11 @@ pub async fn rebuild(
         }
     }
     let wanted = |n: &str| all || names.iter().any(|x| x == n);
+    let mut chosen: Vec<&str> = projection::ALL.iter().copied().filter(|n| wanted(n)).collect();
+    if wanted(WEBHOOKS) {
+        chosen.push(WEBHOOKS);
+    }
+    let _leases = take_leases(config, &chosen).await?;
     if wanted(RoomsProjection::NAME) {
         rebuild_one::<RoomsProjection>(&db, &log, &mut progress).await?;
     }

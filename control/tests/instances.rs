@@ -90,7 +90,8 @@ struct Seen {
 /// backwards, each lease has one holder; SIGKILL the holder and the others
 /// take its leases over within seconds, writes keep landing, every
 /// acknowledged room's webhook arrives (duplicates only for attempts cut
-/// off by the kill), and the read models equal a rebuild from zero.
+/// off by the kill), `rebuild` refuses while instances run, and the read
+/// models equal a rebuild from zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_one_writer_each_and_a_sigkill() {
     use std::collections::HashMap;
@@ -276,6 +277,11 @@ async fn three_instances_one_writer_each_and_a_sigkill() {
         assert!(Instant::now() < deadline, "{} webhooks of ≥ {expected} arrived", got.len());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // The offline tools refuse to write beside running instances.
+    let refused = common::tool_output(&mode, "rebuild", None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("running arc-control"), "rebuild beside instances: {stderr}");
 
     // The survivors' read models equal a rebuild from zero.
     let last = *alive.last().expect("a survivor");

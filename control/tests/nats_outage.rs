@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use arc_tests::nats::NatsServers;
 use common::rtc_client::{Client, flow};
-use common::{ADMIN_KEY, Mode, create_app_with, dump, mint_token, receiver, run_tool, start_media, start_with, wait_caught_up};
+use common::{
+    ADMIN_KEY, Mode, create_app_with, dump, mint_token, receiver, run_tool, start_media, start_with, wait_caught_up,
+};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 

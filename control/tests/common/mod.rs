@@ -219,14 +219,19 @@ pub async fn dump(url: &str) -> Vec<String> {
 
 /// Runs `arc-control <command>` (`catch-up`, `rebuild`) against `mode`'s storage.
 pub fn run_tool(mode: &Mode, command: &str, database: Option<&str>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_arc-control"))
+    let out = tool_output(mode, command, database);
+    assert!(out.status.success(), "{command} failed: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+}
+
+/// Runs `arc-control <command>` against `mode`'s storage; returns what it did.
+pub fn tool_output(mode: &Mode, command: &str, database: Option<&str>) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_arc-control"))
         .arg(command)
         .args(mode.args(database))
         .env("ARC_LOG", "warn")
         .output()
-        .expect("run rebuild");
-    assert!(out.status.success(), "{command} failed: {}", String::from_utf8_lossy(&out.stderr));
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+        .expect("run arc-control")
 }
 
 /// An `arc-media` process, SIGKILLed when dropped.
