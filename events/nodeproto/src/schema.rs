@@ -3,21 +3,9 @@
 //! `tests/schemas.rs` fails when the checked-in files differ;
 //! `ARC_UPDATE_SCHEMAS=1 cargo test -p arc-nodeproto --test schemas` rewrites them.
 
+use arc_events::schema::{SchemaFile, pretty};
+
 use crate::{NodeReply, NodeRequest, PROTOCOL_VERSION, Wire};
-
-/// One generated schema file: its name under `schemas/node/` and its text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchemaFile {
-    pub file_name: String,
-    pub contents: String,
-}
-
-fn pretty(schema: &schemars::Schema) -> String {
-    // INVARIANT: a schemars::Schema is a JSON value and always serializes.
-    let mut text = serde_json::to_string_pretty(schema).expect("schema serializes");
-    text.push('\n');
-    text
-}
 
 /// Every schema file, sorted by name.
 pub fn generate() -> Vec<SchemaFile> {
