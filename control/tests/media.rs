@@ -126,16 +126,7 @@ fn chromium(dev: &Dev, room: &str, codec: &str, pub_token: &str, sub_token: &str
 
 /// The id of the app's room with this name.
 async fn room_id(dev: &Dev, app: &(String, String), room: &str) -> Option<String> {
-    let rooms: Value = http()
-        .get(format!("{}/v1/rooms?name={room}", dev.base))
-        .basic_auth(&app.0, Some(&app.1))
-        .send()
-        .await
-        .expect("rooms")
-        .json()
-        .await
-        .expect("json");
-    rooms["rooms"][0]["room_id"].as_str().map(str::to_owned)
+    common::room_id(&dev.base, app, room).await
 }
 
 async fn room_participants(dev: &Dev, app: &(String, String), room: &str) -> Value {

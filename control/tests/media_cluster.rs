@@ -61,13 +61,14 @@ async fn nodes_of_room(base: &str, room: &str) -> Vec<String> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
+/// A fresh stream, subject prefix and PostgreSQL database on the test
+/// services: (NATS URL, stream, prefix, data dir, mode).
+async fn cluster(stream: &str, subjects: &str) -> (String, String, String, tempfile::TempDir, Mode) {
     let nats = std::env::var("ARC_TEST_NATS_URL").expect("ARC_TEST_NATS_URL not set: run scripts/test");
     let pg = std::env::var("ARC_TEST_PG_ADMIN_URL").expect("ARC_TEST_PG_ADMIN_URL not set: run scripts/test");
     let dir = tempfile::tempdir().expect("tempdir");
     let tag = uuid::Uuid::now_v7().simple().to_string();
-    let (stream, prefix) = (format!("MED_{tag}"), format!("m{tag}.evt"));
+    let (stream, prefix) = (format!("{stream}_{tag}"), format!("{subjects}{tag}.evt"));
     let mode = Mode::Cluster {
         nats: nats.clone(),
         stream: stream.clone(),
@@ -75,6 +76,12 @@ async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
         database: create_pg_database(&pg).await,
         data_dir: dir.path().to_path_buf(),
     };
+    (nats, stream, prefix, dir, mode)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
+    let (nats, stream, prefix, _dir, mode) = cluster("MED", "m").await;
     let control = start_with(&mode, &["--janitor-interval-s", "1"]);
     let base = control.base.clone();
     let a = start_media(&nats, &stream, &prefix, "media-a");
@@ -143,18 +150,7 @@ async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_media_node_restarted_under_its_id_leaves_no_ghosts() {
     use common::rtc_client::{Client, flow};
-    let nats = std::env::var("ARC_TEST_NATS_URL").expect("ARC_TEST_NATS_URL not set: run scripts/test");
-    let pg = std::env::var("ARC_TEST_PG_ADMIN_URL").expect("ARC_TEST_PG_ADMIN_URL not set: run scripts/test");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tag = uuid::Uuid::now_v7().simple().to_string();
-    let (stream, prefix) = (format!("MRS_{tag}"), format!("r{tag}.evt"));
-    let mode = Mode::Cluster {
-        nats: nats.clone(),
-        stream: stream.clone(),
-        prefix: prefix.clone(),
-        database: create_pg_database(&pg).await,
-        data_dir: dir.path().to_path_buf(),
-    };
+    let (nats, stream, prefix, _dir, mode) = cluster("MRS", "r").await;
     let control = start_with(&mode, &["--janitor-interval-s", "1"]);
     let base = control.base.clone();
     let node = start_media(&nats, &stream, &prefix, "media-r");

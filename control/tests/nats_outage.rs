@@ -335,16 +335,7 @@ async fn outage(mut nats: NatsServers, replicas: usize) {
         assert!(after >= 30, "media still flows after the outage: {after} packets in 1 s");
         stop_media.store(true, Ordering::Relaxed);
         driver.await.expect("media driver");
-        let rooms: Value = http
-            .get(format!("{base}/v1/rooms?name=live"))
-            .basic_auth(&app.0, Some(&app.1))
-            .send()
-            .await
-            .expect("rooms")
-            .json()
-            .await
-            .expect("json");
-        let rid = rooms["rooms"][0]["room_id"].as_str().expect("room id").to_owned();
+        let rid = common::room_id(&base, &app, "live").await.expect("room id");
         let list: Value = http
             .get(format!("{base}/v1/rooms/{rid}/participants"))
             .bearer_auth(ADMIN_KEY)

@@ -36,16 +36,7 @@ async fn until_media_stops(p: &mut Client, v: &mut Client, quiet: Duration, with
 }
 
 async fn room_id(base: &str, app: &(String, String), name: &str) -> String {
-    let rooms: Value = reqwest::Client::new()
-        .get(format!("{base}/v1/rooms?name={name}"))
-        .basic_auth(&app.0, Some(&app.1))
-        .send()
-        .await
-        .expect("rooms")
-        .json()
-        .await
-        .expect("json");
-    rooms["rooms"][0]["room_id"].as_str().expect("room id").to_owned()
+    common::room_id(base, app, name).await.expect("room id")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,12 +43,7 @@ async fn receiver() -> (String, Hooks) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/hook"), got)
+    (format!("{}/hook", common::serve_local(app).await), got)
 }
 
 fn http() -> reqwest::Client {

@@ -139,6 +139,30 @@ pub async fn create_app_with(base: &str, admin_key: &str, body: serde_json::Valu
     (key.into(), r["app_secret"].as_str().expect("app_secret").into())
 }
 
+/// The id of the app's room called `name`, if the read model lists it.
+pub async fn room_id(base: &str, app: &(String, String), name: &str) -> Option<String> {
+    let rooms: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/v1/rooms?name={name}"))
+        .basic_auth(&app.0, Some(&app.1))
+        .send()
+        .await
+        .expect("rooms")
+        .json()
+        .await
+        .expect("json");
+    rooms["rooms"][0]["room_id"].as_str().map(str::to_owned)
+}
+
+/// Serves `app` on a free loopback port; returns `http://<addr>`.
+pub async fn serve_local(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
 /// Mints a participant token through `POST /v1/tokens` (the app's Basic auth).
 pub async fn mint_token(
     base: &str,
@@ -300,10 +324,5 @@ pub async fn receiver() -> (String, Hooks) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/hook"), got)
+    (format!("{}/hook", serve_local(app).await), got)
 }
