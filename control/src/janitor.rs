@@ -46,6 +46,15 @@ const RECONCILE_PARTICIPANTS_MAX: i64 = 10_000;
 const SQL_IN_MAX: usize = 200;
 
 /// Runs the janitors every `interval`, forever.
+/// A participant's leave from read-model strings: the room and the command,
+/// or `None` when a stored id no longer parses (skipped, never a panic).
+fn leave(room_id: &str, identity: &str, sid: &str, reason: LeaveReason) -> Option<(AggregateRef, RoomCommand)> {
+    let room = AggregateRef::new(AggregateKind::Room, room_id).ok()?;
+    let identity = ParticipantIdentity::parse(identity).ok()?;
+    let sid = ParticipantSid::parse(sid).ok()?;
+    Some((room, RoomCommand::Leave { identity, sid, reason }))
+}
+
 /// The janitor's lease: it runs in one instance of a cluster at a time.
 pub const LEASE: &str = "janitor";
 
@@ -143,15 +152,8 @@ async fn sweep_orphans(db: &ReadDb, rooms: &Repository<Room>, tracks: &Repositor
     .fetch_all(&db.pool)
     .await?;
     for (room_id, identity, sid) in stranded {
-        let (Ok(room), Ok(identity), Ok(sid)) = (
-            AggregateRef::new(AggregateKind::Room, &room_id),
-            ParticipantIdentity::parse(&identity),
-            ParticipantSid::parse(&sid),
-        ) else {
-            continue;
-        };
+        let Some((room, cmd)) = leave(&room_id, &identity, &sid, LeaveReason::NodeLost) else { continue };
         let meta = CommandMeta::new(Actor::system("node-liveness"), chrono::Utc::now());
-        let cmd = RoomCommand::Leave { identity, sid, reason: LeaveReason::NodeLost };
         if let Err(e) = rooms.execute(&room, &cmd, &meta).await {
             tracing::warn!(room = %room_id, error = %e, "could not record a lost node's participant leaving");
         }
@@ -249,15 +251,8 @@ async fn reconcile(
                 still_missing.insert(key);
                 continue;
             }
-            let (Ok(room), Ok(identity), Ok(sid)) = (
-                AggregateRef::new(AggregateKind::Room, &room_id),
-                ParticipantIdentity::parse(&identity),
-                ParticipantSid::parse(&sid),
-            ) else {
-                continue;
-            };
+            let Some((room, cmd)) = leave(&room_id, &identity, &sid, LeaveReason::SessionLost) else { continue };
             let meta = CommandMeta::new(Actor::system("session-reconciler"), chrono::Utc::now());
-            let cmd = RoomCommand::Leave { identity, sid: sid.clone(), reason: LeaveReason::SessionLost };
             match rooms.execute(&room, &cmd, &meta).await {
                 Ok(done) if !done.events.is_empty() => {
                     tracing::warn!(%node, room = %room_id, %sid, "participant had no session on its node; ended it")
