@@ -211,30 +211,18 @@ pub fn build(
 /// Adds a host candidate for each announced address on the node's UDP port,
 /// and a passive ICE-TCP one for each on its TCP port (for UDP-blocked clients).
 pub fn add_host_candidates(pc: &mut RTCPeerConnection, udp: &[SocketAddr], tcp: &[SocketAddr]) -> Result<(), RtcError> {
-    for a in tcp {
+    let tcp = tcp.iter().map(|a| ("tcp", a, rtc::ice::tcp_type::TcpType::Passive));
+    let udp = udp.iter().map(|a| ("udp", a, rtc::ice::tcp_type::TcpType::default()));
+    for (network, a, tcp_type) in tcp.chain(udp) {
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
-                network: "tcp".to_owned(),
+                network: network.to_owned(),
                 address: a.ip().to_string(),
                 port: a.port(),
                 component: 1,
                 ..Default::default()
             },
-            tcp_type: rtc::ice::tcp_type::TcpType::Passive,
-        }
-        .new_candidate_host()?;
-        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
-    }
-    for a in udp {
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: a.ip().to_string(),
-                port: a.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
+            tcp_type,
         }
         .new_candidate_host()?;
         pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
