@@ -309,7 +309,7 @@ impl Plan {
             p.mlines
                 .iter()
                 .filter_map(|i| self.mlines.get(*i))
-                .map(|m| m.m[2..].split(' ').next().unwrap_or(""))
+                .map(|m| m.m.get(2..).unwrap_or("").split(' ').next().unwrap_or(""))
                 .collect()
         })
     }
