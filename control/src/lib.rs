@@ -20,7 +20,8 @@
 //!   only code that imports `arc-media`).
 //! - [`api`]: the axum router (`/healthz`, `/readyz`, `/v1/...`, WHIP/WHEP,
 //!   the status page, the OpenAPI document).
-//! - [`server`]: wiring: opens the log and database, starts runners, janitors and HTTP.
+//! - [`server`]: wiring: opens the log and database, starts runners, janitors
+//!   and HTTP, each writer under its lease (`arc-lease`: one per cluster).
 //! - [`error`]: the `ControlError` enum.
 
 pub mod api;

@@ -10,15 +10,16 @@
 //! - [`engine`]: the node's engine (sans-IO): sessions and their `rtc` peer
 //!   connections, tracks, subscriptions, the forwarder between them; bytes
 //!   and time in, datagrams and events out.
-//! - [`media`]: the driver around the engine: the UDP socket, ICE-TCP, the
-//!   clock, the request channel ([`media::MediaHandle`]).
+//! - [`media`]: the driver around the engines: N worker threads, each with
+//!   its engine and its `SO_REUSEPORT` socket on the media port (batched
+//!   I/O), ICE-TCP, the clock, the request routing ([`media::MediaHandle`]).
 //! - [`report`]: the engine's events appended to the log.
 //! - [`follow`]: the log followed for what ends media (the log is the truth
 //!   for the node too).
 //! - [`agent`]: registration, heartbeats, drain and deregistration of one node.
 //! - [`load`]: the node's own load figures (CPU of the process).
 //! - [`loadgen`]: the pure parts of the load generator `arc-load`
-//!   (`src/bin/arc-load.rs`): payload stamps, receivers' loss and latency.
+//!   (`src/bin/arc-load/`, with its Janus adapter): payload stamps, receivers' loss and latency.
 
 pub mod agent;
 pub mod engine;

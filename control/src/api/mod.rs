@@ -9,7 +9,7 @@
 //! Writes wait (bounded) until this process's projections have applied them,
 //! so a client reading right after its own write sees it; their answers carry
 //! `Arc-Position`, which a later request may send back to read at least that
-//! far on any instance ([`position`]).
+//! far on any instance (`position.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -103,6 +103,8 @@
 //! attempt.
 //!
 //! # Layout
+//! - this file: the public calls; [`spawn`] runs planner and sender while
+//!   this instance holds the `webhook_deliveries` lease (one per cluster).
 //! - `plan`: the pure fold (routing, delivery ids, bodies, outcomes).
 //! - `planner`: the runner (rows + checkpoint in one transaction).
 //! - `sender`: picking due deliveries, POSTing, recording outcomes.

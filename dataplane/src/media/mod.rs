@@ -2,7 +2,7 @@
 //!
 //! A node runs N workers ([`MediaConfig::workers`], default: the CPUs the
 //! process may use), each a thread with its own engine and its own socket on
-//! the shared media port ([`worker`]). Rooms are placed on a worker by a hash
+//! the shared media port (`worker`). Rooms are placed on a worker by a hash
 //! of the room id, so a room's sessions (and its forwarding) live on one
 //! worker and nothing is shared between workers on the packet path; a room is
 //! therefore limited to one core's forwarding capacity. Requests arrive
@@ -10,17 +10,17 @@
 //! dev`, or NATS requests in `arc-media`) and go to the room's worker, to the
 //! worker a session id names, or to all of them (ends, mutes, lists, stats).
 //! ICE-TCP connections are accepted here and handed to the worker owning the
-//! ufrag of their first check ([`tcp`]).
+//! ufrag of their first check (`tcp`).
 //!
 //! Nothing here decides anything: sessions, tracks and forwarding live in the
 //! engines.
 //!
 //! # Layout
 //! - this file: [`MediaHandle`], [`start`], request routing.
-//! - [`worker`]: one worker's thread, sockets, batching, timers, steering.
-//! - [`udp`]: batched UDP I/O (`recvmmsg`/GRO, GSO) over `quinn-udp`.
-//! - [`routes`]: the ufrag → worker table the workers share.
-//! - [`tcp`]: the ICE-TCP acceptor (RFC 4571 framing).
+//! - `worker`: one worker's thread, sockets, batching, timers, steering.
+//! - `udp`: batched UDP I/O (`recvmmsg`/GRO, GSO) over `quinn-udp`.
+//! - `routes`: the ufrag → worker table the workers share.
+//! - `tcp`: the ICE-TCP acceptor (RFC 4571 framing).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
