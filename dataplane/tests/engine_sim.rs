@@ -260,6 +260,7 @@ impl Sim {
                 announce_tcp: vec![node],
                 sessions_max,
                 worker: 0,
+                wall_clock: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
             },
             now,
         )
@@ -399,6 +400,10 @@ fn clients_connect_and_media_is_forwarded() {
     let stats = sim.engine.stats();
     assert_eq!(stats.sessions, 2);
     assert!(stats.packets_in > 150, "{stats:?}");
+    // The player's media was protected by Arc's own SRTP egress, and the
+    // player's rtc stack opened it.
+    assert_eq!(stats.srtp_rtc_legs, 0, "every leg's keys verified: {stats:?}");
+    assert!(stats.srtp_own_packets >= received as u64, "{stats:?}");
 }
 
 #[test]
@@ -421,6 +426,7 @@ fn losses_are_repaired_by_nack_and_retransmission_despite_reordering_and_duplica
     let got = sim.peers[player].seqs.len() - seqs_before;
     let stats = sim.engine.stats();
     assert!(stats.nacks_answered > 0, "NACKs were answered: {stats:?}");
+    assert_eq!(stats.srtp_rtc_legs, 0, "retransmissions went out on Arc's egress too: {stats:?}");
     assert!(got as f64 >= sent as f64 * 0.99, "after repair the player has {got} of {sent} packets");
 }
 

@@ -41,7 +41,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_events::room::LeaveReason;
 use arc_events::{MediaSessionId, ParticipantIdentity, ParticipantSid, RoomId, TrackId};
@@ -68,13 +68,23 @@ pub mod demux;
 pub mod offer;
 pub mod peer;
 pub mod session;
+pub mod srtp;
 
-use session::{InTrack, Key, OutTrack, Session};
+use session::{InTrack, Key, OutTrack, SentCounters, Session};
+use srtp::{KeyCapture, Rollover};
 
 /// How long a session may take to connect before it is dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a disconnected session may stay before it is dropped.
 pub const DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an outgoing stream sends an RTCP sender report.
+pub const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Bytes of the buffer Arc's own SRTP egress writes into: one round of
+/// output (a packet to every subscriber) fits, and it is reused once the
+/// driver has sent that round (no allocation per packet).
+const EGRESS_BUFFER_BYTES: usize = 1 << 20;
+/// Seconds from 1900 (NTP) to 1970 (Unix).
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 /// How often sessions are checked for those timeouts.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
 /// Sessions (legs) a node carries at most unless configured otherwise.
@@ -205,6 +215,10 @@ pub struct MediaStats {
     pub dropped_send: u64,
     /// Datagrams handed to the worker owning their flow (counted by the driver).
     pub handed_off: u64,
+    /// RTP packets Arc protected itself ([`srtp`]).
+    pub srtp_own_packets: u64,
+    /// Legs whose SRTP keys did not verify, so `rtc` protects their media.
+    pub srtp_rtc_legs: u64,
 }
 
 impl MediaStats {
@@ -223,6 +237,8 @@ impl MediaStats {
         self.dropped_tcp += o.dropped_tcp;
         self.dropped_send += o.dropped_send;
         self.handed_off += o.handed_off;
+        self.srtp_own_packets += o.srtp_own_packets;
+        self.srtp_rtc_legs += o.srtp_rtc_legs;
     }
 }
 
@@ -242,6 +258,9 @@ pub struct EngineConfig {
     /// This engine's index among the node's workers (it prefixes the session
     /// ids it makes, `se_w<worker>_…`, so requests find their worker).
     pub worker: u16,
+    /// The wall-clock time at the `now` given to [`Engine::new`] (sender
+    /// reports carry wall-clock time; the engine never reads a clock).
+    pub wall_clock: SystemTime,
 }
 
 /// The worker a session id was made by (see [`EngineConfig::worker`]).
@@ -287,6 +306,10 @@ pub struct Engine {
     next_housekeeping: Instant,
     certificate: RTCCertificate,
     crypto: std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider>,
+    /// The `now` of [`Engine::new`] (with [`EngineConfig::wall_clock`]).
+    started: Instant,
+    /// What Arc's own SRTP egress writes into ([`EGRESS_BUFFER_BYTES`]).
+    egress_buf: BytesMut,
 }
 
 impl std::fmt::Debug for Engine {
@@ -370,6 +393,8 @@ impl Engine {
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
             certificate: peer::certificate().map_err(|e| EngineError::Certificate(e.to_string()))?,
             crypto,
+            started: now,
+            egress_buf: BytesMut::with_capacity(EGRESS_BUFFER_BYTES),
         })
     }
 
@@ -761,7 +786,8 @@ impl Engine {
         };
         let pwd = random_token(32);
         let internal = |e: rtc::shared::error::Error| SessionError::Internal { message: e.to_string() };
-        let mut pc = peer::build(&ufrag, &pwd, now, &self.certificate).map_err(internal)?;
+        let capture = KeyCapture::new(self.crypto.clone());
+        let mut pc = peer::build(&ufrag, &pwd, now, &self.certificate, capture.clone()).map_err(internal)?;
         let key = self.next_key;
         self.next_key = self.next_key.wrapping_add(1).max(1);
         let mut outbound = Vec::new();
@@ -796,6 +822,8 @@ impl Engine {
                     ssrc,
                     pts: Vec::new(),
                     audio_level_ext: None,
+                    roll: Rollover::default(),
+                    sent: SentCounters::default(),
                 });
             }
         }
@@ -856,6 +884,8 @@ impl Engine {
             disconnected_since: None,
             next_timeout: None,
             dirty: false,
+            capture,
+            egress: None,
         };
         self.sessions.insert(key, session);
         self.routes.push_back(RouteChange::Ufrag { ufrag: ufrag.clone(), owned: true });
@@ -945,7 +975,58 @@ impl Engine {
             .and_then(|t| t.key)
     }
 
+    /// The NTP time (RFC 3550 §4) at `now`.
+    fn ntp(&self, now: Instant) -> u64 {
+        let wall = self.config.wall_clock + now.saturating_duration_since(self.started);
+        let since = wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs().wrapping_add(NTP_UNIX_OFFSET);
+        let frac = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+        (secs << 32) | frac
+    }
+
+    /// Sender reports for the streams Arc protects itself (`rtc` reports
+    /// only what went through it). The RTP time is the newest timestamp sent
+    /// carried forward to `now` at the codec's clock rate.
+    fn sender_reports(&mut self, now: Instant) {
+        use rtc::rtcp::sender_report::SenderReport;
+        let ntp_time = self.ntp(now);
+        let mut touched = Vec::new();
+        for (key, s) in &mut self.sessions {
+            if !matches!(s.egress, Some(Some(_))) {
+                continue;
+            }
+            for o in &mut s.outbound {
+                let Some((ts, at)) = o.sent.last else { continue };
+                if o.sent.last_report.is_some_and(|t| now.saturating_duration_since(t) < SENDER_REPORT_INTERVAL) {
+                    continue;
+                }
+                o.sent.last_report = Some(now);
+                let clock = if o.kind == RtpKind::Audio { 48_000.0 } else { 90_000.0 };
+                let ahead = (now.saturating_duration_since(at).as_secs_f64() * clock) as u32;
+                let sr = SenderReport {
+                    ssrc: o.ssrc,
+                    ntp_time,
+                    rtp_time: ts.wrapping_add(ahead),
+                    packet_count: o.sent.packets,
+                    octet_count: o.sent.octets,
+                    reports: Vec::new(),
+                    profile_extensions: bytes::Bytes::new(),
+                };
+                if let Some(mut tx) = s.pc.rtp_sender(o.sender)
+                    && let Err(e) = tx.write_rtcp(now, vec![Box::new(sr)])
+                {
+                    tracing::trace!(session = %s.id, error = %e, "sender report");
+                }
+                touched.push(*key);
+            }
+        }
+        for key in touched {
+            self.mark(key);
+        }
+    }
+
     fn housekeeping(&mut self, now: Instant) {
+        self.sender_reports(now);
         let mut stale = Vec::new();
         for (k, s) in &self.sessions {
             let never_connected = !s.connected && now.saturating_duration_since(s.created) > CONNECT_TIMEOUT;
@@ -1173,6 +1254,21 @@ impl Engine {
             RTCPeerConnectionState::Connected => {
                 s.connected = true;
                 s.disconnected_since = None;
+                // The egress path is chosen once, before any media goes out,
+                // and kept (see [`srtp`]: one path per SSRC).
+                if s.egress.is_none() {
+                    match s.capture.egress() {
+                        Ok(e) => {
+                            tracing::debug!(session = %s.id, profile = e.profile().name(), "SRTP egress by Arc");
+                            s.egress = Some(Some(e));
+                        }
+                        Err(e) => {
+                            tracing::warn!(session = %s.id, error = %e, "SRTP egress left to rtc");
+                            self.stats.srtp_rtc_legs += 1;
+                            s.egress = Some(None);
+                        }
+                    }
+                }
                 tracing::info!(session = %s.id, "connected");
                 self.attach_downs(now, key);
             }
@@ -1233,7 +1329,26 @@ impl Engine {
                 Action::Send { down, packet } => {
                     let Some(key) = self.down_owner.get(&down).copied() else { continue };
                     let Some(s) = self.sessions.get_mut(&key) else { continue };
-                    let Some(sender) = s.outbound.iter().find(|o| o.down == down).map(|o| o.sender) else { continue };
+                    let Some(out) = s.outbound.iter_mut().find(|o| o.down == down) else { continue };
+                    out.sent.packets = out.sent.packets.wrapping_add(1);
+                    out.sent.octets = out.sent.octets.wrapping_add(packet.payload.len() as u32);
+                    if out.sent.last.is_none_or(|(ts, _)| (packet.header.timestamp.wrapping_sub(ts) as i32) > 0) {
+                        out.sent.last = Some((packet.header.timestamp, now));
+                    }
+                    if let Some(Some(egress)) = s.egress.as_mut() {
+                        // Arc's own egress: written and protected in place.
+                        let Some(to) = s.remote else { continue };
+                        match egress.write(&mut out.roll, &packet.header, &packet.payload, &mut self.egress_buf) {
+                            Ok(()) => {
+                                self.stats.srtp_own_packets += 1;
+                                let payload = self.egress_buf.split();
+                                self.outbox.push_back(Transmit { to: to.0, transport: to.1, payload });
+                            }
+                            Err(e) => tracing::trace!(session = %s.id, error = %e, "SRTP egress"),
+                        }
+                        continue;
+                    }
+                    let sender = out.sender;
                     if let Some(mut tx) = s.pc.rtp_sender(sender)
                         && let Err(e) = tx.write_rtp(now, packet)
                     {

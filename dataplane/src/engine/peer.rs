@@ -138,7 +138,6 @@ impl Interceptor for DeliverFeedback {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-/// A new peer connection for one session.
 /// A DTLS certificate for the node's sessions (ECDSA P-256, self-signed).
 ///
 /// One certificate serves every session of a node (as Janus and mediasoup
@@ -158,17 +157,22 @@ pub fn expires_within(cert: &RTCCertificate, margin: std::time::Duration) -> boo
     cert.expires.duration_since(std::time::SystemTime::now()).map_or(true, |left| left < margin)
 }
 
+/// A new peer connection for one leg. `crypto` is its crypto provider (the
+/// engine gives each leg a [`super::srtp::KeyCapture`], so Arc can protect
+/// the leg's outgoing media itself).
 pub fn build(
     ufrag: &str,
     pwd: &str,
     now: Instant,
     certificate: &RTCCertificate,
+    crypto: std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider>,
 ) -> Result<RTCPeerConnection, RtcError> {
     use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile as P;
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
         .with_answering_dtls_role(RTCDtlsRole::Server)
+        .with_crypto_provider(crypto)
         .with_srtp_protection_profiles(vec![
             P::Srtp_Aead_Aes_128_Gcm,
             P::Srtp_Aead_Aes_256_Gcm,

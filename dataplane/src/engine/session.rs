@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use arc_events::{MediaSessionId, ParticipantIdentity, ParticipantSid, RoomId, TrackId};
@@ -13,6 +14,7 @@ use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
+use super::srtp::{KeyCapture, Rollover, SrtpEgress};
 use super::{RtpKind, Transport};
 use crate::forward::{Codec, DownKey, TrackKey};
 
@@ -44,6 +46,20 @@ pub(crate) struct OutTrack {
     /// Negotiated payload type per codec.
     pub(crate) pts: Vec<(Codec, u8)>,
     pub(crate) audio_level_ext: Option<u8>,
+    /// Sender state when Arc protects the leg's media itself: the SRTP
+    /// rollover counter and what sender reports tell.
+    pub(crate) roll: Rollover,
+    pub(crate) sent: SentCounters,
+}
+
+/// What an outgoing stream has sent (for its RTCP sender reports).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SentCounters {
+    pub(crate) packets: u32,
+    pub(crate) octets: u32,
+    /// The newest RTP timestamp sent, and when.
+    pub(crate) last: Option<(u32, Instant)>,
+    pub(crate) last_report: Option<Instant>,
 }
 
 /// One leg.
@@ -71,6 +87,11 @@ pub(crate) struct Session {
     pub(crate) disconnected_since: Option<Instant>,
     pub(crate) next_timeout: Option<Instant>,
     pub(crate) dirty: bool,
+    /// The leg's crypto provider, which saw its SRTP keys.
+    pub(crate) capture: Arc<KeyCapture>,
+    /// How its outgoing media is protected, chosen once when it connects:
+    /// `Some(Some(_))` by Arc, `Some(None)` by `rtc` (the keys did not verify).
+    pub(crate) egress: Option<Option<SrtpEgress>>,
 }
 
 impl std::fmt::Debug for Session {

@@ -278,6 +278,7 @@ pub async fn start(
                 announce_tcp: announce_tcp.clone(),
                 sessions_max: config.sessions_max,
                 worker: u16::try_from(index).unwrap_or(u16::MAX),
+                wall_clock: std::time::SystemTime::now(),
             },
             Instant::now(),
         )
