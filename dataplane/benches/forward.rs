@@ -9,9 +9,9 @@
 //!   marshalling): what the node paid after the forwarding core before it
 //!   protected its media itself, and still pays on a leg whose keys did not
 //!   verify.
-//! - `arc_egress`: the same pair, the node's SRTP keys captured
-//!   (`engine::srtp`): one packet written and protected in place into a
-//!   reused buffer, as the engine does now.
+//! - `arc_egress/<profile>`: Arc's own egress (`engine::srtp`), per SRTP
+//!   profile: one packet written and protected in place into a reused
+//!   buffer, as the engine does now.
 //!
 //! `cargo bench -p arc-media --bench forward` (add `-- --quick` for the short
 //! form) prints the figures and writes the "Forwarding core" section of
@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use arc_media::engine::peer;
-use arc_media::engine::srtp::{KeyCapture, Rollover, SrtpEgress};
+use arc_media::engine::srtp::{Profile, Rollover, SrtpEgress};
 use arc_media::forward::{Action, Codec, DownKey, DownSpec, ForwardConfig, Forwarder, TrackKey, TrackSpec};
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -109,7 +109,6 @@ struct Pair {
     client_addr: SocketAddr,
     ssrc: u32,
     sender: rtc::rtp_transceiver::RTCRtpSenderId,
-    capture: std::sync::Arc<KeyCapture>,
 }
 
 fn pump(p: &mut Pair) -> bool {
@@ -173,9 +172,8 @@ fn connected_pair() -> Option<Pair> {
     client.add_local_candidate(RTCIceCandidate::from(&cand).to_json().ok()?).ok()?;
 
     let cert = peer::certificate().ok()?;
-    let capture = KeyCapture::new(rtc::crypto::default_provider().ok()?);
-    let mut node =
-        peer::build("benchufragbenchufrag", "benchpasswordbenchpasswordbenchp", now, &cert, capture.clone()).ok()?;
+    let crypto = rtc::crypto::default_provider().ok()?;
+    let mut node = peer::build("benchufragbenchufrag", "benchpasswordbenchpasswordbenchp", now, &cert, crypto).ok()?;
     let ssrc = 0xabcd;
     let vp8 = peer::codecs().into_iter().find(|(k, _)| *k == RtpCodecKind::Video).map(|(_, c)| c)?;
     let track = MediaStreamTrack::new(
@@ -195,7 +193,7 @@ fn connected_pair() -> Option<Pair> {
     let answer = node.create_answer(None).ok()?;
     node.set_local_description(now, answer.clone()).ok()?;
     client.set_remote_description(now, answer).ok()?;
-    let mut pair = Pair { node, client, node_addr, client_addr, ssrc, sender, capture };
+    let mut pair = Pair { node, client, node_addr, client_addr, ssrc, sender };
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut up = false;
     while Instant::now() < deadline && !up {
@@ -248,44 +246,34 @@ fn bench_rtc_egress(c: &mut Criterion) -> bool {
     true
 }
 
-/// Arc's own egress on a connected pair: the keys captured from the node's
-/// connection, one packet written and protected in place into a reused
-/// buffer, as the engine does.
-fn bench_arc_egress(c: &mut Criterion) -> Option<&'static str> {
-    let Some(mut pair) = connected_pair() else {
-        eprintln!("arc_egress: the in-memory pair did not connect; skipped");
-        return None;
-    };
-    let mut egress: SrtpEgress = match pair.capture.egress() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("arc_egress: {e}; skipped");
-            return None;
-        }
-    };
-    let profile = egress.profile().name();
-    let mut roll = Rollover::default();
-    let mut buf = BytesMut::with_capacity(1 << 20);
-    let mut p = packet(1, false);
-    p.header.ssrc = pair.ssrc;
-    let pt = pair
-        .node
-        .rtp_sender(pair.sender)
-        .and_then(|mut s| s.get_parameters().rtp_parameters.codecs.first().map(|c| c.payload_type))
-        .unwrap_or(96);
-    p.header.payload_type = pt;
-    // That an rtc client opens these packets is shown by the engine's
-    // simulated-network tests (`dataplane/tests/engine_sim.rs`).
-    let mut seq = 2u16;
-    c.bench_function("arc_egress", |b| {
-        b.iter(|| {
-            p.header.sequence_number = seq;
-            seq = seq.wrapping_add(1);
-            let _ = egress.write(&mut roll, &p.header, &p.payload, &mut buf);
-            std::hint::black_box::<BytesMut>(buf.split());
+/// Arc's own egress per SRTP profile: one packet written and protected in
+/// place into a reused buffer, as the engine does (keys as the engine gets
+/// them from a connection; that `rtc` clients open these packets is shown by
+/// `dataplane/tests/engine_sim.rs` and the unit tests of `engine::srtp`).
+fn bench_arc_egress(c: &mut Criterion) -> Vec<(&'static str, String)> {
+    let Ok(provider) = rtc::crypto::default_provider() else { return Vec::new() };
+    let mut done = Vec::new();
+    let mut group = c.benchmark_group("arc_egress");
+    for profile in [Profile::AeadAes128Gcm, Profile::AeadAes256Gcm, Profile::Aes128CmHmacSha1_80] {
+        let key = vec![7u8; if profile == Profile::AeadAes256Gcm { 32 } else { 16 }];
+        let salt = vec![9u8; if profile == Profile::Aes128CmHmacSha1_80 { 14 } else { 12 }];
+        let Ok(mut egress) = SrtpEgress::from_master(provider.crypto(), profile, &key, &salt) else { continue };
+        let mut roll = Rollover::default();
+        let mut buf = BytesMut::with_capacity(1 << 20);
+        let mut p = packet(1, false);
+        let mut seq = 1u16;
+        group.bench_function(profile.name(), |b| {
+            b.iter(|| {
+                p.header.sequence_number = seq;
+                seq = seq.wrapping_add(1);
+                let _ = egress.write(&mut roll, &p.header, &p.payload, &mut buf);
+                std::hint::black_box::<BytesMut>(buf.split());
+            });
         });
-    });
-    Some(profile)
+        done.push((profile.name(), format!("arc_egress/{}", profile.name())));
+    }
+    group.finish();
+    done
 }
 
 /// Criterion's median estimate (ns) of one benchmark.
@@ -334,20 +322,13 @@ fn main() {
             let _ = writeln!(md, "{note}");
         }
     }
-    if let Some(profile) = arc_egress
-        && let Some(ns) = median_ns("arc_egress")
-    {
-        let line = format!("| Arc's own egress (write + {profile} in place), one subscriber | {ns:.0} | {ns:.0} |");
+    let rtc_ns = median_ns("rtc_egress");
+    for (profile, id) in &arc_egress {
+        let Some(ns) = median_ns(id) else { continue };
+        let ratio = rtc_ns.map(|r| format!(" ({:.2}× of `rtc`'s)", ns / r)).unwrap_or_default();
+        let line = format!("| Arc's own egress, {profile} in place{ratio} | {ns:.0} | {ns:.0} |");
         println!("{line}");
         let _ = writeln!(md, "{line}");
-        if let Some(rtc_ns) = median_ns("rtc_egress") {
-            let note = format!(
-                "\nArc's own egress costs {:.2}× of `rtc`'s ({ns:.0} ns against {rtc_ns:.0} ns per packet per subscriber); `rtc` clients open these packets in `dataplane/tests/engine_sim.rs`.",
-                ns / rtc_ns
-            );
-            println!("{}", note.trim());
-            let _ = writeln!(md, "{note}");
-        }
     }
     let _ = writeln!(md, "<!-- forward-bench:end -->");
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");

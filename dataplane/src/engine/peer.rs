@@ -1,6 +1,10 @@
 //! How one session's `rtc` peer connection is configured: ICE-lite with
 //! credentials we choose (so the one UDP port can demultiplex by ufrag),
-//! DTLS-SRTP with AEAD-AES-128-GCM offered first, the codecs Arc forwards,
+//! DTLS-SRTP with the AEAD-AES-GCM profiles listed first (the DTLS server
+//! takes the client's first common profile, so Chromium, which lists
+//! AES128-CM-HMAC-SHA1-80 first, gets that one; a GCM-only list would make
+//! Chromium choose AES-256-GCM, and clients without GCM, such as aiortc,
+//! fail), the codecs Arc forwards,
 //! and an interceptor chain without a NACK responder (the forwarding core
 //! answers NACKs from its shared cache), with TWCC feedback for publishers and
 //! PLI/FIR/NACK marked for the application.
