@@ -73,6 +73,8 @@ pub struct Settings {
     pub media_announce: Option<String>,
     /// `dev`: worker threads of the embedded media node (default 0: one per CPU).
     pub media_workers: Option<usize>,
+    /// `dev`: sessions the embedded media node takes at most (default 500).
+    pub media_capacity: Option<u32>,
 }
 
 impl Settings {
@@ -107,6 +109,7 @@ impl Settings {
             media_udp: over.media_udp.or(self.media_udp),
             media_announce: over.media_announce.or(self.media_announce),
             media_workers: over.media_workers.or(self.media_workers),
+            media_capacity: over.media_capacity.or(self.media_capacity),
         }
     }
 
@@ -189,10 +192,17 @@ impl Settings {
         if media_workers > 256 {
             return Err(ControlError::Config(format!("media_workers must be at most 256, not {media_workers}")));
         }
+        let media_capacity = self.media_capacity.unwrap_or(MEDIA_CAPACITY_DEFAULT);
+        if !(1..=MEDIA_CAPACITY_MAX).contains(&media_capacity) {
+            return Err(ControlError::Config(format!(
+                "media_capacity must be between 1 and {MEDIA_CAPACITY_MAX}, not {media_capacity}"
+            )));
+        }
         Ok(Config {
             media_udp,
             media_announce,
             media_workers,
+            media_capacity,
             data_dir,
             listen,
             log,
@@ -227,6 +237,11 @@ pub enum LogConfig {
     JetStream { url: String, replicas: usize, stream: String, subject_prefix: String },
 }
 
+/// Sessions the embedded media node takes at most unless configured.
+pub const MEDIA_CAPACITY_DEFAULT: u32 = 500;
+/// The most `media_capacity` may be.
+pub const MEDIA_CAPACITY_MAX: u32 = 100_000;
+
 /// Complete settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -236,6 +251,8 @@ pub struct Config {
     pub media_announce: Vec<std::net::IpAddr>,
     /// `dev`: the embedded media node's worker threads (0: one per CPU).
     pub media_workers: usize,
+    /// `dev`: sessions the embedded media node takes at most (also its placement capacity).
+    pub media_capacity: u32,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub log: LogConfig,

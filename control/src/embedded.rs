@@ -12,9 +12,6 @@ use crate::config::Config;
 use crate::error::ControlError;
 use crate::server::DEV_NODE_ID;
 
-/// Sessions the embedded node takes at most (also its placement capacity).
-const DEV_NODE_CAPACITY: u32 = 500;
-
 /// A running embedded node.
 #[derive(Debug, Clone)]
 pub struct EmbeddedNode {
@@ -51,7 +48,7 @@ pub async fn start(
     let media_config = arc_media::media::MediaConfig {
         udp_listen: config.media_udp,
         announce: config.media_announce.clone(),
-        sessions_max: DEV_NODE_CAPACITY,
+        sessions_max: config.media_capacity,
         workers: config.media_workers,
     };
     let (handle, media_task) = arc_media::media::start(media_config, events_tx)
@@ -64,6 +61,7 @@ pub async fn start(
     tasks.spawn(arc_media::report::run(log.clone(), node_id.clone(), events_rx));
     tasks.spawn(arc_media::follow::run(log.clone(), handle.clone()));
     let agent_media = Some(handle.clone());
+    let capacity = config.media_capacity;
     let public_ips = config.media_announce.iter().map(ToString::to_string).collect();
     tasks.spawn(async move {
         let info = arc_events::node::NodeRegistered {
@@ -71,7 +69,7 @@ pub async fn start(
             public_ips,
             arch: std::env::consts::ARCH.into(),
             cores: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
-            capacity: DEV_NODE_CAPACITY,
+            capacity,
             version: env!("CARGO_PKG_VERSION").into(),
         };
         if let Err(e) =

@@ -90,6 +90,9 @@ struct SettingsArgs {
     /// dev: worker threads of the media node (each with its own engine) [default: 0, one per CPU]
     #[arg(long, global = true, env = "ARC_MEDIA_WORKERS")]
     media_workers: Option<usize>,
+    /// dev: sessions the media node takes at most [default: 500]
+    #[arg(long, global = true, env = "ARC_MEDIA_CAPACITY")]
+    media_capacity: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +134,7 @@ impl SettingsArgs {
             media_udp: self.media_udp,
             media_announce: self.media_announce,
             media_workers: self.media_workers,
+            media_capacity: self.media_capacity,
         }
     }
 }

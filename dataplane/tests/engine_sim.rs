@@ -8,7 +8,8 @@
 //! Covered: connect and forward; NACK and retransmission under loss with
 //! reordering and duplicates; keyframe requests (PLI); mute and unmute; leave
 //! and its events; the session cap; garbage and forged STUN from unknown
-//! addresses; a client whose address changes (NAT rebinding).
+//! addresses; a client whose address changes (NAT rebinding); no allocation
+//! per forwarded packet (a counting allocator).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -246,6 +247,13 @@ struct Sim {
     peers: Vec<Peer>,
     events: Vec<MediaEvent>,
     room: RoomId,
+    /// Datagrams from this address are handled with their allocations
+    /// counted (the engine's only: the simulated clients and network
+    /// allocate freely).
+    count_from: Option<SocketAddr>,
+    /// How many were, and the allocations the engine made for them.
+    counted: u64,
+    allocations: u64,
 }
 
 impl Sim {
@@ -273,6 +281,9 @@ impl Sim {
             peers: Vec::new(),
             events: Vec::new(),
             room: RoomId::parse("rm_sim").expect("id"),
+            count_from: None,
+            counted: 0,
+            allocations: 0,
         }
     }
 
@@ -349,7 +360,16 @@ impl Sim {
                     if std::env::var_os("SIM_TRACE").is_some() {
                         eprintln!("{now:?} {from} -> node {} bytes first {:#x}", bytes.len(), bytes[0]);
                     }
-                    self.engine.handle_datagram(now, from, Transport::Udp, &bytes);
+                    if self.count_from == Some(from) {
+                        let engine = &mut self.engine;
+                        let info = allocation_counter::measure(|| {
+                            engine.handle_datagram(now, from, Transport::Udp, &bytes);
+                        });
+                        self.counted += 1;
+                        self.allocations += info.count_total;
+                    } else {
+                        self.engine.handle_datagram(now, from, Transport::Udp, &bytes);
+                    }
                     self.drain_engine();
                 } else if let Some(p) = {
                     let inner = self.net.inside(to);
@@ -597,4 +617,38 @@ fn a_client_whose_address_changes_keeps_its_media() {
     let after = sim.peers[player].received;
     eprintln!("after the address change the player received {} packets", after - before);
     assert!(after > before + 50, "media follows the new address ({} packets)", after - before);
+}
+
+/// Allocations the engine makes per publisher datagram with `players`
+/// players, and packets it forwarded per publisher datagram (after warm-up).
+fn allocations_with(players: u8) -> (f64, f64) {
+    let mut sim = Sim::new(11, 100);
+    let publisher = sim.join(1, "pub", true).expect("publisher");
+    for i in 0..players {
+        sim.join(10 + i, &format!("sub{i}"), false).expect("player");
+    }
+    // Warm-up: connections, the first keyframe, buffers at their size.
+    sim.run(Duration::from_secs(3), 30);
+    let forwarded = sim.engine.stats().srtp_own_packets;
+    sim.count_from = Some(sim.peers[publisher].addr);
+    sim.run(Duration::from_secs(5), 30);
+    let allocs = sim.allocations;
+    let datagrams = sim.counted as f64;
+    let forwarded = (sim.engine.stats().srtp_own_packets - forwarded) as f64;
+    assert!(datagrams > 300.0, "the publisher sent: {datagrams}");
+    (allocs as f64 / datagrams, forwarded / datagrams)
+}
+
+#[test]
+fn forwarding_allocates_nothing_per_forwarded_packet() {
+    // Per publisher datagram the engine pays a fixed part (rtc's ingress:
+    // decryption, its interceptors) and a part per player it forwards to.
+    let (a1, f1) = allocations_with(1);
+    let (a8, f8) = allocations_with(8);
+    let per_forwarded = (a8 - a1) / (f8 - f1);
+    eprintln!(
+        "allocations per publisher datagram: {a1:.2} with 1 player ({f1:.2} forwarded), {a8:.2} with 8 ({f8:.2} forwarded); per forwarded packet: {per_forwarded:.4}"
+    );
+    assert!(f8 > f1 * 7.0, "8 players were fed: {f1} vs {f8}");
+    assert!(per_forwarded < 0.001, "allocations per forwarded packet: {per_forwarded:.4}");
 }

@@ -79,9 +79,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an outgoing stream sends an RTCP sender report.
 pub const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
-/// Bytes of the buffer Arc's own SRTP egress writes into: one round of
-/// output (a packet to every subscriber) fits, and it is reused once the
-/// driver has sent that round (no allocation per packet).
+/// Bytes of the buffer Arc's own SRTP egress writes into. At least half of
+/// it is free when an input starts, so one input's output (a packet to
+/// every subscriber: ≈ 450 of 1,200 bytes) fits, and it is reclaimed once
+/// the driver has sent that output (no allocation per packet).
 const EGRESS_BUFFER_BYTES: usize = 1 << 20;
 /// Seconds from 1900 (NTP) to 1970 (Unix).
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
@@ -310,6 +311,8 @@ pub struct Engine {
     started: Instant,
     /// What Arc's own SRTP egress writes into ([`EGRESS_BUFFER_BYTES`]).
     egress_buf: BytesMut,
+    /// The forwarder's action buffer, kept between drains.
+    spare_actions: Vec<Action>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -395,6 +398,7 @@ impl Engine {
             crypto,
             started: now,
             egress_buf: BytesMut::with_capacity(EGRESS_BUFFER_BYTES),
+            spare_actions: Vec::new(),
         })
     }
 
@@ -448,6 +452,7 @@ impl Engine {
 
     /// Answers one control-plane request.
     pub fn handle_request(&mut self, now: Instant, req: NodeRequest) -> NodeReply {
+        self.reclaim_egress();
         let reply = match req {
             NodeRequest::Open(open) => match self.open(now, open) {
                 Ok(o) => NodeReply::Opened(o),
@@ -504,6 +509,7 @@ impl Engine {
     /// One datagram from the network (or one RFC 4571 frame of an ICE-TCP
     /// connection), from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, transport: Transport, data: &[u8]) {
+        self.reclaim_egress();
         let key = match self.by_addr.get(&(from, transport)) {
             Some(k) => *k,
             None => match self.authenticate(data) {
@@ -556,6 +562,7 @@ impl Engine {
     /// [`HOUSEKEEPING_INTERVAL`], drops sessions that never connected or
     /// stayed disconnected.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.reclaim_egress();
         while let Some(Reverse((t, key))) = self.timers.peek().copied() {
             if t > now {
                 break;
@@ -647,6 +654,16 @@ impl Engine {
             return bound;
         }
         announced.iter().find(|a| a.is_ipv4() == from.is_ipv4()).or(announced.first()).copied().unwrap_or(bound)
+    }
+
+    /// Makes room in the egress buffer before an input. The driver has sent
+    /// (and dropped) the last input's datagrams, so the whole buffer is
+    /// reclaimed without allocating; only when a datagram is still held
+    /// elsewhere is a new buffer made.
+    fn reclaim_egress(&mut self) {
+        if self.egress_buf.capacity() < EGRESS_BUFFER_BYTES / 2 && !self.egress_buf.try_reclaim(EGRESS_BUFFER_BYTES) {
+            self.egress_buf = BytesMut::with_capacity(EGRESS_BUFFER_BYTES);
+        }
     }
 
     fn mark(&mut self, key: Key) {
@@ -1056,7 +1073,7 @@ impl Engine {
     }
 
     fn drain(&mut self, now: Instant, key: Key) {
-        let mut actions = Vec::new();
+        let mut actions = std::mem::take(&mut self.spare_actions);
         let mut new_tracks = Vec::new();
         let mut feedback: Vec<(DownKey, Feedback)> = Vec::new();
         let mut state_change = None;
@@ -1323,8 +1340,10 @@ impl Engine {
         self.apply(now, actions);
     }
 
-    fn apply(&mut self, now: Instant, actions: Vec<Action>) {
-        for a in actions {
+    /// Carries out the forwarder's actions. The vector's buffer is kept for
+    /// the next drain (no allocation per packet in steady state).
+    fn apply(&mut self, now: Instant, mut actions: Vec<Action>) {
+        for a in actions.drain(..) {
             match a {
                 Action::Send { down, packet } => {
                     let Some(key) = self.down_owner.get(&down).copied() else { continue };
@@ -1370,6 +1389,9 @@ impl Engine {
                     self.mark(key);
                 }
             }
+        }
+        if actions.capacity() > self.spare_actions.capacity() {
+            self.spare_actions = actions;
         }
     }
 
