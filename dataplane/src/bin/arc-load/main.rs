@@ -759,6 +759,10 @@ async fn run(args: Rc<Args>) -> Result<serde_json::Value> {
         "send_errors": state.borrow().send_errors,
         "windows": windows.iter().map(Window::json).collect::<Vec<_>>(),
         "knee": knee,
+        // Whether the ramp ended because a window went past the limits (else
+        // it ended at --ramp-max, and `knee` is only the last step measured).
+        "knee_reached": args.ramp
+            && windows.last().is_some_and(|w| w.totals.loss_percent() > 0.5 || w.latency.quantile_us(0.99) > 50_000),
     }))
 }
 
