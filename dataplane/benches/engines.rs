@@ -43,7 +43,12 @@ struct Client {
 fn tagged(now: Instant, local: SocketAddr, peer: SocketAddr, bytes: BytesMut) -> TaggedBytesMut {
     TaggedBytesMut {
         now,
-        transport: TransportContext { local_addr: local, peer_addr: peer, ecn: None, transport_protocol: TransportProtocol::UDP },
+        transport: TransportContext {
+            local_addr: local,
+            peer_addr: peer,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        },
         message: bytes,
     }
 }
@@ -77,7 +82,8 @@ impl Room {
         .map_err(|e| e.to_string())?;
         let room_id = RoomId::parse(&format!("rm_bench{index}")).map_err(|e| e.to_string())?;
         let mut open = |n: usize, publish: bool| -> Result<(Client, Option<(RTCRtpSenderId, u32)>), String> {
-            let addr: SocketAddr = format!("10.9.{index}.{}:{}", 2 + n / 200, 5000 + n % 200).parse().map_err(|e| format!("{e}"))?;
+            let addr: SocketAddr =
+                format!("10.9.{index}.{}:{}", 2 + n / 200, 5000 + n % 200).parse().map_err(|e| format!("{e}"))?;
             let (mut pc, sender) = arc_tests::rtc_client::offering_peer(addr, publish, 0x5000_0000 | n as u32, now);
             let offer = pc.local_description().map(|d| d.sdp.clone()).ok_or("no offer")?;
             let req = NodeRequest::Open(OpenSession {
@@ -119,7 +125,8 @@ impl Room {
                     to_node.push((c.addr, m.message));
                 }
                 while let Some(ev) = c.pc.poll_event() {
-                    if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(RTCPeerConnectionState::Connected) = ev {
+                    if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(RTCPeerConnectionState::Connected) = ev
+                    {
                         c.connected = true;
                     }
                 }
@@ -133,7 +140,9 @@ impl Room {
             }
             while let Some(t) = self.engine.poll_transmit() {
                 let node = self.node;
-                if let Some(c) = std::iter::once(&mut self.publisher).chain(self.players.iter_mut()).find(|c| c.addr == t.to) {
+                if let Some(c) =
+                    std::iter::once(&mut self.publisher).chain(self.players.iter_mut()).find(|c| c.addr == t.to)
+                {
                     let _ = c.pc.handle_read(tagged(now, c.addr, node, t.payload));
                 }
             }
@@ -289,7 +298,8 @@ fn main() {
     for (threads, rate, cpu) in &rows {
         let _ = writeln!(md, "| {threads} | {rate:.0} | {cpu:.2} |");
     }
-    let _ = writeln!(md, "\n2 threads give **{ratio:.2}×** the packets/s of 1 (target ≥ 1.8×): the engines share nothing.");
+    let _ =
+        writeln!(md, "\n2 threads give **{ratio:.2}×** the packets/s of 1 (target ≥ 1.8×): the engines share nothing.");
     let _ = writeln!(md, "<!-- engines-bench:end -->");
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     if quick {

@@ -64,6 +64,9 @@ pub const SUBSCRIBE_HEARTBEAT: Duration = Duration::from_millis(500);
 /// Messages pulled per request by a subscription.
 const SUBSCRIBE_BATCH: usize = 1000;
 
+/// Direct gets `read_all` keeps in flight (one round trip each, answered in order).
+const READ_AHEAD: usize = 128;
+
 /// How to reach JetStream and how the stream is configured.
 #[derive(Debug, Clone)]
 pub struct JetStreamConfig {
@@ -554,12 +557,22 @@ impl EventLog for JetStreamLog {
         self.ensure_connected()?;
         let last = self.last_stream_seq().await?;
         let (start, _) = split(after);
-        let mut next = start.max(1);
+        let next = start.max(1);
         let mut out: Vec<RecordedEvent> = Vec::new();
+        if next > last || limit == 0 {
+            return Ok(out);
+        }
         // Direct gets by sequence: no consumer to create (or to find on a
-        // dead server after a failover); any replica answers.
-        while next <= last && out.len() < limit {
-            match self.inner.stream.direct_get(next).await {
+        // dead server after a failover); any replica answers. Up to
+        // READ_AHEAD are in flight at once, answered in order; a message
+        // holds at least one event, so `limit` messages are enough.
+        let end = last.min(next.saturating_add(limit as u64 - 1));
+        let stream = &self.inner.stream;
+        let mut gets = futures::stream::iter(next..=end)
+            .map(|seq| async move { (seq, stream.direct_get(seq).await) })
+            .buffered(READ_AHEAD);
+        while let Some((_, got)) = gets.next().await {
+            match got {
                 Ok(msg) => {
                     let events = parse_message(msg.sequence, &msg.payload)?;
                     let floor = out.last().map(|e| e.position).unwrap_or(after);
@@ -569,7 +582,9 @@ impl EventLog for JetStreamLog {
                 Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => {}
                 Err(e) => return Err(unavailable(e)),
             }
-            next += 1;
+            if out.len() >= limit {
+                break;
+            }
         }
         out.truncate(limit);
         Ok(out)
