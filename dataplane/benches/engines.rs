@@ -53,71 +53,141 @@ fn tagged(now: Instant, local: SocketAddr, peer: SocketAddr, bytes: BytesMut) ->
     }
 }
 
+/// Runs `f` without counting its allocations.
+fn uncounted<R>(f: impl FnOnce() -> R) -> R {
+    let mut out = None;
+    allocation_counter::opt_out(|| out = Some(f()));
+    // INVARIANT: `opt_out` runs its closure once.
+    out.expect("the closure ran")
+}
+
 /// One engine and its room, connected.
 struct Room {
     engine: Engine,
     node: SocketAddr,
-    publisher: Client,
+    room_id: RoomId,
+    index: u8,
+    publisher: Option<Client>,
     sender: (RTCRtpSenderId, u32),
     players: Vec<Client>,
     now: Instant,
+    /// When set, every engine call is measured and the heap bytes it keeps
+    /// are added to `retained` (what the clients and this harness allocate
+    /// is not counted).
+    measuring: bool,
+    retained: i64,
 }
 
 impl Room {
-    fn new(index: u8) -> Result<Self, String> {
+    /// A connected room: a publisher (if `publish`) and `players` players.
+    fn new(index: u8, publish: bool, players: usize, measuring: bool) -> Result<Self, String> {
         let now = Instant::now();
         let node: SocketAddr = format!("10.9.{index}.1:7882").parse().map_err(|e| format!("{e}"))?;
-        let mut engine = Engine::new(
-            EngineConfig {
-                local_udp: node,
-                local_tcp: node,
-                announce_udp: vec![node],
-                announce_tcp: vec![node],
-                sessions_max: 1_000,
-                worker: u16::from(index),
-                wall_clock: SystemTime::now(),
-            },
-            now,
-        )
-        .map_err(|e| e.to_string())?;
-        let room_id = RoomId::parse(&format!("rm_bench{index}")).map_err(|e| e.to_string())?;
-        let mut open = |n: usize, publish: bool| -> Result<(Client, Option<(RTCRtpSenderId, u32)>), String> {
-            let addr: SocketAddr =
-                format!("10.9.{index}.{}:{}", 2 + n / 200, 5000 + n % 200).parse().map_err(|e| format!("{e}"))?;
-            let (mut pc, sender) = arc_tests::rtc_client::offering_peer(addr, publish, 0x5000_0000 | n as u32, now);
-            let offer = pc.local_description().map(|d| d.sdp.clone()).ok_or("no offer")?;
-            let req = NodeRequest::Open(OpenSession {
-                room_id: room_id.clone(),
-                identity: ParticipantIdentity::parse(&format!("c{n}")).map_err(|e| e.to_string())?,
-                sid: ParticipantSid::parse(&format!("pa_c{n}")).map_err(|e| e.to_string())?,
-                role: if publish { Role::Publish } else { Role::Subscribe { participant: None } },
-                offer,
-            });
-            let NodeReply::Opened(o) = engine.handle_request(now, req) else { return Err("the engine refused".into()) };
-            pc.set_remote_description(now, RTCSessionDescription::answer(o.answer).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
-            while engine.poll_transmit().is_some() {}
-            Ok((Client { pc, addr, connected: false }, sender))
+        let config = EngineConfig {
+            local_udp: node,
+            local_tcp: node,
+            announce_udp: vec![node],
+            announce_tcp: vec![node],
+            sessions_max: 1_000,
+            worker: u16::from(index),
+            wall_clock: SystemTime::now(),
         };
-        let (publisher, sender) = open(0, true)?;
-        let sender = sender.ok_or("no sender")?;
-        let mut players = Vec::with_capacity(SUBSCRIBERS);
-        for n in 1..=SUBSCRIBERS {
-            players.push(open(n, false)?.0);
+        let mut made = None;
+        let info = allocation_counter::measure(|| made = Some(Engine::new(config, now)));
+        let engine = made.ok_or("no engine")?.map_err(|e| e.to_string())?;
+        let room_id = RoomId::parse(&format!("rm_bench{index}")).map_err(|e| e.to_string())?;
+        let mut room = Self {
+            engine,
+            node,
+            room_id,
+            index,
+            publisher: None,
+            sender: (RTCRtpSenderId::default(), 0),
+            players: Vec::with_capacity(players),
+            now,
+            measuring,
+            retained: if measuring { info.bytes_current } else { 0 },
+        };
+        if publish {
+            let (c, sender) = room.open(0, true)?;
+            room.sender = sender.ok_or("no sender")?;
+            room.publisher = Some(c);
         }
-        let mut room = Self { engine, node, publisher, sender, players, now };
+        for n in 1..=players {
+            let (c, _) = room.open(n, false)?;
+            room.players.push(c);
+        }
         room.connect()?;
         Ok(room)
+    }
+
+    /// Runs `f` on the engine, measured when the room is measuring.
+    fn with_engine<R>(&mut self, f: impl FnOnce(&mut Engine) -> R) -> R {
+        if !self.measuring {
+            return f(&mut self.engine);
+        }
+        let engine = &mut self.engine;
+        let mut out = None;
+        let info = allocation_counter::measure(|| out = Some(f(engine)));
+        self.retained += info.bytes_current;
+        // INVARIANT: `measure` runs its closure once.
+        out.expect("the closure ran")
+    }
+
+    /// The engine's datagrams, copied out (the copies are not counted) and
+    /// dropped inside the measurement; its events dropped too.
+    fn drain_engine(&mut self, into: &mut Vec<(SocketAddr, BytesMut)>) {
+        self.with_engine(|e| {
+            while let Some(t) = e.poll_transmit() {
+                let copy = uncounted(|| BytesMut::from(&t.payload[..]));
+                uncounted(|| into.push((t.to, copy)));
+                drop(t);
+            }
+            while e.poll_event().is_some() {}
+        });
+    }
+
+    fn open(&mut self, n: usize, publish: bool) -> Result<(Client, Option<(RTCRtpSenderId, u32)>), String> {
+        let (now, index) = (self.now, self.index);
+        let addr: SocketAddr =
+            format!("10.9.{index}.{}:{}", 2 + n / 200, 5000 + n % 200).parse().map_err(|e| format!("{e}"))?;
+        let (mut pc, sender) = arc_tests::rtc_client::offering_peer(addr, publish, 0x5000_0000 | n as u32, now);
+        let offer = pc.local_description().map(|d| d.sdp.clone()).ok_or("no offer")?;
+        let req = NodeRequest::Open(OpenSession {
+            room_id: self.room_id.clone(),
+            identity: ParticipantIdentity::parse(&format!("c{n}")).map_err(|e| e.to_string())?,
+            sid: ParticipantSid::parse(&format!("pa_c{n}")).map_err(|e| e.to_string())?,
+            role: if publish { Role::Publish } else { Role::Subscribe { participant: None } },
+            offer,
+        });
+        let reply = self.with_engine(|e| {
+            let reply = e.handle_request(now, req);
+            // The answer is the client's; its bytes leave with it.
+            match reply {
+                NodeReply::Opened(o) => Ok(uncounted(|| o.answer.clone())),
+                other => Err(format!("the engine refused: {other:?}")),
+            }
+        })?;
+        pc.set_remote_description(now, RTCSessionDescription::answer(reply).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        let mut sink = Vec::with_capacity(4096);
+        self.drain_engine(&mut sink);
+        Ok((Client { pc, addr, connected: false }, sender))
+    }
+
+    fn clients(&mut self) -> impl Iterator<Item = &mut Client> {
+        self.publisher.iter_mut().chain(self.players.iter_mut())
     }
 
     /// Exchanges datagrams in virtual time until every client is connected.
     fn connect(&mut self) -> Result<(), String> {
         let until = self.now + Duration::from_secs(20);
+        let mut to_node: Vec<(SocketAddr, BytesMut)> = Vec::new();
+        let mut from_node: Vec<(SocketAddr, BytesMut)> = Vec::with_capacity(1 << 14);
         while self.now < until {
             self.now += Duration::from_millis(1);
             let now = self.now;
-            let mut to_node: Vec<(SocketAddr, BytesMut)> = Vec::new();
-            for c in std::iter::once(&mut self.publisher).chain(self.players.iter_mut()) {
+            for c in self.clients() {
                 if c.pc.poll_timeout().is_some_and(|t| t <= now) {
                     let _ = c.pc.handle_timeout(now);
                 }
@@ -132,33 +202,53 @@ impl Room {
                 }
                 while c.pc.poll_read().is_some() {}
             }
-            for (from, bytes) in to_node {
-                self.engine.handle_datagram(now, from, Transport::Udp, &bytes);
+            for (from, bytes) in to_node.drain(..) {
+                self.with_engine(|e| e.handle_datagram(now, from, Transport::Udp, &bytes));
             }
             if self.engine.poll_timeout() <= now {
-                self.engine.handle_timeout(now);
+                self.with_engine(|e| e.handle_timeout(now));
             }
-            while let Some(t) = self.engine.poll_transmit() {
-                let node = self.node;
-                if let Some(c) =
-                    std::iter::once(&mut self.publisher).chain(self.players.iter_mut()).find(|c| c.addr == t.to)
-                {
-                    let _ = c.pc.handle_read(tagged(now, c.addr, node, t.payload));
+            self.drain_engine(&mut from_node);
+            let node = self.node;
+            for (to, payload) in from_node.drain(..) {
+                if let Some(c) = self.clients().find(|c| c.addr == to) {
+                    let _ = c.pc.handle_read(tagged(now, c.addr, node, payload));
                 }
             }
-            while self.engine.poll_event().is_some() {}
-            if self.publisher.connected && self.players.iter().all(|c| c.connected) {
+            if self.clients().all(|c| c.connected) {
                 return Ok(());
             }
         }
         Err("the room did not connect".into())
     }
 
+    /// Feeds the engine `datagrams` from the publisher, one every 200 µs of
+    /// virtual time; what it sends is dropped.
+    fn forward(&mut self, datagrams: &[BytesMut]) {
+        let Some(publisher) = self.publisher.as_ref().map(|c| c.addr) else { return };
+        let mut sink = Vec::with_capacity(1 << 14);
+        for d in datagrams {
+            self.now += Duration::from_micros(200);
+            let now = self.now;
+            self.with_engine(|e| {
+                e.handle_datagram(now, publisher, Transport::Udp, d);
+                while let Some(t) = e.poll_transmit() {
+                    std::hint::black_box(t);
+                }
+                if e.poll_timeout() <= now {
+                    e.handle_timeout(now);
+                }
+            });
+            self.drain_engine(&mut sink);
+            sink.clear();
+        }
+    }
+
     /// The publisher's next `n` datagrams (SRTP), made now.
     fn publisher_datagrams(&mut self, n: usize, first_seq: u16) -> Vec<BytesMut> {
         let (id, ssrc) = self.sender;
-        let pt = self
-            .publisher
+        let Some(publisher) = self.publisher.as_mut() else { return Vec::new() };
+        let pt = publisher
             .pc
             .rtp_sender(id)
             .and_then(|mut s| s.get_parameters().rtp_parameters.codecs.first().map(|c| c.payload_type))
@@ -182,10 +272,10 @@ impl Room {
                 },
                 payload: Bytes::from(payload),
             };
-            if let Some(mut s) = self.publisher.pc.rtp_sender(id) {
+            if let Some(mut s) = publisher.pc.rtp_sender(id) {
                 let _ = s.write_rtp(self.now, packet);
             }
-            while let Some(m) = self.publisher.pc.poll_write() {
+            while let Some(m) = publisher.pc.poll_write() {
                 out.push(m.message);
             }
         }
@@ -200,31 +290,16 @@ fn run(threads: usize, packets: usize) -> Result<(f64, f64), String> {
         .map(|t| {
             let barrier = barrier.clone();
             std::thread::spawn(move || -> Result<(u64, Duration, Duration), String> {
-                let mut room = Room::new(t as u8)?;
+                let mut room = Room::new(t as u8, true, SUBSCRIBERS, false)?;
                 // Warm-up: the first keyframe reaches every player.
                 let warm = room.publisher_datagrams(90, 1);
-                let publisher = room.publisher.addr;
-                for d in &warm {
-                    room.engine.handle_datagram(room.now, publisher, Transport::Udp, d);
-                    while room.engine.poll_transmit().is_some() {}
-                }
+                room.forward(&warm);
                 let datagrams = room.publisher_datagrams(packets, 91);
                 let before = room.engine.stats().srtp_own_packets;
                 barrier.wait();
                 let cpu0 = thread_cpu();
                 let start = Instant::now();
-                let mut now = room.now;
-                for d in &datagrams {
-                    now += Duration::from_micros(200);
-                    room.engine.handle_datagram(now, publisher, Transport::Udp, d);
-                    while let Some(t) = room.engine.poll_transmit() {
-                        std::hint::black_box(t);
-                    }
-                    if room.engine.poll_timeout() <= now {
-                        room.engine.handle_timeout(now);
-                        while room.engine.poll_transmit().is_some() {}
-                    }
-                }
+                room.forward(&datagrams);
                 let wall = start.elapsed();
                 let cpu = thread_cpu().saturating_sub(cpu0);
                 Ok((room.engine.stats().srtp_own_packets - before, wall, cpu))
@@ -250,6 +325,24 @@ fn run(threads: usize, packets: usize) -> Result<(f64, f64), String> {
 fn thread_cpu() -> Duration {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
     Duration::from_nanos(text.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Heap bytes the engine keeps (counted per engine call, net): per
+/// publisher session with one video track after 2,000 packets (its
+/// retransmission cache full), and per player session (one video
+/// subscription, forwarding).
+fn memory() -> Result<(f64, f64), String> {
+    let retained = |publish: bool, players: usize| -> Result<i64, String> {
+        let mut room = Room::new(0, publish, players, true)?;
+        let datagrams = room.publisher_datagrams(2_000, 1);
+        room.forward(&datagrams);
+        Ok(room.retained)
+    };
+    let base = retained(false, 0)?;
+    let publisher = retained(true, 0)?;
+    let few = retained(true, 10)?;
+    let many = retained(true, 60)?;
+    Ok(((publisher - base) as f64, (many - few) as f64 / 50.0))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -286,6 +379,18 @@ fn main() {
         _ => 0.0,
     };
     println!("engines: 2 threads give {ratio:.2}× the packets/s of 1 ({cores} cores here)");
+    let (per_publisher, per_player) = match memory() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("engines: memory: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "engines: heap kept per publisher session (1 video track): {:.0} KiB; per player session (1 video subscription): {:.1} KiB",
+        per_publisher / 1024.0,
+        per_player / 1024.0
+    );
     let mut md = String::new();
     let _ = writeln!(md, "<!-- engines-bench:begin -->\n## Engines on N threads (issue 12)\n");
     let _ = writeln!(
@@ -300,6 +405,14 @@ fn main() {
     }
     let _ =
         writeln!(md, "\n2 threads give **{ratio:.2}×** the packets/s of 1 (target ≥ 1.8×): the engines share nothing.");
+    let _ = writeln!(
+        md,
+        "\nHeap the engine keeps (allocations counted per engine call, net, with `allocation-counter`): **{:.0} KiB per publisher session** with one video track after 2,000 packets, its retransmission cache full (target ≤ 256 KiB RSS per published video track: {}), and **{:.1} KiB per player session** with one video subscription (from 10 to 60 players; target ≤ 32 KiB per subscription: {}). A session is a whole `rtc` peer connection (ICE, DTLS, SRTP, SCTP, interceptors); the publisher's figure is mostly the forwarding core's retransmission cache (1,024 packets per video track, ≈ 7 s at 150 packets/s).",
+        per_publisher / 1024.0,
+        if per_publisher <= 256.0 * 1024.0 { "met" } else { "**not met**" },
+        per_player / 1024.0,
+        if per_player <= 32.0 * 1024.0 { "met" } else { "**not met**" }
+    );
     let _ = writeln!(md, "<!-- engines-bench:end -->");
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     if quick {
