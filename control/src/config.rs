@@ -161,7 +161,7 @@ impl Settings {
             )));
         }
         let secret_grace_s = self.secret_grace_s.unwrap_or(SECRET_GRACE_S_DEFAULT);
-        let grace_max = arc_events::aggregate::app::SECRET_GRACE_S_MAX;
+        let grace_max = arc_events::limits::SECRET_GRACE_S_MAX;
         if secret_grace_s > grace_max {
             return Err(ControlError::Config(format!("secret_grace_s must be at most {grace_max}")));
         }

@@ -10,8 +10,7 @@ use uuid::Uuid;
 
 use crate::error::IdError;
 
-/// Longest accepted identifier, in bytes.
-pub const ID_LEN_MAX: usize = 64;
+pub use crate::limits::ID_BYTES_MAX as ID_LEN_MAX;
 
 /// The JSON Schema pattern of a token id.
 pub const TOKEN_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";

@@ -6,6 +6,9 @@
 //!
 //! # Layout
 //! - [`ids`]: typed identifiers (`RoomId`, `NodeId`, `EventId`, …), validated tokens.
+//! - [`limits`]: the bounds on client input, one constant each, used by every
+//!   check (aggregates, tokens, the API, the node protocol) and listed in the
+//!   OpenAPI document.
 //! - [`envelope`]: [`AggregateKind`], [`Actor`], the stored [`RawEvent`] and the typed [`Envelope`].
 //! - [`event`]: the registry — one enum per aggregate and [`Event`] over all of them.
 //! - [`app`], [`room`], [`participant`], [`track`], [`recording`], [`call`], [`node`], [`webhook`]:
@@ -23,6 +26,7 @@ pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod limits;
 pub mod node;
 pub mod participant;
 pub mod recording;

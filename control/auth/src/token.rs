@@ -31,18 +31,10 @@ use crate::secret::AppSecret;
 
 /// Lifetime of a minted token when the request names none (6 h).
 pub const DEFAULT_TTL_S: u32 = 6 * 3600;
-/// Longest room name, in bytes.
-pub const ROOM_LEN_MAX: usize = 256;
-/// Longest display name, in bytes.
-pub const NAME_LEN_MAX: usize = 256;
-/// Largest metadata, in bytes.
-pub const METADATA_LEN_MAX: usize = 16 * 1024;
-/// Longest participant identity, in bytes (`[A-Za-z0-9_-]`).
-pub const IDENTITY_LEN_MAX: usize = 64;
-/// Longest app key (`iss`), in bytes.
-pub const APP_KEY_LEN_MAX: usize = 256;
-/// Longest token id (`jti`) accepted, in bytes.
-pub const JTI_LEN_MAX: usize = 128;
+use arc_events::limits::{
+    APP_KEY_BYTES_MAX, DISPLAY_NAME_BYTES_MAX, ID_BYTES_MAX, JTI_BYTES_MAX, METADATA_BYTES_MAX, ROOM_NAME_BYTES_MAX,
+    TOKEN_BYTES_DEFAULT_MAX,
+};
 /// The one algorithm accepted in a token header.
 pub const ALG: &str = "HS256";
 /// The claims every token must carry.
@@ -150,7 +142,7 @@ pub struct TokenPolicy {
 
 impl Default for TokenPolicy {
     fn default() -> Self {
-        Self { max_ttl_s: 86_400, leeway_s: 30, max_token_bytes: 8192 }
+        Self { max_ttl_s: 86_400, leeway_s: 30, max_token_bytes: TOKEN_BYTES_DEFAULT_MAX }
     }
 }
 
@@ -208,14 +200,12 @@ fn token_id(now: DateTime<Utc>) -> String {
 }
 
 fn is_identity(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= IDENTITY_LEN_MAX
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty() && s.len() <= ID_BYTES_MAX && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn check_room(room: &str) -> Result<(), String> {
-    if room.is_empty() || room.len() > ROOM_LEN_MAX {
-        return Err(format!("must be 1..={ROOM_LEN_MAX} bytes"));
+    if room.is_empty() || room.len() > ROOM_NAME_BYTES_MAX {
+        return Err(format!("must be 1..={ROOM_NAME_BYTES_MAX} bytes"));
     }
     if room.chars().any(char::is_control) {
         return Err("contains control characters".into());
@@ -240,18 +230,18 @@ pub fn mint(
     now: DateTime<Utc>,
 ) -> Result<(String, Claims), TokenError> {
     let invalid = |field: &'static str, reason: String| TokenError::Invalid { field, reason };
-    if app_key.is_empty() || app_key.len() > APP_KEY_LEN_MAX || app_key.chars().any(char::is_control) {
-        return Err(invalid("app_key", format!("must be 1..={APP_KEY_LEN_MAX} bytes without control characters")));
+    if app_key.is_empty() || app_key.len() > APP_KEY_BYTES_MAX || app_key.chars().any(char::is_control) {
+        return Err(invalid("app_key", format!("must be 1..={APP_KEY_BYTES_MAX} bytes without control characters")));
     }
     if !is_identity(&req.identity) {
         return Err(invalid("identity", "must match [A-Za-z0-9_-]{1,64}".into()));
     }
     check_room(&req.room).map_err(|r| invalid("room", r))?;
-    if req.name.as_ref().is_some_and(|n| n.len() > NAME_LEN_MAX) {
-        return Err(invalid("name", format!("must be at most {NAME_LEN_MAX} bytes")));
+    if req.name.as_ref().is_some_and(|n| n.len() > DISPLAY_NAME_BYTES_MAX) {
+        return Err(invalid("name", format!("must be at most {DISPLAY_NAME_BYTES_MAX} bytes")));
     }
-    if req.metadata.as_ref().is_some_and(|m| m.len() > METADATA_LEN_MAX) {
-        return Err(invalid("metadata", format!("must be at most {METADATA_LEN_MAX} bytes")));
+    if req.metadata.as_ref().is_some_and(|m| m.len() > METADATA_BYTES_MAX) {
+        return Err(invalid("metadata", format!("must be at most {METADATA_BYTES_MAX} bytes")));
     }
     let ttl = req.ttl_s.unwrap_or(DEFAULT_TTL_S.min(policy.max_ttl_s));
     if ttl == 0 || ttl > policy.max_ttl_s {
@@ -398,8 +388,8 @@ pub fn verify(
     if claims.iss.is_empty() {
         return Err(TokenError::Malformed("iss is empty".into()));
     }
-    if claims.jti.is_empty() || claims.jti.len() > JTI_LEN_MAX {
-        return Err(TokenError::Malformed(format!("jti must be 1..={JTI_LEN_MAX} bytes")));
+    if claims.jti.is_empty() || claims.jti.len() > JTI_BYTES_MAX {
+        return Err(TokenError::Malformed(format!("jti must be 1..={JTI_BYTES_MAX} bytes")));
     }
     check_room(&claims.room).map_err(|r| TokenError::Malformed(format!("room {r}")))?;
     Ok(claims)

@@ -46,7 +46,7 @@ pub mod whip;
 use error::{ApiError, ApiResult, ErrorBody};
 
 /// Largest request body accepted.
-pub const BODY_BYTES_MAX: usize = 256 * 1024;
+pub const BODY_BYTES_MAX: usize = arc_events::limits::REQUEST_BODY_BYTES_MAX;
 /// Most items returned by one list call.
 pub const PAGE_MAX: i64 = 500;
 /// Longest a write waits for the local projections to apply it.

@@ -158,6 +158,12 @@ impl Modify for Security {
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    // The bounds on input, from the one table every check uses.
+    let description = doc.info.description.take().unwrap_or_default();
+    doc.info.description = Some(format!(
+        "{description}\n\n## Limits\nInput beyond a bound is refused with 400 `invalid_argument` naming the field (unless said otherwise):\n\n{}",
+        arc_events::limits::markdown().trim_end()
+    ));
     doc
 }
 

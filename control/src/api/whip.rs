@@ -30,7 +30,7 @@ use super::{ApiState, meta};
 use crate::media::{RouteError, session_error_status};
 
 /// Largest SDP offer accepted.
-pub const SDP_BYTES_MAX: usize = 64 * 1024;
+pub const SDP_BYTES_MAX: usize = arc_events::limits::SDP_OFFER_BYTES_MAX;
 
 fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
     headers

@@ -33,9 +33,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// NATS's default 1 MiB payload limit).
 pub const SESSIONS_PAGE_MAX: usize = 1000;
 /// Largest SDP offer a node takes.
-pub const OFFER_BYTES_MAX: usize = 64 * 1024;
+pub const OFFER_BYTES_MAX: usize = arc_events::limits::SDP_OFFER_BYTES_MAX;
 /// Largest trickle-ICE fragment a node takes.
-pub const FRAGMENT_BYTES_MAX: usize = 16 * 1024;
+pub const FRAGMENT_BYTES_MAX: usize = arc_events::limits::SDP_FRAGMENT_BYTES_MAX;
 
 /// Open a WebRTC session (a WHIP publisher or a WHEP player).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

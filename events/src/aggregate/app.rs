@@ -14,18 +14,9 @@ use crate::app::{
 use crate::envelope::AggregateKind;
 use crate::event::{AppEvent, Event};
 
-/// Longest app name, in bytes.
-pub const APP_NAME_LEN_MAX: usize = 128;
-/// Most webhook endpoints per app.
-pub const WEBHOOK_URLS_MAX: usize = 8;
-/// Longest webhook URL, in bytes.
-pub const WEBHOOK_URL_LEN_MAX: usize = 2048;
-/// Longest grace period of a rotated-out secret (7 days).
-pub const SECRET_GRACE_S_MAX: u32 = 7 * 24 * 3600;
-/// Longest `jti` accepted for revocation, in bytes.
-pub const JTI_LEN_MAX: usize = 128;
-/// Longest disable reason, in bytes.
-pub const REASON_LEN_MAX: usize = 1024;
+use crate::limits::{
+    APP_NAME_BYTES_MAX, JTI_BYTES_MAX, REASON_BYTES_MAX, SECRET_GRACE_S_MAX, WEBHOOK_URL_BYTES_MAX, WEBHOOK_URLS_MAX,
+};
 
 /// Lifecycle of an application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,8 +95,8 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> AppError {
 /// Checks a webhook endpoint: an absolute `http` or `https` URL with a host,
 /// no whitespace or control characters.
 pub fn validate_webhook_url(url: &str) -> Result<(), String> {
-    if url.len() > WEBHOOK_URL_LEN_MAX {
-        return Err(format!("longer than {WEBHOOK_URL_LEN_MAX} bytes"));
+    if url.len() > WEBHOOK_URL_BYTES_MAX {
+        return Err(format!("longer than {WEBHOOK_URL_BYTES_MAX} bytes"));
     }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("contains whitespace or control characters".into());
@@ -166,8 +157,8 @@ impl Aggregate for App {
                 if self.status != AppStatus::Absent {
                     return Err(AppError::AlreadyExists);
                 }
-                if name.trim().is_empty() || name.len() > APP_NAME_LEN_MAX {
-                    return Err(invalid("name", format!("must be 1..={APP_NAME_LEN_MAX} bytes, not blank")));
+                if name.trim().is_empty() || name.len() > APP_NAME_BYTES_MAX {
+                    return Err(invalid("name", format!("must be 1..={APP_NAME_BYTES_MAX} bytes, not blank")));
                 }
                 validate_quotas(quotas)?;
                 validate_urls(webhooks)?;
@@ -185,8 +176,8 @@ impl Aggregate for App {
             }
             AppCommand::Disable { reason } => {
                 self.require_exists()?;
-                if reason.as_ref().is_some_and(|r| r.len() > REASON_LEN_MAX) {
-                    return Err(invalid("reason", format!("must be at most {REASON_LEN_MAX} bytes")));
+                if reason.as_ref().is_some_and(|r| r.len() > REASON_BYTES_MAX) {
+                    return Err(invalid("reason", format!("must be at most {REASON_BYTES_MAX} bytes")));
                 }
                 Ok(match self.status {
                     AppStatus::Disabled => vec![],
@@ -225,11 +216,11 @@ impl Aggregate for App {
             }
             AppCommand::RevokeToken { jti, expires_at, reason } => {
                 self.require_exists()?;
-                if jti.is_empty() || jti.len() > JTI_LEN_MAX {
-                    return Err(invalid("jti", format!("must be 1..={JTI_LEN_MAX} bytes")));
+                if jti.is_empty() || jti.len() > JTI_BYTES_MAX {
+                    return Err(invalid("jti", format!("must be 1..={JTI_BYTES_MAX} bytes")));
                 }
-                if reason.as_ref().is_some_and(|r| r.len() > REASON_LEN_MAX) {
-                    return Err(invalid("reason", format!("must be at most {REASON_LEN_MAX} bytes")));
+                if reason.as_ref().is_some_and(|r| r.len() > REASON_BYTES_MAX) {
+                    return Err(invalid("reason", format!("must be at most {REASON_BYTES_MAX} bytes")));
                 }
                 // Already revoked, or expired anyway: nothing to record.
                 if self.revoked.contains_key(jti) || *expires_at < ctx.now {

@@ -11,10 +11,7 @@ use crate::event::{Event, ParticipantEvent};
 use crate::ids::{ParticipantIdentity, RoomId};
 use crate::participant::{MetadataUpdated, Permissions, PermissionsUpdated};
 
-/// Longest participant name, in bytes.
-pub const NAME_LEN_MAX: usize = 256;
-/// Largest participant metadata, in bytes.
-pub const METADATA_LEN_MAX: usize = 64 * 1024;
+use crate::limits::{DISPLAY_NAME_BYTES_MAX, METADATA_BYTES_MAX};
 
 /// The state `decide` needs.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -59,16 +56,16 @@ impl Aggregate for Participant {
                 ])
             }
             ParticipantCommand::UpdateMetadata { room_id, identity, name, metadata } => {
-                if name.as_ref().is_some_and(|n| n.len() > NAME_LEN_MAX) {
+                if name.as_ref().is_some_and(|n| n.len() > DISPLAY_NAME_BYTES_MAX) {
                     return Err(ParticipantError::Invalid {
                         field: "name",
-                        reason: format!("must be at most {NAME_LEN_MAX} bytes"),
+                        reason: format!("must be at most {DISPLAY_NAME_BYTES_MAX} bytes"),
                     });
                 }
-                if metadata.as_ref().is_some_and(|m| m.len() > METADATA_LEN_MAX) {
+                if metadata.as_ref().is_some_and(|m| m.len() > METADATA_BYTES_MAX) {
                     return Err(ParticipantError::Invalid {
                         field: "metadata",
-                        reason: format!("must be at most {METADATA_LEN_MAX} bytes"),
+                        reason: format!("must be at most {METADATA_BYTES_MAX} bytes"),
                     });
                 }
                 if name.is_none() && metadata.is_none() {
@@ -131,7 +128,7 @@ mod tests {
             room_id: RoomId::parse("rm_1").expect("valid"),
             identity: ParticipantIdentity::parse("ann").expect("valid"),
             name: None,
-            metadata: Some("x".repeat(METADATA_LEN_MAX + 1)),
+            metadata: Some("x".repeat(METADATA_BYTES_MAX + 1)),
         };
         assert!(matches!(
             given::<Participant>(&[]).when(0, cmd),

@@ -13,16 +13,10 @@ use crate::room::{
     CloseReason, LeaveReason, ParticipantJoined, ParticipantLeft, RoomClosed, RoomCreated, RoomMetadataUpdated,
 };
 
-/// Hard cap on participants in one room, whatever the room asks for.
-pub const PARTICIPANTS_PER_ROOM_MAX: u32 = 10_000;
 /// Empty timeout used when the creator names none.
 pub const EMPTY_TIMEOUT_S_DEFAULT: u32 = 300;
-/// Longest empty timeout accepted (one week).
-pub const EMPTY_TIMEOUT_S_MAX: u32 = 7 * 24 * 3600;
-/// Longest room name, in bytes.
-pub const ROOM_NAME_LEN_MAX: usize = 256;
-/// Largest metadata string, in bytes.
-pub const METADATA_LEN_MAX: usize = 64 * 1024;
+use crate::limits::{DISPLAY_NAME_BYTES_MAX, METADATA_BYTES_MAX, ROOM_NAME_BYTES_MAX};
+pub use crate::limits::{EMPTY_TIMEOUT_S_MAX, PARTICIPANTS_PER_ROOM_MAX};
 
 /// Lifecycle of a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -127,8 +121,8 @@ impl Aggregate for Room {
                 if self.status == RoomStatus::Open {
                     return Err(RoomError::AlreadyExists);
                 }
-                if name.is_empty() || name.len() > ROOM_NAME_LEN_MAX {
-                    return Err(invalid("name", format!("must be 1..={ROOM_NAME_LEN_MAX} bytes")));
+                if name.is_empty() || name.len() > ROOM_NAME_BYTES_MAX {
+                    return Err(invalid("name", format!("must be 1..={ROOM_NAME_BYTES_MAX} bytes")));
                 }
                 if let Some(max) = max_participants
                     && (*max == 0 || *max > PARTICIPANTS_PER_ROOM_MAX)
@@ -139,8 +133,8 @@ impl Aggregate for Room {
                 if empty_timeout_s > EMPTY_TIMEOUT_S_MAX {
                     return Err(invalid("empty_timeout_s", format!("must be at most {EMPTY_TIMEOUT_S_MAX}")));
                 }
-                if metadata.as_ref().is_some_and(|m| m.len() > METADATA_LEN_MAX) {
-                    return Err(invalid("metadata", format!("must be at most {METADATA_LEN_MAX} bytes")));
+                if metadata.as_ref().is_some_and(|m| m.len() > METADATA_BYTES_MAX) {
+                    return Err(invalid("metadata", format!("must be at most {METADATA_BYTES_MAX} bytes")));
                 }
                 Ok(vec![
                     RoomCreated {
@@ -155,11 +149,11 @@ impl Aggregate for Room {
             }
             RoomCommand::Join { joined, cap } => {
                 self.require_open()?;
-                if joined.name.as_ref().is_some_and(|n| n.len() > ROOM_NAME_LEN_MAX) {
-                    return Err(invalid("name", format!("must be at most {ROOM_NAME_LEN_MAX} bytes")));
+                if joined.name.as_ref().is_some_and(|n| n.len() > DISPLAY_NAME_BYTES_MAX) {
+                    return Err(invalid("name", format!("must be at most {DISPLAY_NAME_BYTES_MAX} bytes")));
                 }
-                if joined.metadata.as_ref().is_some_and(|m| m.len() > METADATA_LEN_MAX) {
-                    return Err(invalid("metadata", format!("must be at most {METADATA_LEN_MAX} bytes")));
+                if joined.metadata.as_ref().is_some_and(|m| m.len() > METADATA_BYTES_MAX) {
+                    return Err(invalid("metadata", format!("must be at most {METADATA_BYTES_MAX} bytes")));
                 }
                 let mut events = Vec::with_capacity(2);
                 match self.participants.get(&joined.identity) {
@@ -206,8 +200,8 @@ impl Aggregate for Room {
             },
             RoomCommand::UpdateMetadata { metadata } => {
                 self.require_open()?;
-                if metadata.as_ref().is_some_and(|m| m.len() > METADATA_LEN_MAX) {
-                    return Err(invalid("metadata", format!("must be at most {METADATA_LEN_MAX} bytes")));
+                if metadata.as_ref().is_some_and(|m| m.len() > METADATA_BYTES_MAX) {
+                    return Err(invalid("metadata", format!("must be at most {METADATA_BYTES_MAX} bytes")));
                 }
                 Ok(vec![RoomMetadataUpdated { metadata: metadata.clone() }.into()])
             }
@@ -454,7 +448,7 @@ mod tests {
             Ok(vec![RoomMetadataUpdated { metadata: Some("m".into()) }.into()])
         );
         let g = given::<Room>(&[(0, created(None))]);
-        let big = RoomCommand::UpdateMetadata { metadata: Some("x".repeat(METADATA_LEN_MAX + 1)) };
+        let big = RoomCommand::UpdateMetadata { metadata: Some("x".repeat(METADATA_BYTES_MAX + 1)) };
         assert!(matches!(g.when(1, big), Err(RoomError::Invalid { field: "metadata", .. })));
         assert_eq!(
             given::<Room>(&[]).when(0, RoomCommand::UpdateMetadata { metadata: None }),
