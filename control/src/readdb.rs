@@ -31,6 +31,11 @@ pub enum Flavor {
 pub struct ReadDb {
     pub pool: AnyPool,
     pub flavor: Flavor,
+    /// SQLite: one write transaction at a time in this process, taken in
+    /// turn ([`Self::write_turn`]). Without it, concurrent writers (the
+    /// projection runners) meet SQLite's busy handler, which sleeps 1, 2,
+    /// 5, 10 … ms between retries.
+    turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ReadDb {
@@ -83,12 +88,22 @@ impl ReadDb {
             Flavor::Sqlite => &SQLITE,
         };
         migrator.run(&pool).await.map_err(|e| ControlError::Unavailable(format!("migrating read models: {e}")))?;
-        Ok(Self { pool, flavor })
+        Ok(Self { pool, flavor, turn: std::sync::Arc::default() })
     }
 
     /// The embedded default: `<data_dir>/read.db`.
     pub fn sqlite_url(data_dir: &Path) -> String {
         format!("sqlite://{}", data_dir.join("read.db").display())
+    }
+
+    /// The right to write, on SQLite (hold it until the transaction from
+    /// [`Self::begin_write`] is committed or dropped); `None` on PostgreSQL,
+    /// whose writers do not wait for one another.
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self.flavor {
+            Flavor::Sqlite => Some(self.turn.clone().lock_owned().await),
+            Flavor::Postgres => None,
+        }
     }
 
     /// Begins a write transaction. On SQLite it takes the write lock at once

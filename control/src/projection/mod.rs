@@ -307,6 +307,7 @@ impl<P: Projection> Runner<P> {
 
     /// Folds one batch and commits rows plus checkpoint atomically.
     async fn apply(&mut self, batch: Vec<Item>) -> Result<(), ControlError> {
+        let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin_write().await?;
         let mut dirty: HashSet<String> = HashSet::new();
         let mut staged: HashMap<String, Option<P::Row>> = HashMap::new();
@@ -452,10 +453,13 @@ async fn table_empty<P: Projection>(db: &ReadDb) -> Result<bool, sqlx::Error> {
 /// Empties the projection's tables and checkpoint (one transaction), then
 /// replays the log up to its current head. Returns the events replayed.
 pub async fn rebuild<P: Projection>(db: &ReadDb, log: Arc<dyn EventLog>) -> Result<u64, ControlError> {
-    let mut tx = db.begin_write().await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {}", P::TABLE))).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(P::NAME).execute(&mut *tx).await?;
-    tx.commit().await?;
+    {
+        let _turn = db.write_turn().await;
+        let mut tx = db.begin_write().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {}", P::TABLE))).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(P::NAME).execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
     let head = log.head().await?;
     let mut runner = Runner::<P>::new(db.clone(), log).await?;
     runner.follow(Some(head)).await?;
