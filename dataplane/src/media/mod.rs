@@ -2,10 +2,11 @@
 //!
 //! A node runs N workers ([`MediaConfig::workers`], default: the CPUs the
 //! process may use), each a thread with its own engine and its own socket on
-//! the shared media port (`worker`). Rooms are placed on a worker by a hash
-//! of the room id, so a room's sessions (and its forwarding) live on one
-//! worker and nothing is shared between workers on the packet path; a room is
-//! therefore limited to one core's forwarding capacity. Requests arrive
+//! the shared media port (`worker`). A new room is placed on the least-loaded
+//! worker and stays there until it closes ([`placement`]), so a room's
+//! sessions (and its forwarding) live on one worker and nothing is shared
+//! between workers on the packet path; a room is therefore limited to one
+//! core's forwarding capacity. Requests arrive
 //! through a [`MediaHandle`] (the in-process [`NodeService`] of `arc-control
 //! dev`, or NATS requests in `arc-media`) and go to the room's worker, to the
 //! worker a session id names, or to all of them (ends, mutes, lists, stats).
@@ -20,6 +21,7 @@
 //! - `worker`: one worker's thread, sockets, batching, timers, steering.
 //! - `udp`: batched UDP I/O (`recvmmsg`/GRO, GSO) over `quinn-udp`.
 //! - `routes`: the ufrag → worker table the workers share.
+//! - [`placement`]: which worker carries each room (pure).
 //! - `tcp`: the ICE-TCP acceptor (RFC 4571 framing).
 
 use std::net::SocketAddr;
@@ -34,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::engine::{Engine, EngineConfig, SESSIONS_MAX_DEFAULT, worker_of};
 pub use crate::engine::{MediaEvent, MediaStats, RtpKind, SubscriptionEnd};
 
+pub mod placement;
 mod routes;
 pub(crate) mod tcp;
 pub(crate) mod udp;
@@ -70,17 +73,6 @@ pub const TCP_QUEUE_MAX: usize = 512;
 /// Most worker threads a node starts.
 pub const WORKERS_MAX: usize = 256;
 
-/// The worker a room lives on: a hash of its id (stable, needs no table).
-pub fn worker_for(room: &RoomId, workers: usize) -> usize {
-    // FNV-1a: stable across builds and processes (unlike the std hasher).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in room.as_str().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % workers.max(1) as u64) as usize
-}
-
 /// A cheap, cloneable way to talk to the node's workers.
 #[derive(Debug, Clone)]
 pub struct MediaHandle {
@@ -88,6 +80,8 @@ pub struct MediaHandle {
     local: SocketAddr,
     gauges: Arc<Vec<Arc<AtomicU64>>>,
     sessions_max: u32,
+    /// Rooms and their workers (control path only: opens and room ends).
+    placement: Arc<std::sync::Mutex<placement::Placement>>,
 }
 
 impl MediaHandle {
@@ -104,6 +98,22 @@ impl MediaHandle {
     /// Live sessions (cheap, no round trip).
     pub fn session_count(&self) -> u64 {
         self.gauges.iter().map(|g| g.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The worker a room is placed on, if it is.
+    pub fn worker_of_room(&self, room: &RoomId) -> Option<usize> {
+        self.placements().worker_of(room)
+    }
+
+    fn placements(&self) -> std::sync::MutexGuard<'_, placement::Placement> {
+        // A panic while holding it cannot leave the table half-changed.
+        self.placement.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The worker for a session of `room` (placing the room if it is new).
+    fn place(&self, room: &RoomId) -> usize {
+        let sessions = self.sessions_per_worker();
+        self.placements().place(room, &sessions)
     }
 
     /// Live sessions on each worker.
@@ -137,19 +147,23 @@ impl MediaHandle {
                 if self.session_count() >= u64::from(self.sessions_max) {
                     return NodeReply::Error(SessionError::Full { limit: self.sessions_max });
                 }
-                let w = worker_for(&open.room_id, self.workers.len());
+                let w = self.place(&open.room_id);
                 self.ask(w, req).await
             }
             NodeRequest::Patch { session_id, .. } | NodeRequest::Close { session_id } => match worker_of(session_id) {
                 Some(w) => self.ask(usize::from(w), req).await,
                 None => NodeReply::Error(SessionError::NotFound),
             },
-            NodeRequest::End { .. } => {
+            NodeRequest::End { room_id, sid, .. } => {
                 let mut sessions = 0;
                 for r in self.ask_all(&req).await {
                     if let NodeReply::Ended { sessions: n } = r {
                         sessions += n;
                     }
+                }
+                if sid.is_none() {
+                    // The room closed: its next session may go anywhere.
+                    self.placements().remove(room_id);
                 }
                 NodeReply::Ended { sessions }
             }
@@ -301,27 +315,12 @@ pub async fn start(
             let _ = t.join();
         }
     });
-    let handle =
-        MediaHandle { workers: Arc::new(senders), local, gauges: Arc::new(gauges), sessions_max: config.sessions_max };
+    let handle = MediaHandle {
+        workers: Arc::new(senders),
+        local,
+        gauges: Arc::new(gauges),
+        sessions_max: config.sessions_max,
+        placement: Arc::default(),
+    };
     Ok((handle, task))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rooms_spread_over_workers_and_stay_put() {
-        let mut counts = [0usize; 4];
-        for i in 0..4000 {
-            let room = RoomId::parse(&format!("rm_{i:032x}")).expect("id");
-            let w = worker_for(&room, 4);
-            assert_eq!(w, worker_for(&room, 4), "stable");
-            counts[w] += 1;
-        }
-        for c in counts {
-            assert!((800..1200).contains(&c), "roughly even: {counts:?}");
-        }
-        assert_eq!(worker_for(&RoomId::parse("rm_x").expect("id"), 1), 0);
-    }
 }
