@@ -116,3 +116,19 @@ impl ReadDb {
         }
     }
 }
+
+/// A small pool of its own on a PostgreSQL read-model database, for locks
+/// held while waiting for the projections (so they never take the
+/// connections the projections write with); `None` for SQLite, where one
+/// process is the whole platform.
+pub async fn lock_pool(url: &str, connections: u32) -> Result<Option<AnyPool>, ControlError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Ok(None);
+    }
+    sqlx::any::install_default_drivers();
+    let options = AnyConnectOptions::from_str(url)
+        .map_err(|e| ControlError::Config(format!("database URL: {e}")))?
+        .disable_statement_logging();
+    let pool = AnyPoolOptions::new().max_connections(connections).min_connections(0).connect_lazy_with(options);
+    Ok(Some(pool))
+}

@@ -273,6 +273,9 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         webhooks: Some(webhooks.subscribe()),
         media,
         fault_skip_node_requests: std::env::var("ARC_FAULT_SKIP_NODE_REQUESTS").is_ok_and(|v| v == "1"),
+        quota: crate::api::quota::QuotaTurns::new(
+            crate::readdb::lock_pool(&config.database_url, crate::api::quota::TURN_CONNECTIONS_MAX).await?,
+        ),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -40,6 +40,7 @@ pub mod error;
 pub(crate) mod json_errors;
 pub mod openapi;
 pub(crate) mod position;
+pub mod quota;
 pub mod rooms;
 pub mod whip;
 
@@ -75,6 +76,8 @@ pub struct ApiState {
     /// path requests that end or mute media on a node are not sent, so a test
     /// can show the node applying the log on its own.
     pub fault_skip_node_requests: bool,
+    /// Strict quotas: one quota-checked write per app at a time ([`quota`]).
+    pub quota: quota::QuotaTurns,
 }
 
 impl ApiState {

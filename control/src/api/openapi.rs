@@ -34,6 +34,15 @@ retries, or a state conflict), 413 `body_too_large` (over 256 KiB), 429
 `quota_exceeded` (with `limit` naming the quota) or `room_full`, 503
 (`log_unavailable`, `read_model_unavailable`, with `Retry-After`).
 
+## Quotas
+An app's `max_rooms` and `max_participants` are strict, across instances too:
+the creates and joins they apply to are decided one at a time per app (each
+waits until this server's read models have applied the log's head, then
+checks and appends), so concurrent requests never pass the limit together.
+Such a request may answer `503 behind` (with `Retry-After`) when the read
+models lag by more than 2 s. `max_participants_per_room` is decided by the
+room itself.
+
 ## When the log is unreachable
 While the event log (NATS) cannot be reached, writes fail at once with 503
 `log_unavailable` and `Retry-After: 1` (within the log's operation timeout,

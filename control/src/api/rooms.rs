@@ -198,6 +198,12 @@ pub(crate) async fn ensure_room(
 ) -> ApiResult<(RoomId, bool, Option<arc_eventlog::Position>)> {
     let room_id = room_id_for(app_id, name);
     let aggregate = room_ref(room_id.as_str())?;
+    // Under `max_rooms`, the app's quota turn (strict across instances),
+    // taken before anything is read.
+    let _turn = match quota_of(app.max_rooms) {
+        Some(_) => Some(super::quota::turn(state, &app.app_id).await?),
+        None => None,
+    };
     let (current, _) = state.rooms.load(&aggregate).await?;
     if current.status == RoomStatus::Open {
         return Ok((room_id, false, None));
@@ -500,6 +506,12 @@ pub(crate) async fn join(
     joined: ParticipantJoined,
 ) -> ApiResult<JoinOutcome> {
     let aggregate = room_ref(room_id.as_str())?;
+    // Under `max_participants`, the app's quota turn (strict across
+    // instances), held until the join is in the log.
+    let _turn = match quota_of(app.max_participants) {
+        Some(_) => Some(super::quota::turn(state, &app.app_id).await?),
+        None => None,
+    };
     if let Some(max) = quota_of(app.max_participants) {
         let (room, _) = state.rooms.load(&aggregate).await?;
         if !room.participants.contains_key(&joined.identity) && usage(state, &app.app_id).await?.participants >= max {
