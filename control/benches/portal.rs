@@ -229,19 +229,6 @@ async fn main() {
     let _ = writeln!(md, "<!-- portal-bench:end -->");
 
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    if quick {
-        let _ = std::fs::write(root.join("target/BENCHMARKS.portal.quick.md"), &md);
-        return;
-    }
-    let path = root.join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match (old.find("<!-- portal-bench:begin -->"), old.find("<!-- portal-bench:end -->")) {
-        (Some(a), Some(b)) => {
-            let end = b + "<!-- portal-bench:end -->".len();
-            format!("{}{}{}", &old[..a], md.trim_end(), &old[end..])
-        }
-        _ => format!("{}\n{md}", old.trim_end()),
-    };
-    std::fs::write(&path, new).expect("write BENCHMARKS.md");
+    let path = arc_tests::benchmarks::write_section(&root, "portal-bench", &md, quick).expect("write the figures");
     println!("wrote {}", path.display());
 }

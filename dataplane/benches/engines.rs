@@ -415,20 +415,8 @@ fn main() {
     );
     let _ = writeln!(md, "<!-- engines-bench:end -->");
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    if quick {
-        let _ = std::fs::write(root.join("target/BENCHMARKS.engines.quick.md"), &md);
-        return;
-    }
-    let path = root.join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match (old.find("<!-- engines-bench:begin -->"), old.find("<!-- engines-bench:end -->")) {
-        (Some(a), Some(b)) => {
-            let end = b + "<!-- engines-bench:end -->".len();
-            format!("{}{}{}", &old[..a], md.trim_end(), &old[end..])
-        }
-        _ => format!("{}\n\n{}", old.trim_end(), md.trim_end()),
-    };
-    if let Err(e) = std::fs::write(&path, new + "\n") {
-        eprintln!("engines: cannot write BENCHMARKS.md: {e}");
+    match arc_tests::benchmarks::write_section(&root, "engines-bench", &md, quick) {
+        Ok(path) => println!("wrote {}", path.display()),
+        Err(e) => eprintln!("engines: cannot write the figures: {e}"),
     }
 }

@@ -332,20 +332,8 @@ fn main() {
     }
     let _ = writeln!(md, "<!-- forward-bench:end -->");
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    if quick {
-        let _ = std::fs::write(root.join("target/BENCHMARKS.forward.quick.md"), &md);
-        return;
-    }
-    let path = root.join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match (old.find("<!-- forward-bench:begin -->"), old.find("<!-- forward-bench:end -->")) {
-        (Some(a), Some(b)) => {
-            let end = b + "<!-- forward-bench:end -->".len();
-            format!("{}{}{}", &old[..a], md.trim_end(), &old[end..])
-        }
-        _ => format!("{}\n\n{md}", old.trim_end()),
-    };
-    if std::fs::write(&path, new).is_ok() {
-        println!("wrote {}", path.display());
+    match arc_tests::benchmarks::write_section(&root, "forward-bench", &md, quick) {
+        Ok(path) => println!("wrote {}", path.display()),
+        Err(e) => eprintln!("forward: cannot write the figures: {e}"),
     }
 }

@@ -5,10 +5,12 @@
 //!
 //! # Layout
 //! - this file: events, reading back, [`Audit`].
+//! - [`benchmarks`]: where the benchmark binaries write their sections of `BENCHMARKS.md`.
 //! - [`nats`]: one nats-server or a three-server cluster, killed and restarted at will.
 //! - [`rtc_client`]: a WebRTC client (`rtc`, sans-IO, on a real UDP socket)
 //!   that publishes synthetic VP8 or plays, through WHIP/WHEP or any offer/answer.
 
+pub mod benchmarks;
 pub mod nats;
 pub mod rtc_client;
 
