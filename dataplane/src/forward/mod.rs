@@ -149,13 +149,15 @@ struct Munger {
     ts_offset: u32,
     /// First input sequence number of the current epoch.
     epoch_first_in: u16,
-    /// First output sequence number of the current epoch.
-    epoch_first_out: u16,
     last_out_seq: u16,
     last_out_ts: u32,
     last_out_at: Option<Instant>,
     /// Highest output sequence number sent (for NACK sanity).
     highest_out_seq: u16,
+    /// Output sequence numbers from the epoch's first to the highest sent
+    /// (saturating): 16-bit distances from the epoch's start stop meaning
+    /// anything after 32,768 packets (≈ 3.6 minutes of 720p video).
+    epoch_len: u32,
 }
 
 impl Munger {
@@ -179,17 +181,21 @@ impl Munger {
             self.seq_offset = seq.wrapping_sub(out_seq);
             self.ts_offset = ts.wrapping_sub(out_ts);
             self.epoch_first_in = seq;
-            self.epoch_first_out = out_seq;
             self.epoch_started = true;
             self.started = true;
             self.highest_out_seq = out_seq.wrapping_sub(1);
+            self.epoch_len = 0;
         }
-        if (seq.wrapping_sub(self.epoch_first_in) as i16) < 0 {
+        // From before the switch (a late packet of the old source's numbering);
+        // once the epoch is long, nothing that old can still arrive.
+        if self.epoch_len < 0x8000 && (seq.wrapping_sub(self.epoch_first_in) as i16) < 0 {
             return None;
         }
         let out_seq = seq.wrapping_sub(self.seq_offset);
         let out_ts = ts.wrapping_sub(self.ts_offset);
-        if (out_seq.wrapping_sub(self.highest_out_seq) as i16) > 0 {
+        let advance = out_seq.wrapping_sub(self.highest_out_seq);
+        if (advance as i16) > 0 {
+            self.epoch_len = self.epoch_len.saturating_add(u32::from(advance));
             self.highest_out_seq = out_seq;
             self.last_out_seq = out_seq;
             self.last_out_ts = out_ts;
@@ -203,9 +209,9 @@ impl Munger {
         if !self.epoch_started {
             return None;
         }
-        let since_start = out_seq.wrapping_sub(self.epoch_first_out) as i16;
-        let ahead = out_seq.wrapping_sub(self.highest_out_seq) as i16;
-        (since_start >= 0 && ahead <= 0).then(|| out_seq.wrapping_add(self.seq_offset))
+        // Sent already, and in this epoch.
+        let behind = self.highest_out_seq.wrapping_sub(out_seq);
+        ((behind as i16) >= 0 && u32::from(behind) < self.epoch_len).then(|| out_seq.wrapping_add(self.seq_offset))
     }
 }
 

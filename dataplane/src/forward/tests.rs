@@ -252,3 +252,36 @@ fn a_muted_track_forwards_nothing_and_resumes_on_a_keyframe() {
     f.on_rtp(t1, TrackKey(1), &pkt(4, 90_000, VP8_KEY), &mut out);
     assert_eq!(sends(&out), vec![(DownKey(1), 2, 90_000)]);
 }
+
+#[test]
+fn a_stream_keeps_flowing_and_repairable_past_a_sequence_wrap() {
+    // 70,000 packets (8 minutes of 720p video): well past the 32,768 packets
+    // after which a signed 16-bit distance from the epoch's start turns
+    // negative, and past a wrap of the 16-bit sequence numbers.
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    let mut out = Vec::new();
+    f.add_down(t0, DownKey(1), down_spec(77), Some(TrackKey(1)), &mut out).expect("test setup");
+    let first: u16 = 60_000;
+    let mut forwarded = 0usize;
+    let mut last_out = None;
+    for i in 0..70_000u32 {
+        out.clear();
+        let seq = first.wrapping_add(i as u16);
+        let payload = if i == 0 { VP8_KEY } else { VP8_CONT };
+        f.on_rtp(t0, TrackKey(1), &pkt(seq, i * 3000, payload), &mut out);
+        for (_, s, _) in sends(&out) {
+            forwarded += 1;
+            last_out = Some(s);
+        }
+        // A NACK for the packet just before this one is answered, all along.
+        if i > 10 && i % 997 == 0 {
+            let lost = last_out.expect("forwarded").wrapping_sub(1);
+            out.clear();
+            f.on_nack(DownKey(1), [lost], &mut out);
+            assert_eq!(sends(&out).len(), 1, "the NACK at packet {i} is answered");
+        }
+    }
+    assert_eq!(forwarded, 70_000, "every packet was forwarded");
+}
