@@ -75,6 +75,8 @@ pub struct Settings {
     pub media_workers: Option<usize>,
     /// `dev`: sessions the embedded media node takes at most (default 500).
     pub media_capacity: Option<u32>,
+    /// `dev`: who protects forwarded media, `arc` (in place, default) or `rtc`.
+    pub media_srtp_egress: Option<String>,
 }
 
 impl Settings {
@@ -110,6 +112,7 @@ impl Settings {
             media_announce: over.media_announce.or(self.media_announce),
             media_workers: over.media_workers.or(self.media_workers),
             media_capacity: over.media_capacity.or(self.media_capacity),
+            media_srtp_egress: over.media_srtp_egress.or(self.media_srtp_egress),
         }
     }
 
@@ -198,11 +201,19 @@ impl Settings {
                 "media_capacity must be between 1 and {MEDIA_CAPACITY_MAX}, not {media_capacity}"
             )));
         }
+        let media_own_srtp_egress = match self.media_srtp_egress.as_deref().map(str::trim) {
+            None | Some("arc") => true,
+            Some("rtc") => false,
+            Some(other) => {
+                return Err(ControlError::Config(format!("media_srtp_egress must be arc or rtc, not {other:?}")));
+            }
+        };
         Ok(Config {
             media_udp,
             media_announce,
             media_workers,
             media_capacity,
+            media_own_srtp_egress,
             data_dir,
             listen,
             log,
@@ -253,6 +264,8 @@ pub struct Config {
     pub media_workers: usize,
     /// `dev`: sessions the embedded media node takes at most (also its placement capacity).
     pub media_capacity: u32,
+    /// `dev`: whether the embedded node protects forwarded media itself.
+    pub media_own_srtp_egress: bool,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub log: LogConfig,
@@ -311,7 +324,13 @@ mod tests {
         assert!(matches!(err, Err(ControlError::Config(m)) if m.contains("--nats")));
         let err = Settings { nats_url: Some("nats://x".into()), ..Default::default() }.resolve(Mode::Serve);
         assert!(matches!(err, Err(ControlError::Config(m)) if m.contains("--database")));
+        let err = Settings { media_srtp_egress: Some("fast".into()), ..Default::default() }.resolve(Mode::Dev);
+        assert!(matches!(err, Err(ControlError::Config(m)) if m.contains("media_srtp_egress")));
+        let err = Settings { media_capacity: Some(0), ..Default::default() }.resolve(Mode::Dev);
+        assert!(matches!(err, Err(ControlError::Config(m)) if m.contains("media_capacity")));
         let dev = Settings::default().resolve(Mode::Dev).expect("dev needs nothing");
+        assert!(dev.media_own_srtp_egress);
+        assert_eq!(dev.media_capacity, MEDIA_CAPACITY_DEFAULT);
         assert_eq!(dev.log, LogConfig::Embedded);
         assert!(dev.database_url.starts_with("sqlite://"));
     }

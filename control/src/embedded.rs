@@ -50,6 +50,7 @@ pub async fn start(
         announce: config.media_announce.clone(),
         sessions_max: config.media_capacity,
         workers: config.media_workers,
+        own_srtp_egress: config.media_own_srtp_egress,
     };
     let (handle, media_task) = arc_media::media::start(media_config, events_tx)
         .await

@@ -93,6 +93,9 @@ struct SettingsArgs {
     /// dev: sessions the media node takes at most [default: 500]
     #[arg(long, global = true, env = "ARC_MEDIA_CAPACITY")]
     media_capacity: Option<u32>,
+    /// dev: who protects forwarded media, arc (in place) or rtc [default: arc]
+    #[arg(long, global = true, env = "ARC_MEDIA_SRTP_EGRESS")]
+    media_srtp_egress: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +138,7 @@ impl SettingsArgs {
             media_announce: self.media_announce,
             media_workers: self.media_workers,
             media_capacity: self.media_capacity,
+            media_srtp_egress: self.media_srtp_egress,
         }
     }
 }

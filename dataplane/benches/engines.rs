@@ -91,6 +91,7 @@ impl Room {
             sessions_max: 1_000,
             worker: u16::from(index),
             wall_clock: SystemTime::now(),
+            own_srtp_egress: true,
         };
         let mut made = None;
         let info = allocation_counter::measure(|| made = Some(Engine::new(config, now)));

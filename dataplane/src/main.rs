@@ -42,9 +42,20 @@ struct Cli {
     /// port); 0: one per CPU the process may use
     #[arg(long, env = "ARC_MEDIA_WORKERS", default_value_t = 0)]
     workers: usize,
+    /// Who protects forwarded media: arc (in place, the default) or rtc (its
+    /// own sender path: slower; a way back if a client has trouble)
+    #[arg(long, env = "ARC_SRTP_EGRESS", value_enum, default_value_t = SrtpEgress::Arc)]
+    srtp_egress: SrtpEgress,
     /// On SIGTERM: seconds to wait for the node's rooms to empty before ending the rest
     #[arg(long, env = "ARC_DRAIN_TIMEOUT_S", default_value_t = 30)]
     drain_timeout_s: u64,
+}
+
+/// Who protects forwarded media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SrtpEgress {
+    Arc,
+    Rtc,
 }
 
 fn default_node_id() -> String {
@@ -112,6 +123,7 @@ async fn run() -> Result<()> {
         announce,
         sessions_max: cli.capacity,
         workers: cli.workers,
+        own_srtp_egress: cli.srtp_egress == SrtpEgress::Arc,
     };
     let (media, media_task) = arc_media::media::start(media_config, events_tx)
         .await
@@ -146,6 +158,7 @@ async fn run() -> Result<()> {
         if info.public_ips.is_empty() { "the bound address".to_owned() } else { info.public_ips.join(", ") }
     );
     println!("  workers       {}", media.workers());
+    println!("  srtp egress   {}", if cli.srtp_egress == SrtpEgress::Arc { "arc (in place)" } else { "rtc" });
     println!("  requests      {subject}");
     let agent_media = media.clone();
     let drain_timeout = std::time::Duration::from_secs(cli.drain_timeout_s);

@@ -258,6 +258,11 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64, sessions_max: u32) -> Self {
+        Self::with_egress(seed, sessions_max, true)
+    }
+
+    /// A simulation whose engine protects media itself (`own_egress`) or leaves it to `rtc`.
+    fn with_egress(seed: u64, sessions_max: u32, own_egress: bool) -> Self {
         let now = Instant::now();
         let node: SocketAddr = NODE.parse().expect("addr");
         let engine = Engine::new(
@@ -269,6 +274,7 @@ impl Sim {
                 sessions_max,
                 worker: 0,
                 wall_clock: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+                own_srtp_egress: own_egress,
             },
             now,
         )
@@ -424,6 +430,19 @@ fn clients_connect_and_media_is_forwarded() {
     // player's rtc stack opened it.
     assert_eq!(stats.srtp_rtc_legs, 0, "every leg's keys verified: {stats:?}");
     assert!(stats.srtp_own_packets >= received as u64, "{stats:?}");
+}
+
+#[test]
+fn with_arcs_egress_turned_off_rtc_protects_the_media() {
+    let mut sim = Sim::with_egress(5, 100, false);
+    let _publisher = sim.join(1, "pub", true).expect("publisher");
+    let player = sim.join(2, "sub", false).expect("player");
+    sim.run(Duration::from_secs(3), 30);
+    let received = sim.peers[player].received;
+    assert!(received > 100, "the player received the publisher's video: {received} packets");
+    let stats = sim.engine.stats();
+    assert_eq!(stats.srtp_own_packets, 0, "{stats:?}");
+    assert_eq!(stats.srtp_rtc_legs, 2, "both legs on rtc's egress: {stats:?}");
 }
 
 #[test]

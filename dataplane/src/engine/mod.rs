@@ -218,7 +218,8 @@ pub struct MediaStats {
     pub handed_off: u64,
     /// RTP packets Arc protected itself ([`srtp`]).
     pub srtp_own_packets: u64,
-    /// Legs whose SRTP keys did not verify, so `rtc` protects their media.
+    /// Legs whose media `rtc` protects (their SRTP keys did not verify, or
+    /// Arc's own egress is turned off).
     pub srtp_rtc_legs: u64,
 }
 
@@ -262,6 +263,9 @@ pub struct EngineConfig {
     /// The wall-clock time at the `now` given to [`Engine::new`] (sender
     /// reports carry wall-clock time; the engine never reads a clock).
     pub wall_clock: SystemTime,
+    /// Whether Arc protects forwarded media itself ([`srtp`]); `false` leaves
+    /// every leg on `rtc`'s egress (slower; an operator's way back).
+    pub own_srtp_egress: bool,
 }
 
 /// The worker a session id was made by (see [`EngineConfig::worker`]).
@@ -1273,6 +1277,10 @@ impl Engine {
                 s.disconnected_since = None;
                 // The egress path is chosen once, before any media goes out,
                 // and kept (see [`srtp`]: one path per SSRC).
+                if s.egress.is_none() && !self.config.own_srtp_egress {
+                    self.stats.srtp_rtc_legs += 1;
+                    s.egress = Some(None);
+                }
                 if s.egress.is_none() {
                     match s.capture.egress() {
                         Ok(e) => {

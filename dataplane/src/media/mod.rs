@@ -56,12 +56,14 @@ pub struct MediaConfig {
     pub sessions_max: u32,
     /// Worker threads; 0 means one per CPU the process may use.
     pub workers: usize,
+    /// Whether Arc protects forwarded media itself (else `rtc` does).
+    pub own_srtp_egress: bool,
 }
 
 impl MediaConfig {
     /// The media port at `udp_listen`, announcing `announce`, with the default caps.
     pub fn new(udp_listen: SocketAddr, announce: Vec<std::net::IpAddr>) -> Self {
-        Self { udp_listen, announce, sessions_max: SESSIONS_MAX_DEFAULT, workers: 0 }
+        Self { udp_listen, announce, sessions_max: SESSIONS_MAX_DEFAULT, workers: 0, own_srtp_egress: true }
     }
 }
 
@@ -293,6 +295,7 @@ pub async fn start(
                 sessions_max: config.sessions_max,
                 worker: u16::try_from(index).unwrap_or(u16::MAX),
                 wall_clock: std::time::SystemTime::now(),
+                own_srtp_egress: config.own_srtp_egress,
             },
             Instant::now(),
         )
