@@ -94,6 +94,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The access token of `Authorization: Bearer <token>` (WHIP/WHEP and
+/// `POST /v1/join`, where only a participant may call).
+pub(crate) fn bearer_token(headers: &HeaderMap) -> ApiResult<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthenticated("unauthenticated", "send Authorization: Bearer <access token>"))
+}
+
 /// Authenticates the `Authorization` header.
 pub(crate) async fn authenticate(state: &ApiState, headers: &HeaderMap) -> ApiResult<Principal> {
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {

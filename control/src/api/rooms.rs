@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use arc_auth::token::Claims;
 use arc_eventlog::ExecuteError;
 use arc_events::aggregate::app::AppCommand;
 use arc_events::aggregate::participant::ParticipantCommand;
@@ -11,7 +12,7 @@ use arc_events::aggregate::track::TrackCommand;
 use arc_events::participant::Permissions;
 use arc_events::room::{LeaveReason, ParticipantJoined};
 use arc_events::track::MutedBy;
-use arc_events::{AggregateKind, AggregateRef, AppId, ParticipantIdentity, ParticipantSid, RoomId};
+use arc_events::{AggregateKind, AggregateRef, AppId, NodeId, ParticipantIdentity, ParticipantSid, RoomId};
 use arc_nodeproto::NodeRequest;
 use axum::Json;
 use axum::body::Bytes;
@@ -23,7 +24,7 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use super::apps::usage;
-use super::auth::{Principal, authenticate, load_app, verify_token};
+use super::auth::{Principal, authenticate, bearer_token, load_app, verify_token};
 use super::error::{ApiError, ApiResult, ErrorBody, PendingBody};
 use super::{ApiState, check_limit, iso, meta, parse_body};
 use crate::projection::apps::AppRow;
@@ -541,6 +542,62 @@ pub(crate) async fn join(
     Ok(JoinOutcome { position: done.appended.map(|a| a.last), seq: done.seq })
 }
 
+/// What a token's join did.
+pub(crate) struct TokenJoin {
+    pub(crate) room_id: RoomId,
+    /// Whether this join opened the room.
+    pub(crate) room_created: bool,
+    pub(crate) identity: ParticipantIdentity,
+    pub(crate) sid: ParticipantSid,
+    /// The token's holder, as a principal.
+    pub(crate) who: Principal,
+    /// The media node the session was placed on, if any.
+    pub(crate) node: Option<NodeId>,
+    /// Where the join went in the log (`None` if it was already so).
+    pub(crate) position: Option<arc_eventlog::Position>,
+}
+
+/// The join of an access token's holder, for every entry point that joins
+/// with a token (`POST /v1/join`, WHIP/WHEP): opens the token's room if
+/// needed (within `max_rooms`), asks `place` for the session's media node
+/// (or none), and records the participant's session with the token's name,
+/// grants, metadata and `jti` (within `max_participants`).
+pub(crate) async fn join_with_claims(
+    state: &ApiState,
+    app: &AppRow,
+    claims: &Claims,
+    place: impl AsyncFnOnce(&RoomId) -> ApiResult<Option<NodeId>>,
+) -> ApiResult<TokenJoin> {
+    let app_id = AppId::parse(&app.app_id).map_err(|_| ApiError::internal("bad app id in the read model"))?;
+    let identity = ParticipantIdentity::parse(&claims.sub).map_err(|e| ApiError::bad_request("token sub", e))?;
+    let who = Principal::Participant { app: Box::new(app.clone()), claims: Box::new(claims.clone()) };
+    let create = RoomCommand::Create {
+        app_id: app_id.clone(),
+        name: claims.room.clone(),
+        max_participants: None,
+        empty_timeout_s: None,
+        metadata: None,
+    };
+    let (room_id, room_created, _) = ensure_room(state, &who, app, &app_id, create, &claims.room).await?;
+    let node = place(&room_id).await?;
+    let sid = ParticipantSid::generate();
+    let joined = ParticipantJoined {
+        identity: identity.clone(),
+        sid: sid.clone(),
+        name: claims.name.clone(),
+        node_id: node.clone(),
+        jti: Some(claims.jti.clone()),
+        permissions: Some(Permissions {
+            publish: claims.grants.publish,
+            subscribe: claims.grants.subscribe,
+            publish_data: claims.grants.publish_data,
+        }),
+        metadata: claims.metadata.clone(),
+    };
+    let position = join(state, &who, app, &room_id, joined).await?.position;
+    Ok(TokenJoin { room_id, room_created, identity, sid, who, node, position })
+}
+
 /// A participant's session, opened with an access token.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Joined {
@@ -569,50 +626,19 @@ pub(crate) struct Joined {
         (status = 429, description = "A quota or the room's participant limit is reached (`limit` names it)", body = ErrorBody),
     ))]
 pub(crate) async fn join_with_token(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> ApiResult<Response> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| ApiError::unauthenticated("unauthenticated", "send Authorization: Bearer <access token>"))?;
-    let (app, claims) = verify_token(&state, presented).await?;
+    let (app, claims) = verify_token(&state, bearer_token(&headers)?).await?;
     if !claims.grants.join {
         return Err(ApiError::forbidden("permission_denied", "the token has no join grant"));
     }
-    let app_id = AppId::parse(&app.app_id).map_err(|_| ApiError::internal("bad app id in the read model"))?;
-    let identity = ParticipantIdentity::parse(&claims.sub).map_err(|e| ApiError::bad_request("token sub", e))?;
-    let who = Principal::Participant { app: Box::new(app.clone()), claims: Box::new(claims.clone()) };
-    let create = RoomCommand::Create {
-        app_id: app_id.clone(),
-        name: claims.room.clone(),
-        max_participants: None,
-        empty_timeout_s: None,
-        metadata: None,
-    };
-    let (room_id, created, _) = ensure_room(&state, &who, &app, &app_id, create, &claims.room).await?;
-    let sid = ParticipantSid::generate();
-    let permissions = Permissions {
-        publish: claims.grants.publish,
-        subscribe: claims.grants.subscribe,
-        publish_data: claims.grants.publish_data,
-    };
-    let joined = ParticipantJoined {
-        identity: identity.clone(),
-        sid: sid.clone(),
-        name: claims.name.clone(),
-        node_id: None,
-        jti: Some(claims.jti.clone()),
-        permissions: Some(permissions),
-        metadata: claims.metadata.clone(),
-    };
-    let position = join(&state, &who, &app, &room_id, joined).await?.position;
-    state.settle(position).await;
+    let no_node = async |_: &RoomId| -> ApiResult<Option<NodeId>> { Ok(None) };
+    let done = join_with_claims(&state, &app, &claims, no_node).await?;
+    state.settle(done.position).await;
     let body = Joined {
-        room_id: room_id.to_string(),
+        room_id: done.room_id.to_string(),
         room: claims.room,
-        room_created: created,
-        identity: identity.to_string(),
-        sid: sid.to_string(),
+        room_created: done.room_created,
+        identity: done.identity.to_string(),
+        sid: done.sid.to_string(),
         grants: claims.grants,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())

@@ -11,9 +11,8 @@
 use std::sync::Arc;
 
 use arc_events::aggregate::room::RoomCommand;
-use arc_events::participant::Permissions;
-use arc_events::room::{LeaveReason, ParticipantJoined};
-use arc_events::{AggregateRef, AppId, MediaSessionId, NodeId, ParticipantIdentity, ParticipantSid};
+use arc_events::room::LeaveReason;
+use arc_events::{AggregateRef, MediaSessionId, NodeId, ParticipantIdentity};
 use arc_nodeproto::{NodeReply, NodeRequest, OpenSession, Role};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
@@ -23,23 +22,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::auth::{Principal, verify_token};
+use super::auth::{bearer_token, verify_token};
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::rooms::{end_media, ensure_room, join};
+use super::rooms::{TokenJoin, end_media, join_with_claims};
 use super::{ApiState, meta};
 use crate::media::{RouteError, session_error_status};
 
 /// Largest SDP offer accepted.
 pub const SDP_BYTES_MAX: usize = arc_events::limits::SDP_OFFER_BYTES_MAX;
-
-fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| ApiError::unauthenticated("unauthenticated", "send Authorization: Bearer <access token>"))
-}
 
 fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
     headers
@@ -151,7 +141,7 @@ async fn open_session(
     role: Role,
     path: &str,
 ) -> ApiResult<Response> {
-    let (app, claims) = verify_token(state, bearer(headers)?).await?;
+    let (app, claims) = verify_token(state, bearer_token(headers)?).await?;
     let publish = role == Role::Publish;
     if publish && !claims.grants.publish {
         return Err(ApiError::forbidden("permission_denied", "the token has no publish grant"));
@@ -179,34 +169,14 @@ async fn open_session(
     if !offer.trim_start().starts_with("v=0") {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_sdp", "bad SDP: an SDP offer starts with v=0"));
     }
-    let app_id = AppId::parse(&app.app_id).map_err(|_| ApiError::internal("bad app id in the read model"))?;
-    let identity = ParticipantIdentity::parse(&claims.sub).map_err(|e| ApiError::bad_request("token sub", e))?;
-    let who = Principal::Participant { app: Box::new(app.clone()), claims: Box::new(claims.clone()) };
-    let create = RoomCommand::Create {
-        app_id: app_id.clone(),
-        name: room.to_owned(),
-        max_participants: None,
-        empty_timeout_s: None,
-        metadata: None,
+    // The room (opened if needed), a media node for it, and the join.
+    let place = async |room_id: &arc_events::RoomId| -> ApiResult<Option<NodeId>> {
+        let node = state.media.place(&state.db, room_id.as_str()).await.map_err(route_error)?;
+        NodeId::parse(&node).map(Some).map_err(|_| ApiError::internal("bad node id in the read model"))
     };
-    let (room_id, _, _) = ensure_room(state, &who, &app, &app_id, create, room).await?;
-    let node = state.media.place(&state.db, room_id.as_str()).await.map_err(route_error)?;
-    let node_id = NodeId::parse(&node).map_err(|_| ApiError::internal("bad node id in the read model"))?;
-    let sid = ParticipantSid::generate();
-    let joined = ParticipantJoined {
-        identity: identity.clone(),
-        sid: sid.clone(),
-        name: claims.name.clone(),
-        node_id: Some(node_id),
-        jti: Some(claims.jti.clone()),
-        permissions: Some(Permissions {
-            publish: claims.grants.publish,
-            subscribe: claims.grants.subscribe,
-            publish_data: claims.grants.publish_data,
-        }),
-        metadata: claims.metadata.clone(),
-    };
-    let position = join(state, &who, &app, &room_id, joined).await?.position;
+    let TokenJoin { room_id, identity, sid, who, node, position, .. } =
+        join_with_claims(state, &app, &claims, place).await?;
+    let node = node.map(|n| n.to_string()).ok_or_else(|| ApiError::internal("no media node was placed"))?;
     let req = OpenSession {
         room_id: room_id.clone(),
         identity: identity.clone(),
@@ -264,7 +234,7 @@ async fn session_request(
     node: &str,
     req: NodeRequest,
 ) -> ApiResult<NodeReply> {
-    let (_, claims) = verify_token(state, bearer(headers)?).await?;
+    let (_, claims) = verify_token(state, bearer_token(headers)?).await?;
     if claims.room != room {
         return Err(ApiError::forbidden(
             "wrong_room",
