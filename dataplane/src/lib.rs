@@ -8,11 +8,12 @@
 //! - [`forward`]: the forwarding core (sans-IO): rewrite per subscriber,
 //!   keyframes, the NACK cache.
 //! - [`engine`]: the node's engine (sans-IO): sessions and their `rtc` peer
-//!   connections, tracks, subscriptions, the forwarder between them; bytes
-//!   and time in, datagrams and events out.
+//!   connections, tracks, subscriptions, the forwarder between them, and the
+//!   SRTP egress it does itself; bytes and time in, datagrams and events out.
 //! - [`media`]: the driver around the engines: N worker threads, each with
 //!   its engine and its `SO_REUSEPORT` socket on the media port (batched
-//!   I/O), ICE-TCP, the clock, the request routing ([`media::MediaHandle`]).
+//!   I/O), ICE-TCP, the clock, the request routing ([`media::MediaHandle`])
+//!   and which worker carries each room ([`media::placement`]).
 //! - [`report`]: the engine's events appended to the log.
 //! - [`follow`]: the log followed for what ends media (the log is the truth
 //!   for the node too).

@@ -1,7 +1,7 @@
 //! The HTTP API (axum): health, status, apps, tokens, rooms, participants,
 //! webhooks and nodes, the status page and the OpenAPI document.
 //!
-//! Handlers authenticate the caller ([`auth`]), parse input, send a command
+//! Handlers authenticate the caller (`auth`), parse input, send a command
 //! through a [`Repository`] (writes) or query a read model (reads); no
 //! business rule lives here. Every error is JSON `{"error": {"code",
 //! "message"}}` with a fitting status, mapped in one place ([`error`]).
@@ -9,7 +9,9 @@
 //! Writes wait (bounded) until this process's projections have applied them,
 //! so a client reading right after its own write sees it; their answers carry
 //! `Arc-Position`, which a later request may send back to read at least that
-//! far on any instance (`position.rs`).
+//! far on any instance (`position.rs`). An app's `max_rooms` and
+//! `max_participants` are checked inside its quota turn ([`quota`]), so they
+//! hold under concurrency, across instances too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

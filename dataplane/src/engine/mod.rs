@@ -28,6 +28,9 @@
 //!   of its offer ([`offer`]). The legs end together.
 //! - A subscriber's stream starts only once its leg is connected, and on a
 //!   video source only at a keyframe ([`Forwarder`]).
+//! - A leg's outgoing media is protected by Arc ([`srtp`]) or by `rtc`,
+//!   chosen once when it connects and never changed (one rollover counter
+//!   per SSRC); Arc sends the sender reports of the streams it protects.
 //! - Malformed input is counted and dropped; a failing connection ends alone;
 //!   nothing here panics on network input.
 //!
@@ -37,6 +40,8 @@
 //! - [`offer`]: an SDP offer split into transports, answers merged (pure).
 //! - [`peer`]: how a leg's `rtc` peer connection is configured.
 //! - [`demux`]: packet classes, STUN USERNAME and MESSAGE-INTEGRITY.
+//! - [`srtp`]: Arc's own SRTP egress (keys from each leg's `KeyCapture`,
+//!   forwarded RTP protected in place); `rtc` keeps SRTCP and ingress.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
