@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{ADMIN_KEY, Mode, Server, create_app_with, create_pg_database, mint_token, start, wait_caught_up};
+use common::{
+    ADMIN_KEY, Mode, Server, create_app_with, create_pg_database, list_rooms, mint_token, start, wait_caught_up,
+};
 use serde_json::{Value, json};
 
 const TRIES: usize = 50;
@@ -126,15 +128,7 @@ async fn run(servers: &[Server]) {
     assert!(!rooms.is_empty());
     // Every room the joins opened (a refused join may have opened its room too).
     wait_caught_up(&first).await;
-    let listed: Value = http
-        .get(format!("{first}/v1/rooms?state=open"))
-        .basic_auth(&app.0, Some(&app.1))
-        .send()
-        .await
-        .expect("rooms")
-        .json()
-        .await
-        .expect("json");
+    let listed = list_rooms(&first, &app, "state=open").await;
     let open: Vec<String> = listed["rooms"]
         .as_array()
         .into_iter()

@@ -139,17 +139,22 @@ pub async fn create_app_with(base: &str, admin_key: &str, body: serde_json::Valu
     (key.into(), r["app_secret"].as_str().expect("app_secret").into())
 }
 
-/// The id of the app's room called `name`, if the read model lists it.
-pub async fn room_id(base: &str, app: &(String, String), name: &str) -> Option<String> {
-    let rooms: serde_json::Value = reqwest::Client::new()
-        .get(format!("{base}/v1/rooms?name={name}"))
+/// `GET /v1/rooms?<query>` with the app's Basic auth: the answer's body.
+pub async fn list_rooms(base: &str, app: &(String, String), query: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{base}/v1/rooms?{query}"))
         .basic_auth(&app.0, Some(&app.1))
         .send()
         .await
         .expect("rooms")
         .json()
         .await
-        .expect("json");
+        .expect("json")
+}
+
+/// The id of the app's room called `name`, if the read model lists it.
+pub async fn room_id(base: &str, app: &(String, String), name: &str) -> Option<String> {
+    let rooms = list_rooms(base, app, &format!("name={name}")).await;
     rooms["rooms"][0]["room_id"].as_str().map(str::to_owned)
 }
 
