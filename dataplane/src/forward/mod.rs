@@ -15,7 +15,10 @@
 //!   current source, and asks the publisher for one (throttled per track).
 //! - NACKs are answered from one bounded cache per publisher track (shared
 //!   by all its subscribers), mapped back through each downtrack's offsets;
-//!   a packet older than the cache is simply not answered.
+//!   a packet older than the cache is simply not answered. The cache is
+//!   sized by time (`cache.rs`) and copies payloads, so a publisher's
+//!   buffers are released once forwarded; a retransmission rewrites exactly
+//!   the fields the first send carried, so its bytes are identical.
 //! - Header extensions are not forwarded (the subscriber's own session adds
 //!   what it negotiated), except audio level, re-numbered per subscriber.
 
@@ -24,8 +27,11 @@ use std::time::{Duration, Instant};
 
 use rtc::rtp::Packet;
 
+mod cache;
 pub mod codec;
 
+pub use cache::CacheConfig;
+use cache::{Cached, PacketCache};
 pub use codec::Codec;
 
 /// A publisher's track, node-local.
@@ -41,18 +47,26 @@ pub struct DownKey(pub u32);
 pub struct ForwardConfig {
     /// Least time between two keyframe requests sent to one publisher track.
     pub keyframe_request_interval: Duration,
-    /// Packets kept per video track for retransmission (a power of two).
-    pub video_cache_packets: usize,
-    /// Packets kept per audio track for retransmission (0: audio is not cached).
-    pub audio_cache_packets: usize,
+    /// Retransmission cache of each video track.
+    pub video_cache: CacheConfig,
+    /// Retransmission cache of each audio track (none by default: Opus
+    /// conceals a lost packet better than a late one arrives).
+    pub audio_cache: CacheConfig,
 }
 
 impl Default for ForwardConfig {
     fn default() -> Self {
         Self {
             keyframe_request_interval: Duration::from_millis(500),
-            video_cache_packets: 1024,
-            audio_cache_packets: 0,
+            // Half a second back (a NACK answered later than that misses
+            // its frame anyway); 512 entries cover 1,000 packets/s.
+            video_cache: CacheConfig {
+                packets: 512,
+                history: Duration::from_millis(500),
+                min_bytes: 32 * 1024,
+                max_bytes: 2 * 1024 * 1024,
+            },
+            audio_cache: CacheConfig::NONE,
         }
     }
 }
@@ -215,35 +229,6 @@ impl Munger {
     }
 }
 
-/// A ring of the last N packets of a track, indexed by sequence number.
-#[derive(Debug)]
-struct PacketCache {
-    slots: Vec<Option<Packet>>,
-    mask: usize,
-}
-
-impl PacketCache {
-    fn new(size: usize) -> Self {
-        let size = if size == 0 { 0 } else { size.next_power_of_two() };
-        Self { slots: (0..size).map(|_| None).collect(), mask: size.saturating_sub(1) }
-    }
-
-    fn put(&mut self, packet: &Packet) {
-        if self.slots.is_empty() {
-            return;
-        }
-        let i = usize::from(packet.header.sequence_number) & self.mask;
-        self.slots[i] = Some(packet.clone());
-    }
-
-    fn get(&self, seq: u16) -> Option<&Packet> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        self.slots[usize::from(seq) & self.mask].as_ref().filter(|p| p.header.sequence_number == seq)
-    }
-}
-
 /// The forwarding core of one node (every room's tracks; rooms are the I/O
 /// layer's grouping of who subscribes to what).
 #[derive(Debug, Default)]
@@ -281,8 +266,7 @@ impl Forwarder {
         if self.sources.contains_key(&track) {
             return Err(ForwardError::DuplicateTrack(track));
         }
-        let cache =
-            if spec.codec.is_video() { self.config.video_cache_packets } else { self.config.audio_cache_packets };
+        let cache = if spec.codec.is_video() { self.config.video_cache } else { self.config.audio_cache };
         self.sources.insert(
             track,
             Source {
@@ -436,13 +420,28 @@ impl Forwarder {
             return;
         }
         self.stats.bytes_in += packet.payload.len() as u64;
-        source.cache.put(packet);
         let codec = source.spec.codec;
         let level = source
             .spec
             .audio_level_ext
             .and_then(|id| packet.header.get_extension(id))
             .and_then(|b| codec::audio_level(&b));
+        let mut csrc = [0u8; 15 * 4];
+        let csrc_len = packet.header.csrc.len().min(15) * 4;
+        for (chunk, c) in csrc.chunks_exact_mut(4).zip(&packet.header.csrc) {
+            chunk.copy_from_slice(&c.to_be_bytes());
+        }
+        source.cache.put(
+            now,
+            packet.header.sequence_number,
+            Cached {
+                marker: packet.header.marker,
+                timestamp: packet.header.timestamp,
+                level,
+                csrc: &csrc[..csrc_len],
+                payload: &packet.payload,
+            },
+        );
         if let Some(l) = level {
             source.level = Some((l, now));
         }
@@ -466,7 +465,8 @@ impl Forwarder {
                 self.stats.dropped_stale += 1;
                 continue;
             };
-            let p = rewrite(packet, &d.spec, seq, ts, level);
+            let h = &packet.header;
+            let p = rewrite(h.marker, h.csrc.clone(), packet.payload.clone(), &d.spec, seq, ts, level);
             self.stats.packets_out += 1;
             self.stats.bytes_out += p.payload.len() as u64;
             out.push(Action::Send { down: *down_key, packet: p });
@@ -492,13 +492,11 @@ impl Forwarder {
             let cached = d.munger.unmap(out_seq).and_then(|in_seq| source.cache.get(in_seq));
             match cached {
                 Some(p) => {
-                    let ts = p.header.timestamp.wrapping_sub(d.munger.ts_offset);
-                    let level = source
-                        .spec
-                        .audio_level_ext
-                        .and_then(|id| p.header.get_extension(id))
-                        .and_then(|b| codec::audio_level(&b));
-                    out.push(Action::Send { down, packet: rewrite(p, &d.spec, out_seq, ts, level) });
+                    let ts = p.timestamp.wrapping_sub(d.munger.ts_offset);
+                    let csrc = p.csrc.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+                    let payload = bytes::Bytes::copy_from_slice(p.payload);
+                    let packet = rewrite(p.marker, csrc, payload, &d.spec, out_seq, ts, p.level);
+                    out.push(Action::Send { down, packet });
                     self.stats.nacks_answered += 1;
                 }
                 None => self.stats.nacks_missed += 1,
@@ -535,19 +533,28 @@ impl Forwarder {
     }
 }
 
-fn rewrite(packet: &Packet, spec: &DownSpec, seq: u16, ts: u32, level: Option<u8>) -> Packet {
-    let h = &packet.header;
+/// A subscriber's packet. Everything that varies comes from the arguments,
+/// so a retransmission from the cache and the first send agree byte for byte.
+fn rewrite(
+    marker: bool,
+    csrc: Vec<u32>,
+    payload: bytes::Bytes,
+    spec: &DownSpec,
+    seq: u16,
+    ts: u32,
+    level: Option<u8>,
+) -> Packet {
     // Built field by field: the publisher's extensions are not copied.
     let mut header = rtc::rtp::Header {
         version: 2,
         padding: false,
         extension: false,
-        marker: h.marker,
+        marker,
         payload_type: spec.payload_type,
         sequence_number: seq,
         timestamp: ts,
         ssrc: spec.ssrc,
-        csrc: h.csrc.clone(),
+        csrc,
         extension_profile: 0,
         extensions: Vec::new(),
         extensions_padding: 0,
@@ -556,7 +563,7 @@ fn rewrite(packet: &Packet, spec: &DownSpec, seq: u16, ts: u32, level: Option<u8
         // The voice-activity flag is not carried across; the level is.
         let _ = header.set_extension(id, bytes::Bytes::copy_from_slice(&[l]));
     }
-    Packet { header, payload: packet.payload.clone() }
+    Packet { header, payload }
 }
 
 #[cfg(test)]

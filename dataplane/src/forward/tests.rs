@@ -152,7 +152,8 @@ fn nacks_are_answered_from_the_shared_cache_through_each_subscribers_offsets() {
 #[test]
 fn cache_is_bounded() {
     let t0 = Instant::now();
-    let mut f = Forwarder::new(ForwardConfig { video_cache_packets: 16, ..ForwardConfig::default() });
+    let cache = CacheConfig { packets: 16, history: Duration::ZERO, min_bytes: 4096, max_bytes: 4096 };
+    let mut f = Forwarder::new(ForwardConfig { video_cache: cache, ..ForwardConfig::default() });
     f.add_track(TrackKey(1), video()).expect("test setup");
     let mut out = Vec::new();
     f.add_down(t0, DownKey(1), down_spec(1), Some(TrackKey(1)), &mut out).expect("test setup");
@@ -284,4 +285,42 @@ fn a_stream_keeps_flowing_and_repairable_past_a_sequence_wrap() {
         }
     }
     assert_eq!(forwarded, 70_000, "every packet was forwarded");
+}
+
+#[test]
+fn a_retransmission_is_the_first_send_byte_for_byte() {
+    use rtc::shared::marshal::Marshal;
+    // Same (SSRC, sequence number) under SRTP must mean the same bytes.
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    let mut out = Vec::new();
+    f.add_down(t0, DownKey(1), down_spec(1), Some(TrackKey(1)), &mut out).expect("test setup");
+    out.clear();
+    let mut first = Vec::new();
+    for seq in 500..520u16 {
+        let mut p = pkt(seq, u32::from(seq) * 3000, if seq == 500 { VP8_KEY } else { VP8_CONT });
+        p.header.marker = seq % 4 == 3;
+        p.header.csrc = if seq % 2 == 0 { vec![0x0102_0304, u32::from(seq)] } else { Vec::new() };
+        // The publisher's extensions are never forwarded, first send or resend.
+        p.header.extension = true;
+        p.header.extensions = vec![rtc::rtp::header::Extension { id: 3, payload: Bytes::from_static(&[9, 9]) }];
+        f.on_rtp(t0 + Duration::from_millis(u64::from(seq - 500) * 7), TrackKey(1), &p, &mut out);
+        for a in out.drain(..) {
+            if let Action::Send { packet, .. } = a {
+                first.push(packet.marshal().expect("marshal"));
+            }
+        }
+    }
+    let out_seqs: Vec<u16> = first.iter().map(|b| u16::from_be_bytes([b[2], b[3]])).collect();
+    f.on_nack(DownKey(1), out_seqs.iter().copied(), &mut out);
+    let again: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { packet, .. } => Some(packet.marshal().expect("marshal")),
+            Action::RequestKeyframe { .. } => None,
+        })
+        .collect();
+    assert_eq!(again.len(), 20);
+    assert_eq!(again, first);
 }
