@@ -60,7 +60,9 @@ pub async fn start(
         let _ = media_task.await;
     });
     tasks.spawn(arc_media::report::run(log.clone(), node_id.clone(), events_rx));
-    tasks.spawn(arc_media::follow::run(log.clone(), handle.clone()));
+    // The follower starts at the head taken before the node accepts sessions.
+    let follow_from = log.head().await.map_err(ControlError::from)?;
+    tasks.spawn(arc_media::follow::run(log.clone(), handle.clone(), follow_from));
     let agent_media = Some(handle.clone());
     let capacity = config.media_capacity;
     let public_ips = config.media_announce.iter().map(ToString::to_string).collect();

@@ -131,7 +131,9 @@ async fn run() -> Result<()> {
     let client = log.client();
     let log: std::sync::Arc<dyn arc_eventlog::EventLog> = std::sync::Arc::new(log);
     let reporter = tokio::spawn(arc_media::report::run(log.clone(), node_id.clone(), events_rx));
-    let follower = tokio::spawn(arc_media::follow::run(log.clone(), media.clone()));
+    // The follower starts at the head taken before the node takes requests.
+    let follow_from = log.head().await.context("reading the event log's head")?;
+    let follower = tokio::spawn(arc_media::follow::run(log.clone(), media.clone(), follow_from));
     let subject = arc_nodeproto::subject(&node_id);
     let mut requests = client.subscribe(subject.clone()).await.context("subscribing to the node's request subject")?;
     let rpc_media = media.clone();
