@@ -3,7 +3,8 @@
 //! aggregate decides (so a stale read model can never close a busy room).
 //!
 //! - rooms that have been empty for their timeout → `RoomCommand::CloseIfIdle`
-//! - nodes that missed their heartbeats → `NodeCommand::DeclareLostIfSilent`
+//! - nodes that missed their heartbeats (no load sample on the load board
+//!   for that long) → `NodeCommand::DeclareLostIfSilent`
 //! - participants still active on a lost or deregistered node →
 //!   `RoomCommand::Leave` (reason `node_lost`), and their tracks →
 //!   `TrackCommand::Unpublish` (so the room is placed afresh and clients that
@@ -21,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_eventlog::{EventLog, Repository};
+use arc_eventlog::{EventLog, LoadBoard, Repository};
 use arc_events::aggregate::node::{HEARTBEAT_INTERVAL_S, HEARTBEATS_MISSED_LOST, Node, NodeCommand};
 use arc_events::aggregate::room::{Room, RoomCommand};
 use arc_events::aggregate::track::{Track, TrackCommand};
@@ -68,6 +69,7 @@ pub async fn run(
 ) {
     let rooms = Repository::<Room>::new(log.clone());
     let nodes = Repository::<Node>::new(log.clone());
+    let board = log.load_board();
     let tracks = Repository::<Track>::new(log);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -85,7 +87,7 @@ pub async fn run(
         if let Err(e) = sweep_rooms(&db, &rooms).await {
             tracing::warn!(error = %e, "room janitor sweep failed");
         }
-        if let Err(e) = sweep_nodes(&db, &nodes).await {
+        if let Err(e) = sweep_nodes(&db, &nodes, board.as_ref()).await {
             tracing::warn!(error = %e, "node liveness sweep failed");
         }
         if let Err(e) = sweep_orphans(&db, &rooms, &tracks).await {
@@ -118,23 +120,33 @@ async fn sweep_rooms(db: &ReadDb, rooms: &Repository<Room>) -> Result<(), sqlx::
     Ok(())
 }
 
-async fn sweep_nodes(db: &ReadDb, nodes: &Repository<Node>) -> Result<(), sqlx::Error> {
+async fn sweep_nodes(db: &ReadDb, nodes: &Repository<Node>, board: &dyn LoadBoard) -> Result<(), sqlx::Error> {
+    // Without the board there is no telling who is silent: sweep next time.
+    let samples = match board.latest().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "load board unreadable; node liveness not swept");
+            return Ok(());
+        }
+    };
     let now = chrono::Utc::now();
     let silent_ms = HEARTBEAT_INTERVAL_S * HEARTBEATS_MISSED_LOST * 1000;
-    let silent: Vec<String> = sqlx::query_scalar(
-        "SELECT node_id FROM nodes WHERE state IN ('up', 'draining') AND last_seen_ms <= $1 \
-         ORDER BY node_id LIMIT $2",
+    let live: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT node_id, last_seen_ms FROM nodes WHERE state IN ('up', 'draining') ORDER BY node_id LIMIT $1",
     )
-    .bind(now.timestamp_millis() - silent_ms)
     .bind(SWEEP_MAX)
     .fetch_all(&db.pool)
     .await?;
-    for id in silent {
-        let Ok(node) = AggregateRef::new(AggregateKind::Node, &id) else {
+    for (id, seen_ms) in live {
+        let Ok(node_id) = arc_events::NodeId::parse(&id) else { continue };
+        let last_sample_at = samples.get(&node_id).map(|s| s.at);
+        let seen_ms = last_sample_at.map_or(seen_ms, |at| at.timestamp_millis().max(seen_ms));
+        if seen_ms > now.timestamp_millis() - silent_ms {
             continue;
-        };
+        }
+        let node = AggregateRef::from(&node_id);
         let meta = CommandMeta::new(Actor::system("node-liveness"), chrono::Utc::now());
-        match nodes.execute(&node, &NodeCommand::DeclareLostIfSilent, &meta).await {
+        match nodes.execute(&node, &NodeCommand::DeclareLostIfSilent { last_sample_at }, &meta).await {
             Ok(done) if !done.events.is_empty() => tracing::warn!(node = %id, "declared node lost"),
             Ok(_) => {}
             Err(e) => tracing::warn!(node = %id, error = %e, "could not declare node lost"),

@@ -1,9 +1,11 @@
 //! How the control plane reaches media nodes, and which node gets a room.
 //!
-//! Placement reads projections only: a room stays on the node its active
-//! participants are on (sticky) while that node is up or draining; a new room
-//! goes to the least-loaded node that is `up` (not draining, not lost) and
-//! reachable.
+//! Placement reads projections and the load board: a room stays on the node
+//! its active participants are on (sticky) while that node is up or
+//! draining; a new room goes to the least-loaded node that is `up` (not
+//! draining, not lost) and reachable — fewest participants placed (the
+//! projections), then fewest sessions and least CPU (its latest load
+//! sample, on the board beside the log).
 //! Requests go to the embedded node in `dev` (in process) or over NATS
 //! request/reply to `arc.media.<node>.rpc` (same JSON types either way).
 
@@ -35,6 +37,8 @@ pub struct MediaRouter {
     pub local: Option<(String, Arc<dyn NodeService>)>,
     /// NATS, for nodes that are separate processes.
     pub nats: Option<async_nats::Client>,
+    /// Nodes' latest load samples (none: placement goes by participants placed).
+    pub board: Option<Arc<dyn arc_eventlog::LoadBoard>>,
 }
 
 impl MediaRouter {
@@ -63,14 +67,26 @@ impl MediaRouter {
         // instance's projections), then its reported sessions and CPU.
         let candidates: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT n.node_id, (SELECT COUNT(*) FROM participants p WHERE p.node_id = n.node_id AND p.state = 'active') AS placed, \
-             n.capacity FROM nodes n WHERE n.state = 'up' ORDER BY placed, n.sessions, n.cpu_percent, n.node_id",
+             n.capacity FROM nodes n WHERE n.state = 'up' ORDER BY placed, n.node_id",
         )
         .fetch_all(&db.pool)
         .await?;
+        // Samples unreadable (the board is down): go by participants placed.
+        let samples = match &self.board {
+            Some(board) => board.latest().await.unwrap_or_default(),
+            None => Default::default(),
+        };
+        let load = |id: &str| {
+            arc_events::NodeId::parse(id)
+                .ok()
+                .and_then(|n| samples.get(&n))
+                .map_or((0, 0), |s| (s.load.sessions, (s.load.cpu_percent.max(0.0) * 100.0) as u64))
+        };
         candidates
             .into_iter()
             .filter(|(_, placed, capacity)| *capacity <= 0 || placed < capacity)
-            .find(|(id, _, _)| self.reachable(id))
+            .filter(|(id, _, _)| self.reachable(id))
+            .min_by_key(|(id, placed, _)| (*placed, load(id), id.clone()))
             .map(|(id, _, _)| id)
             .ok_or(RouteError::NoNode)
     }

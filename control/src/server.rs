@@ -195,7 +195,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     arc_webhooks::migrate(&db.pool).await.map_err(|e| ControlError::Unavailable(format!("webhook tables: {e}")))?;
     let mut tasks = JoinSet::new();
     #[cfg_attr(not(feature = "embedded-node"), allow(unused_mut))]
-    let mut media = crate::media::MediaRouter { local: None, nats };
+    let mut media = crate::media::MediaRouter { local: None, nats, board: Some(log.load_board()) };
     #[cfg_attr(not(feature = "embedded-node"), allow(unused_mut))]
     let mut media_udp = None;
     #[cfg(feature = "embedded-node")]

@@ -140,7 +140,30 @@ async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
     let s = token("viewer", "alpha", json!({"subscribe": true})).await;
     let r = chromium(&base, "alpha", &p, &s);
     assert_eq!(r["ok"], true, "alpha again after its node died: {r}");
-    assert_eq!(nodes_of_room(&base, "alpha").await, vec![survivor], "alpha moved to the live node");
+    assert_eq!(nodes_of_room(&base, "alpha").await, vec![survivor.clone()], "alpha moved to the live node");
+
+    // The survivor has reported its load every 2 s all along, on the load
+    // board: /v1/nodes shows it fresh, and the log holds only its registration.
+    let n = get(&base, "/v1/nodes").await;
+    let row = n["nodes"].as_array().into_iter().flatten().find(|x| x["node_id"] == survivor.as_str()).cloned();
+    let row = row.unwrap_or_default();
+    let at = |k: &str| row[k].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let (seen, registered) = (at("last_seen_at").expect("last_seen_at"), at("registered_at").expect("registered_at"));
+    assert!(seen > registered + chrono::Duration::seconds(2), "load samples keep the node seen: {row}");
+    assert!(chrono::Utc::now().signed_duration_since(seen) < chrono::Duration::seconds(5), "and fresh: {row}");
+    let mut config = arc_eventlog::jetstream::JetStreamConfig::new(&nats);
+    config.stream = stream.clone();
+    config.subject_prefix = prefix.clone();
+    let log = arc_eventlog::jetstream::JetStreamLog::connect(&config).await.expect("connect to the log");
+    let node = arc_events::AggregateRef::new(arc_events::AggregateKind::Node, &survivor).expect("node ref");
+    let events = arc_eventlog::EventLog::read_aggregate(&log, &node, 0).await.expect("read the node's events");
+    let types: Vec<&str> = events.iter().map(|e| e.raw.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        vec!["node.registered"],
+        "alive {:.0} s, and no heartbeat in the log",
+        killed_at.elapsed().as_secs_f64()
+    );
 }
 
 /// An `arc-media` SIGKILLed and started again under the same node id before

@@ -1,14 +1,15 @@
-//! One media node's life in the log: register, heartbeat, deregister.
+//! One media node's life: registered, drained and deregistered in the log;
+//! its load put on the load board every 2 s (a heartbeat, not an event).
 //!
 //! Commands go through the node aggregate (`arc_events::aggregate::node`), so
 //! the rules — a lost node must register again, draining is idempotent — live
 //! in one place. If the control plane declared this node lost (it was paused
-//! or cut off), the next heartbeat is refused and the agent registers anew.
+//! or cut off), the agent sees it at its next beat and registers anew.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_eventlog::{EventLog, ExecuteError, Repository};
+use arc_eventlog::{EventLog, ExecuteError, LoadSample, Repository};
 use arc_events::aggregate::node::{HEARTBEAT_INTERVAL_S, Node, NodeCommand, NodeError, NodeStatus};
 use arc_events::node::{NodeLoad, NodeRegistered};
 use arc_events::{Actor, AggregateRef, CommandMeta, NodeId};
@@ -37,6 +38,7 @@ pub async fn run(
     drain_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    let board = log.load_board();
     let repo = Repository::<Node>::new(log);
     let aggregate = AggregateRef::from(&node_id);
     let meta = || CommandMeta::new(Actor::Node { node_id: node_id.clone() }, chrono::Utc::now());
@@ -73,22 +75,28 @@ pub async fn run(
             }
             last = Some((stats, now));
         }
-        match repo.execute(&aggregate, &NodeCommand::Heartbeat(load), &meta()).await {
-            Ok(_) => {}
-            Err(ExecuteError::Rejected(NodeError::Lost | NodeError::NotRegistered)) => {
+        // The log or the board unreachable for now: keep trying, the node keeps serving.
+        if let Err(e) = board.put(&node_id, &LoadSample { at: chrono::Utc::now(), load }).await {
+            tracing::warn!(node = %node_id, error = %e, "heartbeat failed");
+        }
+        match repo.load(&aggregate).await {
+            // Deregistered while running: an older process under this id
+            // shut down after this one registered.
+            Ok((state, _))
+                if matches!(state.status, NodeStatus::Lost | NodeStatus::Absent | NodeStatus::Deregistered) =>
+            {
                 tracing::warn!(node = %node_id, "the control plane lost track of this node; registering again");
                 if let Err(e) = repo.execute(&aggregate, &register, &meta()).await {
                     tracing::warn!(node = %node_id, error = %e, "re-registration failed; will retry");
                 }
             }
-            // The log is unreachable for now: keep trying, the node keeps serving.
-            Err(e) => tracing::warn!(node = %node_id, error = %e, "heartbeat failed"),
-        }
-        // An operator may drain or undrain the node through the log.
-        if let Some(media) = &media
-            && let Ok((state, _)) = repo.load(&aggregate).await
-        {
-            media.set_draining(state.status == NodeStatus::Draining).await;
+            // An operator may drain or undrain the node through the log.
+            Ok((state, _)) => {
+                if let Some(media) = &media {
+                    media.set_draining(state.status == NodeStatus::Draining).await;
+                }
+            }
+            Err(e) => tracing::debug!(node = %node_id, error = %e, "reading the node's state failed"),
         }
     }
     // Drain: no new rooms, wait (heartbeating) for the rooms to empty up to
@@ -109,7 +117,7 @@ pub async fn run(
             if last_beat.elapsed() >= Duration::from_secs(HEARTBEAT_INTERVAL_S as u64) {
                 last_beat = tokio::time::Instant::now();
                 let load = NodeLoad { sessions: media.session_count() as u32, ..NodeLoad::default() };
-                if let Err(e) = repo.execute(&aggregate, &NodeCommand::Heartbeat(load), &meta()).await {
+                if let Err(e) = board.put(&node_id, &LoadSample { at: chrono::Utc::now(), load }).await {
                     tracing::warn!(node = %node_id, error = %e, "heartbeat while draining failed");
                 }
             }

@@ -25,7 +25,7 @@ pub struct NodeRegistered {
     pub version: String,
 }
 
-/// Load a node reports with each heartbeat.
+/// Load a node reports every 2 s, on the load board beside the log (not an event).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 pub struct NodeLoad {
     pub sessions: u32,
@@ -38,7 +38,9 @@ pub struct NodeLoad {
     pub cpu_percent: f32,
 }
 
-/// A node is alive (sent every 2 s).
+/// A node was alive, with this load. Retired: nodes wrote one every 2 s
+/// before load samples moved to the load board; logs from then still carry
+/// them, and they still count as "seen".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeHeartbeat {
     pub load: NodeLoad,

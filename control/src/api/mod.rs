@@ -229,9 +229,22 @@ pub(crate) async fn list_nodes(State(state): State<Arc<ApiState>>, headers: Head
     auth::authenticate(&state, &headers).await?.require_admin()?;
     let sql = format!("SELECT {} FROM nodes ORDER BY node_id LIMIT 1000", nodes::COLUMNS.join(", "));
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&state.db.pool).await?;
+    // Load and last-seen come from each node's latest sample on the load
+    // board (not the log); without the board, from the read model alone.
+    let samples = state.log.load_board().latest().await.unwrap_or_default();
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
-        let n = nodes::from_row(row)?;
+        let mut n = nodes::from_row(row)?;
+        let live = n.state == "up" || n.state == "draining";
+        let sample = arc_events::NodeId::parse(&n.node_id).ok().and_then(|id| samples.get(&id));
+        if let Some(s) = sample.filter(|s| live && s.at.timestamp_millis() >= n.registered_at_ms) {
+            n.last_seen_ms = n.last_seen_ms.max(s.at.timestamp_millis());
+            n.sessions = i64::from(s.load.sessions);
+            n.tracks = i64::from(s.load.tracks);
+            n.bits_in_per_s = i64::try_from(s.load.bits_in_per_s).unwrap_or(i64::MAX);
+            n.bits_out_per_s = i64::try_from(s.load.bits_out_per_s).unwrap_or(i64::MAX);
+            n.cpu_percent = f64::from(s.load.cpu_percent);
+        }
         out.push(NodeDto {
             public_ips: serde_json::from_str(&n.public_ips).unwrap_or(serde_json::Value::Null),
             node_id: n.node_id,

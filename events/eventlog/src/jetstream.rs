@@ -123,6 +123,8 @@ struct Inner {
     any_locks: Vec<tokio::sync::Mutex<()>>,
     /// Counts connections established (see [`EventLog::reconnects`]).
     reconnects: tokio::sync::watch::Receiver<u64>,
+    /// Nodes' load samples, in the bucket `<stream>_LOAD`.
+    board: Arc<crate::load::KvBoard>,
 }
 
 fn position(stream_seq: u64, index: usize) -> Position {
@@ -260,8 +262,10 @@ impl JetStreamLog {
             .get_stream_no_info(&config.stream)
             .await
             .map_err(|e| LogError::Unavailable(format!("opening stream {}: {e}", config.stream)))?;
+        let board = crate::load::KvBoard::open(&js, &format!("{}_LOAD", config.stream), config.replicas).await?;
         Ok(Self {
             inner: Arc::new(Inner {
+                board: Arc::new(board),
                 js,
                 prefix: config.subject_prefix.clone(),
                 stream,
@@ -672,6 +676,10 @@ impl EventLog for JetStreamLog {
 
     fn backend(&self) -> &'static str {
         "jetstream"
+    }
+
+    fn load_board(&self) -> Arc<dyn crate::load::LoadBoard> {
+        self.inner.board.clone()
     }
 
     fn connected(&self) -> bool {

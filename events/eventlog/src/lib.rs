@@ -17,16 +17,20 @@
 //! - [`sqlite`]: the embedded backend.
 //! - [`jetstream`]: the NATS JetStream backend.
 //! - [`executor`]: command execution over any backend.
+//! - [`load`]: the load board, nodes' latest load samples beside the log
+//!   (memory in `dev`, a JetStream key-value bucket in clusters).
 //! - [`error`]: [`LogError`], [`ExecuteError`].
 
 pub mod error;
 pub mod executor;
 pub mod jetstream;
+pub mod load;
 pub mod log;
 pub mod sqlite;
 
 pub use error::{ExecuteError, LogError};
 pub use executor::{Executed, Repository};
+pub use load::{LoadBoard, LoadSample};
 pub use log::{
     APPEND_BYTES_MAX, APPEND_EVENTS_MAX, AppendRequest, Appended, EventLog, Expected, Position, RecordedEvent,
     Subscription,

@@ -105,6 +105,10 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
     /// Short backend name for logs and status pages.
     fn backend(&self) -> &'static str;
 
+    /// Where media nodes put their latest load, beside the log (samples are
+    /// not events: see [`crate::load`]).
+    fn load_board(&self) -> std::sync::Arc<dyn crate::load::LoadBoard>;
+
     /// Whether the log is reachable as far as this process can tell without
     /// asking (the state of its connection). While it is not, every call
     /// above fails at once with [`LogError::Unavailable`] instead of waiting.

@@ -64,6 +64,8 @@ struct Inner {
     writes: mpsc::Sender<WriteRequest>,
     head: watch::Receiver<u64>,
     writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Nodes' load samples: in memory (the embedded node is in this process).
+    board: Arc<crate::load::MemoryBoard>,
     _lock: File,
 }
 
@@ -112,6 +114,7 @@ impl SqliteLog {
                 writes: tx,
                 head: head_rx,
                 writer: tokio::sync::Mutex::new(Some(task)),
+                board: Arc::default(),
                 _lock: lock,
             }),
         })
@@ -430,5 +433,9 @@ impl EventLog for SqliteLog {
 
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn load_board(&self) -> Arc<dyn crate::load::LoadBoard> {
+        self.inner.board.clone()
     }
 }

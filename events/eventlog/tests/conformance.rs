@@ -346,6 +346,37 @@ async fn decisions_on_cached_state_see_other_writers(b: Backend) {
     reporter.execute(&r, &reopened, &meta()).await.expect("a closed room opens again, even from a stale cache");
 }
 
+/// Nodes' load samples sit beside the log: the latest per node, and in a
+/// cluster every instance sees them (in `dev` the board is the process's own).
+async fn load_board_keeps_each_nodes_latest_sample(b: Backend) {
+    use arc_eventlog::LoadSample;
+    use arc_events::NodeId;
+    use arc_events::node::NodeLoad;
+    let log = b.open().await;
+    let board = log.load_board();
+    assert!(board.latest().await.expect("latest").is_empty(), "a new board is empty");
+    let (a, c) = (NodeId::parse("nd_a").expect("id"), NodeId::parse("nd_c").expect("id"));
+    let sample = |sessions| LoadSample { at: chrono::Utc::now(), load: NodeLoad { sessions, ..NodeLoad::default() } };
+    board.put(&a, &sample(1)).await.expect("put");
+    board.put(&c, &sample(2)).await.expect("put");
+    board.put(&a, &sample(3)).await.expect("put");
+    let check = |latest: std::collections::HashMap<NodeId, LoadSample>| {
+        assert_eq!(latest.len(), 2, "{latest:?}");
+        assert_eq!(latest[&a].load.sessions, 3);
+        assert_eq!(latest[&c].load.sessions, 2);
+    };
+    // A reader's copy may be up to KV_REFRESH old.
+    tokio::time::sleep(arc_eventlog::load::KV_REFRESH).await;
+    check(board.latest().await.expect("latest"));
+    if let Backend::JetStream { .. } = b {
+        // Another instance on the same cluster.
+        let other = b.open().await;
+        check(other.load_board().latest().await.expect("latest"));
+    }
+    // None of it went into the log.
+    assert!(read_everything(log.as_ref()).await.is_empty());
+}
+
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -378,4 +409,5 @@ conformance!(
     resumes_after_restart,
     refuses_malformed_appends,
     decisions_on_cached_state_see_other_writers,
+    load_board_keeps_each_nodes_latest_sample,
 );

@@ -1,4 +1,10 @@
-//! The media-node aggregate: register, heartbeat, drain, undrain, lost, deregister.
+//! The media-node aggregate: register, drain, undrain, lost, deregister.
+//!
+//! A node's periodic load samples are not events (they live on the load
+//! board beside the log, `arc_eventlog::load`): the liveness janitor passes
+//! the time of the latest one to [`NodeCommand::DeclareLostIfSilent`], and
+//! the rule stays here. Logs written before that carry `node.heartbeat`
+//! events; they still count as "seen".
 
 use chrono::{DateTime, Duration, Utc};
 use thiserror::Error;
@@ -6,9 +12,9 @@ use thiserror::Error;
 use super::{Aggregate, Context};
 use crate::envelope::AggregateKind;
 use crate::event::{Event, NodeEvent};
-use crate::node::{NodeDeregistered, NodeDraining, NodeHeartbeat, NodeLoad, NodeLost, NodeRegistered, NodeUndrained};
+use crate::node::{NodeDeregistered, NodeDraining, NodeLost, NodeRegistered, NodeUndrained};
 
-/// How often a node sends a heartbeat.
+/// How often a node reports its load (a heartbeat, on the load board).
 pub const HEARTBEAT_INTERVAL_S: i64 = 2;
 /// Missed heartbeats after which a node is declared lost.
 pub const HEARTBEATS_MISSED_LOST: i64 = 3;
@@ -40,13 +46,16 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeCommand {
     Register(NodeRegistered),
-    Heartbeat(NodeLoad),
     Drain {
         reason: String,
     },
     Undrain,
-    /// Declare the node lost if it missed [`HEARTBEATS_MISSED_LOST`] heartbeats.
-    DeclareLostIfSilent,
+    /// Declare the node lost if it missed [`HEARTBEATS_MISSED_LOST`]
+    /// heartbeats: nothing seen of it since its registration, nor a load
+    /// sample (`last_sample_at`, from the load board), for that long.
+    DeclareLostIfSilent {
+        last_sample_at: Option<DateTime<Utc>>,
+    },
     Deregister,
 }
 
@@ -110,10 +119,6 @@ impl Aggregate for Node {
                 }
                 Ok(vec![info.clone().into()])
             }
-            NodeCommand::Heartbeat(load) => {
-                self.require_live()?;
-                Ok(vec![NodeHeartbeat { load: load.clone() }.into()])
-            }
             NodeCommand::Drain { reason } => {
                 self.require_live()?;
                 if self.status == NodeStatus::Draining {
@@ -128,10 +133,12 @@ impl Aggregate for Node {
                 }
                 Ok(vec![NodeUndrained {}.into()])
             }
-            NodeCommand::DeclareLostIfSilent => {
-                let (Ok(()), Some(last_seen_at)) = (self.require_live(), self.last_seen_at) else {
+            NodeCommand::DeclareLostIfSilent { last_sample_at } => {
+                let (Ok(()), Some(registered_seen)) = (self.require_live(), self.last_seen_at) else {
                     return Ok(vec![]);
                 };
+                // A sample from before the last registration is older still: max.
+                let last_seen_at = last_sample_at.map_or(registered_seen, |s| s.max(registered_seen));
                 let silent_for = ctx.now - last_seen_at;
                 if silent_for >= Duration::seconds(HEARTBEAT_INTERVAL_S * HEARTBEATS_MISSED_LOST) {
                     Ok(vec![NodeLost { last_seen_at }.into()])
@@ -186,20 +193,13 @@ mod tests {
             version: "0.1.0".into(),
         }
     }
+    /// A heartbeat event, as logs written before the load board carry them.
     fn heartbeat() -> NodeEvent {
-        NodeHeartbeat { load: NodeLoad::default() }.into()
+        crate::node::NodeHeartbeat { load: crate::node::NodeLoad::default() }.into()
     }
 
-    #[test]
-    fn heartbeat_needs_registration() {
-        assert_eq!(
-            given::<Node>(&[]).when(0, NodeCommand::Heartbeat(NodeLoad::default())),
-            Err(NodeError::NotRegistered)
-        );
-        assert_eq!(
-            given::<Node>(&[(0, registered().into())]).when(1, NodeCommand::Heartbeat(NodeLoad::default())),
-            Ok(vec![heartbeat()])
-        );
+    fn silent(sample_at: Option<i64>) -> NodeCommand {
+        NodeCommand::DeclareLostIfSilent { last_sample_at: sample_at.map(t) }
     }
 
     #[test]
@@ -216,16 +216,24 @@ mod tests {
     }
 
     #[test]
-    fn lost_after_three_missed_heartbeats_then_must_reregister() {
-        let history = [(0, registered().into()), (2, heartbeat())];
-        assert_eq!(given::<Node>(&history).when(7, NodeCommand::DeclareLostIfSilent), Ok(vec![]));
-        assert_eq!(
-            given::<Node>(&history).when(8, NodeCommand::DeclareLostIfSilent),
-            Ok(vec![NodeLost { last_seen_at: t(2) }.into()])
-        );
+    fn lost_after_three_missed_samples_then_must_reregister() {
+        let up = [(0, registered().into())];
+        // The latest sample (on the load board) is what counts.
+        assert_eq!(given::<Node>(&up).when(7, silent(Some(2))), Ok(vec![]));
+        assert_eq!(given::<Node>(&up).when(8, silent(Some(2))), Ok(vec![NodeLost { last_seen_at: t(2) }.into()]));
+        // No sample yet: the registration counts as seen.
+        assert_eq!(given::<Node>(&up).when(5, silent(None)), Ok(vec![]));
+        assert_eq!(given::<Node>(&up).when(6, silent(None)), Ok(vec![NodeLost { last_seen_at: t(0) }.into()]));
+        // A sample from before a re-registration does not make the node older.
+        let again = [(0, registered().into()), (10, registered().into())];
+        assert_eq!(given::<Node>(&again).when(12, silent(Some(1))), Ok(vec![]));
+        // Logs from before the load board: their heartbeat events count.
+        let old = [(0, registered().into()), (2, heartbeat())];
+        assert_eq!(given::<Node>(&old).when(7, silent(None)), Ok(vec![]));
+        assert_eq!(given::<Node>(&old).when(8, silent(None)), Ok(vec![NodeLost { last_seen_at: t(2) }.into()]));
         let lost = [(0, registered().into()), (8, NodeLost { last_seen_at: t(0) }.into())];
-        assert_eq!(given::<Node>(&lost).when(9, NodeCommand::Heartbeat(NodeLoad::default())), Err(NodeError::Lost));
-        assert_eq!(given::<Node>(&lost).when(9, NodeCommand::DeclareLostIfSilent), Ok(vec![]));
+        assert_eq!(given::<Node>(&lost).when(9, silent(Some(9))), Ok(vec![]));
+        assert_eq!(given::<Node>(&lost).when(9, NodeCommand::Drain { reason: "x".into() }), Err(NodeError::Lost));
         assert_eq!(given::<Node>(&lost).when(9, NodeCommand::Register(registered())), Ok(vec![registered().into()]));
     }
 
