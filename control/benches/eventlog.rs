@@ -18,7 +18,8 @@ use arc_eventlog::sqlite::SqliteLog;
 use arc_eventlog::{AppendRequest, EventLog, Expected};
 use arc_events::room::{LeaveReason, ParticipantJoined, ParticipantLeft, RoomClosed, RoomCreated};
 use arc_events::{
-    Actor, AggregateRef, AppId, CommandMeta, Event, ParticipantIdentity, ParticipantSid, RawEvent, RoomEvent, RoomId,
+    Actor, AggregateKind, AggregateRef, AppId, CommandMeta, Event, ParticipantIdentity, ParticipantSid, RawEvent,
+    RoomEvent, RoomId,
 };
 
 struct Scale {
@@ -29,6 +30,8 @@ struct Scale {
     batch_size: usize,
     batches_per_task: usize,
     rebuild_rooms: usize,
+    /// Events in the long-lived node aggregate whose load is timed.
+    aggregate_events: usize,
 }
 
 const FULL: Scale = Scale {
@@ -39,6 +42,7 @@ const FULL: Scale = Scale {
     batch_size: 100,
     batches_per_task: 30,
     rebuild_rooms: 40_000,
+    aggregate_events: 100_000,
 };
 const QUICK: Scale = Scale {
     runs: 1,
@@ -48,6 +52,7 @@ const QUICK: Scale = Scale {
     batch_size: 50,
     batches_per_task: 4,
     rebuild_rooms: 2_000,
+    aggregate_events: 10_000,
 };
 
 #[derive(Clone, Copy)]
@@ -237,6 +242,72 @@ async fn rebuild_rate(log: Arc<dyn EventLog>, url: &str) -> (f64, u64) {
     (rooms as f64 / secs, rooms)
 }
 
+/// A node aggregate with `events` events (registered, then drain/undrain),
+/// loaded cold: (ms for the whole history read and folded, ms through a
+/// fresh repository from its snapshot), medians of `runs`.
+async fn aggregate_load(log: Arc<dyn EventLog>, events: usize, runs: usize) -> (f64, f64) {
+    use arc_eventlog::Repository;
+    use arc_events::aggregate::node::Node;
+    use arc_events::node::{NodeDraining, NodeRegistered, NodeUndrained};
+    use arc_events::{Aggregate, Decoded, NodeEvent};
+    let node = AggregateRef::new(AggregateKind::Node, &format!("nd_{}", uuid::Uuid::now_v7().simple())).expect("id");
+    let registered: Event = NodeEvent::from(NodeRegistered {
+        address: "10.0.0.1:7881".into(),
+        public_ips: vec![],
+        arch: "x86_64".into(),
+        cores: 8,
+        capacity: 100,
+        version: "0.1.0".into(),
+    })
+    .into();
+    let mut seq = 0u64;
+    while (seq as usize) < events {
+        let n = (events - seq as usize).min(1000);
+        let batch: Vec<RawEvent> = (1..=n as u64)
+            .map(|i| {
+                let s = seq + i;
+                let event: Event = match s {
+                    1 => registered.clone(),
+                    s if s % 2 == 0 => NodeEvent::from(NodeDraining { reason: "bench".into() }).into(),
+                    _ => NodeEvent::from(NodeUndrained {}).into(),
+                };
+                RawEvent::encode(&node, s, &event, &meta()).expect("encode")
+            })
+            .collect();
+        log.append(AppendRequest { aggregate: node.clone(), expected: Expected::Exact(seq), events: batch })
+            .await
+            .expect("append");
+        seq += n as u64;
+    }
+    let mut full = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut state = Node::default();
+        for e in log.read_aggregate(&node, 0).await.expect("read") {
+            if let Ok(Decoded::Known(env)) = e.raw.decode()
+                && let Some(ev) = Node::narrow(env.event)
+            {
+                state = state.evolve(&ev, env.occurred_at);
+            }
+        }
+        std::hint::black_box(state);
+        full.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    // The first cold load reads everything and takes the snapshot.
+    Repository::<Node>::new(log.clone()).load(&node).await.expect("load");
+    let mut snap = Vec::new();
+    for _ in 0..runs.max(3) {
+        let repo = Repository::<Node>::new(log.clone());
+        let t = Instant::now();
+        repo.load(&node).await.expect("load");
+        snap.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(repo.events_folded() <= 1, "loaded from the snapshot");
+    }
+    full.sort_by(f64::total_cmp);
+    snap.sort_by(f64::total_cmp);
+    (full[full.len() / 2], snap[snap.len() / 2])
+}
+
 fn sh(cmd: &str, args: &[&str]) -> String {
     std::process::Command::new(cmd)
         .args(args)
@@ -299,6 +370,20 @@ async fn main() {
     let (rate, _) = rebuild_rate(js_source, &fresh_pg(&pg).await).await;
     rebuild_rows.push(format!("| JetStream log → PostgreSQL | {js_filled} | {rate:.0} |"));
     rebuild_rates.push(("JetStream log → PostgreSQL".into(), rate));
+    // A long-lived aggregate's cold load, whole history vs snapshot.
+    let mut load_rows = Vec::new();
+    let mut load_figures = Vec::new();
+    let sq_dir = tempfile::tempdir().expect("tempdir");
+    let sq_log: Arc<dyn EventLog> =
+        Arc::new(SqliteLog::open(&sq_dir.path().join("events.db")).await.expect("sqlite log"));
+    for (name, log) in [("embedded (SQLite)", sq_log), ("JetStream", js.clone())] {
+        let (full, snap) = aggregate_load(log, s.aggregate_events, s.runs).await;
+        let row =
+            format!("| {name} | {} | {full:.1} | {snap:.2} | {:.0}× |", s.aggregate_events, full / snap.max(1e-6));
+        println!("{row}");
+        load_rows.push(row);
+        load_figures.push((name, snap));
+    }
     let met = |ok: bool| if ok { "met" } else { "**not met**" };
     let mut targets = vec![
         format!(
@@ -319,6 +404,13 @@ async fn main() {
             met(embedded[2].events_per_s.max(embedded[1].events_per_s) >= 100_000.0)
         ),
     ];
+    for (name, snap) in &load_figures {
+        targets.push(format!(
+            "| a node aggregate with {} events loads in < 50 ms ({name}, from its snapshot) | {snap:.2} ms | {} |",
+            s.aggregate_events,
+            met(*snap < 50.0)
+        ));
+    }
     for (what, rate) in &rebuild_rates {
         targets.push(format!("| rebuild ≥ 100,000 events/s ({what}) | {rate:.0} | {} |", met(*rate >= 100_000.0)));
     }
@@ -358,6 +450,15 @@ async fn main() {
     );
     let _ = writeln!(md, "| log | workload | events/s | p50 ms | p99 ms |\n|---|---|---|---|---|");
     for r in &rows {
+        let _ = writeln!(md, "{r}");
+    }
+    let _ = writeln!(md, "\n## Loading a long-lived aggregate (issue 13)\n");
+    let _ = writeln!(
+        md,
+        "A node aggregate with many events (registered, then drain/undrain), appended in batches of 1,000 (on JetStream: 100 messages; a history written one event per command, one message each, takes one direct get per event and far longer to read whole), loaded cold: its whole history read and folded, vs a fresh `Repository` from its snapshot (the snapshot's own event, checked, and the tail). Medians.\n"
+    );
+    let _ = writeln!(md, "| log | events | whole history ms | from snapshot ms | ratio |\n|---|---|---|---|---|");
+    for r in &load_rows {
         let _ = writeln!(md, "{r}");
     }
     let _ = writeln!(md, "\n## Projection rebuild\n");

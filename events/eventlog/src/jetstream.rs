@@ -125,6 +125,8 @@ struct Inner {
     reconnects: tokio::sync::watch::Receiver<u64>,
     /// Nodes' load samples, in the bucket `<stream>_LOAD`.
     board: Arc<crate::load::KvBoard>,
+    /// Aggregate snapshots, in the bucket `<stream>_SNAP`.
+    snapshots: Arc<crate::snapshot::KvSnapshots>,
 }
 
 fn position(stream_seq: u64, index: usize) -> Position {
@@ -263,9 +265,12 @@ impl JetStreamLog {
             .await
             .map_err(|e| LogError::Unavailable(format!("opening stream {}: {e}", config.stream)))?;
         let board = crate::load::KvBoard::open(&js, &format!("{}_LOAD", config.stream), config.replicas).await?;
+        let snapshots =
+            crate::snapshot::KvSnapshots::open(&js, &format!("{}_SNAP", config.stream), config.replicas).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 board: Arc::new(board),
+                snapshots: Arc::new(snapshots),
                 js,
                 prefix: config.subject_prefix.clone(),
                 stream,
@@ -533,6 +538,15 @@ impl EventLog for JetStreamLog {
     }
 
     async fn read_aggregate(&self, aggregate: &AggregateRef, after_seq: u64) -> Result<Vec<RecordedEvent>, LogError> {
+        self.read_aggregate_after(aggregate, after_seq, Position::START).await
+    }
+
+    async fn read_aggregate_after(
+        &self,
+        aggregate: &AggregateRef,
+        after_seq: u64,
+        at: Position,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
         self.ensure_connected()?;
         let (last_seq, last_stream_seq) = self.fetch_last(aggregate).await?;
         if last_seq <= after_seq {
@@ -540,8 +554,12 @@ impl EventLog for JetStreamLog {
         }
         // Direct gets, message by message along the subject: no consumer is
         // created (they would linger on the server), and any replica answers.
+        // From the message that held event `after_seq` when the caller knows
+        // it (a hint past the subject's last message is ignored; events at
+        // or before `after_seq` are skipped either way).
         let subject = self.subject(aggregate);
-        let mut next = 1;
+        let (hint, _) = split(at);
+        let mut next = if after_seq > 0 && hint >= 1 && hint <= last_stream_seq { hint } else { 1 };
         let mut out: Vec<RecordedEvent> = Vec::new();
         while next <= last_stream_seq {
             let msg = match self.inner.stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
@@ -553,6 +571,11 @@ impl EventLog for JetStreamLog {
             let floor = out.last().map(|e| e.raw.seq).unwrap_or(after_seq);
             out.extend(events_after(msg.sequence, events, Position::START).filter(|e| e.raw.seq > floor));
             next = msg.sequence + 1;
+        }
+        // A hint past event `after_seq + 1` would have skipped events: read
+        // again from the start (a wrong hint costs time, never events).
+        if at != Position::START && out.first().map(|e| e.raw.seq) != Some(after_seq + 1) {
+            return Box::pin(self.read_aggregate_after(aggregate, after_seq, Position::START)).await;
         }
         Ok(out)
     }
@@ -680,6 +703,10 @@ impl EventLog for JetStreamLog {
 
     fn load_board(&self) -> Arc<dyn crate::load::LoadBoard> {
         self.inner.board.clone()
+    }
+
+    fn snapshots(&self) -> Arc<dyn crate::snapshot::SnapshotStore> {
+        self.inner.snapshots.clone()
     }
 
     fn connected(&self) -> bool {

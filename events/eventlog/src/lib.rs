@@ -19,6 +19,9 @@
 //! - [`executor`]: command execution over any backend.
 //! - [`load`]: the load board, nodes' latest load samples beside the log
 //!   (memory in `dev`, a JetStream key-value bucket in clusters).
+//! - [`snapshot`]: aggregate snapshots beside the log (a SQLite file in
+//!   `dev`, a key-value bucket in clusters), derived and checked against the
+//!   log before use.
 //! - [`error`]: [`LogError`], [`ExecuteError`].
 
 pub mod error;
@@ -26,6 +29,7 @@ pub mod executor;
 pub mod jetstream;
 pub mod load;
 pub mod log;
+pub mod snapshot;
 pub mod sqlite;
 
 pub use error::{ExecuteError, LogError};

@@ -92,6 +92,20 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
     /// The aggregate's events with `seq > after_seq`, in order.
     async fn read_aggregate(&self, aggregate: &AggregateRef, after_seq: u64) -> Result<Vec<RecordedEvent>, LogError>;
 
+    /// The same, given where event `after_seq` was stored (`at`, its
+    /// position), so a backend that walks an aggregate's messages
+    /// (JetStream) starts there instead of at the aggregate's first one.
+    /// A wrong hint costs time, never events: the result is the same.
+    async fn read_aggregate_after(
+        &self,
+        aggregate: &AggregateRef,
+        after_seq: u64,
+        at: Position,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let _ = at;
+        self.read_aggregate(aggregate, after_seq).await
+    }
+
     /// Up to `limit` events after `after`, in log order.
     async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, LogError>;
 
@@ -108,6 +122,9 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
     /// Where media nodes put their latest load, beside the log (samples are
     /// not events: see [`crate::load`]).
     fn load_board(&self) -> std::sync::Arc<dyn crate::load::LoadBoard>;
+
+    /// Where aggregate snapshots are kept, beside the log (see [`crate::snapshot`]).
+    fn snapshots(&self) -> std::sync::Arc<dyn crate::snapshot::SnapshotStore>;
 
     /// Whether the log is reachable as far as this process can tell without
     /// asking (the state of its connection). While it is not, every call

@@ -66,6 +66,8 @@ struct Inner {
     writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Nodes' load samples: in memory (the embedded node is in this process).
     board: Arc<crate::load::MemoryBoard>,
+    /// Aggregate snapshots, in their own file beside the log's.
+    snapshots: Arc<crate::snapshot::SqliteSnapshots>,
     _lock: File,
 }
 
@@ -103,6 +105,7 @@ impl SqliteLog {
 
         let readers =
             SqlitePoolOptions::new().max_connections(READERS_MAX).connect_with(options(path).read_only(true)).await?;
+        let snapshots = crate::snapshot::SqliteSnapshots::open(&path.with_extension("snapshots.db")).await?;
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
         let task =
@@ -115,6 +118,7 @@ impl SqliteLog {
                 head: head_rx,
                 writer: tokio::sync::Mutex::new(Some(task)),
                 board: Arc::default(),
+                snapshots: Arc::new(snapshots),
                 _lock: lock,
             }),
         })
@@ -437,5 +441,9 @@ impl EventLog for SqliteLog {
 
     fn load_board(&self) -> Arc<dyn crate::load::LoadBoard> {
         self.inner.board.clone()
+    }
+
+    fn snapshots(&self) -> Arc<dyn crate::snapshot::SnapshotStore> {
+        self.inner.snapshots.clone()
     }
 }

@@ -346,6 +346,97 @@ async fn decisions_on_cached_state_see_other_writers(b: Backend) {
     reporter.execute(&r, &reopened, &meta()).await.expect("a closed room opens again, even from a stale cache");
 }
 
+/// A long-lived aggregate loads from its snapshot plus the events after it,
+/// and only when the log still holds the event the snapshot was taken at.
+async fn long_histories_load_from_a_snapshot(b: Backend) {
+    use arc_eventlog::Repository;
+    use arc_eventlog::executor::SNAPSHOT_EVERY;
+    use arc_events::aggregate::node::{Node, NodeCommand, NodeStatus};
+    use arc_events::node::{NodeDraining, NodeRegistered, NodeUndrained};
+    let log = b.open().await;
+    let node = AggregateRef::new(AggregateKind::Node, &format!("nd_{}", uuid::Uuid::now_v7().simple())).expect("id");
+    let meta = || CommandMeta::new(Actor::system("conformance"), chrono::Utc::now());
+    let registered = NodeRegistered {
+        address: "10.0.0.1:7881".into(),
+        public_ips: vec![],
+        arch: "x86_64".into(),
+        cores: 8,
+        capacity: 100,
+        version: "0.1.0".into(),
+    };
+    let repo = Repository::<Node>::new(log.clone());
+    repo.execute(&node, &NodeCommand::Register(registered), &meta()).await.expect("register");
+    // 2,500 drain/undrain events, appended in batches (as many commands would).
+    let mut seq = 1u64;
+    let mut append = |n: usize| {
+        let batch: Vec<RawEvent> = (0..n)
+            .map(|i| {
+                let event: Event = if (seq + 1 + i as u64).is_multiple_of(2) {
+                    arc_events::NodeEvent::from(NodeDraining { reason: "test".into() }).into()
+                } else {
+                    arc_events::NodeEvent::from(NodeUndrained {}).into()
+                };
+                RawEvent::encode(&node, seq + 1 + i as u64, &event, &meta()).expect("encode")
+            })
+            .collect();
+        let request = AppendRequest { aggregate: node.clone(), expected: Expected::Exact(seq), events: batch };
+        seq += n as u64;
+        request
+    };
+    for _ in 0..5 {
+        log.append(append(500)).await.expect("append");
+    }
+    // Seq 2,501 is a drain: even seqs drain.
+    let cold = Repository::<Node>::new(log.clone());
+    let (state, at) = cold.load(&node).await.expect("load");
+    assert_eq!((state.status, at), (NodeStatus::Up, 2501), "seq 2,501 is an undrain");
+    assert_eq!(cold.events_folded(), 2501, "no snapshot yet: the whole history");
+    // That load took a snapshot: another instance reads one event (the
+    // snapshot's own, to check it) and the tail.
+    log.append(append(10)).await.expect("append");
+    // (One SQLite log per process: there, the same log with an empty repository.)
+    let other_log = if let Backend::JetStream { .. } = b { b.open().await } else { log.clone() };
+    let other = Repository::<Node>::new(other_log);
+    let (again, at_again) = other.load(&node).await.expect("load");
+    assert_eq!(at_again, 2511);
+    assert_eq!(other.events_folded(), 11, "the snapshot's event and the 10 after it");
+    let full = Repository::<Node>::new(log.clone());
+    // The same state as a full fold (this repository's snapshot is the one
+    // just taken, so prove the full fold by hand).
+    let mut by_hand = Node::default();
+    let events = log.read_aggregate(&node, 0).await.expect("read");
+    for e in &events {
+        if let Ok(arc_events::Decoded::Known(env)) = e.raw.decode()
+            && let Some(ev) = <Node as arc_events::Aggregate>::narrow(env.event)
+        {
+            by_hand = arc_events::Aggregate::evolve(by_hand, &ev, env.occurred_at);
+        }
+    }
+    assert_eq!(again, by_hand);
+    assert_eq!(full.load(&node).await.expect("load").0, by_hand);
+    const { assert!(SNAPSHOT_EVERY <= 2500) };
+    // A position hint past the events asked for costs time, never events.
+    let last = events.last().expect("events").position;
+    let from_hint = log.read_aggregate_after(&node, 5, last).await.expect("read with a wrong hint");
+    let plain = log.read_aggregate(&node, 5).await.expect("read");
+    assert_eq!(from_hint.len(), 2506);
+    assert_eq!(from_hint, plain);
+    // A snapshot whose event the log does not hold there is ignored.
+    let mut forged = log.snapshots().get(&node).await.expect("get").expect("a snapshot was stored");
+    forged.event_id = uuid::Uuid::now_v7().to_string();
+    forged.state["status"] = serde_json::json!("Lost");
+    log.snapshots().put(&node, &forged).await.expect("put");
+    let wary = Repository::<Node>::new(log.clone());
+    assert_eq!(wary.load(&node).await.expect("load").0, by_hand, "a forged snapshot changes nothing");
+    assert_eq!(wary.events_folded(), 2511, "it was read in full");
+    // So is one of another version.
+    let mut old = forged;
+    old.version = 0;
+    log.snapshots().put(&node, &old).await.expect("put");
+    let wary = Repository::<Node>::new(log.clone());
+    assert_eq!(wary.load(&node).await.expect("load").0, by_hand);
+}
+
 /// Nodes' load samples sit beside the log: the latest per node, and in a
 /// cluster every instance sees them (in `dev` the board is the process's own).
 async fn load_board_keeps_each_nodes_latest_sample(b: Backend) {
@@ -410,4 +501,5 @@ conformance!(
     refuses_malformed_appends,
     decisions_on_cached_state_see_other_writers,
     load_board_keeps_each_nodes_latest_sample,
+    long_histories_load_from_a_snapshot,
 );

@@ -19,7 +19,7 @@ use crate::limits::{
 };
 
 /// Lifecycle of an application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum AppStatus {
     /// No `app.created` yet.
     #[default]
@@ -31,7 +31,9 @@ pub enum AppStatus {
 }
 
 /// The state `decide` needs.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Snapshotted (serde, `SNAPSHOT_VERSION`): long-lived, its history grows.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct App {
     pub status: AppStatus,
     pub name: String,
@@ -254,6 +256,8 @@ impl Aggregate for App {
         }
         self
     }
+
+    super::snapshot_with_serde!(1);
 
     fn narrow(event: Event) -> Option<AppEvent> {
         match event {

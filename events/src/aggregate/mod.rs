@@ -47,7 +47,39 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
 
     /// Picks this aggregate's events out of the all-kinds enum.
     fn narrow(event: Event) -> Option<Self::Event>;
+
+    /// The version of this aggregate's snapshot form (bump it when the
+    /// state's shape changes: older snapshots are then ignored); 0 means the
+    /// aggregate is never snapshotted (short-lived ones).
+    const SNAPSHOT_VERSION: u16 = 0;
+
+    /// The state as a snapshot (`None` when not snapshotted).
+    fn to_snapshot(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// A state back from its snapshot (`None`: unusable, read the whole history).
+    fn from_snapshot(value: serde_json::Value) -> Option<Self> {
+        let _ = value;
+        None
+    }
 }
+
+/// The snapshot methods of an aggregate whose state derives serde.
+macro_rules! snapshot_with_serde {
+    ($version:expr) => {
+        const SNAPSHOT_VERSION: u16 = $version;
+
+        fn to_snapshot(&self) -> Option<serde_json::Value> {
+            serde_json::to_value(self).ok()
+        }
+
+        fn from_snapshot(value: serde_json::Value) -> Option<Self> {
+            serde_json::from_value(value).ok()
+        }
+    };
+}
+pub(crate) use snapshot_with_serde;
 
 #[cfg(test)]
 pub(crate) mod testing {

@@ -24,7 +24,7 @@ pub const NODE_FIELD_LEN_MAX: usize = 256;
 pub const PUBLIC_IPS_MAX: usize = 16;
 
 /// Lifecycle of a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum NodeStatus {
     #[default]
     Absent,
@@ -35,7 +35,9 @@ pub enum NodeStatus {
 }
 
 /// The state `decide` needs.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Snapshotted (serde, `SNAPSHOT_VERSION`): long-lived, its history grows.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     pub status: NodeStatus,
     pub info: Option<NodeRegistered>,
@@ -169,6 +171,8 @@ impl Aggregate for Node {
         }
         self
     }
+
+    super::snapshot_with_serde!(1);
 
     fn narrow(event: Event) -> Option<NodeEvent> {
         match event {

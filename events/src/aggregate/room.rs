@@ -19,7 +19,7 @@ use crate::limits::{DISPLAY_NAME_BYTES_MAX, METADATA_BYTES_MAX, ROOM_NAME_BYTES_
 pub use crate::limits::{EMPTY_TIMEOUT_S_MAX, PARTICIPANTS_PER_ROOM_MAX};
 
 /// Lifecycle of a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum RoomStatus {
     /// No `room.created` yet.
     #[default]
@@ -29,7 +29,9 @@ pub enum RoomStatus {
 }
 
 /// The state `decide` needs.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Snapshotted (serde, `SNAPSHOT_VERSION`): long-lived, its history grows.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Room {
     pub status: RoomStatus,
     pub app_id: Option<AppId>,
@@ -248,6 +250,8 @@ impl Aggregate for Room {
         }
         self
     }
+
+    super::snapshot_with_serde!(1);
 
     fn narrow(event: Event) -> Option<RoomEvent> {
         match event {
