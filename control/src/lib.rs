@@ -18,8 +18,12 @@
 //!   protocol, `arc-nodeproto`, over NATS or in process).
 //! - [`embedded`]: the media node `dev` carries (feature `embedded-node`; the
 //!   only code that imports `arc-media`).
+//! - [`usecase`]: the application layer — rooms, joins, leaves, kicks,
+//!   mutes, media sessions, quota turns, read-model queries — that every
+//!   entry point calls (no HTTP in it).
 //! - [`api`]: the axum router (`/healthz`, `/readyz`, `/v1/...`, WHIP/WHEP,
-//!   the status page, the OpenAPI document).
+//!   the status page, the OpenAPI document): parse, authorize, call a use
+//!   case, map to HTTP.
 //! - [`server`]: wiring: opens the log and database, starts runners, janitors
 //!   and HTTP, each writer under its lease (`arc-lease`: one per cluster).
 //! - [`error`]: the `ControlError` enum.
@@ -34,3 +38,4 @@ pub mod media;
 pub mod projection;
 pub mod readdb;
 pub mod server;
+pub mod usecase;

@@ -257,25 +257,28 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         config.janitor_interval,
         leases.lease(crate::janitor::LEASE),
     ));
-    let state = Arc::new(ApiState {
+    let services = Arc::new(crate::usecase::Services {
         log: log.clone(),
         db,
         rooms: Repository::new(log.clone()),
         apps: Repository::new(log.clone()),
         tracks: Repository::new(log.clone()),
         participants: Repository::new(log.clone()),
-        admin_key: admin_key.0.clone(),
-        master_key,
         token_policy: arc_auth::token::TokenPolicy { max_ttl_s: config.token_max_ttl_s, ..Default::default() },
-        secret_grace_s: config.secret_grace_s,
-        started: Instant::now(),
         projections,
-        webhooks: Some(webhooks.subscribe()),
         media,
         fault_skip_node_requests: std::env::var("ARC_FAULT_SKIP_NODE_REQUESTS").is_ok_and(|v| v == "1"),
-        quota: crate::api::quota::QuotaTurns::new(
-            crate::readdb::lock_pool(&config.database_url, crate::api::quota::TURN_CONNECTIONS_MAX).await?,
+        quota: crate::usecase::quota::QuotaTurns::new(
+            crate::readdb::lock_pool(&config.database_url, crate::usecase::quota::TURN_CONNECTIONS_MAX).await?,
         ),
+    });
+    let state = Arc::new(ApiState {
+        services,
+        admin_key: admin_key.0.clone(),
+        master_key,
+        secret_grace_s: config.secret_grace_s,
+        started: Instant::now(),
+        webhooks: Some(webhooks.subscribe()),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

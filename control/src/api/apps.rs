@@ -58,13 +58,8 @@ fn quotas_of(r: &AppRow) -> Quotas {
 
 /// Open rooms and participants of an app, from the rooms read model.
 pub(crate) async fn usage(state: &ApiState, app_id: &str) -> ApiResult<Usage> {
-    let (rooms_open, participants): (i64, Option<i64>) = sqlx::query_as(
-        "SELECT COUNT(*), CAST(COALESCE(SUM(participant_count), 0) AS BIGINT) FROM rooms WHERE app_id = $1 AND state = 'open'",
-    )
-    .bind(app_id)
-    .fetch_one(&state.db.pool)
-    .await?;
-    Ok(Usage { rooms_open, participants: participants.unwrap_or(0) })
+    let u = crate::usecase::queries::usage(&state.db, app_id).await?;
+    Ok(Usage { rooms_open: u.rooms_open, participants: u.participants })
 }
 
 async fn dto(state: &ApiState, r: AppRow) -> ApiResult<AppDto> {

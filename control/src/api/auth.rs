@@ -10,7 +10,7 @@ use base64::Engine as _;
 
 use super::ApiState;
 use super::error::{ApiError, ApiResult};
-use crate::projection::apps::{self, AppRow};
+use crate::projection::apps::AppRow;
 use crate::projection::rooms::RoomRow;
 
 /// An authenticated caller.
@@ -156,12 +156,7 @@ fn bad_app_credentials() -> ApiError {
 
 /// The apps read-model row of `app_id`.
 pub(crate) async fn load_app(state: &ApiState, app_id: &str) -> ApiResult<Option<AppRow>> {
-    if AppId::parse(app_id).is_err() {
-        return Ok(None);
-    }
-    let sql = format!("SELECT {} FROM apps WHERE app_id = $1", apps::COLUMNS.join(", "));
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(app_id).fetch_optional(&state.db.pool).await?;
-    Ok(row.map(|r| apps::from_row(&r)).transpose()?)
+    Ok(crate::usecase::queries::app(&state.db, app_id).await?)
 }
 
 fn unseal(state: &ApiState, app_id: &str, sealed_json: &str) -> ApiResult<AppSecret> {

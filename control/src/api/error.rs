@@ -239,3 +239,53 @@ impl<E: Rejection> From<ExecuteError<E>> for ApiError {
         }
     }
 }
+
+/// Where a media node could not be reached, as HTTP.
+pub(crate) fn route_error(e: crate::media::RouteError) -> ApiError {
+    use crate::media::RouteError;
+    match e {
+        RouteError::NoNode => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_media_node", "no media node is available for this room")
+        }
+        RouteError::Unreachable(node, why) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "media_node_unreachable",
+            format!("media node {node} did not answer: {why}"),
+        ),
+        RouteError::Db(e) => e.into(),
+    }
+}
+
+/// A media node's refusal, as HTTP.
+pub(crate) fn node_error(e: &arc_nodeproto::SessionError) -> ApiError {
+    let (status, code) = crate::media::session_error_status(e);
+    ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), code, e.to_string())
+}
+
+/// Every use case's failure, as HTTP (the one mapping).
+impl From<crate::usecase::UseCaseError> for ApiError {
+    fn from(e: crate::usecase::UseCaseError) -> Self {
+        use crate::usecase::UseCaseError as E;
+        match e {
+            E::Invalid { field, reason } => Self::bad_request(field, reason),
+            E::NotFound { code, message } => Self::not_found(code, message),
+            E::Forbidden { code, message } => Self::forbidden(code, message),
+            E::Quota { limit, max } => Self::quota(limit, max),
+            e @ E::Behind { .. } => Self::new(StatusCode::SERVICE_UNAVAILABLE, "behind", e.to_string()),
+            e @ E::SessionReplaced { .. } => Self::new(StatusCode::CONFLICT, "session_replaced", e.to_string()),
+            E::RoomRefused(e) => e.to_api(),
+            E::Room(e) => e.into(),
+            E::App(e) => e.into(),
+            E::Participant(e) => e.into(),
+            E::Track(e) => e.into(),
+            E::Route(e) => route_error(e),
+            E::Node(e) => node_error(&e),
+            E::Log(e) => e.into(),
+            E::Db(e) => e.into(),
+            E::Internal(what) => {
+                tracing::error!(what, "internal error");
+                Self::internal(&what)
+            }
+        }
+    }
+}

@@ -1,28 +1,22 @@
 //! The HTTP API (axum): health, status, apps, tokens, rooms, participants,
 //! webhooks and nodes, the status page and the OpenAPI document.
 //!
-//! Handlers authenticate the caller (`auth`), parse input, send a command
-//! through a [`Repository`] (writes) or query a read model (reads); no
-//! business rule lives here. Every error is JSON `{"error": {"code",
-//! "message"}}` with a fitting status, mapped in one place ([`error`]).
+//! Handlers authenticate the caller (`auth`), parse input, call a use case
+//! (`crate::usecase`: every rule and orchestration lives there, shared with
+//! the other entry points) or query a read model, and map the outcome to
+//! HTTP. Every error is JSON `{"error": {"code", "message"}}` with a fitting
+//! status, mapped in one place ([`error`]).
 //!
 //! Writes wait (bounded) until this process's projections have applied them,
 //! so a client reading right after its own write sees it; their answers carry
 //! `Arc-Position`, which a later request may send back to read at least that
-//! far on any instance (`position.rs`). An app's `max_rooms` and
-//! `max_participants` are checked inside its quota turn ([`quota`]), so they
-//! hold under concurrency, across instances too.
+//! far on any instance (`position.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_auth::seal::MasterKey;
-use arc_auth::token::TokenPolicy;
-use arc_eventlog::{EventLog, Position, Repository};
-use arc_events::aggregate::app::App;
-use arc_events::aggregate::participant::Participant;
-use arc_events::aggregate::room::Room;
-use arc_events::aggregate::track::Track;
+use arc_eventlog::Position;
 use arc_events::{Actor, CommandMeta};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -33,8 +27,8 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::projection::{Checkpoint, nodes};
-use crate::readdb::ReadDb;
+use crate::projection::nodes;
+use crate::usecase::Services;
 
 pub mod apps;
 pub(crate) mod auth;
@@ -42,7 +36,6 @@ pub mod error;
 pub(crate) mod json_errors;
 pub mod openapi;
 pub(crate) mod position;
-pub mod quota;
 pub mod rooms;
 pub mod whip;
 
@@ -53,33 +46,27 @@ pub const BODY_BYTES_MAX: usize = arc_events::limits::REQUEST_BODY_BYTES_MAX;
 /// Most items returned by one list call.
 pub const PAGE_MAX: i64 = 500;
 /// Longest a write waits for the local projections to apply it.
-pub const SETTLE_WAIT_MAX: Duration = Duration::from_secs(2);
+pub const SETTLE_WAIT_MAX: Duration = crate::usecase::SETTLE_WAIT_MAX;
 
-/// What handlers share.
+/// What handlers share: the use cases' services (`state.rooms`, `state.db`,
+/// … through `Deref`) and what only the HTTP API needs.
 #[derive(Debug)]
 pub struct ApiState {
-    pub log: Arc<dyn EventLog>,
-    pub db: ReadDb,
-    pub rooms: Repository<Room>,
-    pub apps: Repository<App>,
-    pub tracks: Repository<Track>,
-    pub participants: Repository<Participant>,
+    pub services: Arc<Services>,
     pub admin_key: String,
     pub master_key: Arc<MasterKey>,
-    pub token_policy: TokenPolicy,
     pub secret_grace_s: u32,
     pub started: Instant,
-    pub projections: Vec<(&'static str, watch::Receiver<Checkpoint>)>,
     /// Progress of the webhook delivery planner.
     pub webhooks: Option<watch::Receiver<Position>>,
-    /// How media nodes are reached (WHIP/WHEP, kicks).
-    pub media: crate::media::MediaRouter,
-    /// Fault injection for tests (`ARC_FAULT_SKIP_NODE_REQUESTS=1`): the fast
-    /// path requests that end or mute media on a node are not sent, so a test
-    /// can show the node applying the log on its own.
-    pub fault_skip_node_requests: bool,
-    /// Strict quotas: one quota-checked write per app at a time ([`quota`]).
-    pub quota: quota::QuotaTurns,
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.services
+    }
 }
 
 impl ApiState {
@@ -94,18 +81,6 @@ impl ApiState {
             return false;
         }
         true
-    }
-
-    /// Waits until every local projection has applied `position` (bounded
-    /// by [`SETTLE_WAIT_MAX`]); answers whether they did.
-    pub(crate) async fn settle_quietly(&self, position: Position) -> bool {
-        let wait = async {
-            for (_, rx) in &self.projections {
-                let mut rx = rx.clone();
-                let _ = rx.wait_for(|c| c.position >= position).await;
-            }
-        };
-        tokio::time::timeout(SETTLE_WAIT_MAX, wait).await.is_ok()
     }
 
     /// [`Self::settle`] for a write whose answer reads its result back from
@@ -279,7 +254,9 @@ async fn set_drain(state: &ApiState, headers: &HeaderMap, node_id: &str, drain: 
     let aggregate = arc_events::AggregateRef::new(arc_events::AggregateKind::Node, node_id)
         .map_err(|e| ApiError::bad_request("node_id", e))?;
     let command = if drain { NodeCommand::Drain { reason: "operator".into() } } else { NodeCommand::Undrain };
-    let done = Repository::<Node>::new(state.log.clone()).execute(&aggregate, &command, &meta(Actor::Admin)).await?;
+    let done = arc_eventlog::Repository::<Node>::new(state.log.clone())
+        .execute(&aggregate, &command, &meta(Actor::Admin))
+        .await?;
     state.settle(done.appended.map(|a| a.last)).await;
     Ok(Json(NodeDrain { node_id: node_id.to_owned(), draining: drain }))
 }

@@ -1,50 +1,31 @@
-//! Rooms, participants and tracks: create, list, close, join with a token,
-//! kick, permissions, metadata, mute.
+//! Rooms, participants and tracks over HTTP: create, list, close, join with
+//! a token, kick, permissions, metadata, mute. Each handler authenticates,
+//! parses, authorizes, calls its use case (`crate::usecase::rooms`) and maps
+//! the outcome; reads go through `crate::usecase::queries`.
 
 use std::sync::Arc;
 
-use arc_auth::token::Claims;
-use arc_eventlog::ExecuteError;
-use arc_events::aggregate::app::AppCommand;
-use arc_events::aggregate::participant::ParticipantCommand;
-use arc_events::aggregate::room::{RoomCommand, RoomError, RoomStatus};
-use arc_events::aggregate::track::TrackCommand;
 use arc_events::participant::Permissions;
-use arc_events::room::{LeaveReason, ParticipantJoined};
-use arc_events::track::MutedBy;
-use arc_events::{AggregateKind, AggregateRef, AppId, NodeId, ParticipantIdentity, ParticipantSid, RoomId};
-use arc_nodeproto::NodeRequest;
+use arc_events::room::LeaveReason;
+use arc_events::{AppId, ParticipantIdentity, RoomId};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
-use super::apps::usage;
-use super::auth::{Principal, authenticate, bearer_token, load_app, verify_token};
+use super::auth::{Principal, authenticate, bearer_token, verify_token};
 use super::error::{ApiError, ApiResult, ErrorBody, PendingBody};
-use super::{ApiState, check_limit, iso, meta, parse_body};
-use crate::projection::apps::AppRow;
-use crate::projection::participants::{self, ParticipantRow};
-use crate::projection::rooms::{self, RoomRow};
-use crate::projection::tracks::{self, TrackRow};
+use super::{ApiState, check_limit, iso, parse_body};
+use crate::projection::participants::ParticipantRow;
+use crate::projection::rooms::RoomRow;
+use crate::projection::tracks::TrackRow;
+use crate::usecase::queries;
+use crate::usecase::rooms as uc;
 
-/// The room id of an app's room name: rooms are addressed by name within
-/// their app, so the id is derived (`rm_` + 32 hex of SHA-256), never stored
-/// in a lookup table.
-pub fn room_id_for(app_id: &AppId, name: &str) -> RoomId {
-    let digest = Sha256::new().chain_update(app_id.as_str()).chain_update([0u8]).chain_update(name).finalize();
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    // INVARIANT: "rm_" + 32 hex digits is a valid token id.
-    RoomId::parse(&format!("rm_{hex}")).unwrap_or_else(|_| RoomId::generate())
-}
-
-fn room_ref(room_id: &str) -> ApiResult<AggregateRef> {
-    AggregateRef::new(AggregateKind::Room, room_id).map_err(|e| ApiError::bad_request("room_id", e))
-}
+pub use crate::usecase::rooms::room_id_for;
 
 /// A room as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -150,10 +131,8 @@ fn participant_dto(p: ParticipantRow, tracks: Vec<TrackDto>) -> ParticipantDto {
 }
 
 async fn load_room(state: &ApiState, room_id: &str) -> ApiResult<Option<RoomRow>> {
-    room_ref(room_id)?;
-    let sql = format!("SELECT {} FROM rooms WHERE room_id = $1", rooms::COLUMNS.join(", "));
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id).fetch_optional(&state.db.pool).await?;
-    Ok(row.map(|r| rooms::from_row(&r)).transpose()?)
+    uc::room_ref(room_id)?;
+    Ok(queries::room(&state.db, room_id).await?)
 }
 
 /// The room, if it exists and the caller may moderate it (404 otherwise, so
@@ -165,77 +144,8 @@ async fn moderated_room(state: &ApiState, who: &Principal, room_id: &str) -> Api
     Ok(room)
 }
 
-async fn active_participant(state: &ApiState, room_id: &str, identity: &str) -> ApiResult<Option<ParticipantRow>> {
-    let sql = format!(
-        "SELECT {} FROM participants WHERE room_id = $1 AND identity = $2 AND state = 'active' \
-         ORDER BY joined_at_ms DESC LIMIT 1",
-        participants::COLUMNS.join(", ")
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id).bind(identity).fetch_optional(&state.db.pool).await?;
-    Ok(row.map(|r| participants::from_row(&r)).transpose()?)
-}
-
 async fn tracks_of(state: &ApiState, sid: &str) -> ApiResult<Vec<TrackDto>> {
-    let sql = format!(
-        "SELECT {} FROM tracks WHERE sid = $1 AND state = 'published' ORDER BY track_id",
-        tracks::COLUMNS.join(", ")
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(sid).fetch_all(&state.db.pool).await?;
-    rows.iter().map(|r| tracks::from_row(r).map(Into::into).map_err(Into::into)).collect()
-}
-
-fn quota_of(v: Option<i64>) -> Option<i64> {
-    v.filter(|v| *v > 0)
-}
-
-/// Opens the app's room `name` unless it is open already, within the app's room quota.
-pub(crate) async fn ensure_room(
-    state: &ApiState,
-    who: &Principal,
-    app: &AppRow,
-    app_id: &AppId,
-    create: RoomCommand,
-    name: &str,
-) -> ApiResult<(RoomId, bool, Option<arc_eventlog::Position>)> {
-    let room_id = room_id_for(app_id, name);
-    let aggregate = room_ref(room_id.as_str())?;
-    // Under `max_rooms`, the app's quota turn (strict across instances),
-    // taken before anything is read.
-    let _turn = match quota_of(app.max_rooms) {
-        Some(_) => Some(super::quota::turn(state, &app.app_id).await?),
-        None => None,
-    };
-    let (current, _) = state.rooms.load(&aggregate).await?;
-    if current.status == RoomStatus::Open {
-        return Ok((room_id, false, None));
-    }
-    // Bad input is reported before any quota (decide is pure: this only validates).
-    if let Err(e) = arc_events::Aggregate::decide(&current, &create, &arc_events::Context { now: chrono::Utc::now() }) {
-        use super::error::Rejection;
-        return Err(e.to_api());
-    }
-    if let Some(max) = quota_of(app.max_rooms)
-        && usage(state, &app.app_id).await?.rooms_open >= max
-    {
-        return Err(ApiError::quota("max_rooms", max));
-    }
-    match state.rooms.execute(&aggregate, &create, &meta(who.actor())).await {
-        Ok(done) => Ok((room_id, true, done.appended.map(|a| a.last))),
-        // Someone opened it at the same moment: that is what we wanted.
-        Err(ExecuteError::Rejected(RoomError::AlreadyExists)) => Ok((room_id, false, None)),
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn active_app(state: &ApiState, app_id: &AppId) -> ApiResult<AppRow> {
-    let app = load_app(state, app_id.as_str())
-        .await?
-        .filter(|a| a.state != "deleted")
-        .ok_or_else(|| ApiError::not_found("app_not_found", "app not found"))?;
-    if app.state == "disabled" {
-        return Err(ApiError::forbidden("app_disabled", "the app is disabled"));
-    }
-    Ok(app)
+    Ok(queries::published_tracks(&state.db, sid).await?.into_iter().map(Into::into).collect())
 }
 
 /// A room to open.
@@ -275,33 +185,17 @@ pub(crate) async fn create_room(
     let who = authenticate(&state, &headers).await?;
     let req: CreateRoom = parse_body(&body)?;
     let app_id = who.app_scope(req.app_id.as_deref())?;
-    let app = active_app(&state, &app_id).await?;
-    let command = RoomCommand::Create {
-        app_id: app_id.clone(),
-        name: req.name.clone(),
+    let app = uc::active_app(&state, &app_id).await?;
+    let room = uc::NewRoom {
+        name: req.name,
         max_participants: req.max_participants,
         empty_timeout_s: req.empty_timeout_s,
         metadata: req.metadata,
     };
-    let room_id = room_id_for(&app_id, &req.name);
-    let (current, _) = state.rooms.load(&room_ref(room_id.as_str())?).await?;
-    if current.status == RoomStatus::Open {
-        return Err(RoomError::AlreadyExists.into_api());
-    }
-    let (room_id, _, position) = ensure_room(&state, &who, &app, &app_id, command, &req.name).await?;
+    let (room_id, position) = uc::create_room(&state, &who.actor(), &app, room).await?;
     state.settled(position, &format!("/v1/rooms/{room_id}")).await?;
     let room = load_room(&state, room_id.as_str()).await?.map(RoomDto::from);
     Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/rooms/{room_id}"))], Json(room)).into_response())
-}
-
-trait IntoApi {
-    fn into_api(self) -> ApiError;
-}
-impl IntoApi for RoomError {
-    fn into_api(self) -> ApiError {
-        use super::error::Rejection;
-        self.to_api()
-    }
 }
 
 /// Get a room.
@@ -370,21 +264,14 @@ pub(crate) async fn list_rooms(
         return Err(ApiError::bad_request("state", "must be open or closed"));
     }
     let limit = check_limit(q.limit)?;
-    let sql = format!(
-        "SELECT {} FROM rooms WHERE ($1 = '' OR app_id = $1) AND ($2 = '' OR state = $2) AND ($3 = '' OR name = $3) \
-         AND room_id > $4 ORDER BY room_id LIMIT $5",
-        rooms::COLUMNS.join(", ")
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(app_filter)
-        .bind(q.state.unwrap_or_default())
-        .bind(q.name.unwrap_or_default())
-        .bind(q.after.unwrap_or_default())
-        .bind(limit)
-        .fetch_all(&state.db.pool)
-        .await?;
-    let rooms: Vec<RoomDto> =
-        rows.iter().map(rooms::from_row).collect::<Result<Vec<_>, _>>()?.into_iter().map(Into::into).collect();
+    let filter = queries::RoomFilter {
+        app_id: app_filter,
+        state: q.state.unwrap_or_default(),
+        name: q.name.unwrap_or_default(),
+        after: q.after.unwrap_or_default(),
+        limit,
+    };
+    let rooms: Vec<RoomDto> = queries::rooms(&state.db, &filter).await?.into_iter().map(Into::into).collect();
     let next = (rooms.len() as i64 == limit).then(|| rooms.last().map(|r| r.room_id.clone())).flatten();
     Ok(Json(RoomList { rooms, next_after: next }))
 }
@@ -406,49 +293,9 @@ pub(crate) async fn close_room(
 ) -> ApiResult<Json<RoomDto>> {
     let who = authenticate(&state, &headers).await?;
     moderated_room(&state, &who, &room_id).await?;
-    // The nodes carrying the room's media, read before the participants leave.
-    let nodes: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT node_id FROM participants WHERE room_id = $1 AND state = 'active' AND node_id IS NOT NULL",
-    )
-    .bind(&room_id)
-    .fetch_all(&state.db.pool)
-    .await?;
-    let done = state.rooms.execute(&room_ref(&room_id)?, &RoomCommand::Close, &meta(who.actor())).await?;
-    let settled = state.settled(done.appended.map(|a| a.last), &format!("/v1/rooms/{room_id}")).await;
-    for node in &nodes {
-        end_media(&state, node, &room_id, None, LeaveReason::RoomClosed).await;
-    }
-    settled?;
+    let position = uc::close_room(&state, &who.actor(), &room_id).await?;
+    state.settled(position, &format!("/v1/rooms/{room_id}")).await?;
     Ok(Json(moderated_room(&state, &who, &room_id).await?.into()))
-}
-
-/// Asks a media node to end sessions the log already says have ended (one
-/// participant session's, or the whole room's). A node that cannot be reached
-/// is only logged: the log is already right, the node's reconciliation with
-/// the log ends them later (janitor), and a lost node's sessions end with it.
-pub(crate) async fn end_media(state: &ApiState, node: &str, room_id: &str, sid: Option<&str>, reason: LeaveReason) {
-    if state.fault_skip_node_requests {
-        tracing::warn!(%node, room_id, ?sid, ?reason, "fault injection: not telling the node (ARC_FAULT_SKIP_NODE_REQUESTS)");
-        return;
-    }
-    let sid = match sid.map(ParticipantSid::parse).transpose() {
-        Ok(sid) => sid,
-        Err(e) => {
-            tracing::warn!(%node, room_id, error = %e, "not a participant sid; nothing to end");
-            return;
-        }
-    };
-    let Ok(room) = RoomId::parse(room_id) else {
-        tracing::warn!(%node, room_id, "not a room id; nothing to end");
-        return;
-    };
-    let req = NodeRequest::End { room_id: room, sid: sid.clone(), reason };
-    match state.media.request(node, req).await {
-        Ok(reply) => tracing::debug!(%node, room_id, ?sid, ?reason, ?reply, "media sessions ended"),
-        Err(e) => {
-            tracing::warn!(%node, room_id, ?sid, ?reason, error = %e, "telling the media node to end sessions")
-        }
-    }
 }
 
 /// Free-form metadata (`null` clears it).
@@ -479,123 +326,9 @@ pub(crate) async fn set_room_metadata(
     let who = authenticate(&state, &headers).await?;
     let req: Metadata = parse_body(&body)?;
     moderated_room(&state, &who, &room_id).await?;
-    let command = RoomCommand::UpdateMetadata { metadata: req.metadata };
-    let done = state.rooms.execute(&room_ref(&room_id)?, &command, &meta(who.actor())).await?;
-    state.settled(done.appended.map(|a| a.last), &format!("/v1/rooms/{room_id}")).await?;
+    let position = uc::set_room_metadata(&state, &who.actor(), &room_id, req.metadata).await?;
+    state.settled(position, &format!("/v1/rooms/{room_id}")).await?;
     Ok(Json(moderated_room(&state, &who, &room_id).await?.into()))
-}
-
-/// What a join did.
-#[derive(Debug)]
-pub(crate) struct JoinOutcome {
-    /// Where the join went in the log (`None` if it was already so).
-    pub(crate) position: Option<arc_eventlog::Position>,
-    /// The room's seq after the join.
-    pub(crate) seq: u64,
-}
-
-/// Joins `identity` to the room, within the app's quotas. An identity that is
-/// in the room already is replaced: its older session leaves
-/// (`duplicate_identity`) and its media node ends that session's media, so an
-/// identity never has two live sessions in a room (a page refresh, or the
-/// same token used twice).
-pub(crate) async fn join(
-    state: &ApiState,
-    who: &Principal,
-    app: &AppRow,
-    room_id: &RoomId,
-    joined: ParticipantJoined,
-) -> ApiResult<JoinOutcome> {
-    let aggregate = room_ref(room_id.as_str())?;
-    // Under `max_participants`, the app's quota turn (strict across
-    // instances), held until the join is in the log.
-    let _turn = match quota_of(app.max_participants) {
-        Some(_) => Some(super::quota::turn(state, &app.app_id).await?),
-        None => None,
-    };
-    if let Some(max) = quota_of(app.max_participants) {
-        let (room, _) = state.rooms.load(&aggregate).await?;
-        if !room.participants.contains_key(&joined.identity) && usage(state, &app.app_id).await?.participants >= max {
-            return Err(ApiError::quota("max_participants", max));
-        }
-    }
-    let cap = quota_of(app.max_participants_per_room).and_then(|v| u32::try_from(v).ok());
-    let new_node = joined.node_id.as_ref().map(ToString::to_string);
-    let done = state.rooms.execute(&aggregate, &RoomCommand::Join { joined, cap }, &meta(who.actor())).await?;
-    let replaced = done.events.iter().find_map(|e| match e {
-        arc_events::RoomEvent::ParticipantLeft(l) if l.reason == LeaveReason::DuplicateIdentity => Some(l.sid.clone()),
-        _ => None,
-    });
-    if let Some(old) = &replaced {
-        // The older session's node: as the read model knows it, else the node
-        // this join was placed on (placement keeps a room on one node).
-        let node: Option<String> = sqlx::query_scalar("SELECT node_id FROM participants WHERE sid = $1")
-            .bind(old.as_str())
-            .fetch_optional(&state.db.pool)
-            .await?
-            .flatten()
-            .or(new_node);
-        if let Some(node) = node {
-            end_media(state, &node, room_id.as_str(), Some(old.as_str()), LeaveReason::DuplicateIdentity).await;
-        }
-    }
-    Ok(JoinOutcome { position: done.appended.map(|a| a.last), seq: done.seq })
-}
-
-/// What a token's join did.
-pub(crate) struct TokenJoin {
-    pub(crate) room_id: RoomId,
-    /// Whether this join opened the room.
-    pub(crate) room_created: bool,
-    pub(crate) identity: ParticipantIdentity,
-    pub(crate) sid: ParticipantSid,
-    /// The token's holder, as a principal.
-    pub(crate) who: Principal,
-    /// The media node the session was placed on, if any.
-    pub(crate) node: Option<NodeId>,
-    /// Where the join went in the log (`None` if it was already so).
-    pub(crate) position: Option<arc_eventlog::Position>,
-}
-
-/// The join of an access token's holder, for every entry point that joins
-/// with a token (`POST /v1/join`, WHIP/WHEP): opens the token's room if
-/// needed (within `max_rooms`), asks `place` for the session's media node
-/// (or none), and records the participant's session with the token's name,
-/// grants, metadata and `jti` (within `max_participants`).
-pub(crate) async fn join_with_claims(
-    state: &ApiState,
-    app: &AppRow,
-    claims: &Claims,
-    place: impl AsyncFnOnce(&RoomId) -> ApiResult<Option<NodeId>>,
-) -> ApiResult<TokenJoin> {
-    let app_id = AppId::parse(&app.app_id).map_err(|_| ApiError::internal("bad app id in the read model"))?;
-    let identity = ParticipantIdentity::parse(&claims.sub).map_err(|e| ApiError::bad_request("token sub", e))?;
-    let who = Principal::Participant { app: Box::new(app.clone()), claims: Box::new(claims.clone()) };
-    let create = RoomCommand::Create {
-        app_id: app_id.clone(),
-        name: claims.room.clone(),
-        max_participants: None,
-        empty_timeout_s: None,
-        metadata: None,
-    };
-    let (room_id, room_created, _) = ensure_room(state, &who, app, &app_id, create, &claims.room).await?;
-    let node = place(&room_id).await?;
-    let sid = ParticipantSid::generate();
-    let joined = ParticipantJoined {
-        identity: identity.clone(),
-        sid: sid.clone(),
-        name: claims.name.clone(),
-        node_id: node.clone(),
-        jti: Some(claims.jti.clone()),
-        permissions: Some(Permissions {
-            publish: claims.grants.publish,
-            subscribe: claims.grants.subscribe,
-            publish_data: claims.grants.publish_data,
-        }),
-        metadata: claims.metadata.clone(),
-    };
-    let position = join(state, &who, app, &room_id, joined).await?.position;
-    Ok(TokenJoin { room_id, room_created, identity, sid, who, node, position })
 }
 
 /// A participant's session, opened with an access token.
@@ -630,8 +363,7 @@ pub(crate) async fn join_with_token(State(state): State<Arc<ApiState>>, headers:
     if !claims.grants.join {
         return Err(ApiError::forbidden("permission_denied", "the token has no join grant"));
     }
-    let no_node = async |_: &RoomId| -> ApiResult<Option<NodeId>> { Ok(None) };
-    let done = join_with_claims(&state, &app, &claims, no_node).await?;
+    let done = uc::join_with_token(&state, &app, &claims, uc::Placement::None).await?;
     state.settle(done.position).await;
     let body = Joined {
         room_id: done.room_id.to_string(),
@@ -692,28 +424,23 @@ pub(crate) async fn join_room(
     let req: JoinRoom = parse_body(&body)?;
     let room = moderated_room(&state, &who, &room_id).await?;
     let app_id = AppId::parse(&room.app_id).map_err(|_| ApiError::internal("bad app id in the read model"))?;
-    let app = active_app(&state, &app_id).await?;
-    let identity = ParticipantIdentity::parse(&req.identity).map_err(|e| ApiError::bad_request("identity", e))?;
-    let node_id = req
-        .node_id
-        .as_deref()
-        .map(arc_events::NodeId::parse)
-        .transpose()
-        .map_err(|e| ApiError::bad_request("node_id", e))?;
-    let sid = ParticipantSid::generate();
-    let joined = ParticipantJoined {
-        identity: identity.clone(),
-        sid: sid.clone(),
+    let app = uc::active_app(&state, &app_id).await?;
+    let admit = uc::Admit {
+        identity: ParticipantIdentity::parse(&req.identity).map_err(|e| ApiError::bad_request("identity", e))?,
         name: req.name,
-        node_id,
-        jti: None,
-        permissions: None,
+        node_id: req
+            .node_id
+            .as_deref()
+            .map(arc_events::NodeId::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad_request("node_id", e))?,
         metadata: req.metadata,
     };
     let rid = RoomId::parse(&room_id).map_err(|e| ApiError::bad_request("room_id", e))?;
-    let JoinOutcome { position, seq } = join(&state, &who, &app, &rid, joined).await?;
-    state.settle(position).await;
-    let body = ParticipantAdded { room_id, identity: identity.to_string(), sid: sid.to_string(), seq };
+    let identity = admit.identity.to_string();
+    let (sid, done) = uc::admit(&state, &who.actor(), &app, &rid, admit).await?;
+    state.settle(done.position).await;
+    let body = ParticipantAdded { room_id, identity, sid: sid.to_string(), seq: done.seq };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -751,44 +478,11 @@ pub(crate) async fn leave_room(
 ) -> ApiResult<Json<Left>> {
     let who = authenticate(&state, &headers).await?;
     moderated_room(&state, &who, &room_id).await?;
-    let left = remove(&state, &who, &room_id, &identity, q.sid.as_deref(), LeaveReason::Removed).await?;
-    // Its media ends too (by sid: a newer session of the identity stays).
-    if let Some((sid, Some(row))) = &left
-        && let Some(node) = &row.node_id
-    {
-        end_media(&state, node, &room_id, Some(sid.as_str()), LeaveReason::Removed).await;
+    let left = uc::remove(&state, &who.actor(), &room_id, &identity, q.sid.as_deref(), LeaveReason::Removed).await?;
+    if let Some((_, _, position)) = &left {
+        state.settle(*position).await;
     }
     Ok(Json(Left { room_id, identity, left: left.is_some() }))
-}
-
-/// Ends the participant's session (the named one, or the current one).
-async fn remove(
-    state: &ApiState,
-    who: &Principal,
-    room_id: &str,
-    identity: &str,
-    sid: Option<&str>,
-    reason: LeaveReason,
-) -> ApiResult<Option<(ParticipantSid, Option<ParticipantRow>)>> {
-    let identity = ParticipantIdentity::parse(identity).map_err(|e| ApiError::bad_request("identity", e))?;
-    let aggregate = room_ref(room_id)?;
-    let (room, _) = state.rooms.load(&aggregate).await?;
-    let current = room.participants.get(&identity).cloned();
-    let sid = match sid {
-        Some(s) => ParticipantSid::parse(s).map_err(|e| ApiError::bad_request("sid", e))?,
-        None => match current {
-            Some(s) => s,
-            None => return Ok(None),
-        },
-    };
-    // The row of the session that ends (by sid: never another session of the identity).
-    let sql = format!("SELECT {} FROM participants WHERE sid = $1", participants::COLUMNS.join(", "));
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(sid.as_str()).fetch_optional(&state.db.pool).await?;
-    let row = row.map(|r| participants::from_row(&r)).transpose()?;
-    let command = RoomCommand::Leave { identity, sid: sid.clone(), reason };
-    let done = state.rooms.execute(&aggregate, &command, &meta(who.actor())).await?;
-    state.settle(done.appended.map(|a| a.last)).await;
-    Ok(if done.events.is_empty() { None } else { Some((sid, row)) })
 }
 
 /// The outcome of a kick.
@@ -818,27 +512,9 @@ pub(crate) async fn kick(
 ) -> ApiResult<Json<Kicked>> {
     let who = authenticate(&state, &headers).await?;
     let room = moderated_room(&state, &who, &room_id).await?;
-    let participant = active_participant(&state, &room_id, &identity)
-        .await?
-        .ok_or_else(|| ApiError::not_found("participant_not_found", "no such participant in the room"))?;
-    // Revoke first: if the leave then fails, a retry finds the token already refused.
-    let mut revoked = false;
-    if let Some(jti) = &participant.jti {
-        let app_ref =
-            AggregateRef::new(AggregateKind::App, &room.app_id).map_err(|_| ApiError::internal("bad app id"))?;
-        let expires_at = chrono::Utc::now()
-            + chrono::Duration::seconds(i64::from(state.token_policy.max_ttl_s + state.token_policy.leeway_s));
-        let command = AppCommand::RevokeToken { jti: jti.clone(), expires_at, reason: Some("kicked".into()) };
-        let done = state.apps.execute(&app_ref, &command, &meta(who.actor())).await?;
-        state.settle(done.appended.map(|a| a.last)).await;
-        revoked = true;
-    }
-    remove(&state, &who, &room_id, &identity, Some(&participant.sid), LeaveReason::Kicked).await?;
-    // The media node ends the participant's sessions now (the log already says it left).
-    if let Some(node) = &participant.node_id {
-        end_media(&state, node, &room_id, Some(&participant.sid), LeaveReason::Kicked).await;
-    }
-    Ok(Json(Kicked { room_id, identity, sid: participant.sid, kicked: true, token_revoked: revoked }))
+    let kick = uc::kick(&state, &who.actor(), &room.app_id, &room_id, &identity).await?;
+    state.settle(kick.position).await;
+    Ok(Json(Kicked { room_id, identity, sid: kick.sid, kicked: true, token_revoked: kick.token_revoked }))
 }
 
 /// Who is in a room.
@@ -862,14 +538,9 @@ pub(crate) async fn list_participants(
 ) -> ApiResult<Json<ParticipantList>> {
     let who = authenticate(&state, &headers).await?;
     moderated_room(&state, &who, &room_id).await?;
-    let sql = format!(
-        "SELECT {} FROM participants WHERE room_id = $1 AND state = 'active' ORDER BY identity LIMIT 10000",
-        participants::COLUMNS.join(", ")
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&room_id).fetch_all(&state.db.pool).await?;
+    let rows = queries::active_participants(&state.db, &room_id).await?;
     let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let p = participants::from_row(row)?;
+    for p in rows {
         let tracks = tracks_of(&state, &p.sid).await?;
         out.push(participant_dto(p, tracks));
     }
@@ -877,9 +548,7 @@ pub(crate) async fn list_participants(
 }
 
 async fn participant_in(state: &ApiState, room_id: &str, identity: &str) -> ApiResult<ParticipantDto> {
-    let p = active_participant(state, room_id, identity)
-        .await?
-        .ok_or_else(|| ApiError::not_found("participant_not_found", "no such participant in the room"))?;
+    let p = uc::participant_in(state, room_id, identity).await?;
     let tracks = tracks_of(state, &p.sid).await?;
     Ok(participant_dto(p, tracks))
 }
@@ -903,10 +572,6 @@ pub(crate) async fn get_participant(
     Ok(Json(participant_in(&state, &room_id, &identity).await?))
 }
 
-fn participant_ref(sid: &str) -> ApiResult<AggregateRef> {
-    AggregateRef::new(AggregateKind::Participant, sid).map_err(|_| ApiError::internal("bad sid in the read model"))
-}
-
 /// Replace what a participant may do (publish, subscribe, publish data).
 #[utoipa::path(put, path = "/v1/rooms/{room_id}/participants/{identity}/permissions", tag = "participants",
     params(("room_id" = String, Path, description = "The room id (`rm_…`)"), ("identity" = String, Path, description = "The participant's identity")), request_body = Permissions, security(("admin" = []), ("app" = []), ("participant" = [])),
@@ -927,15 +592,10 @@ pub(crate) async fn set_permissions(
     let who = authenticate(&state, &headers).await?;
     moderated_room(&state, &who, &room_id).await?;
     let permissions: Permissions = parse_body(&body)?;
-    let p = participant_in(&state, &room_id, &identity).await?;
-    let command = ParticipantCommand::SetPermissions {
-        room_id: RoomId::parse(&room_id).map_err(|e| ApiError::bad_request("room_id", e))?,
-        identity: ParticipantIdentity::parse(&identity).map_err(|e| ApiError::bad_request("identity", e))?,
-        permissions,
-    };
-    let done = state.participants.execute(&participant_ref(&p.sid)?, &command, &meta(who.actor())).await?;
+    let change = uc::ParticipantChange::Permissions(permissions);
+    let position = uc::change_participant(&state, &who.actor(), &room_id, &identity, change).await?;
     let location = format!("/v1/rooms/{room_id}/participants/{identity}");
-    state.settled(done.appended.map(|a| a.last), &location).await?;
+    state.settled(position, &location).await?;
     Ok(Json(participant_in(&state, &room_id, &identity).await?))
 }
 
@@ -969,16 +629,10 @@ pub(crate) async fn set_participant_metadata(
     let who = authenticate(&state, &headers).await?;
     moderated_room(&state, &who, &room_id).await?;
     let req: ParticipantMetadata = parse_body(&body)?;
-    let p = participant_in(&state, &room_id, &identity).await?;
-    let command = ParticipantCommand::UpdateMetadata {
-        room_id: RoomId::parse(&room_id).map_err(|e| ApiError::bad_request("room_id", e))?,
-        identity: ParticipantIdentity::parse(&identity).map_err(|e| ApiError::bad_request("identity", e))?,
-        name: req.name,
-        metadata: req.metadata,
-    };
-    let done = state.participants.execute(&participant_ref(&p.sid)?, &command, &meta(who.actor())).await?;
+    let change = uc::ParticipantChange::Metadata { name: req.name, metadata: req.metadata };
+    let position = uc::change_participant(&state, &who.actor(), &room_id, &identity, change).await?;
     let location = format!("/v1/rooms/{room_id}/participants/{identity}");
-    state.settled(done.appended.map(|a| a.last), &location).await?;
+    state.settled(position, &location).await?;
     Ok(Json(participant_in(&state, &room_id, &identity).await?))
 }
 
@@ -1010,32 +664,10 @@ pub(crate) async fn mute_track(
     let who = authenticate(&state, &headers).await?;
     moderated_room(&state, &who, &room_id).await?;
     let req: Mute = parse_body(&body)?;
-    let aggregate =
-        AggregateRef::new(AggregateKind::Track, &track_id).map_err(|e| ApiError::bad_request("track_id", e))?;
-    let (track, _) = state.tracks.load(&aggregate).await?;
-    if track.room_id.as_ref().map(RoomId::as_str) != Some(room_id.as_str()) {
-        return Err(ApiError::not_found("track_not_found", "no such track in the room"));
-    }
-    let command = TrackCommand::SetMuted { muted: req.muted, by: MutedBy::Moderator };
-    let done = state.tracks.execute(&aggregate, &command, &meta(who.actor())).await?;
-    let settled = state.settled(done.appended.map(|a| a.last), &format!("/v1/rooms/{room_id}/participants")).await;
-    let sql = format!("SELECT {} FROM tracks WHERE track_id = $1", tracks::COLUMNS.join(", "));
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&track_id).fetch_optional(&state.db.pool).await?;
-    let row = row.ok_or_else(|| ApiError::not_found("track_not_found", "no such track in the room"))?;
-    let row = tracks::from_row(&row)?;
-    // The media node stops (or resumes) forwarding the track now.
-    let node: Option<String> = sqlx::query_scalar("SELECT node_id FROM participants WHERE sid = $1")
-        .bind(&row.sid)
-        .fetch_optional(&state.db.pool)
+    let position = uc::mute_track(&state, &who.actor(), &room_id, &track_id, req.muted).await?;
+    state.settled(position, &format!("/v1/rooms/{room_id}/participants")).await?;
+    let row = queries::track(&state.db, &track_id)
         .await?
-        .flatten();
-    if let Some(node) = node.filter(|_| !state.fault_skip_node_requests) {
-        let track = arc_events::TrackId::parse(&track_id).map_err(|e| ApiError::bad_request("track_id", e))?;
-        let req = NodeRequest::Mute { track_id: track, muted: req.muted };
-        if let Err(e) = state.media.request(&node, req).await {
-            tracing::warn!(%node, error = %e, "telling the media node about a mute");
-        }
-    }
-    settled?;
+        .ok_or_else(|| ApiError::not_found("track_not_found", "no such track in the room"))?;
     Ok(Json(row.into()))
 }

@@ -1,19 +1,19 @@
 //! WHIP and WHEP (RFC 9725 and its playback twin): SDP offer in, SDP answer
 //! out, a session resource to PATCH (trickle ICE) and DELETE (leave).
 //!
-//! The control plane authorizes the access token (grant `publish` for WHIP,
-//! `subscribe` for WHEP, for the room named in the path), opens the room if
-//! needed, places it on a media node, records the participant's join with
-//! that node, and asks the node for the session. Media never passes here.
+//! The handler authorizes the access token (grant `publish` for WHIP,
+//! `subscribe` for WHEP, for the room named in the path) and checks the
+//! offer's envelope; the use case (`usecase::rooms::open_media_session`)
+//! opens the room if needed, places it on a media node, records the
+//! participant's join with that node, and asks the node for the session.
+//! Media never passes here.
 //! The resource URL names the node, so any control-plane instance can route
 //! a PATCH or DELETE without shared state.
 
 use std::sync::Arc;
 
-use arc_events::aggregate::room::RoomCommand;
-use arc_events::room::LeaveReason;
-use arc_events::{AggregateRef, MediaSessionId, NodeId, ParticipantIdentity};
-use arc_nodeproto::{NodeReply, NodeRequest, OpenSession, Role};
+use arc_events::{MediaSessionId, NodeId, ParticipantIdentity};
+use arc_nodeproto::{NodeReply, NodeRequest, Role};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -22,11 +22,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::ApiState;
 use super::auth::{bearer_token, verify_token};
-use super::error::{ApiError, ApiResult, ErrorBody};
-use super::rooms::{TokenJoin, end_media, join_with_claims};
-use super::{ApiState, meta};
-use crate::media::{RouteError, session_error_status};
+use super::error::{ApiError, ApiResult, ErrorBody, node_error, route_error};
+use crate::usecase::rooms as uc;
 
 /// Largest SDP offer accepted.
 pub const SDP_BYTES_MAX: usize = arc_events::limits::SDP_OFFER_BYTES_MAX;
@@ -37,25 +36,6 @@ fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
-}
-
-fn route_error(e: RouteError) -> ApiError {
-    match e {
-        RouteError::NoNode => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_media_node", "no media node is available for this room")
-        }
-        RouteError::Unreachable(node, why) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "media_node_unreachable",
-            format!("media node {node} did not answer: {why}"),
-        ),
-        RouteError::Db(e) => e.into(),
-    }
-}
-
-fn node_error(e: &arc_nodeproto::SessionError) -> ApiError {
-    let (status, code) = session_error_status(e);
-    ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), code, e.to_string())
 }
 
 /// A session resource's id from the path (a malformed one names no session).
@@ -169,55 +149,11 @@ async fn open_session(
     if !offer.trim_start().starts_with("v=0") {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_sdp", "bad SDP: an SDP offer starts with v=0"));
     }
-    // The room (opened if needed), a media node for it, and the join.
-    let place = async |room_id: &arc_events::RoomId| -> ApiResult<Option<NodeId>> {
-        let node = state.media.place(&state.db, room_id.as_str()).await.map_err(route_error)?;
-        NodeId::parse(&node).map(Some).map_err(|_| ApiError::internal("bad node id in the read model"))
-    };
-    let TokenJoin { room_id, identity, sid, who, node, position, .. } =
-        join_with_claims(state, &app, &claims, place).await?;
-    let node = node.map(|n| n.to_string()).ok_or_else(|| ApiError::internal("no media node was placed"))?;
-    let req = OpenSession {
-        room_id: room_id.clone(),
-        identity: identity.clone(),
-        sid: sid.clone(),
-        role,
-        offer: offer.to_owned(),
-    };
-    let outcome = state.media.request(&node, NodeRequest::Open(req)).await;
-    let aggregate = AggregateRef::from(&room_id);
-    let opened = match outcome {
-        Ok(NodeReply::Opened(o)) => o,
-        failed => {
-            // The participant never got media: record that it left.
-            let leave = RoomCommand::Leave { identity, sid, reason: LeaveReason::ConnectionLost };
-            if let Err(e) = state.rooms.execute(&aggregate, &leave, &meta(who.actor())).await {
-                tracing::warn!(error = %e, "recording the leave of a failed session");
-            }
-            return Err(match failed {
-                Ok(NodeReply::Error(e)) => node_error(&e),
-                Ok(other) => ApiError::internal(&format!("unexpected reply from the media node: {other:?}")),
-                Err(e) => route_error(e),
-            });
-        }
-    };
-    // A newer join of the same identity may have replaced this one while the
-    // node opened it; its end request may then have reached the node before
-    // this session existed. Checked now that the session exists, one of the
-    // two always sees the other: either the replacing join ends this session
-    // on the node, or this check finds it replaced and ends it here.
-    let (room_now, _) = state.rooms.load(&aggregate).await?;
-    if room_now.participants.get(&identity) != Some(&sid) {
-        end_media(state, &node, room_id.as_str(), Some(sid.as_str()), LeaveReason::DuplicateIdentity).await;
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "session_replaced",
-            format!("a newer session of {identity:?} joined the room while this one was being set up"),
-        ));
-    }
+    let uc::MediaSession { node, session_id, answer, position, .. } =
+        uc::open_media_session(state, &app, &claims, role, offer).await?;
     state.settle(position).await;
-    let location = format!("/v1/{path}/{room}/sessions/{node}/{}", opened.session_id);
-    let mut resp = (StatusCode::CREATED, opened.answer).into_response();
+    let location = format!("/v1/{path}/{room}/sessions/{node}/{session_id}");
+    let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
     if let Ok(v) = HeaderValue::from_str(&location) {

@@ -13,11 +13,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::http::StatusCode;
 use sqlx::AnyPool;
 
-use super::ApiState;
-use super::error::{ApiError, ApiResult};
+use super::{Services, UseCaseError, UseCaseResult};
 
 /// The first key of the advisory lock (the second is the app's): "ARCQ".
 /// Two-key locks never collide with the one-key locks of the leases.
@@ -65,7 +63,7 @@ impl QuotaTurns {
 
 /// Takes `app_id`'s quota turn and waits until this instance's read models
 /// show everything the log held when it got the turn.
-pub(crate) async fn turn(state: &ApiState, app_id: &str) -> ApiResult<Turn> {
+pub(crate) async fn turn(state: &Services, app_id: &str) -> UseCaseResult<Turn> {
     let local = state.quota.local(app_id).lock_owned().await;
     let pg = match &state.quota.pool {
         Some(pool) => {
@@ -81,13 +79,7 @@ pub(crate) async fn turn(state: &ApiState, app_id: &str) -> ApiResult<Turn> {
     };
     let head = state.log.head().await?;
     if !state.settle_quietly(head).await {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "behind",
-            format!(
-                "the read models here have not reached log position {head} yet, so the app's quota cannot be checked; retry"
-            ),
-        ));
+        return Err(UseCaseError::Behind { head: head.0 });
     }
     Ok(Turn { _local: local, _pg: pg })
 }

@@ -1,0 +1,80 @@
+//! The application layer: the commands and queries every entry point calls —
+//! the REST API and WHIP/WHEP today, WebSocket signalling, RTMP/RTSP ingest
+//! and SIP legs tomorrow. An entry point parses its input, authorizes the
+//! caller, calls one use case here and maps the outcome to its protocol;
+//! the rules and the orchestration (quota turns, which aggregate gets which
+//! command, which media node is told what, compensations) live here, once.
+//!
+//! Nothing here knows HTTP: inputs are typed values, outcomes are values or
+//! a [`UseCaseError`]. Writes go through the aggregates' repositories (the
+//! log); reads go through [`queries`] (the read models).
+//!
+//! # Layout
+//! - [`rooms`]: open and close rooms, room metadata; joins (with a token or
+//!   admitted by a gateway), leaves, removals, kicks; participant
+//!   permissions and metadata; track mutes; media sessions (WHIP/WHEP).
+//! - [`quota`]: the app's quota turn that makes `max_rooms` and
+//!   `max_participants` strict.
+//! - [`queries`]: read-model queries the use cases and the entry points share.
+//! - [`error`]: the use cases' one error type, `UseCaseError`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_auth::token::TokenPolicy;
+use arc_eventlog::{EventLog, Position, Repository};
+use arc_events::aggregate::app::App;
+use arc_events::aggregate::participant::Participant;
+use arc_events::aggregate::room::Room;
+use arc_events::aggregate::track::Track;
+use tokio::sync::watch;
+
+use crate::projection::Checkpoint;
+use crate::readdb::ReadDb;
+
+pub mod error;
+pub mod queries;
+pub mod quota;
+pub mod rooms;
+
+pub use error::{UseCaseError, UseCaseResult};
+
+/// Longest a use case waits for the local projections to apply a position.
+pub const SETTLE_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// What the use cases work with: the log (through the aggregates'
+/// repositories), the read models, the media nodes, the quota turns.
+#[derive(Debug)]
+pub struct Services {
+    pub log: Arc<dyn EventLog>,
+    pub db: ReadDb,
+    pub rooms: Repository<Room>,
+    pub apps: Repository<App>,
+    pub tracks: Repository<Track>,
+    pub participants: Repository<Participant>,
+    pub token_policy: TokenPolicy,
+    /// Each local projection's progress.
+    pub projections: Vec<(&'static str, watch::Receiver<Checkpoint>)>,
+    /// How media nodes are reached.
+    pub media: crate::media::MediaRouter,
+    /// Fault injection for tests (`ARC_FAULT_SKIP_NODE_REQUESTS=1`): the fast
+    /// path requests that end or mute media on a node are not sent, so a test
+    /// can show the node applying the log on its own.
+    pub fault_skip_node_requests: bool,
+    /// Strict quotas: one quota-checked write per app at a time ([`quota`]).
+    pub quota: quota::QuotaTurns,
+}
+
+impl Services {
+    /// Waits until every local projection has applied `position` (bounded
+    /// by [`SETTLE_WAIT_MAX`]); answers whether they did.
+    pub async fn settle_quietly(&self, position: Position) -> bool {
+        let wait = async {
+            for (_, rx) in &self.projections {
+                let mut rx = rx.clone();
+                let _ = rx.wait_for(|c| c.position >= position).await;
+            }
+        };
+        tokio::time::timeout(SETTLE_WAIT_MAX, wait).await.is_ok()
+    }
+}
