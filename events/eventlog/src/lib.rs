@@ -27,6 +27,7 @@
 pub mod error;
 pub mod executor;
 pub mod jetstream;
+mod kv;
 pub mod load;
 pub mod log;
 pub mod snapshot;

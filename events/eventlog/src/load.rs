@@ -91,45 +91,19 @@ impl fmt::Debug for KvBoard {
 impl KvBoard {
     /// Opens (or creates) the bucket `bucket`.
     pub async fn open(js: &jetstream::Context, bucket: &str, replicas: usize) -> Result<Self, LogError> {
-        let store = match js.get_key_value(bucket).await {
-            Ok(store) => store,
-            Err(_) => {
-                // The bucket's stream, made the way a KV bucket is made
-                // (`create_key_value` first asks for the account's info, in a
-                // form nats-server 2.9 does not answer).
-                js.create_stream(jetstream::stream::Config {
-                    name: format!("KV_{bucket}"),
-                    description: Some("Arc media nodes' latest load (one key per node)".into()),
-                    subjects: vec![format!("$KV.{bucket}.>")],
-                    max_messages_per_subject: 1,
-                    max_bytes: -1,
-                    max_age: SAMPLE_MAX_AGE,
-                    max_message_size: SAMPLE_BYTES_MAX as i32,
-                    // File, not memory: a restarted single server keeps the bucket.
-                    storage: jetstream::stream::StorageType::File,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    num_replicas: replicas.max(1),
-                    discard: jetstream::stream::DiscardPolicy::New,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| LogError::Unavailable(format!("creating the load bucket {bucket}: {e}")))?;
-                js.get_key_value(bucket)
-                    .await
-                    .map_err(|e| LogError::Unavailable(format!("opening the load bucket {bucket}: {e}")))?
-            }
+        let spec = crate::kv::BucketSpec {
+            name: bucket,
+            description: "Arc media nodes' latest load (one key per node)",
+            value_bytes_max: SAMPLE_BYTES_MAX,
+            max_age: SAMPLE_MAX_AGE,
+            replicas,
         };
+        let store = crate::kv::bucket(js, &spec).await?;
         Ok(Self { client: js.client(), store, bucket: bucket.to_owned(), copy: tokio::sync::Mutex::new(None) })
     }
 
-    /// Fails at once while the connection is down (as the log does).
     fn ensure_connected(&self) -> Result<(), LogError> {
-        match self.client.connection_state() {
-            async_nats::connection::State::Connected => Ok(()),
-            state => Err(LogError::Unavailable(format!("not connected to NATS ({state})"))),
-        }
+        crate::kv::ensure_connected(&self.client)
     }
 
     async fn read_all(&self) -> Result<HashMap<NodeId, LoadSample>, LogError> {

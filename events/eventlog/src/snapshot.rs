@@ -143,40 +143,19 @@ impl fmt::Debug for KvSnapshots {
 impl KvSnapshots {
     /// Opens (or creates) the bucket `bucket`.
     pub async fn open(js: &jetstream::Context, bucket: &str, replicas: usize) -> Result<Self, LogError> {
-        let store = match js.get_key_value(bucket).await {
-            Ok(store) => store,
-            Err(_) => {
-                // Made the way a KV bucket is made (see `load::KvBoard::open`).
-                js.create_stream(jetstream::stream::Config {
-                    name: format!("KV_{bucket}"),
-                    description: Some("Arc aggregate snapshots (derived from the log; safe to delete)".into()),
-                    subjects: vec![format!("$KV.{bucket}.>")],
-                    max_messages_per_subject: 1,
-                    max_bytes: -1,
-                    max_message_size: (SNAPSHOT_BYTES_MAX + 64 * 1024) as i32,
-                    storage: jetstream::stream::StorageType::File,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    num_replicas: replicas.max(1),
-                    discard: jetstream::stream::DiscardPolicy::New,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| LogError::Unavailable(format!("creating the snapshot bucket {bucket}: {e}")))?;
-                js.get_key_value(bucket)
-                    .await
-                    .map_err(|e| LogError::Unavailable(format!("opening the snapshot bucket {bucket}: {e}")))?
-            }
+        let spec = crate::kv::BucketSpec {
+            name: bucket,
+            description: "Arc aggregate snapshots (derived from the log; safe to delete)",
+            value_bytes_max: SNAPSHOT_BYTES_MAX,
+            max_age: std::time::Duration::ZERO,
+            replicas,
         };
+        let store = crate::kv::bucket(js, &spec).await?;
         Ok(Self { client: js.client(), store, bucket: bucket.to_owned() })
     }
 
     fn ensure_connected(&self) -> Result<(), LogError> {
-        match self.client.connection_state() {
-            async_nats::connection::State::Connected => Ok(()),
-            state => Err(LogError::Unavailable(format!("not connected to NATS ({state})"))),
-        }
+        crate::kv::ensure_connected(&self.client)
     }
 
     fn key(aggregate: &AggregateRef) -> String {
