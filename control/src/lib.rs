@@ -18,9 +18,9 @@
 //!   protocol, `arc-nodeproto`, over NATS or in process).
 //! - [`embedded`]: the media node `dev` carries (feature `embedded-node`; the
 //!   only code that imports `arc-media`).
-//! - [`usecase`]: the application layer — rooms, joins, leaves, kicks,
-//!   mutes, media sessions, quota turns, read-model queries — that every
-//!   entry point calls (no HTTP in it).
+//! - [`usecase`]: the application layer — apps and tokens, rooms, joins,
+//!   leaves, kicks, mutes, media sessions, nodes, quota turns, read-model
+//!   queries — that every entry point calls (no HTTP in it).
 //! - [`api`]: the axum router (`/healthz`, `/readyz`, `/v1/...`, WHIP/WHEP,
 //!   the status page, the OpenAPI document): parse, authorize, call a use
 //!   case, map to HTTP.

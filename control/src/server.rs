@@ -264,7 +264,10 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         apps: Repository::new(log.clone()),
         tracks: Repository::new(log.clone()),
         participants: Repository::new(log.clone()),
+        nodes: Repository::new(log.clone()),
         token_policy: arc_auth::token::TokenPolicy { max_ttl_s: config.token_max_ttl_s, ..Default::default() },
+        master_key,
+        secret_grace_s: config.secret_grace_s,
         projections,
         media,
         fault_skip_node_requests: std::env::var("ARC_FAULT_SKIP_NODE_REQUESTS").is_ok_and(|v| v == "1"),
@@ -275,8 +278,6 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     let state = Arc::new(ApiState {
         services,
         admin_key: admin_key.0.clone(),
-        master_key,
-        secret_grace_s: config.secret_grace_s,
         started: Instant::now(),
         webhooks: Some(webhooks.subscribe()),
     });

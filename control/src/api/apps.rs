@@ -1,13 +1,11 @@
 //! Apps (AppKey/AppSecret, quotas, webhook endpoints), token minting and
-//! revocation, and webhook delivery records.
+//! revocation, and webhook delivery records over HTTP: parse, authorize,
+//! call `crate::usecase::apps`, map.
 
 use std::sync::Arc;
 
-use arc_auth::secret::AppSecret;
 use arc_auth::token::{self, MintRequest};
-use arc_events::aggregate::app::AppCommand;
-use arc_events::app::{Quotas, SealedSecret};
-use arc_events::{AggregateKind, AggregateRef, AppId};
+use arc_events::app::Quotas;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -16,10 +14,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{Principal, app_secrets, authenticate, load_app};
+use super::auth::{Principal, authenticate, load_app};
 use super::error::{ApiError, ApiResult, ErrorBody, PendingBody};
-use super::{ApiState, check_limit, iso, meta, parse_body};
+use super::{ApiState, check_limit, iso, parse_body};
 use crate::projection::apps::{self, AppRow};
+use crate::usecase::apps as uc;
 
 /// An app as the API shows it (never its secret).
 #[derive(Debug, Serialize, ToSchema)]
@@ -80,19 +79,8 @@ async fn dto(state: &ApiState, r: AppRow) -> ApiResult<AppDto> {
     })
 }
 
-fn app_ref(app_id: &str) -> ApiResult<AggregateRef> {
-    AggregateRef::new(AggregateKind::App, app_id).map_err(|e| ApiError::bad_request("app_id", e))
-}
-
-fn seal(state: &ApiState, app_id: &AppId, secret: &AppSecret) -> SealedSecret {
-    arc_auth::seal::seal(&state.master_key, secret.as_bytes(), app_id.as_str().as_bytes())
-}
-
 async fn existing_app(state: &ApiState, app_id: &str) -> ApiResult<AppRow> {
-    load_app(state, app_id)
-        .await?
-        .filter(|a| a.state != "deleted")
-        .ok_or_else(|| ApiError::not_found("app_not_found", "app not found"))
+    Ok(uc::existing_app(state, app_id).await?)
 }
 
 /// A new app.
@@ -187,22 +175,14 @@ pub(crate) async fn create_app(
     let who = authenticate(&state, &headers).await?;
     who.require_admin()?;
     let req: CreateApp = parse_body(&body)?;
-    let app_id = AppId::generate();
-    let secret = AppSecret::generate();
-    let command = AppCommand::Create {
-        name: req.name.clone(),
-        secret: seal(&state, &app_id, &secret),
-        quotas: req.quotas,
-        webhooks: req.webhooks.clone(),
-    };
-    let meta = meta(who.actor());
-    let done = state.apps.execute(&app_ref(app_id.as_str())?, &command, &meta).await?;
-    let app = if state.settle(done.appended.map(|a| a.last)).await {
+    let uc::Created { app_id, secret, at, position } =
+        uc::create_app(&state, &who.actor(), req.name.clone(), req.quotas, req.webhooks.clone()).await?;
+    let app = if state.settle(position).await {
         dto(&state, existing_app(&state, app_id.as_str()).await?).await?
     } else {
         // The read models lag (e.g. just after a log outage): the secret is
         // shown only now, so answer from what this command created.
-        let at = meta.occurred_at.to_rfc3339();
+        let at = at.to_rfc3339();
         AppDto {
             app_id: app_id.to_string(),
             app_key: app_id.to_string(),
@@ -298,10 +278,10 @@ async fn run_app_command(
     state: &ApiState,
     who: &Principal,
     app_id: &str,
-    command: AppCommand,
+    change: uc::AppChange,
 ) -> ApiResult<Json<AppDto>> {
-    let done = state.apps.execute(&app_ref(app_id)?, &command, &meta(who.actor())).await?;
-    state.settled(done.appended.map(|a| a.last), &format!("/v1/apps/{app_id}")).await?;
+    let position = uc::change_app(state, &who.actor(), app_id, change).await?;
+    state.settled(position, &format!("/v1/apps/{app_id}")).await?;
     let row = load_app(state, app_id).await?.ok_or_else(|| ApiError::not_found("app_not_found", "app not found"))?;
     Ok(Json(dto(state, row).await?))
 }
@@ -336,7 +316,7 @@ pub(crate) async fn disable_app(
     let who = authenticate(&state, &headers).await?;
     who.require_admin()?;
     let req: Disable = parse_body(&body)?;
-    run_app_command(&state, &who, &app_id, AppCommand::Disable { reason: req.reason }).await
+    run_app_command(&state, &who, &app_id, uc::AppChange::Disable { reason: req.reason }).await
 }
 
 /// Enable a disabled app.
@@ -357,7 +337,7 @@ pub(crate) async fn enable_app(
 ) -> ApiResult<Json<AppDto>> {
     let who = authenticate(&state, &headers).await?;
     who.require_admin()?;
-    run_app_command(&state, &who, &app_id, AppCommand::Enable).await
+    run_app_command(&state, &who, &app_id, uc::AppChange::Enable).await
 }
 
 /// Delete an app for good (its rooms stay in the log).
@@ -378,7 +358,7 @@ pub(crate) async fn delete_app(
 ) -> ApiResult<Json<AppDto>> {
     let who = authenticate(&state, &headers).await?;
     who.require_admin()?;
-    run_app_command(&state, &who, &app_id, AppCommand::Delete).await
+    run_app_command(&state, &who, &app_id, uc::AppChange::Delete).await
 }
 
 /// How long the previous secret keeps working.
@@ -412,26 +392,15 @@ pub(crate) async fn rotate_secret(
     let who = authenticate(&state, &headers).await?;
     who.require_app(&app_id)?;
     let req: Rotate = parse_body(&body)?;
-    let id = AppId::parse(&app_id).map_err(|e| ApiError::bad_request("app_id", e))?;
-    let secret = AppSecret::generate();
-    let command = AppCommand::RotateSecret {
-        secret: seal(&state, &id, &secret),
-        grace_s: req.grace_s.unwrap_or(state.secret_grace_s),
-    };
-    let grace_s = match &command {
-        AppCommand::RotateSecret { grace_s, .. } => *grace_s,
-        _ => 0,
-    };
-    let meta = meta(who.actor());
-    let done = state.apps.execute(&app_ref(&app_id)?, &command, &meta).await?;
+    let uc::Rotated { secret, grace_s, at, position } =
+        uc::rotate_secret(&state, &who.actor(), &app_id, req.grace_s).await?;
     // The new secret is shown only now: even when the read models lag, answer
     // with it (and the grace as this command set it), never a 202 or 404.
-    let settled = state.settle(done.appended.map(|a| a.last)).await;
+    let settled = state.settle(position).await;
     let row = load_app(&state, &app_id).await?.ok_or_else(|| ApiError::not_found("app_not_found", "app not found"))?;
     let mut app = dto(&state, row).await?;
     if !settled {
-        app.previous_secret_valid_until =
-            Some((meta.occurred_at + chrono::Duration::seconds(i64::from(grace_s))).to_rfc3339());
+        app.previous_secret_valid_until = Some((at + chrono::Duration::seconds(i64::from(grace_s))).to_rfc3339());
     }
     let previous_secret_valid_until = app.previous_secret_valid_until.clone();
     Ok(Json(RotatedSecret { app, app_secret: secret.expose().to_owned(), previous_secret_valid_until }))
@@ -457,7 +426,7 @@ pub(crate) async fn set_quotas(
     let who = authenticate(&state, &headers).await?;
     who.require_admin()?;
     let quotas: Quotas = parse_body(&body)?;
-    run_app_command(&state, &who, &app_id, AppCommand::SetQuotas { quotas }).await
+    run_app_command(&state, &who, &app_id, uc::AppChange::Quotas(quotas)).await
 }
 
 /// An app's webhook endpoints.
@@ -487,7 +456,7 @@ pub(crate) async fn set_webhooks(
     let who = authenticate(&state, &headers).await?;
     who.require_app(&app_id)?;
     let req: Webhooks = parse_body(&body)?;
-    run_app_command(&state, &who, &app_id, AppCommand::SetWebhooks { urls: req.urls }).await
+    run_app_command(&state, &who, &app_id, uc::AppChange::Webhooks(req.urls)).await
 }
 
 /// What to put in the token.
@@ -524,17 +493,7 @@ pub(crate) async fn mint_token(
     let who = authenticate(&state, &headers).await?;
     let req: Mint = parse_body(&body)?;
     let app_id = who.app_scope(req.app_id.as_deref())?;
-    let app = existing_app(&state, app_id.as_str()).await?;
-    if app.state == "disabled" {
-        return Err(ApiError::forbidden("app_disabled", "the app is disabled"));
-    }
-    let secret =
-        app_secrets(&state, &app)?.into_iter().next().ok_or_else(|| ApiError::internal("the app has no secret"))?;
-    let (token, claims) = token::mint(app_id.as_str(), &secret, &req.request, &state.token_policy, chrono::Utc::now())
-        .map_err(|e| match e {
-            token::TokenError::Invalid { field, reason } => ApiError::bad_request(field, reason),
-            other => ApiError::bad_request("token", other),
-        })?;
+    let (token, claims) = uc::mint_token(&state, &app_id, &req.request).await?;
     let body = MintedToken {
         token,
         expires_at: chrono::DateTime::from_timestamp(claims.exp, 0).map(|t| t.to_rfc3339()),
@@ -581,13 +540,8 @@ pub(crate) async fn revoke_token(
     let who = authenticate(&state, &headers).await?;
     let req: Revoke = parse_body(&body)?;
     let app_id = who.app_scope(req.app_id.as_deref())?;
-    let expires_at = req.expires_at.unwrap_or_else(|| {
-        chrono::Utc::now()
-            + chrono::Duration::seconds(i64::from(state.token_policy.max_ttl_s + state.token_policy.leeway_s))
-    });
-    let command = AppCommand::RevokeToken { jti: req.jti.clone(), expires_at, reason: req.reason };
-    let done = state.apps.execute(&app_ref(app_id.as_str())?, &command, &meta(who.actor())).await?;
-    state.settle(done.appended.map(|a| a.last)).await;
+    let position = uc::revoke_token(&state, &who.actor(), &app_id, req.jti.clone(), req.expires_at, req.reason).await?;
+    state.settle(position).await;
     Ok(Json(Revoked { jti: req.jti, revoked: true }))
 }
 

@@ -3,7 +3,6 @@
 
 use arc_auth::secret::AppSecret;
 use arc_auth::token::{self, Claims, TokenError};
-use arc_events::app::SealedSecret;
 use arc_events::{Actor, AppId, ParticipantIdentity};
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
@@ -159,31 +158,9 @@ pub(crate) async fn load_app(state: &ApiState, app_id: &str) -> ApiResult<Option
     Ok(crate::usecase::queries::app(&state.db, app_id).await?)
 }
 
-fn unseal(state: &ApiState, app_id: &str, sealed_json: &str) -> ApiResult<AppSecret> {
-    let sealed: SealedSecret = serde_json::from_str(sealed_json).map_err(|e| {
-        tracing::error!(app_id, error = %e, "a sealed app secret in the read model does not parse");
-        ApiError::internal("the app's secret is unreadable")
-    })?;
-    let plain = arc_auth::seal::open(&state.master_key, &sealed, app_id.as_bytes()).map_err(|e| {
-        tracing::error!(app_id, error = %e, "cannot open an app secret (is this the right master key?)");
-        ApiError::internal("the app's secret cannot be opened with this master key")
-    })?;
-    let text = String::from_utf8(plain.to_vec()).map_err(|_| ApiError::internal("the app's secret is not text"))?;
-    Ok(AppSecret::from_string(text))
-}
-
 /// The app's valid secrets, current first, then the rotated-out one while in its grace period.
 pub(crate) fn app_secrets(state: &ApiState, app: &AppRow) -> ApiResult<Vec<AppSecret>> {
-    let mut out = Vec::with_capacity(2);
-    if let Some(current) = &app.secret_sealed {
-        out.push(unseal(state, &app.app_id, current)?);
-    }
-    if let (Some(previous), Some(until)) = (&app.previous_sealed, app.previous_valid_until_ms)
-        && until > chrono::Utc::now().timestamp_millis()
-    {
-        out.push(unseal(state, &app.app_id, previous)?);
-    }
-    Ok(out)
+    Ok(crate::usecase::apps::app_secrets(state, app)?)
 }
 
 fn token_error(e: &TokenError) -> ApiError {
@@ -204,11 +181,7 @@ pub(crate) async fn verify_token(state: &ApiState, presented: &str) -> ApiResult
     if app.state == "disabled" {
         return Err(ApiError::forbidden("app_disabled", "the token's app is disabled"));
     }
-    let revoked: Option<i64> = sqlx::query_scalar("SELECT expires_at_ms FROM revoked_tokens WHERE jti = $1")
-        .bind(format!("{}/{}", app.app_id, claims.jti))
-        .fetch_optional(&state.db.pool)
-        .await?;
-    if revoked.is_some() {
+    if crate::usecase::queries::token_revoked(&state.db, &app.app_id, &claims.jti).await? {
         return Err(ApiError::unauthenticated("token_revoked", "the token was revoked"));
     }
     Ok((app, claims))

@@ -278,6 +278,7 @@ impl From<crate::usecase::UseCaseError> for ApiError {
             E::App(e) => e.into(),
             E::Participant(e) => e.into(),
             E::Track(e) => e.into(),
+            E::NodeCommand(e) => e.into(),
             E::Route(e) => route_error(e),
             E::Node(e) => node_error(&e),
             E::Log(e) => e.into(),

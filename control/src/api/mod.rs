@@ -15,9 +15,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_auth::seal::MasterKey;
 use arc_eventlog::Position;
-use arc_events::{Actor, CommandMeta};
+use arc_events::Actor;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
@@ -27,7 +26,6 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::projection::nodes;
 use crate::usecase::Services;
 
 pub mod apps;
@@ -54,8 +52,6 @@ pub const SETTLE_WAIT_MAX: Duration = crate::usecase::SETTLE_WAIT_MAX;
 pub struct ApiState {
     pub services: Arc<Services>,
     pub admin_key: String,
-    pub master_key: Arc<MasterKey>,
-    pub secret_grace_s: u32,
     pub started: Instant,
     /// Progress of the webhook delivery planner.
     pub webhooks: Option<watch::Receiver<Position>>,
@@ -149,10 +145,6 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiRes
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request("body", e))
 }
 
-pub(crate) fn meta(actor: Actor) -> CommandMeta {
-    CommandMeta::new(actor, chrono::Utc::now())
-}
-
 pub(crate) fn iso(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()).unwrap_or_default()
 }
@@ -202,24 +194,9 @@ pub struct NodeList {
     ))]
 pub(crate) async fn list_nodes(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> ApiResult<Json<NodeList>> {
     auth::authenticate(&state, &headers).await?.require_admin()?;
-    let sql = format!("SELECT {} FROM nodes ORDER BY node_id LIMIT 1000", nodes::COLUMNS.join(", "));
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&state.db.pool).await?;
-    // Load and last-seen come from each node's latest sample on the load
-    // board (not the log); without the board, from the read model alone.
-    let samples = state.log.load_board().latest().await.unwrap_or_default();
+    let rows = crate::usecase::nodes::nodes(&state).await?;
     let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let mut n = nodes::from_row(row)?;
-        let live = n.state == "up" || n.state == "draining";
-        let sample = arc_events::NodeId::parse(&n.node_id).ok().and_then(|id| samples.get(&id));
-        if let Some(s) = sample.filter(|s| live && s.at.timestamp_millis() >= n.registered_at_ms) {
-            n.last_seen_ms = n.last_seen_ms.max(s.at.timestamp_millis());
-            n.sessions = i64::from(s.load.sessions);
-            n.tracks = i64::from(s.load.tracks);
-            n.bits_in_per_s = i64::try_from(s.load.bits_in_per_s).unwrap_or(i64::MAX);
-            n.bits_out_per_s = i64::try_from(s.load.bits_out_per_s).unwrap_or(i64::MAX);
-            n.cpu_percent = f64::from(s.load.cpu_percent);
-        }
+    for n in rows {
         out.push(NodeDto {
             public_ips: serde_json::from_str(&n.public_ips).unwrap_or(serde_json::Value::Null),
             node_id: n.node_id,
@@ -249,15 +226,9 @@ pub struct NodeDrain {
 }
 
 async fn set_drain(state: &ApiState, headers: &HeaderMap, node_id: &str, drain: bool) -> ApiResult<Json<NodeDrain>> {
-    use arc_events::aggregate::node::{Node, NodeCommand};
     auth::authenticate(state, headers).await?.require_admin()?;
-    let aggregate = arc_events::AggregateRef::new(arc_events::AggregateKind::Node, node_id)
-        .map_err(|e| ApiError::bad_request("node_id", e))?;
-    let command = if drain { NodeCommand::Drain { reason: "operator".into() } } else { NodeCommand::Undrain };
-    let done = arc_eventlog::Repository::<Node>::new(state.log.clone())
-        .execute(&aggregate, &command, &meta(Actor::Admin))
-        .await?;
-    state.settle(done.appended.map(|a| a.last)).await;
+    let position = crate::usecase::nodes::set_drain(state, &Actor::Admin, node_id, drain).await?;
+    state.settle(position).await;
     Ok(Json(NodeDrain { node_id: node_id.to_owned(), draining: drain }))
 }
 
@@ -344,11 +315,7 @@ pub(crate) async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json
         Ok(Err(e)) => (None, Some(e.to_string())),
         Err(_) => (None, Some(format!("no answer within {STATUS_LOG_WAIT_MAX:?}"))),
     };
-    let rooms_open: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE state = 'open'").fetch_one(&state.db.pool).await?;
-    let nodes_up: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE state IN ('up', 'draining')")
-        .fetch_one(&state.db.pool)
-        .await?;
+    let (rooms_open, nodes_up) = crate::usecase::queries::counts(&state.db).await?;
     let projections: Vec<ProjectionStatus> = state
         .projections
         .iter()

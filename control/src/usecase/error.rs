@@ -3,6 +3,7 @@
 
 use arc_eventlog::{ExecuteError, LogError};
 use arc_events::aggregate::app::AppError;
+use arc_events::aggregate::node::NodeError;
 use arc_events::aggregate::participant::ParticipantError;
 use arc_events::aggregate::room::RoomError;
 use arc_events::aggregate::track::TrackError;
@@ -44,6 +45,8 @@ pub enum UseCaseError {
     Participant(#[from] ExecuteError<ParticipantError>),
     #[error(transparent)]
     Track(#[from] ExecuteError<TrackError>),
+    #[error(transparent)]
+    NodeCommand(#[from] ExecuteError<NodeError>),
     /// No media node for the room, or it did not answer.
     #[error(transparent)]
     Route(#[from] RouteError),

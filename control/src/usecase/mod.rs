@@ -13,6 +13,9 @@
 //! - [`rooms`]: open and close rooms, room metadata; joins (with a token or
 //!   admitted by a gateway), leaves, removals, kicks; participant
 //!   permissions and metadata; track mutes; media sessions (WHIP/WHEP).
+//! - [`apps`]: apps (create, disable, enable, delete, rotate the secret,
+//!   quotas, webhook URLs) and their tokens (mint, revoke).
+//! - [`nodes`]: media nodes with their latest load; drain and undrain.
 //! - [`quota`]: the app's quota turn that makes `max_rooms` and
 //!   `max_participants` strict.
 //! - [`queries`]: read-model queries the use cases and the entry points share.
@@ -21,9 +24,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_auth::seal::MasterKey;
 use arc_auth::token::TokenPolicy;
 use arc_eventlog::{EventLog, Position, Repository};
 use arc_events::aggregate::app::App;
+use arc_events::aggregate::node::Node;
 use arc_events::aggregate::participant::Participant;
 use arc_events::aggregate::room::Room;
 use arc_events::aggregate::track::Track;
@@ -32,7 +37,9 @@ use tokio::sync::watch;
 use crate::projection::Checkpoint;
 use crate::readdb::ReadDb;
 
+pub mod apps;
 pub mod error;
+pub mod nodes;
 pub mod queries;
 pub mod quota;
 pub mod rooms;
@@ -52,7 +59,12 @@ pub struct Services {
     pub apps: Repository<App>,
     pub tracks: Repository<Track>,
     pub participants: Repository<Participant>,
+    pub nodes: Repository<Node>,
     pub token_policy: TokenPolicy,
+    /// Seals app secrets before they reach the log, opens them to sign and verify.
+    pub master_key: Arc<MasterKey>,
+    /// How long a rotated-out app secret keeps working by default.
+    pub secret_grace_s: u32,
     /// Each local projection's progress.
     pub projections: Vec<(&'static str, watch::Receiver<Checkpoint>)>,
     /// How media nodes are reached.

@@ -6,6 +6,7 @@ use arc_events::AppId;
 
 use super::UseCaseResult;
 use crate::projection::apps::{self, AppRow};
+use crate::projection::nodes::{self, NodeRow};
 use crate::projection::participants::{self, ParticipantRow};
 use crate::projection::rooms::{self, RoomRow};
 use crate::projection::tracks::{self, TrackRow};
@@ -137,4 +138,29 @@ pub async fn track(db: &ReadDb, track_id: &str) -> UseCaseResult<Option<TrackRow
     let sql = format!("SELECT {} FROM tracks WHERE track_id = $1", tracks::COLUMNS.join(", "));
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(track_id).fetch_optional(&db.pool).await?;
     Ok(row.map(|r| tracks::from_row(&r)).transpose()?)
+}
+
+/// Whether the app revoked the token `jti`.
+pub async fn token_revoked(db: &ReadDb, app_id: &str, jti: &str) -> UseCaseResult<bool> {
+    let revoked: Option<i64> = sqlx::query_scalar("SELECT expires_at_ms FROM revoked_tokens WHERE jti = $1")
+        .bind(format!("{app_id}/{jti}"))
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(revoked.is_some())
+}
+
+/// Every node, by id (at most 1,000).
+pub async fn nodes(db: &ReadDb) -> UseCaseResult<Vec<NodeRow>> {
+    let sql = format!("SELECT {} FROM nodes ORDER BY node_id LIMIT 1000", nodes::COLUMNS.join(", "));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&db.pool).await?;
+    Ok(rows.iter().map(nodes::from_row).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Open rooms, and live (up or draining) nodes.
+pub async fn counts(db: &ReadDb) -> UseCaseResult<(i64, i64)> {
+    let rooms_open: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE state = 'open'").fetch_one(&db.pool).await?;
+    let nodes_up: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE state IN ('up', 'draining')").fetch_one(&db.pool).await?;
+    Ok((rooms_open, nodes_up))
 }

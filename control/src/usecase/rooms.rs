@@ -8,7 +8,6 @@
 
 use arc_auth::token::Claims;
 use arc_eventlog::{ExecuteError, Position};
-use arc_events::aggregate::app::AppCommand;
 use arc_events::aggregate::participant::ParticipantCommand;
 use arc_events::aggregate::room::{RoomCommand, RoomError, RoomStatus};
 use arc_events::aggregate::track::TrackCommand;
@@ -457,13 +456,8 @@ pub async fn kick(s: &Services, actor: &Actor, app_id: &str, room_id: &str, iden
     let mut token_revoked = false;
     let mut position = None;
     if let Some(jti) = &participant.jti {
-        let app_ref =
-            AggregateRef::new(AggregateKind::App, app_id).map_err(|_| UseCaseError::internal("bad app id"))?;
-        let policy = &s.token_policy;
-        let expires_at = chrono::Utc::now() + chrono::Duration::seconds(i64::from(policy.max_ttl_s + policy.leeway_s));
-        let command = AppCommand::RevokeToken { jti: jti.clone(), expires_at, reason: Some("kicked".into()) };
-        let done = s.apps.execute(&app_ref, &command, &meta(actor)).await?;
-        position = done.appended.map(|a| a.last);
+        let app_id = AppId::parse(app_id).map_err(|_| UseCaseError::internal("bad app id in the read model"))?;
+        position = super::apps::revoke_token(s, actor, &app_id, jti.clone(), None, Some("kicked".into())).await?;
         token_revoked = true;
     }
     if let Some((_, _, p)) = remove(s, actor, room_id, identity, Some(&participant.sid), LeaveReason::Kicked).await? {
