@@ -90,6 +90,60 @@ struct Http {
     mode: &'static str,
     create: Vec<f64>,
     join: Vec<f64>,
+    /// Joins per second with [`CLIENTS`] clients at once, and their p99 ms.
+    concurrent: (f64, f64),
+}
+
+/// Clients joining at once in the throughput run.
+const CLIENTS: usize = 64;
+/// Rooms the concurrent joins spread over.
+const CONCURRENT_ROOMS: usize = 200;
+
+/// `joins` joins by [`CLIENTS`] clients at once (each its own keep-alive
+/// connection), spread over [`CONCURRENT_ROOMS`] rooms: (joins/s, p99 ms).
+async fn concurrent_joins(base: &str, key: &str, secret: &AppSecret, joins: usize) -> (f64, f64) {
+    let policy = TokenPolicy::default();
+    let tokens: Vec<String> = (0..joins)
+        .map(|i| {
+            let req = MintRequest {
+                identity: format!("many-{i}"),
+                room: format!("busy-{}", i % CONCURRENT_ROOMS),
+                grants: None,
+                ttl_s: Some(3600),
+                name: None,
+                metadata: None,
+                not_before_s: None,
+            };
+            arc_auth::token::mint(key, secret, &req, &policy, chrono::Utc::now()).expect("mint").0
+        })
+        .collect();
+    let tokens = std::sync::Arc::new(tokens);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let (tokens, next, base) = (tokens.clone(), next.clone(), base.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut took = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(token) = tokens.get(i) else { break };
+                let t = Instant::now();
+                let r = http.post(format!("{base}/v1/join")).bearer_auth(token).send().await.expect("join");
+                assert_eq!(r.status(), 201, "a concurrent join");
+                took.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            took
+        }));
+    }
+    let mut all = Vec::with_capacity(joins);
+    for t in tasks {
+        all.extend(t.await.expect("a client task"));
+    }
+    let rate = joins as f64 / start.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    (rate, pct(&all, 0.99))
 }
 
 async fn http_run(mode: &'static str, base: &str, n: usize) -> Http {
@@ -143,7 +197,8 @@ async fn http_run(mode: &'static str, base: &str, n: usize) -> Http {
     }
     create.sort_by(f64::total_cmp);
     join.sort_by(f64::total_cmp);
-    Http { mode, create, join }
+    let concurrent = concurrent_joins(base, &key, &app_secret, n * 4).await;
+    Http { mode, create, join, concurrent }
 }
 
 async fn pg_database(admin_url: &str) -> String {
@@ -223,6 +278,19 @@ async fn main() {
             pct(&r.join, 0.5),
             pct(&r.join, 0.99)
         );
+        println!("{line}");
+        let _ = writeln!(md, "{line}");
+    }
+    let _ = writeln!(
+        md,
+        "\nJoins with {CLIENTS} clients at once (each its own keep-alive connection; {} joins spread over {CONCURRENT_ROOMS} rooms; the load generator runs on the same machine). Target ≥ 2,000 joins/s in both modes.\n",
+        http_n * 4
+    );
+    let _ = writeln!(md, "| mode | joins/s | p99 ms | |\n|---|---|---|---|");
+    for r in &results {
+        let (rate, p99) = r.concurrent;
+        let line =
+            format!("| {} | {rate:.0} | {p99:.2} | {} |", r.mode, if rate >= 2000.0 { "met" } else { "**not met**" });
         println!("{line}");
         let _ = writeln!(md, "{line}");
     }
