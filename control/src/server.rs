@@ -280,6 +280,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         admin_key: admin_key.0.clone(),
         started: Instant::now(),
         webhooks: Some(webhooks.subscribe()),
+        metrics: crate::api::metrics::Metrics::new(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

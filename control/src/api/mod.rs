@@ -32,6 +32,7 @@ pub mod apps;
 pub(crate) mod auth;
 pub mod error;
 pub(crate) mod json_errors;
+pub mod metrics;
 pub mod openapi;
 pub(crate) mod position;
 pub mod rooms;
@@ -55,6 +56,8 @@ pub struct ApiState {
     pub started: Instant,
     /// Progress of the webhook delivery planner.
     pub webhooks: Option<watch::Receiver<Position>>,
+    /// What `/metrics` exposes.
+    pub metrics: metrics::Metrics,
 }
 
 impl std::ops::Deref for ApiState {
@@ -131,6 +134,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/docs", get(openapi::serve_docs))
         .route("/publish", get(publish_page))
         .route("/play", get(play_page))
+        .route("/metrics", get(metrics::metrics))
+        // Requests per route template and their latency (matched routes only).
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), position::layer))
         .layer(axum::middleware::map_response(json_errors::json_errors))

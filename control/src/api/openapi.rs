@@ -91,6 +91,7 @@ Answer 2xx to acknowledge."#;
     info(title = "Arc control plane API", description = DESCRIPTION, license(name = "Apache-2.0")),
     paths(
         super::healthz,
+        super::metrics::metrics,
         super::readyz,
         super::status,
         super::list_nodes,

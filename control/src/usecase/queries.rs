@@ -164,3 +164,26 @@ pub async fn counts(db: &ReadDb) -> UseCaseResult<(i64, i64)> {
         sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE state IN ('up', 'draining')").fetch_one(&db.pool).await?;
     Ok((rooms_open, nodes_up))
 }
+
+/// What the platform holds now, for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub rooms_open: i64,
+    pub participants_active: i64,
+    pub tracks_published: i64,
+    /// Nodes per state (`up`, `draining`, `lost`, `deregistered`).
+    pub nodes_by_state: Vec<(String, i64)>,
+}
+
+/// Counts for the metrics endpoint.
+pub async fn gauges(db: &ReadDb) -> UseCaseResult<Gauges> {
+    let count = |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&db.pool).await };
+    Ok(Gauges {
+        rooms_open: count("SELECT COUNT(*) FROM rooms WHERE state = 'open'").await?,
+        participants_active: count("SELECT COUNT(*) FROM participants WHERE state = 'active'").await?,
+        tracks_published: count("SELECT COUNT(*) FROM tracks WHERE state = 'published'").await?,
+        nodes_by_state: sqlx::query_as("SELECT state, COUNT(*) FROM nodes GROUP BY state ORDER BY state")
+            .fetch_all(&db.pool)
+            .await?,
+    })
+}

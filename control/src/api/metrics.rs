@@ -1,0 +1,245 @@
+//! Prometheus metrics at `/metrics` (text exposition, Prometheus naming:
+//! `_total`, `_seconds`, `_bytes`; no per-room or per-participant labels).
+//!
+//! - HTTP: requests by route template, method and status, and their
+//!   latency (`arc_http_request_duration_seconds`), recorded by a layer on
+//!   the matched routes;
+//! - the platform as the read models have it, read at scrape time: open
+//!   rooms, active participants, published tracks, nodes by state;
+//! - the log and the projections: the log's head, each projection's
+//!   position, events applied and whether it has caught up;
+//! - the process: CPU seconds and resident memory.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
+
+use super::ApiState;
+use super::error::ApiResult;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: &'static str,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionLabels {
+    projection: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms … ≈ 8 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+}
+
+/// The control plane's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    rooms_open: Gauge,
+    participants: Gauge,
+    tracks: Gauge,
+    nodes: Family<StateLabels, Gauge>,
+    log_head: Gauge,
+    projection_position: Family<ProjectionLabels, Gauge>,
+    projection_events: Family<ProjectionLabels, Gauge>,
+    projection_caught_up: Family<ProjectionLabels, Gauge>,
+    cpu_seconds: Counter<f64, AtomicU64>,
+    resident_bytes: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("arc");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from a request's arrival to its answer, by route template and method",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        let rooms_open = Gauge::default();
+        registry.register("rooms_open", "Open rooms (read models)", rooms_open.clone());
+        let participants = Gauge::default();
+        registry.register("participants_active", "Participants in open rooms (read models)", participants.clone());
+        let tracks = Gauge::default();
+        registry.register("tracks_published", "Published tracks (read models)", tracks.clone());
+        let nodes = Family::<StateLabels, Gauge>::default();
+        registry.register("media_nodes", "Media nodes by state (up, draining, lost, deregistered)", nodes.clone());
+        let log_head = Gauge::default();
+        registry.register(
+            "log_head_position",
+            "The event log's head position (as this instance read it)",
+            log_head.clone(),
+        );
+        let projection_position = Family::<ProjectionLabels, Gauge>::default();
+        registry.register(
+            "projection_position",
+            "Log position each projection has applied",
+            projection_position.clone(),
+        );
+        let projection_events = Family::<ProjectionLabels, Gauge>::default();
+        registry.register("projection_events_applied", "Events each projection has applied", projection_events.clone());
+        let projection_caught_up = Family::<ProjectionLabels, Gauge>::default();
+        registry.register(
+            "projection_caught_up",
+            "1 when the projection has applied the log's head, else 0",
+            projection_caught_up.clone(),
+        );
+        let cpu_seconds = Counter::<f64, AtomicU64>::default();
+        registry.register_with_unit("process_cpu", "CPU time this process used", Unit::Seconds, cpu_seconds.clone());
+        let resident_bytes = Gauge::default();
+        registry.register_with_unit("process_resident_memory", "Resident memory", Unit::Bytes, resident_bytes.clone());
+        Self {
+            registry,
+            requests,
+            latency,
+            rooms_open,
+            participants,
+            tracks,
+            nodes,
+            log_head,
+            projection_position,
+            projection_events,
+            projection_caught_up,
+            cpu_seconds,
+            resident_bytes,
+        }
+    }
+
+    fn observe(&self, route: String, method: &'static str, status: u16, seconds: f64) {
+        self.latency.get_or_create(&RouteLabels { route: route.clone(), method }).observe(seconds);
+        self.requests.get_or_create(&RequestLabels { route, method, status: status.to_string() }).inc();
+    }
+}
+
+/// A bounded method label (a client may send any token as a method).
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    }
+}
+
+/// Records every request to a matched route (route template, never the path).
+pub(crate) async fn track(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = method_label(req.method());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    state.metrics.observe(route, method, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+/// CPU seconds and resident bytes of this process (`/proc/self`), if readable.
+fn process_figures() -> Option<(f64, i64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): utime is the 14th field, stime the 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux architecture Arc runs on.
+    let cpu = ticks / 100.0;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let rss_kib: i64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    Some((cpu, rss_kib * 1024))
+}
+
+/// Prometheus metrics (OpenMetrics text): HTTP requests and latency by
+/// route, open rooms, participants, tracks, nodes by state, the log's head
+/// and each projection's progress, process CPU and memory. No credentials
+/// (like `/healthz`); no per-room or per-participant labels.
+#[utoipa::path(get, path = "/metrics", tag = "status",
+    responses(
+        (status = 200, description = "The exposition", body = String, content_type = "application/openmetrics-text"),
+        (status = 503, description = "The read models are unreachable", body = super::error::ErrorBody),
+    ))]
+pub(crate) async fn metrics(State(state): State<Arc<ApiState>>) -> ApiResult<Response> {
+    let m = &state.metrics;
+    let g = crate::usecase::queries::gauges(&state.db).await?;
+    m.rooms_open.set(g.rooms_open);
+    m.participants.set(g.participants_active);
+    m.tracks.set(g.tracks_published);
+    for (node_state, n) in g.nodes_by_state {
+        m.nodes.get_or_create(&StateLabels { state: node_state }).set(n);
+    }
+    let head =
+        tokio::time::timeout(std::time::Duration::from_millis(500), state.log.head()).await.ok().and_then(Result::ok);
+    if let Some(h) = head {
+        m.log_head.set(i64::try_from(h.0).unwrap_or(i64::MAX));
+    }
+    for (name, rx) in &state.projections {
+        let c = *rx.borrow();
+        let labels = ProjectionLabels { projection: name };
+        m.projection_position.get_or_create(&labels).set(i64::try_from(c.position.0).unwrap_or(i64::MAX));
+        m.projection_events.get_or_create(&labels).set(i64::try_from(c.events).unwrap_or(i64::MAX));
+        m.projection_caught_up.get_or_create(&labels).set(i64::from(head.is_some_and(|h| c.position >= h)));
+    }
+    if let Some((cpu, rss)) = process_figures() {
+        // A counter: moved up to the process's own total.
+        let seen = m.cpu_seconds.get();
+        if cpu > seen {
+            m.cpu_seconds.inc_by(cpu - seen);
+        }
+        m.resident_bytes.set(rss);
+    }
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, &m.registry)
+        .map_err(|_| super::error::ApiError::internal("encoding the metrics"))?;
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(response)
+}

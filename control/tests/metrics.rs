@@ -1,0 +1,121 @@
+//! `/metrics` on a running arc-control (embedded, and on NATS + PostgreSQL):
+//! the exposition parses line by line, carries the families it documents,
+//! and its figures move with what clients do (rooms opened, joins, requests).
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{ADMIN_KEY, Mode, create_app, create_pg_database, mint_token, start, wait_caught_up};
+use serde_json::json;
+
+/// Samples of an OpenMetrics text exposition: `name{labels}` → value.
+/// Panics on a line that is neither a comment, `# EOF`, nor a sample.
+fn parse(text: &str) -> HashMap<String, f64> {
+    assert!(text.trim_end().ends_with("# EOF"), "ends with # EOF");
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("a sample line: {line:?}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "a metric name: {line:?}"
+        );
+        assert!(name.starts_with("arc_"), "Arc's own prefix: {line:?}");
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "closed labels: {line:?}");
+        }
+        let v: f64 = value.parse().unwrap_or_else(|_| panic!("a number: {line:?}"));
+        out.insert(series.to_owned(), v);
+    }
+    out
+}
+
+fn sum(samples: &HashMap<String, f64>, prefix: &str, contains: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix) && contains.iter().all(|c| k.contains(c)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+async fn scrape(base: &str) -> HashMap<String, f64> {
+    let r = reqwest::get(format!("{base}/metrics")).await.expect("scrape");
+    assert_eq!(r.status(), 200);
+    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(ct.starts_with("application/openmetrics-text"), "content type {ct}");
+    parse(&r.text().await.expect("body"))
+}
+
+async fn metrics_move_with_the_platform(mode: Mode) {
+    let server = start(&mode);
+    let base = server.base.clone();
+    let before = scrape(&base).await;
+    assert_eq!(before.get("arc_rooms_open"), Some(&0.0));
+    let app = create_app(&base, ADMIN_KEY, "metrics").await;
+    let http = reqwest::Client::new();
+    for name in ["a", "b"] {
+        let r = http
+            .post(format!("{base}/v1/rooms"))
+            .basic_auth(&app.0, Some(&app.1))
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .expect("create room");
+        assert_eq!(r.status(), 201);
+    }
+    for who in ["ann", "bob", "cy"] {
+        let token = mint_token(&base, &app, who, "a", json!({"join": true})).await;
+        let r = http.post(format!("{base}/v1/join")).bearer_auth(token).send().await.expect("join");
+        assert_eq!(r.status(), 201);
+    }
+    // A bad token: counted under its route with its status, never its path.
+    let r = http.post(format!("{base}/v1/join")).bearer_auth("nope").send().await.expect("join");
+    assert_eq!(r.status(), 401);
+    wait_caught_up(&base).await;
+    let after = scrape(&base).await;
+    assert_eq!(after.get("arc_rooms_open"), Some(&2.0), "{after:?}");
+    assert_eq!(after.get("arc_participants_active"), Some(&3.0), "{after:?}");
+    let joins = |status: &str| {
+        sum(
+            &after,
+            "arc_http_requests_total{",
+            &["route=\"/v1/join\"", "method=\"POST\"", &format!("status=\"{status}\"")],
+        )
+    };
+    assert_eq!((joins("201"), joins("401")), (3.0, 1.0));
+    assert_eq!(sum(&after, "arc_http_requests_total{", &["route=\"/v1/rooms\"", "status=\"201\""]), 2.0);
+    // The latency histogram counted the same requests.
+    assert_eq!(sum(&after, "arc_http_request_duration_seconds_count{", &["route=\"/v1/join\""]), 4.0);
+    assert!(after.keys().all(|k| !k.contains("ann")), "no per-participant labels");
+    // Every projection has applied something and caught up.
+    let caught_up: Vec<_> = after.iter().filter(|(k, _)| k.starts_with("arc_projection_caught_up{")).collect();
+    assert!(caught_up.len() >= 6, "{caught_up:?}");
+    assert!(caught_up.iter().all(|(_, v)| **v == 1.0), "{caught_up:?}");
+    assert!(after.get("arc_log_head_position").is_some_and(|v| *v > 0.0));
+    assert!(after.get("arc_process_cpu_seconds_total").is_some_and(|v| *v > 0.0), "{after:?}");
+    assert!(after.get("arc_process_resident_memory_bytes").is_some_and(|v| *v > 1e6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_embedded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    metrics_move_with_the_platform(Mode::Embedded { data_dir: dir.path().to_path_buf() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_nats_and_postgres() {
+    let nats = std::env::var("ARC_TEST_NATS_URL").expect("ARC_TEST_NATS_URL not set: run scripts/test");
+    let pg = std::env::var("ARC_TEST_PG_ADMIN_URL").expect("ARC_TEST_PG_ADMIN_URL not set: run scripts/test");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    metrics_move_with_the_platform(Mode::Cluster {
+        nats,
+        stream: format!("MET_{tag}"),
+        prefix: format!("met{tag}.evt"),
+        database: create_pg_database(&pg).await,
+        data_dir: dir.path().to_path_buf(),
+    })
+    .await;
+}
