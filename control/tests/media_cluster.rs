@@ -111,6 +111,24 @@ async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
     }
     assert_ne!(placed[0], placed[1], "the two rooms landed on different nodes: {placed:?}");
 
+    // Each node's operator endpoint: ready, and its metrics show the media it carried.
+    for node in [&a, b.as_ref().expect("b runs")] {
+        let ready = http().get(node.metrics.replace("/metrics", "/readyz")).send().await.expect("readyz");
+        assert_eq!(ready.status(), 200, "{} is ready", node.id);
+        let text = http().get(&node.metrics).send().await.expect("metrics").text().await.expect("body");
+        assert!(text.trim_end().ends_with("# EOF"), "{}: an OpenMetrics exposition", node.id);
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+                .unwrap_or_else(|| panic!("{}: {name} in\n{text}", node.id))
+        };
+        assert!(value("arc_media_packets_in_total ") > 100.0, "{}: media came in", node.id);
+        assert!(value("arc_media_packets_out_total ") > 100.0, "{}: media went out", node.id);
+        assert!(value("arc_media_srtp_own_packets_total ") > 100.0, "{}: through Arc's own egress", node.id);
+        assert_eq!(value("arc_media_draining "), 0.0);
+        assert!(text.lines().any(|l| l.starts_with("arc_media_worker_sessions{worker=\"0\"}")), "{}", node.id);
+    }
+
     // SIGKILL the node carrying "alpha".
     let victim = placed[0].clone();
     let survivor = placed[1].clone();

@@ -19,6 +19,8 @@
 //!   for the node too).
 //! - [`agent`]: registration, heartbeats, drain and deregistration of one node.
 //! - [`load`]: the node's own load figures (CPU of the process).
+//! - [`metrics`]: the node's operator endpoint: Prometheus `/metrics`,
+//!   `/healthz`, `/readyz`.
 //! - [`loadgen`]: the pure parts of the load generator `arc-load`
 //!   (`src/bin/arc-load/`, with its Janus adapter): payload stamps, receivers' loss and latency.
 
@@ -29,6 +31,7 @@ pub mod forward;
 pub mod load;
 pub mod loadgen;
 pub mod media;
+pub mod metrics;
 pub mod report;
 
 pub use arc_events::aggregate::node::HEARTBEAT_INTERVAL_S;

@@ -47,6 +47,9 @@ struct Cli {
     #[arg(long, env = "ARC_SRTP_EGRESS", value_enum, default_value_t = SrtpEgress::Arc)]
     srtp_egress: SrtpEgress,
     /// On SIGTERM: seconds to wait for the node's rooms to empty before ending the rest
+    /// Where the operator endpoint listens: Prometheus `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long, env = "ARC_METRICS_LISTEN", default_value = "127.0.0.1:7883")]
+    metrics_listen: std::net::SocketAddr,
     #[arg(long, env = "ARC_DRAIN_TIMEOUT_S", default_value_t = 30)]
     drain_timeout_s: u64,
 }
@@ -162,6 +165,17 @@ async fn run() -> Result<()> {
     println!("  workers       {}", media.workers());
     println!("  srtp egress   {}", if cli.srtp_egress == SrtpEgress::Arc { "arc (in place)" } else { "rtc" });
     println!("  requests      {subject}");
+    let metrics_listener = tokio::net::TcpListener::bind(cli.metrics_listen)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {}", cli.metrics_listen))?;
+    let metrics_addr = metrics_listener.local_addr().context("the metrics endpoint's address")?;
+    let operator = arc_media::metrics::router(media.clone(), log.clone());
+    let metrics_server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(metrics_listener, operator).await {
+            tracing::warn!(error = %e, "the metrics endpoint stopped");
+        }
+    });
+    println!("  metrics       http://{metrics_addr}/metrics (health: /healthz, /readyz)");
     let agent_media = media.clone();
     let drain_timeout = std::time::Duration::from_secs(cli.drain_timeout_s);
     arc_media::agent::run(log, node_id, info, Some(agent_media), drain_timeout, async {
@@ -178,6 +192,7 @@ async fn run() -> Result<()> {
     // The agent drained and ended the sessions before deregistering.
     rpc.abort();
     follower.abort();
+    metrics_server.abort();
     media.shutdown().await;
     let _ = media_task.await;
     // The reporter drains what the sessions' ends produced, then stops.

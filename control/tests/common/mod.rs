@@ -267,6 +267,8 @@ pub fn tool_output(mode: &Mode, command: &str, database: Option<&str>) -> std::p
 pub struct Media {
     pub child: Child,
     pub id: String,
+    /// The node's operator endpoint (`http://…/metrics`).
+    pub metrics: String,
 }
 
 impl Drop for Media {
@@ -291,7 +293,7 @@ pub fn arc_media_bin() -> PathBuf {
 pub fn start_media(nats: &str, stream: &str, prefix: &str, id: &str) -> Media {
     let mut child = Command::new(arc_media_bin())
         .args(["--nats", nats, "--nats-stream", stream, "--nats-subject-prefix", prefix, "--node-id", id])
-        .args(["--media-udp", "127.0.0.1:0", "--public-ip", "127.0.0.1"])
+        .args(["--media-udp", "127.0.0.1:0", "--public-ip", "127.0.0.1", "--metrics-listen", "127.0.0.1:0"])
         .env("ARC_LOG", "warn,rtc_dtls=error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -301,13 +303,14 @@ pub fn start_media(nats: &str, stream: &str, prefix: &str, id: &str) -> Media {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.trim().starts_with("requests") {
-                let _ = tx.send(());
+            // The last startup line: the node takes requests by now.
+            if let Some(url) = line.trim().strip_prefix("metrics") {
+                let _ = tx.send(url.split_whitespace().next().unwrap_or_default().to_owned());
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(60)).expect("arc-media started");
-    Media { child, id: id.into() }
+    let metrics = rx.recv_timeout(Duration::from_secs(60)).expect("arc-media started");
+    Media { child, id: id.into(), metrics }
 }
 
 /// Webhook deliveries received: delivery id (`Arc-Webhook-Id`) → how many times.

@@ -84,6 +84,8 @@ pub struct MediaHandle {
     sessions_max: u32,
     /// Rooms and their workers (control path only: opens and room ends).
     placement: Arc<std::sync::Mutex<placement::Placement>>,
+    /// Whether the node is draining (as last set).
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MediaHandle {
@@ -95,6 +97,11 @@ impl MediaHandle {
     /// How many workers the node runs.
     pub fn workers(&self) -> usize {
         self.workers.len()
+    }
+
+    /// Whether the node is draining (cheap, no round trip).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Live sessions (cheap, no round trip).
@@ -210,6 +217,7 @@ impl MediaHandle {
     /// Starts or stops draining: while draining, only rooms this node already
     /// carries get new sessions; new rooms are refused (`Draining`).
     pub async fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
         for tx in self.workers.iter() {
             let _ = tx.send(WorkerMsg::SetDraining(draining)).await;
         }
@@ -324,6 +332,7 @@ pub async fn start(
         gauges: Arc::new(gauges),
         sessions_max: config.sessions_max,
         placement: Arc::default(),
+        draining: Arc::default(),
     };
     Ok((handle, task))
 }

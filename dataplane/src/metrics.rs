@@ -1,0 +1,215 @@
+//! The node's own HTTP endpoint for operators: Prometheus `/metrics`,
+//! `/healthz` (alive) and `/readyz` (can take sessions: the log reachable and
+//! the node not draining). Figures come from the workers' counters
+//! (`MediaHandle::stats`, read at scrape time: nothing on the packet path).
+//! Labels are bounded: worker index, drop reason.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use arc_eventlog::EventLog;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::engine::MediaStats;
+use crate::media::MediaHandle;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// A counter that follows a cumulative figure read elsewhere.
+fn follow(counter: &Counter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
+}
+
+/// The node's metrics.
+struct Metrics {
+    registry: Registry,
+    packets_in: Counter,
+    packets_out: Counter,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    nacks_answered: Counter,
+    keyframe_requests: Counter,
+    dropped: Family<ReasonLabels, Counter>,
+    handed_off: Counter,
+    srtp_own: Counter,
+    srtp_rtc_legs: Gauge,
+    sessions: Gauge,
+    tracks: Gauge,
+    worker_sessions: Family<WorkerLabels, Gauge>,
+    draining: Gauge,
+    cpu_seconds: Counter<f64, AtomicU64>,
+    resident_bytes: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("arc_media");
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let packets_in = counter("packets_in", "RTP and RTCP packets received from clients");
+        let packets_out = counter("packets_out", "Packets forwarded to subscribers");
+        let nacks_answered = counter("nacks_answered", "Retransmissions sent for subscribers' NACKs");
+        let keyframe_requests = counter("keyframe_requests", "Keyframe requests (PLI) sent to publishers");
+        let handed_off = counter("handed_off_datagrams", "Datagrams handed to the worker that owns their flow");
+        let srtp_own = counter("srtp_own_packets", "RTP packets protected by Arc's own SRTP egress");
+        let bytes_in = Counter::default();
+        registry.register_with_unit("received", "Payload bytes received", Unit::Bytes, bytes_in.clone());
+        let bytes_out = Counter::default();
+        registry.register_with_unit("forwarded", "Payload bytes forwarded", Unit::Bytes, bytes_out.clone());
+        let dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "dropped_datagrams",
+            "Datagrams dropped, by reason (unknown sender, malformed, ICE-TCP backlog, socket full)",
+            dropped.clone(),
+        );
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let srtp_rtc_legs = gauge("srtp_rtc_legs", "Legs whose media rtc protects (not Arc's own egress)");
+        let sessions = gauge("sessions", "Sessions open");
+        let tracks = gauge("tracks", "Published tracks carried");
+        let draining = gauge("draining", "1 while the node drains (takes no new rooms)");
+        let worker_sessions = Family::<WorkerLabels, Gauge>::default();
+        registry.register("worker_sessions", "Sessions open on each worker", worker_sessions.clone());
+        let cpu_seconds = Counter::<f64, AtomicU64>::default();
+        registry.register_with_unit("process_cpu", "CPU time this process used", Unit::Seconds, cpu_seconds.clone());
+        let resident_bytes = Gauge::default();
+        registry.register_with_unit("process_resident_memory", "Resident memory", Unit::Bytes, resident_bytes.clone());
+        Self {
+            registry,
+            packets_in,
+            packets_out,
+            bytes_in,
+            bytes_out,
+            nacks_answered,
+            keyframe_requests,
+            dropped,
+            handed_off,
+            srtp_own,
+            srtp_rtc_legs,
+            sessions,
+            tracks,
+            worker_sessions,
+            draining,
+            cpu_seconds,
+            resident_bytes,
+        }
+    }
+
+    fn update(&self, s: &MediaStats, per_worker: &[u64], draining: bool) {
+        follow(&self.packets_in, s.packets_in);
+        follow(&self.packets_out, s.packets_out);
+        follow(&self.bytes_in, s.bytes_in);
+        follow(&self.bytes_out, s.bytes_out);
+        follow(&self.nacks_answered, s.nacks_answered);
+        follow(&self.keyframe_requests, s.keyframe_requests);
+        follow(&self.handed_off, s.handed_off);
+        follow(&self.srtp_own, s.srtp_own_packets);
+        for (reason, total) in [
+            ("unknown_sender", s.dropped_unknown),
+            ("malformed", s.dropped_malformed),
+            ("tcp_backlog", s.dropped_tcp),
+            ("socket_full", s.dropped_send),
+        ] {
+            follow(&self.dropped.get_or_create(&ReasonLabels { reason }), total);
+        }
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.srtp_rtc_legs.set(gauge(s.srtp_rtc_legs));
+        self.sessions.set(gauge(s.sessions));
+        self.tracks.set(gauge(s.tracks));
+        for (w, n) in per_worker.iter().enumerate() {
+            self.worker_sessions.get_or_create(&WorkerLabels { worker: w.to_string() }).set(gauge(*n));
+        }
+        self.draining.set(i64::from(draining));
+        if let Some((cpu, rss)) = process_figures() {
+            let seen = self.cpu_seconds.get();
+            if cpu > seen {
+                self.cpu_seconds.inc_by(cpu - seen);
+            }
+            self.resident_bytes.set(rss);
+        }
+    }
+}
+
+/// CPU seconds and resident bytes of this process (`/proc/self`), if readable.
+fn process_figures() -> Option<(f64, i64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime, in USER_HZ (100 on every Linux architecture Arc runs on).
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let rss_kib: i64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    Some((ticks / 100.0, rss_kib * 1024))
+}
+
+struct Shared {
+    metrics: Metrics,
+    media: MediaHandle,
+    log: Arc<dyn EventLog>,
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let stats = s.media.stats().await;
+    s.metrics.update(&stats, &s.media.sessions_per_worker(), s.media.is_draining());
+    let mut body = String::new();
+    if prometheus_client::encoding::text::encode(&mut body, &s.metrics.registry).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "encoding the metrics failed").into_response();
+    }
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    if !s.log.connected() {
+        (StatusCode::SERVICE_UNAVAILABLE, "log_unavailable: the event log is unreachable").into_response()
+    } else if s.media.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining: the node takes no new rooms").into_response()
+    } else {
+        "ready".into_response()
+    }
+}
+
+/// The router for the node's operator endpoint.
+pub fn router(media: MediaHandle, log: Arc<dyn EventLog>) -> Router {
+    let shared = Arc::new(Shared { metrics: Metrics::new(), media, log });
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(shared)
+}
