@@ -5,7 +5,6 @@
 //! Labels are bounded: worker index, drop reason.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use arc_eventlog::EventLog;
 use axum::Router;
@@ -57,8 +56,7 @@ struct Metrics {
     tracks: Gauge,
     worker_sessions: Family<WorkerLabels, Gauge>,
     draining: Gauge,
-    cpu_seconds: Counter<f64, AtomicU64>,
-    resident_bytes: Gauge,
+    process: arc_telemetry::ProcessMetrics,
 }
 
 impl Metrics {
@@ -96,10 +94,7 @@ impl Metrics {
         let draining = gauge("draining", "1 while the node drains (takes no new rooms)");
         let worker_sessions = Family::<WorkerLabels, Gauge>::default();
         registry.register("worker_sessions", "Sessions open on each worker", worker_sessions.clone());
-        let cpu_seconds = Counter::<f64, AtomicU64>::default();
-        registry.register_with_unit("process_cpu", "CPU time this process used", Unit::Seconds, cpu_seconds.clone());
-        let resident_bytes = Gauge::default();
-        registry.register_with_unit("process_resident_memory", "Resident memory", Unit::Bytes, resident_bytes.clone());
+        let process = arc_telemetry::ProcessMetrics::register(&mut registry);
         Self {
             registry,
             packets_in,
@@ -116,8 +111,7 @@ impl Metrics {
             tracks,
             worker_sessions,
             draining,
-            cpu_seconds,
-            resident_bytes,
+            process,
         }
     }
 
@@ -146,27 +140,8 @@ impl Metrics {
             self.worker_sessions.get_or_create(&WorkerLabels { worker: w.to_string() }).set(gauge(*n));
         }
         self.draining.set(i64::from(draining));
-        if let Some((cpu, rss)) = process_figures() {
-            let seen = self.cpu_seconds.get();
-            if cpu > seen {
-                self.cpu_seconds.inc_by(cpu - seen);
-            }
-            self.resident_bytes.set(rss);
-        }
+        self.process.update();
     }
-}
-
-/// CPU seconds and resident bytes of this process (`/proc/self`), if readable.
-fn process_figures() -> Option<(f64, i64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime, in USER_HZ (100 on every Linux architecture Arc runs on).
-    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let rss_kib: i64 =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
-    Some((ticks / 100.0, rss_kib * 1024))
 }
 
 struct Shared {

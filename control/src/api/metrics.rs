@@ -23,7 +23,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::atomic::AtomicU64;
 
 use super::ApiState;
 use super::error::ApiResult;
@@ -69,8 +68,7 @@ pub struct Metrics {
     projection_position: Family<ProjectionLabels, Gauge>,
     projection_events: Family<ProjectionLabels, Gauge>,
     projection_caught_up: Family<ProjectionLabels, Gauge>,
-    cpu_seconds: Counter<f64, AtomicU64>,
-    resident_bytes: Gauge,
+    process: arc_telemetry::ProcessMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -129,10 +127,7 @@ impl Metrics {
             "1 when the projection has applied the log's head, else 0",
             projection_caught_up.clone(),
         );
-        let cpu_seconds = Counter::<f64, AtomicU64>::default();
-        registry.register_with_unit("process_cpu", "CPU time this process used", Unit::Seconds, cpu_seconds.clone());
-        let resident_bytes = Gauge::default();
-        registry.register_with_unit("process_resident_memory", "Resident memory", Unit::Bytes, resident_bytes.clone());
+        let process = arc_telemetry::ProcessMetrics::register(&mut registry);
         Self {
             registry,
             requests,
@@ -145,8 +140,7 @@ impl Metrics {
             projection_position,
             projection_events,
             projection_caught_up,
-            cpu_seconds,
-            resident_bytes,
+            process,
         }
     }
 
@@ -180,21 +174,6 @@ pub(crate) async fn track(State(state): State<Arc<ApiState>>, req: Request, next
     response
 }
 
-/// CPU seconds and resident bytes of this process (`/proc/self`), if readable.
-fn process_figures() -> Option<(f64, i64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces): utime is the 14th field, stime the 15th.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // USER_HZ is 100 on every Linux architecture Arc runs on.
-    let cpu = ticks / 100.0;
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let rss_kib: i64 =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
-    Some((cpu, rss_kib * 1024))
-}
-
 /// Prometheus metrics (OpenMetrics text): HTTP requests and latency by
 /// route, open rooms, participants, tracks, nodes by state, the log's head
 /// and each projection's progress, process CPU and memory. No credentials
@@ -225,14 +204,7 @@ pub(crate) async fn metrics(State(state): State<Arc<ApiState>>) -> ApiResult<Res
         m.projection_events.get_or_create(&labels).set(i64::try_from(c.events).unwrap_or(i64::MAX));
         m.projection_caught_up.get_or_create(&labels).set(i64::from(head.is_some_and(|h| c.position >= h)));
     }
-    if let Some((cpu, rss)) = process_figures() {
-        // A counter: moved up to the process's own total.
-        let seen = m.cpu_seconds.get();
-        if cpu > seen {
-            m.cpu_seconds.inc_by(cpu - seen);
-        }
-        m.resident_bytes.set(rss);
-    }
+    m.process.update();
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, &m.registry)
         .map_err(|_| super::error::ApiError::internal("encoding the metrics"))?;
