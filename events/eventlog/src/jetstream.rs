@@ -186,6 +186,19 @@ fn parse_message(stream_seq: u64, payload: &[u8]) -> Result<Vec<RawEvent>, LogEr
         .map_err(|e| LogError::Corrupt { position: position(stream_seq, 0).0, reason: e.to_string() })
 }
 
+/// Whether the stream's stored settings differ from Arc's in anything Arc sets.
+fn settings_differ(current: &stream::Config, wanted: &stream::Config) -> bool {
+    current.subjects != wanted.subjects
+        || current.max_bytes != wanted.max_bytes
+        || current.duplicate_window != wanted.duplicate_window
+        || current.max_message_size != wanted.max_message_size
+        || current.num_replicas != wanted.num_replicas
+        || current.allow_direct != wanted.allow_direct
+        || current.deny_delete != wanted.deny_delete
+        || current.deny_purge != wanted.deny_purge
+        || current.description != wanted.description
+}
+
 impl JetStreamLog {
     /// Connects and creates or updates the stream.
     pub async fn connect(config: &JetStreamConfig) -> Result<Self, LogError> {
@@ -240,24 +253,56 @@ impl JetStreamLog {
             ..Default::default()
         };
         let mut stream_config = stream_config;
-        // An existing stream keeps its replica count: a tool run (`rebuild`,
-        // `catch-up`) or an instance started without `--nats-replicas` must
-        // not quietly shrink an R3 log to R1 (or grow one).
-        if let Ok(mut existing) = js.get_stream(&config.stream).await
-            && let Ok(info) = existing.info().await
-            && info.config.num_replicas != config.replicas
-        {
-            tracing::warn!(
-                stream = %config.stream,
-                existing = info.config.num_replicas,
-                configured = config.replicas,
-                "the stream keeps its replica count; change it with the nats CLI if that is what you want"
-            );
-            stream_config.num_replicas = info.config.num_replicas;
+        // Created when missing, updated only when its settings differ: never
+        // an update racing a creation (several instances starting at once),
+        // which nats-server 2.9 answered with a crash (a nil dereference in
+        // its stream update, seen once in CI).
+        let existing = match js.get_stream(&config.stream).await {
+            Ok(mut s) => Some(
+                s.info()
+                    .await
+                    .map_err(|e| LogError::Unavailable(format!("reading stream {}: {e}", config.stream)))?
+                    .config
+                    .clone(),
+            ),
+            Err(e)
+                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                None
+            }
+            Err(e) => return Err(LogError::Unavailable(format!("looking up stream {}: {e}", config.stream))),
+        };
+        match existing {
+            Some(current) => {
+                // An existing stream keeps its replica count: a tool run
+                // (`rebuild`, `catch-up`) or an instance started without
+                // `--nats-replicas` must not quietly shrink an R3 log to R1 (or grow one).
+                if current.num_replicas != config.replicas {
+                    tracing::warn!(
+                        stream = %config.stream,
+                        existing = current.num_replicas,
+                        configured = config.replicas,
+                        "the stream keeps its replica count; change it with the nats CLI if that is what you want"
+                    );
+                    stream_config.num_replicas = current.num_replicas;
+                }
+                if settings_differ(&current, &stream_config) {
+                    tracing::info!(stream = %config.stream, "updating the stream's settings");
+                    js.update_stream(stream_config)
+                        .await
+                        .map_err(|e| LogError::Unavailable(format!("updating stream {}: {e}", config.stream)))?;
+                }
+            }
+            None => {
+                if let Err(e) = js.create_stream(stream_config).await {
+                    // Another instance created it at the same moment: that is what we wanted.
+                    if js.get_stream_no_info(&config.stream).await.is_err() {
+                        return Err(LogError::Unavailable(format!("creating stream {}: {e}", config.stream)));
+                    }
+                }
+            }
         }
-        js.create_or_update_stream(stream_config)
-            .await
-            .map_err(|e| LogError::Unavailable(format!("creating stream {}: {e}", config.stream)))?;
         // From here on every operation is bounded by the shorter timeout.
         js.set_timeout(config.op_timeout);
         let stream = js
