@@ -2,6 +2,9 @@
 //! exposes to operators the same way.
 //!
 //! # Layout
+//! - [`process_cpu_ticks`], [`process_figures`]: this process's CPU time
+//!   and resident memory from `/proc/self` (the media node's load figure
+//!   uses them too).
 //! - [`ProcessMetrics`]: the process's CPU seconds and resident memory as
 //!   Prometheus metrics (`<prefix>_process_cpu_seconds_total`,
 //!   `<prefix>_process_resident_memory_bytes`), read from `/proc/self` at
@@ -13,19 +16,33 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
-/// CPU seconds and resident bytes of this process, if `/proc/self` is readable.
-pub fn process_figures() -> Option<(f64, i64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // After the command name (which may hold spaces and parentheses):
-    // utime and stime are the 12th and 13th fields.
+/// Clock ticks per second in `/proc` (USER_HZ: 100 on every Linux
+/// architecture Arc runs on, x86_64 and arm64).
+pub const TICKS_PER_S: f64 = 100.0;
+
+/// utime + stime of a `/proc/<pid>/stat` line, in ticks.
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses; the fields
+    // after its last ')' are plain: state is field 3, so utime (14) and
+    // stime (15) are at 11 and 12.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// utime + stime of this process, in ticks.
+pub fn process_cpu_ticks() -> Option<u64> {
+    parse_cpu_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// CPU seconds and resident bytes of this process, if `/proc/self` is readable.
+pub fn process_figures() -> Option<(f64, i64)> {
+    let cpu = process_cpu_ticks()? as f64 / TICKS_PER_S;
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let rss_kib: i64 =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
-    // USER_HZ is 100 on every Linux architecture Arc runs on.
-    Some((ticks / 100.0, rss_kib.saturating_mul(1024)))
+    let rss_kib: i64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    Some((cpu, rss_kib.saturating_mul(1024)))
 }
 
 /// The process's CPU and memory, registered once, updated at each scrape.
@@ -64,6 +81,14 @@ impl ProcessMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_proc_stat_even_with_odd_command_names() {
+        let stat = "42 (arc (media) x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 100 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(300));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
+        assert!(process_cpu_ticks().is_some());
+    }
 
     #[test]
     fn this_process_has_figures_and_they_encode() {
