@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_KEY, Mode, create_app, create_pg_database, mint_token, start_media, start_with};
+use common::{ADMIN_KEY, cluster, create_app, mint_token, start_media, start_with};
 use serde_json::{Value, json};
 
 fn http() -> reqwest::Client {
@@ -59,24 +59,6 @@ async fn nodes_of_room(base: &str, room: &str) -> Vec<String> {
     v.sort();
     v.dedup();
     v
-}
-
-/// A fresh stream, subject prefix and PostgreSQL database on the test
-/// services: (NATS URL, stream, prefix, data dir, mode).
-async fn cluster(stream: &str, subjects: &str) -> (String, String, String, tempfile::TempDir, Mode) {
-    let nats = std::env::var("ARC_TEST_NATS_URL").expect("ARC_TEST_NATS_URL not set: run scripts/test");
-    let pg = std::env::var("ARC_TEST_PG_ADMIN_URL").expect("ARC_TEST_PG_ADMIN_URL not set: run scripts/test");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tag = uuid::Uuid::now_v7().simple().to_string();
-    let (stream, prefix) = (format!("{stream}_{tag}"), format!("{subjects}{tag}.evt"));
-    let mode = Mode::Cluster {
-        nats: nats.clone(),
-        stream: stream.clone(),
-        prefix: prefix.clone(),
-        database: create_pg_database(&pg).await,
-        data_dir: dir.path().to_path_buf(),
-    };
-    (nats, stream, prefix, dir, mode)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{ADMIN_KEY, Mode, create_app, create_pg_database, mint_token, start, wait_caught_up};
+use common::{ADMIN_KEY, Mode, create_app, mint_token, start, wait_caught_up};
 use serde_json::json;
 
 /// Samples of an OpenMetrics text exposition: `name{labels}` → value.
@@ -106,16 +106,6 @@ async fn metrics_embedded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_on_nats_and_postgres() {
-    let nats = std::env::var("ARC_TEST_NATS_URL").expect("ARC_TEST_NATS_URL not set: run scripts/test");
-    let pg = std::env::var("ARC_TEST_PG_ADMIN_URL").expect("ARC_TEST_PG_ADMIN_URL not set: run scripts/test");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tag = uuid::Uuid::now_v7().simple().to_string();
-    metrics_move_with_the_platform(Mode::Cluster {
-        nats,
-        stream: format!("MET_{tag}"),
-        prefix: format!("met{tag}.evt"),
-        database: create_pg_database(&pg).await,
-        data_dir: dir.path().to_path_buf(),
-    })
-    .await;
+    let (_, _, _, _dir, mode) = common::cluster("MET", "met").await;
+    metrics_move_with_the_platform(mode).await;
 }

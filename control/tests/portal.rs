@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 mod common;
-use common::{ADMIN_KEY, Mode, Server, create_pg_database, start_with};
+use common::{ADMIN_KEY, Mode, Server, start_with};
 
 /// What the webhook receiver got: (headers, body), in arrival order.
 type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
@@ -325,16 +325,6 @@ async fn portal_works_end_to_end_embedded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn portal_works_end_to_end_on_nats_and_postgres() {
-    let nats = std::env::var("ARC_TEST_NATS_URL").expect("ARC_TEST_NATS_URL not set: run scripts/test");
-    let pg = std::env::var("ARC_TEST_PG_ADMIN_URL").expect("ARC_TEST_PG_ADMIN_URL not set: run scripts/test");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tag = uuid::Uuid::now_v7().simple().to_string();
-    let mode = Mode::Cluster {
-        nats,
-        stream: format!("PRT_{tag}"),
-        prefix: format!("p{tag}.evt"),
-        database: create_pg_database(&pg).await,
-        data_dir: dir.path().to_path_buf(),
-    };
+    let (_, _, _, _dir, mode) = common::cluster("PRT", "p").await;
     scenario(mode).await;
 }

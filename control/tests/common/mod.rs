@@ -189,6 +189,24 @@ pub async fn mint_token(
     r["token"].as_str().unwrap_or_else(|| panic!("token in {r}")).into()
 }
 
+/// A fresh stream, subject prefix and PostgreSQL database on the test
+/// services: (NATS URL, stream, prefix, data dir, mode).
+pub async fn cluster(stream: &str, subjects: &str) -> (String, String, String, tempfile::TempDir, Mode) {
+    let nats = std::env::var("ARC_TEST_NATS_URL").expect("ARC_TEST_NATS_URL not set: run scripts/test");
+    let pg = std::env::var("ARC_TEST_PG_ADMIN_URL").expect("ARC_TEST_PG_ADMIN_URL not set: run scripts/test");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let (stream, prefix) = (format!("{stream}_{tag}"), format!("{subjects}{tag}.evt"));
+    let mode = Mode::Cluster {
+        nats: nats.clone(),
+        stream: stream.clone(),
+        prefix: prefix.clone(),
+        database: create_pg_database(&pg).await,
+        data_dir: dir.path().to_path_buf(),
+    };
+    (nats, stream, prefix, dir, mode)
+}
+
 pub async fn create_pg_database(admin_url: &str) -> String {
     use sqlx::Connection;
     let name = format!("arc_t_{}", uuid::Uuid::now_v7().simple());
