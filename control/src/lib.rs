@@ -21,7 +21,7 @@
 //! - [`usecase`]: the application layer — apps and tokens, rooms, joins,
 //!   leaves, kicks, mutes, media sessions, nodes, quota turns, read-model
 //!   queries — that every entry point calls (no HTTP in it).
-//! - [`api`]: the axum router (`/healthz`, `/readyz`, `/v1/...`, WHIP/WHEP,
+//! - [`api`]: the axum router (`/healthz`, `/readyz`, `/metrics`, `/v1/...`, WHIP/WHEP,
 //!   the status page, the OpenAPI document): parse, authorize, call a use
 //!   case, map to HTTP.
 //! - [`server`]: wiring: opens the log and database, starts runners, janitors

@@ -77,7 +77,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run()) {
+    let outcome = runtime.block_on(run());
+    // Never wait for ever on what is still running (the media workers, when
+    // the start failed half-way): the process is ending.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One readable line with its causes, never a backtrace.
@@ -100,6 +104,11 @@ async fn run() -> Result<()> {
     let mut config = JetStreamConfig::new(&cli.nats_url);
     config.stream = cli.nats_stream;
     config.subject_prefix = cli.nats_subject_prefix;
+    // The operator endpoint's port first: a taken port stops the node before
+    // it registers or opens its media port.
+    let metrics_listener = tokio::net::TcpListener::bind(cli.metrics_listen)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {}", cli.metrics_listen))?;
     let log = JetStreamLog::connect(&config).await.context("connecting to the event log")?;
     let info = NodeRegistered {
         address: cli.address,
@@ -165,9 +174,6 @@ async fn run() -> Result<()> {
     println!("  workers       {}", media.workers());
     println!("  srtp egress   {}", if cli.srtp_egress == SrtpEgress::Arc { "arc (in place)" } else { "rtc" });
     println!("  requests      {subject}");
-    let metrics_listener = tokio::net::TcpListener::bind(cli.metrics_listen)
-        .await
-        .with_context(|| format!("binding the metrics endpoint {}", cli.metrics_listen))?;
     let metrics_addr = metrics_listener.local_addr().context("the metrics endpoint's address")?;
     let operator = arc_media::metrics::router(media.clone(), log.clone());
     let metrics_server = tokio::spawn(async move {

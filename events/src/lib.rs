@@ -14,7 +14,9 @@
 //! - [`app`], [`room`], [`participant`], [`track`], [`recording`], [`call`], [`node`], [`webhook`]:
 //!   the payload structs of each aggregate's events (one struct per type and version).
 //! - [`upcast`](crate::upcast): rewrites old event versions into current ones before folds see them.
-//! - [`aggregate`]: the [`Aggregate`] trait (`decide` / `evolve`) and the room and node aggregates.
+//! - [`aggregate`]: the [`Aggregate`] trait (`decide` / `evolve`, and the
+//!   snapshot form of long-lived ones) and the app, room, participant, track
+//!   and node aggregates.
 //! - [`schema`]: JSON Schemas of every event, as checked into `schemas/events/`,
 //!   and the drift check of a schema directory (also used by `arc-nodeproto`).
 //! - [`error`]: this crate's errors.

@@ -1,4 +1,4 @@
-//! The HTTP API (axum): health, status, apps, tokens, rooms, participants,
+//! The HTTP API (axum): health, status, metrics, apps, tokens, rooms, participants,
 //! webhooks and nodes, the status page and the OpenAPI document.
 //!
 //! Handlers authenticate the caller (`auth`), parse input, call a use case

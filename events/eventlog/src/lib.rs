@@ -22,6 +22,7 @@
 //! - [`snapshot`]: aggregate snapshots beside the log (a SQLite file in
 //!   `dev`, a key-value bucket in clusters), derived and checked against the
 //!   log before use.
+//! - `kv` (private): the key-value buckets beside the JetStream stream.
 //! - [`error`]: [`LogError`], [`ExecuteError`].
 
 pub mod error;

@@ -41,7 +41,8 @@ pub fn process_cpu_ticks() -> Option<u64> {
 pub fn process_figures() -> Option<(f64, i64)> {
     let cpu = process_cpu_ticks()? as f64 / TICKS_PER_S;
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let rss_kib: i64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let rss_kib: i64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
     Some((cpu, rss_kib.saturating_mul(1024)))
 }
 
