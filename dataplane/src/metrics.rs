@@ -50,6 +50,7 @@ struct Metrics {
     keyframe_requests: Counter,
     dropped: Family<ReasonLabels, Counter>,
     handed_off: Counter,
+    send_calls: Counter,
     srtp_own: Counter,
     srtp_rtc_legs: Gauge,
     sessions: Gauge,
@@ -72,6 +73,8 @@ impl Metrics {
         let nacks_answered = counter("nacks_answered", "Retransmissions sent for subscribers' NACKs");
         let keyframe_requests = counter("keyframe_requests", "Keyframe requests (PLI) sent to publishers");
         let handed_off = counter("handed_off_datagrams", "Datagrams handed to the worker that owns their flow");
+        let send_calls =
+            counter("send_syscalls", "System calls that sent UDP datagrams (sendmmsg batches, GSO runs, single sends)");
         let srtp_own = counter("srtp_own_packets", "RTP packets protected by Arc's own SRTP egress");
         let bytes_in = Counter::default();
         registry.register_with_unit("received", "Payload bytes received", Unit::Bytes, bytes_in.clone());
@@ -105,6 +108,7 @@ impl Metrics {
             keyframe_requests,
             dropped,
             handed_off,
+            send_calls,
             srtp_own,
             srtp_rtc_legs,
             sessions,
@@ -123,6 +127,7 @@ impl Metrics {
         follow(&self.nacks_answered, s.nacks_answered);
         follow(&self.keyframe_requests, s.keyframe_requests);
         follow(&self.handed_off, s.handed_off);
+        follow(&self.send_calls, s.send_calls);
         follow(&self.srtp_own, s.srtp_own_packets);
         for (reason, total) in [
             ("unknown_sender", s.dropped_unknown),

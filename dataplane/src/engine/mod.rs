@@ -219,6 +219,9 @@ pub struct MediaStats {
     pub dropped_tcp: u64,
     /// Datagrams the kernel would not take (socket buffer full; counted by the driver).
     pub dropped_send: u64,
+    /// System calls that sent UDP datagrams (counted by the driver; with
+    /// `packets_out`, how well sends are batched).
+    pub send_calls: u64,
     /// Datagrams handed to the worker owning their flow (counted by the driver).
     pub handed_off: u64,
     /// RTP packets Arc protected itself ([`srtp`]).
@@ -243,6 +246,7 @@ impl MediaStats {
         self.keyframe_requests += o.keyframe_requests;
         self.dropped_tcp += o.dropped_tcp;
         self.dropped_send += o.dropped_send;
+        self.send_calls += o.send_calls;
         self.handed_off += o.handed_off;
         self.srtp_own_packets += o.srtp_own_packets;
         self.srtp_rtc_legs += o.srtp_rtc_legs;

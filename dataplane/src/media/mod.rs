@@ -19,7 +19,8 @@
 //! # Layout
 //! - this file: [`MediaHandle`], [`start`], request routing.
 //! - `worker`: one worker's thread, sockets, batching, timers, steering.
-//! - `udp`: batched UDP I/O (`recvmmsg`/GRO, GSO) over `quinn-udp`.
+//! - `udp`: batched UDP I/O: `recvmmsg`/GRO through `quinn-udp`; GSO runs per
+//!   destination and `sendmmsg` batches across destinations.
 //! - `routes`: the ufrag → worker table the workers share.
 //! - [`placement`]: which worker carries each room (pure).
 //! - `tcp`: the ICE-TCP acceptor (RFC 4571 framing).

@@ -9,7 +9,9 @@
 //! the same port and `connect`ed to the client: the kernel prefers that exact
 //! match, so the flow's later datagrams reach the owner directly, without
 //! hand-off. (Datagrams the flow sent before that socket existed are handed
-//! over too, from a small per-worker cache.)
+//! over too, from a small per-worker cache.) The connected sockets only
+//! receive: every datagram leaves on the worker's shared-port socket, so one
+//! `sendmmsg` carries a packet to all of a room's subscribers (see [`super::udp`]).
 //!
 //! Nothing is shared on the packet path: the engine, the sockets and the
 //! buffers belong to the worker's thread (`Rc<RefCell<…>>` inside one
@@ -82,9 +84,8 @@ pub(crate) fn spawn(setup: WorkerSetup) -> std::io::Result<std::thread::JoinHand
     })
 }
 
+/// A flow's connected socket, owned by its reader task (aborting the task closes it).
 struct Flow {
-    socket: Rc<UdpSocket>,
-    state: Rc<UdpSocketState>,
     reader: tokio::task::AbortHandle,
 }
 
@@ -105,7 +106,6 @@ struct State {
     timer: Rc<Notify>,
     deadline: Instant,
     dropped_tcp: u64,
-    dropped_send: u64,
     handed_off: u64,
 }
 
@@ -158,7 +158,6 @@ async fn run(setup: WorkerSetup) {
         timer: Rc::new(Notify::new()),
         deadline,
         dropped_tcp: 0,
-        dropped_send: 0,
         handed_off: 0,
     }));
     // The shared port's reader, and the timer.
@@ -176,7 +175,8 @@ async fn run(setup: WorkerSetup) {
                 let s = state.borrow();
                 let mut stats = s.engine.stats();
                 stats.dropped_tcp = s.dropped_tcp;
-                stats.dropped_send = s.dropped_send;
+                stats.dropped_send = s.buffers.counts.dropped;
+                stats.send_calls = s.buffers.counts.calls;
                 stats.handed_off = s.handed_off;
                 let _ = reply.send(stats);
             }
@@ -306,8 +306,8 @@ fn flush(state: &Shared) {
     {
         let mut guard = state.borrow_mut();
         let s = &mut *guard;
-        // Datagrams: one GSO batch per run to one destination.
-        let mut current: Option<SocketAddr> = None;
+        // Datagrams: queued for the whole pass, then sent in batches
+        // (`sendmmsg`, GSO runs) on the shared port's socket.
         while let Some(t) = s.engine.poll_transmit() {
             match t.transport {
                 Transport::Tcp => {
@@ -316,18 +316,10 @@ fn flush(state: &Shared) {
                         s.dropped_tcp += 1;
                     }
                 }
-                Transport::Udp => {
-                    if current.is_some_and(|c| c != t.to) {
-                        send_run(s, current);
-                    }
-                    current = Some(t.to);
-                    let State { buffers, flows, port, port_state, dropped_send, .. } = &mut *s;
-                    let mut send = sender(flows, port, port_state, dropped_send);
-                    let _ = buffers.push(t.to, &t.payload, &mut send);
-                }
+                Transport::Udp => s.buffers.push(t.to, t.payload, &*s.port, &s.port_state),
             }
         }
-        send_run(s, current);
+        s.buffers.flush(&*s.port, &s.port_state);
         // Routing.
         while let Some(change) = s.engine.poll_route() {
             match change {
@@ -361,36 +353,6 @@ fn flush(state: &Shared) {
     }
 }
 
-fn send_run(s: &mut State, current: Option<SocketAddr>) {
-    if current.is_none() {
-        return;
-    }
-    let State { buffers, flows, port, port_state, dropped_send, .. } = s;
-    let mut send = sender(flows, port, port_state, dropped_send);
-    let _ = buffers.flush(&mut send);
-}
-
-/// How one batch goes out: on the flow's connected socket if it has one,
-/// else on the shared port. A full socket buffer drops it (UDP), counted.
-fn sender<'a>(
-    flows: &'a HashMap<SocketAddr, Flow>,
-    port: &'a Rc<UdpSocket>,
-    port_state: &'a Rc<UdpSocketState>,
-    dropped: &'a mut u64,
-) -> impl FnMut(&quinn_udp::Transmit<'_>) -> std::io::Result<()> + 'a {
-    move |t| {
-        let r = match flows.get(&t.destination) {
-            Some(flow) => flow.state.send((&*flow.socket).into(), t),
-            None => port_state.send((&**port).into(), t),
-        };
-        if let Err(e) = &r {
-            *dropped += 1;
-            tracing::trace!(to = %t.destination, error = %e, "media socket write");
-        }
-        r
-    }
-}
-
 /// Opens a socket on the shared port `connect`ed to `addr`, so the kernel
 /// delivers the flow's datagrams to this worker directly.
 fn open_flow(state: &Shared, addr: SocketAddr) {
@@ -407,8 +369,8 @@ fn open_flow(state: &Shared, addr: SocketAddr) {
         Err(_) => return,
     };
     let Ok(socket) = UdpSocket::from_std(socket).map(Rc::new) else { return };
-    let reader = tokio::task::spawn_local(read(state.clone(), socket.clone(), udp.clone(), Some(addr))).abort_handle();
-    state.borrow_mut().flows.insert(addr, Flow { socket, state: udp, reader });
+    let reader = tokio::task::spawn_local(read(state.clone(), socket, udp, Some(addr))).abort_handle();
+    state.borrow_mut().flows.insert(addr, Flow { reader });
 }
 
 fn connected_socket(local: SocketAddr, peer: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
