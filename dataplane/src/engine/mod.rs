@@ -298,7 +298,9 @@ enum Feedback {
 /// The engine (see the module docs).
 pub struct Engine {
     config: EngineConfig,
-    sessions: HashMap<Key, Session>,
+    /// Boxed: a session is ~9 KiB (its `rtc` connection inline), and a
+    /// map's empty slots would each cost that much.
+    sessions: HashMap<Key, Box<Session>>,
     /// (address, transport) → leg, learned from authenticated STUN checks.
     by_addr: HashMap<(SocketAddr, Transport), Key>,
     by_ufrag: HashMap<String, Key>,
@@ -697,7 +699,7 @@ impl Engine {
 
     fn list(&self, now: Instant, after: Option<&MediaSessionId>) -> (Vec<SessionInfo>, bool) {
         let mut page: Vec<&Session> =
-            self.sessions.values().filter(|s| after.is_none_or(|a| s.id.as_str() > a.as_str())).collect();
+            self.sessions.values().map(|s| &**s).filter(|s| after.is_none_or(|a| s.id.as_str() > a.as_str())).collect();
         page.sort_unstable_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
         let more = page.len() > SESSIONS_PAGE_MAX;
         page.truncate(SESSIONS_PAGE_MAX);
@@ -817,7 +819,9 @@ impl Engine {
         let pwd = random_token(32);
         let internal = |e: rtc::shared::error::Error| SessionError::Internal { message: e.to_string() };
         let capture = KeyCapture::new(self.crypto.clone());
-        let mut pc = peer::build(&ufrag, &pwd, now, &self.certificate, capture.clone()).map_err(internal)?;
+        let receives_media = matches!(req.role, Role::Publish);
+        let mut pc =
+            peer::build(&ufrag, &pwd, now, &self.certificate, capture.clone(), receives_media).map_err(internal)?;
         let key = self.next_key;
         self.next_key = self.next_key.wrapping_add(1).max(1);
         let mut outbound = Vec::new();
@@ -917,7 +921,7 @@ impl Engine {
             capture,
             egress: None,
         };
-        self.sessions.insert(key, session);
+        self.sessions.insert(key, Box::new(session));
         self.routes.push_back(RouteChange::Ufrag { ufrag: ufrag.clone(), owned: true });
         self.by_ufrag.insert(ufrag, key);
         // Subscriber streams are registered now and start forwarding once the

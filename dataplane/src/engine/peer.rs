@@ -163,13 +163,17 @@ pub fn expires_within(cert: &RTCCertificate, margin: std::time::Duration) -> boo
 
 /// A new peer connection for one leg. `crypto` is its crypto provider (the
 /// engine gives each leg a [`super::srtp::KeyCapture`], so Arc can protect
-/// the leg's outgoing media itself).
+/// the leg's outgoing media itself). `receives_media`: the leg publishes, so
+/// it gets the interceptors that only act on incoming media (NACK generator,
+/// receiver reports, TWCC feedback); a player's leg carries none of them
+/// (each is per-connection state and queues in `rtc`, for nothing).
 pub fn build(
     ufrag: &str,
     pwd: &str,
     now: Instant,
     certificate: &RTCCertificate,
     crypto: std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider>,
+    receives_media: bool,
 ) -> Result<RTCPeerConnection, RtcError> {
     use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile as P;
     let setting_engine = SettingEngineBuilder::new()
@@ -202,12 +206,15 @@ pub fn build(
         RtpCodecKind::Audio,
         None,
     )?;
-    let registry = Registry::new()
+    let mut registry = Registry::new()
         .with(Slot::from(14_000), DeliverFeedback::default())
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
-        .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
         .with(Slot::SenderReport, SenderReportBuilder::new().build());
-    let registry = configure_twcc_receiver_only(registry, &mut media_engine)?;
+    if receives_media {
+        registry = registry
+            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+        registry = configure_twcc_receiver_only(registry, &mut media_engine)?;
+    }
     RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().with_certificates(vec![certificate.clone()]).build())
         .with_setting_engine(setting_engine)
