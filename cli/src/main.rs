@@ -1,13 +1,17 @@
 //! `arcctl`: Arc's operations CLI. It talks to arc-control's REST API only.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+mod events;
 mod listen;
 
+const EXIT_CODES: &str = "Exit codes: 0 done; 1 any other failure; 2 bad usage; 3 arc-control unreachable; 4 not \
+allowed (401/403: no, wrong or insufficient key); 5 not found (404).";
+
 #[derive(Debug, Parser)]
-#[command(name = "arcctl", version, about = "Operate an Arc control plane over its REST API")]
+#[command(name = "arcctl", version, about = "Operate an Arc control plane over its REST API", after_help = EXIT_CODES)]
 struct Cli {
     /// Base URL of arc-control
     #[arg(long, env = "ARC_URL", default_value = "http://127.0.0.1:7880")]
@@ -41,6 +45,41 @@ enum Command {
     /// Webhook deliveries
     #[command(subcommand)]
     Webhooks(Webhooks),
+    /// The event log, read-only: its last events, live follow, one event
+    #[command(subcommand)]
+    Events(Events),
+}
+
+#[derive(Debug, Subcommand)]
+enum Events {
+    /// Print the log's last events (one line each; `--json`: one JSON object per line)
+    #[command(after_help = "Examples:
+  arcctl events tail                               the last 20 events
+  arcctl events tail -n 100 --aggregate room:rm_…  one room's last 100 events
+  arcctl events tail --type 'room.participant_*' --follow
+                                                   joins and leaves, then live ones
+  arcctl events tail --since 15m                   everything of the last 15 minutes
+  arcctl --json events tail -f | jq .type          for scripts")]
+    Tail {
+        /// How many of the last events
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u32,
+        /// Keep printing new events as they are appended (Ctrl-C stops)
+        #[arg(short, long)]
+        follow: bool,
+        /// Only one aggregate: <kind>:<id> (room:…, app:…, node:…, participant:…, track:…)
+        #[arg(long)]
+        aggregate: Option<String>,
+        /// Only these event types, comma-separated; `room.*` matches a prefix
+        #[arg(long = "type", value_delimiter = ',')]
+        types: Vec<String>,
+        /// Every event from this moment on instead of the last N: RFC 3339 or an age (90s, 15m, 2h, 7d)
+        #[arg(long, conflicts_with = "lines")]
+        since: Option<String>,
+    },
+    /// Print one event, whole, by its position
+    #[command(after_help = "Example:\n  arcctl events show 4294967296")]
+    Show { position: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,25 +231,80 @@ struct Api {
     key: Option<String>,
 }
 
+/// A failure with its exit code (see [`EXIT_CODES`]).
+#[derive(Debug)]
+struct Failure {
+    exit: u8,
+    message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Failure {
+    const UNREACHABLE: u8 = 3;
+    const NOT_ALLOWED: u8 = 4;
+    const NOT_FOUND: u8 = 5;
+
+    /// The failure for a non-2xx answer.
+    fn from_status(status: reqwest::StatusCode, body: &Value) -> Self {
+        let code = body["error"]["code"].as_str().unwrap_or("error");
+        let message = body["error"]["message"].as_str().unwrap_or("no message");
+        let exit = match status.as_u16() {
+            401 | 403 => Self::NOT_ALLOWED,
+            404 => Self::NOT_FOUND,
+            _ => 1,
+        };
+        Self { exit, message: format!("{status}: {code}: {message}") }
+    }
+}
+
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut req = self.http.request(method, format!("{}{path}", self.url.trim_end_matches('/')));
         if let Some(key) = &self.key {
             req = req.bearer_auth(key);
         }
+        req
+    }
+
+    /// Sends `req`; a transport failure is "unreachable" (exit 3).
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        req.send().await.map_err(|e| {
+            anyhow::Error::new(Failure {
+                exit: Failure::UNREACHABLE,
+                message: format!("cannot reach arc-control at {}: {}", self.url, root_cause(&e)),
+            })
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let mut req = self.request(method, path);
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach arc-control at {}", self.url))?;
+        let resp = self.send(req).await?;
         let status = resp.status();
         let value: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let code = value["error"]["code"].as_str().unwrap_or("error");
-            let message = value["error"]["message"].as_str().unwrap_or("no message");
-            bail!("{status}: {code}: {message}");
+            return Err(Failure::from_status(status, &value).into());
         }
         Ok(value)
     }
+}
+
+/// The innermost cause of an error, for one readable line.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 fn parse_grants(names: &[String]) -> Result<arc_auth::Grants> {
@@ -259,7 +353,8 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // One readable line with its causes, never a backtrace.
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            let exit = e.chain().find_map(|c| c.downcast_ref::<Failure>()).map_or(1, |f| f.exit);
+            std::process::ExitCode::from(exit)
         }
     }
 }
@@ -366,6 +461,11 @@ async fn run() -> Result<()> {
         Command::Webhooks(Webhooks::Listen { listen, app_secret, body }) => {
             return listen::run(*listen, app_secret, *body).await;
         }
+        Command::Events(Events::Tail { lines, follow, aggregate, types, since }) => {
+            let query = events::Query { aggregate: aggregate.clone(), types: types.clone(), since: since.clone() };
+            return events::tail(&api, &query, *lines, *follow, cli.json).await;
+        }
+        Command::Events(Events::Show { position }) => api.call(get, &format!("/v1/events/{position}"), None).await?,
     };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

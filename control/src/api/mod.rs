@@ -1,5 +1,6 @@
 //! The HTTP API (axum): health, status, metrics, apps, tokens, rooms, participants,
-//! webhooks and nodes, the status page and the OpenAPI document.
+//! webhooks and nodes, the event log (read-only: `events`), the status page
+//! and the OpenAPI document.
 //!
 //! Handlers authenticate the caller (`auth`), parse input, call a use case
 //! (`crate::usecase`: every rule and orchestration lives there, shared with
@@ -31,6 +32,7 @@ use crate::usecase::Services;
 pub mod apps;
 pub(crate) mod auth;
 pub mod error;
+pub mod events;
 pub(crate) mod json_errors;
 pub mod metrics;
 pub mod openapi;
@@ -127,6 +129,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/whip/{room}/sessions/{node_id}/{session_id}", patch(whip::whip_patch).delete(whip::whip_delete))
         .route("/v1/whep/{room}", post(whip::whep_post))
         .route("/v1/whep/{room}/sessions/{node_id}/{session_id}", patch(whip::whep_patch).delete(whip::whep_delete))
+        .route("/v1/events", get(events::list_events))
+        .route("/v1/events/follow", get(events::follow_events))
+        .route("/v1/events/{position}", get(events::get_event))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{node_id}/drain", post(drain_node))
         .route("/v1/nodes/{node_id}/undrain", post(undrain_node))

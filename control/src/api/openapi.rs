@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{apps, rooms, whip};
+use super::{apps, events, rooms, whip};
 
 const DESCRIPTION: &str = r#"Arc's control plane: apps (AppKey/AppSecret), access tokens, rooms,
 participants, moderation, quotas and webhooks. Every change is an event in
@@ -131,6 +131,9 @@ Answer 2xx to acknowledge."#;
         whip::whep_post,
         whip::whep_patch,
         whip::whep_delete,
+        events::list_events,
+        events::get_event,
+        events::follow_events,
     ),
     modifiers(&Security),
     tags(
@@ -140,6 +143,7 @@ Answer 2xx to acknowledge."#;
         (name = "participants", description = "Participants: admit, leave, kick, permissions, metadata, mute"),
         (name = "webhooks", description = "Webhook endpoints and their deliveries"),
         (name = "nodes", description = "Media nodes"),
+        (name = "events", description = "The event log, read-only (admin key): pages, tails, one event, a live follow"),
         (name = "media", description = "WHIP (publish) and WHEP (play): SDP offer in, SDP answer out; CORS enabled"),
         (name = "status", description = "Health and progress"),
     )

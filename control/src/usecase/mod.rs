@@ -19,6 +19,9 @@
 //! - [`quota`]: the app's quota turn that makes `max_rooms` and
 //!   `max_participants` strict.
 //! - [`queries`]: read-model queries the use cases and the entry points share.
+//! - [`events`]: the event log as operators read it (pages, tails, a
+//!   position by time, one event, a live follow; filtered by aggregate and
+//!   type): the one query that reads the log instead of a read model.
 //! - [`error`]: the use cases' one error type, `UseCaseError`.
 
 use std::sync::Arc;
@@ -39,6 +42,7 @@ use crate::readdb::ReadDb;
 
 pub mod apps;
 pub mod error;
+pub mod events;
 pub mod nodes;
 pub mod queries;
 pub mod quota;

@@ -307,6 +307,17 @@ pub fn arc_media_bin() -> PathBuf {
     bin
 }
 
+/// The `arcctl` binary beside arc-control's (built if missing).
+pub fn arcctl_bin() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_arc-control")).with_file_name("arcctl");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo).args(["build", "-p", "arcctl", "--bin", "arcctl"]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "building arcctl");
+    }
+    bin
+}
+
 /// Starts `arc-media` on the given NATS stream as node `id` (media on a free loopback port).
 pub fn start_media(nats: &str, stream: &str, prefix: &str, id: &str) -> Media {
     let mut child = Command::new(arc_media_bin())

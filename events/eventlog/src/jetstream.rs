@@ -636,9 +636,10 @@ impl EventLog for JetStreamLog {
         }
         // Direct gets by sequence: no consumer to create (or to find on a
         // dead server after a failover); any replica answers. Up to
-        // READ_AHEAD are in flight at once, answered in order; a message
-        // holds at least one event, so `limit` messages are enough.
-        let end = last.min(next.saturating_add(limit as u64 - 1));
+        // READ_AHEAD are in flight at once, answered in order. A message
+        // holds at least one event, and the first one may hold none after
+        // `after` (it ends there), so `limit + 1` messages are enough.
+        let end = last.min(next.saturating_add(limit as u64));
         let stream = &self.inner.stream;
         let mut gets = futures::stream::iter(next..=end)
             .map(|seq| async move { (seq, stream.direct_get(seq).await) })
@@ -744,6 +745,15 @@ impl EventLog for JetStreamLog {
 
     fn backend(&self) -> &'static str {
         "jetstream"
+    }
+
+    /// `n` messages back: each message holds one event or more.
+    fn position_back(&self, from: Position, n: u64) -> Position {
+        let (seq, _) = split(from);
+        match seq.checked_sub(n) {
+            Some(before) if before > 0 => Position((before << INDEX_BITS) | ((1 << INDEX_BITS) - 1)),
+            _ => Position::START,
+        }
     }
 
     fn load_board(&self) -> Arc<dyn crate::load::LoadBoard> {

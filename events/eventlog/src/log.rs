@@ -116,6 +116,14 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
     /// The position of the last event (`Position::START` if empty).
     async fn head(&self) -> Result<Position, LogError>;
 
+    /// A position at least `n` events before `from`: reading after it
+    /// reaches `from` through `n` events or more (all of them when the log
+    /// holds fewer). For tails (`arcctl events tail`). The default suits
+    /// logs whose positions count events one by one (the embedded log).
+    fn position_back(&self, from: Position, n: u64) -> Position {
+        Position(from.0.saturating_sub(n))
+    }
+
     /// Short backend name for logs and status pages.
     fn backend(&self) -> &'static str;
 

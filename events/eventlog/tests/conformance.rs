@@ -468,6 +468,35 @@ async fn load_board_keeps_each_nodes_latest_sample(b: Backend) {
     assert!(read_everything(log.as_ref()).await.is_empty());
 }
 
+/// A tail starts at `position_back`: reading after it reaches the head
+/// through at least the asked number of events (all of them if fewer).
+async fn tails_reach_back_far_enough(b: Backend) {
+    let log = b.open().await;
+    assert_eq!(log.position_back(Position::START, 5), Position::START);
+    let a = room("a");
+    let mut seq = 0;
+    // Batches of 1, 3 and 1 events, twice: 10 events in 6 appends.
+    for n in [1, 3, 1, 1, 3, 1] {
+        log.append(request(&a, Expected::Exact(seq), n)).await.expect("append");
+        seq += n as u64;
+    }
+    let head = log.head().await.expect("head");
+    let all = read_everything(&*log).await;
+    for n in [0u64, 1, 2, 4, 7, 10, 50] {
+        let from = log.position_back(head, n);
+        let tail: Vec<_> = all.iter().filter(|e| e.position > from).collect();
+        assert!(tail.len() as u64 >= n.min(10), "{n} back from the head gave {} events", tail.len());
+        assert_eq!(tail.last().map(|e| e.position), if n == 0 { None } else { Some(head) });
+    }
+    assert!(all.iter().all(|e| e.position > log.position_back(head, 10)));
+    // Reading one event after each event gives the next one, even after the
+    // last event of a batch.
+    for pair in all.windows(2) {
+        let next = log.read_all(pair[0].position, 1).await.expect("read");
+        assert_eq!(next.first().map(|e| e.position), Some(pair[1].position));
+    }
+}
+
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -502,4 +531,5 @@ conformance!(
     decisions_on_cached_state_see_other_writers,
     load_board_keeps_each_nodes_latest_sample,
     long_histories_load_from_a_snapshot,
+    tails_reach_back_far_enough,
 );
