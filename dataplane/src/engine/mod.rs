@@ -45,6 +45,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -299,8 +300,11 @@ enum Feedback {
 pub struct Engine {
     config: EngineConfig,
     /// Boxed: a session is ~9 KiB (its `rtc` connection inline), and a
-    /// map's empty slots would each cost that much.
-    sessions: HashMap<Key, Box<Session>>,
+    /// map's empty slots would each cost that much. The maps keyed by
+    /// node-local integers (never chosen by a client) hash with FxHash: they
+    /// are looked up per forwarded packet. Maps keyed by what a client sends
+    /// (addresses, ufrags) keep SipHash.
+    sessions: FxHashMap<Key, Box<Session>>,
     /// (address, transport) → leg, learned from authenticated STUN checks.
     by_addr: HashMap<(SocketAddr, Transport), Key>,
     by_ufrag: HashMap<String, Key>,
@@ -312,8 +316,8 @@ pub struct Engine {
     events: VecDeque<MediaEvent>,
     routes: VecDeque<RouteChange>,
     forwarder: Forwarder,
-    track_owner: HashMap<TrackKey, (Key, MediaStreamTrackId)>,
-    down_owner: HashMap<DownKey, Key>,
+    track_owner: FxHashMap<TrackKey, (Key, MediaStreamTrackId)>,
+    down_owner: FxHashMap<DownKey, Key>,
     next_key: u32,
     next_track: u32,
     publish_order: u64,
@@ -391,7 +395,7 @@ impl Engine {
         let crypto = rtc::crypto::default_provider().map_err(|e| EngineError::Certificate(e.to_string()))?;
         Ok(Self {
             config,
-            sessions: HashMap::new(),
+            sessions: FxHashMap::default(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_id: HashMap::new(),
@@ -401,8 +405,8 @@ impl Engine {
             events: VecDeque::new(),
             routes: VecDeque::new(),
             forwarder: Forwarder::new(ForwardConfig::default()),
-            track_owner: HashMap::new(),
-            down_owner: HashMap::new(),
+            track_owner: FxHashMap::default(),
+            down_owner: FxHashMap::default(),
             next_key: 1,
             next_track: 1,
             publish_order: 0,
