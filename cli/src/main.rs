@@ -28,7 +28,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Log head, projection progress, open rooms, live nodes
+    /// One screen: version, log head and health, rooms, participants, webhook backlog, projections and their lag, nodes with their load
     Status,
     /// Rooms
     #[command(subcommand)]
@@ -365,7 +365,14 @@ async fn run() -> Result<()> {
     let get = reqwest::Method::GET;
     let post = reqwest::Method::POST;
     let out = match &cli.command {
-        Command::Status => api.call(get, "/v1/status", None).await?,
+        Command::Status => {
+            let mut status = api.call(get, "/v1/status", None).await?;
+            // Nodes need the admin key; without one the screen says so.
+            if api.key.is_some() {
+                status["nodes"] = api.call(reqwest::Method::GET, "/v1/nodes", None).await?["nodes"].take();
+            }
+            status
+        }
         Command::Rooms(Rooms::List { app, state, limit }) => {
             let mut q = format!("/v1/rooms?limit={limit}");
             if let Some(a) = app {
@@ -482,23 +489,69 @@ async fn run() -> Result<()> {
                 );
             } else {
                 println!(
-                    "arc-control {} · {} log, head {}",
+                    "arc-control {} · {} log, head {} · up {} s",
                     text(&out["version"]),
                     text(&out["log_backend"]),
-                    out["log_head"]
+                    out["log_head"],
+                    out["uptime_s"]
                 );
             }
-            println!("open rooms {} · live nodes {} · up {} s", out["rooms_open"], out["nodes_up"], out["uptime_s"]);
-            let mut rows = vec![vec!["PROJECTION".into(), "POSITION".into(), "EVENTS".into(), "STATE".into()]];
+            println!(
+                "rooms {} open · participants {} · tracks {} · nodes {} live · webhooks {} pending, {} dead",
+                out["rooms_open"],
+                out["participants_active"],
+                out["tracks_published"],
+                out["nodes_up"],
+                out["webhooks_pending"],
+                out["webhooks_dead"]
+            );
+            println!();
+            let mut rows =
+                vec![vec!["PROJECTION".into(), "POSITION".into(), "EVENTS".into(), "BEHIND".into(), "STATE".into()]];
             for p in out["projections"].as_array().into_iter().flatten() {
                 let state = match (p["caught_up"] == true, out["log_reachable"] != false) {
                     (true, _) => "caught up",
                     (false, true) => "catching up",
                     (false, false) => "stale",
                 };
-                rows.push(vec![text(&p["name"]), text(&p["position"]), text(&p["events"]), state.into()]);
+                let behind = match p["behind"].as_u64() {
+                    Some(n) if n >= 10_000 => "10000+".to_owned(),
+                    Some(n) => n.to_string(),
+                    None => "?".into(),
+                };
+                rows.push(vec![text(&p["name"]), text(&p["position"]), text(&p["events"]), behind, state.into()]);
             }
             table(&rows);
+            println!();
+            match out["nodes"].as_array() {
+                None => println!("(nodes: give the admin key, --admin-key or ARC_ADMIN_KEY, to see them)"),
+                Some(nodes) if nodes.is_empty() => println!("no media nodes"),
+                Some(nodes) => {
+                    let mut rows = vec![vec![
+                        "NODE".into(),
+                        "STATE".into(),
+                        "SESSIONS".into(),
+                        "CAPACITY".into(),
+                        "CPU %".into(),
+                        "MBIT/S OUT".into(),
+                        "LAST SEEN".into(),
+                    ]];
+                    for n in nodes {
+                        let mbits = n["bits_out_per_s"].as_f64().map_or("-".into(), |b| format!("{:.1}", b / 1e6));
+                        let cpu = n["cpu_percent"].as_f64().map_or("-".into(), |c| format!("{c:.0}"));
+                        rows.push(vec![
+                            text(&n["node_id"]),
+                            text(&n["state"]),
+                            text(&n["sessions"]),
+                            text(&n["capacity"]),
+                            cpu,
+                            mbits,
+                            text(&n["last_seen_at"]),
+                        ]);
+                    }
+                    table(&rows);
+                }
+            }
         }
         Command::Rooms(Rooms::List { .. }) => {
             let mut rows = vec![vec![

@@ -48,6 +48,19 @@ async fn the_event_log_through_arcctl(mode: Mode) {
         rooms.push(v["room_id"].as_str().unwrap_or_else(|| panic!("room_id in {v}")).to_owned());
     }
 
+    // One screen of status (the read models have the rooms: creates wait for them).
+    let status = ok(&arcctl(&base, ADMIN_KEY, &["status"]));
+    assert!(status.contains("rooms 2 open · participants 0"), "{status}");
+    assert!(status.contains("webhooks 0 pending, 0 dead"), "{status}");
+    assert!(status.lines().any(|l| l.starts_with("PROJECTION") && l.contains("BEHIND")), "{status}");
+    assert!(status.lines().any(|l| l.starts_with("rooms ") ) && status.contains("caught up"), "{status}");
+    match &mode {
+        Mode::Embedded { .. } => assert!(status.contains("node-dev"), "the embedded node: {status}"),
+        Mode::Cluster { .. } => assert!(status.contains("no media nodes"), "{status}"),
+    }
+    let json: Value = serde_json::from_str(&ok(&arcctl(&base, ADMIN_KEY, &["--json", "status"]))).expect("json");
+    assert!(json["projections"].as_array().is_some_and(|ps| ps.iter().all(|p| p["behind"] == 0)), "{json}");
+
     // The tail: human lines, newest last.
     let text = ok(&arcctl(&base, ADMIN_KEY, &["events", "tail", "-n", "2"]));
     let lines: Vec<&str> = text.lines().collect();
@@ -113,6 +126,7 @@ async fn the_event_log_through_arcctl(mode: Mode) {
     // Refusals, each with its exit code and one line.
     let code = |out: Output| (out.status.code(), String::from_utf8_lossy(&out.stderr).lines().count());
     assert_eq!(code(arcctl(&base, "wrong-key", &["events", "tail"])), (Some(4), 1));
+    assert_eq!(code(arcctl(&base, "wrong-key", &["status"])), (Some(4), 1));
     assert_eq!(code(arcctl(&base, ADMIN_KEY, &["rooms", "get", "rm_nobody"])), (Some(5), 1));
     assert_eq!(code(arcctl(&base, ADMIN_KEY, &["events", "show", "1099511627775"])), (Some(5), 1));
     assert_eq!(code(arcctl(&base, ADMIN_KEY, &["events", "tail", "--aggregate", "moon:x"])).0, Some(1));

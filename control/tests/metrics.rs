@@ -94,6 +94,10 @@ async fn metrics_move_with_the_platform(mode: Mode) {
     assert!(caught_up.len() >= 6, "{caught_up:?}");
     assert!(caught_up.iter().all(|(_, v)| **v == 1.0), "{caught_up:?}");
     assert!(after.get("arc_log_head_position").is_some_and(|v| *v > 0.0));
+    // No webhook URL: no deliveries, in every state.
+    for state in ["pending", "delivered", "dead"] {
+        assert_eq!(after.get(&format!("arc_webhook_deliveries{{state=\"{state}\"}}")), Some(&0.0), "{after:?}");
+    }
     assert!(after.get("arc_process_cpu_seconds_total").is_some_and(|v| *v > 0.0), "{after:?}");
     assert!(after.get("arc_process_resident_memory_bytes").is_some_and(|v| *v > 1e6));
 }

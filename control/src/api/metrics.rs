@@ -64,6 +64,7 @@ pub struct Metrics {
     participants: Gauge,
     tracks: Gauge,
     nodes: Family<StateLabels, Gauge>,
+    webhook_deliveries: Family<StateLabels, Gauge>,
     log_head: Gauge,
     projection_position: Family<ProjectionLabels, Gauge>,
     projection_events: Family<ProjectionLabels, Gauge>,
@@ -107,6 +108,12 @@ impl Metrics {
         registry.register("tracks_published", "Published tracks (read models)", tracks.clone());
         let nodes = Family::<StateLabels, Gauge>::default();
         registry.register("media_nodes", "Media nodes by state (up, draining, lost, deregistered)", nodes.clone());
+        let webhook_deliveries = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by state (pending = the backlog, dead, delivered)",
+            webhook_deliveries.clone(),
+        );
         let log_head = Gauge::default();
         registry.register(
             "log_head_position",
@@ -136,6 +143,7 @@ impl Metrics {
             participants,
             tracks,
             nodes,
+            webhook_deliveries,
             log_head,
             projection_position,
             projection_events,
@@ -175,7 +183,8 @@ pub(crate) async fn track(State(state): State<Arc<ApiState>>, req: Request, next
 }
 
 /// Prometheus metrics (OpenMetrics text): HTTP requests and latency by
-/// route, open rooms, participants, tracks, nodes by state, the log's head
+/// route, open rooms, participants, tracks, nodes by state, webhook
+/// deliveries by state, the log's head
 /// and each projection's progress, process CPU and memory. No credentials
 /// (like `/healthz`); no per-room or per-participant labels.
 #[utoipa::path(get, path = "/metrics", tag = "status",
@@ -191,6 +200,10 @@ pub(crate) async fn metrics(State(state): State<Arc<ApiState>>) -> ApiResult<Res
     m.tracks.set(g.tracks_published);
     for (node_state, n) in g.nodes_by_state {
         m.nodes.get_or_create(&StateLabels { state: node_state }).set(n);
+    }
+    for state in ["pending", "delivered", "dead"] {
+        let n = g.webhook_deliveries.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+        m.webhook_deliveries.get_or_create(&StateLabels { state: state.to_owned() }).set(n);
     }
     let head =
         tokio::time::timeout(std::time::Duration::from_millis(500), state.log.head()).await.ok().and_then(Result::ok);

@@ -300,6 +300,13 @@ pub struct StatusDto {
     pub projections: Vec<ProjectionStatus>,
     pub rooms_open: i64,
     pub nodes_up: i64,
+    /// Participants in open rooms.
+    pub participants_active: i64,
+    pub tracks_published: i64,
+    /// Webhook deliveries waiting to be sent (the backlog).
+    pub webhooks_pending: i64,
+    /// Webhook deliveries that gave up (dead letters, `arcctl webhooks redeliver`).
+    pub webhooks_dead: i64,
 }
 
 /// One projection's progress.
@@ -310,6 +317,9 @@ pub struct ProjectionStatus {
     pub events: u64,
     /// At the log's head (false while the log is unreachable).
     pub caught_up: bool,
+    /// Events between its position and the head, counted up to 10,000
+    /// (`null` while the log is unreachable).
+    pub behind: Option<u64>,
 }
 
 /// Health and progress: log head, projections, open rooms, live nodes (no
@@ -326,20 +336,32 @@ pub(crate) async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json
         Ok(Err(e)) => (None, Some(e.to_string())),
         Err(_) => (None, Some(format!("no answer within {STATUS_LOG_WAIT_MAX:?}"))),
     };
-    let (rooms_open, nodes_up) = crate::usecase::queries::counts(&state.db).await?;
-    let projections: Vec<ProjectionStatus> = state
-        .projections
-        .iter()
-        .map(|(name, rx)| {
-            let c = *rx.borrow();
-            ProjectionStatus {
-                name,
-                position: c.position.0,
-                events: c.events,
-                caught_up: head.is_some_and(|h| c.position >= h),
-            }
-        })
-        .collect();
+    let g = crate::usecase::queries::gauges(&state.db).await?;
+    let mut projections = Vec::with_capacity(state.projections.len());
+    for (name, rx) in &state.projections {
+        let c = *rx.borrow();
+        let behind = match head {
+            Some(h) if c.position >= h => Some(0),
+            Some(h) => tokio::time::timeout(
+                STATUS_LOG_WAIT_MAX,
+                crate::usecase::events::count_between(state.log.as_ref(), c.position, h, STATUS_BEHIND_MAX),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+            None => None,
+        };
+        projections.push(ProjectionStatus {
+            name,
+            position: c.position.0,
+            events: c.events,
+            caught_up: head.is_some_and(|h| c.position >= h),
+            behind,
+        });
+    }
+    let count = |list: &[(String, i64)], which: &[&str]| -> i64 {
+        list.iter().filter(|(s, _)| which.contains(&s.as_str())).map(|(_, n)| n).sum()
+    };
     Ok(Json(StatusDto {
         version: env!("CARGO_PKG_VERSION"),
         log_backend: state.log.backend(),
@@ -349,11 +371,17 @@ pub(crate) async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json
         stale: head.is_none() || projections.iter().any(|p| !p.caught_up),
         uptime_s: state.started.elapsed().as_secs(),
         projections,
-        rooms_open,
-        nodes_up,
+        rooms_open: g.rooms_open,
+        nodes_up: count(&g.nodes_by_state, &["up", "draining"]),
+        participants_active: g.participants_active,
+        tracks_published: g.tracks_published,
+        webhooks_pending: count(&g.webhook_deliveries, &["pending"]),
+        webhooks_dead: count(&g.webhook_deliveries, &["dead"]),
     }))
 }
 
+/// Most events `/v1/status` counts behind a projection.
+const STATUS_BEHIND_MAX: u64 = 10_000;
 /// Longest `/v1/status` and `/readyz` wait for the log's head.
 const STATUS_LOG_WAIT_MAX: Duration = Duration::from_secs(1);
 /// How long `/readyz` lets the projections take to reach the log's head.

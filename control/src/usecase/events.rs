@@ -171,6 +171,20 @@ pub async fn position_at(log: &dyn EventLog, at: DateTime<Utc>) -> UseCaseResult
     Ok(Position(lo))
 }
 
+/// How many events lie after `after` up to `head`, counting at most `cap`
+/// (a projection's lag for `/v1/status`; reads only when there is a lag).
+pub async fn count_between(log: &dyn EventLog, after: Position, head: Position, cap: u64) -> UseCaseResult<u64> {
+    let mut count = 0u64;
+    let mut at = after;
+    while at < head && count < cap {
+        let batch = log.read_all(at, PAGE_MAX).await?;
+        let Some(last) = batch.last().map(|e| e.position) else { break };
+        count += batch.iter().filter(|e| e.position <= head).count() as u64;
+        at = last;
+    }
+    Ok(count.min(cap))
+}
+
 /// The event at `position`, if there is one.
 pub async fn event_at(log: &dyn EventLog, position: Position) -> UseCaseResult<Option<RecordedEvent>> {
     if position == Position::START {

@@ -156,15 +156,6 @@ pub async fn nodes(db: &ReadDb) -> UseCaseResult<Vec<NodeRow>> {
     Ok(rows.iter().map(nodes::from_row).collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Open rooms, and live (up or draining) nodes.
-pub async fn counts(db: &ReadDb) -> UseCaseResult<(i64, i64)> {
-    let rooms_open: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE state = 'open'").fetch_one(&db.pool).await?;
-    let nodes_up: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE state IN ('up', 'draining')").fetch_one(&db.pool).await?;
-    Ok((rooms_open, nodes_up))
-}
-
 /// What the platform holds now, for metrics.
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
@@ -173,6 +164,9 @@ pub struct Gauges {
     pub tracks_published: i64,
     /// Nodes per state (`up`, `draining`, `lost`, `deregistered`).
     pub nodes_by_state: Vec<(String, i64)>,
+    /// Webhook deliveries per state (`pending` is the backlog, `dead` the
+    /// dead letters, `delivered`).
+    pub webhook_deliveries: Vec<(String, i64)>,
 }
 
 /// Counts for the metrics endpoint.
@@ -185,5 +179,9 @@ pub async fn gauges(db: &ReadDb) -> UseCaseResult<Gauges> {
         nodes_by_state: sqlx::query_as("SELECT state, COUNT(*) FROM nodes GROUP BY state ORDER BY state")
             .fetch_all(&db.pool)
             .await?,
+        webhook_deliveries: arc_webhooks::counts(&db.pool).await.map_err(|e| match e {
+            arc_webhooks::WebhookError::Db(e) => super::UseCaseError::Db(e),
+            other => super::UseCaseError::internal(format!("webhook deliveries: {other}")),
+        })?,
     })
 }

@@ -344,6 +344,12 @@ pub async fn list(
     query::list(pool, app_id, state, limit, after).await
 }
 
+/// Deliveries per state (`pending`, `delivered`, `dead`), for status and
+/// metrics: the backlog is the pending ones.
+pub async fn counts(pool: &sqlx::AnyPool) -> Result<Vec<(String, i64)>, WebhookError> {
+    Ok(sqlx::query_as("SELECT state, COUNT(*) FROM webhook_deliveries GROUP BY state ORDER BY state").fetch_all(pool).await?)
+}
+
 /// One delivery.
 pub async fn get(pool: &sqlx::AnyPool, delivery_id: &str) -> Result<Option<Delivery>, WebhookError> {
     query::get(pool, delivery_id).await

@@ -1,0 +1,37 @@
+//! `arcctl` without a server: help, usage errors and an unreachable server
+//! exit with their documented codes and one line each. (This test also makes
+//! the workspace's test build produce the binary that
+//! `control/tests/arcctl.rs` runs against a live arc-control.)
+
+use std::process::Command;
+
+const ARCCTL: &str = env!("CARGO_BIN_EXE_arcctl");
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(ARCCTL).args(args).env_remove("ARC_URL").env_remove("ARC_ADMIN_KEY").output().expect("run arcctl")
+}
+
+#[test]
+fn help_names_the_exit_codes_and_examples() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("3 arc-control unreachable") && help.contains("5 not found"), "{help}");
+    let out = run(&["events", "tail", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Examples:") && help.contains("--follow"), "{help}");
+}
+
+#[test]
+fn failures_exit_with_their_codes() {
+    // Bad usage: 2 (clap).
+    assert_eq!(run(&["events", "tail", "-n", "x"]).status.code(), Some(2));
+    assert_eq!(run(&["nonsense"]).status.code(), Some(2));
+    // Nothing listens there: 3, one line.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let out = run(&["--url", &format!("http://127.0.0.1:{port}"), "status"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: cannot reach arc-control at"), "{err}");
+}
