@@ -397,35 +397,57 @@ struct Item {
     keyed: Option<(String, Box<Envelope>)>,
 }
 
-/// Batches read and decoded ahead of the runner.
-const PREFETCH_BATCHES: usize = 4;
+/// Batches waiting for the runner beyond the one the reader is filling.
+const PREFETCH_BATCHES: usize = 1;
 
+/// Reads and decodes ahead of the runner. What arrives while the runner is
+/// busy joins one batch (up to [`BATCH_MAX`]), which goes out as soon as the
+/// runner can take it: a live follow hands over every event at once, and a
+/// rebuild commits large batches even when the log delivers a few events at
+/// a time (JetStream's pull consumer: about 30 per poll, which made one SQL
+/// transaction per 30 events).
 async fn read_ahead<P: Projection>(
     mut events: impl futures::Stream<Item = Vec<Result<RecordedEvent, LogError>>> + Unpin,
     tx: tokio::sync::mpsc::Sender<Result<Vec<Item>, LogError>>,
 ) {
-    while let Some(batch) = events.next().await {
-        let mut items = Vec::with_capacity(batch.len());
-        let mut failure = None;
-        for event in batch {
-            match event {
-                Ok(recorded) => items.push(Item { position: recorded.position, keyed: decode::<P>(&recorded) }),
-                Err(LogError::Corrupt { position, reason }) => {
-                    tracing::error!(projection = P::NAME, position, %reason, "skipping a corrupt log record");
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
+    let mut pending: Vec<Item> = Vec::new();
+    let mut failure = None;
+    let mut ended = false;
+    while !ended {
+        tokio::select! {
+            biased;
+            permit = tx.reserve(), if !pending.is_empty() => {
+                let Ok(permit) = permit else { return };
+                permit.send(Ok(std::mem::take(&mut pending)));
+            }
+            batch = events.next(), if pending.len() < BATCH_MAX => {
+                let Some(batch) = batch else {
+                    ended = true;
+                    continue;
+                };
+                for event in batch {
+                    match event {
+                        Ok(recorded) => {
+                            pending.push(Item { position: recorded.position, keyed: decode::<P>(&recorded) });
+                        }
+                        Err(LogError::Corrupt { position, reason }) => {
+                            tracing::error!(projection = P::NAME, position, %reason, "skipping a corrupt log record");
+                        }
+                        Err(e) => {
+                            failure = Some(e);
+                            ended = true;
+                            break;
+                        }
+                    }
                 }
             }
         }
-        if !items.is_empty() && tx.send(Ok(items)).await.is_err() {
-            return;
-        }
-        if let Some(e) = failure {
-            let _ = tx.send(Err(e)).await;
-            return;
-        }
+    }
+    if !pending.is_empty() && tx.send(Ok(pending)).await.is_err() {
+        return;
+    }
+    if let Some(e) = failure {
+        let _ = tx.send(Err(e)).await;
     }
 }
 
