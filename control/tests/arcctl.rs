@@ -22,12 +22,7 @@ fn arcctl(base: &str, key: &str, args: &[&str]) -> Output {
 }
 
 fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "arcctl failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "arcctl failed ({:?}): {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -53,7 +48,7 @@ async fn the_event_log_through_arcctl(mode: Mode) {
     assert!(status.contains("rooms 2 open · participants 0"), "{status}");
     assert!(status.contains("webhooks 0 pending, 0 dead"), "{status}");
     assert!(status.lines().any(|l| l.starts_with("PROJECTION") && l.contains("BEHIND")), "{status}");
-    assert!(status.lines().any(|l| l.starts_with("rooms ") ) && status.contains("caught up"), "{status}");
+    assert!(status.lines().any(|l| l.starts_with("rooms ")) && status.contains("caught up"), "{status}");
     match &mode {
         Mode::Embedded { .. } => assert!(status.contains("node-dev"), "the embedded node: {status}"),
         Mode::Cluster { .. } => assert!(status.contains("no media nodes"), "{status}"),
@@ -104,8 +99,8 @@ async fn the_event_log_through_arcctl(mode: Mode) {
             let _ = tx.send(line);
         }
     });
-    let first: Value = serde_json::from_str(&rx.recv_timeout(Duration::from_secs(10)).expect("the backlog"))
-        .expect("json");
+    let first: Value =
+        serde_json::from_str(&rx.recv_timeout(Duration::from_secs(10)).expect("the backlog")).expect("json");
     assert_eq!(first["aggregate_id"], rooms[1].as_str());
     // Give the follow a moment to connect, then close a room.
     tokio::time::sleep(Duration::from_millis(500)).await;

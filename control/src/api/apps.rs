@@ -556,19 +556,6 @@ pub(crate) struct ListDeliveries {
     after: Option<String>,
 }
 
-fn webhook_error(e: arc_webhooks::WebhookError) -> ApiError {
-    match e {
-        arc_webhooks::WebhookError::NotFound => ApiError::not_found("delivery_not_found", "delivery not found"),
-        arc_webhooks::WebhookError::NotDead => {
-            ApiError::new(StatusCode::CONFLICT, "delivery_not_dead", "only dead-lettered deliveries can be redelivered")
-        }
-        other => {
-            tracing::error!(error = %other, "webhook store failed");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "webhooks_unavailable", "the webhook store failed")
-        }
-    }
-}
-
 /// List an app's webhook deliveries (each attempt is an event; this is their read model).
 #[utoipa::path(get, path = "/v1/apps/{app_id}/webhooks/deliveries", tag = "webhooks", params(("app_id" = String, Path, description = "The app id (= AppKey)"), ListDeliveries),
     security(("admin" = []), ("app" = [])),
@@ -586,22 +573,15 @@ pub(crate) async fn list_deliveries(
 ) -> ApiResult<Json<DeliveryList>> {
     authenticate(&state, &headers).await?.require_app(&app_id)?;
     let limit = check_limit(q.limit)?;
-    if let Some(s) = &q.state
-        && !["pending", "delivered", "dead"].contains(&s.as_str())
-    {
-        return Err(ApiError::bad_request("state", "must be pending, delivered or dead"));
-    }
-    let list = arc_webhooks::list(&state.db.pool, &app_id, q.state.as_deref(), limit, q.after.as_deref())
-        .await
-        .map_err(webhook_error)?;
+    let list =
+        crate::usecase::webhooks::deliveries(&state, &app_id, q.state.as_deref(), limit, q.after.as_deref()).await?;
     let next = (list.len() as i64 == limit).then(|| list.last().map(|d| d.delivery_id.clone())).flatten();
     Ok(Json(DeliveryList { deliveries: list, next_after: next }))
 }
 
 async fn delivery_for(state: &ApiState, who: &Principal, delivery_id: &str) -> ApiResult<arc_webhooks::Delivery> {
-    let d = arc_webhooks::get(&state.db.pool, delivery_id)
-        .await
-        .map_err(webhook_error)?
+    let d = crate::usecase::webhooks::delivery(state, delivery_id)
+        .await?
         .ok_or_else(|| ApiError::not_found("delivery_not_found", "delivery not found"))?;
     who.require_app(&d.app_id).map_err(|_| ApiError::not_found("delivery_not_found", "delivery not found"))?;
     Ok(d)
@@ -640,9 +620,7 @@ pub(crate) async fn redeliver(
 ) -> ApiResult<Json<arc_webhooks::Delivery>> {
     let who = authenticate(&state, &headers).await?;
     delivery_for(&state, &who, &delivery_id).await?;
-    let position = arc_webhooks::redeliver(&state.db.pool, state.log.as_ref(), &delivery_id, who.actor())
-        .await
-        .map_err(webhook_error)?;
+    let position = crate::usecase::webhooks::redeliver(&state, &delivery_id, who.actor()).await?;
     if let Some(rx) = &state.webhooks {
         let mut rx = rx.clone();
         let _ = tokio::time::timeout(super::SETTLE_WAIT_MAX, rx.wait_for(|p| *p >= position)).await;

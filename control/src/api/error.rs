@@ -262,6 +262,21 @@ pub(crate) fn node_error(e: &arc_nodeproto::SessionError) -> ApiError {
     ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), code, e.to_string())
 }
 
+/// A webhook store failure, as HTTP.
+fn webhook_error(e: arc_webhooks::WebhookError) -> ApiError {
+    match e {
+        arc_webhooks::WebhookError::NotFound => ApiError::not_found("delivery_not_found", "delivery not found"),
+        arc_webhooks::WebhookError::NotDead => {
+            ApiError::new(StatusCode::CONFLICT, "delivery_not_dead", "only dead-lettered deliveries can be redelivered")
+        }
+        arc_webhooks::WebhookError::Log(e) => e.into(),
+        other => {
+            tracing::error!(error = %other, "webhook store failed");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "webhooks_unavailable", "the webhook store failed")
+        }
+    }
+}
+
 /// Every use case's failure, as HTTP (the one mapping).
 impl From<crate::usecase::UseCaseError> for ApiError {
     fn from(e: crate::usecase::UseCaseError) -> Self {
@@ -282,6 +297,7 @@ impl From<crate::usecase::UseCaseError> for ApiError {
             E::Route(e) => route_error(e),
             E::Node(e) => node_error(&e),
             E::Log(e) => e.into(),
+            E::Webhook(e) => webhook_error(e),
             E::Db(e) => e.into(),
             E::Internal(what) => {
                 tracing::error!(what, "internal error");

@@ -195,9 +195,9 @@ pub(crate) async fn get_event(
     Path(position): Path<String>,
 ) -> ApiResult<Json<EventDto>> {
     authenticate(&state, &headers).await?.require_admin()?;
-    let position: u64 = position
-        .parse()
-        .map_err(|_| ApiError::bad_request("position", format!("{position:?} is not a log position (an unsigned integer)")))?;
+    let position: u64 = position.parse().map_err(|_| {
+        ApiError::bad_request("position", format!("{position:?} is not a log position (an unsigned integer)"))
+    })?;
     uc::event_at(state.log.as_ref(), Position(position))
         .await?
         .map(|e| Json(e.into()))
@@ -242,14 +242,17 @@ pub(crate) async fn follow_events(
     let resume = headers
         .get("last-event-id")
         .map(|v| {
-            v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or_else(|| {
-                ApiError::bad_request("Last-Event-ID", "must be a log position (an unsigned integer)")
-            })
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Last-Event-ID", "must be a log position (an unsigned integer)"))
         })
         .transpose()?;
     let after = match resume {
         Some(p) => Position(p),
-        None if q.after.is_none() && q.since.is_none() => state.log.head().await.map_err(crate::usecase::UseCaseError::from)?,
+        None if q.after.is_none() && q.since.is_none() => {
+            state.log.head().await.map_err(crate::usecase::UseCaseError::from)?
+        }
         None => start(&state, q.after, q.since.as_deref()).await?,
     };
     let events = uc::follow(state.log.as_ref(), after, filter).await?;

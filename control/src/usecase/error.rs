@@ -55,6 +55,9 @@ pub enum UseCaseError {
     Node(SessionError),
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The webhook deliveries' store refused or failed.
+    #[error(transparent)]
+    Webhook(#[from] arc_webhooks::WebhookError),
     #[error("read models: {0}")]
     Db(#[from] sqlx::Error),
     /// Something that cannot happen with consistent data (a stored id that does not parse).

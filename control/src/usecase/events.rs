@@ -50,13 +50,23 @@ impl EventFilter {
                 )
             }
         };
-        let types: Vec<String> =
-            types.into_iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect();
+        let types: Vec<String> = types
+            .into_iter()
+            .flat_map(|t| t.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect();
         if types.len() > TYPES_MAX {
             return Err(UseCaseError::invalid("type", format!("at most {TYPES_MAX} types")));
         }
-        if let Some(bad) = types.iter().find(|t| t.len() > 128 || !t.chars().all(|c| c.is_ascii_alphanumeric() || "._*-".contains(c))) {
-            return Err(UseCaseError::invalid("type", format!("{bad:?} is not an event type (e.g. room.created, room.*)")));
+        if let Some(bad) =
+            types.iter().find(|t| t.len() > 128 || !t.chars().all(|c| c.is_ascii_alphanumeric() || "._*-".contains(c)))
+        {
+            return Err(UseCaseError::invalid(
+                "type",
+                format!("{bad:?} is not an event type (e.g. room.created, room.*)"),
+            ));
         }
         Ok(Self { aggregate, types })
     }
@@ -222,7 +232,13 @@ mod tests {
         assert_eq!(f.aggregate, Some(AggregateRef::new(AggregateKind::Room, "rm_1").expect("ref")));
         assert_eq!(f.types, vec!["room.created".to_owned(), "room.participant_*".to_owned()]);
         assert_eq!(EventFilter::parse(None, Some(" ")).expect("parse"), EventFilter::default());
-        for (aggregate, types) in [(Some("room"), None), (Some(":x"), None), (Some("room:"), None), (Some("moon:x"), None), (None, Some("room created"))] {
+        for (aggregate, types) in [
+            (Some("room"), None),
+            (Some(":x"), None),
+            (Some("room:"), None),
+            (Some("moon:x"), None),
+            (None, Some("room created")),
+        ] {
             let e = EventFilter::parse(aggregate, types).expect_err("refused");
             assert!(matches!(e, UseCaseError::Invalid { .. }), "{e}");
         }

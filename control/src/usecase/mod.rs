@@ -19,6 +19,8 @@
 //! - [`quota`]: the app's quota turn that makes `max_rooms` and
 //!   `max_participants` strict.
 //! - [`queries`]: read-model queries the use cases and the entry points share.
+//! - [`webhooks`]: an app's webhook deliveries (list, get) and redelivery of
+//!   a dead-lettered one.
 //! - [`events`]: the event log as operators read it (pages, tails, a
 //!   position by time, one event, a live follow; filtered by aggregate and
 //!   type): the one query that reads the log instead of a read model.
@@ -47,6 +49,7 @@ pub mod nodes;
 pub mod queries;
 pub mod quota;
 pub mod rooms;
+pub mod webhooks;
 
 pub use error::{UseCaseError, UseCaseResult};
 

@@ -347,7 +347,9 @@ pub async fn list(
 /// Deliveries per state (`pending`, `delivered`, `dead`), for status and
 /// metrics: the backlog is the pending ones.
 pub async fn counts(pool: &sqlx::AnyPool) -> Result<Vec<(String, i64)>, WebhookError> {
-    Ok(sqlx::query_as("SELECT state, COUNT(*) FROM webhook_deliveries GROUP BY state ORDER BY state").fetch_all(pool).await?)
+    Ok(sqlx::query_as("SELECT state, COUNT(*) FROM webhook_deliveries GROUP BY state ORDER BY state")
+        .fetch_all(pool)
+        .await?)
 }
 
 /// One delivery.
