@@ -52,7 +52,8 @@ pub(crate) async fn tail(api: &Api, query: &Query, lines: u32, follow: bool, jso
     let mut out = std::io::stdout().lock();
     let mut last = match &query.since {
         None => {
-            let page = api.call(reqwest::Method::GET, &format!("/v1/events?tail={lines}{}", query.filters()), None).await?;
+            let page =
+                api.call(reqwest::Method::GET, &format!("/v1/events?tail={lines}{}", query.filters()), None).await?;
             print_events(&mut out, &page, json)?;
             page["head"].as_u64().unwrap_or(0)
         }
@@ -131,7 +132,13 @@ async fn follow_once(api: &Api, query: &Query, last: &mut u64, json: bool) -> Re
             let mut data = String::new();
             for line in text.lines() {
                 if let Some(v) = line.strip_prefix("event:") {
-                    kind = if v.trim() == "arc" { "arc" } else if v.trim() == "error" { "error" } else { "other" };
+                    kind = if v.trim() == "arc" {
+                        "arc"
+                    } else if v.trim() == "error" {
+                        "error"
+                    } else {
+                        "other"
+                    };
                 } else if let Some(v) = line.strip_prefix("data:") {
                     if !data.is_empty() {
                         data.push('\n');

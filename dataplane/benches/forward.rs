@@ -173,7 +173,8 @@ fn connected_pair() -> Option<Pair> {
 
     let cert = peer::certificate().ok()?;
     let crypto = rtc::crypto::default_provider().ok()?;
-    let mut node = peer::build("benchufragbenchufrag", "benchpasswordbenchpasswordbenchp", now, &cert, crypto, true).ok()?;
+    let mut node =
+        peer::build("benchufragbenchufrag", "benchpasswordbenchpasswordbenchp", now, &cert, crypto, true).ok()?;
     let ssrc = 0xabcd;
     let vp8 = peer::codecs().into_iter().find(|(k, _)| *k == RtpCodecKind::Video).map(|(_, c)| c)?;
     let track = MediaStreamTrack::new(

@@ -43,9 +43,9 @@
 //! - [`srtp`]: Arc's own SRTP egress (keys from each leg's `KeyCapture`,
 //!   forwarded RTP protected in place); `rtc` keeps SRTCP and ingress.
 
+use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 

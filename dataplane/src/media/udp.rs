@@ -413,7 +413,9 @@ mod tests {
             (0..25).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
         let addrs: Vec<SocketAddr> = receivers.iter().map(|r| r.local_addr().expect("addr")).collect();
         for k in [1usize, 2, 3, 4, 8] {
-            for (name, min, mmsg) in [("gso+mmsg", 2usize, true), ("mmsg", usize::MAX, true), ("one by one", usize::MAX, false)] {
+            for (name, min, mmsg) in
+                [("gso+mmsg", 2usize, true), ("mmsg", usize::MAX, true), ("one by one", usize::MAX, false)]
+            {
                 let mut b = Buffers::new(&state);
                 b.gso_run_min = min;
                 b.mmsg = mmsg;
