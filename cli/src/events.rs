@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde_json::Value;
 
+use crate::output::Format;
 use crate::{Api, Failure};
 
 /// Filters and start, as given on the command line.
@@ -48,13 +49,13 @@ fn encode(s: &str) -> String {
 
 /// Prints the last `lines` events (or every event since `--since`), then,
 /// with `follow`, new ones as they come.
-pub(crate) async fn tail(api: &Api, query: &Query, lines: u32, follow: bool, json: bool) -> Result<()> {
+pub(crate) async fn tail(api: &Api, query: &Query, lines: u32, follow: bool, format: Format) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut last = match &query.since {
         None => {
             let page =
                 api.call(reqwest::Method::GET, &format!("/v1/events?tail={lines}{}", query.filters()), None).await?;
-            print_events(&mut out, &page, json)?;
+            print_events(&mut out, &page, format)?;
             page["head"].as_u64().unwrap_or(0)
         }
         Some(since) => {
@@ -62,7 +63,7 @@ pub(crate) async fn tail(api: &Api, query: &Query, lines: u32, follow: bool, jso
             let mut path = format!("/v1/events?since={}&limit=1000{}", encode(since), query.filters());
             loop {
                 let page = api.call(reqwest::Method::GET, &path, None).await?;
-                print_events(&mut out, &page, json)?;
+                print_events(&mut out, &page, format)?;
                 let (next, head) = (page["next"].as_u64().unwrap_or(0), page["head"].as_u64().unwrap_or(0));
                 if next >= head {
                     break head;
@@ -78,7 +79,7 @@ pub(crate) async fn tail(api: &Api, query: &Query, lines: u32, follow: bool, jso
     // Follow; on a dropped connection, come back after the last event seen.
     let mut failures = 0u32;
     loop {
-        match follow_once(api, query, &mut last, json).await {
+        match follow_once(api, query, &mut last, format).await {
             Ok(()) => failures = 0,
             Err(e) => {
                 // Refusals (bad filter, key) will not heal by retrying.
@@ -98,7 +99,7 @@ pub(crate) async fn tail(api: &Api, query: &Query, lines: u32, follow: bool, jso
 }
 
 /// One follow connection, until it ends; `last` moves with every event printed.
-async fn follow_once(api: &Api, query: &Query, last: &mut u64, json: bool) -> Result<()> {
+async fn follow_once(api: &Api, query: &Query, last: &mut u64, format: Format) -> Result<()> {
     let path = format!("/v1/events/follow?after={last}{}", query.filters());
     let req = api.request(reqwest::Method::GET, &path).header("accept", "text/event-stream");
     let mut resp = api.send(req).await?;
@@ -153,7 +154,7 @@ async fn follow_once(api: &Api, query: &Query, last: &mut u64, json: bool) -> Re
                     if position > *last {
                         *last = position;
                         let mut out = std::io::stdout().lock();
-                        print_event(&mut out, &event, json)?;
+                        print_event(&mut out, &event, format)?;
                         out.flush()?;
                     }
                 }
@@ -174,19 +175,28 @@ fn find_blank_line(b: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
-fn print_events(out: &mut impl Write, page: &Value, json: bool) -> Result<()> {
+fn print_events(out: &mut impl Write, page: &Value, format: Format) -> Result<()> {
     for e in page["events"].as_array().into_iter().flatten() {
-        print_event(out, e, json)?;
+        print_event(out, e, format)?;
     }
     Ok(())
 }
 
 /// One line per event: position, time, type, aggregate#seq, its data (cut at
-/// 160 characters); `--json`: the event as one JSON line.
-fn print_event(out: &mut impl Write, e: &Value, json: bool) -> Result<()> {
-    if json {
-        writeln!(out, "{}", serde_json::to_string(e)?)?;
-        return Ok(());
+/// 160 characters); `-o json`: the event as one JSON line; `-o yaml`: one
+/// YAML document per event.
+fn print_event(out: &mut impl Write, e: &Value, format: Format) -> Result<()> {
+    match format {
+        Format::Json => {
+            writeln!(out, "{}", serde_json::to_string(e)?)?;
+            return Ok(());
+        }
+        Format::Yaml => {
+            writeln!(out, "---")?;
+            out.write_all(crate::output::yaml(e).as_bytes())?;
+            return Ok(());
+        }
+        Format::Table | Format::Wide => {}
     }
     let s = |k: &str| e[k].as_str().unwrap_or("-").to_owned();
     let mut data = serde_json::to_string(&e["data"])?;

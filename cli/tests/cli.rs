@@ -8,7 +8,14 @@ use std::process::Command;
 const ARCCTL: &str = env!("CARGO_BIN_EXE_arcctl");
 
 fn run(args: &[&str]) -> std::process::Output {
-    Command::new(ARCCTL).args(args).env_remove("ARC_URL").env_remove("ARC_ADMIN_KEY").output().expect("run arcctl")
+    Command::new(ARCCTL)
+        .args(args)
+        .env_remove("ARC_URL")
+        .env_remove("ARC_ADMIN_KEY")
+        .env_remove("ARC_CONTEXT")
+        .env("ARCCTL_CONFIG", "/nonexistent/arcctl.toml")
+        .output()
+        .expect("run arcctl")
 }
 
 #[test]
@@ -34,4 +41,16 @@ fn failures_exit_with_their_codes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("error: cannot reach arc-control at"), "{err}");
+}
+
+#[test]
+fn completions_for_every_shell_and_formats_are_checked() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains("participants") && script.contains("context"), "{shell}: {script}");
+    }
+    assert_eq!(run(&["-o", "xml", "status"]).status.code(), Some(2));
+    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
 }

@@ -1,6 +1,8 @@
 //! `arcctl` (the real binary) against a running arc-control, embedded and on
 //! NATS + PostgreSQL: the event log's tail, filters, one event and a live
-//! follow, and the exit codes of its failures.
+//! follow, and the exit codes of its failures; participants and nodes with
+//! their tables (`-o wide`) and documents (`-o json`, `-o yaml`); a context
+//! from the config file in place of flags.
 
 mod common;
 
@@ -17,6 +19,8 @@ fn arcctl(base: &str, key: &str, args: &[&str]) -> Output {
         .args(args)
         .env_remove("ARC_URL")
         .env_remove("ARC_ADMIN_KEY")
+        .env_remove("ARC_CONTEXT")
+        .env("ARCCTL_CONFIG", "/nonexistent/arcctl.toml")
         .output()
         .expect("run arcctl")
 }
@@ -118,6 +122,9 @@ async fn the_event_log_through_arcctl(mode: Mode) {
     let _ = child.kill();
     let _ = child.wait();
 
+    participants_and_nodes(&base, &rooms[1], &mode).await;
+    through_a_context(&base);
+
     // Refusals, each with its exit code and one line.
     let code = |out: Output| (out.status.code(), String::from_utf8_lossy(&out.stderr).lines().count());
     assert_eq!(code(arcctl(&base, "wrong-key", &["events", "tail"])), (Some(4), 1));
@@ -143,4 +150,105 @@ async fn the_event_log_through_arcctl_embedded() {
 async fn the_event_log_through_arcctl_on_nats_and_postgres() {
     let (_nats, _stream, _prefix, _dir, mode) = common::cluster("ARCCTL", "arcctl").await;
     the_event_log_through_arcctl(mode).await;
+}
+
+/// `participants …` and `nodes …` in every output format.
+async fn participants_and_nodes(base: &str, room: &str, mode: &Mode) {
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{base}/v1/rooms/{room}/participants"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({ "identity": "alice", "name": "Alice A." }))
+        .send()
+        .await
+        .expect("join");
+    assert!(resp.status().is_success(), "join: {}", resp.status());
+
+    let table = ok(&arcctl(base, ADMIN_KEY, &["participants", "list", room]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("IDENTITY") && !lines[0].contains("SID"), "{table}");
+    assert!(lines[1].starts_with("alice") && lines[1].contains("Alice A."), "{table}");
+    let json: Value =
+        serde_json::from_str(&ok(&arcctl(base, ADMIN_KEY, &["participants", "list", room, "-o", "json"])))
+            .expect("json");
+    assert_eq!(json["participants"][0]["identity"], "alice");
+    let yaml = ok(&arcctl(base, ADMIN_KEY, &["-o", "yaml", "participants", "show", room, "alice"]));
+    assert!(yaml.lines().any(|l| l == "identity: alice"), "{yaml}");
+    assert!(yaml.lines().any(|l| l == format!("room_id: {room}")), "{yaml}");
+
+    // Permissions: listen only; -o wide shows them.
+    let changed: Value = serde_json::from_str(&ok(&arcctl(
+        base,
+        ADMIN_KEY,
+        &["--json", "participants", "permissions", room, "alice", "--can", "subscribe"],
+    )))
+    .expect("json");
+    assert_eq!(changed["permissions"], serde_json::json!({"publish": false, "subscribe": true, "publish_data": false}));
+    let wide = ok(&arcctl(base, ADMIN_KEY, &["participants", "list", room, "-o", "wide"]));
+    assert!(wide.lines().next().is_some_and(|h| h.contains("SID") && h.contains("CAN")), "{wide}");
+    assert!(wide.lines().nth(1).is_some_and(|l| l.contains("subscribe") && !l.contains("publish")), "{wide}");
+    assert_eq!(
+        arcctl(base, ADMIN_KEY, &["participants", "permissions", room, "alice", "--can", "fly"]).status.code(),
+        Some(2)
+    );
+
+    // Remove: gone from the list.
+    let left: Value =
+        serde_json::from_str(&ok(&arcctl(base, ADMIN_KEY, &["-o", "json", "participants", "remove", room, "alice"])))
+            .expect("json");
+    assert_eq!(left["left"], true);
+    let table = ok(&arcctl(base, ADMIN_KEY, &["participants", "list", room]));
+    assert_eq!(table.trim(), "nobody is in the room");
+    assert_eq!(arcctl(base, ADMIN_KEY, &["participants", "show", room, "alice"]).status.code(), Some(5));
+
+    // Nodes.
+    match mode {
+        Mode::Embedded { .. } => {
+            let wide = ok(&arcctl(base, ADMIN_KEY, &["nodes", "list", "-o", "wide"]));
+            assert!(wide.lines().next().is_some_and(|h| h.contains("ARCH/CORES")), "{wide}");
+            assert!(wide.lines().any(|l| l.starts_with("node-dev")), "{wide}");
+            ok(&arcctl(base, ADMIN_KEY, &["nodes", "drain", "node-dev"]));
+            let node: Value =
+                serde_json::from_str(&ok(&arcctl(base, ADMIN_KEY, &["nodes", "show", "node-dev", "-o", "json"])))
+                    .expect("json");
+            assert_eq!(node["state"], "draining", "{node}");
+            ok(&arcctl(base, ADMIN_KEY, &["nodes", "undrain", "node-dev"]));
+            let node: Value =
+                serde_json::from_str(&ok(&arcctl(base, ADMIN_KEY, &["nodes", "show", "node-dev", "-o", "json"])))
+                    .expect("json");
+            assert_ne!(node["state"], "draining", "{node}");
+        }
+        Mode::Cluster { .. } => {
+            assert_eq!(ok(&arcctl(base, ADMIN_KEY, &["nodes", "list"])).trim(), "no media nodes");
+        }
+    }
+    assert_eq!(arcctl(base, ADMIN_KEY, &["nodes", "show", "no-such-node"]).status.code(), Some(5));
+}
+
+/// `context add … --use`, then commands without `--url` or `--admin-key`.
+fn through_a_context(base: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("arcctl.toml");
+    let run = |args: &[&str]| {
+        Command::new(arcctl_bin())
+            .args(args)
+            .env_remove("ARC_URL")
+            .env_remove("ARC_ADMIN_KEY")
+            .env_remove("ARC_CONTEXT")
+            .env("ARCCTL_CONFIG", &config)
+            .output()
+            .expect("run arcctl")
+    };
+    ok(&run(&["context", "add", "here", "--url", base, "--key", ADMIN_KEY, "--use"]));
+    ok(&run(&["context", "add", "elsewhere", "--url", "http://127.0.0.1:9"]));
+    let list = ok(&run(&["context", "list"]));
+    assert!(list.lines().any(|l| l.starts_with('*') && l.contains("here")), "{list}");
+    assert!(!list.contains(ADMIN_KEY), "keys are never printed: {list}");
+    // The current context's URL and key: the nodes line needs the key.
+    let status = ok(&run(&["status"]));
+    assert!(!status.contains("give the admin key"), "{status}");
+    // --context picks another; a flag beats both.
+    assert_eq!(run(&["--context", "elsewhere", "status"]).status.code(), Some(3));
+    ok(&run(&["--context", "elsewhere", "--url", base, "--admin-key", ADMIN_KEY, "status"]));
+    assert_eq!(run(&["--context", "nowhere", "status"]).status.code(), Some(2));
 }
