@@ -162,13 +162,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run_cli() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ARC_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn,rtc=warn,rtc_ice=warn,rtc_dtls=error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    arc_telemetry::init_logs("info,sqlx=warn,rtc=warn,rtc_ice=warn,rtc_dtls=error").map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
     let file = match &cli.config {
         Some(path) => Settings::from_file(path)?,

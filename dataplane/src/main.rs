@@ -92,13 +92,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ARC_LOG")
-                .unwrap_or_else(|_| "info,rtc=warn,rtc_ice=warn,rtc_dtls=error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    arc_telemetry::init_logs("info,rtc=warn,rtc_ice=warn,rtc_dtls=error").map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
     let node_id = NodeId::parse(&cli.node_id.unwrap_or_else(default_node_id)).context("--node-id")?;
     let mut config = JetStreamConfig::new(&cli.nats_url);

@@ -49,3 +49,15 @@ fn bad_arguments_are_refused_clearly() {
     assert!(stderr.starts_with("error: --node-id"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line, no backtrace: {stderr}");
 }
+
+#[test]
+fn a_bad_log_format_is_refused_by_name() {
+    let out = Command::new(env!("CARGO_BIN_EXE_arc-media"))
+        .args(["--nats", "nats://127.0.0.1:1"])
+        .env("ARC_LOG_FORMAT", "xml")
+        .output()
+        .expect("run arc-media");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: ARC_LOG_FORMAT=\"xml\""), "{stderr}");
+}

@@ -9,7 +9,11 @@
 //!   Prometheus metrics (`<prefix>_process_cpu_seconds_total`,
 //!   `<prefix>_process_resident_memory_bytes`), read from `/proc/self` at
 //!   scrape time.
+//! - [`init_logs`]: structured logs on stderr, `ARC_LOG_FORMAT=pretty`
+//!   (default; colours only on a terminal) or `json` (one object per line),
+//!   the level from `ARC_LOG`, else `RUST_LOG`, else the role's default.
 
+use std::io::IsTerminal;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::metrics::counter::Counter;
@@ -102,5 +106,62 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         assert!(text.contains("t_process_cpu_seconds_total "), "{text}");
         assert!(text.contains("t_process_resident_memory_bytes "), "{text}");
+    }
+}
+
+/// How log lines look (`ARC_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people: one line per event, colours only when stderr is a terminal.
+    Pretty,
+    /// For log shippers: one JSON object per line (`timestamp`, `level`,
+    /// `target`, `fields`, and the current `span` and `spans`).
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `ARC_LOG_FORMAT`'s value; unset or empty is [`LogFormat::Pretty`].
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value.map(str::trim) {
+            None | Some("") | Some("pretty") => Ok(Self::Pretty),
+            Some("json") => Ok(Self::Json),
+            Some(other) => Err(format!("ARC_LOG_FORMAT={other:?}: expected pretty or json")),
+        }
+    }
+}
+
+/// Installs the global log subscriber: the filter from `ARC_LOG`, else
+/// `RUST_LOG`, else `default_filter`; the format from `ARC_LOG_FORMAT`.
+/// A bad filter or format is an error for the caller to print (the process
+/// should not start with logs it did not ask for).
+pub fn init_logs(default_filter: &str) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let format = LogFormat::parse(std::env::var("ARC_LOG_FORMAT").ok().as_deref())?;
+    let (var, directives) = match (std::env::var("ARC_LOG"), std::env::var("RUST_LOG")) {
+        (Ok(v), _) if !v.trim().is_empty() => ("ARC_LOG", v),
+        (_, Ok(v)) if !v.trim().is_empty() => ("RUST_LOG", v),
+        _ => ("the default", default_filter.to_owned()),
+    };
+    let filter = EnvFilter::builder().parse(&directives).map_err(|e| format!("{var} {directives:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+    };
+    installed.map_err(|e| format!("installing the log subscriber: {e}"))
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::LogFormat;
+
+    #[test]
+    fn log_formats_parse_and_bad_ones_are_named() {
+        assert_eq!(LogFormat::parse(None), Ok(LogFormat::Pretty));
+        assert_eq!(LogFormat::parse(Some("")), Ok(LogFormat::Pretty));
+        assert_eq!(LogFormat::parse(Some("json")), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::parse(Some(" pretty ")), Ok(LogFormat::Pretty));
+        let e = LogFormat::parse(Some("xml")).expect_err("xml");
+        assert!(e.contains("ARC_LOG_FORMAT") && e.contains("xml"), "{e}");
     }
 }
