@@ -214,7 +214,9 @@ enum Events {
 #[derive(Debug, Subcommand)]
 enum Apps {
     /// Register an app; prints its AppKey and AppSecret (shown only once)
-    #[command(after_help = "Example:\n  arcctl apps create shop --webhook https://shop.example.com/arc --max-rooms 100")]
+    #[command(
+        after_help = "Example:\n  arcctl apps create shop --webhook https://shop.example.com/arc --max-rooms 100"
+    )]
     Create {
         name: String,
         /// Webhook endpoint (repeatable)
@@ -272,7 +274,9 @@ enum Apps {
 #[derive(Debug, Subcommand)]
 enum Tokens {
     /// Mint an access token locally with the app's key and secret (no server needed)
-    #[command(after_help = "Example:\n  ARC_APP_KEY=… ARC_APP_SECRET=… arcctl tokens mint --identity alice --room standup --grants join,publish,subscribe")]
+    #[command(
+        after_help = "Example:\n  ARC_APP_KEY=… ARC_APP_SECRET=… arcctl tokens mint --identity alice --room standup --grants join,publish,subscribe"
+    )]
     Mint {
         #[arg(long, env = "ARC_APP_KEY")]
         app_key: String,

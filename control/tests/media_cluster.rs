@@ -13,6 +13,47 @@ use std::time::{Duration, Instant};
 use common::{ADMIN_KEY, cluster, create_app, mint_token, start_media, start_with};
 use serde_json::{Value, json};
 
+/// The sample names (`name` of `name{labels} value`) of an exposition.
+fn sample_names(text: &str) -> std::collections::HashSet<String> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(['{', ' ']).next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Every `arc_…` series name in the dashboard's queries.
+fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ansible/grafana/arc.json");
+    let text = std::fs::read_to_string(&path).expect("ansible/grafana/arc.json");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    fn walk(v: &Value, exprs: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(e)) = m.get("expr") {
+                    exprs.push(e.clone());
+                }
+                m.values().for_each(|x| walk(x, exprs));
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, exprs)),
+            _ => {}
+        }
+    }
+    walk(&dashboard, &mut exprs);
+    assert!(exprs.len() > 20, "the dashboard's queries: {exprs:?}");
+    let mut names = std::collections::BTreeSet::new();
+    for e in exprs {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find("arc_") {
+            let tail = &rest[i..];
+            let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+            names.insert(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+    }
+    names
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client")
 }
@@ -94,6 +135,8 @@ async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
     assert_ne!(placed[0], placed[1], "the two rooms landed on different nodes: {placed:?}");
 
     // Each node's operator endpoint: ready, and its metrics show the media it carried.
+    let mut exposed =
+        sample_names(&http().get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("body"));
     for node in [&a, b.as_ref().expect("b runs")] {
         let ready = http().get(node.metrics.replace("/metrics", "/readyz")).send().await.expect("readyz");
         assert_eq!(ready.status(), 200, "{} is ready", node.id);
@@ -109,7 +152,11 @@ async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
         assert!(value("arc_media_srtp_own_packets_total ") > 100.0, "{}: through Arc's own egress", node.id);
         assert_eq!(value("arc_media_draining "), 0.0);
         assert!(text.lines().any(|l| l.starts_with("arc_media_worker_sessions{worker=\"0\"}")), "{}", node.id);
+        exposed.extend(sample_names(&text));
     }
+    // The Grafana dashboard asks only for series both services expose.
+    let missing: Vec<String> = dashboard_metrics().into_iter().filter(|m| !exposed.contains(m)).collect();
+    assert!(missing.is_empty(), "ansible/grafana/arc.json names series nobody exposes: {missing:?}");
 
     // SIGKILL the node carrying "alpha".
     let victim = placed[0].clone();
