@@ -143,7 +143,20 @@ impl SettingsArgs {
     }
 }
 
+/// The service name traces carry.
+const SERVICE: &str = "arc-control";
+
 fn main() -> std::process::ExitCode {
+    // Logs and traces first, outside the async runtime: the OTLP exporter's
+    // blocking HTTP client must be made and dropped outside it. Dropping
+    // `telemetry` at the end flushes the spans still queued.
+    let telemetry = match arc_telemetry::init(SERVICE, "info,sqlx=warn,rtc=warn,rtc_ice=warn,rtc_dtls=error") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -151,7 +164,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_cli()) {
+    let outcome = runtime.block_on(run_cli());
+    drop(runtime);
+    drop(telemetry);
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One readable line with its causes, never a backtrace.
@@ -162,7 +178,6 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run_cli() -> Result<()> {
-    arc_telemetry::init_logs("info,sqlx=warn,rtc=warn,rtc_ice=warn,rtc_dtls=error").map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
     let file = match &cli.config {
         Some(path) => Settings::from_file(path)?,

@@ -52,6 +52,7 @@ impl MediaRouter {
     }
 
     /// Picks the node for a room (see the module docs).
+    #[tracing::instrument(name = "node.place", skip_all, fields(room = room_id))]
     pub async fn place(&self, db: &ReadDb, room_id: &str) -> Result<String, RouteError> {
         let sticky: Option<String> = sqlx::query_scalar(
             "SELECT p.node_id FROM participants p JOIN nodes n ON n.node_id = p.node_id \
@@ -91,7 +92,10 @@ impl MediaRouter {
             .ok_or(RouteError::NoNode)
     }
 
-    /// Sends one request to a node and returns its reply.
+    /// Sends one request to a node and returns its reply. The request is a
+    /// span of its own; over NATS its trace context travels in the message's
+    /// headers (`traceparent`), so the node's span joins the same trace.
+    #[tracing::instrument(name = "node.request", skip_all, fields(otel.kind = "client", node = node_id, request = req.kind()))]
     pub async fn request(&self, node_id: &str, req: NodeRequest) -> Result<NodeReply, RouteError> {
         if let Some((id, service)) = &self.local
             && id == node_id
@@ -102,7 +106,12 @@ impl MediaRouter {
         let id =
             arc_events::NodeId::parse(node_id).map_err(|e| RouteError::Unreachable(node_id.into(), e.to_string()))?;
         let body = arc_nodeproto::encode_request(&req);
-        let reply = tokio::time::timeout(REQUEST_TIMEOUT, nats.request(arc_nodeproto::subject(&id), body.into()))
+        let mut headers = async_nats::HeaderMap::new();
+        for (k, v) in arc_telemetry::current_context_headers() {
+            headers.insert(k.as_str(), v.as_str());
+        }
+        let request = nats.request_with_headers(arc_nodeproto::subject(&id), headers, body.into());
+        let reply = tokio::time::timeout(REQUEST_TIMEOUT, request)
             .await
             .map_err(|_| RouteError::Unreachable(node_id.into(), "timed out".into()))?
             .map_err(|e| RouteError::Unreachable(node_id.into(), e.to_string()))?;

@@ -9,6 +9,7 @@ use arc_eventlog::jetstream::{JetStreamConfig, JetStreamLog};
 use arc_events::NodeId;
 use arc_events::node::NodeRegistered;
 use clap::Parser;
+use tracing::Instrument as _;
 
 #[derive(Debug, Parser)]
 #[command(name = "arc-media", version, about = "Arc media node")]
@@ -69,7 +70,20 @@ fn default_node_id() -> String {
     if clean.is_empty() { "node-local".into() } else { format!("node-{clean}") }
 }
 
+/// The service name traces carry.
+const SERVICE: &str = "arc-media";
+
 fn main() -> std::process::ExitCode {
+    // Logs and traces first, outside the async runtime: the OTLP exporter's
+    // blocking HTTP client must be made and dropped outside it. Dropping
+    // `telemetry` at the end flushes the spans still queued.
+    let telemetry = match arc_telemetry::init(SERVICE, "info,rtc=warn,rtc_ice=warn,rtc_dtls=error") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -81,6 +95,7 @@ fn main() -> std::process::ExitCode {
     // Never wait for ever on what is still running (the media workers, when
     // the start failed half-way): the process is ending.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    drop(telemetry);
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -92,7 +107,6 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<()> {
-    arc_telemetry::init_logs("info,rtc=warn,rtc_ice=warn,rtc_dtls=error").map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
     let node_id = NodeId::parse(&cli.node_id.unwrap_or_else(default_node_id)).context("--node-id")?;
     let mut config = JetStreamConfig::new(&cli.nats_url);
@@ -150,8 +164,20 @@ async fn run() -> Result<()> {
             let (media, client) = (rpc_media.clone(), rpc_client.clone());
             tokio::spawn(async move {
                 let Some(reply_to) = msg.reply else { return };
+                // The control plane's trace continues here (its context is in
+                // the message's headers).
+                let span = tracing::info_span!("node.serve", otel.kind = "server", request = tracing::field::Empty);
+                if let Some(headers) = &msg.headers {
+                    arc_telemetry::set_parent_from_headers(
+                        &span,
+                        headers.iter().filter_map(|(k, v)| Some((k.as_ref(), v.first()?.as_str()))),
+                    );
+                }
                 let reply = match arc_nodeproto::decode_request(&msg.payload) {
-                    Ok(req) => media.request(req).await,
+                    Ok(req) => {
+                        span.record("request", req.kind());
+                        media.request(req).instrument(span.clone()).await
+                    }
                     Err(e) => arc_nodeproto::NodeReply::Error(e.into()),
                 };
                 if let Err(e) = client.publish(reply_to, arc_nodeproto::encode_reply(&reply).into()).await {

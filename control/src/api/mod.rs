@@ -12,6 +12,10 @@
 //! so a client reading right after its own write sees it; their answers carry
 //! `Arc-Position`, which a later request may send back to read at least that
 //! far on any instance (`position.rs`).
+//!
+//! Every request but probes and scrapes is one span (`trace.rs`), the root
+//! of its OpenTelemetry trace when traces are exported; the answer names
+//! the trace in `Arc-Trace-Id`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +42,7 @@ pub mod metrics;
 pub mod openapi;
 pub(crate) mod position;
 pub mod rooms;
+pub mod trace;
 pub mod whip;
 
 use error::{ApiError, ApiResult, ErrorBody};
@@ -142,6 +147,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics::metrics))
         // Requests per route template and their latency (matched routes only).
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        // One span per request: the root of its trace (OpenTelemetry).
+        .route_layer(axum::middleware::from_fn(trace::span))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), position::layer))
         .layer(axum::middleware::map_response(json_errors::json_errors))

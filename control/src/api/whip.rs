@@ -314,7 +314,7 @@ pub(crate) async fn cors(req: Request, next: Next) -> Response {
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, ETag, Link, Accept-Patch, Accept-Post"),
+        HeaderValue::from_static("Location, ETag, Link, Accept-Patch, Accept-Post, Arc-Trace-Id"),
     );
     resp
 }

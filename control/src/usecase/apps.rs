@@ -8,7 +8,7 @@ use arc_auth::token::{self, Claims, MintRequest};
 use arc_eventlog::Position;
 use arc_events::aggregate::app::AppCommand;
 use arc_events::app::{Quotas, SealedSecret};
-use arc_events::{Actor, AppId, CommandMeta};
+use arc_events::{Actor, AppId};
 use chrono::{DateTime, Utc};
 
 use super::queries;
@@ -51,7 +51,7 @@ pub async fn create_app(
     let app_id = AppId::generate();
     let secret = AppSecret::generate();
     let command = AppCommand::Create { name, secret: seal(s, &app_id, &secret), quotas, webhooks };
-    let meta = CommandMeta::new(actor.clone(), Utc::now());
+    let meta = super::command_meta(actor);
     let done = s.apps.execute(&(&app_id).into(), &command, &meta).await?;
     Ok(Created { app_id, secret, at: meta.occurred_at, position: done.appended.map(|a| a.last) })
 }
@@ -80,7 +80,7 @@ pub async fn change_app(
         AppChange::Quotas(quotas) => AppCommand::SetQuotas { quotas },
         AppChange::Webhooks(urls) => AppCommand::SetWebhooks { urls },
     };
-    let meta = CommandMeta::new(actor.clone(), Utc::now());
+    let meta = super::command_meta(actor);
     let done = s.apps.execute(&(&parse_app_id(app_id)?).into(), &command, &meta).await?;
     Ok(done.appended.map(|a| a.last))
 }
@@ -101,7 +101,7 @@ pub async fn rotate_secret(s: &Services, actor: &Actor, app_id: &str, grace_s: O
     let secret = AppSecret::generate();
     let grace_s = grace_s.unwrap_or(s.secret_grace_s);
     let command = AppCommand::RotateSecret { secret: seal(s, &id, &secret), grace_s };
-    let meta = CommandMeta::new(actor.clone(), Utc::now());
+    let meta = super::command_meta(actor);
     let done = s.apps.execute(&(&id).into(), &command, &meta).await?;
     Ok(Rotated { secret, grace_s, at: meta.occurred_at, position: done.appended.map(|a| a.last) })
 }
@@ -164,7 +164,7 @@ pub async fn revoke_token(
 ) -> UseCaseResult<Option<Position>> {
     let expires_at = expires_at.unwrap_or_else(|| default_revocation_expiry(s));
     let command = AppCommand::RevokeToken { jti, expires_at, reason };
-    let meta = CommandMeta::new(actor.clone(), Utc::now());
+    let meta = super::command_meta(actor);
     let done = s.apps.execute(&app_id.into(), &command, &meta).await?;
     Ok(done.appended.map(|a| a.last))
 }

@@ -53,6 +53,18 @@ pub mod webhooks;
 
 pub use error::{UseCaseError, UseCaseResult};
 
+/// Command metadata for `actor`, now. While a trace is being recorded (the
+/// request's, see `api/trace.rs`), the correlation id is the trace's id, so
+/// the events a request caused are found from its trace and the trace from
+/// its events (`arcctl events show` prints the correlation id).
+pub fn command_meta(actor: &arc_events::Actor) -> arc_events::CommandMeta {
+    let mut meta = arc_events::CommandMeta::new(actor.clone(), chrono::Utc::now());
+    if let Some(trace_id) = arc_telemetry::current_trace_id() {
+        meta.correlation_id = arc_events::CorrelationId(uuid::Uuid::from_bytes(trace_id));
+    }
+    meta
+}
+
 /// Longest a use case waits for the local projections to apply a position.
 pub const SETTLE_WAIT_MAX: Duration = Duration::from_secs(2);
 

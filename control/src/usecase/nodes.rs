@@ -4,7 +4,7 @@
 
 use arc_eventlog::Position;
 use arc_events::aggregate::node::NodeCommand;
-use arc_events::{Actor, CommandMeta, NodeId};
+use arc_events::{Actor, NodeId};
 
 use super::{Services, UseCaseError, UseCaseResult, queries};
 use crate::projection::nodes::NodeRow;
@@ -35,7 +35,7 @@ pub async fn nodes(s: &Services) -> UseCaseResult<Vec<NodeRow>> {
 pub async fn set_drain(s: &Services, actor: &Actor, node_id: &str, drain: bool) -> UseCaseResult<Option<Position>> {
     let node = NodeId::parse(node_id).map_err(|e| UseCaseError::invalid("node_id", e))?;
     let command = if drain { NodeCommand::Drain { reason: "operator".into() } } else { NodeCommand::Undrain };
-    let meta = CommandMeta::new(actor.clone(), chrono::Utc::now());
+    let meta = super::command_meta(actor);
     let done = s.nodes.execute(&(&node).into(), &command, &meta).await?;
     Ok(done.appended.map(|a| a.last))
 }

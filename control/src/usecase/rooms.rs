@@ -28,7 +28,7 @@ use crate::projection::participants::ParticipantRow;
 use crate::projection::tracks::TrackRow;
 
 fn meta(actor: &Actor) -> CommandMeta {
-    CommandMeta::new(actor.clone(), chrono::Utc::now())
+    super::command_meta(actor)
 }
 
 /// The room id of an app's room name: rooms are addressed by name within
@@ -121,6 +121,7 @@ async fn ensure_room(
 }
 
 /// Opens a room (409 `room_exists` when a room of that name is open).
+#[tracing::instrument(name = "usecase.create_room", skip_all)]
 pub async fn create_room(
     s: &Services,
     actor: &Actor,
@@ -137,6 +138,7 @@ pub async fn create_room(
 }
 
 /// Closes a room: everyone in it leaves, and their media nodes end its sessions.
+#[tracing::instrument(name = "usecase.close_room", skip_all)]
 pub async fn close_room(s: &Services, actor: &Actor, room_id: &str) -> UseCaseResult<Option<Position>> {
     let aggregate = room_ref(room_id)?;
     // The nodes carrying the room's media, read before the participants leave.
@@ -203,6 +205,7 @@ pub struct JoinOutcome {
 /// (`duplicate_identity`) and its media node ends that session's media, so an
 /// identity never has two live sessions in a room (a page refresh, or the
 /// same token used twice).
+#[tracing::instrument(name = "usecase.join", skip_all)]
 pub async fn join(
     s: &Services,
     actor: &Actor,
@@ -252,6 +255,7 @@ pub struct Admit {
 }
 
 /// Admits a participant to an open room: (its session id, the join's outcome).
+#[tracing::instrument(name = "usecase.admit", skip_all)]
 pub async fn admit(
     s: &Services,
     actor: &Actor,
@@ -301,6 +305,7 @@ pub enum Placement {
 /// opens the token's room if needed (within `max_rooms`), places the
 /// session on a media node if asked, and records the participant's session
 /// with the token's name, grants, metadata and `jti` (within `max_participants`).
+#[tracing::instrument(name = "usecase.join_with_token", skip_all)]
 pub async fn join_with_token(
     s: &Services,
     app: &AppRow,
@@ -354,6 +359,7 @@ pub struct MediaSession {
 /// node refuses or cannot be reached, the log records that the participant
 /// left (`connection_lost`); if a newer session of the same identity joined
 /// meanwhile, this one is ended and refused (`SessionReplaced`).
+#[tracing::instrument(name = "usecase.open_media_session", skip_all)]
 pub async fn open_media_session(
     s: &Services,
     app: &AppRow,
@@ -401,9 +407,14 @@ pub async fn open_media_session(
     Ok(MediaSession { room_id, node, session_id: opened.session_id, answer: opened.answer, position })
 }
 
+/// What [`remove`] ended: the participant session, its read-model row as it
+/// was, and the position of the leave (`None` when nothing was appended).
+pub type Removed = (ParticipantSid, Option<ParticipantRow>, Option<Position>);
+
 /// Ends the participant's session (the named one, or the identity's
 /// current one) and its media: the session that left and its read-model row
 /// as it was, or `None` when it was not in the room.
+#[tracing::instrument(name = "usecase.remove", skip_all)]
 pub async fn remove(
     s: &Services,
     actor: &Actor,
@@ -411,7 +422,7 @@ pub async fn remove(
     identity: &str,
     sid: Option<&str>,
     reason: LeaveReason,
-) -> UseCaseResult<Option<(ParticipantSid, Option<ParticipantRow>, Option<Position>)>> {
+) -> UseCaseResult<Option<Removed>> {
     let identity = ParticipantIdentity::parse(identity).map_err(|e| UseCaseError::invalid("identity", e))?;
     let aggregate = room_ref(room_id)?;
     let (room, _) = s.rooms.load(&aggregate).await?;
@@ -449,6 +460,7 @@ pub struct Kick {
 /// Kicks the identity out of the room: the token it joined with is revoked
 /// first (a retry after a failed leave finds it refused already), then it
 /// leaves (`kicked`) and its media ends.
+#[tracing::instrument(name = "usecase.kick", skip_all)]
 pub async fn kick(s: &Services, actor: &Actor, app_id: &str, room_id: &str, identity: &str) -> UseCaseResult<Kick> {
     let participant = queries::active_participant(&s.db, room_id, identity)
         .await?
@@ -488,6 +500,7 @@ pub enum ParticipantChange {
 }
 
 /// Changes what the identity's current session may do, or its name and metadata.
+#[tracing::instrument(name = "usecase.change_participant", skip_all)]
 pub async fn change_participant(
     s: &Services,
     actor: &Actor,
@@ -512,6 +525,7 @@ pub async fn change_participant(
 
 /// Mutes or unmutes a published track of the room (as a moderator), and
 /// tells its media node at once (the node also follows the log).
+#[tracing::instrument(name = "usecase.mute_track", skip_all)]
 pub async fn mute_track(
     s: &Services,
     actor: &Actor,

@@ -168,6 +168,19 @@ pub async fn serve_local(app: axum::Router) -> String {
     format!("http://{addr}")
 }
 
+/// `GET base+path` with the admin key, as JSON (`null` when the body is not JSON).
+pub async fn admin_get(base: &str, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .json()
+        .await
+        .unwrap_or(serde_json::Value::Null)
+}
+
 /// Mints a participant token through `POST /v1/tokens` (the app's Basic auth).
 pub async fn mint_token(
     base: &str,
@@ -320,10 +333,16 @@ pub fn arcctl_bin() -> PathBuf {
 
 /// Starts `arc-media` on the given NATS stream as node `id` (media on a free loopback port).
 pub fn start_media(nats: &str, stream: &str, prefix: &str, id: &str) -> Media {
+    start_media_with_env(nats, stream, prefix, id, &[])
+}
+
+/// [`start_media`] with extra environment variables.
+pub fn start_media_with_env(nats: &str, stream: &str, prefix: &str, id: &str, envs: &[(&str, &str)]) -> Media {
     let mut child = Command::new(arc_media_bin())
         .args(["--nats", nats, "--nats-stream", stream, "--nats-subject-prefix", prefix, "--node-id", id])
         .args(["--media-udp", "127.0.0.1:0", "--public-ip", "127.0.0.1", "--metrics-listen", "127.0.0.1:0"])
         .env("ARC_LOG", "warn,rtc_dtls=error")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -178,6 +178,7 @@ impl<A: Aggregate + std::fmt::Debug> Repository<A> {
     }
 
     /// Decides `command` on the aggregate and appends the resulting events.
+    #[tracing::instrument(name = "execute", skip_all, fields(aggregate = %aggregate))]
     pub async fn execute(
         &self,
         aggregate: &AggregateRef,

@@ -148,6 +148,20 @@ pub enum NodeRequest {
     },
 }
 
+impl NodeRequest {
+    /// The request's operation, as on the wire (`op`): for spans and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Open(_) => "open",
+            Self::Patch { .. } => "patch",
+            Self::Close { .. } => "close",
+            Self::End { .. } => "end",
+            Self::Mute { .. } => "mute",
+            Self::Sessions { .. } => "sessions",
+        }
+    }
+}
+
 /// One media session as the node reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionInfo {

@@ -9,9 +9,14 @@
 //!   Prometheus metrics (`<prefix>_process_cpu_seconds_total`,
 //!   `<prefix>_process_resident_memory_bytes`), read from `/proc/self` at
 //!   scrape time.
-//! - [`init_logs`]: structured logs on stderr, `ARC_LOG_FORMAT=pretty`
+//! - [`init`]: structured logs on stderr, `ARC_LOG_FORMAT=pretty`
 //!   (default; colours only on a terminal) or `json` (one object per line),
-//!   the level from `ARC_LOG`, else `RUST_LOG`, else the role's default.
+//!   the level from `ARC_LOG`, else `RUST_LOG`, else the role's default; and
+//!   OpenTelemetry traces over OTLP/HTTP when `ARC_OTLP_ENDPOINT` (or
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT`) names a collector.
+//! - [`current_context_headers`], [`set_parent_from_headers`],
+//!   [`current_trace_id`]: W3C trace context across a request to another
+//!   process (NATS headers, HTTP), and the trace id for event envelopes.
 
 use std::io::IsTerminal;
 use std::sync::atomic::AtomicU64;
@@ -130,12 +135,60 @@ impl LogFormat {
     }
 }
 
-/// Installs the global log subscriber: the filter from `ARC_LOG`, else
-/// `RUST_LOG`, else `default_filter`; the format from `ARC_LOG_FORMAT`.
-/// A bad filter or format is an error for the caller to print (the process
-/// should not start with logs it did not ask for).
-pub fn init_logs(default_filter: &str) -> Result<(), String> {
-    use tracing_subscriber::EnvFilter;
+/// What [`init`] installed; dropping it flushes and stops the trace
+/// exporter (keep it alive for the whole `main`).
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported (an OTLP endpoint was configured).
+    pub fn tracing(&self) -> bool {
+        self.provider.is_some()
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            // Sends what is still queued; an unreachable collector costs at
+            // most the exporter's timeout.
+            let _ = p.shutdown();
+        }
+    }
+}
+
+/// The OTLP/HTTP base URL: `ARC_OTLP_ENDPOINT`, else the standard
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`; spans go to `<base>/v1/traces`.
+fn otlp_endpoint() -> Result<Option<String>, String> {
+    let (var, value) = match (std::env::var("ARC_OTLP_ENDPOINT"), std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+        (Ok(v), _) if !v.trim().is_empty() => ("ARC_OTLP_ENDPOINT", v),
+        (_, Ok(v)) if !v.trim().is_empty() => ("OTEL_EXPORTER_OTLP_ENDPOINT", v),
+        _ => return Ok(None),
+    };
+    let base = value.trim().trim_end_matches('/');
+    match base.split_once("://") {
+        Some(("http", rest)) if !rest.is_empty() => Ok(Some(format!("{base}/v1/traces"))),
+        Some(("https", _)) => Err(format!(
+            "{var}={value:?}: https is not supported yet; point it at the collector's OTLP/HTTP receiver over http \
+             (a local agent or a private address)"
+        )),
+        _ => Err(format!("{var}={value:?}: expected http://host:port (OTLP/HTTP, protobuf)")),
+    }
+}
+
+/// Installs logs (see [`LogFormat`]; the level from `ARC_LOG`, else
+/// `RUST_LOG`, else `default_filter`) and, when an OTLP endpoint is
+/// configured (`ARC_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`),
+/// traces: the spans of Arc's own crates at `info` and above, exported in
+/// batches over OTLP/HTTP as `service` (or `OTEL_SERVICE_NAME`), with W3C
+/// trace context as the propagator. A bad setting is an error for the caller
+/// to print (the process should not start with telemetry it did not ask for).
+pub fn init(service: &'static str, default_filter: &str) -> Result<Telemetry, String> {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+
     let format = LogFormat::parse(std::env::var("ARC_LOG_FORMAT").ok().as_deref())?;
     let (var, directives) = match (std::env::var("ARC_LOG"), std::env::var("RUST_LOG")) {
         (Ok(v), _) if !v.trim().is_empty() => ("ARC_LOG", v),
@@ -143,12 +196,121 @@ pub fn init_logs(default_filter: &str) -> Result<(), String> {
         _ => ("the default", default_filter.to_owned()),
     };
     let filter = EnvFilter::builder().parse(&directives).map_err(|e| format!("{var} {directives:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let installed = match format {
-        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+    let logs = match format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
-    installed.map_err(|e| format!("installing the log subscriber: {e}"))
+
+    let provider = match otlp_endpoint()? {
+        None => None,
+        Some(endpoint) => {
+            use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(endpoint.clone())
+                .with_timeout(std::time::Duration::from_secs(5))
+                .with_headers(std::collections::HashMap::new())
+                .build()
+                .map_err(|e| format!("the OTLP exporter for {endpoint}: {e}"))?;
+            let mut resource = opentelemetry_sdk::Resource::builder();
+            if std::env::var("OTEL_SERVICE_NAME").map_or(true, |v| v.trim().is_empty()) {
+                resource = resource.with_service_name(service);
+            }
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+                    opentelemetry_sdk::trace::Sampler::AlwaysOn,
+                )))
+                .with_resource(resource.build())
+                .build();
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
+            Some(provider)
+        }
+    };
+    let traces = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider as _;
+        // Arc's own spans only: a log level of warn must not hide them, and
+        // a dependency's spans (sqlx, hyper) would only add noise.
+        let arc_spans = Targets::new().with_default(LevelFilter::OFF).with_targets(
+            ["arc_control", "arc_media", "arc_eventlog", "arc_webhooks", "arc_nodeproto"]
+                .map(|t| (t, LevelFilter::INFO)),
+        );
+        tracing_opentelemetry::layer().with_tracer(p.tracer(service)).with_filter(arc_spans)
+    });
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces)
+        .try_init()
+        .map_err(|e| format!("installing the log subscriber: {e}"))?;
+    if let Some(endpoint) = provider.as_ref().and(otlp_endpoint().ok().flatten()) {
+        tracing::info!(%endpoint, service, "exporting traces over OTLP/HTTP");
+    }
+    Ok(Telemetry { provider })
+}
+
+/// The W3C trace context of the current span (`traceparent`, and
+/// `tracestate` when set), to send along with a request; empty when no
+/// trace is being recorded.
+pub fn current_context_headers() -> Vec<(String, String)> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = tracing::Span::current().context();
+    let mut headers = Vec::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderSink(&mut headers)));
+    headers
+}
+
+/// Makes `span` a child of the trace context in `headers` (as
+/// [`current_context_headers`] wrote them); no-op without one.
+pub fn set_parent_from_headers<'a>(span: &tracing::Span, headers: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let found: Vec<(String, String)> =
+        headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned())).collect();
+    if !found.iter().any(|(k, _)| k == "traceparent") {
+        return;
+    }
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderSource(&found)));
+    let _ = span.set_parent(cx);
+}
+
+/// The current span's trace id (16 bytes), when a trace is being recorded.
+pub fn current_trace_id() -> Option<[u8; 16]> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| sc.trace_id().to_bytes())
+}
+
+struct HeaderSink<'a>(&'a mut Vec<(String, String)>);
+
+impl opentelemetry::propagation::Injector for HeaderSink<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.push((key.to_owned(), value));
+    }
+}
+
+struct HeaderSource<'a>(&'a [(String, String)]);
+
+impl opentelemetry::propagation::Extractor for HeaderSource<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let key = key.to_ascii_lowercase();
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_str()).collect()
+    }
 }
 
 #[cfg(test)]
