@@ -3,7 +3,8 @@
 //! Layout: `main.rs` (the commands and their tables), `config.rs` (named
 //! contexts: URL and admin key per control plane), `output.rs` (`-o
 //! table|wide|json|yaml`), `events.rs` (`events tail|show`, the live
-//! follow), `listen.rs` (`webhooks listen`).
+//! follow), `projections.rs` (`projections list|status|rebuild`, the
+//! rebuild's progress bar), `listen.rs` (`webhooks listen`).
 
 use anyhow::{Result, bail};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -13,6 +14,7 @@ mod config;
 mod events;
 mod listen;
 mod output;
+mod projections;
 
 use output::{Col, Format, text};
 
@@ -77,6 +79,9 @@ enum Command {
     /// The event log, read-only: its last events, live follow, one event
     #[command(subcommand)]
     Events(Events),
+    /// Read models: their progress, and an online rebuild with a progress bar
+    #[command(subcommand)]
+    Projections(Projections),
     /// Named control planes (URL and admin key) in arcctl's config file
     #[command(subcommand)]
     Context(ContextCmd),
@@ -128,6 +133,30 @@ enum Participants {
         /// Comma-separated: publish, subscribe, publish_data; or none
         #[arg(long, value_delimiter = ',', required = true)]
         can: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Projections {
+    /// Every projection: position, events applied, how far behind the log
+    #[command(after_help = "Examples:\n  arcctl projections list\n  arcctl projections list -o wide")]
+    List,
+    /// One projection's progress
+    #[command(after_help = "Example:\n  arcctl projections status rooms -o json")]
+    Status { name: String },
+    /// Rebuild a read model online: its writer empties it and replays the log; a progress bar follows it
+    #[command(after_help = "Examples:
+  arcctl projections rebuild participants      waits, with events/s and an ETA
+  arcctl projections rebuild rooms --no-wait   only ask
+
+While it runs the projection is behind on every instance: /readyz answers 503 and writes that wait for their
+read models wait for it. The webhook planner is not rebuilt online (arc-control rebuild webhooks, offline).")]
+    Rebuild {
+        /// rooms, nodes, apps, participants, tracks or revoked_tokens
+        name: String,
+        /// Ask for the rebuild and return at once
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -308,7 +337,7 @@ enum Tokens {
 #[derive(Debug, Subcommand)]
 enum Webhooks {
     /// List an app's deliveries
-    #[command(after_help = "Example:\n  arcctl webhooks list --app APP_KEY --state dead")]
+    #[command(alias = "deliveries", after_help = "Example:\n  arcctl webhooks list --app APP_KEY --state dead")]
     List {
         #[arg(long)]
         app: String,
@@ -718,6 +747,11 @@ async fn run() -> Result<()> {
             return events::tail(&api, &query, *lines, *follow, format).await;
         }
         Command::Events(Events::Show { position }) => api.call(get, &format!("/v1/events/{position}"), None).await?,
+        Command::Projections(Projections::List) => return projections::list(&api, format).await,
+        Command::Projections(Projections::Status { name }) => return projections::show(&api, name, format).await,
+        Command::Projections(Projections::Rebuild { name, no_wait }) => {
+            return projections::rebuild(&api, name, *no_wait, format).await;
+        }
     };
     let mut stdout = std::io::stdout().lock();
     if !format.is_table() {
@@ -955,28 +989,8 @@ fn status_screen(out: &mut impl std::io::Write, format: Format, v: &Value) -> Re
         v["webhooks_dead"]
     )?;
     writeln!(out)?;
-    let reachable = v["log_reachable"] != false;
-    let mut projections = items(v, "projections");
-    for p in &mut projections {
-        let state = match (p["caught_up"] == true, reachable) {
-            (true, _) => "caught up",
-            (false, true) => "catching up",
-            (false, false) => "stale",
-        };
-        p["_state"] = state.into();
-    }
-    let cols = [
-        Col::new("PROJECTION", |p| text(&p["name"])),
-        Col::new("POSITION", |p| text(&p["position"])),
-        Col::new("EVENTS", |p| text(&p["events"])),
-        Col::new("BEHIND", |p| match p["behind"].as_u64() {
-            Some(n) if n >= 10_000 => "10000+".to_owned(),
-            Some(n) => n.to_string(),
-            None => "?".into(),
-        }),
-        Col::new("STATE", |p| text(&p["_state"])),
-    ];
-    output::list(out, format, &projections, &cols, "no projections")?;
+    let projections = projections::with_states(v);
+    output::list(out, format, &projections, &projections::COLS, "no projections")?;
     writeln!(out)?;
     match v["nodes"].as_array() {
         None => writeln!(out, "(nodes: give the admin key, --admin-key or ARC_ADMIN_KEY, to see them)")?,

@@ -2,7 +2,8 @@
 //! NATS + PostgreSQL: the event log's tail, filters, one event and a live
 //! follow, and the exit codes of its failures; participants and nodes with
 //! their tables (`-o wide`) and documents (`-o json`, `-o yaml`); a context
-//! from the config file in place of flags.
+//! from the config file in place of flags; an online rebuild of a read model
+//! followed to its end.
 
 mod common;
 
@@ -123,6 +124,7 @@ async fn the_event_log_through_arcctl(mode: Mode) {
     let _ = child.wait();
 
     participants_and_nodes(&base, &rooms[1], &mode).await;
+    rebuild_online(&base, &rooms);
     through_a_context(&base);
 
     // Refusals, each with its exit code and one line.
@@ -251,4 +253,35 @@ fn through_a_context(base: &str) {
     assert_eq!(run(&["--context", "elsewhere", "status"]).status.code(), Some(3));
     ok(&run(&["--context", "elsewhere", "--url", base, "--admin-key", ADMIN_KEY, "status"]));
     assert_eq!(run(&["--context", "nowhere", "status"]).status.code(), Some(2));
+}
+
+/// `projections rebuild` while the server runs: the read model is emptied
+/// and replayed, and reads the same afterwards.
+fn rebuild_online(base: &str, rooms: &[String]) {
+    let before: Value =
+        serde_json::from_str(&ok(&arcctl(base, ADMIN_KEY, &["rooms", "list", "-o", "json"]))).expect("json");
+    let done: Value =
+        serde_json::from_str(&ok(&arcctl(base, ADMIN_KEY, &["projections", "rebuild", "rooms", "-o", "json"])))
+            .expect("json");
+    assert_eq!(done["name"], "rooms");
+    assert!(done["events"].as_u64().is_some_and(|n| n >= 2), "{done}");
+    let after: Value =
+        serde_json::from_str(&ok(&arcctl(base, ADMIN_KEY, &["rooms", "list", "-o", "json"]))).expect("json");
+    let ids = |v: &Value| {
+        let mut ids: Vec<String> =
+            v["rooms"].as_array().into_iter().flatten().map(|r| r["room_id"].to_string()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&before), ids(&after), "the rebuilt read model reads the same");
+    assert!(rooms.iter().all(|r| ids(&after).iter().any(|id| id.contains(r.as_str()))), "{after}");
+    let list = ok(&arcctl(base, ADMIN_KEY, &["projections", "list", "-o", "wide"]));
+    assert!(list.lines().next().is_some_and(|h| h.contains("REBUILD")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("rooms") && l.contains("caught up")), "{list}");
+    let one: Value =
+        serde_json::from_str(&ok(&arcctl(base, ADMIN_KEY, &["projections", "status", "rooms", "-o", "json"])))
+            .expect("json");
+    assert_eq!(one["caught_up"], true, "{one}");
+    assert_eq!(arcctl(base, ADMIN_KEY, &["projections", "rebuild", "moons"]).status.code(), Some(5));
+    assert_eq!(arcctl(base, ADMIN_KEY, &["projections", "status", "moons"]).status.code(), Some(5));
 }

@@ -283,6 +283,19 @@ async fn three_instances_one_writer_each_and_a_sigkill() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("running arc-control"), "rebuild beside instances: {stderr}");
 
+    // Online rebuilds through one survivor (the writer may be the other),
+    // followed by arcctl to their end; the comparison below checks what they wrote.
+    for projection in ["participants", "rooms"] {
+        let out = std::process::Command::new(common::arcctl_bin())
+            .args(["--url", &bases[alive[0]], "--admin-key", ADMIN_KEY, "-o", "json", "projections", "rebuild"])
+            .arg(projection)
+            .env("ARCCTL_CONFIG", "/nonexistent/arcctl.toml")
+            .output()
+            .expect("run arcctl");
+        assert!(out.status.success(), "rebuild {projection}: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!("online rebuild: {}", String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<String>());
+    }
+
     // The survivors' read models equal a rebuild from zero.
     let last = *alive.last().expect("a survivor");
     wait_caught_up(&bases[last]).await;

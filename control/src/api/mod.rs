@@ -140,6 +140,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{node_id}/drain", post(drain_node))
         .route("/v1/nodes/{node_id}/undrain", post(undrain_node))
+        .route("/v1/projections/{name}/rebuild", post(rebuild_projection))
         .route("/v1/openapi.json", get(openapi::serve_json))
         .route("/docs", get(openapi::serve_docs))
         .route("/publish", get(publish_page))
@@ -327,6 +328,41 @@ pub struct ProjectionStatus {
     /// Events between its position and the head, counted up to 10,000
     /// (`null` while the log is unreachable).
     pub behind: Option<u64>,
+    /// A rebuild was asked for and its writer has not started it yet (it
+    /// looks every second).
+    pub rebuild_pending: bool,
+}
+
+/// An accepted rebuild request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RebuildRequested {
+    pub name: &'static str,
+    /// Always true: the projection's writer starts within about a second;
+    /// follow it in `/v1/status` (its `events` restart from 0, then
+    /// `caught_up` turns true again).
+    pub requested: bool,
+}
+
+/// Rebuild one read model online: its writer (on whichever instance holds
+/// its lease) empties it and replays the log from the start. Until it has
+/// caught up, `/v1/status` shows it behind and `/readyz` answers 503 on every
+/// instance; writes that wait for their read models wait for it.
+#[utoipa::path(post, path = "/v1/projections/{name}/rebuild", tag = "status", security(("admin" = [])),
+    params(("name" = String, Path, description = "The projection: rooms, nodes, apps, participants, tracks or revoked_tokens (as /v1/status names them)")),
+    responses(
+        (status = 202, description = "Requested", body = RebuildRequested),
+        (status = 401, description = "No or wrong credentials", body = ErrorBody),
+        (status = 403, description = "Not the admin key", body = ErrorBody),
+        (status = 404, description = "No such projection (or one that cannot be rebuilt online, like the webhook planner)", body = ErrorBody),
+    ))]
+pub(crate) async fn rebuild_projection(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> ApiResult<(axum::http::StatusCode, Json<RebuildRequested>)> {
+    auth::authenticate(&state, &headers).await?.require_admin()?;
+    let name = crate::usecase::projections::request_rebuild(&state, &name).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(RebuildRequested { name, requested: true })))
 }
 
 /// Health and progress: log head, projections, open rooms, live nodes (no
@@ -344,6 +380,7 @@ pub(crate) async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json
         Err(_) => (None, Some(format!("no answer within {STATUS_LOG_WAIT_MAX:?}"))),
     };
     let g = crate::usecase::queries::gauges(&state.db).await?;
+    let pending = crate::usecase::projections::pending(&state).await?;
     let mut projections = Vec::with_capacity(state.projections.len());
     for (name, rx) in &state.projections {
         let c = *rx.borrow();
@@ -364,6 +401,7 @@ pub(crate) async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json
             events: c.events,
             caught_up: head.is_some_and(|h| c.position >= h),
             behind,
+            rebuild_pending: pending.iter().any(|p| p == name),
         });
     }
     let count = |list: &[(String, i64)], which: &[&str]| -> i64 {

@@ -97,6 +97,7 @@ Answer 2xx to acknowledge."#;
         super::list_nodes,
         super::drain_node,
         super::undrain_node,
+        super::rebuild_projection,
         apps::create_app,
         apps::list_apps,
         apps::get_app,

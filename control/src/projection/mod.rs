@@ -211,7 +211,7 @@ impl<P: Projection> Runner<P> {
                 // Another instance writes: track its checkpoint (notifications
                 // move it at once; this catches any that were missed).
                 if let Ok(c) = checkpoint(&self.db, P::NAME).await {
-                    advance(&self.progress, c);
+                    track(&self.progress, c);
                 }
                 tokio::time::sleep(arc_lease::RETRY).await;
                 continue;
@@ -238,16 +238,32 @@ impl<P: Projection> Runner<P> {
             let before = self.checkpoint.position;
             // The lease is watched beside the work: losing it stops the writes.
             let mut lease = std::mem::replace(&mut self.lease, arc_lease::Leases::embedded().lease(P::NAME));
-            let followed = tokio::select! {
-                r = self.follow(None) => Some(r),
-                () = lease.lost() => None,
+            // …and so is a rebuild request (`projection_rebuilds`, checked every second).
+            let requests = self.db.clone();
+            let stop = tokio::select! {
+                r = self.follow(None) => Stop::Followed(r),
+                () = lease.lost() => Stop::LeaseLost,
+                () = rebuild_requested(&requests, P::NAME) => Stop::Rebuild,
             };
             self.lease = lease;
-            let Some(followed) = followed else {
-                tracing::warn!(projection = P::NAME, "lost the lease; another instance writes now");
-                self.cache.clear();
-                self.cache_complete = false;
-                continue;
+            let followed = match stop {
+                Stop::Followed(r) => r,
+                Stop::LeaseLost => {
+                    tracing::warn!(projection = P::NAME, "lost the lease; another instance writes now");
+                    self.cache.clear();
+                    self.cache_complete = false;
+                    continue;
+                }
+                Stop::Rebuild => {
+                    match self.reset().await {
+                        Ok(()) => tracing::info!(projection = P::NAME, "rebuilding: replaying the log from its start"),
+                        Err(e) => {
+                            tracing::error!(projection = P::NAME, error = %e, "starting a rebuild failed; retrying");
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                    continue;
+                }
             };
             match followed {
                 Ok(()) => tracing::warn!(projection = P::NAME, "log subscription ended; resubscribing"),
@@ -275,6 +291,35 @@ impl<P: Projection> Runner<P> {
             }
             delay = (delay * 2).min(RETRY_DELAY_MAX);
         }
+    }
+
+    /// Starts a requested rebuild (this runner holds the lease): empties the
+    /// table, resets the checkpoint and deletes the request in one
+    /// transaction (followers on other instances learn of it from the
+    /// notification), then follows from the start with an empty cache.
+    async fn reset(&mut self) -> Result<(), ControlError> {
+        let _turn = self.db.write_turn().await;
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {}", P::TABLE))).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, position, events, updated_at_ms) VALUES ($1, 0, 0, $2) \
+             ON CONFLICT (name) DO UPDATE SET position = 0, events = 0, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(P::NAME)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM projection_rebuilds WHERE name = $1").bind(P::NAME).execute(&mut *tx).await?;
+        if self.notify {
+            let payload = arc_lease::payload(P::NAME, 0, 0);
+            sqlx::query(arc_lease::NOTIFY_SQL).bind(payload).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.checkpoint = Checkpoint::default();
+        self.cache.clear();
+        self.cache_complete = true;
+        self.progress.send_replace(self.checkpoint);
+        Ok(())
     }
 
     /// Applies events until the checkpoint reaches `until` (or forever if `None`).
@@ -375,6 +420,65 @@ impl<P: Projection> Runner<P> {
         self.progress.send_replace(next);
         Ok(())
     }
+}
+
+/// Why the runner stopped following.
+enum Stop {
+    Followed(Result<(), ControlError>),
+    LeaseLost,
+    Rebuild,
+}
+
+/// How often a writer looks for a rebuild request.
+const REBUILD_POLL: Duration = Duration::from_secs(1);
+
+/// Resolves once a rebuild of `name` is requested (a row in
+/// `projection_rebuilds`); read errors count as "not requested".
+async fn rebuild_requested(db: &ReadDb, name: &str) {
+    loop {
+        tokio::time::sleep(REBUILD_POLL).await;
+        let found: Result<Option<i64>, sqlx::Error> =
+            sqlx::query_scalar("SELECT requested_at_ms FROM projection_rebuilds WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&db.pool)
+                .await;
+        if matches!(found, Ok(Some(_))) {
+            return;
+        }
+    }
+}
+
+/// Asks the writer of projection `name` (on whichever instance holds its
+/// lease) to rebuild it online; a second request before it starts is one.
+pub async fn request_rebuild(db: &ReadDb, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_rebuilds (name, requested_at_ms) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET requested_at_ms = excluded.requested_at_ms",
+    )
+    .bind(name)
+    .bind(now_ms())
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// The projections whose rebuild is requested and not started yet.
+pub async fn rebuilds_pending(db: &ReadDb) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM projection_rebuilds ORDER BY name").fetch_all(&db.pool).await
+}
+
+/// Follows another instance's writer: moves the progress to `c` — back
+/// too when `c` has fewer events, which only a rebuild's reset makes (moving
+/// back is always safe: it only makes readers wait).
+pub fn track(progress: &watch::Sender<Checkpoint>, c: Checkpoint) {
+    progress.send_if_modified(|cur| {
+        if c.position > cur.position || c.events < cur.events {
+            *cur = c;
+            true
+        } else {
+            false
+        }
+    });
 }
 
 /// Moves a progress channel forward to `c` (never back).

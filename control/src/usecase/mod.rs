@@ -19,6 +19,8 @@
 //! - [`quota`]: the app's quota turn that makes `max_rooms` and
 //!   `max_participants` strict.
 //! - [`queries`]: read-model queries the use cases and the entry points share.
+//! - [`projections`]: online rebuilds of a read model (asked for here,
+//!   carried out by the projection's writer).
 //! - [`webhooks`]: an app's webhook deliveries (list, get) and redelivery of
 //!   a dead-lettered one.
 //! - [`events`]: the event log as operators read it (pages, tails, a
@@ -46,6 +48,7 @@ pub mod apps;
 pub mod error;
 pub mod events;
 pub mod nodes;
+pub mod projections;
 pub mod queries;
 pub mod quota;
 pub mod rooms;
