@@ -26,6 +26,7 @@
 //!   case, map to HTTP.
 //! - [`server`]: wiring: opens the log and database, starts runners, janitors
 //!   and HTTP, each writer under its lease (`arc-lease`: one per cluster).
+//! - [`metered`]: the event log wrapped to count and time appends for `/metrics`.
 //! - [`error`]: the `ControlError` enum.
 
 pub mod api;
@@ -35,6 +36,7 @@ pub mod embedded;
 pub mod error;
 pub mod janitor;
 pub mod media;
+pub mod metered;
 pub mod projection;
 pub mod readdb;
 pub mod server;

@@ -189,6 +189,9 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     let master_key = Arc::new(master_key(config)?);
     let master_key_id = master_key.key_id();
     let (log, nats) = open_log_and_nats(config).await?;
+    // Every append this instance makes is counted and timed for /metrics.
+    let metrics = crate::api::metrics::Metrics::new();
+    let log: Arc<dyn EventLog> = Arc::new(crate::metered::MeteredLog::new(log, metrics.log.clone()));
     let db = ReadDb::connect(&config.database_url).await?;
     arc_webhooks::migrate(&db.pool).await.map_err(|e| ControlError::Unavailable(format!("webhook tables: {e}")))?;
     let mut tasks = JoinSet::new();
@@ -278,7 +281,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         admin_key: admin_key.0.clone(),
         started: Instant::now(),
         webhooks: Some(webhooks.subscribe()),
-        metrics: crate::api::metrics::Metrics::new(),
+        metrics,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

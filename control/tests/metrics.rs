@@ -1,6 +1,7 @@
 //! `/metrics` on a running arc-control (embedded, and on NATS + PostgreSQL):
 //! the exposition parses line by line, carries the families it documents,
-//! and its figures move with what clients do (rooms opened, joins, requests).
+//! and its figures move with what clients do (rooms opened, joins, requests,
+//! appends to the log).
 
 mod common;
 
@@ -94,6 +95,12 @@ async fn metrics_move_with_the_platform(mode: Mode) {
     assert!(caught_up.len() >= 6, "{caught_up:?}");
     assert!(caught_up.iter().all(|(_, v)| **v == 1.0), "{caught_up:?}");
     assert!(after.get("arc_log_head_position").is_some_and(|v| *v > 0.0));
+    // This instance's appends: counted by outcome, their events, and timed.
+    let ok = sum(&after, "arc_log_appends_total{", &["outcome=\"ok\""]);
+    assert!(ok >= 6.0, "an app, two rooms, three joins: {after:?}");
+    assert!(after.get("arc_log_appended_events_total").is_some_and(|v| *v >= ok), "{after:?}");
+    let timed = after.get("arc_log_append_duration_seconds_count").copied().unwrap_or(0.0);
+    assert_eq!(timed, sum(&after, "arc_log_appends_total{", &[]), "every append is timed");
     // No webhook URL: no deliveries, in every state.
     for state in ["pending", "delivered", "dead"] {
         assert_eq!(after.get(&format!("arc_webhook_deliveries{{state=\"{state}\"}}")), Some(&0.0), "{after:?}");

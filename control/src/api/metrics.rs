@@ -6,8 +6,10 @@
 //!   the matched routes;
 //! - the platform as the read models have it, read at scrape time: open
 //!   rooms, active participants, published tracks, nodes by state;
-//! - the log and the projections: the log's head, each projection's
-//!   position, events applied and whether it has caught up;
+//! - the log and the projections: appends by outcome, events appended and
+//!   append latency (`arc_log_append_duration_seconds`, this instance's
+//!   appends), the log's head, each projection's position, events applied
+//!   and whether it has caught up;
 //! - the process: CPU seconds and resident memory.
 
 use std::sync::Arc;
@@ -58,6 +60,8 @@ fn latency_histogram() -> Histogram {
 /// The control plane's metrics.
 pub struct Metrics {
     registry: Registry,
+    /// Appends to the event log (recorded by [`crate::metered::MeteredLog`]).
+    pub log: crate::metered::LogMetrics,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     rooms_open: Gauge,
@@ -134,8 +138,11 @@ impl Metrics {
             "1 when the projection has applied the log's head, else 0",
             projection_caught_up.clone(),
         );
+        let log = crate::metered::LogMetrics::default();
+        log.register(&mut registry);
         let process = arc_telemetry::ProcessMetrics::register(&mut registry);
         Self {
+            log,
             registry,
             requests,
             latency,
