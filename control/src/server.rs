@@ -19,7 +19,9 @@ use crate::projection::apps::AppsProjection;
 use crate::projection::participants::ParticipantsProjection;
 use crate::projection::revoked::RevokedProjection;
 use crate::projection::tracks::TracksProjection;
-use crate::projection::{self, Checkpoint, Projection, Runner, nodes::NodesProjection, rooms::RoomsProjection, track};
+use crate::projection::{
+    self, Checkpoint, Projection, Runner, nodes::NodesProjection, notified, rooms::RoomsProjection,
+};
 use crate::readdb::ReadDb;
 
 /// Node id of the media node embedded in `dev`.
@@ -163,7 +165,7 @@ async fn spawn_runner<P: Projection>(
     let runner = Runner::<P>::new(db.clone(), log.clone()).await?.with_leases(leases);
     progress.push((P::NAME, runner.progress()));
     let sender = runner.progress_sender();
-    followers.insert(P::NAME, Box::new(move |position, events| track(&sender, Checkpoint { position, events })));
+    followers.insert(P::NAME, Box::new(move |position, events| notified(&sender, Checkpoint { position, events })));
     tasks.spawn(runner.run());
     Ok(())
 }

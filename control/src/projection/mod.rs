@@ -467,9 +467,11 @@ pub async fn rebuilds_pending(db: &ReadDb) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT name FROM projection_rebuilds ORDER BY name").fetch_all(&db.pool).await
 }
 
-/// Follows another instance's writer: moves the progress to `c` — back
-/// too when `c` has fewer events, which only a rebuild's reset makes (moving
-/// back is always safe: it only makes readers wait).
+/// Follows the stored checkpoint (read from the database while another
+/// instance writes): moves the progress to `c` — back too when `c` has
+/// fewer events, which a rebuild's reset makes (or a read that raced a newer
+/// notification: moving back is always safe, it only makes readers wait
+/// until the next notification or read).
 pub fn track(progress: &watch::Sender<Checkpoint>, c: Checkpoint) {
     progress.send_if_modified(|cur| {
         if c.position > cur.position || c.events < cur.events {
@@ -479,6 +481,18 @@ pub fn track(progress: &watch::Sender<Checkpoint>, c: Checkpoint) {
             false
         }
     });
+}
+
+/// Follows a writer's commit notification: forward only, except the reset
+/// a rebuild announces (position 0, no events), which moves it back to the
+/// start. (Notifications arrive in commit order, possibly after this
+/// instance's own runner moved on: only the reset may move back.)
+pub fn notified(progress: &watch::Sender<Checkpoint>, c: Checkpoint) {
+    if c == Checkpoint::default() {
+        progress.send_if_modified(|cur| std::mem::replace(cur, c) != c);
+    } else {
+        advance(progress, c);
+    }
 }
 
 /// Moves a progress channel forward to `c` (never back).
@@ -601,3 +615,40 @@ pub const ALL: [&str; 6] = [
     tracks::TracksProjection::NAME,
     revoked::RevokedProjection::NAME,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(position: u64, events: u64) -> Checkpoint {
+        Checkpoint { position: Position(position), events }
+    }
+
+    #[test]
+    fn notifications_move_forward_except_a_rebuilds_reset() {
+        let (tx, rx) = watch::channel(at(200, 200));
+        // A late notification of an earlier commit: no step back.
+        notified(&tx, at(100, 100));
+        assert_eq!(*rx.borrow(), at(200, 200));
+        notified(&tx, at(300, 300));
+        assert_eq!(*rx.borrow(), at(300, 300));
+        // The reset a rebuild announces: back to the start, then forward again.
+        notified(&tx, Checkpoint::default());
+        assert_eq!(*rx.borrow(), Checkpoint::default());
+        notified(&tx, at(50, 50));
+        assert_eq!(*rx.borrow(), at(50, 50));
+    }
+
+    #[test]
+    fn the_stored_checkpoint_is_followed_back_after_a_reset() {
+        let (tx, rx) = watch::channel(at(500, 500));
+        // Read from the database while a rebuild runs: fewer events.
+        track(&tx, at(120, 120));
+        assert_eq!(*rx.borrow(), at(120, 120));
+        track(&tx, at(120, 120));
+        track(&tx, at(600, 600));
+        assert_eq!(*rx.borrow(), at(600, 600));
+        advance(&tx, at(10, 10));
+        assert_eq!(*rx.borrow(), at(600, 600), "advance never moves back");
+    }
+}
