@@ -7,12 +7,14 @@
 //! checkpoint, takes whatever events are ready (up to [`BATCH_MAX`]), loads
 //! the touched rows, folds, and writes the changed rows **and the new
 //! checkpoint in one SQL transaction** — so a crash never applies an event
-//! twice or skips one. [`rebuild`] empties a projection's tables and replays
+//! twice or skips one. (Live on a single instance, a batch with nothing for
+//! the projection only moves the checkpoint in memory; the stored one
+//! catches up within a second: see `Runner::apply`.) [`rebuild`] empties a projection's tables and replays
 //! the log from the start.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_eventlog::{EventLog, LogError, Position, RecordedEvent};
 use arc_events::{Decoded, Envelope};
@@ -161,6 +163,15 @@ pub struct Runner<P: Projection> {
     /// from empty tables, until the first eviction): misses need no SELECT.
     cache_complete: bool,
     checkpoint: Checkpoint,
+    /// The position the database holds for this projection (the fence of
+    /// the next write). Behind `checkpoint` while batches with nothing for
+    /// this projection were passed over without a write (see [`Self::apply`]).
+    stored: Position,
+    /// When the checkpoint was last written.
+    stored_at: Instant,
+    /// Following the log live in a single-instance deployment: batches with
+    /// nothing for this projection need no write (see [`Self::apply`]).
+    lazy: bool,
     progress: watch::Sender<Checkpoint>,
 }
 
@@ -171,7 +182,19 @@ impl<P: Projection> Runner<P> {
         let cache_complete = checkpoint.position == Position::START && table_empty::<P>(&db).await?;
         let (progress, _) = watch::channel(checkpoint);
         let lease = arc_lease::Leases::embedded().lease(P::NAME);
-        Ok(Self { db, log, lease, notify: false, cache: HashMap::new(), cache_complete, checkpoint, progress })
+        Ok(Self {
+            db,
+            log,
+            lease,
+            notify: false,
+            cache: HashMap::new(),
+            cache_complete,
+            checkpoint,
+            stored: checkpoint.position,
+            stored_at: Instant::now(),
+            lazy: false,
+            progress,
+        })
     }
 
     /// The runner writes only while it holds its lease (`leases` shared
@@ -204,6 +227,9 @@ impl<P: Projection> Runner<P> {
     /// Writes only while this instance holds the projection's lease; else it
     /// tracks the writer's checkpoint.
     pub async fn run(mut self) {
+        // One instance (the embedded deployment): nobody else follows the
+        // stored checkpoint, so it may lag a little (see `apply`).
+        self.lazy = !self.notify && !self.lease.is_shared();
         let mut reconnects = self.log.reconnects();
         let mut delay = RETRY_DELAY_MIN;
         loop {
@@ -221,6 +247,7 @@ impl<P: Projection> Runner<P> {
                 match checkpoint(&self.db, P::NAME).await {
                     Ok(c) if c.position > self.checkpoint.position => {
                         self.checkpoint = c;
+                        self.stored = c.position;
                         self.cache.clear();
                         self.cache_complete = false;
                     }
@@ -316,6 +343,8 @@ impl<P: Projection> Runner<P> {
         }
         tx.commit().await?;
         self.checkpoint = Checkpoint::default();
+        self.stored = Position::START;
+        self.stored_at = Instant::now();
         self.cache.clear();
         self.cache_complete = true;
         self.progress.send_replace(self.checkpoint);
@@ -334,7 +363,21 @@ impl<P: Projection> Runner<P> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Item>, LogError>>(PREFETCH_BATCHES);
         let reader = tokio::spawn(read_ahead::<P>(events, tx));
         let result = async {
-            while let Some(batch) = rx.recv().await {
+            loop {
+                // While the stored checkpoint lags (see `apply`), an idle
+                // log gets it stored after STORED_LAG_MAX.
+                let batch = if self.lazy && self.stored < self.checkpoint.position {
+                    match tokio::time::timeout(STORED_LAG_MAX, rx.recv()).await {
+                        Ok(batch) => batch,
+                        Err(_) => {
+                            self.apply(Vec::new()).await?;
+                            continue;
+                        }
+                    }
+                } else {
+                    rx.recv().await
+                };
+                let Some(batch) = batch else { return Ok(()) };
                 let batch = batch?;
                 if !batch.is_empty() {
                     self.apply(batch).await?;
@@ -343,7 +386,6 @@ impl<P: Projection> Runner<P> {
                     return Ok(());
                 }
             }
-            Ok(())
         }
         .await;
         reader.abort();
@@ -351,7 +393,31 @@ impl<P: Projection> Runner<P> {
     }
 
     /// Folds one batch and commits rows plus checkpoint atomically.
+    ///
+    /// Following live on a single instance, a batch that holds nothing for
+    /// this projection (no event it keys) moves the checkpoint in memory
+    /// only: most events concern one or two read models, and a transaction
+    /// per read model per event was most of an embedded write's latency. The
+    /// stored checkpoint then lags by at most [`STORED_LAG_MAX`] (the next
+    /// write, or the first batch after that time, stores it); after a crash
+    /// the runner reads those events again and passes over them again. An
+    /// empty batch stores the checkpoint as it is.
     async fn apply(&mut self, batch: Vec<Item>) -> Result<(), ControlError> {
+        if self.lazy
+            && !batch.is_empty()
+            && self.stored_at.elapsed() < STORED_LAG_MAX
+            && batch.iter().all(|i| i.keyed.is_none())
+        {
+            let mut next = self.checkpoint;
+            for item in &batch {
+                if item.position > next.position {
+                    next = Checkpoint { position: item.position, events: next.events + 1 };
+                }
+            }
+            self.checkpoint = next;
+            self.progress.send_replace(next);
+            return Ok(());
+        }
         let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin_write().await?;
         let mut dirty: HashSet<String> = HashSet::new();
@@ -392,7 +458,7 @@ impl<P: Projection> Runner<P> {
         .bind(next.position.0 as i64)
         .bind(next.events as i64)
         .bind(now_ms())
-        .bind(self.checkpoint.position.0 as i64)
+        .bind(self.stored.0 as i64)
         .execute(&mut *tx)
         .await?;
         // A fence: if another writer moved the checkpoint since this runner
@@ -401,7 +467,7 @@ impl<P: Projection> Runner<P> {
             return Err(ControlError::Unavailable(format!(
                 "projection {}: another instance moved the checkpoint past {}",
                 P::NAME,
-                self.checkpoint.position
+                self.stored
             )));
         }
         if self.notify {
@@ -412,6 +478,8 @@ impl<P: Projection> Runner<P> {
         tx.commit().await?;
 
         self.checkpoint = next;
+        self.stored = next.position;
+        self.stored_at = Instant::now();
         if self.cache.len() + staged.len() > ROW_CACHE_MAX {
             self.cache.clear();
             self.cache_complete = false;
@@ -428,6 +496,10 @@ enum Stop {
     LeaseLost,
     Rebuild,
 }
+
+/// How far (in time) a single instance's stored checkpoint may lag the
+/// events it passed over without a write.
+const STORED_LAG_MAX: Duration = Duration::from_secs(1);
 
 /// How often a writer looks for a rebuild request.
 const REBUILD_POLL: Duration = Duration::from_secs(1);
