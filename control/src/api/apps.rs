@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{Principal, authenticate, load_app};
 use super::error::{ApiError, ApiResult, ErrorBody, PendingBody};
 use super::{ApiState, check_limit, iso, parse_body};
-use crate::projection::apps::{self, AppRow};
+use crate::projection::apps::AppRow;
 use crate::usecase::apps as uc;
 
 /// An app as the API shows it (never its secret).
@@ -238,19 +238,16 @@ pub(crate) async fn list_apps(
     {
         return Err(ApiError::bad_request("state", "must be active, disabled or deleted"));
     }
-    let sql = format!(
-        "SELECT {} FROM apps WHERE ($1 = '' OR state = $1) AND app_id > $2 ORDER BY app_id LIMIT $3",
-        apps::COLUMNS.join(", ")
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(q.state.unwrap_or_default())
-        .bind(q.after.unwrap_or_default())
-        .bind(limit)
-        .fetch_all(&state.db.pool)
-        .await?;
+    let rows = crate::usecase::queries::apps(
+        &state.db,
+        q.state.as_deref().unwrap_or_default(),
+        q.after.as_deref().unwrap_or_default(),
+        limit,
+    )
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        out.push(dto(&state, apps::from_row(row)?).await?);
+    for row in rows {
+        out.push(dto(&state, row).await?);
     }
     let next = (out.len() as i64 == limit).then(|| out.last().map(|a| a.app_id.clone())).flatten();
     Ok(Json(AppList { apps: out, next_after: next }))

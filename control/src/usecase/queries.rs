@@ -29,6 +29,16 @@ pub async fn app(db: &ReadDb, app_id: &str) -> UseCaseResult<Option<AppRow>> {
     Ok(row.map(|r| apps::from_row(&r)).transpose()?)
 }
 
+/// Apps by id after `after` (paging), in `state` unless it is empty.
+pub async fn apps(db: &ReadDb, state: &str, after: &str, limit: i64) -> UseCaseResult<Vec<AppRow>> {
+    let sql = format!(
+        "SELECT {} FROM apps WHERE ($1 = '' OR state = $1) AND app_id > $2 ORDER BY app_id LIMIT $3",
+        apps::COLUMNS.join(", ")
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(state).bind(after).bind(limit).fetch_all(&db.pool).await?;
+    Ok(rows.iter().map(apps::from_row).collect::<Result<Vec<_>, _>>()?)
+}
+
 /// An app's open rooms and participants.
 pub async fn usage(db: &ReadDb, app_id: &str) -> UseCaseResult<AppUsage> {
     let (rooms_open, participants): (i64, Option<i64>) = sqlx::query_as(
