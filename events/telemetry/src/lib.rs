@@ -209,7 +209,8 @@ pub fn init(service: &'static str, default_filter: &str) -> Result<Telemetry, St
             .boxed(),
     };
 
-    let provider = match otlp_endpoint()? {
+    let endpoint = otlp_endpoint()?;
+    let provider = match endpoint.clone() {
         None => None,
         Some(endpoint) => {
             use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
@@ -252,7 +253,7 @@ pub fn init(service: &'static str, default_filter: &str) -> Result<Telemetry, St
         .with(traces)
         .try_init()
         .map_err(|e| format!("installing the log subscriber: {e}"))?;
-    if let Some(endpoint) = provider.as_ref().and(otlp_endpoint().ok().flatten()) {
+    if let Some(endpoint) = endpoint {
         tracing::info!(%endpoint, service, "exporting traces over OTLP/HTTP");
     }
     Ok(Telemetry { provider })
