@@ -432,3 +432,50 @@ async fn one_nats_server_killed_and_restarted_under_load() {
 async fn stream_leader_of_a_cluster_killed_and_restarted_under_load() {
     outage(NatsServers::cluster(), 3).await;
 }
+
+/// Three NATS servers and arc-control started at the same moment, as boxes
+/// booting together do: arc-control waits for the cluster to elect its meta
+/// leader and learn its peers (it once exited with "no suitable peers for
+/// placement"), then serves. A log wanting three replicas of a lone server is
+/// refused at once, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arc_control_waits_for_a_forming_cluster_and_refuses_an_impossible_one() {
+    let nats = NatsServers::cluster();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let mode = Mode::Cluster {
+        nats: nats.url_list(),
+        stream: format!("FORM_{tag}"),
+        prefix: format!("f{tag}.evt"),
+        database: format!("sqlite://{}", dir.path().join("read.db").display()),
+        data_dir: dir.path().to_path_buf(),
+    };
+    // No wait for JetStream: the servers are still finding each other.
+    let server = start_with(&mode, &["--nats-replicas", "3"]);
+    let (app_key, _) = create_app_with(&server.base, ADMIN_KEY, json!({"name": "forming"})).await;
+    assert!(!app_key.is_empty(), "an app was created on the new cluster");
+    drop(server);
+
+    let lone = NatsServers::single();
+    lone.wait_jetstream(Duration::from_secs(30)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mode = Mode::Cluster {
+        nats: lone.url_list(),
+        stream: format!("LONE_{tag}"),
+        prefix: format!("l{tag}.evt"),
+        database: format!("sqlite://{}", dir.path().join("read.db").display()),
+        data_dir: dir.path().to_path_buf(),
+    };
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arc-control"))
+        .arg("serve")
+        .args(mode.args(None))
+        .args(["--nats-replicas", "3"])
+        .env("ARC_LOG", "warn")
+        .output()
+        .expect("run arc-control");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "arc-control refused an R3 log on one server: {stderr}");
+    assert!(stderr.contains("replicas > 1 not supported"), "the reason is printed: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "refused at once, not after the startup wait: {stderr}");
+}

@@ -15,7 +15,10 @@
 //! - Positions: `stream_sequence << 16 | index_in_batch`, so every event has
 //!   its own totally ordered position.
 //! - The stream is created or updated at start with explicit limits; it never
-//!   discards old events (`discard: new`, no age or count limit).
+//!   discards old events (`discard: new`, no age or count limit). A cluster
+//!   still forming (no meta leader yet, too few peers known for the replicas)
+//!   is waited for, up to [`JetStreamConfig::startup_wait`], with a warning
+//!   per attempt; a setting the servers can never meet fails at once.
 //! - Outages: while the connection is down every call fails at once
 //!   ([`LogError::Unavailable`], the API's 503); the client reconnects within
 //!   [`RECONNECT_DELAY_MAX`] of a server answering again, and each reconnect
@@ -89,6 +92,10 @@ pub struct JetStreamConfig {
     /// connected: the bound on a write's 503 while a cluster elects a new
     /// stream leader.
     pub op_timeout: Duration,
+    /// How long `connect` waits for a cluster that is still forming (no
+    /// meta leader yet, too few peers known for the replicas) before it
+    /// gives up.
+    pub startup_wait: Duration,
 }
 
 impl JetStreamConfig {
@@ -103,6 +110,7 @@ impl JetStreamConfig {
             max_bytes: -1,
             request_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_secs(2),
+            startup_wait: Duration::from_secs(60),
         }
     }
 }
@@ -199,6 +207,139 @@ fn settings_differ(current: &stream::Config, wanted: &stream::Config) -> bool {
         || current.description != wanted.description
 }
 
+/// What `open_stream` opened: the stream and the two buckets beside it.
+type Prepared = (stream::Stream<()>, crate::load::KvBoard, crate::snapshot::KvSnapshots);
+
+/// Creates or updates the stream and opens it and its buckets. A failure a
+/// forming cluster gives for a while is [`LogError::Unavailable`]; one that
+/// waiting will not fix (JetStream off, a bad setting) is
+/// [`LogError::Backend`].
+async fn open_stream(
+    js: &mut jetstream::Context,
+    config: &JetStreamConfig,
+    mut stream_config: stream::Config,
+) -> Result<Prepared, LogError> {
+    js.set_timeout(config.request_timeout);
+    let existing = match js.get_stream(&config.stream).await {
+        Ok(mut s) => Some(
+            s.info()
+                .await
+                .map_err(|e| LogError::Unavailable(format!("reading stream {}: {e}", config.stream)))?
+                .config
+                .clone(),
+        ),
+        Err(e)
+            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            None
+        }
+        Err(e) => {
+            let transient = match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(j) => setup_code_transient(j.error_code()),
+                _ => true,
+            };
+            return Err(setup_error(format!("looking up stream {}: {e}", config.stream), transient, config));
+        }
+    };
+    match existing {
+        Some(current) => {
+            // An existing stream keeps its replica count: a tool run
+            // (`rebuild`, `catch-up`) or an instance started without
+            // `--nats-replicas` must not quietly shrink an R3 log to R1 (or grow one).
+            if current.num_replicas != config.replicas {
+                tracing::warn!(
+                    stream = %config.stream,
+                    existing = current.num_replicas,
+                    configured = config.replicas,
+                    "the stream keeps its replica count; change it with the nats CLI if that is what you want"
+                );
+                stream_config.num_replicas = current.num_replicas;
+            }
+            if settings_differ(&current, &stream_config) {
+                tracing::info!(stream = %config.stream, "updating the stream's settings");
+                js.update_stream(stream_config).await.map_err(|e| {
+                    let transient = create_transient(&e);
+                    setup_error(format!("updating stream {}: {e}", config.stream), transient, config)
+                })?;
+            }
+        }
+        None => {
+            if let Err(e) = js.create_stream(stream_config).await {
+                // Another instance created it at the same moment: that is what we wanted.
+                if js.get_stream_no_info(&config.stream).await.is_err() {
+                    let transient = create_transient(&e);
+                    return Err(setup_error(format!("creating stream {}: {e}", config.stream), transient, config));
+                }
+            }
+        }
+    }
+    // From here on every operation is bounded by the shorter timeout (the
+    // stream and the buckets keep a copy of the context).
+    js.set_timeout(config.op_timeout);
+    let stream = js
+        .get_stream_no_info(&config.stream)
+        .await
+        .map_err(|e| LogError::Unavailable(format!("opening stream {}: {e}", config.stream)))?;
+    let board = crate::load::KvBoard::open(js, &format!("{}_LOAD", config.stream), config.replicas)
+        .await
+        .map_err(|e| with_placement_hint(e, config))?;
+    let snapshots = crate::snapshot::KvSnapshots::open(js, &format!("{}_SNAP", config.stream), config.replicas)
+        .await
+        .map_err(|e| with_placement_hint(e, config))?;
+    Ok((stream, board, snapshots))
+}
+
+/// Whether a JetStream API error code is one a forming or electing cluster
+/// answers for a while (no meta leader yet, peers not yet known, …).
+pub(crate) fn setup_code_transient(code: jetstream::ErrorCode) -> bool {
+    use jetstream::ErrorCode as C;
+    [
+        C::CLUSTER_INCOMPLETE,
+        C::CLUSTER_NO_PEERS,
+        C::CLUSTER_NOT_ACTIVE,
+        C::CLUSTER_NOT_ASSIGNED,
+        C::CLUSTER_NOT_AVAILABLE,
+        C::CLUSTER_NOT_LEADER,
+        C::RAFT_GENERAL,
+    ]
+    .contains(&code)
+}
+
+/// Whether a stream creation or update failed in a way waiting may fix.
+pub(crate) fn create_transient(e: &jetstream::context::CreateStreamError) -> bool {
+    use jetstream::context::CreateStreamErrorKind as K;
+    match e.kind() {
+        K::JetStream(j) => setup_code_transient(j.error_code()),
+        K::TimedOut | K::JetStreamUnavailable | K::Response => true,
+        K::EmptyStreamName | K::InvalidStreamName | K::DomainAndExternalSet | K::NotFound | K::ResponseParse => false,
+    }
+}
+
+fn setup_error(message: String, transient: bool, config: &JetStreamConfig) -> LogError {
+    let e = if transient { LogError::Unavailable(message) } else { LogError::Backend(message) };
+    with_placement_hint(e, config)
+}
+
+/// "No suitable peers" that lasts means fewer JetStream servers than replicas.
+fn with_placement_hint(e: LogError, config: &JetStreamConfig) -> LogError {
+    let hint = |m: String| {
+        if m.contains("10005") && config.replicas > 1 {
+            format!(
+                "{m} (the log keeps {} replicas: that many JetStream servers must be up and in one cluster)",
+                config.replicas
+            )
+        } else {
+            m
+        }
+    };
+    match e {
+        LogError::Unavailable(m) => LogError::Unavailable(hint(m)),
+        LogError::Backend(m) => LogError::Backend(hint(m)),
+        other => other,
+    }
+}
+
 impl JetStreamLog {
     /// Connects and creates or updates the stream.
     pub async fn connect(config: &JetStreamConfig) -> Result<Self, LogError> {
@@ -231,7 +372,6 @@ impl JetStreamLog {
             .await
             .map_err(|e| LogError::Unavailable(format!("connecting to {}: {e}", redact_urls(&config.url))))?;
         let mut js = jetstream::new(client);
-        js.set_timeout(config.request_timeout);
         let stream_config = stream::Config {
             name: config.stream.clone(),
             description: Some("Arc's event log: every state transition, one subject per aggregate".into()),
@@ -252,66 +392,34 @@ impl JetStreamLog {
             deny_purge: true,
             ..Default::default()
         };
-        let mut stream_config = stream_config;
-        // Created when missing, updated only when its settings differ: never
-        // an update racing a creation (several instances starting at once),
-        // which nats-server 2.9 answered with a crash (a nil dereference in
-        // its stream update, seen once in CI).
-        let existing = match js.get_stream(&config.stream).await {
-            Ok(mut s) => Some(
-                s.info()
-                    .await
-                    .map_err(|e| LogError::Unavailable(format!("reading stream {}: {e}", config.stream)))?
-                    .config
-                    .clone(),
-            ),
-            Err(e)
-                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
-                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-            {
-                None
-            }
-            Err(e) => return Err(LogError::Unavailable(format!("looking up stream {}: {e}", config.stream))),
-        };
-        match existing {
-            Some(current) => {
-                // An existing stream keeps its replica count: a tool run
-                // (`rebuild`, `catch-up`) or an instance started without
-                // `--nats-replicas` must not quietly shrink an R3 log to R1 (or grow one).
-                if current.num_replicas != config.replicas {
+        // A cluster that is still forming (servers starting together, a meta
+        // leader not yet elected, peers not yet known) refuses the setup for
+        // a while: wait for it, up to `startup_wait`, saying why.
+        let started = std::time::Instant::now();
+        let mut attempt = 0u32;
+        let (stream, board, snapshots) = loop {
+            match open_stream(&mut js, config, stream_config.clone()).await {
+                Ok(prepared) => break prepared,
+                Err(LogError::Unavailable(why)) if started.elapsed() < config.startup_wait => {
+                    attempt += 1;
+                    let wait = Duration::from_millis(250u64 << attempt.min(3));
                     tracing::warn!(
                         stream = %config.stream,
-                        existing = current.num_replicas,
-                        configured = config.replicas,
-                        "the stream keeps its replica count; change it with the nats CLI if that is what you want"
+                        attempt,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "JetStream is not ready: {why}"
                     );
-                    stream_config.num_replicas = current.num_replicas;
+                    tokio::time::sleep(wait).await;
                 }
-                if settings_differ(&current, &stream_config) {
-                    tracing::info!(stream = %config.stream, "updating the stream's settings");
-                    js.update_stream(stream_config)
-                        .await
-                        .map_err(|e| LogError::Unavailable(format!("updating stream {}: {e}", config.stream)))?;
+                Err(LogError::Unavailable(why)) => {
+                    return Err(LogError::Unavailable(format!(
+                        "JetStream was not ready within {:?}: {why}",
+                        config.startup_wait
+                    )));
                 }
+                Err(e) => return Err(e),
             }
-            None => {
-                if let Err(e) = js.create_stream(stream_config).await {
-                    // Another instance created it at the same moment: that is what we wanted.
-                    if js.get_stream_no_info(&config.stream).await.is_err() {
-                        return Err(LogError::Unavailable(format!("creating stream {}: {e}", config.stream)));
-                    }
-                }
-            }
-        }
-        // From here on every operation is bounded by the shorter timeout.
-        js.set_timeout(config.op_timeout);
-        let stream = js
-            .get_stream_no_info(&config.stream)
-            .await
-            .map_err(|e| LogError::Unavailable(format!("opening stream {}: {e}", config.stream)))?;
-        let board = crate::load::KvBoard::open(&js, &format!("{}_LOAD", config.stream), config.replicas).await?;
-        let snapshots =
-            crate::snapshot::KvSnapshots::open(&js, &format!("{}_SNAP", config.stream), config.replicas).await?;
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 board: Arc::new(board),

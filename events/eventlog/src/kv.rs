@@ -44,7 +44,10 @@ pub(crate) async fn bucket(js: &jetstream::Context, spec: &BucketSpec<'_>) -> Re
         ..Default::default()
     })
     .await
-    .map_err(|e| LogError::Unavailable(format!("creating the bucket {name}: {e}")))?;
+    .map_err(|e| {
+        let message = format!("creating the bucket {name}: {e}");
+        if crate::jetstream::create_transient(&e) { LogError::Unavailable(message) } else { LogError::Backend(message) }
+    })?;
     js.get_key_value(name).await.map_err(|e| LogError::Unavailable(format!("opening the bucket {name}: {e}")))
 }
 
