@@ -21,7 +21,7 @@ const START_MAX: Duration = Duration::from_secs(30);
 const SETTLE: Duration = Duration::from_millis(1500);
 
 /// The columns of `projections list` (and of `status`'s projections).
-pub(crate) const COLS: [Col; 6] = [
+pub(crate) const COLS: [Col; 8] = [
     Col::new("PROJECTION", |p| text(&p["name"])),
     Col::new("POSITION", |p| text(&p["position"])),
     Col::new("EVENTS", |p| text(&p["events"])),
@@ -31,7 +31,13 @@ pub(crate) const COLS: [Col; 6] = [
         None => "?".into(),
     }),
     Col::new("STATE", |p| text(&p["_state"])),
+    Col::new("FAILURES", |p| p["failures"].as_u64().map_or_else(|| "?".to_owned(), |n| n.to_string())),
     Col::wide("REBUILD", |p| if p["rebuild_pending"] == true { "requested".into() } else { "-".into() }),
+    Col::wide("LAST ERROR", |p| match p["last_error"].as_str() {
+        // One line in a table: the full text is in `projections status NAME`.
+        Some(e) => e.chars().take(60).collect::<String>().replace(['\n', '\r'], " "),
+        None => "-".into(),
+    }),
 ];
 
 /// The status's projections, each with a `_state` for the table.

@@ -159,11 +159,15 @@ async fn spawn_runner<P: Projection>(
     db: &ReadDb,
     log: &Arc<dyn EventLog>,
     leases: &arc_lease::Leases,
-    progress: &mut Vec<(&'static str, tokio::sync::watch::Receiver<Checkpoint>)>,
+    progress: &mut Vec<crate::usecase::LocalProjection>,
     followers: &mut Followers,
 ) -> Result<(), ControlError> {
     let runner = Runner::<P>::new(db.clone(), log.clone()).await?.with_leases(leases);
-    progress.push((P::NAME, runner.progress()));
+    progress.push(crate::usecase::LocalProjection {
+        name: P::NAME,
+        progress: runner.progress(),
+        failures: runner.failures(),
+    });
     let sender = runner.progress_sender();
     followers.insert(P::NAME, Box::new(move |position, events| notified(&sender, Checkpoint { position, events })));
     tasks.spawn(runner.run());

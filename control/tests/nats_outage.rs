@@ -351,6 +351,25 @@ async fn outage(mut nats: NatsServers, replicas: usize) {
 
     // Nothing acknowledged is missing.
     wait_caught_up(&base).await;
+    // The outage is on record: each projection counted failures and keeps
+    // the last one (`/v1/status`, `arc_projection_failures_total`).
+    if !cluster {
+        let status: Value =
+            http.get(format!("{base}/v1/status")).send().await.expect("status").json().await.expect("json");
+        for p in status["projections"].as_array().expect("projections") {
+            assert!(p["failures"].as_u64().is_some_and(|n| n >= 1), "the outage counted as a failure: {p}");
+            let last = p["last_error"].as_str().unwrap_or_default();
+            assert!(last.contains("log unavailable"), "the last error says why: {p}");
+            assert!(p["last_error_at_ms"].as_i64().is_some_and(|t| t > 0), "and when: {p}");
+        }
+        let metrics = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("arc_projection_failures_total{projection=\"rooms\"}") && !l.ends_with(" 0")),
+            "the failures are exported"
+        );
+    }
     let rooms: Value = http
         .get(format!("{base}/v1/rooms?limit=500&state=open"))
         .basic_auth(&app.0, Some(&app.1))

@@ -73,6 +73,7 @@ pub struct Metrics {
     projection_position: Family<ProjectionLabels, Gauge>,
     projection_events: Family<ProjectionLabels, Gauge>,
     projection_caught_up: Family<ProjectionLabels, Gauge>,
+    projection_failures: Family<ProjectionLabels, Counter>,
     process: arc_telemetry::ProcessMetrics,
 }
 
@@ -138,6 +139,12 @@ impl Metrics {
             "1 when the projection has applied the log's head, else 0",
             projection_caught_up.clone(),
         );
+        let projection_failures = Family::<ProjectionLabels, Counter>::default();
+        registry.register(
+            "projection_failures",
+            "Failures in each projection on this instance (log outages per retry, skipped records, failed writes); the last one is in /v1/status",
+            projection_failures.clone(),
+        );
         let log = crate::metered::LogMetrics::default();
         log.register(&mut registry);
         let process = arc_telemetry::ProcessMetrics::register(&mut registry);
@@ -155,6 +162,7 @@ impl Metrics {
             projection_position,
             projection_events,
             projection_caught_up,
+            projection_failures,
             process,
         }
     }
@@ -217,9 +225,12 @@ pub(crate) async fn metrics(State(state): State<Arc<ApiState>>) -> ApiResult<Res
     if let Some(h) = head {
         m.log_head.set(i64::try_from(h.0).unwrap_or(i64::MAX));
     }
-    for (name, rx) in &state.projections {
-        let c = *rx.borrow();
-        let labels = ProjectionLabels { projection: name };
+    for p in &state.projections {
+        let c = *p.progress.borrow();
+        let labels = ProjectionLabels { projection: p.name };
+        let failed = p.failures.snapshot().count;
+        let counter = m.projection_failures.get_or_create(&labels);
+        counter.inc_by(failed.saturating_sub(counter.get()));
         m.projection_position.get_or_create(&labels).set(i64::try_from(c.position.0).unwrap_or(i64::MAX));
         m.projection_events.get_or_create(&labels).set(i64::try_from(c.events).unwrap_or(i64::MAX));
         m.projection_caught_up.get_or_create(&labels).set(i64::from(head.is_some_and(|h| c.position >= h)));

@@ -331,6 +331,13 @@ pub struct ProjectionStatus {
     /// A rebuild was asked for and its writer has not started it yet (it
     /// looks every second).
     pub rebuild_pending: bool,
+    /// Failures in this projection on the instance that answered, since it
+    /// started (a log outage counts once per attempt to resubscribe).
+    pub failures: u64,
+    /// The last of them, as logged (`null`: none since the start).
+    pub last_error: Option<String>,
+    /// When it happened (Unix milliseconds).
+    pub last_error_at_ms: Option<i64>,
 }
 
 /// An accepted rebuild request.
@@ -382,8 +389,8 @@ pub(crate) async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json
     let g = crate::usecase::queries::gauges(&state.db).await?;
     let pending = crate::usecase::projections::pending(&state).await?;
     let mut projections = Vec::with_capacity(state.projections.len());
-    for (name, rx) in &state.projections {
-        let c = *rx.borrow();
+    for p in &state.projections {
+        let (name, c, failures) = (p.name, *p.progress.borrow(), p.failures.snapshot());
         let behind = match head {
             Some(h) if c.position >= h => Some(0),
             Some(h) => tokio::time::timeout(
@@ -402,6 +409,9 @@ pub(crate) async fn status(State(state): State<Arc<ApiState>>) -> ApiResult<Json
             caught_up: head.is_some_and(|h| c.position >= h),
             behind,
             rebuild_pending: pending.iter().any(|p| p == name),
+            failures: failures.count,
+            last_error: failures.last,
+            last_error_at_ms: failures.last_at_ms,
         });
     }
     let count = |list: &[(String, i64)], which: &[&str]| -> i64 {
@@ -460,14 +470,14 @@ pub(crate) async fn readyz(State(state): State<Arc<ApiState>>) -> ApiResult<&'st
         }
     };
     let wait = async {
-        for (_, rx) in &state.projections {
-            let mut rx = rx.clone();
+        for p in &state.projections {
+            let mut rx = p.progress.clone();
             let _ = rx.wait_for(|c| c.position >= head).await;
         }
     };
     if tokio::time::timeout(READY_CATCH_UP_MAX, wait).await.is_err() {
         let behind: Vec<&str> =
-            state.projections.iter().filter(|(_, rx)| rx.borrow().position < head).map(|(n, _)| *n).collect();
+            state.projections.iter().filter(|p| p.progress.borrow().position < head).map(|p| p.name).collect();
         return Err(ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "projections_behind",

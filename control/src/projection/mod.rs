@@ -44,6 +44,51 @@ const RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
 /// sends no reconnect signal: this bounds how late a runner notices the end).
 const RETRY_DELAY_MAX: Duration = Duration::from_millis(250);
 
+/// Longest stored "last error" text (a driver's message can be long).
+const FAILURE_TEXT_MAX: usize = 500;
+
+/// A projection's failures on this instance (`/v1/status`, `/metrics`):
+/// how many, and the last one with its time. Cheap to clone; written only
+/// when something fails, read by status requests.
+#[derive(Debug, Clone, Default)]
+pub struct Failures(Arc<std::sync::Mutex<FailureState>>);
+
+/// What [`Failures`] holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FailureState {
+    /// Failures since this instance started (log outages count once per
+    /// attempt to resubscribe; skipped records once each).
+    pub count: u64,
+    /// The last one, as logged.
+    pub last: Option<String>,
+    /// When it happened (Unix milliseconds).
+    pub last_at_ms: Option<i64>,
+}
+
+impl Failures {
+    /// Counts one failure and keeps its text as the last one.
+    pub fn record(&self, what: impl std::fmt::Display) {
+        let mut text = what.to_string();
+        if text.len() > FAILURE_TEXT_MAX {
+            let mut end = FAILURE_TEXT_MAX;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push('…');
+        }
+        let mut state = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.count += 1;
+        state.last = Some(text);
+        state.last_at_ms = Some(now_ms());
+    }
+
+    /// What has been recorded so far.
+    pub fn snapshot(&self) -> FailureState {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
 /// A query on the read-model database, for [`Projection::bind`].
 pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
@@ -173,6 +218,7 @@ pub struct Runner<P: Projection> {
     /// nothing for this projection need no write (see [`Self::apply`]).
     lazy: bool,
     progress: watch::Sender<Checkpoint>,
+    failures: Failures,
 }
 
 impl<P: Projection> Runner<P> {
@@ -194,6 +240,7 @@ impl<P: Projection> Runner<P> {
             stored_at: Instant::now(),
             lazy: false,
             progress,
+            failures: Failures::default(),
         })
     }
 
@@ -210,6 +257,11 @@ impl<P: Projection> Runner<P> {
     /// checkpoint notifications another instance's writer sends).
     pub fn progress_sender(&self) -> watch::Sender<Checkpoint> {
         self.progress.clone()
+    }
+
+    /// This runner's failures (shared: they keep counting after `run` takes the runner).
+    pub fn failures(&self) -> Failures {
+        self.failures.clone()
     }
 
     /// Where the runner stands.
@@ -254,6 +306,7 @@ impl<P: Projection> Runner<P> {
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(projection = P::NAME, error = %e, "reading the checkpoint failed");
+                        self.failures.record(format_args!("reading the checkpoint: {e}"));
                         tokio::time::sleep(delay).await;
                         continue;
                     }
@@ -286,6 +339,7 @@ impl<P: Projection> Runner<P> {
                         Ok(()) => tracing::info!(projection = P::NAME, "rebuilding: replaying the log from its start"),
                         Err(e) => {
                             tracing::error!(projection = P::NAME, error = %e, "starting a rebuild failed; retrying");
+                            self.failures.record(format_args!("starting a rebuild: {e}"));
                             tokio::time::sleep(delay).await;
                         }
                     }
@@ -296,13 +350,16 @@ impl<P: Projection> Runner<P> {
                 Ok(()) => tracing::warn!(projection = P::NAME, "log subscription ended; resubscribing"),
                 // Said once per outage, not once per retry.
                 Err(ControlError::Log(LogError::Unavailable(why))) if delay == RETRY_DELAY_MIN => {
-                    tracing::warn!(projection = P::NAME, %why, "log unavailable; resubscribing when it is back")
+                    tracing::warn!(projection = P::NAME, %why, "log unavailable; resubscribing when it is back");
+                    self.failures.record(format_args!("log unavailable: {why}"));
                 }
                 Err(ControlError::Log(LogError::Unavailable(why))) => {
-                    tracing::debug!(projection = P::NAME, %why, "log still unavailable")
+                    tracing::debug!(projection = P::NAME, %why, "log still unavailable");
+                    self.failures.record(format_args!("log unavailable: {why}"));
                 }
                 Err(e) => {
-                    tracing::error!(projection = P::NAME, error = %e, "projection failed; retrying")
+                    tracing::error!(projection = P::NAME, error = %e, "projection failed; retrying");
+                    self.failures.record(&e);
                 }
             }
             self.cache.clear();
@@ -361,7 +418,7 @@ impl<P: Projection> Runner<P> {
         }
         let events = self.log.subscribe(self.checkpoint.position).await?.ready_chunks(BATCH_MAX);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Item>, LogError>>(PREFETCH_BATCHES);
-        let reader = tokio::spawn(read_ahead::<P>(events, tx));
+        let reader = tokio::spawn(read_ahead::<P>(events, tx, self.failures.clone()));
         let result = async {
             loop {
                 // While the stored checkpoint lags (see `apply`), an idle
@@ -428,6 +485,7 @@ impl<P: Projection> Runner<P> {
             // Already applied (a redelivery): applying it again would double-count.
             if item.position <= last {
                 tracing::warn!(projection = P::NAME, position = %item.position, "skipping a redelivered event");
+                self.failures.record(format_args!("skipped a redelivered event at {}", item.position));
                 continue;
             }
             last = item.position;
@@ -599,6 +657,7 @@ const PREFETCH_BATCHES: usize = 1;
 async fn read_ahead<P: Projection>(
     mut events: impl futures::Stream<Item = Vec<Result<RecordedEvent, LogError>>> + Unpin,
     tx: tokio::sync::mpsc::Sender<Result<Vec<Item>, LogError>>,
+    failures: Failures,
 ) {
     let mut pending: Vec<Item> = Vec::new();
     let mut failure = None;
@@ -618,10 +677,11 @@ async fn read_ahead<P: Projection>(
                 for event in batch {
                     match event {
                         Ok(recorded) => {
-                            pending.push(Item { position: recorded.position, keyed: decode::<P>(&recorded) });
+                            pending.push(Item { position: recorded.position, keyed: decode::<P>(&recorded, &failures) });
                         }
                         Err(LogError::Corrupt { position, reason }) => {
                             tracing::error!(projection = P::NAME, position, %reason, "skipping a corrupt log record");
+                            failures.record(format_args!("skipped a corrupt log record at {position}: {reason}"));
                         }
                         Err(e) => {
                             failure = Some(e);
@@ -641,7 +701,7 @@ async fn read_ahead<P: Projection>(
     }
 }
 
-fn decode<P: Projection>(recorded: &RecordedEvent) -> Option<(String, Box<Envelope>)> {
+fn decode<P: Projection>(recorded: &RecordedEvent, failures: &Failures) -> Option<(String, Box<Envelope>)> {
     let envelope = match recorded.raw.decode() {
         Ok(Decoded::Known(e)) => e,
         Ok(Decoded::Unknown { event_type, version }) => {
@@ -650,6 +710,7 @@ fn decode<P: Projection>(recorded: &RecordedEvent) -> Option<(String, Box<Envelo
         }
         Err(e) => {
             tracing::error!(projection = P::NAME, position = %recorded.position, error = %e, "skipping an undecodable event");
+            failures.record(format_args!("skipped an undecodable event at {}: {e}", recorded.position));
             return None;
         }
     };

@@ -87,8 +87,8 @@ pub struct Services {
     pub master_key: Arc<MasterKey>,
     /// How long a rotated-out app secret keeps working by default.
     pub secret_grace_s: u32,
-    /// Each local projection's progress.
-    pub projections: Vec<(&'static str, watch::Receiver<Checkpoint>)>,
+    /// Each local projection: its progress and its failures.
+    pub projections: Vec<LocalProjection>,
     /// How media nodes are reached.
     pub media: crate::media::MediaRouter,
     /// Fault injection for tests (`ARC_FAULT_SKIP_NODE_REQUESTS=1`): the fast
@@ -99,13 +99,23 @@ pub struct Services {
     pub quota: quota::QuotaTurns,
 }
 
+/// A projection this instance runs (as its writer or a follower).
+#[derive(Debug, Clone)]
+pub struct LocalProjection {
+    pub name: &'static str,
+    /// Its checkpoint, moving as batches commit (here or on the writer).
+    pub progress: watch::Receiver<Checkpoint>,
+    /// What failed in it on this instance.
+    pub failures: crate::projection::Failures,
+}
+
 impl Services {
     /// Waits until every local projection has applied `position` (bounded
     /// by [`SETTLE_WAIT_MAX`]); answers whether they did.
     pub async fn settle_quietly(&self, position: Position) -> bool {
         let wait = async {
-            for (_, rx) in &self.projections {
-                let mut rx = rx.clone();
+            for p in &self.projections {
+                let mut rx = p.progress.clone();
                 let _ = rx.wait_for(|c| c.position >= position).await;
             }
         };
