@@ -533,3 +533,43 @@ conformance!(
     long_histories_load_from_a_snapshot,
     tails_reach_back_far_enough,
 );
+
+/// JetStream only: a subscription that caught up and then lost its consumer
+/// (deleted on the server, as a restart or an inactivity timeout does) ends
+/// with an error; it never starts over from the log's beginning. async-nats'
+/// ordered pull consumer, which Arc read the log through until ac078ab,
+/// recreates a consumer that has handed out nothing yet with "deliver all"
+/// (async-nats 0.51 `consumer/pull.rs`: `if sequence == 0 { DeliverPolicy::All }`),
+/// so a projection subscribed at the head replayed the log from its start:
+/// the double-applied event seen once in the restart test. (Tried on
+/// 2026-12-01 with nats-server 2.9.10: an ordered consumer started at stream
+/// sequence 4 of 3, its consumer deleted, handed out sequence 1 after 65 s,
+/// once its two missed heartbeats made it recreate the consumer.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_subscription_at_the_head_ends_when_its_consumer_vanishes() {
+    let b = Backend::jetstream();
+    let Backend::JetStream { url, stream, .. } = &b else { unreachable!("a JetStream backend") };
+    let log = b.open().await;
+    let a = room("a");
+    let appended = log.append(request(&a, Expected::Exact(0), 3)).await.expect("append");
+    let mut sub = log.subscribe(appended.last).await.expect("subscribe at the head");
+    let js = async_nats::jetstream::new(async_nats::connect(url.as_str()).await.expect("connect"));
+    let mut s = js.get_stream(stream).await.expect("stream");
+    let names: Vec<String> = {
+        let mut names = Vec::new();
+        let mut list = s.consumer_names();
+        while let Some(n) = list.next().await {
+            names.push(n.expect("consumer name"));
+        }
+        names
+    };
+    assert_eq!(names.len(), 1, "one consumer: {names:?}");
+    s.delete_consumer(&names[0]).await.expect("delete the consumer");
+    let _ = s.info().await;
+    match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+        Ok(Some(Err(e))) => assert!(matches!(e, LogError::Unavailable(_)), "ends as unavailable: {e}"),
+        Ok(Some(Ok(e))) => panic!("handed out {} again instead of ending", e.position),
+        Ok(None) => {}
+        Err(_) => panic!("the subscription neither ended nor failed within 10 s"),
+    }
+}
