@@ -29,6 +29,12 @@ impl EmbeddedNode {
         Arc::new(self.handle.clone())
     }
 
+    /// The node's operator endpoint (`/metrics`, `/healthz`, `/readyz`, as a
+    /// separate `arc-media` serves them), for `dev` to mount under `/media`.
+    pub fn operator_router(&self, log: Arc<dyn EventLog>) -> axum::Router {
+        arc_media::metrics::router(self.handle.clone(), log)
+    }
+
     /// Ends its sessions (reason `node_shutdown`) and stops it.
     pub async fn shutdown(&self) {
         self.handle.shutdown().await;

@@ -233,6 +233,10 @@ async fn run(config: arc_control::config::Config) -> Result<()> {
     println!("  status page   {url}/");
     println!("  REST API      {url}/v1/   (health: {url}/healthz)");
     println!("  API docs      {url}/docs   (OpenAPI: {url}/v1/openapi.json)");
+    match running.media_udp {
+        Some(_) => println!("  metrics       {url}/metrics   (media node: {url}/media/metrics)"),
+        None => println!("  metrics       {url}/metrics"),
+    }
     if let Some(media) = running.media_udp {
         let announced: Vec<String> = config.media_announce.iter().map(ToString::to_string).collect();
         println!("  media node    {} on udp {media} (announcing {})", server::DEV_NODE_ID, announced.join(", "));

@@ -293,8 +293,16 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         .await
         .map_err(|e| ControlError::Config(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(|e| ControlError::Config(e.to_string()))?;
+    #[cfg_attr(not(feature = "embedded-node"), allow(unused_mut))]
+    let mut app = router(state);
+    // `dev`: the embedded node's own metrics and probes, where a separate
+    // arc-media would serve them (`/media/metrics` for the media scrape job).
+    #[cfg(feature = "embedded-node")]
+    if let Some(node) = &media_handle {
+        app = app.nest("/media", node.operator_router(log.clone()));
+    }
     tasks.spawn(async move {
-        if let Err(e) = axum::serve(listener, router(state)).await {
+        if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "http server stopped");
         }
     });

@@ -152,6 +152,16 @@ async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
         assert!(value("arc_media_srtp_own_packets_total ") > 100.0, "{}: through Arc's own egress", node.id);
         assert_eq!(value("arc_media_draining "), 0.0);
         assert!(text.lines().any(|l| l.starts_with("arc_media_worker_sessions{worker=\"0\"}")), "{}", node.id);
+        // Connection quality from the players' receiver reports (Chromium
+        // answers Arc's sender reports): round trips on loopback are short.
+        let rtts = value("arc_media_round_trip_seconds_count ");
+        assert!(rtts > 0.0, "{}: round trips measured", node.id);
+        let rtt_mean = value("arc_media_round_trip_seconds_sum ") / rtts;
+        assert!(rtt_mean < 0.5, "{}: loopback round trips average {rtt_mean} s", node.id);
+        assert!(value("arc_media_jitter_seconds_count{direction=\"out\"} ") > 0.0, "{}: players' jitter", node.id);
+        value("arc_media_jitter_seconds_count{direction=\"in\"} ");
+        value("arc_media_packets_lost_total{direction=\"in\"} ");
+        value("arc_media_packets_lost_total{direction=\"out\"} ");
         exposed.extend(sample_names(&text));
     }
     // The Grafana dashboard asks only for series both services expose.

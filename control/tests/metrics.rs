@@ -107,6 +107,19 @@ async fn metrics_move_with_the_platform(mode: Mode) {
     }
     assert!(after.get("arc_process_cpu_seconds_total").is_some_and(|v| *v > 0.0), "{after:?}");
     assert!(after.get("arc_process_resident_memory_bytes").is_some_and(|v| *v > 1e6));
+    // `dev` carries a media node: its own exposition is beside arc-control's,
+    // where a separate arc-media serves it (`/media/metrics`, `/media/readyz`).
+    if matches!(mode, Mode::Embedded { .. }) {
+        let media = scrape(&format!("{base}/media")).await;
+        assert_eq!(media.get("arc_media_sessions"), Some(&0.0), "{media:?}");
+        assert_eq!(media.get("arc_media_draining"), Some(&0.0), "{media:?}");
+        assert!(media.contains_key("arc_media_round_trip_seconds_count"), "{media:?}");
+        let ready = reqwest::get(format!("{base}/media/readyz")).await.expect("readyz");
+        assert_eq!(ready.status(), 200);
+    } else {
+        let none = reqwest::get(format!("{base}/media/metrics")).await.expect("media metrics");
+        assert_eq!(none.status(), 404, "serve has no embedded node");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

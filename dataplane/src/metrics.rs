@@ -2,7 +2,8 @@
 //! `/healthz` (alive) and `/readyz` (can take sessions: the log reachable and
 //! the node not draining). Figures come from the workers' counters
 //! (`MediaHandle::stats`, read at scrape time: nothing on the packet path).
-//! Labels are bounded: worker index, drop reason.
+//! Labels are bounded: worker index, drop reason, direction. Loss, jitter
+//! and round trips are node-wide (histograms, no per-session labels).
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::engine::MediaStats;
+use crate::engine::quality::{BOUNDS_S, Hist};
 use crate::media::MediaHandle;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,6 +31,45 @@ struct WorkerLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
+}
+
+/// `in`: from publishers to the node; `out`: from the node to subscribers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+/// A histogram whose buckets are counted by the workers ([`Hist`]) and
+/// copied in at scrape time.
+#[derive(Clone, Debug, Default)]
+struct CopiedHistogram(Arc<std::sync::Mutex<Hist>>);
+
+impl CopiedHistogram {
+    fn set(&self, h: Hist) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = h;
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for CopiedHistogram {
+    const TYPE: prometheus_client::metrics::MetricType = prometheus_client::metrics::MetricType::Histogram;
+}
+
+impl prometheus_client::encoding::EncodeMetric for CopiedHistogram {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let h = *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let buckets: Vec<(f64, u64)> =
+            BOUNDS_S.iter().copied().chain([f64::INFINITY]).zip(h.counts.iter().copied()).collect();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            h.sum_us as f64 / 1e6,
+            h.count(),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
 }
 
 /// A counter that follows a cumulative figure read elsewhere.
@@ -57,6 +98,9 @@ struct Metrics {
     tracks: Gauge,
     worker_sessions: Family<WorkerLabels, Gauge>,
     draining: Gauge,
+    lost: Family<DirectionLabels, Counter>,
+    jitter: Family<DirectionLabels, CopiedHistogram>,
+    round_trip: CopiedHistogram,
     process: arc_telemetry::ProcessMetrics,
 }
 
@@ -97,6 +141,26 @@ impl Metrics {
         let draining = gauge("draining", "1 while the node drains (takes no new rooms)");
         let worker_sessions = Family::<WorkerLabels, Gauge>::default();
         registry.register("worker_sessions", "Sessions open on each worker", worker_sessions.clone());
+        let lost = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "packets_lost",
+            "RTP packets lost: in = publishers to the node (sequence gaps), out = the node to subscribers (their receiver reports)",
+            lost.clone(),
+        );
+        let jitter = Family::<DirectionLabels, CopiedHistogram>::default();
+        registry.register_with_unit(
+            "jitter",
+            "Interarrival jitter (RFC 3550): in = each incoming track every 5 s, out = each subscriber's receiver report",
+            Unit::Seconds,
+            jitter.clone(),
+        );
+        let round_trip = CopiedHistogram::default();
+        registry.register_with_unit(
+            "round_trip",
+            "Round trips between the node and subscribers, from their receiver reports of the node's sender reports",
+            Unit::Seconds,
+            round_trip.clone(),
+        );
         let process = arc_telemetry::ProcessMetrics::register(&mut registry);
         Self {
             registry,
@@ -115,6 +179,9 @@ impl Metrics {
             tracks,
             worker_sessions,
             draining,
+            lost,
+            jitter,
+            round_trip,
             process,
         }
     }
@@ -145,6 +212,11 @@ impl Metrics {
             self.worker_sessions.get_or_create(&WorkerLabels { worker: w.to_string() }).set(gauge(*n));
         }
         self.draining.set(i64::from(draining));
+        follow(&self.lost.get_or_create(&DirectionLabels { direction: "in" }), s.lost_in);
+        follow(&self.lost.get_or_create(&DirectionLabels { direction: "out" }), s.lost_out);
+        self.jitter.get_or_create(&DirectionLabels { direction: "in" }).set(s.jitter_in);
+        self.jitter.get_or_create(&DirectionLabels { direction: "out" }).set(s.jitter_out);
+        self.round_trip.set(s.rtt);
         self.process.update();
     }
 }

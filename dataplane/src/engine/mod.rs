@@ -63,6 +63,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::sansio::Protocol;
@@ -73,6 +74,7 @@ use crate::forward::{Action, Codec, DownKey, DownSpec, ForwardConfig, Forwarder,
 pub mod demux;
 pub mod offer;
 pub mod peer;
+pub mod quality;
 pub mod session;
 pub mod srtp;
 
@@ -85,6 +87,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an outgoing stream sends an RTCP sender report.
 pub const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often each incoming track's jitter is sampled for `/metrics`.
+pub const QUALITY_INTERVAL: Duration = Duration::from_secs(5);
 /// Bytes of the buffer Arc's own SRTP egress writes into. At least half of
 /// it is free when an input starts, so one input's output (a packet to
 /// every subscriber: ≈ 450 of 1,200 bytes) fits, and it is reclaimed once
@@ -230,6 +234,19 @@ pub struct MediaStats {
     /// Legs whose media `rtc` protects (their SRTP keys did not verify, or
     /// Arc's own egress is turned off).
     pub srtp_rtc_legs: u64,
+    /// Packets lost between publishers and the node (RFC 3550 expected
+    /// minus received, every incoming track).
+    pub lost_in: u64,
+    /// Packets lost between the node and subscribers, as their receiver
+    /// reports count them.
+    pub lost_out: u64,
+    /// Incoming tracks' interarrival jitter, sampled every [`QUALITY_INTERVAL`].
+    pub jitter_in: quality::Hist,
+    /// Subscribers' interarrival jitter, one observation per receiver report block.
+    pub jitter_out: quality::Hist,
+    /// Round trips between the node and subscribers, from their receiver
+    /// reports of Arc's sender reports.
+    pub rtt: quality::Hist,
 }
 
 impl MediaStats {
@@ -251,6 +268,11 @@ impl MediaStats {
         self.handed_off += o.handed_off;
         self.srtp_own_packets += o.srtp_own_packets;
         self.srtp_rtc_legs += o.srtp_rtc_legs;
+        self.lost_in += o.lost_in;
+        self.lost_out += o.lost_out;
+        self.jitter_in.add(&o.jitter_in);
+        self.jitter_out.add(&o.jitter_out);
+        self.rtt.add(&o.rtt);
     }
 }
 
@@ -324,6 +346,8 @@ pub struct Engine {
     stats: MediaStats,
     draining: bool,
     next_housekeeping: Instant,
+    /// When incoming tracks' jitter is sampled next.
+    next_quality: Instant,
     certificate: RTCCertificate,
     crypto: std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider>,
     /// The `now` of [`Engine::new`] (with [`EngineConfig::wall_clock`]).
@@ -413,6 +437,7 @@ impl Engine {
             stats: MediaStats::default(),
             draining: false,
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
+            next_quality: now + QUALITY_INTERVAL,
             certificate: peer::certificate().map_err(|e| EngineError::Certificate(e.to_string()))?,
             crypto,
             started: now,
@@ -440,6 +465,7 @@ impl Engine {
         s.bytes_out = f.bytes_out;
         s.nacks_answered = f.nacks_answered;
         s.keyframe_requests = f.keyframe_requests;
+        s.lost_in = self.forwarder.lost_in();
         s
     }
 
@@ -1065,6 +1091,12 @@ impl Engine {
 
     fn housekeeping(&mut self, now: Instant) {
         self.sender_reports(now);
+        if now >= self.next_quality {
+            self.next_quality = now + QUALITY_INTERVAL;
+            for j in self.forwarder.jitter_in() {
+                self.stats.jitter_in.observe(j);
+            }
+        }
         let mut stale = Vec::new();
         for (k, s) in &self.sessions {
             let never_connected = !s.connected && now.saturating_duration_since(s.created) > CONNECT_TIMEOUT;
@@ -1097,6 +1129,8 @@ impl Engine {
         let mut actions = std::mem::take(&mut self.spare_actions);
         let mut new_tracks = Vec::new();
         let mut feedback: Vec<(DownKey, Feedback)> = Vec::new();
+        // Receiver report blocks' (LSR, DLSR), for round trips.
+        let mut reports: Vec<(u32, u32)> = Vec::new();
         let mut state_change = None;
         {
             let Some(s) = self.sessions.get_mut(&key) else { return };
@@ -1192,6 +1226,19 @@ impl Engine {
                             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                                 let lost: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
                                 (nack.media_ssrc, Feedback::Nack(lost))
+                            } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                                // How the subscriber receives what this node sends it.
+                                for block in &rr.reports {
+                                    let Some(o) = s.outbound.iter_mut().find(|o| o.ssrc == block.ssrc) else {
+                                        continue;
+                                    };
+                                    let previous = o.sent.reported_lost.replace(block.total_lost);
+                                    self.stats.lost_out += quality::newly_lost(previous, block.total_lost);
+                                    let clock = if o.kind == RtpKind::Audio { 48_000.0 } else { 90_000.0 };
+                                    self.stats.jitter_out.observe(f64::from(block.jitter) / clock);
+                                    reports.push((block.last_sender_report, block.delay));
+                                }
+                                continue;
                             } else {
                                 continue;
                             };
@@ -1201,6 +1248,14 @@ impl Engine {
                         }
                     }
                     _ => {}
+                }
+            }
+        }
+        if !reports.is_empty() {
+            let ntp_now = self.ntp(now);
+            for (lsr, dlsr) in reports {
+                if let Some(rtt) = quality::round_trip(ntp_now, lsr, dlsr) {
+                    self.stats.rtt.observe(rtt);
                 }
             }
         }

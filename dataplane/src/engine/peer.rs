@@ -28,6 +28,7 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCD
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -108,7 +109,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverFeedback {
         if let IPacket::Rtcp(packets) = &msg.message.packet {
             let wanted = packets.iter().any(|p| {
                 let any = p.as_any();
-                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() || any.is::<TransportLayerNack>()
+                any.is::<PictureLossIndication>()
+                    || any.is::<FullIntraRequest>()
+                    || any.is::<TransportLayerNack>()
+                    || any.is::<ReceiverReport>()
             });
             if wanted {
                 msg.message.add(Attribute::DeliverToApplication);

@@ -60,6 +60,8 @@ pub(crate) struct SentCounters {
     /// The newest RTP timestamp sent, and when.
     pub(crate) last: Option<(u32, Instant)>,
     pub(crate) last_report: Option<Instant>,
+    /// The cumulative loss the subscriber's last receiver report gave.
+    pub(crate) reported_lost: Option<u32>,
 }
 
 /// One leg.

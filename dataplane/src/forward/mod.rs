@@ -29,6 +29,7 @@ use rtc::rtp::Packet;
 
 mod cache;
 pub mod codec;
+pub mod reception;
 
 pub use cache::CacheConfig;
 use cache::{Cached, PacketCache};
@@ -140,6 +141,8 @@ struct Source {
     level: Option<(u8, Instant)>,
     /// Muted by a moderator: nothing of it is forwarded.
     muted: bool,
+    /// What its packets say about the path from the publisher.
+    reception: reception::Reception,
 }
 
 #[derive(Debug)]
@@ -239,6 +242,8 @@ pub struct Forwarder {
     sources: FxHashMap<TrackKey, Source>,
     downs: FxHashMap<DownKey, Down>,
     stats: ForwardStats,
+    /// Packets lost on their way from publishers, by tracks that ended.
+    lost_in_ended: u64,
 }
 
 impl Forwarder {
@@ -252,6 +257,21 @@ impl Forwarder {
 
     pub fn track_count(&self) -> usize {
         self.sources.len()
+    }
+
+    /// Packets lost between publishers and this node, since it started
+    /// (RFC 3550 expected minus received, over every track).
+    pub fn lost_in(&self) -> u64 {
+        self.lost_in_ended + self.sources.values().map(|s| s.reception.lost()).sum::<u64>()
+    }
+
+    /// Each track's interarrival jitter now, in seconds (tracks that
+    /// received something).
+    pub fn jitter_in(&self) -> impl Iterator<Item = f64> + '_ {
+        self.sources
+            .values()
+            .filter(|s| s.reception.started())
+            .map(|s| f64::from(s.reception.jitter()) / f64::from(s.spec.codec.clock_rate().max(1)))
     }
 
     pub fn down_count(&self) -> usize {
@@ -279,6 +299,7 @@ impl Forwarder {
                 keyframe_owed: false,
                 level: None,
                 muted: false,
+                reception: reception::Reception::default(),
             },
         );
         Ok(())
@@ -288,6 +309,7 @@ impl Forwarder {
     /// Returns them.
     pub fn remove_track(&mut self, track: TrackKey) -> Vec<DownKey> {
         let Some(source) = self.sources.remove(&track) else { return Vec::new() };
+        self.lost_in_ended += source.reception.lost();
         for d in &source.downs {
             if let Some(down) = self.downs.get_mut(d) {
                 down.source = None;
@@ -418,6 +440,8 @@ impl Forwarder {
     pub fn on_rtp(&mut self, now: Instant, track: TrackKey, packet: &Packet, out: &mut Vec<Action>) {
         let Some(source) = self.sources.get_mut(&track) else { return };
         self.stats.packets_in += 1;
+        let clock = source.spec.codec.clock_rate();
+        source.reception.on_packet(packet.header.sequence_number, packet.header.timestamp, now, clock);
         if source.muted {
             return;
         }
@@ -448,7 +472,6 @@ impl Forwarder {
             source.level = Some((l, now));
         }
         let mut keyframe: Option<bool> = None;
-        let clock = codec.clock_rate();
         for down_key in &source.downs {
             let Some(d) = self.downs.get_mut(down_key) else { continue };
             if d.paused {
