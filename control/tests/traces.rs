@@ -3,7 +3,9 @@
 //! request, the use case, the aggregate's append, the request to the node
 //! (over NATS, its context in the message headers) and the node's handling
 //! of it, in two processes. The answer names the trace (`Arc-Trace-Id`), and
-//! the events the request appended carry it as their correlation id. The
+//! the events the request appended carry it as their correlation id (and
+//! its `traceparent`): the projections' batches link to the trace and its
+//! webhook deliveries are spans in it. The
 //! collector is an in-process OTLP/HTTP receiver (protobuf).
 
 mod common;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::routing::post;
-use common::{ADMIN_KEY, admin_get, create_app, mint_token, start_media_with_env, start_with_env};
+use common::{ADMIN_KEY, admin_get, create_app_with, mint_token, receiver, start_media_with_env, start_with_env};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
@@ -28,6 +30,8 @@ struct Got {
     trace_id: String,
     span_id: String,
     parent: String,
+    /// Trace ids of the spans it links to.
+    links: Vec<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -64,6 +68,7 @@ async fn collector() -> (String, Arc<Mutex<Vec<Got>>>) {
                                 trace_id: hex(&s.trace_id),
                                 span_id: hex(&s.span_id),
                                 parent: hex(&s.parent_span_id),
+                                links: s.links.iter().map(|l| hex(&l.trace_id)).collect(),
                             });
                         }
                     }
@@ -98,7 +103,8 @@ async fn one_whip_request_is_one_trace_across_control_and_node() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let app = create_app(&base, ADMIN_KEY, "traces").await;
+    let (hook_url, hooks) = receiver().await;
+    let app = create_app_with(&base, ADMIN_KEY, json!({"name": "traces", "webhooks": [hook_url]})).await;
     let token = mint_token(&base, &app, "cam", "traced", json!({"publish": true})).await;
     let offer = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -158,4 +164,34 @@ async fn one_whip_request_is_one_trace_across_control_and_node() {
         correlated.iter().any(|e| e["type"] == "room.participant_joined"),
         "the join appended under the trace: {events}"
     );
+
+    // What the request's events caused later leads back to it: the
+    // projections' batches link to the trace, and each webhook delivery of
+    // its events is a span in the trace itself (its parent the span that
+    // appended the event).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = spans.lock().expect("lock").clone();
+        let linked: Vec<&Got> =
+            got.iter().filter(|s| s.name == "projection.apply" && s.links.contains(&trace_id)).collect();
+        let delivered: Vec<&Got> =
+            got.iter().filter(|s| s.name == "webhook.deliver" && s.trace_id == trace_id).collect();
+        if !linked.is_empty() && !delivered.is_empty() {
+            let in_trace: Vec<&str> =
+                got.iter().filter(|s| s.trace_id == trace_id).map(|s| s.span_id.as_str()).collect();
+            for d in &delivered {
+                assert_eq!(d.service, "arc-control");
+                assert!(in_trace.contains(&d.parent.as_str()), "a delivery's parent is in the trace: {d:?}");
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "projection batches linked ({}) and deliveries in the trace ({}) within 20 s; {} webhooks arrived",
+            linked.len(),
+            delivered.len(),
+            hooks.lock().expect("lock").len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

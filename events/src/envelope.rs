@@ -129,12 +129,16 @@ pub struct CommandMeta {
     pub causation_id: Option<EventId>,
     /// Who asked.
     pub actor: Actor,
+    /// The W3C trace context (`traceparent`) of the span that decided the
+    /// command, when a trace was being recorded: what the log's readers
+    /// (projections, webhook deliveries) link their own spans to.
+    pub traceparent: Option<String>,
 }
 
 impl CommandMeta {
     /// Metadata for a new request by `actor` at `now`.
     pub fn new(actor: Actor, now: DateTime<Utc>) -> Self {
-        Self { occurred_at: now, correlation_id: CorrelationId::new(), causation_id: None, actor }
+        Self { occurred_at: now, correlation_id: CorrelationId::new(), causation_id: None, actor, traceparent: None }
     }
 }
 
@@ -164,6 +168,10 @@ pub struct RawEvent {
     pub causation_id: Option<Uuid>,
     /// Who caused it.
     pub actor: Actor,
+    /// The W3C trace context (`00-<trace id>-<span id>-<flags>`) of the span
+    /// that appended it, when a trace was being recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// The event's own fields, described by `schemas/events/<type>.v<version>.json`.
     pub data: serde_json::Value,
 }
@@ -178,6 +186,8 @@ pub struct Envelope {
     pub correlation_id: Option<CorrelationId>,
     pub causation_id: Option<EventId>,
     pub actor: Actor,
+    /// The appending span's W3C trace context, if a trace was recorded.
+    pub traceparent: Option<String>,
     pub event: Event,
 }
 
@@ -207,6 +217,7 @@ impl RawEvent {
             correlation_id: Some(meta.correlation_id.0),
             causation_id: meta.causation_id.map(|c| c.0),
             actor: meta.actor.clone(),
+            traceparent: meta.traceparent.clone(),
             data,
         })
     }
@@ -232,6 +243,7 @@ impl RawEvent {
             correlation_id: self.correlation_id.map(CorrelationId),
             causation_id: self.causation_id.map(EventId),
             actor: self.actor.clone(),
+            traceparent: self.traceparent.clone(),
             event,
         })))
     }

@@ -43,6 +43,10 @@ pub(crate) struct EventDto {
     correlation_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     causation_id: Option<String>,
+    /// The W3C trace context of the span that appended it (when traced):
+    /// find the request's trace in your tracing backend by its trace id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
     /// Who caused it (`{"kind": "admin"}`, `{"kind": "app", …}`, …).
     #[schema(value_type = Object)]
     actor: serde_json::Value,
@@ -65,6 +69,7 @@ impl From<RecordedEvent> for EventDto {
             occurred_at: r.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             correlation_id: r.correlation_id.map(|c| c.to_string()),
             causation_id: r.causation_id.map(|c| c.to_string()),
+            traceparent: r.traceparent,
             actor: serde_json::to_value(&r.actor).unwrap_or(serde_json::Value::Null),
             data: r.data,
         }

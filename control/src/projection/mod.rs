@@ -475,6 +475,24 @@ impl<P: Projection> Runner<P> {
             self.progress.send_replace(next);
             return Ok(());
         }
+        if batch.is_empty() {
+            // Only the stored checkpoint catches up: nothing to trace.
+            return self.write(batch).await;
+        }
+        // One span per written batch, linked to the requests whose events
+        // it folds (their `traceparent`): a request's trace leads here.
+        let span = tracing::info_span!("projection.apply", projection = P::NAME, events = batch.len());
+        arc_telemetry::link_to(
+            &span,
+            batch.iter().filter_map(|i| i.keyed.as_ref().and_then(|(_, e)| e.traceparent.as_deref())),
+            TRACE_LINKS_MAX,
+        );
+        use tracing::Instrument as _;
+        self.write(batch).instrument(span).await
+    }
+
+    /// [`Self::apply`]'s transaction: rows and checkpoint.
+    async fn write(&mut self, batch: Vec<Item>) -> Result<(), ControlError> {
         let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin_write().await?;
         let mut dirty: HashSet<String> = HashSet::new();
@@ -554,6 +572,9 @@ enum Stop {
     LeaseLost,
     Rebuild,
 }
+
+/// Most requests one batch's span links to (a rebuild's batches hold thousands).
+const TRACE_LINKS_MAX: usize = 32;
 
 /// How far (in time) a single instance's stored checkpoint may lag the
 /// events it passed over without a write.

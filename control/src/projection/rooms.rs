@@ -173,6 +173,7 @@ mod tests {
             seq,
             occurred_at: chrono::Utc.timestamp_millis_opt(at).single().expect("valid"),
             correlation_id: None,
+            traceparent: None,
             causation_id: None,
             actor: Actor::Admin,
             event: event.into(),

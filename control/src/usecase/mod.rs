@@ -64,6 +64,7 @@ pub fn command_meta(actor: &arc_events::Actor) -> arc_events::CommandMeta {
     let mut meta = arc_events::CommandMeta::new(actor.clone(), chrono::Utc::now());
     if let Some(trace_id) = arc_telemetry::current_trace_id() {
         meta.correlation_id = arc_events::CorrelationId(uuid::Uuid::from_bytes(trace_id));
+        meta.traceparent = arc_telemetry::current_traceparent();
     }
     meta
 }

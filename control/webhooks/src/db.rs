@@ -42,7 +42,8 @@ pub(crate) const SCHEMA: &[&str] = &[
         last_error      TEXT,
         created_at_ms   BIGINT NOT NULL,
         updated_at_ms   BIGINT NOT NULL,
-        seq             BIGINT NOT NULL
+        seq             BIGINT NOT NULL,
+        traceparent     TEXT
     )",
     "CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (state, next_attempt_ms)",
     // `state` in the middle: the head-of-line check looks for an earlier
@@ -57,7 +58,14 @@ pub(crate) const TABLES: [&str; 5] =
 
 /// Columns of `webhook_deliveries`, the key first.
 pub(crate) const DELIVERY_COLUMNS: &str = "delivery_id, app_id, url, order_key, position, event_id, event_type, body, \
-    state, attempts, next_attempt_ms, last_status, last_error, created_at_ms, updated_at_ms, seq";
+    state, attempts, next_attempt_ms, last_status, last_error, created_at_ms, updated_at_ms, seq, traceparent";
+
+/// Columns added after the first release: (probe, statement adding it) for
+/// tables created without them.
+pub(crate) const ADDED_COLUMNS: &[(&str, &str)] = &[(
+    "SELECT traceparent FROM webhook_deliveries WHERE 1 = 0",
+    "ALTER TABLE webhook_deliveries ADD COLUMN traceparent TEXT",
+)];
 
 /// Whether the pool is on SQLite, from the scheme of the URL it was opened
 /// with (`sqlite:` vs `postgres:`/`postgresql:`).
@@ -92,6 +100,7 @@ pub(crate) fn delivery_from_row(r: &sqlx::any::AnyRow) -> Result<DeliveryRow, sq
         created_at_ms: r.try_get(13)?,
         updated_at_ms: r.try_get(14)?,
         seq: r.try_get(15)?,
+        traceparent: r.try_get(16)?,
     })
 }
 
@@ -182,7 +191,7 @@ async fn put_delivery(conn: &mut AnyConnection, key: &str, row: Option<&Delivery
         DELIVERY_COLUMNS.split(", ").skip(1).map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
     let sql = format!(
         "INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
          ON CONFLICT (delivery_id) DO UPDATE SET {updates}"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -202,6 +211,7 @@ async fn put_delivery(conn: &mut AnyConnection, key: &str, row: Option<&Delivery
         .bind(r.created_at_ms)
         .bind(r.updated_at_ms)
         .bind(r.seq)
+        .bind(r.traceparent.as_deref())
         .execute(conn)
         .await?;
     Ok(())

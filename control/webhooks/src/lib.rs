@@ -234,6 +234,17 @@ pub async fn migrate(pool: &sqlx::AnyPool) -> Result<(), WebhookError> {
             break;
         }
     }
+    if result.is_ok() {
+        // Tables made by an older release lack the newer columns.
+        for &(probe, add) in db::ADDED_COLUMNS {
+            if sqlx::query(probe).execute(&mut *conn).await.is_err()
+                && let Err(e) = sqlx::query(add).execute(&mut *conn).await
+            {
+                result = Err(e.into());
+                break;
+            }
+        }
+    }
     if postgres {
         sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
     }

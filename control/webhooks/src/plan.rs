@@ -62,6 +62,8 @@ pub(crate) struct DeliveryRow {
     /// Seq of the last event of this delivery's `webhook` aggregate (0 = none):
     /// the sender appends outcomes with `Expected::Exact(seq)`.
     pub(crate) seq: i64,
+    /// The source event's trace context: the delivery's span is its child.
+    pub(crate) traceparent: Option<String>,
 }
 
 /// The planner's rows touched by one batch. `None` = known not to exist.
@@ -318,6 +320,7 @@ fn plan(t: &mut Tables, env: &Envelope, src: &Source, position: Position) {
             created_at_ms: at,
             updated_at_ms: at,
             seq: 0,
+            traceparent: env.traceparent.clone(),
         };
         Tables::set(&mut t.deliveries, &mut t.dirty, Table::Deliveries, &delivery_id, Some(row));
     }

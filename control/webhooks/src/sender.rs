@@ -58,23 +58,25 @@ pub(crate) struct Due {
     pub(crate) body: String,
     pub(crate) attempts: i64,
     pub(crate) seq: i64,
+    /// The source event's trace context (the attempt's span is its child).
+    pub(crate) traceparent: Option<String>,
 }
 
 /// Pending, due, and head of its order key's line: no pending delivery of
 /// the same key comes earlier in the log.
 const DUE_SQL: &str = "SELECT d.delivery_id, d.app_id, d.url, d.order_key, d.position, d.event_id, d.body, \
-    d.attempts, d.seq FROM webhook_deliveries d \
+    d.attempts, d.seq, d.traceparent FROM webhook_deliveries d \
     WHERE d.state = 'pending' AND d.next_attempt_ms <= $1 \
     AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e \
         WHERE e.order_key = d.order_key AND e.state = 'pending' AND e.position < d.position) \
     ORDER BY d.next_attempt_ms, d.position, d.delivery_id LIMIT $2";
 
 async fn due(pool: &AnyPool, now_ms: i64, limit: usize) -> Result<Vec<Due>, sqlx::Error> {
-    type DueRow = (String, String, String, String, i64, String, String, i64, i64);
+    type DueRow = (String, String, String, String, i64, String, String, i64, i64, Option<String>);
     let rows: Vec<DueRow> = sqlx::query_as(DUE_SQL).bind(now_ms).bind(limit as i64).fetch_all(pool).await?;
     Ok(rows
         .into_iter()
-        .map(|(delivery_id, app_id, url, order_key, position, event_id, body, attempts, seq)| Due {
+        .map(|(delivery_id, app_id, url, order_key, position, event_id, body, attempts, seq, traceparent)| Due {
             delivery_id,
             app_id,
             url,
@@ -84,6 +86,7 @@ async fn due(pool: &AnyPool, now_ms: i64, limit: usize) -> Result<Vec<Due>, sqlx
             body,
             attempts,
             seq,
+            traceparent,
         })
         .collect())
 }
@@ -345,7 +348,21 @@ pub(crate) async fn append(
 }
 
 /// One attempt of one delivery; returns how long its order key stays held.
+/// Its span is a child of the request that appended the source event (when
+/// that was traced), so the request's trace shows its webhooks.
 async fn attempt(ctx: &Ctx, due: &Due) -> Result<Hold, WebhookError> {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        "webhook.deliver",
+        delivery = %due.delivery_id,
+        attempt = due.attempts.saturating_add(1),
+        app = %due.app_id,
+    );
+    arc_telemetry::set_parent_traceparent(&span, due.traceparent.as_deref());
+    attempt_inner(ctx, due).instrument(span).await
+}
+
+async fn attempt_inner(ctx: &Ctx, due: &Due) -> Result<Hold, WebhookError> {
     let attempt = u32::try_from(due.attempts.max(0)).unwrap_or(u32::MAX).saturating_add(1);
     let outcome = match secret(&ctx.pool, &ctx.master_key, due).await? {
         Secret::Wait => {
@@ -487,6 +504,7 @@ mod tests {
             body: "{}".into(),
             attempts: 0,
             seq: 0,
+            traceparent: None,
         }
     }
 

@@ -294,6 +294,7 @@ impl Fixture {
             version: 1,
             occurred_at: chrono::Utc::now(),
             correlation_id: None,
+            traceparent: None,
             causation_id: None,
             actor: Actor::Admin,
             data,
@@ -741,4 +742,35 @@ async fn https_endpoints_verify_the_certificate() {
         arc_webhooks::spawn(&mut tasks, f.pool.clone(), f.log(), f.master.clone(), bad, &arc_lease::Leases::embedded());
     assert!(matches!(refused, Err(WebhookError::Invalid(ref m)) if m.contains("CA certificates")), "{refused:?}");
     assert!(tasks.is_empty(), "nothing spawned");
+}
+
+/// A database whose deliveries table was made by a release without the
+/// `traceparent` column gets it at start, keeps its rows, and migrating
+/// again (a second instance, a restart) changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_adds_columns_to_tables_of_an_older_release() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool = open_pool(&format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display())).await;
+    sqlx::query(
+        "CREATE TABLE webhook_deliveries (delivery_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, url TEXT NOT NULL, \
+         order_key TEXT NOT NULL, position BIGINT NOT NULL, event_id TEXT NOT NULL, event_type TEXT NOT NULL, \
+         body TEXT NOT NULL, state TEXT NOT NULL, attempts BIGINT NOT NULL, next_attempt_ms BIGINT NOT NULL, \
+         last_status BIGINT, last_error TEXT, created_at_ms BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL, \
+         seq BIGINT NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .expect("the old table");
+    sqlx::query(
+        "INSERT INTO webhook_deliveries VALUES ('d1', 'app_1', 'http://a', 'k', 1, 'e', 'room.created', '{}', \
+         'delivered', 1, 0, 200, NULL, 0, 0, 1)",
+    )
+    .execute(&pool)
+    .await
+    .expect("an old row");
+    arc_webhooks::migrate(&pool).await.expect("migrate");
+    arc_webhooks::migrate(&pool).await.expect("migrate again");
+    let (id, tp): (String, Option<String>) =
+        sqlx::query_as("SELECT delivery_id, traceparent FROM webhook_deliveries").fetch_one(&pool).await.expect("row");
+    assert_eq!((id.as_str(), tp), ("d1", None), "the old row is kept, without a trace context");
 }

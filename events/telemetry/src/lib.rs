@@ -283,6 +283,55 @@ pub fn set_parent_from_headers<'a>(span: &tracing::Span, headers: impl IntoItera
     let _ = span.set_parent(cx);
 }
 
+/// The current span's W3C `traceparent`, when a trace is being recorded
+/// (what an appended event carries so its readers can link to the request).
+pub fn current_traceparent() -> Option<String> {
+    current_context_headers().into_iter().find(|(k, _)| k == "traceparent").map(|(_, v)| v)
+}
+
+/// The span context a stored `traceparent` names; `None` when it does not
+/// parse as one (the log is read defensively: a bad value only loses the link).
+fn span_context(traceparent: &str) -> Option<opentelemetry::trace::SpanContext> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let found = [("traceparent".to_owned(), traceparent.to_owned())];
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderSource(&found)));
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
+/// Links `span` to the spans named by `traceparents` (the requests whose
+/// events a batch applies), at most `max` distinct ones; bad values are
+/// skipped. No-op when `span` is not recorded.
+pub fn link_to<'a>(span: &tracing::Span, traceparents: impl IntoIterator<Item = &'a str>, max: usize) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if span.is_disabled() {
+        return;
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for tp in traceparents {
+        if seen.len() >= max {
+            break;
+        }
+        if seen.contains(&tp) {
+            continue;
+        }
+        seen.push(tp);
+        if let Some(sc) = span_context(tp) {
+            span.add_link(sc);
+        }
+    }
+}
+
+/// Makes `span` a child of the span a stored `traceparent` names (a webhook
+/// delivery of the request's event); no-op without a valid one.
+pub fn set_parent_traceparent(span: &tracing::Span, traceparent: Option<&str>) {
+    if let Some(tp) = traceparent
+        && span_context(tp).is_some()
+    {
+        set_parent_from_headers(span, [("traceparent", tp)]);
+    }
+}
+
 /// The current span's trace id (16 bytes), when a trace is being recorded.
 pub fn current_trace_id() -> Option<[u8; 16]> {
     use opentelemetry::trace::TraceContextExt as _;
