@@ -49,6 +49,9 @@ struct Cli {
     /// Same as -o json
     #[arg(long, global = true, hide = true)]
     json: bool,
+    /// Colour tables and errors: auto (on a terminal, unless NO_COLOR is set), always, never
+    #[arg(long = "color", value_enum, default_value = "auto", global = true)]
+    color: output::ColorChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -555,7 +558,7 @@ fn main() -> std::process::ExitCode {
         }
         Err(e) => {
             // One readable line with its causes, never a backtrace.
-            eprintln!("error: {e:#}");
+            eprintln!("{} {e:#}", output::error_prefix());
             let exit = e.chain().find_map(|c| c.downcast_ref::<Failure>()).map_or(1, |f| f.exit);
             std::process::ExitCode::from(exit)
         }
@@ -564,6 +567,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run() -> Result<()> {
     let cli = Cli::parse();
+    output::set_colour(cli.color);
     let format = if cli.json { Format::Json } else { cli.output };
     // Commands that need no server.
     match &cli.command {

@@ -2,9 +2,62 @@
 //! people; `-o wide` adds columns; `-o json` and `-o yaml` give the API's
 //! whole answer for scripts.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
+
+/// `--color`: when tables and errors are coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set or TERM is dumb
+    Auto,
+    Always,
+    Never,
+}
+
+/// Whether stdout's tables are coloured (decided once at start).
+static COLOUR_OUT: AtomicBool = AtomicBool::new(false);
+/// Whether stderr's error line is coloured.
+static COLOUR_ERR: AtomicBool = AtomicBool::new(false);
+
+/// Decides, once, whether to colour: `auto` colours a stream only when it is
+/// a terminal, `NO_COLOR` is unset or empty, and `TERM` is not `dumb`.
+pub(crate) fn set_colour(choice: ColorChoice) {
+    let allowed = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
+    let (out, err) = match choice {
+        ColorChoice::Always => (true, true),
+        ColorChoice::Never => (false, false),
+        ColorChoice::Auto => (allowed && std::io::stdout().is_terminal(), allowed && std::io::stderr().is_terminal()),
+    };
+    COLOUR_OUT.store(out, Ordering::Relaxed);
+    COLOUR_ERR.store(err, Ordering::Relaxed);
+}
+
+/// The error line's `error:` prefix, red when stderr is coloured.
+pub(crate) fn error_prefix() -> &'static str {
+    if COLOUR_ERR.load(Ordering::Relaxed) { "\x1b[1;31merror:\x1b[0m" } else { "error:" }
+}
+
+const BOLD: &str = "\x1b[1m";
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[31m";
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+/// The colour of a cell that names a state, if it does: green for healthy,
+/// yellow for in between, red for broken, dim for over.
+fn state_colour(cell: &str) -> Option<&'static str> {
+    match cell {
+        "up" | "active" | "open" | "caught up" | "delivered" | "ready" => Some(GREEN),
+        "draining" | "catching up" | "pending" | "rebuild requested" | "joining" | "requested" => Some(YELLOW),
+        "lost" | "stale" | "dead" | "down" | "disabled" | "failed" => Some(RED),
+        "closed" | "left" | "deregistered" => Some(DIM),
+        _ => None,
+    }
+}
 
 /// `-o`: the output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,21 +115,47 @@ pub(crate) fn list(
     table(out, &rows)
 }
 
-/// Left-aligned columns two spaces apart, no trailing blanks.
+/// Left-aligned columns two spaces apart, no trailing blanks; coloured
+/// (bold headings, states by health) when stdout is (see [`set_colour`]).
 pub(crate) fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    for line in render(rows, COLOUR_OUT.load(Ordering::Relaxed)) {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// The lines of [`table`]; widths count what is visible, never the colour codes.
+fn render(rows: &[Vec<String>], colour: bool) -> Vec<String> {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |cell| cell.chars().count())).max().unwrap_or(0))
         .collect();
-    for r in rows {
+    let mut lines = Vec::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
         let mut line = String::new();
+        let mut pending_blanks = 0;
         for (cell, w) in r.iter().zip(&widths) {
-            line.push_str(cell);
-            line.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count()) + 2));
+            line.extend(std::iter::repeat_n(' ', pending_blanks));
+            let code = if !colour {
+                None
+            } else if i == 0 {
+                Some(BOLD)
+            } else {
+                state_colour(cell)
+            };
+            match code {
+                Some(code) if !cell.is_empty() => {
+                    line.push_str(code);
+                    line.push_str(cell);
+                    line.push_str(RESET);
+                }
+                _ => line.push_str(cell),
+            }
+            pending_blanks = w.saturating_sub(cell.chars().count()) + 2;
         }
-        writeln!(out, "{}", line.trim_end())?;
+        lines.push(line);
     }
-    Ok(())
+    lines
 }
 
 /// A cell: strings bare, null as `-`, the rest as JSON.
@@ -267,6 +346,36 @@ tags:
         for s in ["rm_0193", "room.created", "http://127.0.0.1:7880/x", "a b", "node-dev", "/v1/rooms"] {
             assert_eq!(yaml_string(s), s);
         }
+    }
+
+    #[test]
+    fn colours_mark_headings_and_states_without_moving_columns() {
+        let rows = vec![
+            vec!["NODE".to_owned(), "STATE".to_owned(), "SESSIONS".to_owned()],
+            vec!["node-a".to_owned(), "up".to_owned(), "3".to_owned()],
+            vec!["node-bb".to_owned(), "lost".to_owned(), "0".to_owned()],
+        ];
+        let plain = super::render(&rows, false);
+        let coloured = super::render(&rows, true);
+        assert_eq!(plain[1], "node-a   up     3");
+        assert_eq!(coloured[0], "\x1b[1mNODE\x1b[0m     \x1b[1mSTATE\x1b[0m  \x1b[1mSESSIONS\x1b[0m");
+        assert_eq!(coloured[1], "node-a   \x1b[32mup\x1b[0m     3");
+        assert_eq!(coloured[2], "node-bb  \x1b[31mlost\x1b[0m   0");
+        // Without the codes, the coloured lines are the plain ones.
+        let strip = |l: &str| {
+            let mut out = String::new();
+            let mut in_code = false;
+            for c in l.chars() {
+                match (in_code, c) {
+                    (false, '\x1b') => in_code = true,
+                    (true, 'm') => in_code = false,
+                    (false, c) => out.push(c),
+                    _ => {}
+                }
+            }
+            out
+        };
+        assert_eq!(coloured.iter().map(|l| strip(l)).collect::<Vec<_>>(), plain);
     }
 
     #[test]

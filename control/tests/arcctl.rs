@@ -3,7 +3,8 @@
 //! follow, and the exit codes of its failures; participants and nodes with
 //! their tables (`-o wide`) and documents (`-o json`, `-o yaml`); a context
 //! from the config file in place of flags; an online rebuild of a read model
-//! followed to its end.
+//! followed to its end; and its outputs against snapshot files
+//! (`tests/snapshots/arcctl/`, `ARC_UPDATE_SNAPSHOTS=1` rewrites them).
 
 mod common;
 
@@ -284,4 +285,133 @@ fn rebuild_online(base: &str, rooms: &[String]) {
     assert_eq!(one["caught_up"], true, "{one}");
     assert_eq!(arcctl(base, ADMIN_KEY, &["projections", "rebuild", "moons"]).status.code(), Some(5));
     assert_eq!(arcctl(base, ADMIN_KEY, &["projections", "status", "moons"]).status.code(), Some(5));
+}
+
+/// Ids, secrets and times vary from run to run: each is replaced by a
+/// placeholder of the same length (so table columns keep their widths) —
+/// 32 hex digits after an id's `_` by `x`s, UUIDs by `x`s, the digits of
+/// RFC 3339 times by `0`s.
+fn redact(text: &str) -> String {
+    let b: Vec<char> = text.chars().collect();
+    let mut out = b.clone();
+    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    let mut i = 0;
+    while i < b.len() {
+        // `<prefix>_` + 32 hex (room, app, participant, … ids).
+        if b[i] == '_' && i + 33 <= b.len() && b[i + 1..i + 33].iter().all(|c| hex(*c)) {
+            out[i + 1..i + 33].fill('x');
+            i += 33;
+            continue;
+        }
+        // A UUID: 8-4-4-4-12 hex.
+        let uuid = [8, 4, 4, 4, 12];
+        if i + 36 <= b.len() && (i == 0 || !hex(b[i - 1])) {
+            let mut j = i;
+            let ok = uuid.iter().enumerate().all(|(n, len)| {
+                let run = b[j..j + len].iter().all(|c| hex(*c));
+                j += len;
+                let sep = n == 4 || (j < b.len() && b[j] == '-');
+                j += usize::from(n < 4);
+                run && sep
+            });
+            if ok {
+                for c in &mut out[i..i + 36] {
+                    if *c != '-' {
+                        *c = 'x';
+                    }
+                }
+                i += 36;
+                continue;
+            }
+        }
+        // An RFC 3339 time: YYYY-MM-DDTHH:MM:SS, then its fraction and offset digits.
+        let shape = "0000-00-00T00:00:00";
+        if i + shape.len() <= b.len()
+            && shape.chars().zip(&b[i..]).all(|(s, c)| if s == '0' { c.is_ascii_digit() } else { s == *c })
+        {
+            let mut j = i;
+            while j < b.len() && (b[j].is_ascii_digit() || "-T:.+Z".contains(b[j])) {
+                if b[j].is_ascii_digit() {
+                    out[j] = '0';
+                }
+                j += 1;
+            }
+            i = j;
+            continue;
+        }
+        i += 1;
+    }
+    out.into_iter().collect()
+}
+
+/// A table's rows in a stable order (ids decide the server's order, and ids
+/// are random): the heading first, then the redacted rows sorted.
+fn stable_table(text: &str) -> String {
+    let redacted = redact(text);
+    let mut lines: Vec<&str> = redacted.lines().collect();
+    if lines.len() > 2 {
+        lines[1..].sort_unstable();
+    }
+    lines.join("\n") + "\n"
+}
+
+/// Compares `got` with `control/tests/snapshots/arcctl/<name>.txt`;
+/// `ARC_UPDATE_SNAPSHOTS=1` writes it instead.
+fn snapshot(name: &str, got: &str) {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/arcctl").join(format!("{name}.txt"));
+    if std::env::var_os("ARC_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("snapshot dir");
+        std::fs::write(&path, got).expect("write snapshot");
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (ARC_UPDATE_SNAPSHOTS=1 writes it)", path.display()));
+    assert!(
+        want == got,
+        "arcctl's {name} changed (ARC_UPDATE_SNAPSHOTS=1 accepts it):\n--- want\n{want}--- got\n{got}"
+    );
+}
+
+/// Tables, documents, colours and an error line of the real binary, each
+/// against a file beside this test (ids and times redacted): what a change
+/// to arcctl's output does is seen in the diff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_match_their_snapshots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mode = Mode::Embedded { data_dir: dir.path().to_path_buf() };
+    let server = start(&mode);
+    let base = server.base.clone();
+    let app = create_app(&base, ADMIN_KEY, "snap").await;
+    for room in ["alpha", "beta"] {
+        ok(&arcctl(&base, ADMIN_KEY, &["rooms", "create", "--app", &app.0, room]));
+    }
+    let http = reqwest::Client::new();
+    for who in ["alice", "bob"] {
+        let token = common::mint_token(&base, &app, who, "alpha", serde_json::json!({"join": true})).await;
+        let r = http.post(format!("{base}/v1/join")).bearer_auth(token).send().await.expect("join");
+        assert_eq!(r.status(), 201);
+    }
+    common::wait_caught_up(&base).await;
+    let room = common::room_id(&base, &app, "alpha").await.expect("room id");
+    let run = |args: &[&str]| ok(&arcctl(&base, ADMIN_KEY, args));
+
+    snapshot("rooms-list", &stable_table(&run(&["rooms", "list", "--app", &app.0])));
+    snapshot("rooms-list-wide", &stable_table(&run(&["rooms", "list", "--app", &app.0, "-o", "wide"])));
+    snapshot("participants-list", &stable_table(&run(&["participants", "list", &room])));
+    snapshot("participants-list-wide", &stable_table(&run(&["participants", "list", &room, "-o", "wide"])));
+    snapshot("participants-show", &redact(&run(&["participants", "show", &room, "alice"])));
+    let json: Value = serde_json::from_str(&run(&["participants", "list", &room, "-o", "json"])).expect("json");
+    let mut people = json["participants"].as_array().cloned().unwrap_or_default();
+    people.sort_by_key(|p| p["identity"].to_string());
+    let people = serde_json::to_string_pretty(&serde_json::json!({ "participants": people })).expect("json");
+    snapshot("participants-list-json", &(redact(&people) + "\n"));
+    snapshot("apps-list", &stable_table(&run(&["apps", "list"])));
+    snapshot("projections-list", &stable_table(&run(&["projections", "list"])));
+    snapshot("projections-list-color", &stable_table(&run(&["projections", "list", "--color", "always"])));
+    let missing = arcctl(&base, ADMIN_KEY, &["--color", "always", "participants", "show", &room, "nobody"]);
+    assert_eq!(missing.status.code(), Some(5));
+    snapshot("error-color", &redact(&String::from_utf8_lossy(&missing.stderr)));
+    // NO_COLOR wins over a terminal, and a pipe (as here) is never coloured.
+    assert!(!run(&["projections", "list"]).contains('\u{1b}'));
 }
