@@ -140,7 +140,15 @@ async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
     for node in [&a, b.as_ref().expect("b runs")] {
         let ready = http().get(node.metrics.replace("/metrics", "/readyz")).send().await.expect("readyz");
         assert_eq!(ready.status(), 200, "{} is ready", node.id);
-        let text = http().get(&node.metrics).send().await.expect("metrics").text().await.expect("body");
+        let text = http()
+            .get(&node.metrics)
+            .header("accept", "application/openmetrics-text; version=1.0.0")
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
         assert!(text.trim_end().ends_with("# EOF"), "{}: an OpenMetrics exposition", node.id);
         let value = |name: &str| {
             text.lines()

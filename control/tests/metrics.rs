@@ -1,5 +1,6 @@
 //! `/metrics` on a running arc-control (embedded, and on NATS + PostgreSQL):
-//! the exposition parses line by line, carries the families it documents,
+//! the exposition parses line by line, passes `promtool check metrics`
+//! (and so does the embedded node's), carries the families it documents,
 //! and its figures move with what clients do (rooms opened, joins, requests,
 //! appends to the log).
 
@@ -41,12 +42,44 @@ fn sum(samples: &HashMap<String, f64>, prefix: &str, contains: &[&str]) -> f64 {
         .sum()
 }
 
+/// Scrapes as Prometheus does (asking for OpenMetrics).
 async fn scrape(base: &str) -> HashMap<String, f64> {
-    let r = reqwest::get(format!("{base}/metrics")).await.expect("scrape");
+    let r = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5")
+        .send()
+        .await
+        .expect("scrape");
     assert_eq!(r.status(), 200);
     let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     assert!(ct.starts_with("application/openmetrics-text"), "content type {ct}");
     parse(&r.text().await.expect("body"))
+}
+
+/// Without an `Accept` for OpenMetrics (curl, promtool) the exposition is
+/// the Prometheus text format, and `promtool check metrics` (Prometheus'
+/// own linter: names, suffixes, units, help texts) finds nothing in it.
+async fn promtool_finds_nothing(url: &str) {
+    let r = reqwest::get(url).await.expect("scrape");
+    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "content type {ct}");
+    let text = r.text().await.expect("body");
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/services install installs it)");
+    use std::io::Write as _;
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write the exposition");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics on {url}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 async fn metrics_move_with_the_platform(mode: Mode) {
@@ -109,7 +142,9 @@ async fn metrics_move_with_the_platform(mode: Mode) {
     assert!(after.get("arc_process_resident_memory_bytes").is_some_and(|v| *v > 1e6));
     // `dev` carries a media node: its own exposition is beside arc-control's,
     // where a separate arc-media serves it (`/media/metrics`, `/media/readyz`).
+    promtool_finds_nothing(&format!("{base}/metrics")).await;
     if matches!(mode, Mode::Embedded { .. }) {
+        promtool_finds_nothing(&format!("{base}/media/metrics")).await;
         let media = scrape(&format!("{base}/media")).await;
         assert_eq!(media.get("arc_media_sessions"), Some(&0.0), "{media:?}");
         assert_eq!(media.get("arc_media_draining"), Some(&0.0), "{media:?}");

@@ -227,18 +227,17 @@ struct Shared {
     log: Arc<dyn EventLog>,
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+/// OpenMetrics when the scraper's `Accept` asks for it (Prometheus does),
+/// else the Prometheus text format 0.0.4 (curl, promtool).
+async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
     let stats = s.media.stats().await;
     s.metrics.update(&stats, &s.media.sessions_per_worker(), s.media.is_draining());
-    let mut body = String::new();
-    if prometheus_client::encoding::text::encode(&mut body, &s.metrics.registry).is_err() {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let Ok((content_type, body)) = arc_telemetry::exposition(&s.metrics.registry, accept) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "encoding the metrics failed").into_response();
-    }
+    };
     let mut response = body.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

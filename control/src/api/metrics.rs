@@ -197,17 +197,18 @@ pub(crate) async fn track(State(state): State<Arc<ApiState>>, req: Request, next
     response
 }
 
-/// Prometheus metrics (OpenMetrics text): HTTP requests and latency by
+/// Prometheus metrics — OpenMetrics when the scraper's `Accept` asks for it
+/// (Prometheus does), else the Prometheus text format 0.0.4: HTTP requests and latency by
 /// route, open rooms, participants, tracks, nodes by state, webhook
 /// deliveries by state, the log's head
 /// and each projection's progress, process CPU and memory. No credentials
 /// (like `/healthz`); no per-room or per-participant labels.
 #[utoipa::path(get, path = "/metrics", tag = "status",
     responses(
-        (status = 200, description = "The exposition", body = String, content_type = "application/openmetrics-text"),
+        (status = 200, description = "The exposition", content((String = "application/openmetrics-text"), (String = "text/plain"))),
         (status = 503, description = "The read models are unreachable", body = super::error::ErrorBody),
     ))]
-pub(crate) async fn metrics(State(state): State<Arc<ApiState>>) -> ApiResult<Response> {
+pub(crate) async fn metrics(State(state): State<Arc<ApiState>>, headers: axum::http::HeaderMap) -> ApiResult<Response> {
     let m = &state.metrics;
     let g = crate::usecase::queries::gauges(&state.db).await?;
     m.rooms_open.set(g.rooms_open);
@@ -236,13 +237,10 @@ pub(crate) async fn metrics(State(state): State<Arc<ApiState>>) -> ApiResult<Res
         m.projection_caught_up.get_or_create(&labels).set(i64::from(head.is_some_and(|h| c.position >= h)));
     }
     m.process.update();
-    let mut body = String::new();
-    prometheus_client::encoding::text::encode(&mut body, &m.registry)
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = arc_telemetry::exposition(&m.registry, accept)
         .map_err(|_| super::error::ApiError::internal("encoding the metrics"))?;
     let mut response = body.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(response)
 }

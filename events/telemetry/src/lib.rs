@@ -259,6 +259,74 @@ pub fn init(service: &'static str, default_filter: &str) -> Result<Telemetry, St
     Ok(Telemetry { provider })
 }
 
+/// `Content-Type` of the OpenMetrics exposition.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// `Content-Type` of the Prometheus text exposition (format 0.0.4).
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Encodes `registry` for a scraper: OpenMetrics when its `Accept` asks for
+/// it (Prometheus does), else the Prometheus text format 0.0.4 (curl,
+/// `promtool check metrics`, older scrapers). Returns (content type, body).
+pub fn exposition(
+    registry: &prometheus_client::registry::Registry,
+    accept: Option<&str>,
+) -> Result<(&'static str, String), std::fmt::Error> {
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, registry)?;
+    if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+        Ok((OPENMETRICS_CONTENT_TYPE, body))
+    } else {
+        Ok((PROMETHEUS_TEXT_CONTENT_TYPE, openmetrics_to_text(&body)))
+    }
+}
+
+/// The Prometheus text format (0.0.4) of an OpenMetrics exposition: a
+/// counter's `HELP` and `TYPE` name its `_total` samples, `UNIT` lines and
+/// `# EOF` go (the older format has neither), samples stay as they are.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(l.trim_end()),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod exposition_tests {
+    #[test]
+    fn counters_are_named_by_their_samples_and_openmetrics_only_lines_go() {
+        let om = "# HELP arc_requests Requests.\n# TYPE arc_requests counter\narc_requests_total{route=\"/\"} 3\n\
+                  # HELP arc_up Up.\n# TYPE arc_up gauge\narc_up 1\n\
+                  # HELP arc_wait_seconds Wait.\n# TYPE arc_wait_seconds histogram\n# UNIT arc_wait_seconds seconds\n\
+                  arc_wait_seconds_sum 0.5\narc_wait_seconds_count 1\narc_wait_seconds_bucket{le=\"+Inf\"} 1\n# EOF\n";
+        let text = super::openmetrics_to_text(om);
+        assert_eq!(
+            text,
+            "# HELP arc_requests_total Requests.\n# TYPE arc_requests_total counter\narc_requests_total{route=\"/\"} 3\n\
+             # HELP arc_up Up.\n# TYPE arc_up gauge\narc_up 1\n\
+             # HELP arc_wait_seconds Wait.\n# TYPE arc_wait_seconds histogram\n\
+             arc_wait_seconds_sum 0.5\narc_wait_seconds_count 1\narc_wait_seconds_bucket{le=\"+Inf\"} 1\n"
+        );
+    }
+}
+
 /// The W3C trace context of the current span (`traceparent`, and
 /// `tracestate` when set), to send along with a request; empty when no
 /// trace is being recorded.
