@@ -6,7 +6,8 @@
 //! the events the request appended carry it as their correlation id (and
 //! its `traceparent`): the projections' batches link to the trace and its
 //! webhook deliveries are spans in it. The
-//! collector is an in-process OTLP/HTTP receiver (protobuf).
+//! collector is an in-process OTLP/HTTP receiver (protobuf), over http and,
+//! trusted through `ARC_OTLP_CA_FILE`, over https.
 
 mod common;
 
@@ -40,6 +41,57 @@ fn hex(bytes: &[u8]) -> String {
 
 /// An OTLP/HTTP receiver on loopback: its base URL and what it received.
 async fn collector() -> (String, Arc<Mutex<Vec<Got>>>) {
+    let (app, got) = collector_app();
+    (common::serve_local(app).await, got)
+}
+
+/// An `axum::serve` listener that terminates TLS (failed handshakes are skipped).
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else { continue };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// The receiver behind TLS with a fresh self-signed certificate for
+/// `localhost`: its base URL, what it received, the certificate's PEM.
+async fn tls_collector() -> (String, Arc<Mutex<Vec<Got>>>, String) {
+    let (app, got) = collector_app();
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let cert_pem = key.cert.pem();
+    let private = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).expect("key der");
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(vec![key.cert.der().clone()], private)
+        .expect("server config");
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = tcp.local_addr().expect("addr").port();
+    let listener = TlsListener { tcp, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)) };
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("https://localhost:{port}"), got, cert_pem)
+}
+
+fn collector_app() -> (axum::Router, Arc<Mutex<Vec<Got>>>) {
     let got: Arc<Mutex<Vec<Got>>> = Arc::default();
     let sink = got.clone();
     let app = axum::Router::new().route(
@@ -80,8 +132,7 @@ async fn collector() -> (String, Arc<Mutex<Vec<Got>>>) {
             }
         }),
     );
-    let base = common::serve_local(app).await;
-    (base, got)
+    (app, got)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,4 +245,47 @@ async fn one_whip_request_is_one_trace_across_control_and_node() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// An https collector: its certificate is verified against the system's
+/// roots plus `ARC_OTLP_CA_FILE`; with that file naming its CA, spans
+/// arrive; a CA file that holds no certificate stops the start with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_reach_an_https_collector_trusted_through_the_ca_file() {
+    let (otlp, spans, ca_pem) = tls_collector().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("otlp-ca.pem");
+    std::fs::write(&ca, &ca_pem).expect("write the CA");
+    let ca = ca.display().to_string();
+    let otel =
+        [("ARC_OTLP_ENDPOINT", otlp.as_str()), ("ARC_OTLP_CA_FILE", ca.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let mode = common::Mode::Embedded { data_dir: dir.path().join("data") };
+    let server = start_with_env(&mode, &[], &otel);
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/apps", server.base))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("a request");
+    assert_eq!(resp.status(), 200);
+    let trace_id = resp.headers().get("arc-trace-id").and_then(|v| v.to_str().ok()).expect("a trace").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !spans.lock().expect("lock").iter().any(|s| s.trace_id == trace_id && s.service == "arc-control") {
+        assert!(Instant::now() < deadline, "the request's span over https within 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(server);
+
+    let bad = dir.path().join("not-a-ca.pem");
+    std::fs::write(&bad, "not a certificate").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arc-control"))
+        .arg("dev")
+        .args(mode.args(None))
+        .env("ARC_OTLP_ENDPOINT", &otlp)
+        .env("ARC_OTLP_CA_FILE", &bad)
+        .output()
+        .expect("run arc-control");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a CA file without a certificate is refused");
+    assert!(stderr.contains("ARC_OTLP_CA_FILE") && stderr.contains("no PEM certificate"), "{stderr}");
 }

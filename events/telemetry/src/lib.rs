@@ -159,22 +159,94 @@ impl Drop for Telemetry {
     }
 }
 
+/// Where spans go: the OTLP/HTTP traces URL and the CA certificates (PEM)
+/// to trust for an https collector besides the system's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OtlpTarget {
+    url: String,
+    ca_pem: Option<Vec<u8>>,
+}
+
 /// The OTLP/HTTP base URL: `ARC_OTLP_ENDPOINT`, else the standard
-/// `OTEL_EXPORTER_OTLP_ENDPOINT`; spans go to `<base>/v1/traces`.
-fn otlp_endpoint() -> Result<Option<String>, String> {
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`; spans go to `<base>/v1/traces`. An https
+/// collector is verified against the system's roots plus `ARC_OTLP_CA_FILE`
+/// (else the standard `OTEL_EXPORTER_OTLP_CERTIFICATE`) when set.
+fn otlp_target() -> Result<Option<OtlpTarget>, String> {
     let (var, value) = match (std::env::var("ARC_OTLP_ENDPOINT"), std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
         (Ok(v), _) if !v.trim().is_empty() => ("ARC_OTLP_ENDPOINT", v),
         (_, Ok(v)) if !v.trim().is_empty() => ("OTEL_EXPORTER_OTLP_ENDPOINT", v),
         _ => return Ok(None),
     };
     let base = value.trim().trim_end_matches('/');
-    match base.split_once("://") {
-        Some(("http", rest)) if !rest.is_empty() => Ok(Some(format!("{base}/v1/traces"))),
-        Some(("https", _)) => Err(format!(
-            "{var}={value:?}: https is not supported yet; point it at the collector's OTLP/HTTP receiver over http \
-             (a local agent or a private address)"
-        )),
-        _ => Err(format!("{var}={value:?}: expected http://host:port (OTLP/HTTP, protobuf)")),
+    let url = match base.split_once("://") {
+        Some(("http" | "https", rest)) if !rest.is_empty() => format!("{base}/v1/traces"),
+        _ => {
+            return Err(format!(
+                "{var}={value:?}: expected http://host:port or https://host:port (OTLP/HTTP, protobuf)"
+            ));
+        }
+    };
+    let ca = match (std::env::var("ARC_OTLP_CA_FILE"), std::env::var("OTEL_EXPORTER_OTLP_CERTIFICATE")) {
+        (Ok(v), _) if !v.trim().is_empty() => Some(("ARC_OTLP_CA_FILE", v)),
+        (_, Ok(v)) if !v.trim().is_empty() => Some(("OTEL_EXPORTER_OTLP_CERTIFICATE", v)),
+        _ => None,
+    };
+    let ca_pem = match ca {
+        None => None,
+        Some((ca_var, path)) => {
+            let pem = std::fs::read(path.trim()).map_err(|e| format!("{ca_var}={path:?}: {e}"))?;
+            if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |certs| certs.is_empty()) {
+                return Err(format!("{ca_var}={path:?}: no PEM certificate in it"));
+            }
+            Some(pem)
+        }
+    };
+    Ok(Some(OtlpTarget { url, ca_pem }))
+}
+
+/// The exporter's HTTP client: the workspace's reqwest (rustls), blocking,
+/// because the batch span processor exports from its own thread.
+#[derive(Debug)]
+struct OtlpClient(reqwest::blocking::Client);
+
+/// Largest collector answer read (it is a small protobuf or nothing).
+const OTLP_ANSWER_BYTES_MAX: u64 = 1 << 20;
+
+impl OtlpClient {
+    fn new(target: &OtlpTarget, timeout: std::time::Duration) -> Result<Self, String> {
+        let mut builder = reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("arc/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &target.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("the OTLP CA file: {e}"))? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        builder.build().map(Self).map_err(|e| format!("the OTLP client: {e}"))
+    }
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for OtlpClient {
+    async fn send_bytes(
+        &self,
+        request: opentelemetry_http::Request<opentelemetry_http::Bytes>,
+    ) -> Result<opentelemetry_http::Response<opentelemetry_http::Bytes>, opentelemetry_http::HttpError> {
+        use std::io::Read as _;
+        let (parts, body) = request.into_parts();
+        let mut req = self.0.request(parts.method, parts.uri.to_string()).body(body.to_vec());
+        for (name, value) in &parts.headers {
+            req = req.header(name, value);
+        }
+        let mut response = req.send()?;
+        let status = response.status();
+        let headers = std::mem::take(response.headers_mut());
+        let mut body = Vec::new();
+        response.take(OTLP_ANSWER_BYTES_MAX).read_to_end(&mut body)?;
+        let mut answer = opentelemetry_http::Response::builder().status(status).body(body.into())?;
+        *answer.headers_mut() = headers;
+        Ok(answer)
     }
 }
 
@@ -209,18 +281,21 @@ pub fn init(service: &'static str, default_filter: &str) -> Result<Telemetry, St
             .boxed(),
     };
 
-    let endpoint = otlp_endpoint()?;
-    let provider = match endpoint.clone() {
+    let target = otlp_target()?;
+    let endpoint = target.as_ref().map(|t| t.url.clone());
+    let provider = match target {
         None => None,
-        Some(endpoint) => {
+        Some(target) => {
             use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+            let timeout = std::time::Duration::from_secs(5);
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
-                .with_endpoint(endpoint.clone())
-                .with_timeout(std::time::Duration::from_secs(5))
+                .with_http_client(OtlpClient::new(&target, timeout)?)
+                .with_endpoint(target.url.clone())
+                .with_timeout(timeout)
                 .with_headers(std::collections::HashMap::new())
                 .build()
-                .map_err(|e| format!("the OTLP exporter for {endpoint}: {e}"))?;
+                .map_err(|e| format!("the OTLP exporter for {}: {e}", target.url))?;
             let mut resource = opentelemetry_sdk::Resource::builder();
             if std::env::var("OTEL_SERVICE_NAME").map_or(true, |v| v.trim().is_empty()) {
                 resource = resource.with_service_name(service);
