@@ -159,6 +159,7 @@ async fn rooms_spread_over_two_nodes_and_move_when_one_dies() {
         assert!(value("arc_media_packets_out_total ") > 100.0, "{}: media went out", node.id);
         assert!(value("arc_media_srtp_own_packets_total ") > 100.0, "{}: through Arc's own egress", node.id);
         assert_eq!(value("arc_media_draining "), 0.0);
+        value("arc_media_subscriptions ");
         assert!(text.lines().any(|l| l.starts_with("arc_media_worker_sessions{worker=\"0\"}")), "{}", node.id);
         // Connection quality from the players' receiver reports (Chromium
         // answers Arc's sender reports): round trips on loopback are short.

@@ -127,6 +127,8 @@ async fn metrics_move_with_the_platform(mode: Mode) {
     let caught_up: Vec<_> = after.iter().filter(|(k, _)| k.starts_with("arc_projection_caught_up{")).collect();
     assert!(caught_up.len() >= 6, "{caught_up:?}");
     assert!(caught_up.iter().all(|(_, v)| **v == 1.0), "{caught_up:?}");
+    let lag: Vec<_> = after.iter().filter(|(k, _)| k.starts_with("arc_projection_lag_events{")).collect();
+    assert!(lag.len() >= 6 && lag.iter().all(|(_, v)| **v == 0.0), "caught up: no events behind: {lag:?}");
     assert!(after.get("arc_log_head_position").is_some_and(|v| *v > 0.0));
     // This instance's appends: counted by outcome, their events, and timed.
     let ok = sum(&after, "arc_log_appends_total{", &["outcome=\"ok\""]);
@@ -147,6 +149,7 @@ async fn metrics_move_with_the_platform(mode: Mode) {
         promtool_finds_nothing(&format!("{base}/media/metrics")).await;
         let media = scrape(&format!("{base}/media")).await;
         assert_eq!(media.get("arc_media_sessions"), Some(&0.0), "{media:?}");
+        assert_eq!(media.get("arc_media_subscriptions"), Some(&0.0), "{media:?}");
         assert_eq!(media.get("arc_media_draining"), Some(&0.0), "{media:?}");
         assert!(media.contains_key("arc_media_round_trip_seconds_count"), "{media:?}");
         let ready = reqwest::get(format!("{base}/media/readyz")).await.expect("readyz");

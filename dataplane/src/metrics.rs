@@ -96,6 +96,7 @@ struct Metrics {
     srtp_rtc_legs: Gauge,
     sessions: Gauge,
     tracks: Gauge,
+    subscriptions: Gauge,
     worker_sessions: Family<WorkerLabels, Gauge>,
     draining: Gauge,
     lost: Family<DirectionLabels, Counter>,
@@ -138,6 +139,7 @@ impl Metrics {
         let srtp_rtc_legs = gauge("srtp_rtc_legs", "Legs whose media rtc protects (not Arc's own egress)");
         let sessions = gauge("sessions", "Sessions open");
         let tracks = gauge("tracks", "Published tracks carried");
+        let subscriptions = gauge("subscriptions", "Subscriber streams (one per player and track it receives)");
         let draining = gauge("draining", "1 while the node drains (takes no new rooms)");
         let worker_sessions = Family::<WorkerLabels, Gauge>::default();
         registry.register("worker_sessions", "Sessions open on each worker", worker_sessions.clone());
@@ -177,6 +179,7 @@ impl Metrics {
             srtp_rtc_legs,
             sessions,
             tracks,
+            subscriptions,
             worker_sessions,
             draining,
             lost,
@@ -208,6 +211,7 @@ impl Metrics {
         self.srtp_rtc_legs.set(gauge(s.srtp_rtc_legs));
         self.sessions.set(gauge(s.sessions));
         self.tracks.set(gauge(s.tracks));
+        self.subscriptions.set(gauge(s.subscriptions));
         for (w, n) in per_worker.iter().enumerate() {
             self.worker_sessions.get_or_create(&WorkerLabels { worker: w.to_string() }).set(gauge(*n));
         }

@@ -73,6 +73,7 @@ pub struct Metrics {
     projection_position: Family<ProjectionLabels, Gauge>,
     projection_events: Family<ProjectionLabels, Gauge>,
     projection_caught_up: Family<ProjectionLabels, Gauge>,
+    projection_lag: Family<ProjectionLabels, Gauge>,
     projection_failures: Family<ProjectionLabels, Counter>,
     process: arc_telemetry::ProcessMetrics,
 }
@@ -139,6 +140,12 @@ impl Metrics {
             "1 when the projection has applied the log's head, else 0",
             projection_caught_up.clone(),
         );
+        let projection_lag = Family::<ProjectionLabels, Gauge>::default();
+        registry.register(
+            "projection_lag_events",
+            "Events between each projection's position and the log's head, counted up to 10000 (absent while the log is unreachable)",
+            projection_lag.clone(),
+        );
         let projection_failures = Family::<ProjectionLabels, Counter>::default();
         registry.register(
             "projection_failures",
@@ -162,6 +169,7 @@ impl Metrics {
             projection_position,
             projection_events,
             projection_caught_up,
+            projection_lag,
             projection_failures,
             process,
         }
@@ -230,11 +238,33 @@ pub(crate) async fn metrics(State(state): State<Arc<ApiState>>, headers: axum::h
         let c = *p.progress.borrow();
         let labels = ProjectionLabels { projection: p.name };
         let failed = p.failures.snapshot().count;
-        let counter = m.projection_failures.get_or_create(&labels);
-        counter.inc_by(failed.saturating_sub(counter.get()));
+        {
+            // The family's guard must not live across the await below.
+            let counter = m.projection_failures.get_or_create(&labels);
+            counter.inc_by(failed.saturating_sub(counter.get()));
+        }
         m.projection_position.get_or_create(&labels).set(i64::try_from(c.position.0).unwrap_or(i64::MAX));
         m.projection_events.get_or_create(&labels).set(i64::try_from(c.events).unwrap_or(i64::MAX));
         m.projection_caught_up.get_or_create(&labels).set(i64::from(head.is_some_and(|h| c.position >= h)));
+        let lag = match head {
+            Some(h) if c.position >= h => Some(0),
+            Some(h) => tokio::time::timeout(
+                super::STATUS_LOG_WAIT_MAX,
+                crate::usecase::events::count_between(state.log.as_ref(), c.position, h, super::STATUS_BEHIND_MAX),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+            None => None,
+        };
+        match lag {
+            Some(n) => {
+                m.projection_lag.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            None => {
+                m.projection_lag.remove(&labels);
+            }
+        }
     }
     m.process.update();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());

@@ -209,6 +209,8 @@ pub struct MediaStats {
     /// Sessions open.
     pub sessions: u64,
     pub tracks: u64,
+    /// Subscriber streams (one per player and track it receives).
+    pub subscriptions: u64,
     pub packets_in: u64,
     pub packets_out: u64,
     pub bytes_in: u64,
@@ -254,6 +256,7 @@ impl MediaStats {
     pub fn add(&mut self, o: &Self) {
         self.sessions += o.sessions;
         self.tracks += o.tracks;
+        self.subscriptions += o.subscriptions;
         self.packets_in += o.packets_in;
         self.packets_out += o.packets_out;
         self.bytes_in += o.bytes_in;
@@ -459,6 +462,7 @@ impl Engine {
         let mut s = self.stats;
         s.sessions = self.by_id.len() as u64;
         s.tracks = self.forwarder.track_count() as u64;
+        s.subscriptions = self.forwarder.down_count() as u64;
         s.packets_in = f.packets_in;
         s.packets_out = f.packets_out;
         s.bytes_in = f.bytes_in;
