@@ -46,6 +46,9 @@ pub struct Settings {
     pub admin_key: Option<String>,
     /// Seconds between janitor sweeps (idle rooms, silent nodes).
     pub janitor_interval_s: Option<u64>,
+    /// Seconds a signalling socket may stay silent (no message, no pong)
+    /// before its participant is removed (`connection_lost`; default 20).
+    pub signal_timeout_s: Option<u64>,
     /// Master key sealing app secrets (64 hex chars). `dev` generates one into
     /// the data dir when unset; `serve` requires it.
     pub master_key: Option<String>,
@@ -100,6 +103,7 @@ impl Settings {
             database_url: over.database_url.or(self.database_url),
             admin_key: over.admin_key.or(self.admin_key),
             janitor_interval_s: over.janitor_interval_s.or(self.janitor_interval_s),
+            signal_timeout_s: over.signal_timeout_s.or(self.signal_timeout_s),
             master_key: over.master_key.or(self.master_key),
             token_max_ttl_s: over.token_max_ttl_s.or(self.token_max_ttl_s),
             secret_grace_s: over.secret_grace_s.or(self.secret_grace_s),
@@ -157,6 +161,11 @@ impl Settings {
             (_, None) => crate::readdb::ReadDb::sqlite_url(&data_dir),
         };
         let janitor_interval = Duration::from_secs(self.janitor_interval_s.unwrap_or(2).clamp(1, 3600));
+        let signal_timeout_s = self.signal_timeout_s.unwrap_or(20);
+        if !(2..=3600).contains(&signal_timeout_s) {
+            return Err(ControlError::Config(format!("signal_timeout_s must be 2..=3600, not {signal_timeout_s}")));
+        }
+        let signal_timeout = Duration::from_secs(signal_timeout_s);
         let token_max_ttl_s = self.token_max_ttl_s.unwrap_or(TOKEN_MAX_TTL_S_DEFAULT);
         if !(60..=TOKEN_MAX_TTL_S_LIMIT).contains(&token_max_ttl_s) {
             return Err(ControlError::Config(format!(
@@ -220,6 +229,7 @@ impl Settings {
             database_url,
             admin_key: self.admin_key,
             janitor_interval,
+            signal_timeout,
             master_key: self.master_key,
             token_max_ttl_s,
             secret_grace_s,
@@ -272,6 +282,8 @@ pub struct Config {
     pub database_url: String,
     pub admin_key: Option<String>,
     pub janitor_interval: Duration,
+    /// How long a signalling socket may stay silent before its participant is removed.
+    pub signal_timeout: Duration,
     pub master_key: Option<String>,
     pub token_max_ttl_s: u32,
     pub secret_grace_s: u32,

@@ -40,4 +40,5 @@ pub mod metered;
 pub mod projection;
 pub mod readdb;
 pub mod server;
+pub mod signal;
 pub mod usecase;

@@ -57,6 +57,9 @@ struct SettingsArgs {
     /// Seconds between janitor sweeps (idle rooms, silent nodes) [default: 2]
     #[arg(long, global = true, env = "ARC_JANITOR_INTERVAL_S")]
     janitor_interval_s: Option<u64>,
+    /// Seconds a signalling WebSocket may stay silent (no message, no pong) before its participant is removed [default: 20]
+    #[arg(long, global = true, env = "ARC_SIGNAL_TIMEOUT_S")]
+    signal_timeout_s: Option<u64>,
     /// Master key sealing app secrets (64 hex chars); dev generates one into the data dir
     #[arg(long, global = true, env = "ARC_MASTER_KEY", hide_env_values = true)]
     master_key: Option<String>,
@@ -126,6 +129,7 @@ impl SettingsArgs {
             database_url: self.database_url,
             admin_key: self.admin_key,
             janitor_interval_s: self.janitor_interval_s,
+            signal_timeout_s: self.signal_timeout_s,
             master_key: self.master_key,
             token_max_ttl_s: self.token_max_ttl_s,
             secret_grace_s: self.secret_grace_s,

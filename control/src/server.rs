@@ -264,6 +264,9 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         config.janitor_interval,
         leases.lease(crate::janitor::LEASE),
     ));
+    // One follower of the log for every signalling socket of this instance.
+    let signal_hub = crate::signal::Hub::new();
+    tasks.spawn(signal_hub.clone().run(log.clone()));
     let services = Arc::new(crate::usecase::Services {
         log: log.clone(),
         db,
@@ -281,6 +284,8 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         quota: crate::usecase::quota::QuotaTurns::new(
             crate::readdb::lock_pool(&config.database_url, crate::usecase::quota::TURN_CONNECTIONS_MAX).await?,
         ),
+        signal: signal_hub.clone(),
+        signal_timeout: config.signal_timeout,
     });
     let state = Arc::new(ApiState {
         services,

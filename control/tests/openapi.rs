@@ -168,3 +168,37 @@ async fn a_running_server_serves_the_document_and_the_docs_page() {
     let v: Value = response.json().await.expect("json error");
     assert_eq!(v["error"]["code"], "invalid_argument");
 }
+
+/// The signalling protocol's JSON Schemas (`schemas/signal/`) equal the ones
+/// generated from its types.
+#[test]
+fn signal_schemas_match_the_code() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/signal");
+    let generated = arc_control::signal::protocol::schemas();
+    if std::env::var_os("ARC_UPDATE_SCHEMAS").is_some() {
+        std::fs::create_dir_all(&dir).expect("schemas/signal");
+        for entry in std::fs::read_dir(&dir).expect("read schemas/signal") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "json") {
+                std::fs::remove_file(path).expect("remove a stale schema");
+            }
+        }
+        for (name, text) in &generated {
+            std::fs::write(dir.join(name), text).expect("write a schema");
+        }
+        return;
+    }
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}; {REGEN}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    on_disk.sort();
+    let mut names: Vec<String> = generated.iter().map(|(n, _)| n.clone()).collect();
+    names.sort();
+    assert_eq!(on_disk, names, "schemas/signal holds other files; {REGEN}");
+    for (name, text) in &generated {
+        let current = std::fs::read_to_string(dir.join(name)).expect("read a schema");
+        assert!(current == *text, "schemas/signal/{name} is out of date; {REGEN}");
+    }
+}

@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod openapi;
 pub(crate) mod position;
 pub mod rooms;
+pub(crate) mod rtc;
 pub mod trace;
 pub mod whip;
 
@@ -132,6 +133,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/rooms/{room_id}/tracks/{track_id}/mute", post(rooms::mute_track))
         .route("/v1/whip/{room}", post(whip::whip_post))
         .route("/v1/whip/{room}/sessions/{node_id}/{session_id}", patch(whip::whip_patch).delete(whip::whip_delete))
+        .route("/v1/rtc", get(rtc::rtc))
         .route("/v1/whep/{room}", post(whip::whep_post))
         .route("/v1/whep/{room}/sessions/{node_id}/{session_id}", patch(whip::whep_patch).delete(whip::whep_delete))
         .route("/v1/events", get(events::list_events))

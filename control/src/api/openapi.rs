@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{apps, events, rooms, whip};
+use super::{apps, events, rooms, rtc, whip};
 
 const DESCRIPTION: &str = r#"Arc's control plane: apps (AppKey/AppSecret), access tokens, rooms,
 participants, moderation, quotas and webhooks. Every change is an event in
@@ -130,6 +130,7 @@ Answer 2xx to acknowledge."#;
         whip::whip_patch,
         whip::whip_delete,
         whip::whep_post,
+        rtc::rtc,
         whip::whep_patch,
         whip::whep_delete,
         events::list_events,

@@ -52,6 +52,7 @@ pub mod projections;
 pub mod queries;
 pub mod quota;
 pub mod rooms;
+pub mod signal;
 pub mod webhooks;
 
 pub use error::{UseCaseError, UseCaseResult};
@@ -98,6 +99,10 @@ pub struct Services {
     pub fault_skip_node_requests: bool,
     /// Strict quotas: one quota-checked write per app at a time ([`quota`]).
     pub quota: quota::QuotaTurns,
+    /// The log's room, participant and track events, for signalling sockets.
+    pub signal: crate::signal::Hub,
+    /// How long a signalling socket may stay silent before its participant is removed.
+    pub signal_timeout: Duration,
 }
 
 /// A projection this instance runs (as its writer or a follower).

@@ -143,6 +143,16 @@ pub async fn published_tracks(db: &ReadDb, sid: &str) -> UseCaseResult<Vec<Track
     Ok(rows.iter().map(tracks::from_row).collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The tracks published in a room now (at most 10,000).
+pub async fn room_tracks(db: &ReadDb, room_id: &str) -> UseCaseResult<Vec<TrackRow>> {
+    let sql = format!(
+        "SELECT {} FROM tracks WHERE room_id = $1 AND state = 'published' ORDER BY track_id LIMIT 10000",
+        tracks::COLUMNS.join(", ")
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id).fetch_all(&db.pool).await?;
+    Ok(rows.iter().map(tracks::from_row).collect::<Result<Vec<_>, _>>()?)
+}
+
 /// A track by id.
 pub async fn track(db: &ReadDb, track_id: &str) -> UseCaseResult<Option<TrackRow>> {
     let sql = format!("SELECT {} FROM tracks WHERE track_id = $1", tracks::COLUMNS.join(", "));

@@ -1,0 +1,242 @@
+//! `GET /v1/rtc`: the signalling WebSocket of a room's participant
+//! (protocol in `crate::signal::protocol`, schemas in `schemas/signal/`).
+//!
+//! Before the upgrade: the token is verified (`access_token` in the query,
+//! as browsers cannot set headers on a WebSocket, or `Authorization:
+//! Bearer`), the participant joins (a refusal is an HTTP status: 401, 403,
+//! 409, 429), and the room is read from the read models once they hold the
+//! join. After it: the first message is `join`; then each change of the
+//! room that the log records is pushed, folded by the socket's `RoomView`;
+//! the client's requests go through `usecase::signal`. The server pings
+//! every quarter of `--signal-timeout-s`; a socket silent for that long, or
+//! closed without `leave`, ends its session (`connection_lost`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_events::Envelope;
+use arc_events::room::LeaveReason;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use super::ApiState;
+use super::auth::{bearer_token, verify_token};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use crate::signal::protocol::{self, ClientMessage, ServerEnvelope, ServerMessage};
+use crate::signal::view::{After, RoomView};
+use crate::usecase::signal::{self as uc, Joined};
+
+/// Where the token may come from besides the `Authorization` header.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct RtcQuery {
+    /// The participant's access token (browsers cannot set headers on a WebSocket).
+    access_token: Option<String>,
+}
+
+/// The signalling WebSocket: join the token's room and follow it live
+/// (participants, their tracks and metadata, the room's metadata; removal
+/// and closing), set your own metadata, keep alive, leave. Messages are
+/// JSON text, `{"v": 1, "type": …}`, described by `schemas/signal/`.
+#[utoipa::path(get, path = "/v1/rtc", tag = "rooms", params(RtcQuery),
+    responses(
+        (status = 101, description = "Switching protocols: the signalling WebSocket (schemas/signal/client.v1.json, server.v1.json)"),
+        (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),
+        (status = 401, description = "No token, or a bad, expired or revoked one", body = ErrorBody),
+        (status = 403, description = "The token has no join grant, or its app is disabled", body = ErrorBody),
+        (status = 409, description = "The room is closing; retry", body = ErrorBody),
+        (status = 429, description = "A quota or the room's participant limit is reached", body = ErrorBody),
+    ))]
+pub(crate) async fn rtc(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Query(q): Query<RtcQuery>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let token = match q.access_token.as_deref() {
+        Some(t) => t,
+        None => bearer_token(&headers)?,
+    };
+    let (app, claims) = verify_token(&state, token).await?;
+    if !claims.grants.join {
+        return Err(ApiError::forbidden("permission_denied", "the token has no join grant"));
+    }
+    // Subscribed before the snapshot is read: what it misses arrives here.
+    let events = state.signal.subscribe();
+    let joined = uc::join(&state, &app, &claims).await?;
+    state.settle(joined.position).await;
+    let view = match uc::snapshot(&state, joined.room_id.as_str(), joined.sid.as_str()).await {
+        Ok(v) => v,
+        Err(e) => {
+            leave_logged(&state, &joined, LeaveReason::ConnectionLost).await;
+            return Err(e.into());
+        }
+    };
+    let failed = (state.clone(), joined.clone());
+    Ok(ws
+        .max_message_size(protocol::FRAME_BYTES_MAX)
+        .on_failed_upgrade(move |e| {
+            tracing::debug!(error = %e, "signalling upgrade failed");
+            let (state, joined) = failed;
+            tokio::spawn(async move { leave_logged(&state, &joined, LeaveReason::ConnectionLost).await });
+        })
+        .on_upgrade(move |socket| session(state, joined, view, events, socket)))
+}
+
+async fn leave_logged(state: &ApiState, joined: &Joined, reason: LeaveReason) {
+    if let Err(e) = uc::leave(state, joined, reason).await {
+        tracing::warn!(sid = %joined.sid, error = %e, "recording a signalling participant's leave failed");
+    }
+}
+
+/// Close codes: 1000 normal (left, removed, room closed), 1011 server error.
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_ERROR: u16 = 1011;
+
+async fn send(tx: &mut futures::stream::SplitSink<WebSocket, Message>, m: ServerMessage) -> bool {
+    tx.send(Message::Text(ServerEnvelope::text(m).into())).await.is_ok()
+}
+
+async fn close(tx: &mut futures::stream::SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {
+    let _ = tx.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+}
+
+/// One socket's life; ends its session unless the log already did.
+async fn session(
+    state: Arc<ApiState>,
+    joined: Joined,
+    mut view: RoomView,
+    mut events: broadcast::Receiver<Arc<Envelope>>,
+    socket: WebSocket,
+) {
+    let (mut tx, mut rx) = socket.split();
+    let timeout = state.signal_timeout;
+    let mut ping = tokio::time::interval(timeout / 4);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut heard = Instant::now();
+    let greeted = match view.state(true) {
+        Some(m) => send(&mut tx, m).await,
+        None => false,
+    };
+    let end = match greeted {
+        true => loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(e) => {
+                        let (messages, after) = view.fold(&e);
+                        let mut sent = true;
+                        for m in messages {
+                            sent &= send(&mut tx, m).await;
+                        }
+                        if after == After::Close {
+                            close(&mut tx, CLOSE_NORMAL, "session ended").await;
+                            break None;
+                        }
+                        if !sent {
+                            break Some(LeaveReason::ConnectionLost);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // Fell behind the room's changes: send it all again.
+                        tracing::debug!(sid = %joined.sid, missed, "signalling socket lagged; resyncing");
+                        match uc::snapshot(&state, joined.room_id.as_str(), joined.sid.as_str()).await {
+                            Ok(v) => {
+                                view = v;
+                                match view.state(false) {
+                                    Some(m) => {
+                                        if !send(&mut tx, m).await {
+                                            break Some(LeaveReason::ConnectionLost);
+                                        }
+                                    }
+                                    // Gone from the room meanwhile.
+                                    None => {
+                                        let _ = send(&mut tx, ServerMessage::Removed { reason: LeaveReason::Other }).await;
+                                        close(&mut tx, CLOSE_NORMAL, "session ended").await;
+                                        break None;
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(sid = %joined.sid, error = %e, "signalling resync failed");
+                                close(&mut tx, CLOSE_ERROR, "resync failed").await;
+                                break Some(LeaveReason::ConnectionLost);
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        close(&mut tx, CLOSE_ERROR, "server stopping").await;
+                        break Some(LeaveReason::ConnectionLost);
+                    }
+                },
+                message = rx.next() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        heard = Instant::now();
+                        match protocol::parse_client(text.as_str()) {
+                            Ok(ClientMessage::Ping { id }) => {
+                                if !send(&mut tx, ServerMessage::Pong { id }).await {
+                                    break Some(LeaveReason::ConnectionLost);
+                                }
+                            }
+                            Ok(ClientMessage::UpdateMetadata { name, metadata }) => {
+                                match uc::update_metadata(&state, &joined, name, metadata).await {
+                                    // Everyone, this socket too, hears of it from the log.
+                                    Ok(position) => {
+                                        state.settle(position).await;
+                                    }
+                                    Err(e) => {
+                                        let e = ApiError::from(e);
+                                        let m = ServerMessage::Error { code: e.code.to_owned(), message: e.message };
+                                        if !send(&mut tx, m).await {
+                                            break Some(LeaveReason::ConnectionLost);
+                                        }
+                                    }
+                                }
+                            }
+                            Ok(ClientMessage::Leave) => break Some(LeaveReason::ClientLeft),
+                            Err((code, message)) => {
+                                if !send(&mut tx, ServerMessage::Error { code: code.to_owned(), message }).await {
+                                    break Some(LeaveReason::ConnectionLost);
+                                }
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        heard = Instant::now();
+                        let m = ServerMessage::Error {
+                            code: "bad_message".into(),
+                            message: "messages are JSON text, not binary".into(),
+                        };
+                        if !send(&mut tx, m).await {
+                            break Some(LeaveReason::ConnectionLost);
+                        }
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => heard = Instant::now(),
+                    // A close without `leave` is a lost connection too: a
+                    // browser closes the socket when the page goes away.
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break Some(LeaveReason::ConnectionLost),
+                },
+                _ = ping.tick() => {
+                    if heard.elapsed() > timeout {
+                        close(&mut tx, CLOSE_NORMAL, "silent for too long").await;
+                        break Some(LeaveReason::ConnectionLost);
+                    }
+                    if tx.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        break Some(LeaveReason::ConnectionLost);
+                    }
+                }
+            }
+        },
+        false => Some(LeaveReason::ConnectionLost),
+    };
+    if let Some(reason) = end {
+        leave_logged(&state, &joined, reason).await;
+        if reason == LeaveReason::ClientLeft {
+            close(&mut tx, CLOSE_NORMAL, "left").await;
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The signalling protocol (`/v1/rtc`, a WebSocket): JSON text messages,
+//! each an object with the protocol version `v` and a `type`. The schemas in
+//! `schemas/signal/` are generated from these types and checked by a drift
+//! test (`ARC_UPDATE_SCHEMAS=1 cargo test -p arc-control --test openapi`
+//! rewrites them).
+//!
+//! Version 1 carries the room's state and its changes (participants, their
+//! permissions and metadata, their tracks, the room's metadata), the
+//! participant's own metadata, keep-alive and leaving; media still goes
+//! through WHIP/WHEP sessions.
+
+use arc_events::participant::Permissions;
+use arc_events::room::LeaveReason;
+use arc_events::track::{MediaKind, MutedBy, TrackSource};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this server speaks.
+pub const VERSION: u16 = 1;
+
+/// Largest client message accepted (bytes of JSON text); a larger one
+/// answers `error` (`too_large`) and the socket stays.
+pub const CLIENT_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest WebSocket message read at all: a larger one closes the socket
+/// (close code 1009, "message too big"), as the WebSocket layer must.
+pub const FRAME_BYTES_MAX: usize = 1024 * 1024;
+
+/// A message from the client: `{"v": 1, "type": "ping", …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub struct ClientEnvelope {
+    /// The protocol version the client speaks (1).
+    pub v: u16,
+    #[serde(flatten)]
+    pub message: ClientMessage,
+}
+
+/// What a client may ask.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Keep-alive: the server answers `pong` with the same `id`.
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+    /// Sets the participant's own display name and/or metadata (what is
+    /// omitted stays); everyone in the room sees `participant_updated`.
+    UpdateMetadata {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Option<String>,
+    },
+    /// Leaves the room (reason `client_left`); the server closes the socket.
+    Leave,
+}
+
+/// A message from the server: `{"v": 1, "type": "join", …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServerEnvelope {
+    /// The protocol version of the server (1).
+    pub v: u16,
+    #[serde(flatten)]
+    pub message: ServerMessage,
+}
+
+impl ServerEnvelope {
+    /// The JSON text of `message` at this server's version.
+    pub fn text(message: ServerMessage) -> String {
+        // INVARIANT: these types hold only strings, numbers, booleans and
+        // collections of them: they always serialize.
+        serde_json::to_string(&Self { v: VERSION, message }).expect("server messages serialize")
+    }
+}
+
+/// What the server tells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The first message: the room, who the client is, who is there with
+    /// their tracks.
+    Join {
+        room: RoomInfo,
+        /// The client's own session (its permissions are what it may do).
+        participant: ParticipantInfo,
+        /// Everyone else in the room now.
+        participants: Vec<ParticipantInfo>,
+        /// STUN/TURN servers for the client's peer connections (none yet:
+        /// media nodes are reached directly on their announced addresses).
+        ice_servers: Vec<IceServer>,
+    },
+    /// The whole state again, replacing what the client knew (after the
+    /// server fell behind the room's changes).
+    RoomState {
+        room: RoomInfo,
+        participant: ParticipantInfo,
+        participants: Vec<ParticipantInfo>,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    /// Its name, metadata or permissions changed (also for the client itself).
+    ParticipantUpdated {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        sid: String,
+        identity: String,
+        reason: LeaveReason,
+    },
+    TrackPublished {
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        track_id: String,
+        sid: String,
+    },
+    /// A track was muted or unmuted, by its publisher or a moderator.
+    TrackMuted {
+        track_id: String,
+        sid: String,
+        muted: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<MutedBy>,
+    },
+    RoomUpdated {
+        metadata: Option<String>,
+    },
+    /// The client's session ended (removed, kicked, replaced by a newer
+    /// session of its identity, its node lost …); the server closes the socket.
+    Removed {
+        reason: LeaveReason,
+    },
+    /// The room closed; the server closes the socket.
+    RoomClosed {
+        reason: String,
+    },
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+    /// A request could not be done; the socket stays open.
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+/// The room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RoomInfo {
+    pub room_id: String,
+    pub name: String,
+    pub metadata: Option<String>,
+    pub max_participants: Option<u32>,
+}
+
+/// One participant session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ParticipantInfo {
+    pub sid: String,
+    pub identity: String,
+    pub name: Option<String>,
+    pub metadata: Option<String>,
+    pub permissions: Permissions,
+    pub tracks: Vec<TrackInfo>,
+    /// When it joined (Unix milliseconds).
+    pub joined_at_ms: i64,
+}
+
+/// One published track.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TrackInfo {
+    pub track_id: String,
+    /// The publishing participant's session.
+    pub sid: String,
+    pub kind: MediaKind,
+    pub source: TrackSource,
+    /// e.g. `video/VP8`.
+    pub codec: String,
+    pub simulcast: bool,
+    pub muted: bool,
+}
+
+/// A STUN or TURN server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Parses one client message, refusing what is too large, not JSON, of
+/// another version or of an unknown type, with a reason to send back.
+pub fn parse_client(text: &str) -> Result<ClientMessage, (&'static str, String)> {
+    if text.len() > CLIENT_MESSAGE_BYTES_MAX {
+        return Err(("too_large", format!("a message is at most {CLIENT_MESSAGE_BYTES_MAX} bytes")));
+    }
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ("bad_json", e.to_string()))?;
+    match value.get("v").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(VERSION) => {}
+        Some(v) => return Err(("unsupported_version", format!("this server speaks version {VERSION}, not {v}"))),
+        None => {
+            return Err((
+                "bad_message",
+                "a message is an object with \"v\" (the protocol version) and \"type\"".into(),
+            ));
+        }
+    }
+    serde_json::from_value::<ClientEnvelope>(value).map(|e| e.message).map_err(|e| ("bad_message", e.to_string()))
+}
+
+/// The JSON Schemas of the protocol: (file name, pretty JSON) for
+/// `schemas/signal/`.
+pub fn schemas() -> Vec<(String, String)> {
+    let pretty = |s: &schemars::Schema| {
+        // INVARIANT: a schemars::Schema is a JSON value and always serializes.
+        let mut text = serde_json::to_string_pretty(s).expect("schema serializes");
+        text.push('\n');
+        text
+    };
+    vec![
+        (format!("client.v{VERSION}.json"), pretty(&schemars::schema_for!(ClientEnvelope))),
+        (format!("server.v{VERSION}.json"), pretty(&schemars::schema_for!(ServerEnvelope))),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_client(r#"{"v":1,"type":"ping","id":7}"#), Ok(ClientMessage::Ping { id: Some(7) }));
+        assert_eq!(parse_client(r#"{"v":1,"type":"leave"}"#), Ok(ClientMessage::Leave));
+        assert_eq!(
+            parse_client(r#"{"v":1,"type":"update_metadata","metadata":"{\"hand\":true}"}"#),
+            Ok(ClientMessage::UpdateMetadata { name: None, metadata: Some("{\"hand\":true}".into()) })
+        );
+        assert_eq!(parse_client("{").map_err(|e| e.0), Err("bad_json"));
+        assert_eq!(parse_client(r#"{"type":"ping"}"#).map_err(|e| e.0), Err("bad_message"));
+        assert_eq!(parse_client(r#"{"v":2,"type":"ping"}"#).map_err(|e| e.0), Err("unsupported_version"));
+        assert_eq!(parse_client(r#"{"v":1,"type":"fly"}"#).map_err(|e| e.0), Err("bad_message"));
+        assert_eq!(parse_client(r#"[1,2]"#).map_err(|e| e.0), Err("bad_message"));
+        let big = format!(r#"{{"v":1,"type":"ping","pad":"{}"}}"#, "x".repeat(CLIENT_MESSAGE_BYTES_MAX));
+        assert_eq!(parse_client(&big).map_err(|e| e.0), Err("too_large"));
+    }
+
+    #[test]
+    fn server_messages_carry_the_version_and_their_type() {
+        let text = ServerEnvelope::text(ServerMessage::Pong { id: Some(3) });
+        assert_eq!(text, r#"{"v":1,"type":"pong","id":3}"#);
+        let back: ServerEnvelope = serde_json::from_str(&text).expect("parses back");
+        assert_eq!(back.message, ServerMessage::Pong { id: Some(3) });
+        let left = ServerEnvelope::text(ServerMessage::ParticipantLeft {
+            sid: "pa_1".into(),
+            identity: "ann".into(),
+            reason: LeaveReason::Kicked,
+        });
+        assert_eq!(left, r#"{"v":1,"type":"participant_left","sid":"pa_1","identity":"ann","reason":"kicked"}"#);
+    }
+}

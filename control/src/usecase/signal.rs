@@ -1,0 +1,114 @@
+//! The use cases of a signalling socket (`/v1/rtc`): join with a token (no
+//! media node yet), the room as the read models hold it, the participant's
+//! own metadata, and leaving.
+
+use std::collections::BTreeMap;
+
+use arc_auth::token::Claims;
+use arc_eventlog::Position;
+use arc_events::participant::Permissions;
+use arc_events::room::LeaveReason;
+use arc_events::track::{MediaKind, TrackSource};
+use arc_events::{Actor, ParticipantIdentity, ParticipantSid, RoomId};
+
+use super::rooms::{self, ParticipantChange, Placement, TokenJoin};
+use super::{Services, UseCaseError, UseCaseResult, queries};
+use crate::projection::apps::AppRow;
+use crate::signal::protocol::{ParticipantInfo, RoomInfo, TrackInfo};
+use crate::signal::view::RoomView;
+
+/// A socket's participant session.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub room_id: RoomId,
+    pub identity: ParticipantIdentity,
+    pub sid: ParticipantSid,
+    pub actor: Actor,
+    /// Where the join went in the log.
+    pub position: Option<Position>,
+}
+
+/// Joins the token's room as a signalling participant (no media node yet):
+/// the room opens if needed, quotas hold, a session of the same identity is
+/// replaced.
+pub async fn join(s: &Services, app: &AppRow, claims: &Claims) -> UseCaseResult<Joined> {
+    let TokenJoin { room_id, identity, sid, actor, position, .. } =
+        rooms::join_with_token(s, app, claims, Placement::None).await?;
+    Ok(Joined { room_id, identity, sid, actor, position })
+}
+
+/// The room as the read models hold it, seen by the session `me`.
+pub async fn snapshot(s: &Services, room_id: &str, me: &str) -> UseCaseResult<RoomView> {
+    let room = queries::room(&s.db, room_id)
+        .await?
+        .ok_or_else(|| UseCaseError::internal("the room is not in the read model"))?;
+    let info = RoomInfo {
+        room_id: room.room_id.clone(),
+        name: room.name.clone(),
+        metadata: room.metadata.clone(),
+        max_participants: room.max_participants.and_then(|m| u32::try_from(m).ok()),
+    };
+    let mut tracks: BTreeMap<String, Vec<TrackInfo>> = BTreeMap::new();
+    for t in queries::room_tracks(&s.db, room_id).await? {
+        let kind = if t.kind == "audio" { MediaKind::Audio } else { MediaKind::Video };
+        let source = serde_json::from_value(serde_json::Value::String(t.source.clone())).unwrap_or(TrackSource::Other);
+        tracks.entry(t.sid.clone()).or_default().push(TrackInfo {
+            track_id: t.track_id,
+            sid: t.sid,
+            kind,
+            source,
+            codec: t.codec,
+            simulcast: t.simulcast,
+            muted: t.muted,
+        });
+    }
+    let participants = queries::active_participants(&s.db, room_id)
+        .await?
+        .into_iter()
+        .map(|p| ParticipantInfo {
+            tracks: tracks.remove(&p.sid).unwrap_or_default(),
+            permissions: p
+                .permissions
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<Permissions>(j).ok())
+                .unwrap_or_default(),
+            sid: p.sid,
+            identity: p.identity,
+            name: p.name,
+            metadata: p.metadata,
+            joined_at_ms: p.joined_at_ms,
+        })
+        .collect();
+    Ok(RoomView::new(info, me, participants))
+}
+
+/// Sets the session's own display name and/or metadata.
+pub async fn update_metadata(
+    s: &Services,
+    joined: &Joined,
+    name: Option<String>,
+    metadata: Option<String>,
+) -> UseCaseResult<Option<Position>> {
+    rooms::change_participant(
+        s,
+        &joined.actor,
+        joined.room_id.as_str(),
+        joined.identity.as_str(),
+        ParticipantChange::Metadata { name, metadata },
+    )
+    .await
+}
+
+/// Ends the session (and only it: a newer session of the identity stays).
+pub async fn leave(s: &Services, joined: &Joined, reason: LeaveReason) -> UseCaseResult<()> {
+    rooms::remove(
+        s,
+        &joined.actor,
+        joined.room_id.as_str(),
+        joined.identity.as_str(),
+        Some(joined.sid.as_str()),
+        reason,
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! The signalling WebSocket (`/v1/rtc`) against a running arc-control,
+//! embedded and on NATS + PostgreSQL, with a real WebSocket client
+//! (tokio-tungstenite): joining shows the room; others' joins, metadata,
+//! leaves, the room's metadata and a WHIP publisher's tracks are pushed;
+//! ping/pong; bad messages answer an error and keep the socket; a kick ends
+//! the kicked socket (`removed`) and tells the others; `leave`, a dropped
+//! connection and a silent client end their sessions with their reasons;
+//! closing the room ends every socket; bad tokens are refused before the
+//! upgrade.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::rtc_client::{Client, flow};
+use common::{ADMIN_KEY, Mode, create_app, mint_token, start_with};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A client socket: a task reads it all the time (so pings are answered,
+/// as a browser does) and hands the JSON messages over; `None` once closed.
+struct Socket {
+    sink: futures::stream::SplitSink<
+        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        Message,
+    >,
+    messages: tokio::sync::mpsc::UnboundedReceiver<Option<Value>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Longest wait for a pushed message.
+const PUSH_MAX: Duration = Duration::from_secs(10);
+
+fn ws_url(base: &str, token: &str) -> String {
+    format!("{}/v1/rtc?access_token={token}", base.replacen("http://", "ws://", 1))
+}
+
+async fn connect(base: &str, token: &str) -> Socket {
+    let (socket, response) = tokio_tungstenite::connect_async(ws_url(base, token)).await.expect("the WebSocket opens");
+    assert_eq!(response.status().as_u16(), 101);
+    let (sink, mut stream) = socket.split();
+    let (tx, messages) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        loop {
+            match stream.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("JSON text");
+                    assert_eq!(v["v"], 1, "every message carries the version: {v}");
+                    if tx.send(Some(v)).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    });
+    Socket { sink, messages, reader }
+}
+
+/// A client that connects and then neither reads nor writes (its pings go unanswered).
+async fn connect_silent(
+    base: &str,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    tokio_tungstenite::connect_async(ws_url(base, token)).await.expect("the WebSocket opens").0
+}
+
+/// The next JSON message of `socket`, or `None` once it closed.
+async fn next(socket: &mut Socket) -> Option<Value> {
+    tokio::time::timeout(PUSH_MAX, socket.messages.recv()).await.expect("a message within 10 s").flatten()
+}
+
+/// Reads until a message of `kind` (others are skipped), returning it.
+async fn until(socket: &mut Socket, kind: &str) -> Value {
+    loop {
+        match next(socket).await {
+            Some(v) if v["type"] == kind => return v,
+            Some(_) => {}
+            None => panic!("the socket closed before a {kind} message"),
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, v: Value) {
+    socket.sink.send(Message::Text(v.to_string().into())).await.expect("send");
+}
+
+async fn participant(base: &str, room: &str, identity: &str) -> Value {
+    common::admin_get(base, &format!("/v1/rooms/{room}/participants/{identity}")).await
+}
+
+/// Waits until the identity's session in the room has left, with `reason`.
+async fn left_with(base: &str, room: &str, sid: &str, reason: &str) {
+    let deadline = Instant::now() + PUSH_MAX;
+    loop {
+        let events = common::admin_get(base, "/v1/events?tail=100&type=room.participant_left").await;
+        let found = events["events"].as_array().into_iter().flatten().find(|e| e["data"]["sid"] == sid);
+        if let Some(e) = found {
+            assert_eq!(e["data"]["reason"], reason, "{e}");
+            let _ = room;
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sid} left ({reason}) within 10 s: {events}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn signalling(mode: Mode) {
+    let server = start_with(&mode, &["--signal-timeout-s", "2"]);
+    let base = server.base.clone();
+    let app = create_app(&base, ADMIN_KEY, "signal").await;
+    let grants = json!({"join": true, "publish": true, "subscribe": true, "publish_data": true});
+    let token = |who: &'static str| mint_token(&base, &app, who, "meet", grants.clone());
+
+    // Bad tokens are refused before the upgrade, with the HTTP status.
+    let ws = base.replacen("http://", "ws://", 1);
+    match tokio_tungstenite::connect_async(format!("{ws}/v1/rtc?access_token=nope")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+        other => panic!("a bad token is refused: {other:?}"),
+    }
+    let no_join = mint_token(&base, &app, "lurker", "meet", json!({"subscribe": true})).await;
+    match tokio_tungstenite::connect_async(format!("{ws}/v1/rtc?access_token={no_join}")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 403),
+        other => panic!("a token without join is refused: {other:?}"),
+    }
+
+    // Ann joins: the room, herself, nobody else.
+    let mut ann = connect(&base, &token("ann").await).await;
+    let join = until(&mut ann, "join").await;
+    assert_eq!(join["room"]["name"], "meet", "{join}");
+    assert_eq!(join["participant"]["identity"], "ann");
+    assert_eq!(join["participant"]["permissions"]["publish"], true);
+    assert_eq!(join["participants"], json!([]));
+    let room = join["room"]["room_id"].as_str().expect("room id").to_owned();
+    let ann_sid = join["participant"]["sid"].as_str().expect("sid").to_owned();
+
+    // Bob joins: he sees Ann, Ann sees him.
+    let mut bob = connect(&base, &token("bob").await).await;
+    let join = until(&mut bob, "join").await;
+    let others: Vec<&str> =
+        join["participants"].as_array().expect("list").iter().filter_map(|p| p["identity"].as_str()).collect();
+    assert_eq!(others, ["ann"], "{join}");
+    let bob_sid = join["participant"]["sid"].as_str().expect("sid").to_owned();
+    let joined = until(&mut ann, "participant_joined").await;
+    assert_eq!(joined["participant"]["identity"], "bob");
+    assert_eq!(joined["participant"]["sid"], bob_sid);
+
+    // Keep-alive, and bad messages: an error, the socket stays.
+    send(&mut bob, json!({"v": 1, "type": "ping", "id": 7})).await;
+    assert_eq!(until(&mut bob, "pong").await["id"], 7);
+    bob.sink.send(Message::Text("{".into())).await.expect("send");
+    assert_eq!(until(&mut bob, "error").await["code"], "bad_json");
+    send(&mut bob, json!({"v": 9, "type": "ping"})).await;
+    assert_eq!(until(&mut bob, "error").await["code"], "unsupported_version");
+    send(&mut bob, json!({"v": 1, "type": "fly"})).await;
+    assert_eq!(until(&mut bob, "error").await["code"], "bad_message");
+
+    // Bob's own metadata reaches Ann (and Bob).
+    send(&mut bob, json!({"v": 1, "type": "update_metadata", "name": "Bob", "metadata": "{\"hand\":true}"})).await;
+    let updated = until(&mut ann, "participant_updated").await;
+    assert_eq!(updated["participant"]["name"], "Bob");
+    assert_eq!(updated["participant"]["metadata"], "{\"hand\":true}");
+    assert_eq!(until(&mut bob, "participant_updated").await["participant"]["sid"], bob_sid);
+    send(&mut bob, json!({"v": 1, "type": "update_metadata", "metadata": "x".repeat(70_000)})).await;
+    let refused = until(&mut bob, "error").await;
+    assert!(refused["code"] == "too_large" || refused["code"] == "invalid", "{refused}");
+
+    // The room's metadata, set through the REST API.
+    let r = reqwest::Client::new()
+        .put(format!("{base}/v1/rooms/{room}/metadata"))
+        .basic_auth(&app.0, Some(&app.1))
+        .json(&json!({"metadata": "agenda"}))
+        .send()
+        .await
+        .expect("room metadata");
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    assert_eq!(until(&mut ann, "room_updated").await["metadata"], "agenda");
+
+    // A WHIP publisher in the room (embedded mode has a media node): Ann
+    // sees it join and its tracks once media flows.
+    if matches!(mode, Mode::Embedded { .. }) {
+        let http = reqwest::Client::new();
+        let cam = mint_token(&base, &app, "cam", "meet", json!({"publish": true})).await;
+        let viewer = mint_token(&base, &app, "viewer", "meet", json!({"subscribe": true})).await;
+        let mut p = Client::open(&http, &base, "meet", &cam, true).await;
+        let mut v = Client::open(&http, &base, "meet", &viewer, false).await;
+        flow(&mut p, &mut v, 10, Duration::from_secs(15)).await;
+        let track = until(&mut ann, "track_published").await;
+        assert_eq!(track["track"]["kind"], "video", "{track}");
+        assert!(track["track"]["codec"].as_str().is_some_and(|c| c.eq_ignore_ascii_case("video/VP8")), "{track}");
+    }
+
+    // Kicked through the REST API: Bob is told and his socket closes; Ann sees him leave.
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/rooms/{room}/participants/bob/kick"))
+        .basic_auth(&app.0, Some(&app.1))
+        .send()
+        .await
+        .expect("kick");
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    assert_eq!(until(&mut bob, "removed").await["reason"], "kicked");
+    assert!(next(&mut bob).await.is_none(), "the kicked socket closes");
+    let gone = until(&mut ann, "participant_left").await;
+    assert_eq!((gone["sid"].as_str(), gone["reason"].as_str()), (Some(bob_sid.as_str()), Some("kicked")));
+
+    // Carol drops her connection without a word: connection_lost.
+    let mut carol = connect(&base, &token("carol").await).await;
+    let carol_sid = until(&mut carol, "join").await["participant"]["sid"].as_str().expect("sid").to_owned();
+    drop(carol);
+    left_with(&base, &room, &carol_sid, "connection_lost").await;
+    assert_eq!(until(&mut ann, "participant_left").await["sid"], carol_sid);
+
+    // Dan goes silent (never reads, never answers a ping): removed after the 2 s timeout.
+    let dan = connect_silent(&base, &token("dan").await).await;
+    let started = Instant::now();
+    let silent = until(&mut ann, "participant_joined").await;
+    let dan_sid = silent["participant"]["sid"].as_str().expect("sid").to_owned();
+    left_with(&base, &room, &dan_sid, "connection_lost").await;
+    assert!(started.elapsed() >= Duration::from_secs(2), "not before the timeout");
+    drop(dan);
+
+    // A second socket of Ann's identity replaces the first.
+    let mut ann2 = connect(&base, &token("ann").await).await;
+    until(&mut ann2, "join").await;
+    assert_eq!(until(&mut ann, "removed").await["reason"], "duplicate_identity");
+    assert!(next(&mut ann).await.is_none());
+    let _ = ann_sid;
+
+    // Leaving: client_left, and the socket closes.
+    let mut eve = connect(&base, &token("eve").await).await;
+    let eve_sid = until(&mut eve, "join").await["participant"]["sid"].as_str().expect("sid").to_owned();
+    send(&mut eve, json!({"v": 1, "type": "leave"})).await;
+    assert!(next(&mut eve).await.is_none(), "the socket closes after leave");
+    left_with(&base, &room, &eve_sid, "client_left").await;
+    assert_eq!(participant(&base, &room, "eve").await["error"]["code"], "participant_not_found", "eve is gone");
+
+    // Closing the room ends every socket.
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/rooms/{room}/close"))
+        .basic_auth(&app.0, Some(&app.1))
+        .send()
+        .await
+        .expect("close");
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    assert_eq!(until(&mut ann2, "room_closed").await["reason"], "requested");
+    assert!(next(&mut ann2).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalling_embedded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    signalling(Mode::Embedded { data_dir: dir.path().to_path_buf() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalling_on_nats_and_postgres() {
+    let (_, _, _, _dir, mode) = common::cluster("SIG", "sig").await;
+    signalling(mode).await;
+}
