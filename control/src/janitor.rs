@@ -17,6 +17,9 @@
 //!   node with the log's reason. So a lost leave or a lost end request can
 //!   never keep a room open, nor media flowing, for ever — including after a
 //!   node restarts empty under the same id.
+//! - signalling sockets whose hold ran out (`signal_sockets`: the instance
+//!   that held the socket died with it open) → `RoomCommand::Leave` (reason
+//!   `connection_lost`), then the hold is dropped
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -84,6 +87,9 @@ pub async fn run(
         if let Err(e) = reconcile(&db, &rooms, &media, &mut missing).await {
             tracing::warn!(error = %e, "node session reconciliation failed");
         }
+        if let Err(e) = sweep_sockets(&db, &rooms).await {
+            tracing::warn!(error = %e, "signalling socket sweep failed");
+        }
         if let Err(e) = sweep_rooms(&db, &rooms).await {
             tracing::warn!(error = %e, "room janitor sweep failed");
         }
@@ -94,6 +100,43 @@ pub async fn run(
             tracing::warn!(error = %e, "lost-node participant sweep failed");
         }
     }
+}
+
+/// Ends the sessions of signalling sockets whose instance stopped holding
+/// them (it died with the socket open): `connection_lost`, then the hold goes.
+async fn sweep_sockets(db: &ReadDb, rooms: &Repository<Room>) -> Result<(), sqlx::Error> {
+    let lost: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT sid, room_id, identity FROM signal_sockets WHERE expires_at_ms <= $1 ORDER BY sid LIMIT $2",
+    )
+    .bind(chrono::Utc::now().timestamp_millis())
+    .bind(SWEEP_MAX)
+    .fetch_all(&db.pool)
+    .await?;
+    for (sid, room_id, identity) in lost {
+        let command = match (ParticipantIdentity::parse(&identity), ParticipantSid::parse(&sid)) {
+            (Ok(identity), Ok(sid)) => RoomCommand::Leave { identity, sid, reason: LeaveReason::ConnectionLost },
+            _ => {
+                tracing::warn!(%sid, %identity, "a signalling socket row with a bad id; dropping it");
+                sqlx::query("DELETE FROM signal_sockets WHERE sid = $1").bind(&sid).execute(&db.pool).await?;
+                continue;
+            }
+        };
+        let Ok(room) = AggregateRef::new(AggregateKind::Room, &room_id) else {
+            sqlx::query("DELETE FROM signal_sockets WHERE sid = $1").bind(&sid).execute(&db.pool).await?;
+            continue;
+        };
+        let meta = CommandMeta::new(Actor::system("signal-janitor"), chrono::Utc::now());
+        match rooms.execute(&room, &command, &meta).await {
+            Ok(done) => {
+                if !done.events.is_empty() {
+                    tracing::info!(%sid, room = %room_id, "ended the session of a socket whose instance is gone");
+                }
+                sqlx::query("DELETE FROM signal_sockets WHERE sid = $1").bind(&sid).execute(&db.pool).await?;
+            }
+            Err(e) => tracing::warn!(%sid, error = %e, "could not end a lost socket's session; retrying next sweep"),
+        }
+    }
+    Ok(())
 }
 
 async fn sweep_rooms(db: &ReadDb, rooms: &Repository<Room>) -> Result<(), sqlx::Error> {

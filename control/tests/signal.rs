@@ -6,7 +6,8 @@
 //! the kicked socket (`removed`) and tells the others; `leave`, a dropped
 //! connection and a silent client end their sessions with their reasons;
 //! closing the room ends every socket; bad tokens are refused before the
-//! upgrade.
+//! upgrade; a socket whose arc-control was SIGKILLed leaves no ghost (the
+//! janitor ends its session after the restart).
 
 mod common;
 
@@ -255,6 +256,19 @@ async fn signalling(mode: Mode) {
     assert!(r.status().is_success(), "{:?}", r.text().await);
     assert_eq!(until(&mut ann2, "room_closed").await["reason"], "requested");
     assert!(next(&mut ann2).await.is_none());
+
+    // arc-control SIGKILLed with a socket open: after the restart the
+    // janitor ends that session (its hold ran out), leaving no ghost.
+    let frank = mint_token(&base, &app, "frank", "later", grants.clone()).await;
+    let mut frank = connect(&base, &frank).await;
+    let frank_join = until(&mut frank, "join").await;
+    let frank_sid = frank_join["participant"]["sid"].as_str().expect("sid").to_owned();
+    let later = frank_join["room"]["room_id"].as_str().expect("room").to_owned();
+    drop(server);
+    drop(frank);
+    let server = start_with(&mode, &["--signal-timeout-s", "2", "--janitor-interval-s", "1"]);
+    let base = server.base.clone();
+    left_with(&base, &later, &frank_sid, "connection_lost").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,6 +68,12 @@ pub(crate) async fn rtc(
     // Subscribed before the snapshot is read: what it misses arrives here.
     let events = state.signal.subscribe();
     let joined = uc::join(&state, &app, &claims).await?;
+    // Held from now: should this instance die with the socket open, the
+    // janitor ends the session once the hold runs out.
+    if let Err(e) = uc::hold_socket(&state, &joined, hold_for(&state)).await {
+        leave_logged(&state, &joined, LeaveReason::ConnectionLost).await;
+        return Err(e.into());
+    }
     state.settle(joined.position).await;
     let view = match uc::snapshot(&state, joined.room_id.as_str(), joined.sid.as_str()).await {
         Ok(v) => v,
@@ -87,9 +93,23 @@ pub(crate) async fn rtc(
         .on_upgrade(move |socket| session(state, joined, view, events, socket)))
 }
 
+/// How long one refresh of a socket's hold lasts: two silent timeouts.
+fn hold_for(state: &ApiState) -> std::time::Duration {
+    state.signal_timeout * 2
+}
+
+/// Ends the session and releases its socket's hold (kept when the leave
+/// could not be recorded: the janitor ends the session later).
 async fn leave_logged(state: &ApiState, joined: &Joined, reason: LeaveReason) {
-    if let Err(e) = uc::leave(state, joined, reason).await {
-        tracing::warn!(sid = %joined.sid, error = %e, "recording a signalling participant's leave failed");
+    match uc::leave(state, joined, reason).await {
+        Ok(()) => release_logged(state, joined).await,
+        Err(e) => tracing::warn!(sid = %joined.sid, error = %e, "recording a signalling participant's leave failed"),
+    }
+}
+
+async fn release_logged(state: &ApiState, joined: &Joined) {
+    if let Err(e) = uc::release_socket(state, joined).await {
+        tracing::warn!(sid = %joined.sid, error = %e, "releasing a signalling socket's hold failed");
     }
 }
 
@@ -225,6 +245,9 @@ async fn session(
                         close(&mut tx, CLOSE_NORMAL, "silent for too long").await;
                         break Some(LeaveReason::ConnectionLost);
                     }
+                    if let Err(e) = uc::hold_socket(&state, &joined, hold_for(&state)).await {
+                        tracing::warn!(sid = %joined.sid, error = %e, "refreshing a signalling socket's hold failed");
+                    }
                     if tx.send(Message::Ping(Vec::new().into())).await.is_err() {
                         break Some(LeaveReason::ConnectionLost);
                     }
@@ -233,10 +256,13 @@ async fn session(
         },
         false => Some(LeaveReason::ConnectionLost),
     };
-    if let Some(reason) = end {
-        leave_logged(&state, &joined, reason).await;
-        if reason == LeaveReason::ClientLeft {
-            close(&mut tx, CLOSE_NORMAL, "left").await;
-        }
+    let Some(reason) = end else {
+        // The log ended the session (removed, replaced, room closed).
+        release_logged(&state, &joined).await;
+        return;
+    };
+    leave_logged(&state, &joined, reason).await;
+    if reason == LeaveReason::ClientLeft {
+        close(&mut tx, CLOSE_NORMAL, "left").await;
     }
 }

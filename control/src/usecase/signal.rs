@@ -112,3 +112,30 @@ pub async fn leave(s: &Services, joined: &Joined, reason: LeaveReason) -> UseCas
     .await?;
     Ok(())
 }
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Records that this instance holds the session's socket until `for_` from
+/// now (refreshed while the socket is open; see `signal_sockets`).
+pub async fn hold_socket(s: &Services, joined: &Joined, for_: std::time::Duration) -> UseCaseResult<()> {
+    let expires = now_ms().saturating_add(i64::try_from(for_.as_millis()).unwrap_or(i64::MAX));
+    sqlx::query(
+        "INSERT INTO signal_sockets (sid, room_id, identity, expires_at_ms) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (sid) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+    )
+    .bind(joined.sid.as_str())
+    .bind(joined.room_id.as_str())
+    .bind(joined.identity.as_str())
+    .bind(expires)
+    .execute(&s.db.pool)
+    .await?;
+    Ok(())
+}
+
+/// The socket closed and its session was ended (or the log ended it).
+pub async fn release_socket(s: &Services, joined: &Joined) -> UseCaseResult<()> {
+    sqlx::query("DELETE FROM signal_sockets WHERE sid = $1").bind(joined.sid.as_str()).execute(&s.db.pool).await?;
+    Ok(())
+}
