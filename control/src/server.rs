@@ -267,6 +267,15 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     // One follower of the log for every signalling socket of this instance.
     let signal_hub = crate::signal::Hub::new();
     tasks.spawn(signal_hub.clone().run(log.clone()));
+    // Data messages: in process for one instance, over core NATS for several.
+    let signal_relay = match (&media.nats, &config.log) {
+        (Some(client), LogConfig::JetStream { stream, .. }) => {
+            let relay = crate::signal::Relay::nats(client.clone(), stream);
+            tasks.spawn(relay.clone().run());
+            relay
+        }
+        _ => crate::signal::Relay::local(),
+    };
     let services = Arc::new(crate::usecase::Services {
         log: log.clone(),
         db,
@@ -285,6 +294,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
             crate::readdb::lock_pool(&config.database_url, crate::usecase::quota::TURN_CONNECTIONS_MAX).await?,
         ),
         signal: signal_hub.clone(),
+        signal_relay,
         signal_timeout: config.signal_timeout,
     });
     let state = Arc::new(ApiState {

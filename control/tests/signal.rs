@@ -1,6 +1,7 @@
 //! The signalling WebSocket (`/v1/rtc`) against a running arc-control,
 //! embedded and on NATS + PostgreSQL, with a real WebSocket client
-//! (tokio-tungstenite): joining shows the room; others' joins, metadata,
+//! (tokio-tungstenite): joining shows the room; data messages between
+//! participants (over NATS in cluster mode); others' joins, metadata,
 //! leaves, the room's metadata and a WHIP publisher's tracks are pushed;
 //! ping/pong; bad messages answer an error and keep the socket; a kick ends
 //! the kicked socket (`removed`) and tells the others; `leave`, a dropped
@@ -176,6 +177,26 @@ async fn signalling(mode: Mode) {
     send(&mut bob, json!({"v": 1, "type": "update_metadata", "metadata": "x".repeat(70_000)})).await;
     let refused = until(&mut bob, "error").await;
     assert!(refused["code"] == "too_large" || refused["code"] == "invalid", "{refused}");
+
+    // Data messages: to the room (not back to the sender), or to listed
+    // identities only; refused without the publish_data grant or when too large.
+    send(&mut ann, json!({"v": 1, "type": "data", "payload": "only for zed", "to": ["zed"]})).await;
+    send(&mut ann, json!({"v": 1, "type": "data", "payload": "hello", "topic": "chat"})).await;
+    let data = until(&mut bob, "data").await;
+    assert_eq!((data["payload"].as_str(), data["topic"].as_str()), (Some("hello"), Some("chat")), "{data}");
+    assert_eq!((data["from_identity"].as_str(), data["from_sid"].as_str()), (Some("ann"), Some(ann_sid.as_str())));
+    send(&mut ann, json!({"v": 1, "type": "data", "payload": "x".repeat(16 * 1024)})).await;
+    assert_eq!(until(&mut ann, "error").await["code"], "too_large");
+    let quiet = mint_token(&base, &app, "quiet", "meet", json!({"join": true})).await;
+    let mut quiet = connect(&base, &quiet).await;
+    until(&mut quiet, "join").await;
+    send(&mut quiet, json!({"v": 1, "type": "data", "payload": "psst"})).await;
+    assert_eq!(until(&mut quiet, "error").await["code"], "permission_denied");
+    send(&mut quiet, json!({"v": 1, "type": "leave"})).await;
+    assert!(next(&mut quiet).await.is_none());
+    send(&mut bob, json!({"v": 1, "type": "data", "payload": "back at you"})).await;
+    let data = until(&mut ann, "data").await;
+    assert_eq!((data["payload"].as_str(), data["from_identity"].as_str()), (Some("back at you"), Some("bob")));
 
     // The room's metadata, set through the REST API.
     let r = reqwest::Client::new()

@@ -28,6 +28,7 @@ use super::ApiState;
 use super::auth::{bearer_token, verify_token};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::signal::protocol::{self, ClientMessage, ServerEnvelope, ServerMessage};
+use crate::signal::relay::DataMessage;
 use crate::signal::view::{After, RoomView};
 use crate::usecase::signal::{self as uc, Joined};
 
@@ -134,6 +135,7 @@ async fn session(
     socket: WebSocket,
 ) {
     let (mut tx, mut rx) = socket.split();
+    let mut data = state.signal_relay.subscribe();
     let timeout = state.signal_timeout;
     let mut ping = tokio::time::interval(timeout / 4);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -193,6 +195,28 @@ async fn session(
                         break Some(LeaveReason::ConnectionLost);
                     }
                 },
+                data = data.recv() => match data {
+                    Ok(m) if m.is_for(joined.room_id.as_str(), joined.sid.as_str(), joined.identity.as_str()) => {
+                        let m = ServerMessage::Data {
+                            from_sid: m.from_sid.clone(),
+                            from_identity: m.from_identity.clone(),
+                            payload: m.payload.clone(),
+                            topic: m.topic.clone(),
+                        };
+                        if !send(&mut tx, m).await {
+                            break Some(LeaveReason::ConnectionLost);
+                        }
+                    }
+                    Ok(_) => {}
+                    // Data messages are best effort: a socket that fell behind misses some.
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(sid = %joined.sid, missed, "signalling socket missed data messages");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        close(&mut tx, CLOSE_ERROR, "server stopping").await;
+                        break Some(LeaveReason::ConnectionLost);
+                    }
+                },
                 message = rx.next() => match message {
                     Some(Ok(Message::Text(text))) => {
                         heard = Instant::now();
@@ -215,6 +239,33 @@ async fn session(
                                             break Some(LeaveReason::ConnectionLost);
                                         }
                                     }
+                                }
+                            }
+                            Ok(ClientMessage::Data { payload, to, topic }) => {
+                                let may = view.own().is_some_and(|p| p.permissions.publish_data);
+                                let refused = if may {
+                                    protocol::check_data(&payload, &to, topic.as_deref()).err()
+                                } else {
+                                    Some(("permission_denied", "your token has no publish_data grant".to_owned()))
+                                };
+                                let refused = match refused {
+                                    Some(r) => Some(r),
+                                    None => {
+                                        let m = DataMessage {
+                                            room_id: joined.room_id.to_string(),
+                                            from_sid: joined.sid.to_string(),
+                                            from_identity: joined.identity.to_string(),
+                                            to,
+                                            topic,
+                                            payload,
+                                        };
+                                        state.signal_relay.send(m).await.err().map(|e| ("unavailable", e.to_string()))
+                                    }
+                                };
+                                if let Some((code, message)) = refused
+                                    && !send(&mut tx, ServerMessage::Error { code: code.to_owned(), message }).await
+                                {
+                                    break Some(LeaveReason::ConnectionLost);
                                 }
                             }
                             Ok(ClientMessage::Leave) => break Some(LeaveReason::ClientLeft),

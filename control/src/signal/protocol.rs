@@ -6,8 +6,8 @@
 //!
 //! Version 1 carries the room's state and its changes (participants, their
 //! permissions and metadata, their tracks, the room's metadata), the
-//! participant's own metadata, keep-alive and leaving; media still goes
-//! through WHIP/WHEP sessions.
+//! participant's own metadata, data messages between participants,
+//! keep-alive and leaving; media still goes through WHIP/WHEP sessions.
 
 use arc_events::participant::Permissions;
 use arc_events::room::LeaveReason;
@@ -52,9 +52,26 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         metadata: Option<String>,
     },
+    /// A data message to everyone else in the room, or to the listed
+    /// identities (needs the `publish_data` permission). Ephemeral: never in
+    /// the event log; delivered to the sockets open now.
+    Data {
+        payload: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        to: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+    },
     /// Leaves the room (reason `client_left`); the server closes the socket.
     Leave,
 }
+
+/// Largest data message payload (bytes of UTF-8).
+pub const DATA_PAYLOAD_BYTES_MAX: usize = 15 * 1024;
+/// Most identities one data message may be addressed to.
+pub const DATA_ADDRESSEES_MAX: usize = 100;
+/// Longest data message topic (bytes).
+pub const DATA_TOPIC_BYTES_MAX: usize = 128;
 
 /// A message from the server: `{"v": 1, "type": "join", …}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -140,6 +157,14 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// A data message from another participant.
+    Data {
+        from_sid: String,
+        from_identity: String,
+        payload: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+    },
     /// A request could not be done; the socket stays open.
     Error {
         code: String,
@@ -211,6 +236,20 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, (&'static str, String)>
         }
     }
     serde_json::from_value::<ClientEnvelope>(value).map(|e| e.message).map_err(|e| ("bad_message", e.to_string()))
+}
+
+/// Checks a data message's size, addressees and topic against the limits.
+pub fn check_data(payload: &str, to: &[String], topic: Option<&str>) -> Result<(), (&'static str, String)> {
+    if payload.len() > DATA_PAYLOAD_BYTES_MAX {
+        return Err(("too_large", format!("a data payload is at most {DATA_PAYLOAD_BYTES_MAX} bytes")));
+    }
+    if to.len() > DATA_ADDRESSEES_MAX {
+        return Err(("invalid", format!("a data message goes to at most {DATA_ADDRESSEES_MAX} identities")));
+    }
+    if topic.is_some_and(|t| t.len() > DATA_TOPIC_BYTES_MAX) {
+        return Err(("invalid", format!("a topic is at most {DATA_TOPIC_BYTES_MAX} bytes")));
+    }
+    Ok(())
 }
 
 /// The JSON Schemas of the protocol: (file name, pretty JSON) for

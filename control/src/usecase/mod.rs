@@ -101,6 +101,8 @@ pub struct Services {
     pub quota: quota::QuotaTurns,
     /// The log's room, participant and track events, for signalling sockets.
     pub signal: crate::signal::Hub,
+    /// Data messages between the sockets of a room, on every instance.
+    pub signal_relay: crate::signal::Relay,
     /// How long a signalling socket may stay silent before its participant is removed.
     pub signal_timeout: Duration,
 }
