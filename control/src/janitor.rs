@@ -288,13 +288,17 @@ async fn reconcile(
         // Active in the log, no session on the node.
         let joined_before =
             chrono::Utc::now().timestamp_millis() - i64::try_from(RECONCILE_JOIN_GRACE.as_millis()).unwrap_or(i64::MAX);
+        // A participant whose signalling socket is open is accounted for by
+        // the socket: its media sessions come and go (`attached`).
         let active: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT room_id, identity, sid FROM participants WHERE state = 'active' AND node_id = $1 \
-             AND joined_at_ms <= $2 ORDER BY sid LIMIT $3",
+             AND joined_at_ms <= $2 \
+             AND sid NOT IN (SELECT sid FROM signal_sockets WHERE expires_at_ms > $4) ORDER BY sid LIMIT $3",
         )
         .bind(&node)
         .bind(joined_before)
         .bind(RECONCILE_PARTICIPANTS_MAX)
+        .bind(chrono::Utc::now().timestamp_millis())
         .fetch_all(&db.pool)
         .await?;
         for (room_id, identity, sid) in active {

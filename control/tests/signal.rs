@@ -303,3 +303,81 @@ async fn signalling_on_nats_and_postgres() {
     let (_, _, _, _dir, mode) = common::cluster("SIG", "sig").await;
     signalling(mode).await;
 }
+
+/// Media over the socket: a publisher's socket opens a publish session, a
+/// player's socket a subscribe session (`rtc` clients, complete offers),
+/// media flows; the others see the track; closing the publish session
+/// unpublishes it without the publisher leaving; refused without the
+/// permission; a session id the socket did not open cannot be closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_over_the_socket_embedded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mode = Mode::Embedded { data_dir: dir.path().to_path_buf() };
+    let server = start_with(&mode, &[]);
+    let base = server.base.clone();
+    let app = create_app(&base, ADMIN_KEY, "media").await;
+    let cam = mint_token(&base, &app, "cam", "show", json!({"join": true, "publish": true})).await;
+    let fan = mint_token(&base, &app, "fan", "show", json!({"join": true, "subscribe": true})).await;
+    let mut cam_ws = connect(&base, &cam).await;
+    let cam_sid = until(&mut cam_ws, "join").await["participant"]["sid"].as_str().expect("sid").to_owned();
+    let mut fan_ws = connect(&base, &fan).await;
+    until(&mut fan_ws, "join").await;
+
+    // The player may not publish.
+    let denied = Client::new(true).await;
+    send(&mut fan_ws, json!({"v": 1, "type": "publish", "id": 1, "sdp": denied.offer()})).await;
+    let refused = until(&mut fan_ws, "error").await;
+    assert_eq!((refused["code"].as_str(), refused["id"].as_u64()), (Some("permission_denied"), Some(1)), "{refused}");
+    send(&mut fan_ws, json!({"v": 1, "type": "publish", "id": 2, "sdp": "not sdp"})).await;
+    assert_eq!(until(&mut fan_ws, "error").await["code"], "bad_sdp");
+
+    let mut publisher = Client::new(true).await;
+    send(&mut cam_ws, json!({"v": 1, "type": "publish", "id": 7, "sdp": publisher.offer()})).await;
+    let answer = until(&mut cam_ws, "answer").await;
+    assert_eq!(answer["id"], 7);
+    publisher.accept_answer(answer["sdp"].as_str().expect("sdp"));
+    let session = answer["session_id"].as_str().expect("session id").to_owned();
+
+    let mut player = Client::new(false).await;
+    send(&mut fan_ws, json!({"v": 1, "type": "subscribe", "id": 8, "sdp": player.offer(), "participant": "cam"})).await;
+    let answer = until(&mut fan_ws, "answer").await;
+    player.accept_answer(answer["sdp"].as_str().expect("sdp"));
+    flow(&mut publisher, &mut player, 20, Duration::from_secs(15)).await;
+    let track = until(&mut fan_ws, "track_published").await;
+    assert_eq!(track["track"]["sid"], cam_sid, "{track}");
+
+    // A session this socket did not open cannot be closed through it.
+    send(&mut fan_ws, json!({"v": 1, "type": "close_media", "session_id": session})).await;
+    assert_eq!(until(&mut fan_ws, "error").await["code"], "not_found");
+    // Closing the publish session unpublishes; the publisher stays in the room.
+    send(&mut cam_ws, json!({"v": 1, "type": "close_media", "session_id": session})).await;
+    let gone = until(&mut fan_ws, "track_unpublished").await;
+    assert_eq!(gone["sid"], cam_sid);
+    send(&mut cam_ws, json!({"v": 1, "type": "ping", "id": 1})).await;
+    until(&mut cam_ws, "pong").await;
+    let room = common::room_id(&base, &app, "show").await.expect("room");
+    let cam_now = common::admin_get(&base, &format!("/v1/rooms/{room}/participants/cam")).await;
+    assert_eq!(
+        (cam_now["state"].as_str(), cam_now["sid"].as_str()),
+        (Some("active"), Some(cam_sid.as_str())),
+        "{cam_now}"
+    );
+    // And publishes again on the same participant.
+    let mut again = Client::new(true).await;
+    send(&mut cam_ws, json!({"v": 1, "type": "publish", "id": 9, "sdp": again.offer()})).await;
+    again.accept_answer(until(&mut cam_ws, "answer").await["sdp"].as_str().expect("sdp"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let republished = loop {
+        if again.connected {
+            again.send_next(true);
+        }
+        again.drive(Duration::from_millis(5)).await;
+        if let Ok(Some(Some(m))) = tokio::time::timeout(Duration::from_millis(1), fan_ws.messages.recv()).await
+            && m["type"] == "track_published"
+        {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the track was published again within 15 s");
+    };
+    assert_eq!(republished["track"]["sid"], cam_sid);
+}

@@ -160,6 +160,7 @@ impl Room {
             sid: ParticipantSid::parse(&format!("pa_c{n}")).map_err(|e| e.to_string())?,
             role: if publish { Role::Publish } else { Role::Subscribe { participant: None } },
             offer,
+            attached: false,
         });
         let reply = self.with_engine(|e| {
             let reply = e.handle_request(now, req);

@@ -99,6 +99,9 @@ async fn append(
             };
             tracks.execute(&AggregateRef::from(track), &cmd, &meta).await.map_err(classify)?;
         }
+        // A signalling participant's media session: the participant stays
+        // (its tracks and subscriptions ended with their own events).
+        MediaEvent::SessionEnded { attached: true, .. } => {}
         MediaEvent::SessionEnded { room_id, identity, sid, reason, .. } => {
             // The node's reasons are the log's (when the control plane ended
             // the session, it wrote the leave already; this is a no-op).

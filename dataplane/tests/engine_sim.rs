@@ -316,6 +316,7 @@ impl Sim {
             sid: ParticipantSid::parse(&format!("pa_{identity}")).expect("id"),
             role: if publish { Role::Publish } else { Role::Subscribe { participant: None } },
             offer: peer.offer(),
+            attached: false,
         });
         let reply = self.engine.handle_request(self.now, req);
         self.drain_engine();

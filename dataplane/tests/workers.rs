@@ -24,6 +24,7 @@ async fn open(media: &MediaHandle, room: &RoomId, identity: &str, publish: bool)
         sid: ParticipantSid::parse(&format!("pa_{identity}_{}", room.as_str())).expect("id"),
         role: if publish { Role::Publish } else { Role::Subscribe { participant: None } },
         offer: client.offer(),
+        attached: false,
     });
     match media.request(req).await {
         NodeReply::Opened(o) => {

@@ -239,6 +239,13 @@ impl Client {
         c
     }
 
+    /// Sets the answer got another way (a signalling socket's `answer`).
+    pub fn accept_answer(&mut self, answer: &str) {
+        self.pc
+            .set_remote_description(Instant::now(), RTCSessionDescription::answer(answer.to_owned()).expect("answer"))
+            .expect("remote");
+    }
+
     /// DELETEs the session resource; answers the status.
     pub async fn delete(&self, http: &reqwest::Client, base: &str, token: &str) -> u16 {
         let url = format!("{base}{}", self.location.as_deref().unwrap_or_default());

@@ -14,8 +14,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_events::Envelope;
 use arc_events::room::LeaveReason;
+use arc_events::{Envelope, ParticipantIdentity};
+use arc_nodeproto::Role;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -126,6 +127,36 @@ async fn close(tx: &mut futures::stream::SplitSink<WebSocket, Message>, code: u1
     let _ = tx.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
 }
 
+/// Opens a media session for the socket; the message to send back.
+async fn open_media(
+    state: &ApiState,
+    joined: &Joined,
+    view: &RoomView,
+    role: Role,
+    sdp: &str,
+    id: u64,
+    sessions: &mut std::collections::HashSet<String>,
+) -> ServerMessage {
+    if sdp.len() > arc_nodeproto::OFFER_BYTES_MAX || !sdp.trim_start().starts_with("v=0") {
+        return ServerMessage::Error {
+            code: "bad_sdp".into(),
+            message: "an SDP offer starts with v=0 and fits the offer size limit".into(),
+            id: Some(id),
+        };
+    }
+    let permissions = view.own().map(|p| p.permissions).unwrap_or_default();
+    match uc::open_media(state, joined, permissions, role, sdp).await {
+        Ok(opened) => {
+            sessions.insert(opened.session_id.clone());
+            ServerMessage::Answer { id, session_id: opened.session_id, sdp: opened.answer }
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            ServerMessage::Error { code: e.code.to_owned(), message: e.message, id: Some(id) }
+        }
+    }
+}
+
 /// One socket's life; ends its session unless the log already did.
 async fn session(
     state: Arc<ApiState>,
@@ -136,6 +167,8 @@ async fn session(
 ) {
     let (mut tx, mut rx) = socket.split();
     let mut data = state.signal_relay.subscribe();
+    // The media sessions this socket opened (only those it may close).
+    let mut sessions: std::collections::HashSet<String> = std::collections::HashSet::new();
     let timeout = state.signal_timeout;
     let mut ping = tokio::time::interval(timeout / 4);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -234,7 +267,7 @@ async fn session(
                                     }
                                     Err(e) => {
                                         let e = ApiError::from(e);
-                                        let m = ServerMessage::Error { code: e.code.to_owned(), message: e.message };
+                                        let m = ServerMessage::Error { code: e.code.to_owned(), message: e.message, id: None };
                                         if !send(&mut tx, m).await {
                                             break Some(LeaveReason::ConnectionLost);
                                         }
@@ -263,14 +296,51 @@ async fn session(
                                     }
                                 };
                                 if let Some((code, message)) = refused
-                                    && !send(&mut tx, ServerMessage::Error { code: code.to_owned(), message }).await
+                                    && !send(&mut tx, ServerMessage::Error { code: code.to_owned(), message, id: None }).await
+                                {
+                                    break Some(LeaveReason::ConnectionLost);
+                                }
+                            }
+                            Ok(ClientMessage::Publish { id, sdp }) => {
+                                let answer = open_media(&state, &joined, &view, Role::Publish, &sdp, id, &mut sessions).await;
+                                if !send(&mut tx, answer).await {
+                                    break Some(LeaveReason::ConnectionLost);
+                                }
+                            }
+                            Ok(ClientMessage::Subscribe { id, sdp, participant }) => {
+                                let answer = match participant.as_deref().map(ParticipantIdentity::parse).transpose() {
+                                    Ok(participant) => {
+                                        let role = Role::Subscribe { participant };
+                                        open_media(&state, &joined, &view, role, &sdp, id, &mut sessions).await
+                                    }
+                                    Err(e) => ServerMessage::Error {
+                                        code: "invalid".into(),
+                                        message: format!("participant: {e}"),
+                                        id: Some(id),
+                                    },
+                                };
+                                if !send(&mut tx, answer).await {
+                                    break Some(LeaveReason::ConnectionLost);
+                                }
+                            }
+                            Ok(ClientMessage::CloseMedia { session_id }) => {
+                                let refused = if sessions.remove(&session_id) {
+                                    uc::close_media(&state, &joined, &session_id).await.err().map(|e| {
+                                        let e = ApiError::from(e);
+                                        (e.code.to_owned(), e.message)
+                                    })
+                                } else {
+                                    Some(("not_found".to_owned(), "no such media session on this socket".to_owned()))
+                                };
+                                if let Some((code, message)) = refused
+                                    && !send(&mut tx, ServerMessage::Error { code, message, id: None }).await
                                 {
                                     break Some(LeaveReason::ConnectionLost);
                                 }
                             }
                             Ok(ClientMessage::Leave) => break Some(LeaveReason::ClientLeft),
                             Err((code, message)) => {
-                                if !send(&mut tx, ServerMessage::Error { code: code.to_owned(), message }).await {
+                                if !send(&mut tx, ServerMessage::Error { code: code.to_owned(), message, id: None }).await {
                                     break Some(LeaveReason::ConnectionLost);
                                 }
                             }
@@ -281,6 +351,7 @@ async fn session(
                         let m = ServerMessage::Error {
                             code: "bad_message".into(),
                             message: "messages are JSON text, not binary".into(),
+                            id: None,
                         };
                         if !send(&mut tx, m).await {
                             break Some(LeaveReason::ConnectionLost);

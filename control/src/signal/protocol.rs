@@ -7,7 +7,8 @@
 //! Version 1 carries the room's state and its changes (participants, their
 //! permissions and metadata, their tracks, the room's metadata), the
 //! participant's own metadata, data messages between participants,
-//! keep-alive and leaving; media still goes through WHIP/WHEP sessions.
+//! media sessions opened and closed over the socket (complete offers, no
+//! trickle yet), keep-alive and leaving.
 
 use arc_events::participant::Permissions;
 use arc_events::room::LeaveReason;
@@ -62,6 +63,22 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
     },
+    /// Opens a media session to publish: `sdp` is a complete offer (ICE
+    /// candidates gathered; no trickle in this version); the server answers
+    /// `answer` with the same `id`. Needs the `publish` permission.
+    Publish { id: u64, sdp: String },
+    /// Opens a media session to receive the room's latest publisher, or the
+    /// one named by `participant` (an identity); answered like `publish`.
+    /// Needs the `subscribe` permission.
+    Subscribe {
+        id: u64,
+        sdp: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        participant: Option<String>,
+    },
+    /// Closes one of this socket's media sessions; its tracks are
+    /// unpublished, its subscriptions end, the participant stays.
+    CloseMedia { session_id: String },
     /// Leaves the room (reason `client_left`); the server closes the socket.
     Leave,
 }
@@ -165,10 +182,19 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
     },
-    /// A request could not be done; the socket stays open.
+    /// The answer to `publish` or `subscribe` (`id` is the request's).
+    Answer {
+        id: u64,
+        session_id: String,
+        sdp: String,
+    },
+    /// A request could not be done; the socket stays open. `id` names the
+    /// `publish` or `subscribe` request it answers.
     Error {
         code: String,
         message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
     },
 }
 

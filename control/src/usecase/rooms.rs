@@ -376,6 +376,7 @@ pub async fn open_media_session(
         sid: sid.clone(),
         role,
         offer: offer.to_owned(),
+        attached: false,
     };
     let outcome = s.media.request(node.as_str(), NodeRequest::Open(req)).await;
     let aggregate = AggregateRef::from(&room_id);

@@ -24,6 +24,9 @@ pub struct Joined {
     pub identity: ParticipantIdentity,
     pub sid: ParticipantSid,
     pub actor: Actor,
+    /// The media node its sessions open on (none: no node was available, or
+    /// its token may neither publish nor subscribe).
+    pub node: Option<arc_events::NodeId>,
     /// Where the join went in the log.
     pub position: Option<Position>,
 }
@@ -31,10 +34,79 @@ pub struct Joined {
 /// Joins the token's room as a signalling participant (no media node yet):
 /// the room opens if needed, quotas hold, a session of the same identity is
 /// replaced.
+/// A token that may publish or subscribe is placed on the room's media node
+/// (where its sessions will open); without a node it joins all the same,
+/// and its media requests answer `no_media_node`.
 pub async fn join(s: &Services, app: &AppRow, claims: &Claims) -> UseCaseResult<Joined> {
-    let TokenJoin { room_id, identity, sid, actor, position, .. } =
-        rooms::join_with_token(s, app, claims, Placement::None).await?;
-    Ok(Joined { room_id, identity, sid, actor, position })
+    let media = claims.grants.publish || claims.grants.subscribe;
+    let joined = if media {
+        match rooms::join_with_token(s, app, claims, Placement::MediaNode).await {
+            Err(UseCaseError::Route(crate::media::RouteError::NoNode)) => {
+                rooms::join_with_token(s, app, claims, Placement::None).await
+            }
+            other => other,
+        }
+    } else {
+        rooms::join_with_token(s, app, claims, Placement::None).await
+    };
+    let TokenJoin { room_id, identity, sid, actor, node, position, .. } = joined?;
+    Ok(Joined { room_id, identity, sid, actor, node, position })
+}
+
+/// A media session opened for a socket.
+#[derive(Debug, Clone)]
+pub struct MediaOpened {
+    pub session_id: String,
+    pub answer: String,
+}
+
+/// Opens a media session for the socket's participant on its node: publish
+/// (needs the `publish` permission now) or subscribe (`subscribe`), the
+/// room's latest publisher or the named one. Its end does not end the
+/// participant (`attached`).
+pub async fn open_media(
+    s: &Services,
+    joined: &Joined,
+    permissions: arc_events::participant::Permissions,
+    role: arc_nodeproto::Role,
+    offer: &str,
+) -> UseCaseResult<MediaOpened> {
+    let publish = role == arc_nodeproto::Role::Publish;
+    if publish && !permissions.publish {
+        return Err(UseCaseError::forbidden("permission_denied", "you may not publish in this room"));
+    }
+    if !publish && !permissions.subscribe {
+        return Err(UseCaseError::forbidden("permission_denied", "you may not subscribe in this room"));
+    }
+    let Some(node) = &joined.node else {
+        return Err(UseCaseError::Route(crate::media::RouteError::NoNode));
+    };
+    let req = arc_nodeproto::OpenSession {
+        room_id: joined.room_id.clone(),
+        identity: joined.identity.clone(),
+        sid: joined.sid.clone(),
+        role,
+        offer: offer.to_owned(),
+        attached: true,
+    };
+    match s.media.request(node.as_str(), arc_nodeproto::NodeRequest::Open(req)).await? {
+        arc_nodeproto::NodeReply::Opened(o) => {
+            Ok(MediaOpened { session_id: o.session_id.to_string(), answer: o.answer })
+        }
+        arc_nodeproto::NodeReply::Error(e) => Err(UseCaseError::Node(e)),
+        other => Err(UseCaseError::internal(format!("unexpected reply from the media node: {other:?}"))),
+    }
+}
+
+/// Closes one of the socket's media sessions (its tracks and subscriptions end).
+pub async fn close_media(s: &Services, joined: &Joined, session_id: &str) -> UseCaseResult<()> {
+    let Some(node) = &joined.node else { return Ok(()) };
+    let session_id =
+        arc_events::MediaSessionId::parse(session_id).map_err(|e| UseCaseError::invalid("session_id", e))?;
+    match s.media.request(node.as_str(), arc_nodeproto::NodeRequest::Close { session_id }).await? {
+        arc_nodeproto::NodeReply::Error(e) => Err(UseCaseError::Node(e)),
+        _ => Ok(()),
+    }
 }
 
 /// The room as the read models hold it, seen by the session `me`.

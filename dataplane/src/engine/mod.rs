@@ -171,6 +171,8 @@ pub enum MediaEvent {
         sid: ParticipantSid,
         session_id: MediaSessionId,
         reason: LeaveReason,
+        /// Its participant outlives it: no leave to record.
+        attached: bool,
     },
 }
 
@@ -939,6 +941,7 @@ impl Engine {
             identity: req.identity.clone(),
             sid: req.sid.clone(),
             role: req.role.clone(),
+            attached: req.attached,
             pc,
             ufrag: ufrag.clone(),
             pwd,
@@ -1539,6 +1542,7 @@ impl Engine {
             sid: s.sid,
             session_id: s.id,
             reason,
+            attached: s.attached,
         });
         for k in siblings {
             self.end(now, k, reason);

@@ -71,6 +71,8 @@ pub(crate) struct Session {
     pub(crate) identity: ParticipantIdentity,
     pub(crate) sid: ParticipantSid,
     pub(crate) role: Role,
+    /// It belongs to a participant that outlives it (see `OpenSession::attached`).
+    pub(crate) attached: bool,
     pub(crate) pc: RTCPeerConnection,
     /// Our ICE credentials for this leg.
     pub(crate) ufrag: String,

@@ -47,6 +47,13 @@ pub struct OpenSession {
     pub role: Role,
     /// The client's SDP offer.
     pub offer: String,
+    /// The session belongs to a participant that lives on without it (one
+    /// joined through signalling, which opens and closes media sessions as
+    /// it publishes and subscribes): when it ends, its tracks and
+    /// subscriptions end, the participant stays. A WHIP/WHEP session
+    /// (`false`) is its participant: when it ends, the participant leaves.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attached: bool,
 }
 
 /// Publish, or play.
@@ -299,6 +306,7 @@ mod tests {
             sid: ParticipantSid::parse("pa_1").expect("id"),
             role: Role::Subscribe { participant: None },
             offer: "v=0\r\n".into(),
+            attached: false,
         })
     }
 
