@@ -147,6 +147,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/docs", get(openapi::serve_docs))
         .route("/publish", get(publish_page))
         .route("/play", get(play_page))
+        .route("/meet", get(meet_page))
         .route("/metrics", get(metrics::metrics))
         // Requests per route template and their latency (matched routes only).
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
@@ -502,6 +503,12 @@ async fn publish_page() -> Html<&'static str> {
 
 async fn play_page() -> Html<&'static str> {
     Html(include_str!("play.html"))
+}
+
+/// The meeting page: camera, microphone, the others' video, chat, over the
+/// signalling socket.
+async fn meet_page() -> Html<&'static str> {
+    Html(include_str!("meet.html"))
 }
 
 async fn status_page() -> Html<&'static str> {

@@ -1,0 +1,53 @@
+//! The meeting page (`/meet`) with three headless Chromium pages (fake
+//! camera and microphone) on `arc-control dev`: each publishes over the
+//! signalling socket and receives the other two (video frames decoded,
+//! audio packets received, read with `getStats`), and a chat message from
+//! one reaches the others. A screenshot of the first page is kept in
+//! `target/tmp/meet-three.png`.
+//!
+//! `scripts/test` installs Chromium, Node.js and playwright-core.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{ADMIN_KEY, Mode, create_app, mint_token, start};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_people_meet_see_and_hear_each_other_and_chat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&Mode::Embedded { data_dir: dir.path().to_path_buf() });
+    let base = server.base.clone();
+    let app = create_app(&base, ADMIN_KEY, "meet").await;
+    let grants = json!({"join": true, "publish": true, "subscribe": true, "publish_data": true});
+    let mut tokens = Vec::new();
+    for who in ["ann", "bob", "cy"] {
+        tokens.push(mint_token(&base, &app, who, "standup", grants.clone()).await);
+    }
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("meet-three.png");
+    let out = Command::new("node")
+        .arg("meet.mjs")
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser"))
+        .env("ARC_URL", &base)
+        .env("TOKENS", tokens.join(","))
+        .env("NAMES", "Ann,Bob,Cy")
+        .env("SCREENSHOT", &shot)
+        .output()
+        .expect("run node tests/browser/meet.mjs (is Node.js installed?)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("{}");
+    eprintln!("meet: {last}");
+    if !out.stderr.is_empty() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let r: Value = serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}));
+    assert_eq!(r["ok"], true, "three pages met: {r}");
+    assert!(shot.exists(), "the screenshot was kept");
+
+    // The log saw a meeting like any other: three joins, their tracks.
+    let events = common::admin_get(&base, "/v1/events?tail=200&type=track.published").await;
+    let published = events["events"].as_array().map_or(0, Vec::len);
+    assert!(published >= 6, "audio and video of three people: {published} tracks");
+}

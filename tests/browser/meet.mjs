@@ -1,0 +1,84 @@
+// Several Chromium pages (fake camera and microphone) join one meeting
+// through Arc's /meet page (the signalling socket, /v1/rtc). Waits until
+// every page decodes video and receives audio from every other page, then
+// the first page says something in the chat and every other page must show
+// it. Prints one JSON line with what each page saw and exits 0; on timeout
+// or error the same line has "ok": false and the exit code is 1.
+//
+// Environment: ARC_URL, TOKENS (comma-separated, one per page), NAMES
+// (comma-separated display names), FRAMES (30), AUDIO_PACKETS (50),
+// TIMEOUT_MS (30000), CHROMIUM (/usr/bin/chromium), SCREENSHOT (a PNG path:
+// on success, a picture of the first page).
+import { chromium } from "playwright-core";
+
+const env = (k, d) => process.env[k] ?? d;
+const base = env("ARC_URL", "http://127.0.0.1:7880");
+const tokens = env("TOKENS", "").split(",").filter(Boolean);
+const names = env("NAMES", "").split(",");
+const frames = Number(env("FRAMES", "30"));
+const audioPackets = Number(env("AUDIO_PACKETS", "50"));
+const timeoutMs = Number(env("TIMEOUT_MS", "30000"));
+
+const browser = await chromium.launch({
+  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+const result = { ok: false, pages: tokens.length };
+try {
+  const pages = [];
+  for (const [i, token] of tokens.entries()) {
+    // One context per page: each is its own browser profile, as people are.
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const q = new URLSearchParams({ token, name: names[i] ?? "", autojoin: "1" }).toString();
+    await page.goto(`${base}/meet?${q}`);
+    pages.push(page);
+  }
+  const started = Date.now();
+  const seen = () => Promise.all(pages.map((p) => p.evaluate(async () => ({
+    state: window.arc.state, error: window.arc.error, me: window.arc.me?.identity,
+    people: Object.keys(window.arc.people).length, stats: await window.arc.stats(), chat: window.arc.chat,
+  }))));
+  let views = [];
+  let media = false;
+  while (Date.now() - started < timeoutMs) {
+    await pages[0].waitForTimeout(300);
+    views = await seen();
+    if (views.some((v) => v.error)) break;
+    media = views.every((v) => Object.keys(v.stats).length === pages.length - 1
+      && Object.values(v.stats).every((s) => s.frames >= frames && s.audio >= audioPackets));
+    if (media) break;
+  }
+  result.media_ms = Date.now() - started;
+  if (media) {
+    const text = "hello from " + views[0].me;
+    await pages[0].evaluate((t) => window.arc.say(t), text);
+    while (Date.now() - started < timeoutMs) {
+      await pages[0].waitForTimeout(200);
+      views = await seen();
+      if (views.slice(1).every((v) => v.chat.some((c) => c.text === text && c.from === views[0].me))) {
+        result.ok = true;
+        break;
+      }
+    }
+  }
+  result.elapsed_ms = Date.now() - started;
+  result.views = views;
+  const shot = env("SCREENSHOT", "");
+  if (result.ok && shot) {
+    await pages[0].screenshot({ path: shot, fullPage: true });
+    result.screenshot = shot;
+  }
+} catch (e) {
+  result.error = String(e);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);
