@@ -245,7 +245,7 @@ async fn run(config: arc_control::config::Config) -> Result<()> {
         let announced: Vec<String> = config.media_announce.iter().map(ToString::to_string).collect();
         println!("  media node    {} on udp {media} (announcing {})", server::DEV_NODE_ID, announced.join(", "));
         println!(
-            "  try it        {url}/meet (a meeting), {url}/publish and {url}/play (WHIP: {url}/v1/whip/<room>, WHEP: {url}/v1/whep/<room>)"
+            "  try it        {url}/meet (a meeting: open it in two windows), {url}/publish and {url}/play (WHIP: {url}/v1/whip/<room>, WHEP: {url}/v1/whep/<room>)"
         );
     }
     match &running.admin_key {

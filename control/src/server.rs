@@ -303,6 +303,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         started: Instant::now(),
         webhooks: Some(webhooks.subscribe()),
         metrics,
+        dev_tokens: config.log == LogConfig::Embedded,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -317,6 +318,8 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         app = app.nest("/media", node.operator_router(log.clone()));
     }
     tasks.spawn(async move {
+        // The peer's address: development tokens go to this machine only.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "http server stopped");
         }

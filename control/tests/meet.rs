@@ -51,3 +51,42 @@ async fn three_people_meet_see_and_hear_each_other_and_chat() {
     let published = events["events"].as_array().map_or(0, Vec::len);
     assert!(published >= 6, "audio and video of three people: {published} tracks");
 }
+
+/// What the README promises: `arc-control dev` and two browser windows on
+/// the printed `/meet` address, a room and a name typed, no token minted by
+/// hand (the page gets development tokens), make a meeting. `serve` mints
+/// none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_windows_on_dev_meet_without_minting_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&Mode::Embedded { data_dir: dir.path().to_path_buf() });
+    let out = Command::new("node")
+        .arg("meet.mjs")
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser"))
+        .env("ARC_URL", &server.base)
+        .env("NAMES", "Dana,Eli")
+        .env("ROOM", "retro")
+        .output()
+        .expect("run node tests/browser/meet.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("{}");
+    eprintln!("meet (dev tokens): {last}");
+    let r: Value = serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}));
+    assert_eq!(r["ok"], true, "two windows met on development tokens: {r}");
+
+    let http = reqwest::Client::new();
+    let refused = http
+        .post(format!("{}/v1/dev/token", server.base))
+        .json(&json!({"room": "retro", "identity": "bad identity!"}))
+        .send()
+        .await
+        .expect("dev token");
+    assert_eq!(refused.status(), 400, "a bad identity is named");
+    drop(server);
+
+    let (_, _, _, _dir, mode) = common::cluster("MEET", "meet").await;
+    let serve = start(&mode);
+    let none =
+        http.post(format!("{}/v1/dev/token", serve.base)).json(&json!({"room": "retro"})).send().await.expect("post");
+    assert_eq!(none.status(), 404, "serve mints no development tokens");
+}

@@ -5,8 +5,9 @@
 // it. Prints one JSON line with what each page saw and exits 0; on timeout
 // or error the same line has "ok": false and the exit code is 1.
 //
-// Environment: ARC_URL, TOKENS (comma-separated, one per page), NAMES
-// (comma-separated display names), FRAMES (30), AUDIO_PACKETS (50),
+// Environment: ARC_URL, TOKENS (comma-separated, one per page; without
+// them each page asks arc-control dev for a development token), NAMES
+// (comma-separated display names), ROOM, FRAMES (30), AUDIO_PACKETS (50),
 // TIMEOUT_MS (30000), CHROMIUM (/usr/bin/chromium), SCREENSHOT (a PNG path:
 // on success, a picture of the first page).
 import { chromium } from "playwright-core";
@@ -29,14 +30,20 @@ const browser = await chromium.launch({
     "--autoplay-policy=no-user-gesture-required",
   ],
 });
-const result = { ok: false, pages: tokens.length };
+const room = env("ROOM", "");
+// Without TOKENS, each page gets a development token itself (arc-control dev).
+const count = tokens.length || names.length;
+const result = { ok: false, pages: count };
 try {
   const pages = [];
-  for (const [i, token] of tokens.entries()) {
+  for (let i = 0; i < count; i++) {
     // One context per page: each is its own browser profile, as people are.
     const context = await browser.newContext();
     const page = await context.newPage();
-    const q = new URLSearchParams({ token, name: names[i] ?? "", autojoin: "1" }).toString();
+    const fields = { name: names[i] ?? "", autojoin: "1" };
+    if (tokens[i]) fields.token = tokens[i];
+    if (room) fields.room = room;
+    const q = new URLSearchParams(fields).toString();
     await page.goto(`${base}/meet?${q}`);
     pages.push(page);
   }

@@ -35,6 +35,7 @@ use crate::usecase::Services;
 
 pub mod apps;
 pub(crate) mod auth;
+pub(crate) mod dev;
 pub mod error;
 pub mod events;
 pub(crate) mod json_errors;
@@ -66,6 +67,8 @@ pub struct ApiState {
     pub webhooks: Option<watch::Receiver<Position>>,
     /// What `/metrics` exposes.
     pub metrics: metrics::Metrics,
+    /// `POST /v1/dev/token` answers (`arc-control dev`, to this machine only).
+    pub dev_tokens: bool,
 }
 
 impl std::ops::Deref for ApiState {
@@ -134,6 +137,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/whip/{room}", post(whip::whip_post))
         .route("/v1/whip/{room}/sessions/{node_id}/{session_id}", patch(whip::whip_patch).delete(whip::whip_delete))
         .route("/v1/rtc", get(rtc::rtc))
+        .route("/v1/dev/token", post(dev::dev_token))
         .route("/v1/whep/{room}", post(whip::whep_post))
         .route("/v1/whep/{room}/sessions/{node_id}/{session_id}", patch(whip::whep_patch).delete(whip::whep_delete))
         .route("/v1/events", get(events::list_events))

@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{apps, events, rooms, rtc, whip};
+use super::{apps, dev, events, rooms, rtc, whip};
 
 const DESCRIPTION: &str = r#"Arc's control plane: apps (AppKey/AppSecret), access tokens, rooms,
 participants, moderation, quotas and webhooks. Every change is an event in
@@ -131,6 +131,7 @@ Answer 2xx to acknowledge."#;
         whip::whip_delete,
         whip::whep_post,
         rtc::rtc,
+        dev::dev_token,
         whip::whep_patch,
         whip::whep_delete,
         events::list_events,

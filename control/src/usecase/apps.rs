@@ -168,3 +168,49 @@ pub async fn revoke_token(
     let done = s.apps.execute(&app_id.into(), &command, &meta).await?;
     Ok(done.appended.map(|a| a.last))
 }
+
+/// The name of the app `arc-control dev` mints development tokens under.
+pub const DEV_APP_NAME: &str = "dev";
+
+/// A development token (`arc-control dev` only): for `identity` in `room`,
+/// with every grant but `admin` and `record`, under the app named
+/// [`DEV_APP_NAME`] (made on first use).
+pub async fn mint_dev_token(s: &Services, room: &str, identity: &str, name: Option<String>) -> UseCaseResult<String> {
+    let mut found = None;
+    let mut after = String::new();
+    'pages: loop {
+        let page = queries::apps(&s.db, "active", &after, 500).await?;
+        for app in &page {
+            if app.name == DEV_APP_NAME {
+                found = Some(app.app_id.clone());
+                break 'pages;
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == 500 => after.clone_from(&last.app_id),
+            _ => break,
+        }
+    }
+    let app_id = match found {
+        Some(id) => AppId::parse(&id).map_err(|_| UseCaseError::internal("bad app id in the read model"))?,
+        None => {
+            let created =
+                create_app(s, &Actor::system("dev-tokens"), DEV_APP_NAME.to_owned(), Quotas::default(), Vec::new())
+                    .await?;
+            if let Some(p) = created.position {
+                s.settle_quietly(p).await;
+            }
+            created.app_id
+        }
+    };
+    let request = MintRequest {
+        identity: identity.to_owned(),
+        room: room.to_owned(),
+        grants: None,
+        ttl_s: None,
+        name,
+        metadata: None,
+        not_before_s: None,
+    };
+    Ok(mint_token(s, &app_id, &request).await?.0)
+}
