@@ -1,9 +1,10 @@
 //! The meeting page (`/meet`) with three headless Chromium pages (fake
 //! camera and microphone) on `arc-control dev`: each publishes over the
 //! signalling socket and receives the other two (video frames decoded,
-//! audio packets received, read with `getStats`), and a chat message from
-//! one reaches the others. A screenshot of the first page is kept in
-//! `target/tmp/meet-three.png`.
+//! audio packets received, read with `getStats`), a chat message from one
+//! reaches the others, and a screen one shares reaches the others as its own
+//! video and goes when the sharing stops. A screenshot of the second page
+//! while the screen is shared is kept in `target/tmp/meet-three.png`.
 //!
 //! `scripts/test` installs Chromium, Node.js and playwright-core.
 
@@ -16,7 +17,7 @@ use common::{ADMIN_KEY, Mode, create_app, mint_token, start};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_people_meet_see_and_hear_each_other_and_chat() {
+async fn three_people_meet_see_and_hear_each_other_chat_and_share_a_screen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(&Mode::Embedded { data_dir: dir.path().to_path_buf() });
     let base = server.base.clone();
@@ -33,6 +34,7 @@ async fn three_people_meet_see_and_hear_each_other_and_chat() {
         .env("ARC_URL", &base)
         .env("TOKENS", tokens.join(","))
         .env("NAMES", "Ann,Bob,Cy")
+        .env("SCREEN", "1")
         .env("SCREENSHOT", &shot)
         .output()
         .expect("run node tests/browser/meet.mjs (is Node.js installed?)");
@@ -48,8 +50,9 @@ async fn three_people_meet_see_and_hear_each_other_and_chat() {
 
     // The log saw a meeting like any other: three joins, their tracks.
     let events = common::admin_get(&base, "/v1/events?tail=200&type=track.published").await;
-    let published = events["events"].as_array().map_or(0, Vec::len);
-    assert!(published >= 6, "audio and video of three people: {published} tracks");
+    let published: Vec<&Value> = events["events"].as_array().into_iter().flatten().collect();
+    assert!(published.len() >= 7, "audio and video of three people and a screen: {} tracks", published.len());
+    assert!(published.iter().any(|e| e["data"]["source"] == "screen_share"), "the screen share is one: {events}");
 }
 
 /// What the README promises: `arc-control dev` and two browser windows on

@@ -158,9 +158,10 @@ impl Room {
             room_id: self.room_id.clone(),
             identity: ParticipantIdentity::parse(&format!("c{n}")).map_err(|e| e.to_string())?,
             sid: ParticipantSid::parse(&format!("pa_c{n}")).map_err(|e| e.to_string())?,
-            role: if publish { Role::Publish } else { Role::Subscribe { participant: None } },
+            role: if publish { Role::Publish } else { Role::Subscribe { participant: None, screen: false } },
             offer,
             attached: false,
+            screen: false,
         });
         let reply = self.with_engine(|e| {
             let reply = e.handle_request(now, req);

@@ -62,7 +62,7 @@ async fn append(
 ) -> Result<(), Failure> {
     let meta = CommandMeta::new(Actor::Node { node_id: node_id.clone() }, chrono::Utc::now());
     match ev {
-        MediaEvent::TrackPublished { room_id, identity, sid, track, kind, codec } => {
+        MediaEvent::TrackPublished { room_id, identity, sid, track, kind, codec, screen } => {
             let published = TrackPublished {
                 room_id: room_id.clone(),
                 identity: identity.clone(),
@@ -71,9 +71,11 @@ async fn append(
                     RtpKind::Audio => MediaKind::Audio,
                     RtpKind::Video => MediaKind::Video,
                 },
-                source: match kind {
-                    RtpKind::Audio => TrackSource::Microphone,
-                    RtpKind::Video => TrackSource::Camera,
+                source: match (kind, screen) {
+                    (RtpKind::Audio, false) => TrackSource::Microphone,
+                    (RtpKind::Video, false) => TrackSource::Camera,
+                    (RtpKind::Audio, true) => TrackSource::ScreenShareAudio,
+                    (RtpKind::Video, true) => TrackSource::ScreenShare,
                 },
                 codec: codec.clone(),
                 simulcast: false,

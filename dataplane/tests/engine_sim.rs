@@ -314,9 +314,10 @@ impl Sim {
             room_id: self.room.clone(),
             identity: ParticipantIdentity::parse(identity).expect("id"),
             sid: ParticipantSid::parse(&format!("pa_{identity}")).expect("id"),
-            role: if publish { Role::Publish } else { Role::Subscribe { participant: None } },
+            role: if publish { Role::Publish } else { Role::Subscribe { participant: None, screen: false } },
             offer: peer.offer(),
             attached: false,
+            screen: false,
         });
         let reply = self.engine.handle_request(self.now, req);
         self.drain_engine();

@@ -22,9 +22,10 @@ async fn open(media: &MediaHandle, room: &RoomId, identity: &str, publish: bool)
         room_id: room.clone(),
         identity: ParticipantIdentity::parse(identity).expect("id"),
         sid: ParticipantSid::parse(&format!("pa_{identity}_{}", room.as_str())).expect("id"),
-        role: if publish { Role::Publish } else { Role::Subscribe { participant: None } },
+        role: if publish { Role::Publish } else { Role::Subscribe { participant: None, screen: false } },
         offer: client.offer(),
         attached: false,
+        screen: false,
     });
     match media.request(req).await {
         NodeReply::Opened(o) => {

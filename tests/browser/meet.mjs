@@ -8,8 +8,10 @@
 // Environment: ARC_URL, TOKENS (comma-separated, one per page; without
 // them each page asks arc-control dev for a development token), NAMES
 // (comma-separated display names), ROOM, FRAMES (30), AUDIO_PACKETS (50),
-// TIMEOUT_MS (30000), CHROMIUM (/usr/bin/chromium), SCREENSHOT (a PNG path:
-// on success, a picture of the first page).
+// TIMEOUT_MS (30000), CHROMIUM (/usr/bin/chromium), SCREEN (1: then the
+// first page shares a screen, every other page must receive it and see it
+// stop), SCREENSHOT (a PNG path: on success, a picture of the first page, or
+// with SCREEN of the second page while the screen is shared).
 import { chromium } from "playwright-core";
 
 const env = (k, d) => process.env[k] ?? d;
@@ -19,6 +21,7 @@ const names = env("NAMES", "").split(",");
 const frames = Number(env("FRAMES", "30"));
 const audioPackets = Number(env("AUDIO_PACKETS", "50"));
 const timeoutMs = Number(env("TIMEOUT_MS", "30000"));
+const screen = env("SCREEN", "0") === "1";
 
 const browser = await chromium.launch({
   executablePath: env("CHROMIUM", "/usr/bin/chromium"),
@@ -66,12 +69,45 @@ try {
   if (media) {
     const text = "hello from " + views[0].me;
     await pages[0].evaluate((t) => window.arc.say(t), text);
+    let chatted = false;
     while (Date.now() - started < timeoutMs) {
       await pages[0].waitForTimeout(200);
       views = await seen();
       if (views.slice(1).every((v) => v.chat.some((c) => c.text === text && c.from === views[0].me))) {
-        result.ok = true;
+        chatted = true;
         break;
+      }
+    }
+    result.ok = chatted && !screen;
+    if (chatted && screen) {
+      // The first page shares a "screen" (an animated canvas: headless
+      // Chromium has no screen picker); every other page receives it as a
+      // separate video, then sees it go when the sharing stops.
+      await pages[0].evaluate(() => {
+        const canvas = document.createElement("canvas");
+        canvas.width = 640; canvas.height = 360;
+        const g = canvas.getContext("2d");
+        let n = 0;
+        setInterval(() => { g.fillStyle = `hsl(${(n += 7) % 360} 70% 50%)`; g.fillRect(0, 0, 640, 360); }, 50);
+        return window.arc.shareStream(canvas.captureStream(15));
+      });
+      const key = views[0].me + "#screen";
+      let shown = false;
+      while (Date.now() - started < timeoutMs) {
+        await pages[0].waitForTimeout(250);
+        views = await seen();
+        if (views.slice(1).every((v) => (v.stats[key]?.frames ?? 0) >= 10)) { shown = true; break; }
+      }
+      result.screen_ms = Date.now() - started;
+      if (shown) {
+        const shot = env("SCREENSHOT", "");
+        if (shot) await pages[1].screenshot({ path: shot, fullPage: true });
+        await pages[0].evaluate(() => window.arc.stopSharing());
+        while (Date.now() - started < timeoutMs) {
+          await pages[0].waitForTimeout(250);
+          views = await seen();
+          if (views.slice(1).every((v) => !(key in v.stats))) { result.ok = true; break; }
+        }
       }
     }
   }
@@ -79,7 +115,7 @@ try {
   result.views = views;
   const shot = env("SCREENSHOT", "");
   if (result.ok && shot) {
-    await pages[0].screenshot({ path: shot, fullPage: true });
+    if (!screen) await pages[0].screenshot({ path: shot, fullPage: true });
     result.screenshot = shot;
   }
 } catch (e) {

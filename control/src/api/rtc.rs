@@ -132,7 +132,7 @@ async fn open_media(
     state: &ApiState,
     joined: &Joined,
     view: &RoomView,
-    role: Role,
+    (role, screen): (Role, bool),
     sdp: &str,
     id: u64,
     sessions: &mut std::collections::HashSet<String>,
@@ -145,7 +145,7 @@ async fn open_media(
         };
     }
     let permissions = view.own().map(|p| p.permissions).unwrap_or_default();
-    match uc::open_media(state, joined, permissions, role, sdp).await {
+    match uc::open_media(state, joined, permissions, role, screen, sdp).await {
         Ok(opened) => {
             sessions.insert(opened.session_id.clone());
             ServerMessage::Answer { id, session_id: opened.session_id, sdp: opened.answer }
@@ -301,17 +301,18 @@ async fn session(
                                     break Some(LeaveReason::ConnectionLost);
                                 }
                             }
-                            Ok(ClientMessage::Publish { id, sdp }) => {
-                                let answer = open_media(&state, &joined, &view, Role::Publish, &sdp, id, &mut sessions).await;
+                            Ok(ClientMessage::Publish { id, sdp, screen }) => {
+                                let answer =
+                                    open_media(&state, &joined, &view, (Role::Publish, screen), &sdp, id, &mut sessions).await;
                                 if !send(&mut tx, answer).await {
                                     break Some(LeaveReason::ConnectionLost);
                                 }
                             }
-                            Ok(ClientMessage::Subscribe { id, sdp, participant }) => {
+                            Ok(ClientMessage::Subscribe { id, sdp, participant, screen }) => {
                                 let answer = match participant.as_deref().map(ParticipantIdentity::parse).transpose() {
                                     Ok(participant) => {
-                                        let role = Role::Subscribe { participant };
-                                        open_media(&state, &joined, &view, role, &sdp, id, &mut sessions).await
+                                        let role = Role::Subscribe { participant, screen };
+                                        open_media(&state, &joined, &view, (role, false), &sdp, id, &mut sessions).await
                                     }
                                     Err(e) => ServerMessage::Error {
                                         code: "invalid".into(),

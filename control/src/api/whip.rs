@@ -110,7 +110,7 @@ pub(crate) async fn whep_post(
         .map(ParticipantIdentity::parse)
         .transpose()
         .map_err(|e| ApiError::bad_request("participant", e))?;
-    open_session(&state, &headers, &room, body, Role::Subscribe { participant }, "whep").await
+    open_session(&state, &headers, &room, body, Role::Subscribe { participant, screen: false }, "whep").await
 }
 
 async fn open_session(

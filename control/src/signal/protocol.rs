@@ -66,7 +66,14 @@ pub enum ClientMessage {
     /// Opens a media session to publish: `sdp` is a complete offer (ICE
     /// candidates gathered; no trickle in this version); the server answers
     /// `answer` with the same `id`. Needs the `publish` permission.
-    Publish { id: u64, sdp: String },
+    Publish {
+        id: u64,
+        sdp: String,
+        /// The offer shares a screen (its video a screen share, its audio the
+        /// screen's), beside the camera and microphone.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        screen: bool,
+    },
     /// Opens a media session to receive the room's latest publisher, or the
     /// one named by `participant` (an identity); answered like `publish`.
     /// Needs the `subscribe` permission.
@@ -75,6 +82,9 @@ pub enum ClientMessage {
         sdp: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         participant: Option<String>,
+        /// Receive the participant's screen share rather than its camera and microphone.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        screen: bool,
     },
     /// Closes one of this socket's media sessions; its tracks are
     /// unpublished, its subscriptions end, the participant stays.

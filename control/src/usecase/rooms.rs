@@ -377,6 +377,7 @@ pub async fn open_media_session(
         role,
         offer: offer.to_owned(),
         attached: false,
+        screen: false,
     };
     let outcome = s.media.request(node.as_str(), NodeRequest::Open(req)).await;
     let aggregate = AggregateRef::from(&room_id);

@@ -69,6 +69,7 @@ pub async fn open_media(
     joined: &Joined,
     permissions: arc_events::participant::Permissions,
     role: arc_nodeproto::Role,
+    screen: bool,
     offer: &str,
 ) -> UseCaseResult<MediaOpened> {
     let publish = role == arc_nodeproto::Role::Publish;
@@ -88,6 +89,7 @@ pub async fn open_media(
         role,
         offer: offer.to_owned(),
         attached: true,
+        screen,
     };
     match s.media.request(node.as_str(), arc_nodeproto::NodeRequest::Open(req)).await? {
         arc_nodeproto::NodeReply::Opened(o) => {

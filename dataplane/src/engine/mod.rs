@@ -146,6 +146,8 @@ pub enum MediaEvent {
         track: TrackId,
         kind: RtpKind,
         codec: String,
+        /// From a session sharing a screen.
+        screen: bool,
     },
     TrackUnpublished {
         track: TrackId,
@@ -942,6 +944,7 @@ impl Engine {
             sid: req.sid.clone(),
             role: req.role.clone(),
             attached: req.attached,
+            screen: req.screen && req.role == Role::Publish,
             pc,
             ufrag: ufrag.clone(),
             pwd,
@@ -1032,13 +1035,13 @@ impl Engine {
     /// The track a subscriber of `kind` in `room` should see: the latest
     /// published one, or the named participant's.
     fn source_for(&self, room: &RoomId, role: &Role, kind: RtpKind) -> Option<TrackKey> {
-        let want = match role {
-            Role::Subscribe { participant } => participant.as_ref(),
+        let (want, screen) = match role {
+            Role::Subscribe { participant, screen } => (participant.as_ref(), *screen),
             Role::Publish => return None,
         };
         self.sessions
             .values()
-            .filter(|s| s.room_id == *room && s.role == Role::Publish)
+            .filter(|s| s.room_id == *room && s.role == Role::Publish && s.screen == screen)
             .filter(|s| want.is_none_or(|w| s.identity == *w))
             .flat_map(|s| s.inbound.values())
             .filter(|t| t.kind == kind && t.key.is_some())
@@ -1311,7 +1314,7 @@ impl Engine {
         }
         self.track_owner.insert(tk, (key, track_id));
         let Some(s) = self.sessions.get(&key) else { return };
-        let (room, identity, sid) = (s.room_id.clone(), s.identity.clone(), s.sid.clone());
+        let (room, identity, sid, screen) = (s.room_id.clone(), s.identity.clone(), s.sid.clone(), s.screen);
         self.events.push_back(MediaEvent::TrackPublished {
             room_id: room.clone(),
             identity: identity.clone(),
@@ -1319,6 +1322,7 @@ impl Engine {
             track: event_id,
             kind,
             codec: mime,
+            screen,
         });
         tracing::info!(room = %room, %identity, ?kind, ?codec, "track published");
         // Subscribers in the room that follow the latest publisher (or this one) switch to it.
@@ -1327,7 +1331,9 @@ impl Engine {
             .iter()
             .filter(|(_, s)| s.room_id == room && s.connected)
             .filter(|(_, s)| match &s.role {
-                Role::Subscribe { participant } => participant.as_ref().is_none_or(|p| *p == identity),
+                Role::Subscribe { participant, screen: wants_screen } => {
+                    *wants_screen == screen && participant.as_ref().is_none_or(|p| *p == identity)
+                }
                 Role::Publish => false,
             })
             .flat_map(|(k, s)| s.outbound.iter().filter(|o| o.kind == kind).map(move |o| (*k, o.down)))

@@ -73,6 +73,8 @@ pub(crate) struct Session {
     pub(crate) role: Role,
     /// It belongs to a participant that outlives it (see `OpenSession::attached`).
     pub(crate) attached: bool,
+    /// A publish session sharing a screen (see `OpenSession::screen`).
+    pub(crate) screen: bool,
     pub(crate) pc: RTCPeerConnection,
     /// Our ICE credentials for this leg.
     pub(crate) ufrag: String,

@@ -54,6 +54,11 @@ pub struct OpenSession {
     /// (`false`) is its participant: when it ends, the participant leaves.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attached: bool,
+    /// A publish session that shares a screen: its video is a screen share
+    /// (its audio the screen's); players ask for it with `Role::Subscribe {
+    /// screen: true }`, apart from the camera and microphone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub screen: bool,
 }
 
 /// Publish, or play.
@@ -65,6 +70,10 @@ pub enum Role {
     Subscribe {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         participant: Option<ParticipantIdentity>,
+        /// Play a screen share (a publish session opened with `screen`)
+        /// rather than a camera and microphone.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        screen: bool,
     },
 }
 
@@ -304,9 +313,10 @@ mod tests {
             room_id: RoomId::parse("rm_1").expect("id"),
             identity: ParticipantIdentity::parse("ann").expect("id"),
             sid: ParticipantSid::parse("pa_1").expect("id"),
-            role: Role::Subscribe { participant: None },
+            role: Role::Subscribe { participant: None, screen: false },
             offer: "v=0\r\n".into(),
             attached: false,
+            screen: false,
         })
     }
 
