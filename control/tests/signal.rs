@@ -308,7 +308,9 @@ async fn signalling_on_nats_and_postgres() {
 /// player's socket a subscribe session (`rtc` clients, complete offers),
 /// media flows; the others see the track; closing the publish session
 /// unpublishes it without the publisher leaving; refused without the
-/// permission; a session id the socket did not open cannot be closed.
+/// permission; a session id the socket did not open cannot be closed; and
+/// a moderator's socket (admin grant) mutes a track, changes permissions,
+/// removes a participant and closes the room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_over_the_socket_embedded() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -380,4 +382,31 @@ async fn media_over_the_socket_embedded() {
         assert!(Instant::now() < deadline, "the track was published again within 15 s");
     };
     assert_eq!(republished["track"]["sid"], cam_sid);
+    let track = republished["track"]["track_id"].as_str().expect("track id").to_owned();
+
+    // Moderation over the socket, for a token with the admin grant only.
+    send(&mut fan_ws, json!({"v": 1, "type": "remove_participant", "identity": "cam"})).await;
+    assert_eq!(until(&mut fan_ws, "error").await["code"], "permission_denied");
+    let host = mint_token(&base, &app, "host", "show", json!({"join": true, "admin": true})).await;
+    let mut host_ws = connect(&base, &host).await;
+    until(&mut host_ws, "join").await;
+    send(&mut host_ws, json!({"v": 1, "type": "mute_track", "track_id": track, "muted": true})).await;
+    let muted = until(&mut fan_ws, "track_muted").await;
+    assert_eq!((muted["muted"].as_bool(), muted["by"].as_str()), (Some(true), Some("moderator")), "{muted}");
+    send(
+        &mut host_ws,
+        json!({"v": 1, "type": "update_permissions", "identity": "fan",
+        "permissions": {"publish": false, "subscribe": true, "publish_data": true}}),
+    )
+    .await;
+    let updated = until(&mut fan_ws, "participant_updated").await;
+    assert_eq!(updated["participant"]["identity"], "fan");
+    assert_eq!(updated["participant"]["permissions"]["publish_data"], true, "{updated}");
+    send(&mut host_ws, json!({"v": 1, "type": "remove_participant", "identity": "nobody"})).await;
+    assert_eq!(until(&mut host_ws, "error").await["code"], "participant_not_found");
+    send(&mut host_ws, json!({"v": 1, "type": "remove_participant", "identity": "fan"})).await;
+    assert_eq!(until(&mut fan_ws, "removed").await["reason"], "removed");
+    send(&mut host_ws, json!({"v": 1, "type": "close_room"})).await;
+    assert_eq!(until(&mut cam_ws, "room_closed").await["reason"], "requested");
+    assert!(next(&mut cam_ws).await.is_none(), "the room's sockets close");
 }

@@ -339,6 +339,36 @@ async fn session(
                                     break Some(LeaveReason::ConnectionLost);
                                 }
                             }
+                            Ok(
+                                m @ (ClientMessage::MuteTrack { .. }
+                                | ClientMessage::RemoveParticipant { .. }
+                                | ClientMessage::UpdatePermissions { .. }
+                                | ClientMessage::CloseRoom),
+                            ) => {
+                                let request = match m {
+                                    ClientMessage::MuteTrack { track_id, muted } => {
+                                        uc::Moderation::MuteTrack { track_id, muted }
+                                    }
+                                    ClientMessage::RemoveParticipant { identity } => uc::Moderation::Remove { identity },
+                                    ClientMessage::UpdatePermissions { identity, permissions } => {
+                                        uc::Moderation::Permissions { identity, permissions }
+                                    }
+                                    _ => uc::Moderation::CloseRoom,
+                                };
+                                // Everyone, this socket too, sees the effect from the log.
+                                match uc::moderate(&state, &joined, request).await {
+                                    Ok(position) => {
+                                        state.settle(position).await;
+                                    }
+                                    Err(e) => {
+                                        let e = ApiError::from(e);
+                                        let m = ServerMessage::Error { code: e.code.to_owned(), message: e.message, id: None };
+                                        if !send(&mut tx, m).await {
+                                            break Some(LeaveReason::ConnectionLost);
+                                        }
+                                    }
+                                }
+                            }
                             Ok(ClientMessage::Leave) => break Some(LeaveReason::ClientLeft),
                             Err((code, message)) => {
                                 if !send(&mut tx, ServerMessage::Error { code: code.to_owned(), message, id: None }).await {

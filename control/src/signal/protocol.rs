@@ -89,6 +89,17 @@ pub enum ClientMessage {
     /// Closes one of this socket's media sessions; its tracks are
     /// unpublished, its subscriptions end, the participant stays.
     CloseMedia { session_id: String },
+    /// Moderation (the token's `admin` grant): mutes or unmutes another's
+    /// track; everyone sees `track_muted`.
+    MuteTrack { track_id: String, muted: bool },
+    /// Moderation: removes a participant (reason `removed`); its socket gets
+    /// `removed`, everyone sees `participant_left`.
+    RemoveParticipant { identity: String },
+    /// Moderation: sets what a participant may do (taking `publish` away
+    /// stops its tracks on the node); everyone sees `participant_updated`.
+    UpdatePermissions { identity: String, permissions: arc_events::participant::Permissions },
+    /// Moderation: closes the room for everyone (`room_closed`).
+    CloseRoom,
     /// Leaves the room (reason `client_left`); the server closes the socket.
     Leave,
 }

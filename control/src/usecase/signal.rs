@@ -27,8 +27,43 @@ pub struct Joined {
     /// The media node its sessions open on (none: no node was available, or
     /// its token may neither publish nor subscribe).
     pub node: Option<arc_events::NodeId>,
+    /// Its token's `admin` grant: it may moderate the room.
+    pub admin: bool,
     /// Where the join went in the log.
     pub position: Option<Position>,
+}
+
+/// A moderator's request through the socket.
+#[derive(Debug, Clone)]
+pub enum Moderation {
+    MuteTrack { track_id: String, muted: bool },
+    Remove { identity: String },
+    Permissions { identity: String, permissions: Permissions },
+    CloseRoom,
+}
+
+/// Does a moderator's request (the token's `admin` grant), as the REST API
+/// does it for the app: the log records the socket's participant as the actor.
+pub async fn moderate(s: &Services, joined: &Joined, request: Moderation) -> UseCaseResult<Option<Position>> {
+    if !joined.admin {
+        return Err(UseCaseError::forbidden("permission_denied", "moderation needs the admin grant"));
+    }
+    let room = joined.room_id.as_str();
+    match request {
+        Moderation::MuteTrack { track_id, muted } => rooms::mute_track(s, &joined.actor, room, &track_id, muted).await,
+        Moderation::Remove { identity } => {
+            let removed = rooms::remove(s, &joined.actor, room, &identity, None, LeaveReason::Removed).await?;
+            match removed {
+                Some((_, _, position)) => Ok(position),
+                None => Err(UseCaseError::not_found("participant_not_found", "no such participant in the room")),
+            }
+        }
+        Moderation::Permissions { identity, permissions } => {
+            rooms::change_participant(s, &joined.actor, room, &identity, ParticipantChange::Permissions(permissions))
+                .await
+        }
+        Moderation::CloseRoom => rooms::close_room(s, &joined.actor, room).await,
+    }
 }
 
 /// Joins the token's room as a signalling participant (no media node yet):
@@ -50,7 +85,7 @@ pub async fn join(s: &Services, app: &AppRow, claims: &Claims) -> UseCaseResult<
         rooms::join_with_token(s, app, claims, Placement::None).await
     };
     let TokenJoin { room_id, identity, sid, actor, node, position, .. } = joined?;
-    Ok(Joined { room_id, identity, sid, actor, node, position })
+    Ok(Joined { room_id, identity, sid, actor, node, admin: claims.grants.admin, position })
 }
 
 /// A media session opened for a socket.
