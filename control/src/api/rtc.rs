@@ -127,6 +127,25 @@ async fn close(tx: &mut futures::stream::SplitSink<WebSocket, Message>, code: u1
     let _ = tx.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
 }
 
+/// After a write a socket asked for: waits for the read models (everyone,
+/// this socket too, hears of the change from the log), or says why it was
+/// refused.
+async fn settled_or_error(
+    state: &ApiState,
+    done: crate::usecase::UseCaseResult<Option<arc_eventlog::Position>>,
+) -> Option<ServerMessage> {
+    match done {
+        Ok(position) => {
+            state.settle(position).await;
+            None
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            Some(ServerMessage::Error { code: e.code.to_owned(), message: e.message, id: None })
+        }
+    }
+}
+
 /// Opens a media session for the socket; the message to send back.
 async fn open_media(
     state: &ApiState,
@@ -260,18 +279,11 @@ async fn session(
                                 }
                             }
                             Ok(ClientMessage::UpdateMetadata { name, metadata }) => {
-                                match uc::update_metadata(&state, &joined, name, metadata).await {
-                                    // Everyone, this socket too, hears of it from the log.
-                                    Ok(position) => {
-                                        state.settle(position).await;
-                                    }
-                                    Err(e) => {
-                                        let e = ApiError::from(e);
-                                        let m = ServerMessage::Error { code: e.code.to_owned(), message: e.message, id: None };
-                                        if !send(&mut tx, m).await {
-                                            break Some(LeaveReason::ConnectionLost);
-                                        }
-                                    }
+                                let done = uc::update_metadata(&state, &joined, name, metadata).await;
+                                if let Some(m) = settled_or_error(&state, done).await
+                                    && !send(&mut tx, m).await
+                                {
+                                    break Some(LeaveReason::ConnectionLost);
                                 }
                             }
                             Ok(ClientMessage::Data { payload, to, topic }) => {
@@ -355,18 +367,11 @@ async fn session(
                                     }
                                     _ => uc::Moderation::CloseRoom,
                                 };
-                                // Everyone, this socket too, sees the effect from the log.
-                                match uc::moderate(&state, &joined, request).await {
-                                    Ok(position) => {
-                                        state.settle(position).await;
-                                    }
-                                    Err(e) => {
-                                        let e = ApiError::from(e);
-                                        let m = ServerMessage::Error { code: e.code.to_owned(), message: e.message, id: None };
-                                        if !send(&mut tx, m).await {
-                                            break Some(LeaveReason::ConnectionLost);
-                                        }
-                                    }
+                                let done = uc::moderate(&state, &joined, request).await;
+                                if let Some(m) = settled_or_error(&state, done).await
+                                    && !send(&mut tx, m).await
+                                {
+                                    break Some(LeaveReason::ConnectionLost);
                                 }
                             }
                             Ok(ClientMessage::Leave) => break Some(LeaveReason::ClientLeft),
