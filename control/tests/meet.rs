@@ -3,7 +3,8 @@
 //! signalling socket and receives the other two (video frames decoded,
 //! audio packets received, read with `getStats`), a chat message from one
 //! reaches the others, and a screen one shares reaches the others as its own
-//! video and goes when the sharing stops. A screenshot of the second page
+//! video and goes when the sharing stops, and the moderator's buttons mute
+//! one person (who is told) and remove another (whom everyone sees go). A screenshot of the second page
 //! while the screen is shared is kept in `target/tmp/meet-three.png`.
 //!
 //! `scripts/test` installs Chromium, Node.js and playwright-core.
@@ -17,15 +18,18 @@ use common::{ADMIN_KEY, Mode, create_app, mint_token, start};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_people_meet_see_and_hear_each_other_chat_and_share_a_screen() {
+async fn three_people_meet_see_and_hear_each_other_chat_share_a_screen_and_are_moderated() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(&Mode::Embedded { data_dir: dir.path().to_path_buf() });
     let base = server.base.clone();
     let app = create_app(&base, ADMIN_KEY, "meet").await;
     let grants = json!({"join": true, "publish": true, "subscribe": true, "publish_data": true});
+    // Ann moderates.
+    let host = json!({"join": true, "publish": true, "subscribe": true, "publish_data": true, "admin": true});
     let mut tokens = Vec::new();
     for who in ["ann", "bob", "cy"] {
-        tokens.push(mint_token(&base, &app, who, "standup", grants.clone()).await);
+        let g = if who == "ann" { host.clone() } else { grants.clone() };
+        tokens.push(mint_token(&base, &app, who, "standup", g).await);
     }
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("meet-three.png");
     let out = Command::new("node")
@@ -35,6 +39,7 @@ async fn three_people_meet_see_and_hear_each_other_chat_and_share_a_screen() {
         .env("TOKENS", tokens.join(","))
         .env("NAMES", "Ann,Bob,Cy")
         .env("SCREEN", "1")
+        .env("MODERATE", "1")
         .env("SCREENSHOT", &shot)
         .output()
         .expect("run node tests/browser/meet.mjs (is Node.js installed?)");

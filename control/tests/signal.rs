@@ -389,7 +389,7 @@ async fn media_over_the_socket_embedded() {
     assert_eq!(until(&mut fan_ws, "error").await["code"], "permission_denied");
     let host = mint_token(&base, &app, "host", "show", json!({"join": true, "admin": true})).await;
     let mut host_ws = connect(&base, &host).await;
-    until(&mut host_ws, "join").await;
+    assert_eq!(until(&mut host_ws, "join").await["moderator"], true, "the join says the host may moderate");
     send(&mut host_ws, json!({"v": 1, "type": "mute_track", "track_id": track, "muted": true})).await;
     let muted = until(&mut fan_ws, "track_muted").await;
     assert_eq!((muted["muted"].as_bool(), muted["by"].as_str()), (Some(true), Some("moderator")), "{muted}");

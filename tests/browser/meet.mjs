@@ -10,7 +10,8 @@
 // (comma-separated display names), ROOM, FRAMES (30), AUDIO_PACKETS (50),
 // TIMEOUT_MS (30000), CHROMIUM (/usr/bin/chromium), SCREEN (1: then the
 // first page shares a screen, every other page must receive it and see it
-// stop), SCREENSHOT (a PNG path: on success, a picture of the first page, or
+// stop), MODERATE (1: then the first page, whose token has the admin grant,
+// mutes the second person and removes the third), SCREENSHOT (a PNG path: on success, a picture of the first page, or
 // with SCREEN of the second page while the screen is shared).
 import { chromium } from "playwright-core";
 
@@ -22,6 +23,7 @@ const frames = Number(env("FRAMES", "30"));
 const audioPackets = Number(env("AUDIO_PACKETS", "50"));
 const timeoutMs = Number(env("TIMEOUT_MS", "30000"));
 const screen = env("SCREEN", "0") === "1";
+const moderate = env("MODERATE", "0") === "1";
 
 const browser = await chromium.launch({
   executablePath: env("CHROMIUM", "/usr/bin/chromium"),
@@ -78,7 +80,7 @@ try {
         break;
       }
     }
-    result.ok = chatted && !screen;
+    result.ok = chatted && !screen && !moderate;
     if (chatted && screen) {
       // The first page shares a "screen" (an animated canvas: headless
       // Chromium has no screen picker); every other page receives it as a
@@ -106,7 +108,29 @@ try {
         while (Date.now() - started < timeoutMs) {
           await pages[0].waitForTimeout(250);
           views = await seen();
-          if (views.slice(1).every((v) => !(key in v.stats))) { result.ok = true; break; }
+          if (views.slice(1).every((v) => !(key in v.stats))) { result.screen_stopped = true; break; }
+        }
+      }
+      result.ok = !!result.screen_stopped && !moderate;
+    }
+    if (moderate && (result.screen_stopped || !screen) && pages.length >= 3) {
+      // The first page moderates (its token has the admin grant): it mutes
+      // the second person, who is told, then removes the third, whom
+      // everyone sees go.
+      const [second, third] = [views[1].me, views[2].me];
+      await pages[0].click(`button[data-mute="${second}"]`);
+      let muted = false;
+      while (Date.now() - started < timeoutMs) {
+        await pages[0].waitForTimeout(200);
+        if (await pages[1].evaluate(() => window.arc.mutedByModerator === true)) { muted = true; break; }
+      }
+      result.muted = muted;
+      if (muted) {
+        await pages[0].click(`button[data-remove="${third}"]`);
+        while (Date.now() - started < timeoutMs) {
+          await pages[0].waitForTimeout(200);
+          views = await seen();
+          if (views[2].state === "removed" && views[0].people === 2 && views[1].people === 2) { result.ok = true; break; }
         }
       }
     }

@@ -194,7 +194,12 @@ async fn session(
     ping.tick().await;
     let mut heard = Instant::now();
     let greeted = match view.state(true) {
-        Some(m) => send(&mut tx, m).await,
+        Some(mut m) => {
+            if let ServerMessage::Join { moderator, .. } = &mut m {
+                *moderator = joined.admin;
+            }
+            send(&mut tx, m).await
+        }
         None => false,
     };
     let end = match greeted {

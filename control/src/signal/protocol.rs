@@ -144,6 +144,9 @@ pub enum ServerMessage {
         /// STUN/TURN servers for the client's peer connections (none yet:
         /// media nodes are reached directly on their announced addresses).
         ice_servers: Vec<IceServer>,
+        /// The token's `admin` grant: the moderation requests are open to it.
+        #[serde(default)]
+        moderator: bool,
     },
     /// The whole state again, replacing what the client knew (after the
     /// server fell behind the room's changes).

@@ -64,6 +64,7 @@ impl RoomView {
                 participant,
                 participants: self.others(),
                 ice_servers: Vec::new(),
+                moderator: false,
             }
         } else {
             ServerMessage::RoomState { room: self.room.clone(), participant, participants: self.others() }
