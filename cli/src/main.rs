@@ -2,7 +2,7 @@
 //!
 //! Layout: `main.rs` (the commands and their tables), `config.rs` (named
 //! contexts: URL and admin key per control plane), `output.rs` (`-o
-//! table|wide|json|yaml`), `events.rs` (`events tail|show`, the live
+//! table|wide|json|yaml`, `--color`), `events.rs` (`events tail|show`, the live
 //! follow), `projections.rs` (`projections list|status|rebuild`, the
 //! rebuild's progress bar), `listen.rs` (`webhooks listen`).
 

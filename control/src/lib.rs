@@ -20,10 +20,15 @@
 //!   only code that imports `arc-media`).
 //! - [`usecase`]: the application layer — apps and tokens, rooms, joins,
 //!   leaves, kicks, mutes, media sessions, nodes, quota turns, read-model
-//!   queries — that every entry point calls (no HTTP in it).
+//!   queries, the signalling socket's requests — that every entry point
+//!   calls (no HTTP in it).
+//! - [`signal`]: signalling for rooms of people: the `/v1/rtc` protocol and
+//!   its schemas, one socket's view of its room folded from the log (pure),
+//!   the instance's one log follower for every socket, and the relay of
+//!   data messages.
 //! - [`api`]: the axum router (`/healthz`, `/readyz`, `/metrics`, `/v1/...`, WHIP/WHEP,
-//!   the status page, the OpenAPI document): parse, authorize, call a use
-//!   case, map to HTTP.
+//!   the signalling WebSocket `/v1/rtc`, the status, publish, play and meeting
+//!   pages, the OpenAPI document): parse, authorize, call a use case, map to HTTP.
 //! - [`server`]: wiring: opens the log and database, starts runners, janitors
 //!   and HTTP, each writer under its lease (`arc-lease`: one per cluster).
 //! - [`metered`]: the event log wrapped to count and time appends for `/metrics`.

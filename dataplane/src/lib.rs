@@ -6,10 +6,12 @@
 //!
 //! # Layout
 //! - [`forward`]: the forwarding core (sans-IO): rewrite per subscriber,
-//!   keyframes, the NACK cache.
+//!   keyframes, the NACK cache, each incoming track's reception statistics
+//!   (loss, jitter).
 //! - [`engine`]: the node's engine (sans-IO): sessions and their `rtc` peer
 //!   connections, tracks, subscriptions, the forwarder between them, and the
-//!   SRTP egress it does itself; bytes and time in, datagrams and events out.
+//!   SRTP egress it does itself; bytes and time in, datagrams and events out;
+//!   connection quality from subscribers' receiver reports (`engine::quality`).
 //! - [`media`]: the driver around the engines: N worker threads, each with
 //!   its engine and its `SO_REUSEPORT` socket on the media port (batched
 //!   I/O), ICE-TCP, the clock, the request routing ([`media::MediaHandle`])
@@ -19,8 +21,9 @@
 //!   for the node too).
 //! - [`agent`]: registration, heartbeats, drain and deregistration of one node.
 //! - [`load`]: the node's own load figures (CPU of the process).
-//! - [`metrics`]: the node's operator endpoint: Prometheus `/metrics`,
-//!   `/healthz`, `/readyz`.
+//! - [`metrics`]: the node's operator endpoint: Prometheus `/metrics`
+//!   (loss, jitter and round trips as node-wide histograms), `/healthz`,
+//!   `/readyz`; `arc-control dev` mounts it under `/media`.
 //! - [`loadgen`]: the pure parts of the load generator `arc-load`
 //!   (`src/bin/arc-load/`, with its Janus adapter): payload stamps, receivers' loss and latency.
 

@@ -1,5 +1,6 @@
 //! The protocol between Arc's control plane and its media nodes: what the
-//! control plane asks a node (open a WHIP/WHEP session, trickle, close, end a
+//! control plane asks a node (open a WHIP/WHEP session — or a session
+//! attached to a signalling participant, or a screen share —, trickle, close, end a
 //! participant's media, mute a track, list sessions) and what the node
 //! answers. The same typed messages travel as JSON over NATS request/reply
 //! (`arc.media.<node>.rpc`) and through an in-process [`NodeService`] in

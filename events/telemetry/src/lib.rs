@@ -12,11 +12,17 @@
 //! - [`init`]: structured logs on stderr, `ARC_LOG_FORMAT=pretty`
 //!   (default; colours only on a terminal) or `json` (one object per line),
 //!   the level from `ARC_LOG`, else `RUST_LOG`, else the role's default; and
-//!   OpenTelemetry traces over OTLP/HTTP when `ARC_OTLP_ENDPOINT` (or
-//!   `OTEL_EXPORTER_OTLP_ENDPOINT`) names a collector.
+//!   OpenTelemetry traces over OTLP/HTTP or HTTPS when `ARC_OTLP_ENDPOINT` (or
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT`) names a collector (`ARC_OTLP_CA_FILE`
+//!   adds a private CA).
+//! - [`exposition`]: a registry as OpenMetrics for scrapers that ask for it,
+//!   else the Prometheus text format ([`openmetrics_to_text`]).
 //! - [`current_context_headers`], [`set_parent_from_headers`],
-//!   [`current_trace_id`]: W3C trace context across a request to another
-//!   process (NATS headers, HTTP), and the trace id for event envelopes.
+//!   [`current_trace_id`], [`current_traceparent`]: W3C trace context across a
+//!   request to another process (NATS headers, HTTP), and the trace id and
+//!   `traceparent` for event envelopes; [`link_to`] and
+//!   [`set_parent_traceparent`] tie the log's readers (projection batches,
+//!   webhook deliveries) back to the request.
 
 use std::io::IsTerminal;
 use std::sync::atomic::AtomicU64;
