@@ -29,7 +29,6 @@ use super::ApiState;
 use super::auth::{bearer_token, verify_token};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::signal::protocol::{self, ClientMessage, ServerEnvelope, ServerMessage};
-use crate::signal::relay::DataMessage;
 use crate::signal::view::{After, RoomView};
 use crate::usecase::signal::{self as uc, Joined};
 
@@ -292,27 +291,9 @@ async fn session(
                                 }
                             }
                             Ok(ClientMessage::Data { payload, to, topic }) => {
-                                let may = view.own().is_some_and(|p| p.permissions.publish_data);
-                                let refused = if may {
-                                    protocol::check_data(&payload, &to, topic.as_deref()).err()
-                                } else {
-                                    Some(("permission_denied", "your token has no publish_data grant".to_owned()))
-                                };
-                                let refused = match refused {
-                                    Some(r) => Some(r),
-                                    None => {
-                                        let m = DataMessage {
-                                            room_id: joined.room_id.to_string(),
-                                            from_sid: joined.sid.to_string(),
-                                            from_identity: joined.identity.to_string(),
-                                            to,
-                                            topic,
-                                            payload,
-                                        };
-                                        state.signal_relay.send(m).await.err().map(|e| ("unavailable", e.to_string()))
-                                    }
-                                };
-                                if let Some((code, message)) = refused
+                                let permissions = view.own().map(|p| p.permissions).unwrap_or_default();
+                                let sent = uc::send_data(&state, &joined, permissions, payload, to, topic).await;
+                                if let Err((code, message)) = sent
                                     && !send(&mut tx, ServerMessage::Error { code: code.to_owned(), message, id: None }).await
                                 {
                                     break Some(LeaveReason::ConnectionLost);

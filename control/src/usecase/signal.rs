@@ -88,6 +88,33 @@ pub async fn join(s: &Services, app: &AppRow, claims: &Claims) -> UseCaseResult<
     Ok(Joined { room_id, identity, sid, actor, node, admin: claims.grants.admin, position })
 }
 
+/// Sends a data message from the socket's participant to its room (or the
+/// listed identities): needs `publish_data` now and fits the limits. Refusals
+/// come with the protocol's error code (`permission_denied`, `too_large`,
+/// `invalid`, `unavailable`).
+pub async fn send_data(
+    s: &Services,
+    joined: &Joined,
+    permissions: Permissions,
+    payload: String,
+    to: Vec<String>,
+    topic: Option<String>,
+) -> Result<(), (&'static str, String)> {
+    if !permissions.publish_data {
+        return Err(("permission_denied", "your token has no publish_data grant".to_owned()));
+    }
+    crate::signal::protocol::check_data(&payload, &to, topic.as_deref())?;
+    let m = crate::signal::relay::DataMessage {
+        room_id: joined.room_id.to_string(),
+        from_sid: joined.sid.to_string(),
+        from_identity: joined.identity.to_string(),
+        to,
+        topic,
+        payload,
+    };
+    s.signal_relay.send(m).await.map_err(|e| ("unavailable", e.to_string()))
+}
+
 /// A media session opened for a socket.
 #[derive(Debug, Clone)]
 pub struct MediaOpened {
