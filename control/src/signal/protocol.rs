@@ -95,8 +95,10 @@ pub enum ClientMessage {
     /// Moderation: removes a participant (reason `removed`); its socket gets
     /// `removed`, everyone sees `participant_left`.
     RemoveParticipant { identity: String },
-    /// Moderation: sets what a participant may do (taking `publish` away
-    /// stops its tracks on the node); everyone sees `participant_updated`.
+    /// Moderation: sets what a participant may do from now on (its new
+    /// media requests are checked against it); everyone sees
+    /// `participant_updated`. Media already flowing is not stopped (mute or
+    /// remove for that).
     UpdatePermissions { identity: String, permissions: arc_events::participant::Permissions },
     /// Moderation: closes the room for everyone (`room_closed`).
     CloseRoom,
