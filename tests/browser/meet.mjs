@@ -13,7 +13,7 @@
 // stop), MODERATE (1: then the first page, whose token has the admin grant,
 // mutes the second person and removes the third), SCREENSHOT (a PNG path: on success, a picture of the first page, or
 // with SCREEN of the second page while the screen is shared).
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const env = (k, d) => process.env[k] ?? d;
 const base = env("ARC_URL", "http://127.0.0.1:7880");
@@ -25,16 +25,7 @@ const timeoutMs = Number(env("TIMEOUT_MS", "30000"));
 const screen = env("SCREEN", "0") === "1";
 const moderate = env("MODERATE", "0") === "1";
 
-const browser = await chromium.launch({
-  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launchChromium();
 const room = env("ROOM", "");
 // Without TOKENS, each page gets a development token itself (arc-control dev).
 const count = tokens.length || names.length;

@@ -11,7 +11,7 @@
 // PUBLISH (1; 0: only play, e.g. another client publishes),
 // TRANSPORT (tcp: both pages drop the node's UDP candidates, as clients whose UDP is blocked),
 // SCREENSHOT (a PNG path: on success, a picture of the player page).
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const env = (k, d) => process.env[k] ?? d;
 const base = env("ARC_URL", "http://127.0.0.1:7880");
@@ -24,16 +24,7 @@ const holdMs = Number(env("HOLD_MS", "0"));
 const playToo = env("PLAY", "1") !== "0";
 const publishToo = env("PUBLISH", "1") !== "0";
 
-const browser = await chromium.launch({
-  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launchChromium();
 const result = { ok: false, codec, room };
 try {
   const context = await browser.newContext();
