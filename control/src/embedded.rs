@@ -46,6 +46,7 @@ impl EmbeddedNode {
 pub async fn start(
     config: &Config,
     log: Arc<dyn EventLog>,
+    signals: tokio::sync::broadcast::Sender<Arc<arc_nodeproto::RoomSignal>>,
     tasks: &mut JoinSet<()>,
 ) -> Result<EmbeddedNode, ControlError> {
     // INVARIANT: DEV_NODE_ID is a valid token literal.
@@ -65,7 +66,12 @@ pub async fn start(
     tasks.spawn(async move {
         let _ = media_task.await;
     });
-    tasks.spawn(arc_media::report::run(log.clone(), node_id.clone(), events_rx));
+    tasks.spawn(arc_media::report::run(
+        log.clone(),
+        node_id.clone(),
+        events_rx,
+        arc_media::report::SignalSink::Local(signals),
+    ));
     // The follower starts at the head taken before the node accepts sessions.
     let follow_from = log.head().await.map_err(ControlError::from)?;
     tasks.spawn(arc_media::follow::run(log.clone(), handle.clone(), follow_from));

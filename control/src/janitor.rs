@@ -4,7 +4,11 @@
 //!
 //! - rooms that have been empty for their timeout → `RoomCommand::CloseIfIdle`
 //! - nodes that missed their heartbeats (no load sample on the load board
-//!   for that long) → `NodeCommand::DeclareLostIfSilent`
+//!   for that long) → `NodeCommand::DeclareLostIfSilent`; and, faster, nodes
+//!   on whose request subject NATS has had no responder for
+//!   [`UNREACHABLE_LOST_MS`] (probed every [`PROBE_INTERVAL`]: a node whose
+//!   process died is gone from NATS at once) → the same command with
+//!   `unreachable_since`, then its participants are swept at once
 //! - participants still active on a lost or deregistered node →
 //!   `RoomCommand::Leave` (reason `node_lost`), and their tracks →
 //!   `TrackCommand::Unpublish` (so the room is placed afresh and clients that
@@ -26,15 +30,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_eventlog::{EventLog, LoadBoard, Repository};
-use arc_events::aggregate::node::{HEARTBEAT_INTERVAL_S, HEARTBEATS_MISSED_LOST, Node, NodeCommand};
+use arc_events::aggregate::node::{
+    HEARTBEAT_INTERVAL_S, HEARTBEATS_MISSED_LOST, Node, NodeCommand, UNREACHABLE_LOST_MS,
+};
 use arc_events::aggregate::room::{Room, RoomCommand};
 use arc_events::aggregate::track::{Track, TrackCommand};
 use arc_events::room::LeaveReason;
 use arc_events::{Actor, AggregateKind, AggregateRef, CommandMeta, ParticipantIdentity, ParticipantSid};
 
-use crate::media::MediaRouter;
+use crate::media::{MediaRouter, Probe};
 use crate::readdb::ReadDb;
 use arc_nodeproto::{NodeReply, NodeRequest, SESSIONS_PAGE_MAX, SessionInfo};
+
+/// How often live nodes are probed over NATS (`NodeRequest::Ping`).
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a probe waits for its answer (no answer says nothing: a busy node).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(750);
 
 /// Most aggregates handled per sweep.
 const SWEEP_MAX: i64 = 200;
@@ -77,11 +88,31 @@ pub async fn run(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut missing = Missing::default();
+    let mut probe = tokio::time::interval(PROBE_INTERVAL);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watch = Watch::default();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = probe.tick(), if media.nats.is_some() => {
+                if !lease.held() {
+                    watch = Watch::default();
+                    continue;
+                }
+                // The read models may not have the node's loss yet: its
+                // participants are swept by node id, at once.
+                for node in watch.probe(&db, &nodes, board.as_ref(), &media).await {
+                    if let Err(e) = sweep_orphans(&db, &rooms, &tracks, Some(&node)).await {
+                        tracing::warn!(error = %e, "lost-node participant sweep failed");
+                    }
+                }
+                continue;
+            }
+        }
         if !lease.acquire().await {
             // Another instance sweeps; what this one saw missing may be stale by the time it takes over.
             missing = Missing::default();
+            watch = Watch::default();
             continue;
         }
         if let Err(e) = reconcile(&db, &rooms, &media, &mut missing).await {
@@ -96,7 +127,7 @@ pub async fn run(
         if let Err(e) = sweep_nodes(&db, &nodes, board.as_ref()).await {
             tracing::warn!(error = %e, "node liveness sweep failed");
         }
-        if let Err(e) = sweep_orphans(&db, &rooms, &tracks).await {
+        if let Err(e) = sweep_orphans(&db, &rooms, &tracks, None).await {
             tracing::warn!(error = %e, "lost-node participant sweep failed");
         }
     }
@@ -163,6 +194,95 @@ async fn sweep_rooms(db: &ReadDb, rooms: &Repository<Room>) -> Result<(), sqlx::
     Ok(())
 }
 
+/// The fast liveness probe's memory: since when each node has had no
+/// responder, and since when this instance's own NATS connection is up.
+#[derive(Default)]
+struct Watch {
+    unreachable: HashMap<String, chrono::DateTime<chrono::Utc>>,
+    connected_since: Option<std::time::Instant>,
+}
+
+impl Watch {
+    /// Probes every live node once; declares lost those unreachable for
+    /// [`UNREACHABLE_LOST_MS`] (the aggregate decides). Answers the nodes
+    /// declared lost now.
+    ///
+    /// "No responders" counts only once this instance's own connection has
+    /// been up for that long too: after a NATS server restart every client
+    /// reconnects, and a node may come back a little after this instance.
+    async fn probe(
+        &mut self,
+        db: &ReadDb,
+        nodes: &Repository<Node>,
+        board: &dyn LoadBoard,
+        media: &MediaRouter,
+    ) -> Vec<String> {
+        let Some(nats) = &media.nats else { return Vec::new() };
+        if nats.connection_state() != async_nats::connection::State::Connected {
+            self.unreachable.clear();
+            self.connected_since = None;
+            return Vec::new();
+        }
+        let connected_since = *self.connected_since.get_or_insert_with(std::time::Instant::now);
+        let settled = connected_since.elapsed() >= Duration::from_millis(UNREACHABLE_LOST_MS.unsigned_abs());
+        let live: Vec<String> = match sqlx::query_scalar(
+            "SELECT node_id FROM nodes WHERE state IN ('up', 'draining') ORDER BY node_id LIMIT $1",
+        )
+        .bind(SWEEP_MAX)
+        .fetch_all(&db.pool)
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "node probe: read models unreadable");
+                return Vec::new();
+            }
+        };
+        // "Unreachable since" is when the probe went out that found nobody.
+        let now = chrono::Utc::now();
+        let answers = futures::future::join_all(live.iter().map(|id| media.probe(id, PROBE_TIMEOUT))).await;
+        self.unreachable.retain(|id, _| live.contains(id));
+        for (id, answer) in live.iter().zip(answers) {
+            match answer {
+                Probe::Answered => {
+                    self.unreachable.remove(id);
+                }
+                Probe::Gone if settled => {
+                    self.unreachable.entry(id.clone()).or_insert(now);
+                }
+                Probe::Gone | Probe::Unknown(_) => {}
+            }
+        }
+        let due: Vec<(String, chrono::DateTime<chrono::Utc>)> = self
+            .unreachable
+            .iter()
+            .filter(|(_, since)| (now - **since).num_milliseconds() >= UNREACHABLE_LOST_MS)
+            .map(|(id, since)| (id.clone(), *since))
+            .collect();
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let samples = board.latest().await.unwrap_or_default();
+        let mut declared = Vec::new();
+        for (id, since) in due {
+            let Ok(node_id) = arc_events::NodeId::parse(&id) else { continue };
+            let last_sample_at = samples.get(&node_id).map(|s| s.at);
+            let command = NodeCommand::DeclareLostIfSilent { last_sample_at, unreachable_since: Some(since) };
+            let meta = CommandMeta::new(Actor::system("node-liveness"), chrono::Utc::now());
+            match nodes.execute(&AggregateRef::from(&node_id), &command, &meta).await {
+                Ok(done) if !done.events.is_empty() => {
+                    tracing::warn!(node = %id, unreachable_ms = (now - since).num_milliseconds(), "declared node lost: nothing answers on its request subject");
+                    self.unreachable.remove(&id);
+                    declared.push(id);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(node = %id, error = %e, "could not declare node lost"),
+            }
+        }
+        declared
+    }
+}
+
 async fn sweep_nodes(db: &ReadDb, nodes: &Repository<Node>, board: &dyn LoadBoard) -> Result<(), sqlx::Error> {
     // Without the board there is no telling who is silent: sweep next time.
     let samples = match board.latest().await {
@@ -189,7 +309,10 @@ async fn sweep_nodes(db: &ReadDb, nodes: &Repository<Node>, board: &dyn LoadBoar
         }
         let node = AggregateRef::from(&node_id);
         let meta = CommandMeta::new(Actor::system("node-liveness"), chrono::Utc::now());
-        match nodes.execute(&node, &NodeCommand::DeclareLostIfSilent { last_sample_at }, &meta).await {
+        match nodes
+            .execute(&node, &NodeCommand::DeclareLostIfSilent { last_sample_at, unreachable_since: None }, &meta)
+            .await
+        {
             Ok(done) if !done.events.is_empty() => tracing::warn!(node = %id, "declared node lost"),
             Ok(_) => {}
             Err(e) => tracing::warn!(node = %id, error = %e, "could not declare node lost"),
@@ -198,12 +321,20 @@ async fn sweep_nodes(db: &ReadDb, nodes: &Repository<Node>, board: &dyn LoadBoar
     Ok(())
 }
 
-async fn sweep_orphans(db: &ReadDb, rooms: &Repository<Room>, tracks: &Repository<Track>) -> Result<(), sqlx::Error> {
+/// Ends the participants and tracks of lost or deregistered nodes — or of
+/// `lost`, a node just declared lost (the read models may not know yet).
+async fn sweep_orphans(
+    db: &ReadDb,
+    rooms: &Repository<Room>,
+    tracks: &Repository<Track>,
+    lost: Option<&str>,
+) -> Result<(), sqlx::Error> {
     let stranded: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT p.room_id, p.identity, p.sid FROM participants p JOIN nodes n ON n.node_id = p.node_id \
-         WHERE p.state = 'active' AND n.state IN ('lost', 'deregistered') ORDER BY p.sid LIMIT $1",
+         WHERE p.state = 'active' AND (n.state IN ('lost', 'deregistered') OR n.node_id = $2) ORDER BY p.sid LIMIT $1",
     )
     .bind(SWEEP_MAX)
+    .bind(lost.unwrap_or(""))
     .fetch_all(&db.pool)
     .await?;
     for (room_id, identity, sid) in stranded {
@@ -215,9 +346,10 @@ async fn sweep_orphans(db: &ReadDb, rooms: &Repository<Room>, tracks: &Repositor
     }
     let orphaned: Vec<String> = sqlx::query_scalar(
         "SELECT t.track_id FROM tracks t JOIN participants p ON p.sid = t.sid JOIN nodes n ON n.node_id = p.node_id \
-         WHERE t.state = 'published' AND n.state IN ('lost', 'deregistered') ORDER BY t.track_id LIMIT $1",
+         WHERE t.state = 'published' AND (n.state IN ('lost', 'deregistered') OR n.node_id = $2) ORDER BY t.track_id LIMIT $1",
     )
     .bind(SWEEP_MAX)
+    .bind(lost.unwrap_or(""))
     .fetch_all(&db.pool)
     .await?;
     for id in orphaned {

@@ -30,6 +30,19 @@ pub enum RouteError {
     Db(#[from] sqlx::Error),
 }
 
+/// What a liveness probe of a node found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// It answered (whatever it said).
+    Answered,
+    /// NATS has no subscriber on its request subject: the node's process or
+    /// its connection is gone (NATS knows at once when a process dies).
+    Gone,
+    /// No answer in time, or NATS unreachable from here: says nothing either
+    /// way (a busy node; a network split on this side).
+    Unknown(String),
+}
+
 /// The ways to reach nodes.
 #[derive(Debug, Clone, Default)]
 pub struct MediaRouter {
@@ -90,6 +103,23 @@ impl MediaRouter {
             .min_by_key(|(id, placed, _)| (*placed, load(id), id.clone()))
             .map(|(id, _, _)| id)
             .ok_or(RouteError::NoNode)
+    }
+
+    /// Asks a node over NATS whether it is there (`NodeRequest::Ping`), with
+    /// `timeout`. The embedded node, and nodes without NATS, always answer.
+    pub async fn probe(&self, node_id: &str, timeout: Duration) -> Probe {
+        if self.local.as_ref().is_some_and(|(id, _)| id == node_id) {
+            return Probe::Answered;
+        }
+        let Some(nats) = &self.nats else { return Probe::Answered };
+        let Ok(id) = arc_events::NodeId::parse(node_id) else { return Probe::Unknown("bad node id".into()) };
+        let body = arc_nodeproto::encode_request(&NodeRequest::Ping);
+        match tokio::time::timeout(timeout, nats.request(arc_nodeproto::subject(&id), body.into())).await {
+            Err(_) => Probe::Unknown("timed out".into()),
+            Ok(Ok(_)) => Probe::Answered,
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Probe::Gone,
+            Ok(Err(e)) => Probe::Unknown(e.to_string()),
+        }
     }
 
     /// Sends one request to a node and returns its reply. The request is a

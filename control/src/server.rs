@@ -244,11 +244,20 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
             }
         }));
     }
+    // Data messages: in process for one instance, over core NATS for several.
+    let signal_relay = match (&media.nats, &config.log) {
+        (Some(client), LogConfig::JetStream { stream, .. }) => {
+            let relay = crate::signal::Relay::nats(client.clone(), stream);
+            tasks.spawn(relay.clone().run());
+            relay
+        }
+        _ => crate::signal::Relay::local(),
+    };
     if config.log == LogConfig::Embedded {
         // `dev` carries its own media node, so one process is a whole platform.
         #[cfg(feature = "embedded-node")]
         {
-            let node = crate::embedded::start(config, log.clone(), &mut tasks).await?;
+            let node = crate::embedded::start(config, log.clone(), signal_relay.signal_sender(), &mut tasks).await?;
             media_udp = Some(node.local_addr());
             media.local = Some((DEV_NODE_ID.to_owned(), node.service()));
             media_handle = Some(node);
@@ -267,15 +276,6 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
     // One follower of the log for every signalling socket of this instance.
     let signal_hub = crate::signal::Hub::new();
     tasks.spawn(signal_hub.clone().run(log.clone()));
-    // Data messages: in process for one instance, over core NATS for several.
-    let signal_relay = match (&media.nats, &config.log) {
-        (Some(client), LogConfig::JetStream { stream, .. }) => {
-            let relay = crate::signal::Relay::nats(client.clone(), stream);
-            tasks.spawn(relay.clone().run());
-            relay
-        }
-        _ => crate::signal::Relay::local(),
-    };
     let services = Arc::new(crate::usecase::Services {
         log: log.clone(),
         db,

@@ -2,7 +2,10 @@
 //! requests to the node skipped (fault injection, `ARC_FAULT_SKIP_NODE_REQUESTS`),
 //! a kicked publisher's media still stops within 2 s — the node follows the
 //! log's `room.participant_left` and ends the session itself — and so does a
-//! closed room's, and a moderator's mute reaches the node through the log.
+//! closed room's, and a publisher's whose `publish` permission is taken
+//! away (the node follows `participant.permissions_updated`: the tracks are
+//! unpublished, the WHIP participant leaves `removed`), and a moderator's
+//! mute reaches the node through the log.
 
 mod common;
 
@@ -85,7 +88,7 @@ async fn media_stops_from_the_log_when_the_direct_request_is_lost() {
         flow(&mut p, &mut v, 10, Duration::from_secs(5)).await;
     }
 
-    for how in ["kick", "close"] {
+    for how in ["kick", "close", "permissions"] {
         let room = format!("follow-{how}");
         let pub_t = mint_token(&base, &app, "cam", &room, json!({"publish": true})).await;
         let sub_t = mint_token(&base, &app, "viewer", &room, json!({"subscribe": true})).await;
@@ -93,16 +96,36 @@ async fn media_stops_from_the_log_when_the_direct_request_is_lost() {
         let mut v = Client::open(&http, &base, &room, &sub_t, false).await;
         flow(&mut p, &mut v, 20, Duration::from_secs(10)).await;
         let rid = room_id(&base, &app, &room).await;
-        let url = match how {
-            "kick" => format!("{base}/v1/rooms/{rid}/participants/cam/kick"),
-            _ => format!("{base}/v1/rooms/{rid}/close"),
-        };
         let at = Instant::now();
-        let r = http.post(url).bearer_auth(ADMIN_KEY).send().await.expect(how);
+        let r = match how {
+            "kick" => http.post(format!("{base}/v1/rooms/{rid}/participants/cam/kick")),
+            "close" => http.post(format!("{base}/v1/rooms/{rid}/close")),
+            _ => http
+                .put(format!("{base}/v1/rooms/{rid}/participants/cam/permissions"))
+                .json(&json!({"publish": false, "subscribe": true, "publish_data": true})),
+        };
+        let r = r.bearer_auth(ADMIN_KEY).send().await.expect(how);
         assert_eq!(r.status().as_u16(), 200, "{how}");
         let last = until_media_stops(&mut p, &mut v, Duration::from_secs(1), Duration::from_secs(10)).await;
         let took = last.saturating_duration_since(at);
         eprintln!("{how}: the player's last packet came {:.0} ms after the request", took.as_secs_f64() * 1000.0);
         assert!(took < Duration::from_secs(2), "{how}: media stopped within 2 s of the log saying so ({took:?})");
+        if how == "permissions" {
+            // The node said why: its track went, and the WHIP publisher (whose only session that was) left `removed`.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let left = common::admin_get(&base, "/v1/events?tail=50&type=room.participant_left").await;
+                let gone = left["events"].as_array().into_iter().flatten().any(|e| {
+                    e["aggregate_id"] == rid.as_str()
+                        && e["data"]["identity"] == "cam"
+                        && e["data"]["reason"] == "removed"
+                });
+                if gone {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the publisher left with `removed`: {left}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }

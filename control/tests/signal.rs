@@ -402,6 +402,22 @@ async fn media_over_the_socket_embedded() {
     let updated = until(&mut fan_ws, "participant_updated").await;
     assert_eq!(updated["participant"]["identity"], "fan");
     assert_eq!(updated["participant"]["permissions"]["publish_data"], true, "{updated}");
+    // Taking `publish` away stops the tracks (the node follows the log);
+    // the participant stays, and may still watch.
+    send(
+        &mut host_ws,
+        json!({"v": 1, "type": "update_permissions", "identity": "cam",
+        "permissions": {"publish": false, "subscribe": true, "publish_data": true}}),
+    )
+    .await;
+    let gone = until(&mut fan_ws, "track_unpublished").await;
+    assert_eq!(
+        (gone["sid"].as_str(), gone["track_id"].as_str()),
+        (Some(cam_sid.as_str()), Some(track.as_str())),
+        "{gone}"
+    );
+    let cam_now = common::admin_get(&base, &format!("/v1/rooms/{room}/participants/cam")).await;
+    assert_eq!(cam_now["state"], "active", "{cam_now}");
     send(&mut host_ws, json!({"v": 1, "type": "remove_participant", "identity": "nobody"})).await;
     assert_eq!(until(&mut host_ws, "error").await["code"], "participant_not_found");
     send(&mut host_ws, json!({"v": 1, "type": "remove_participant", "identity": "fan"})).await;

@@ -1,6 +1,7 @@
 //! The log is the truth for the node too: the node follows the events that
 //! end or pause media — a participant left (kicked, removed, replaced, the
-//! room closed), a room closed, a track muted or unmuted — and applies them
+//! room closed), a room closed, a track muted or unmuted, a participant's
+//! `publish` or `subscribe` permission taken away — and applies them
 //! to its own sessions, even when the control plane's direct request to the
 //! node was lost. The direct request stays the fast path; this is the one
 //! that cannot be missed (a lost request is made good within the time the
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use arc_eventlog::{EventLog, LogError, Position};
 use arc_events::room::LeaveReason;
-use arc_events::{Decoded, Event, ParticipantSid, RoomEvent, RoomId, TrackEvent, TrackId};
+use arc_events::{Decoded, Event, ParticipantEvent, ParticipantSid, RoomEvent, RoomId, TrackEvent, TrackId};
 use arc_nodeproto::NodeRequest;
 use futures::StreamExt;
 
@@ -72,6 +73,18 @@ impl Follower {
                         reason: LeaveReason::RoomClosed,
                     })
                     .collect()
+            }
+            Event::Participant(ParticipantEvent::PermissionsUpdated(p)) => {
+                let Ok(sid) = ParticipantSid::parse(aggregate_id) else { return Vec::new() };
+                if p.permissions.publish && p.permissions.subscribe {
+                    return Vec::new();
+                }
+                vec![NodeRequest::Restrict {
+                    room_id: p.room_id.clone(),
+                    sid,
+                    publish: p.permissions.publish,
+                    subscribe: p.permissions.subscribe,
+                }]
             }
             Event::Track(TrackEvent::Muted(_)) => TrackId::parse(aggregate_id)
                 .map(|track_id| vec![NodeRequest::Mute { track_id, muted: true }])
@@ -184,6 +197,23 @@ mod tests {
         );
         let unmuted = Event::Track(TrackEvent::Unmuted(TrackUnmuted { by: MutedBy::Moderator }));
         assert!(matches!(f.apply(&unmuted, "tr_1").as_slice(), [NodeRequest::Mute { muted: false, .. }]));
+        // Permissions taken away stop that media; permissions that allow both ask nothing.
+        let perms = |publish, subscribe| {
+            let p = serde_json::json!({"room_id": "rm_1", "identity": "user-pa_2",
+                "permissions": {"publish": publish, "subscribe": subscribe, "publish_data": true}});
+            Event::Participant(ParticipantEvent::PermissionsUpdated(serde_json::from_value(p).expect("update")))
+        };
+        assert_eq!(
+            f.apply(&perms(false, true), "pa_2"),
+            vec![NodeRequest::Restrict {
+                room_id: RoomId::parse("rm_1").expect("id"),
+                sid: sid("pa_2"),
+                publish: false,
+                subscribe: true
+            }]
+        );
+        assert!(f.apply(&perms(true, true), "pa_2").is_empty());
+        assert!(f.apply(&perms(false, false), "not a sid").is_empty());
         // A malformed aggregate id asks nothing.
         assert!(f.apply(&closed(), "rm 1").is_empty());
         assert!(f.apply(&left("pa_3", LeaveReason::ClientLeft), "rm 2").is_empty());

@@ -150,7 +150,11 @@ async fn run() -> Result<()> {
         .with_context(|| format!("binding the media port {}", cli.media_udp))?;
     let client = log.client();
     let log: std::sync::Arc<dyn arc_eventlog::EventLog> = std::sync::Arc::new(log);
-    let reporter = tokio::spawn(arc_media::report::run(log.clone(), node_id.clone(), events_rx));
+    let signals = arc_media::report::SignalSink::Nats {
+        client: client.clone(),
+        subject: arc_nodeproto::signals_subject(&node_id),
+    };
+    let reporter = tokio::spawn(arc_media::report::run(log.clone(), node_id.clone(), events_rx, signals));
     // The follower starts at the head taken before the node takes requests.
     let follow_from = log.head().await.context("reading the event log's head")?;
     let follower = tokio::spawn(arc_media::follow::run(log.clone(), media.clone(), follow_from));

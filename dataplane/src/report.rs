@@ -1,6 +1,9 @@
 //! The media task's events, appended to the log by the node: tracks
 //! published and unpublished, subscriptions started and ended, participants
-//! who left (hung up, lost, kicked, or whose node shut down).
+//! who left (hung up, lost, kicked, or whose node shut down). Room signals
+//! (active speakers) are not for the log: they go to a [`SignalSink`] — core
+//! NATS on the node's own subject, or in process in `dev` — and are dropped
+//! when nobody can take them.
 //!
 //! The media task never waits on the log: it sends into an unbounded channel
 //! and this task appends in order, retrying while the log is unreachable.
@@ -15,15 +18,55 @@ use arc_events::aggregate::room::{Room, RoomCommand};
 use arc_events::aggregate::track::{Track, TrackCommand};
 use arc_events::track::{MediaKind, TrackPublished, TrackSource};
 use arc_events::{Actor, AggregateRef, CommandMeta, NodeId};
-use tokio::sync::mpsc;
+use arc_nodeproto::RoomSignal;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::media::{MediaEvent, RtpKind};
 
-/// Appends every event from `rx` until the channel closes.
-pub async fn run(log: Arc<dyn EventLog>, node_id: NodeId, mut rx: mpsc::UnboundedReceiver<MediaEvent>) {
+/// Where a node's room signals go.
+#[derive(Debug, Clone)]
+pub enum SignalSink {
+    /// Core NATS, on the node's own subject ([`arc_nodeproto::signals_subject`]).
+    Nats { client: async_nats::Client, subject: String },
+    /// In process: the node embedded in `arc-control dev`.
+    Local(broadcast::Sender<Arc<RoomSignal>>),
+    /// Nowhere (no signalling listens).
+    Nowhere,
+}
+
+impl SignalSink {
+    /// Hands `signal` on; never waits for a listener, never fails the caller.
+    pub async fn send(&self, signal: RoomSignal) {
+        match self {
+            Self::Nats { client, subject } => {
+                let body = arc_nodeproto::encode_signal(&signal);
+                if let Err(e) = client.publish(subject.clone(), body.into()).await {
+                    tracing::debug!(error = %e, "a room signal was not published");
+                }
+            }
+            Self::Local(tx) => {
+                let _ = tx.send(Arc::new(signal));
+            }
+            Self::Nowhere => {}
+        }
+    }
+}
+
+/// Appends every event from `rx` until the channel closes; room signals go
+/// to `signals`.
+pub async fn run(
+    log: Arc<dyn EventLog>,
+    node_id: NodeId,
+    mut rx: mpsc::UnboundedReceiver<MediaEvent>,
+    signals: SignalSink,
+) {
     let rooms = Repository::<Room>::new(log.clone());
     let tracks = Repository::<Track>::new(log);
     while let Some(ev) = rx.recv().await {
+        if let MediaEvent::Speakers { room_id, speakers } = ev {
+            signals.send(RoomSignal::Speakers { room_id, speakers }).await;
+            continue;
+        }
         let mut delay = Duration::from_millis(100);
         loop {
             match append(&rooms, &tracks, &node_id, &ev).await {
@@ -104,6 +147,8 @@ async fn append(
         // A signalling participant's media session: the participant stays
         // (its tracks and subscriptions ended with their own events).
         MediaEvent::SessionEnded { attached: true, .. } => {}
+        // Not for the log (see `run`).
+        MediaEvent::Speakers { .. } => {}
         MediaEvent::SessionEnded { room_id, identity, sid, reason, .. } => {
             // The node's reasons are the log's (when the control plane ended
             // the session, it wrote the leave already; this is a no-op).

@@ -57,11 +57,18 @@ pub struct NodeDraining {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeUndrained {}
 
-/// A node missed its heartbeats and is considered dead.
+/// A node missed its heartbeats, or NATS has had no responder on its
+/// request subject for a while, and it is considered dead.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeLost {
     /// The last heartbeat (or registration) seen from it.
     pub last_seen_at: DateTime<Utc>,
+    /// Set when the node was declared lost because nothing answered on its
+    /// request subject since then ("no responders": its process or its NATS
+    /// connection was gone), before its heartbeats ran out. Absent in events
+    /// written before this field, and when the heartbeats ran out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_since: Option<DateTime<Utc>>,
 }
 
 /// A node left cleanly.

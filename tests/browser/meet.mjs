@@ -12,7 +12,17 @@
 // first page shares a screen, every other page must receive it and see it
 // stop), MODERATE (1: then the first page, whose token has the admin grant,
 // mutes the second person and removes the third), SCREENSHOT (a PNG path: on success, a picture of the first page, or
-// with SCREEN of the second page while the screen is shared).
+// with SCREEN of the second page while the screen is shared), FAILOVER (1:
+// once media flows and the chat went round, print {"phase":"media"} and wait
+// for a line on stdin — the test kills the room's media node then —, and
+// measure until every page joined again by itself and decodes video and
+// receives audio from every other page again: failover_ms), SPEAK (1: the
+// fake microphones play a steady tone; once the chat went round every page
+// must have seen everyone as an active speaker, then every page but the
+// first mutes its microphone and every page must see the first alone).
+import { writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { launchChromium } from "./chromium.mjs";
 
 const env = (k, d) => process.env[k] ?? d;
@@ -24,8 +34,23 @@ const audioPackets = Number(env("AUDIO_PACKETS", "50"));
 const timeoutMs = Number(env("TIMEOUT_MS", "30000"));
 const screen = env("SCREEN", "0") === "1";
 const moderate = env("MODERATE", "0") === "1";
+const failover = env("FAILOVER", "0") === "1";
+const speak = env("SPEAK", "0") === "1";
 
-const browser = await launchChromium();
+// A steady 440 Hz tone at about -12 dBFS, one second (Chromium loops it).
+function tone() {
+  const rate = 48000, n = rate, data = Buffer.alloc(44 + n * 2);
+  data.write("RIFF", 0); data.writeUInt32LE(36 + n * 2, 4); data.write("WAVEfmt ", 8);
+  data.writeUInt32LE(16, 16); data.writeUInt16LE(1, 20); data.writeUInt16LE(1, 22);
+  data.writeUInt32LE(rate, 24); data.writeUInt32LE(rate * 2, 28); data.writeUInt16LE(2, 32);
+  data.writeUInt16LE(16, 34); data.write("data", 36); data.writeUInt32LE(n * 2, 40);
+  for (let i = 0; i < n; i++) data.writeInt16LE(Math.round(8000 * Math.sin(2 * Math.PI * 440 * i / rate)), 44 + i * 2);
+  const path = join(tmpdir(), `arc-tone-${process.pid}.wav`);
+  writeFileSync(path, data);
+  return path;
+}
+
+const browser = await launchChromium(speak ? { audioFile: tone() } : {});
 const room = env("ROOM", "");
 // Without TOKENS, each page gets a development token itself (arc-control dev).
 const count = tokens.length || names.length;
@@ -45,7 +70,9 @@ try {
   }
   const started = Date.now();
   const seen = () => Promise.all(pages.map((p) => p.evaluate(async () => ({
-    state: window.arc.state, error: window.arc.error, me: window.arc.me?.identity,
+    speakers: window.arc.speakers, spoke: Object.keys(window.arc.spoke),
+    state: window.arc.state, error: window.arc.error, me: window.arc.me?.identity, joins: window.arc.joins,
+    told_at: window.arc.toldAt, joined_at: window.arc.joinedAt, marks: window.arc.marks,
     people: Object.keys(window.arc.people).length, stats: await window.arc.stats(), chat: window.arc.chat,
   }))));
   let views = [];
@@ -71,8 +98,48 @@ try {
         break;
       }
     }
-    result.ok = chatted && !screen && !moderate;
-    if (chatted && screen) {
+    if (chatted && speak) {
+      const everyone = views.map((v) => v.me);
+      let all = false;
+      while (Date.now() - started < timeoutMs) {
+        await pages[0].waitForTimeout(200);
+        views = await seen();
+        if (views.every((v) => everyone.every((who) => v.spoke.includes(who)))) { all = true; break; }
+      }
+      result.everyone_spoke = all;
+      if (all) {
+        for (const p of pages.slice(1)) await p.click("#mic");
+        while (Date.now() - started < timeoutMs) {
+          await pages[0].waitForTimeout(200);
+          views = await seen();
+          if (views.every((v) => v.speakers.length === 1 && v.speakers[0] === everyone[0])) { result.one_speaker = true; break; }
+        }
+      }
+    }
+    const spoken = !speak || !!result.one_speaker;
+    result.ok = chatted && spoken && !screen && !moderate && !failover;
+    if (chatted && spoken && failover) {
+      console.log(JSON.stringify({ phase: "media" }));
+      await new Promise((resolve) => process.stdin.once("data", resolve));
+      const told = Date.now();
+      const back = (v) => v.joins >= 2 && v.state === "joined"
+        && Object.keys(v.stats).length === pages.length - 1
+        && Object.values(v.stats).every((s) => s.frames >= 5 && s.audio >= 5);
+      while (Date.now() - told < timeoutMs) {
+        await pages[0].waitForTimeout(100);
+        views = await seen();
+        if (views.every(back)) {
+          result.failover_ms = Date.now() - told;
+          // When each page was told to reconnect, and joined again (ms after the kill was announced).
+          result.reconnect_ms = views.map((v) => (v.told_at ?? told) - told);
+          result.rejoined_ms = views.map((v) => (v.joined_at ?? told) - told);
+          result.ok = true;
+          break;
+        }
+      }
+      process.stdin.destroy();
+    }
+    if (chatted && spoken && screen) {
       // The first page shares a "screen" (an animated canvas: headless
       // Chromium has no screen picker); every other page receives it as a
       // separate video, then sees it go when the sharing stops.
@@ -104,7 +171,7 @@ try {
       }
       result.ok = !!result.screen_stopped && !moderate;
     }
-    if (moderate && (result.screen_stopped || !screen) && pages.length >= 3) {
+    if (moderate && spoken && (result.screen_stopped || !screen) && pages.length >= 3) {
       // The first page moderates (its token has the admin grant): it mutes
       // the second person, who is told, then removes the third, whom
       // everyone sees go.

@@ -185,6 +185,7 @@ async fn session(
 ) {
     let (mut tx, mut rx) = socket.split();
     let mut data = state.signal_relay.subscribe();
+    let mut signals = state.signal_relay.signals();
     // The media sessions this socket opened (only those it may close).
     let mut sessions: std::collections::HashSet<String> = std::collections::HashSet::new();
     let timeout = state.signal_timeout;
@@ -209,6 +210,14 @@ async fn session(
                         let (messages, after) = view.fold(&e);
                         let mut sent = true;
                         for m in messages {
+                            if matches!(m, ServerMessage::Reconnect { .. }) {
+                                // The client joins again at once: this
+                                // instance's read models must know its node
+                                // is gone first, or placement would pick it.
+                                if let Ok(head) = state.log.head().await {
+                                    state.settle_quietly(head).await;
+                                }
+                            }
                             sent &= send(&mut tx, m).await;
                         }
                         if after == After::Close {
@@ -268,6 +277,21 @@ async fn session(
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(sid = %joined.sid, missed, "signalling socket missed data messages");
                     }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        close(&mut tx, CLOSE_ERROR, "server stopping").await;
+                        break Some(LeaveReason::ConnectionLost);
+                    }
+                },
+                signal = signals.recv() => match signal {
+                    Ok(s) => {
+                        if let Some(m) = view.signal(&s)
+                            && !send(&mut tx, m).await
+                        {
+                            break Some(LeaveReason::ConnectionLost);
+                        }
+                    }
+                    // Speakers are best effort: the next change says it again.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => {
                         close(&mut tx, CLOSE_ERROR, "server stopping").await;
                         break Some(LeaveReason::ConnectionLost);

@@ -63,8 +63,9 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
     },
-    /// Opens a media session to publish: `sdp` is a complete offer (ICE
-    /// candidates gathered; no trickle in this version); the server answers
+    /// Opens a media session to publish: `sdp` is an offer (its ICE
+    /// candidates are not needed: the nodes are ICE-lite and learn the
+    /// client's addresses from its connectivity checks); the server answers
     /// `answer` with the same `id`. Needs the `publish` permission.
     Publish {
         id: u64,
@@ -97,8 +98,9 @@ pub enum ClientMessage {
     RemoveParticipant { identity: String },
     /// Moderation: sets what a participant may do from now on (its new
     /// media requests are checked against it); everyone sees
-    /// `participant_updated`. Media already flowing is not stopped (mute or
-    /// remove for that).
+    /// `participant_updated`. Taking `publish` away ends its publishing
+    /// sessions (its tracks are unpublished), taking `subscribe` away its
+    /// playing ones: the node follows the log. The participant stays.
     UpdatePermissions { identity: String, permissions: arc_events::participant::Permissions },
     /// Moderation: closes the room for everyone (`room_closed`).
     CloseRoom,
@@ -188,8 +190,16 @@ pub enum ServerMessage {
         metadata: Option<String>,
     },
     /// The client's session ended (removed, kicked, replaced by a newer
-    /// session of its identity, its node lost …); the server closes the socket.
+    /// session of its identity …); the server closes the socket.
     Removed {
+        reason: LeaveReason,
+    },
+    /// The client's session ended because its media node was lost or shut
+    /// down (`node_lost`, `node_shutdown`): the server closes the socket and
+    /// the client joins again with the same token — the room is placed on a
+    /// live node. Its participant id changes; the others see it leave with
+    /// that reason and join again.
+    Reconnect {
         reason: LeaveReason,
     },
     /// The room closed; the server closes the socket.
@@ -199,6 +209,12 @@ pub enum ServerMessage {
     Pong {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
+    },
+    /// Who speaks in the room now, loudest first (empty: nobody); sent when
+    /// that changes, at most every half second. From the audio levels the
+    /// publishers' browsers put on their packets (RFC 6464).
+    ActiveSpeakers {
+        speakers: Vec<Speaker>,
     },
     /// A data message from another participant.
     Data {
@@ -244,6 +260,15 @@ pub struct ParticipantInfo {
     pub tracks: Vec<TrackInfo>,
     /// When it joined (Unix milliseconds).
     pub joined_at_ms: i64,
+}
+
+/// One active speaker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Speaker {
+    pub sid: String,
+    pub identity: String,
+    /// How loud, 0 (silence) to 100 (0 dBov).
+    pub level: u8,
 }
 
 /// One published track.

@@ -3,9 +3,14 @@
 //! instances (`serve`) publish each one on core NATS (`<stream>.signal.data`,
 //! not captured by the log's stream) and every instance, the sender's too,
 //! hands what arrives to its own sockets.
+//!
+//! The nodes' room signals (active speakers) arrive the same way: from the
+//! embedded node in process, from nodes of their own on core NATS
+//! (`arc.media.<node>.signals`, every instance subscribes to all).
 
 use std::sync::Arc;
 
+use arc_nodeproto::RoomSignal;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -36,6 +41,7 @@ impl DataMessage {
 #[derive(Debug, Clone)]
 pub struct Relay {
     local: broadcast::Sender<Arc<DataMessage>>,
+    signals: broadcast::Sender<Arc<RoomSignal>>,
     nats: Option<(async_nats::Client, String)>,
 }
 
@@ -49,13 +55,27 @@ pub enum RelayError {
 impl Relay {
     /// Relays in this process only (one instance).
     pub fn local() -> Self {
-        Self { local: broadcast::channel(BACKLOG_MAX).0, nats: None }
+        Self { local: broadcast::channel(BACKLOG_MAX).0, signals: broadcast::channel(BACKLOG_MAX).0, nats: None }
     }
 
     /// Relays through NATS subject `<stream>.signal.data` (several instances);
     /// spawn [`Self::run`] to receive.
     pub fn nats(client: async_nats::Client, stream: &str) -> Self {
-        Self { local: broadcast::channel(BACKLOG_MAX).0, nats: Some((client, format!("{stream}.signal.data"))) }
+        Self {
+            local: broadcast::channel(BACKLOG_MAX).0,
+            signals: broadcast::channel(BACKLOG_MAX).0,
+            nats: Some((client, format!("{stream}.signal.data"))),
+        }
+    }
+
+    /// Room signals from now on.
+    pub fn signals(&self) -> broadcast::Receiver<Arc<RoomSignal>> {
+        self.signals.subscribe()
+    }
+
+    /// Where an embedded node hands its room signals.
+    pub fn signal_sender(&self) -> broadcast::Sender<Arc<RoomSignal>> {
+        self.signals.clone()
     }
 
     /// What arrives from now on.
@@ -77,10 +97,11 @@ impl Relay {
         }
     }
 
-    /// Receives the other instances' (and this one's) messages from NATS,
-    /// forever; returns at once for a local relay.
+    /// Receives the other instances' (and this one's) messages, and the
+    /// nodes' room signals, from NATS, forever; returns at once for a local relay.
     pub async fn run(self) {
         let Some((client, subject)) = self.nats.clone() else { return };
+        tokio::spawn(Self::signals_from(client.clone(), self.signals.clone()));
         loop {
             match client.subscribe(subject.clone()).await {
                 Ok(mut sub) => {
@@ -94,6 +115,28 @@ impl Relay {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "subscribing to the data subject failed; retrying"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Every node's room signals, from NATS, forever.
+    async fn signals_from(client: async_nats::Client, tx: broadcast::Sender<Arc<RoomSignal>>) {
+        loop {
+            match client.subscribe(arc_nodeproto::SIGNALS_SUBJECT_ALL).await {
+                Ok(mut sub) => {
+                    while let Some(msg) = sub.next().await {
+                        match arc_nodeproto::decode_signal(&msg.payload) {
+                            Ok(s) => {
+                                let _ = tx.send(Arc::new(s));
+                            }
+                            Err(e) => {
+                                tracing::debug!(subject = %msg.subject, error = %e, "a room signal that does not parse; skipped")
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "subscribing to the nodes' room signals failed; retrying"),
             }
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use arc_events::room::LeaveReason;
 use arc_events::{Envelope, Event, ParticipantEvent, RoomEvent, TrackEvent};
 
-use super::protocol::{ParticipantInfo, RoomInfo, ServerMessage, TrackInfo};
+use super::protocol::{ParticipantInfo, RoomInfo, ServerMessage, Speaker, TrackInfo};
 
 /// What folding an event asks of the socket besides its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +71,30 @@ impl RoomView {
         })
     }
 
+    /// What the client is told of a node's room signal for its room, if
+    /// anything (speakers it does not know yet are left out).
+    pub fn signal(&self, s: &arc_nodeproto::RoomSignal) -> Option<ServerMessage> {
+        match s {
+            arc_nodeproto::RoomSignal::Speakers { room_id, speakers } => {
+                if room_id.as_str() != self.room.room_id {
+                    return None;
+                }
+                let speakers = speakers
+                    .iter()
+                    .filter_map(|x| {
+                        let p = self.participants.get(x.sid.as_str())?;
+                        Some(Speaker {
+                            sid: p.sid.clone(),
+                            identity: p.identity.clone(),
+                            level: (x.level.clamp(0.0, 1.0) * 100.0).round() as u8,
+                        })
+                    })
+                    .collect();
+                Some(ServerMessage::ActiveSpeakers { speakers })
+            }
+        }
+    }
+
     /// Folds one event of the log into the view; returns what the client is
     /// told and whether the socket closes after.
     pub fn fold(&mut self, e: &Envelope) -> (Vec<ServerMessage>, After) {
@@ -104,8 +128,12 @@ impl RoomView {
                             // Everyone leaves as the room closes: its
                             // `room_closed`, right after in the same batch, says it.
                         } else if sid == self.me {
-                            if l.reason != LeaveReason::ClientLeft {
-                                out.push(ServerMessage::Removed { reason: l.reason });
+                            match l.reason {
+                                LeaveReason::ClientLeft => {}
+                                LeaveReason::NodeLost | LeaveReason::NodeShutdown => {
+                                    out.push(ServerMessage::Reconnect { reason: l.reason });
+                                }
+                                reason => out.push(ServerMessage::Removed { reason }),
                             }
                             after = After::Close;
                         } else {
@@ -310,6 +338,13 @@ mod tests {
         let (m, after) = v.fold(&left(1, "ann", LeaveReason::ClientLeft));
         assert!(m.is_empty(), "its own leave request needs no message");
         assert_eq!(after, After::Close);
+        // Its node died or shut down: it is told to join again, not that it was removed.
+        for reason in [LeaveReason::NodeLost, LeaveReason::NodeShutdown] {
+            let mut v = view();
+            let (m, after) = v.fold(&left(1, "ann", reason));
+            assert_eq!(m, vec![ServerMessage::Reconnect { reason }]);
+            assert_eq!(after, After::Close);
+        }
         let mut v = view();
         v.fold(&joined(2, "bob"));
         // Closing, the room's participants leave first, then it closes.

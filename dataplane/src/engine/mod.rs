@@ -53,6 +53,7 @@ use arc_events::room::LeaveReason;
 use arc_events::{MediaSessionId, ParticipantIdentity, ParticipantSid, RoomId, TrackId};
 use arc_nodeproto::{
     NodeReply, NodeRequest, OpenSession, Role, SESSIONS_PAGE_MAX, SessionError, SessionInfo, SessionOpened,
+    SpeakerLevel,
 };
 use bytes::BytesMut;
 use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
@@ -136,8 +137,9 @@ pub struct Transmit {
     pub payload: BytesMut,
 }
 
-/// Something the log must hear about (the node's reporter appends it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something the log must hear about (the node's reporter appends it), or
+/// the rooms' signalling (speakers).
+#[derive(Debug, Clone, PartialEq)]
 pub enum MediaEvent {
     TrackPublished {
         room_id: RoomId,
@@ -165,6 +167,12 @@ pub enum MediaEvent {
         identity: ParticipantIdentity,
         sid: ParticipantSid,
         reason: SubscriptionEnd,
+    },
+    /// A room's active speakers changed (loudest first; empty: nobody
+    /// speaks). Not for the log: the node hands it to the rooms' signalling.
+    Speakers {
+        room_id: RoomId,
+        speakers: Vec<SpeakerLevel>,
     },
     /// A session ended.
     SessionEnded {
@@ -355,6 +363,8 @@ pub struct Engine {
     next_housekeeping: Instant,
     /// When incoming tracks' jitter is sampled next.
     next_quality: Instant,
+    /// Each room's active speakers as last told (loudest first).
+    speaking: FxHashMap<RoomId, Vec<ParticipantSid>>,
     certificate: RTCCertificate,
     crypto: std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider>,
     /// The `now` of [`Engine::new`] (with [`EngineConfig::wall_clock`]).
@@ -445,6 +455,7 @@ impl Engine {
             draining: false,
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
             next_quality: now + QUALITY_INTERVAL,
+            speaking: FxHashMap::default(),
             certificate: peer::certificate().map_err(|e| EngineError::Certificate(e.to_string()))?,
             crypto,
             started: now,
@@ -554,6 +565,22 @@ impl Engine {
                 let (sessions, more) = self.list(now, after.as_ref());
                 NodeReply::Sessions { sessions, more }
             }
+            NodeRequest::Restrict { room_id, sid, publish, subscribe } => {
+                let keys: Vec<Key> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.room_id == room_id && s.sid == sid)
+                    .filter(|(_, s)| if s.role.is_publish() { !publish } else { !subscribe })
+                    .map(|(k, _)| *k)
+                    .collect();
+                let ids: std::collections::HashSet<MediaSessionId> =
+                    keys.iter().filter_map(|k| self.sessions.get(k)).map(|s| s.id.clone()).collect();
+                for k in keys {
+                    self.end(now, k, LeaveReason::Removed);
+                }
+                NodeReply::Ended { sessions: ids.len() }
+            }
+            NodeRequest::Ping => NodeReply::Pong,
         };
         self.flush(now);
         reply
@@ -1101,6 +1128,7 @@ impl Engine {
 
     fn housekeeping(&mut self, now: Instant) {
         self.sender_reports(now);
+        self.speakers();
         if now >= self.next_quality {
             self.next_quality = now + QUALITY_INTERVAL;
             for j in self.forwarder.jitter_in() {
@@ -1117,6 +1145,43 @@ impl Engine {
         }
         for k in stale {
             self.end(now, k, LeaveReason::ConnectionLost);
+        }
+    }
+
+    /// Ends the voice-activity interval (one housekeeping interval): each
+    /// room whose speakers (by participant, loudest first) changed gets a
+    /// [`MediaEvent::Speakers`]; a room whose speakers all went quiet or
+    /// left gets an empty one.
+    fn speakers(&mut self) {
+        let mut heard = Vec::new();
+        self.forwarder.take_speech(&mut heard);
+        if heard.is_empty() && self.speaking.is_empty() {
+            return;
+        }
+        let mut rooms: FxHashMap<RoomId, Vec<SpeakerLevel>> = FxHashMap::default();
+        for (track, level) in heard {
+            let Some(s) = self.track_owner.get(&track).and_then(|(k, _)| self.sessions.get(k)) else { continue };
+            let speakers = rooms.entry(s.room_id.clone()).or_default();
+            // A participant with two audio tracks (microphone, screen audio) speaks once, at its loudest.
+            match speakers.iter_mut().find(|x| x.sid == s.sid) {
+                Some(x) => x.level = x.level.max(level),
+                None => speakers.push(SpeakerLevel { sid: s.sid.clone(), level }),
+            }
+        }
+        for speakers in rooms.values_mut() {
+            speakers.sort_by(|a, b| b.level.total_cmp(&a.level).then_with(|| a.sid.as_str().cmp(b.sid.as_str())));
+        }
+        let quiet: Vec<RoomId> = self.speaking.keys().filter(|r| !rooms.contains_key(*r)).cloned().collect();
+        for room_id in quiet {
+            self.speaking.remove(&room_id);
+            self.events.push_back(MediaEvent::Speakers { room_id, speakers: Vec::new() });
+        }
+        for (room_id, speakers) in rooms {
+            let sids: Vec<ParticipantSid> = speakers.iter().map(|x| x.sid.clone()).collect();
+            if self.speaking.get(&room_id) != Some(&sids) {
+                self.speaking.insert(room_id.clone(), sids);
+                self.events.push_back(MediaEvent::Speakers { room_id, speakers });
+            }
         }
     }
 

@@ -30,6 +30,7 @@ use rtc::rtp::Packet;
 mod cache;
 pub mod codec;
 pub mod reception;
+pub mod speech;
 
 pub use cache::CacheConfig;
 use cache::{Cached, PacketCache};
@@ -139,6 +140,8 @@ struct Source {
     keyframe_owed: bool,
     /// Latest audio level (-dBov) and when it was seen.
     level: Option<(u8, Instant)>,
+    /// Voice activity in the current observation interval.
+    speech: speech::Speech,
     /// Muted by a moderator: nothing of it is forwarded.
     muted: bool,
     /// What its packets say about the path from the publisher.
@@ -298,6 +301,7 @@ impl Forwarder {
                 last_keyframe_request: None,
                 keyframe_owed: false,
                 level: None,
+                speech: speech::Speech::default(),
                 muted: false,
                 reception: reception::Reception::default(),
             },
@@ -470,6 +474,7 @@ impl Forwarder {
         );
         if let Some(l) = level {
             source.level = Some((l, now));
+            source.speech.on_level(l);
         }
         let mut keyframe: Option<bool> = None;
         for down_key in &source.downs {
@@ -525,6 +530,16 @@ impl Forwarder {
                     self.stats.nacks_answered += 1;
                 }
                 None => self.stats.nacks_missed += 1,
+            }
+        }
+    }
+
+    /// Ends every track's voice-activity interval: the tracks that spoke in
+    /// it and how loud (0..=1), into `out` (in no particular order).
+    pub fn take_speech(&mut self, out: &mut Vec<(TrackKey, f32)>) {
+        for (k, s) in &mut self.sources {
+            if let Some(loud) = s.speech.take() {
+                out.push((*k, loud));
             }
         }
     }

@@ -152,6 +152,7 @@ impl MediaHandle {
     /// request to the worker its id names, the rest to every worker.
     pub async fn request(&self, req: NodeRequest) -> NodeReply {
         match &req {
+            NodeRequest::Ping => NodeReply::Pong,
             NodeRequest::Open(open) => {
                 // The cap is the node's: the workers share it.
                 if self.session_count() >= u64::from(self.sessions_max) {
@@ -164,6 +165,15 @@ impl MediaHandle {
                 Some(w) => self.ask(usize::from(w), req).await,
                 None => NodeReply::Error(SessionError::NotFound),
             },
+            NodeRequest::Restrict { .. } => {
+                let sessions = self
+                    .ask_all(&req)
+                    .await
+                    .iter()
+                    .map(|r| if let NodeReply::Ended { sessions } = r { *sessions } else { 0 })
+                    .sum();
+                NodeReply::Ended { sessions }
+            }
             NodeRequest::End { room_id, sid, .. } => {
                 let mut sessions = 0;
                 for r in self.ask_all(&req).await {

@@ -163,6 +163,22 @@ pub enum NodeRequest {
         #[serde(default)]
         after: Option<MediaSessionId>,
     },
+    /// A participant's permissions changed (the log says so): its publishing
+    /// sessions end unless `publish`, its playing sessions unless `subscribe`
+    /// (reason `removed`: a session that was the participant's only one
+    /// ends the participant, as for WHIP/WHEP; a signalling participant
+    /// stays, its tracks unpublished). Answers `Ended`.
+    Restrict {
+        room_id: RoomId,
+        sid: ParticipantSid,
+        publish: bool,
+        subscribe: bool,
+    },
+    /// Whether the node is there: any answer says it is (a node older than
+    /// this request answers `Error`), and NATS's "no responders" says its
+    /// process or connection is gone (the control plane's fast liveness
+    /// probe).
+    Ping,
 }
 
 impl NodeRequest {
@@ -175,6 +191,8 @@ impl NodeRequest {
             Self::End { .. } => "end",
             Self::Mute { .. } => "mute",
             Self::Sessions { .. } => "sessions",
+            Self::Restrict { .. } => "restrict",
+            Self::Ping => "ping",
         }
     }
 }
@@ -213,6 +231,8 @@ pub enum NodeReply {
         sessions: Vec<SessionInfo>,
         more: bool,
     },
+    /// The answer to [`NodeRequest::Ping`].
+    Pong,
     Error(SessionError),
 }
 
@@ -292,6 +312,54 @@ pub fn encode_reply(reply: &NodeReply) -> Vec<u8> {
 pub fn decode_reply(bytes: &[u8]) -> Result<NodeReply, ProtocolError> {
     decode(bytes)
 }
+
+/// What a node tells the rooms' signalling as it happens, beside the log
+/// (ephemeral, never appended): published on core NATS to
+/// [`signals_subject`] by a node of its own, handed over in process by the
+/// node embedded in `dev`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "signal")]
+pub enum RoomSignal {
+    /// The room's active speakers changed: who speaks now, loudest first
+    /// (empty: nobody). Sent when the set or its order changes, at most
+    /// every observation interval (half a second).
+    Speakers { room_id: RoomId, speakers: Vec<SpeakerLevel> },
+}
+
+/// One active speaker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SpeakerLevel {
+    pub sid: ParticipantSid,
+    /// Mean loudness while speaking in the last interval: 0 (silence) to 1 (0 dBov).
+    pub level: f32,
+}
+
+impl RoomSignal {
+    /// The room it is about.
+    pub fn room_id(&self) -> &RoomId {
+        match self {
+            Self::Speakers { room_id, .. } => room_id,
+        }
+    }
+}
+
+/// A room signal as bytes for NATS.
+pub fn encode_signal(signal: &RoomSignal) -> Vec<u8> {
+    encode(signal)
+}
+
+/// A room signal from NATS bytes (network input: never panics).
+pub fn decode_signal(bytes: &[u8]) -> Result<RoomSignal, ProtocolError> {
+    decode(bytes)
+}
+
+/// The core NATS subject a node publishes its room signals on.
+pub fn signals_subject(node_id: &NodeId) -> String {
+    format!("arc.media.{node_id}.signals")
+}
+
+/// Every node's room signals (what the control plane subscribes to).
+pub const SIGNALS_SUBJECT_ALL: &str = "arc.media.*.signals";
 
 /// The NATS subject a node answers requests on.
 pub fn subject(node_id: &NodeId) -> String {

@@ -5,7 +5,7 @@
 
 use arc_events::schema::{SchemaFile, pretty};
 
-use crate::{NodeReply, NodeRequest, PROTOCOL_VERSION, Wire};
+use crate::{NodeReply, NodeRequest, PROTOCOL_VERSION, RoomSignal, Wire};
 
 /// Every schema file, sorted by name.
 pub fn generate() -> Vec<SchemaFile> {
@@ -17,6 +17,10 @@ pub fn generate() -> Vec<SchemaFile> {
         SchemaFile {
             file_name: format!("request.v{PROTOCOL_VERSION}.json"),
             contents: pretty(&schemars::schema_for!(Wire<NodeRequest>)),
+        },
+        SchemaFile {
+            file_name: format!("signal.v{PROTOCOL_VERSION}.json"),
+            contents: pretty(&schemars::schema_for!(Wire<RoomSignal>)),
         },
     ];
     files.sort_by(|a, b| a.file_name.cmp(&b.file_name));

@@ -18,6 +18,12 @@ use crate::node::{NodeDeregistered, NodeDraining, NodeLost, NodeRegistered, Node
 pub const HEARTBEAT_INTERVAL_S: i64 = 2;
 /// Missed heartbeats after which a node is declared lost.
 pub const HEARTBEATS_MISSED_LOST: i64 = 3;
+/// How long NATS must have had no responder on a node's request subject
+/// (its process or connection gone), with no heartbeat since, before the
+/// node is declared lost without waiting for its heartbeats to run out. A
+/// node that reconnects to another NATS server is back well within it; a
+/// slow node answers late, which is not "no responders" and never counts.
+pub const UNREACHABLE_LOST_MS: i64 = 750;
 /// Longest address or version string, in bytes.
 pub const NODE_FIELD_LEN_MAX: usize = 256;
 /// Most public IPs a node may announce.
@@ -54,9 +60,13 @@ pub enum NodeCommand {
     Undrain,
     /// Declare the node lost if it missed [`HEARTBEATS_MISSED_LOST`]
     /// heartbeats: nothing seen of it since its registration, nor a load
-    /// sample (`last_sample_at`, from the load board), for that long.
+    /// sample (`last_sample_at`, from the load board), for that long; or if
+    /// nothing has answered on its request subject since `unreachable_since`
+    /// (every probe since found no responder), for [`UNREACHABLE_LOST_MS`],
+    /// and it has not been seen since.
     DeclareLostIfSilent {
         last_sample_at: Option<DateTime<Utc>>,
+        unreachable_since: Option<DateTime<Utc>>,
     },
     Deregister,
 }
@@ -135,7 +145,7 @@ impl Aggregate for Node {
                 }
                 Ok(vec![NodeUndrained {}.into()])
             }
-            NodeCommand::DeclareLostIfSilent { last_sample_at } => {
+            NodeCommand::DeclareLostIfSilent { last_sample_at, unreachable_since } => {
                 let (Ok(()), Some(registered_seen)) = (self.require_live(), self.last_seen_at) else {
                     return Ok(vec![]);
                 };
@@ -143,9 +153,17 @@ impl Aggregate for Node {
                 let last_seen_at = last_sample_at.map_or(registered_seen, |s| s.max(registered_seen));
                 let silent_for = ctx.now - last_seen_at;
                 if silent_for >= Duration::seconds(HEARTBEAT_INTERVAL_S * HEARTBEATS_MISSED_LOST) {
-                    Ok(vec![NodeLost { last_seen_at }.into()])
-                } else {
-                    Ok(vec![])
+                    return Ok(vec![NodeLost { last_seen_at, unreachable_since: None }.into()]);
+                }
+                // Unreachable, and not seen since it became so (a node that
+                // registered or reported after that is back).
+                match unreachable_since {
+                    Some(since)
+                        if last_seen_at < *since && ctx.now - *since >= Duration::milliseconds(UNREACHABLE_LOST_MS) =>
+                    {
+                        Ok(vec![NodeLost { last_seen_at, unreachable_since: Some(*since) }.into()])
+                    }
+                    _ => Ok(vec![]),
                 }
             }
             NodeCommand::Deregister => match self.status {
@@ -203,7 +221,36 @@ mod tests {
     }
 
     fn silent(sample_at: Option<i64>) -> NodeCommand {
-        NodeCommand::DeclareLostIfSilent { last_sample_at: sample_at.map(t) }
+        NodeCommand::DeclareLostIfSilent { last_sample_at: sample_at.map(t), unreachable_since: None }
+    }
+
+    fn unreachable(sample_at: Option<i64>, since: i64) -> NodeCommand {
+        NodeCommand::DeclareLostIfSilent { last_sample_at: sample_at.map(t), unreachable_since: Some(t(since)) }
+    }
+
+    #[test]
+    fn lost_fast_when_nothing_answers_its_subject_and_it_was_not_seen_since() {
+        let up = [(0, registered().into())];
+        let lost = |seen: i64, since: i64| -> NodeEvent {
+            NodeLost { last_seen_at: t(seen), unreachable_since: Some(t(since)) }.into()
+        };
+        // No responder since 3, last sample at 2: lost one second later, long before the heartbeats run out.
+        assert_eq!(given::<Node>(&up).when(3, unreachable(Some(2), 3)), Ok(vec![]));
+        assert_eq!(given::<Node>(&up).when(4, unreachable(Some(2), 3)), Ok(vec![lost(2, 3)]));
+        // A sample since it became unreachable: it is back (it reconnected), not lost.
+        assert_eq!(given::<Node>(&up).when(5, unreachable(Some(4), 3)), Ok(vec![]));
+        // Registered again since: back too.
+        let again = [(0, registered().into()), (4, registered().into())];
+        assert_eq!(given::<Node>(&again).when(5, unreachable(Some(2), 3)), Ok(vec![]));
+        // Heartbeats ran out anyway: lost, by the heartbeats.
+        assert_eq!(
+            given::<Node>(&up).when(9, unreachable(Some(2), 8)),
+            Ok(vec![NodeLost { last_seen_at: t(2), unreachable_since: None }.into()])
+        );
+        // Lost already, or never registered: nothing more.
+        let gone = [(0, registered().into()), (4, lost(2, 3))];
+        assert_eq!(given::<Node>(&gone).when(6, unreachable(Some(2), 5)), Ok(vec![]));
+        assert_eq!(given::<Node>(&[]).when(6, unreachable(None, 3)), Ok(vec![]));
     }
 
     #[test]
@@ -224,18 +271,27 @@ mod tests {
         let up = [(0, registered().into())];
         // The latest sample (on the load board) is what counts.
         assert_eq!(given::<Node>(&up).when(7, silent(Some(2))), Ok(vec![]));
-        assert_eq!(given::<Node>(&up).when(8, silent(Some(2))), Ok(vec![NodeLost { last_seen_at: t(2) }.into()]));
+        assert_eq!(
+            given::<Node>(&up).when(8, silent(Some(2))),
+            Ok(vec![NodeLost { last_seen_at: t(2), unreachable_since: None }.into()])
+        );
         // No sample yet: the registration counts as seen.
         assert_eq!(given::<Node>(&up).when(5, silent(None)), Ok(vec![]));
-        assert_eq!(given::<Node>(&up).when(6, silent(None)), Ok(vec![NodeLost { last_seen_at: t(0) }.into()]));
+        assert_eq!(
+            given::<Node>(&up).when(6, silent(None)),
+            Ok(vec![NodeLost { last_seen_at: t(0), unreachable_since: None }.into()])
+        );
         // A sample from before a re-registration does not make the node older.
         let again = [(0, registered().into()), (10, registered().into())];
         assert_eq!(given::<Node>(&again).when(12, silent(Some(1))), Ok(vec![]));
         // Logs from before the load board: their heartbeat events count.
         let old = [(0, registered().into()), (2, heartbeat())];
         assert_eq!(given::<Node>(&old).when(7, silent(None)), Ok(vec![]));
-        assert_eq!(given::<Node>(&old).when(8, silent(None)), Ok(vec![NodeLost { last_seen_at: t(2) }.into()]));
-        let lost = [(0, registered().into()), (8, NodeLost { last_seen_at: t(0) }.into())];
+        assert_eq!(
+            given::<Node>(&old).when(8, silent(None)),
+            Ok(vec![NodeLost { last_seen_at: t(2), unreachable_since: None }.into()])
+        );
+        let lost = [(0, registered().into()), (8, NodeLost { last_seen_at: t(0), unreachable_since: None }.into())];
         assert_eq!(given::<Node>(&lost).when(9, silent(Some(9))), Ok(vec![]));
         assert_eq!(given::<Node>(&lost).when(9, NodeCommand::Drain { reason: "x".into() }), Err(NodeError::Lost));
         assert_eq!(given::<Node>(&lost).when(9, NodeCommand::Register(registered())), Ok(vec![registered().into()]));
