@@ -63,9 +63,16 @@ pub async fn run(
     let rooms = Repository::<Room>::new(log.clone());
     let tracks = Repository::<Track>::new(log);
     while let Some(ev) = rx.recv().await {
-        if let MediaEvent::Speakers { room_id, speakers } = ev {
-            signals.send(RoomSignal::Speakers { room_id, speakers }).await;
-            continue;
+        match ev {
+            MediaEvent::Speakers { room_id, speakers } => {
+                signals.send(RoomSignal::Speakers { room_id, speakers }).await;
+                continue;
+            }
+            MediaEvent::Quality { room_id, sid, quality } => {
+                signals.send(RoomSignal::Quality { room_id, sid, quality }).await;
+                continue;
+            }
+            _ => {}
         }
         let mut delay = Duration::from_millis(100);
         loop {
@@ -148,7 +155,7 @@ async fn append(
         // (its tracks and subscriptions ended with their own events).
         MediaEvent::SessionEnded { attached: true, .. } => {}
         // Not for the log (see `run`).
-        MediaEvent::Speakers { .. } => {}
+        MediaEvent::Speakers { .. } | MediaEvent::Quality { .. } => {}
         MediaEvent::SessionEnded { room_id, identity, sid, reason, .. } => {
             // The node's reasons are the log's (when the control plane ended
             // the session, it wrote the leave already; this is a no-op).

@@ -472,6 +472,40 @@ fn losses_are_repaired_by_nack_and_retransmission_despite_reordering_and_duplica
 }
 
 #[test]
+fn connection_quality_follows_loss_and_is_told_when_it_changes() {
+    use arc_nodeproto::ConnectionQuality;
+    let mut sim = Sim::new(11, 100);
+    sim.join(1, "pub", true).expect("publisher");
+    sim.join(2, "sub", false).expect("player");
+    let latest = |sim: &Sim, who: &str| {
+        sim.events.iter().rev().find_map(|e| match e {
+            MediaEvent::Quality { sid, quality, .. } if sid.as_str() == who => Some(*quality),
+            _ => None,
+        })
+    };
+    let told =
+        |sim: &Sim, who: &str| sim.count(|e| matches!(e, MediaEvent::Quality { sid, .. } if sid.as_str() == who));
+    sim.run(Duration::from_secs(5), 30);
+    assert_eq!(latest(&sim, "pa_pub"), Some(ConnectionQuality::Excellent));
+    assert_eq!(latest(&sim, "pa_sub"), Some(ConnectionQuality::Excellent), "its receiver reports say so");
+    // A third of what the publisher sends is lost on the way to the node.
+    let node = sim.node;
+    sim.net.links.insert(node, Link { loss: 0.35, ..Link::default() });
+    sim.run(Duration::from_secs(6), 30);
+    assert_eq!(latest(&sim, "pa_pub"), Some(ConnectionQuality::Poor));
+    sim.net.links.clear();
+    sim.run(Duration::from_secs(6), 30);
+    assert_eq!(latest(&sim, "pa_pub"), Some(ConnectionQuality::Excellent), "and back");
+    // Told when it changed (and again every 10 s), not every two seconds.
+    let n = told(&sim, "pa_pub");
+    assert!((3..=6).contains(&n), "{n} quality events for the publisher in 17 s");
+    let before = told(&sim, "pa_pub");
+    sim.run(Duration::from_secs(21), 30);
+    let again = told(&sim, "pa_pub") - before;
+    assert!((2..=3).contains(&again), "unchanged for 21 s: told {again} times");
+}
+
+#[test]
 fn a_players_keyframe_request_reaches_the_publisher() {
     let mut sim = Sim::new(3, 100);
     sim.join(1, "pub", true).expect("publisher");

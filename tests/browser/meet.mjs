@@ -19,7 +19,9 @@
 // receives audio from every other page again: failover_ms), SPEAK (1: the
 // fake microphones play a steady tone; once the chat went round every page
 // must have seen everyone as an active speaker, then every page but the
-// first mutes its microphone and every page must see the first alone).
+// first mutes its microphone and every page must see the first alone),
+// QUALITY (1: every page must be told everyone's connection quality, and on
+// loopback none may be poor).
 import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -36,6 +38,7 @@ const screen = env("SCREEN", "0") === "1";
 const moderate = env("MODERATE", "0") === "1";
 const failover = env("FAILOVER", "0") === "1";
 const speak = env("SPEAK", "0") === "1";
+const quality = env("QUALITY", "0") === "1";
 
 // A steady 440 Hz tone at about -12 dBFS, one second (Chromium loops it).
 function tone() {
@@ -70,7 +73,7 @@ try {
   }
   const started = Date.now();
   const seen = () => Promise.all(pages.map((p) => p.evaluate(async () => ({
-    speakers: window.arc.speakers, spoke: Object.keys(window.arc.spoke),
+    speakers: window.arc.speakers, spoke: Object.keys(window.arc.spoke), quality: window.arc.quality,
     state: window.arc.state, error: window.arc.error, me: window.arc.me?.identity, joins: window.arc.joins,
     told_at: window.arc.toldAt, joined_at: window.arc.joinedAt, marks: window.arc.marks,
     people: Object.keys(window.arc.people).length, stats: await window.arc.stats(), chat: window.arc.chat,
@@ -116,7 +119,16 @@ try {
         }
       }
     }
-    const spoken = !speak || !!result.one_speaker;
+    if (chatted && quality) {
+      const everyone = views.map((v) => v.me);
+      while (Date.now() - started < timeoutMs) {
+        await pages[0].waitForTimeout(200);
+        views = await seen();
+        if (views.every((v) => everyone.every((who) => who in v.quality))) { result.quality = views[0].quality; break; }
+      }
+      result.quality_ok = !!result.quality && views.every((v) => Object.values(v.quality).every((q) => q !== "poor"));
+    }
+    const spoken = (!speak || !!result.one_speaker) && (!quality || !!result.quality_ok);
     result.ok = chatted && spoken && !screen && !moderate && !failover;
     if (chatted && spoken && failover) {
       console.log(JSON.stringify({ phase: "media" }));

@@ -216,6 +216,15 @@ pub enum ServerMessage {
     ActiveSpeakers {
         speakers: Vec<Speaker>,
     },
+    /// A participant's connection quality (its own too): the worse direction
+    /// of its media on its node, from packet loss (before retransmission
+    /// repairs it) and round trips, evaluated every two seconds; sent when
+    /// it changes and again every ten seconds.
+    ConnectionQuality {
+        sid: String,
+        identity: String,
+        quality: arc_nodeproto::ConnectionQuality,
+    },
     /// A data message from another participant.
     Data {
         from_sid: String,

@@ -92,6 +92,17 @@ impl RoomView {
                     .collect();
                 Some(ServerMessage::ActiveSpeakers { speakers })
             }
+            arc_nodeproto::RoomSignal::Quality { room_id, sid, quality } => {
+                if room_id.as_str() != self.room.room_id {
+                    return None;
+                }
+                let p = self.participants.get(sid.as_str())?;
+                Some(ServerMessage::ConnectionQuality {
+                    sid: p.sid.clone(),
+                    identity: p.identity.clone(),
+                    quality: *quality,
+                })
+            }
         }
     }
 
@@ -326,6 +337,44 @@ mod tests {
         let mut other = joined(3, "cy");
         other.aggregate = AggregateRef::new(AggregateKind::Room, "rm_ffffffffffffffffffffffffffffffff").expect("id");
         assert!(v.fold(&other).0.is_empty());
+    }
+
+    #[test]
+    fn node_signals_become_speakers_and_quality_of_known_participants() {
+        use arc_nodeproto::{ConnectionQuality, RoomSignal, SpeakerLevel};
+        let mut v = view();
+        v.fold(&joined(2, "bob"));
+        let room = RoomId::parse(ROOM).expect("room");
+        let speakers = RoomSignal::Speakers {
+            room_id: room.clone(),
+            speakers: vec![
+                SpeakerLevel { sid: sid(2), level: 0.755 },
+                SpeakerLevel { sid: sid(9), level: 0.9 },
+                SpeakerLevel { sid: sid(1), level: 2.0 },
+            ],
+        };
+        // Someone it does not know (yet) is left out; levels become 0–100.
+        assert_eq!(
+            v.signal(&speakers),
+            Some(ServerMessage::ActiveSpeakers {
+                speakers: vec![
+                    Speaker { sid: sid(2).to_string(), identity: "bob".into(), level: 76 },
+                    Speaker { sid: sid(1).to_string(), identity: "ann".into(), level: 100 },
+                ]
+            })
+        );
+        let quality = RoomSignal::Quality { room_id: room, sid: sid(2), quality: ConnectionQuality::Poor };
+        assert_eq!(
+            v.signal(&quality),
+            Some(ServerMessage::ConnectionQuality {
+                sid: sid(2).to_string(),
+                identity: "bob".into(),
+                quality: ConnectionQuality::Poor
+            })
+        );
+        // Another room's signals are not this socket's.
+        let other = RoomId::parse("rm_ffffffffffffffffffffffffffffffff").expect("room");
+        assert_eq!(v.signal(&RoomSignal::Speakers { room_id: other, speakers: Vec::new() }), None);
     }
 
     #[test]

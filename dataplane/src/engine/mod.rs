@@ -56,6 +56,7 @@ use arc_nodeproto::{
     SpeakerLevel,
 };
 use bytes::BytesMut;
+use quality::ConnectionQuality;
 use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
 use rtc::peer_connection::certificate::RTCCertificate;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
@@ -99,6 +100,10 @@ const EGRESS_BUFFER_BYTES: usize = 1 << 20;
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 /// How often sessions are checked for those timeouts.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
+/// How often each participant's connection quality is evaluated.
+pub const LINK_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// A participant's unchanged connection quality is told again this often.
+pub const QUALITY_REPEAT: Duration = Duration::from_secs(10);
 /// Sessions (legs) a node carries at most unless configured otherwise.
 pub const SESSIONS_MAX_DEFAULT: u32 = 5000;
 /// A client is taken to have moved (NAT rebinding) when an authenticated
@@ -173,6 +178,12 @@ pub enum MediaEvent {
     Speakers {
         room_id: RoomId,
         speakers: Vec<SpeakerLevel>,
+    },
+    /// A participant's connection quality changed. Not for the log either.
+    Quality {
+        room_id: RoomId,
+        sid: ParticipantSid,
+        quality: ConnectionQuality,
     },
     /// A session ended.
     SessionEnded {
@@ -365,6 +376,10 @@ pub struct Engine {
     next_quality: Instant,
     /// Each room's active speakers as last told (loudest first).
     speaking: FxHashMap<RoomId, Vec<ParticipantSid>>,
+    /// Each participant's connection quality as last told, and when.
+    qualities: FxHashMap<ParticipantSid, (ConnectionQuality, Instant)>,
+    /// When connection quality is evaluated next.
+    next_link_check: Instant,
     certificate: RTCCertificate,
     crypto: std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider>,
     /// The `now` of [`Engine::new`] (with [`EngineConfig::wall_clock`]).
@@ -456,6 +471,8 @@ impl Engine {
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
             next_quality: now + QUALITY_INTERVAL,
             speaking: FxHashMap::default(),
+            qualities: FxHashMap::default(),
+            next_link_check: now + LINK_CHECK_INTERVAL,
             certificate: peer::certificate().map_err(|e| EngineError::Certificate(e.to_string()))?,
             crypto,
             started: now,
@@ -986,6 +1003,7 @@ impl Engine {
             next_timeout: None,
             dirty: false,
             capture,
+            link: quality::LinkWindow::default(),
             egress: None,
         };
         self.sessions.insert(key, Box::new(session));
@@ -1129,6 +1147,10 @@ impl Engine {
     fn housekeeping(&mut self, now: Instant) {
         self.sender_reports(now);
         self.speakers();
+        if now >= self.next_link_check {
+            self.next_link_check = now + LINK_CHECK_INTERVAL;
+            self.connection_quality(now);
+        }
         if now >= self.next_quality {
             self.next_quality = now + QUALITY_INTERVAL;
             for j in self.forwarder.jitter_in() {
@@ -1181,6 +1203,56 @@ impl Engine {
             if self.speaking.get(&room_id) != Some(&sids) {
                 self.speaking.insert(room_id.clone(), sids);
                 self.events.push_back(MediaEvent::Speakers { room_id, speakers });
+            }
+        }
+    }
+
+    /// Ends each leg's quality window: a participant's quality is its worst
+    /// leg's (loss from its incoming tracks' sequence numbers or its
+    /// subscriber's receiver reports, and round trips); a participant whose
+    /// quality changed, or was last told [`QUALITY_REPEAT`] ago (for sockets
+    /// that joined since), gets a [`MediaEvent::Quality`]. Legs with nothing
+    /// measured in the window say nothing.
+    fn connection_quality(&mut self, now: Instant) {
+        let mut worst: FxHashMap<ParticipantSid, (RoomId, ConnectionQuality)> = FxHashMap::default();
+        for s in self.sessions.values_mut() {
+            let (mut lost, mut received) = (0u64, 0u64);
+            for t in s.inbound.values() {
+                if let Some((l, r)) = t.key.and_then(|k| self.forwarder.reception_counts(k)) {
+                    lost += l;
+                    received += r;
+                }
+            }
+            let sent: u64 = s.outbound.iter().map(|o| u64::from(o.sent.packets)).sum();
+            let window = std::mem::take(&mut s.link);
+            s.link.inbound_at_start = (lost, received);
+            s.link.sent_at_start = sent;
+            let lost_now = lost.saturating_sub(window.inbound_at_start.0);
+            let received_now = received.saturating_sub(window.inbound_at_start.1);
+            let up = (received_now > 0).then(|| lost_now as f64 / (lost_now + received_now) as f64);
+            let sent_now = sent.saturating_sub(window.sent_at_start);
+            let nacked = (sent_now > 0).then(|| (window.nacked as f64 / sent_now as f64).min(1.0));
+            let reported = window.down_fraction_lost.map(|f| f64::from(f) / 256.0);
+            let down = match (nacked, reported) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            if up.is_none() && down.is_none() && window.rtt_s.is_none() {
+                continue;
+            }
+            let q = quality::score(up.unwrap_or(0.0).max(down.unwrap_or(0.0)), window.rtt_s);
+            let entry = worst.entry(s.sid.clone()).or_insert((s.room_id.clone(), q));
+            entry.1 = entry.1.max(q);
+        }
+        self.qualities.retain(|sid, _| self.sessions.values().any(|s| s.sid == *sid));
+        for (sid, (room_id, q)) in worst {
+            let stale = self
+                .qualities
+                .get(&sid)
+                .is_none_or(|(told, at)| *told != q || now.saturating_duration_since(*at) >= QUALITY_REPEAT);
+            if stale {
+                self.qualities.insert(sid.clone(), (q, now));
+                self.events.push_back(MediaEvent::Quality { room_id, sid, quality: q });
             }
         }
     }
@@ -1300,6 +1372,7 @@ impl Engine {
                                 (fir.fir.first().map_or(fir.media_ssrc, |e| e.ssrc), Feedback::Keyframe)
                             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                                 let lost: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
+                                s.link.nacked += lost.len() as u64;
                                 (nack.media_ssrc, Feedback::Nack(lost))
                             } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                                 // How the subscriber receives what this node sends it.
@@ -1307,6 +1380,8 @@ impl Engine {
                                     let Some(o) = s.outbound.iter_mut().find(|o| o.ssrc == block.ssrc) else {
                                         continue;
                                     };
+                                    s.link.down_fraction_lost =
+                                        Some(s.link.down_fraction_lost.unwrap_or(0).max(block.fraction_lost));
                                     let previous = o.sent.reported_lost.replace(block.total_lost);
                                     self.stats.lost_out += quality::newly_lost(previous, block.total_lost);
                                     let clock = if o.kind == RtpKind::Audio { 48_000.0 } else { 90_000.0 };
@@ -1331,6 +1406,9 @@ impl Engine {
             for (lsr, dlsr) in reports {
                 if let Some(rtt) = quality::round_trip(ntp_now, lsr, dlsr) {
                     self.stats.rtt.observe(rtt);
+                    if let Some(s) = self.sessions.get_mut(&key) {
+                        s.link.rtt_s = Some(rtt);
+                    }
                 }
             }
         }

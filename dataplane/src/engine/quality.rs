@@ -2,6 +2,8 @@
 //! loss, jitter and round-trip time, kept as fixed-bucket histograms (no
 //! per-session labels, nothing allocated) for `/metrics`.
 
+pub use arc_nodeproto::ConnectionQuality;
+
 /// Upper bounds of the histogram buckets, in seconds (the last bucket, +Inf,
 /// is implied): from 1 ms to 2.5 s, for jitter and round-trip times.
 pub const BOUNDS_S: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
@@ -66,6 +68,44 @@ pub fn round_trip(ntp_now: u64, lsr: u32, dlsr: u32) -> Option<f64> {
 /// Packets newly lost according to a report's cumulative count (24 bits,
 /// RFC 3550 §6.4.1), given the count the previous report gave; late packets
 /// can make the count smaller, which adds nothing.
+/// Loss up to which a connection is excellent (and round trips up to [`EXCELLENT_RTT_MAX_S`]).
+pub const EXCELLENT_LOSS_MAX: f64 = 0.02;
+pub const EXCELLENT_RTT_MAX_S: f64 = 0.3;
+/// Loss up to which it is good (and round trips up to [`GOOD_RTT_MAX_S`]); beyond, poor.
+pub const GOOD_LOSS_MAX: f64 = 0.08;
+pub const GOOD_RTT_MAX_S: f64 = 0.6;
+
+/// A connection's quality from its packet loss (0..=1, the worse direction)
+/// and round trip (seconds, when measured).
+pub fn score(loss: f64, rtt_s: Option<f64>) -> ConnectionQuality {
+    let rtt = rtt_s.unwrap_or(0.0);
+    if loss <= EXCELLENT_LOSS_MAX && rtt <= EXCELLENT_RTT_MAX_S {
+        ConnectionQuality::Excellent
+    } else if loss <= GOOD_LOSS_MAX && rtt <= GOOD_RTT_MAX_S {
+        ConnectionQuality::Good
+    } else {
+        ConnectionQuality::Poor
+    }
+}
+
+/// One observation window of a leg's link. Loss is counted before
+/// retransmission repairs it (what the network did, which is what the
+/// person feels as the link gets worse): upstream, sequence numbers missing
+/// on arrival; downstream, sequence numbers the subscriber asked to be
+/// resent, or the loss its receiver reports give if higher.
+#[derive(Debug, Clone, Default)]
+pub struct LinkWindow {
+    /// Highest `fraction lost` (of 256) in the subscriber's receiver reports.
+    pub down_fraction_lost: Option<u8>,
+    /// Sequence numbers the subscriber NACKed.
+    pub nacked: u64,
+    pub rtt_s: Option<f64>,
+    /// (missing on arrival, received) of the incoming tracks at the window's start.
+    pub inbound_at_start: (u64, u64),
+    /// Packets sent to the subscriber at the window's start.
+    pub sent_at_start: u64,
+}
+
 pub fn newly_lost(previous: Option<u32>, total_lost: u32) -> u64 {
     match previous {
         Some(p) if total_lost > p => u64::from(total_lost - p),
@@ -78,6 +118,17 @@ pub fn newly_lost(previous: Option<u32>, total_lost: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quality_is_scored_by_loss_and_round_trip() {
+        assert_eq!(score(0.0, None), ConnectionQuality::Excellent);
+        assert_eq!(score(0.02, Some(0.3)), ConnectionQuality::Excellent);
+        assert_eq!(score(0.03, Some(0.05)), ConnectionQuality::Good);
+        assert_eq!(score(0.0, Some(0.45)), ConnectionQuality::Good);
+        assert_eq!(score(0.2, Some(0.01)), ConnectionQuality::Poor);
+        assert_eq!(score(0.0, Some(1.2)), ConnectionQuality::Poor);
+        assert!(ConnectionQuality::Poor > ConnectionQuality::Good, "worse is greater: the worst leg wins");
+    }
 
     #[test]
     fn observations_land_in_their_buckets() {

@@ -95,6 +95,8 @@ pub(crate) struct Session {
     pub(crate) dirty: bool,
     /// The leg's crypto provider, which saw its SRTP keys.
     pub(crate) capture: Arc<KeyCapture>,
+    /// The current connection-quality window.
+    pub(crate) link: super::quality::LinkWindow,
     /// How its outgoing media is protected, chosen once when it connects:
     /// `Some(Some(_))` by Arc, `Some(None)` by `rtc` (the keys did not verify).
     pub(crate) egress: Option<Option<SrtpEgress>>,

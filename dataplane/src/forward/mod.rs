@@ -277,6 +277,12 @@ impl Forwarder {
             .map(|s| f64::from(s.reception.jitter()) / f64::from(s.spec.codec.clock_rate().max(1)))
     }
 
+    /// A track's packets found missing on arrival (before retransmission
+    /// repaired them) and packets received, so far (for connection quality).
+    pub fn reception_counts(&self, track: TrackKey) -> Option<(u64, u64)> {
+        self.sources.get(&track).map(|s| (s.reception.gaps(), s.reception.received_total()))
+    }
+
     pub fn down_count(&self) -> usize {
         self.downs.len()
     }

@@ -30,6 +30,11 @@ pub struct Reception {
     transit: Option<u32>,
     /// Interarrival jitter in clock units, times 16 (RFC 3550 A.8).
     jitter_x16: u64,
+    /// Every packet that arrived, all runs.
+    received_total: u64,
+    /// Sequence numbers skipped when a packet arrived after a gap: loss as
+    /// the network caused it, before any retransmission filled it.
+    gaps: u64,
 }
 
 impl Reception {
@@ -37,6 +42,7 @@ impl Reception {
     /// codec's clock rate.
     pub fn on_packet(&mut self, seq: u16, timestamp: u32, now: Instant, clock_rate: u32) {
         let epoch = *self.epoch.get_or_insert(now);
+        self.received_total += 1;
         let Some(max) = (self.received > 0).then_some(self.max_ext) else {
             self.max_ext = u64::from(seq);
             self.base_ext = self.max_ext;
@@ -50,6 +56,7 @@ impl Reception {
             self.received += 1;
         } else if delta < MAX_DROPOUT {
             // In order, perhaps after a gap (the gap is the loss).
+            self.gaps += u64::from(delta - 1);
             self.max_ext = max + u64::from(delta);
             self.received += 1;
         } else {
@@ -83,6 +90,16 @@ impl Reception {
     /// arrive after all make it smaller again, never below zero).
     pub fn lost(&self) -> u64 {
         if self.received == 0 { self.lost_before } else { self.lost_before + self.lost_in_run() }
+    }
+
+    /// Sequence numbers found missing on arrival (repaired later or not).
+    pub fn gaps(&self) -> u64 {
+        self.gaps
+    }
+
+    /// Every packet that arrived (duplicates and late ones too).
+    pub fn received_total(&self) -> u64 {
+        self.received_total
     }
 
     /// Interarrival jitter, in clock units.
@@ -121,6 +138,9 @@ mod tests {
         assert_eq!(run(&[1, 2, 5, 6]).lost(), 2);
         // 3 arrives late: only 4 is missing.
         assert_eq!(run(&[1, 2, 5, 3, 6]).lost(), 1);
+        // Found missing on arrival: both, repaired or not; every arrival counts.
+        let r = run(&[1, 2, 5, 3, 6]);
+        assert_eq!((r.gaps(), r.received_total()), (2, 5));
     }
 
     #[test]

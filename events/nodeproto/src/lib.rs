@@ -324,6 +324,23 @@ pub enum RoomSignal {
     /// (empty: nobody). Sent when the set or its order changes, at most
     /// every observation interval (half a second).
     Speakers { room_id: RoomId, speakers: Vec<SpeakerLevel> },
+    /// A participant's connection quality on this node (the worse of its
+    /// legs: loss its publisher's packets show or its subscriber reports,
+    /// and round trips), evaluated every two seconds; sent when it changes
+    /// and again every ten seconds.
+    Quality { room_id: RoomId, sid: ParticipantSid, quality: ConnectionQuality },
+}
+
+/// How well a participant's media gets through (ordered: better first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionQuality {
+    /// Loss up to 2 %, round trips up to 300 ms.
+    Excellent,
+    /// Loss up to 8 %, round trips up to 600 ms.
+    Good,
+    /// Worse.
+    Poor,
 }
 
 /// One active speaker.
@@ -338,7 +355,7 @@ impl RoomSignal {
     /// The room it is about.
     pub fn room_id(&self) -> &RoomId {
         match self {
-            Self::Speakers { room_id, .. } => room_id,
+            Self::Speakers { room_id, .. } | Self::Quality { room_id, .. } => room_id,
         }
     }
 }
