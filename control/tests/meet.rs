@@ -5,7 +5,8 @@
 //! reaches the others, everyone is seen as an active speaker (the fake
 //! microphones play a tone) and, once two mute their microphones, the third
 //! alone, everyone is told everyone's connection quality (none poor on
-//! loopback), and a screen one shares reaches the others as its own
+//! loopback), the second's socket drops and it resumes its session (same
+//! participant, nobody sees it leave, media flows on), and a screen one shares reaches the others as its own
 //! video and goes when the sharing stops, and the moderator's buttons mute
 //! one person (who is told) and remove another (whom everyone sees go). A screenshot of the second page
 //! while the screen is shared is kept in `target/tmp/meet-three.png`.
@@ -45,6 +46,7 @@ async fn three_people_meet_see_and_hear_each_other_chat_share_a_screen_and_are_m
         .env("MODERATE", "1")
         .env("SPEAK", "1")
         .env("QUALITY", "1")
+        .env("RESUME", "1")
         .env("SCREENSHOT", &shot)
         .output()
         .expect("run node tests/browser/meet.mjs (is Node.js installed?)");

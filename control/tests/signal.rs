@@ -236,12 +236,56 @@ async fn signalling(mode: Mode) {
     let gone = until(&mut ann, "participant_left").await;
     assert_eq!((gone["sid"].as_str(), gone["reason"].as_str()), (Some(bob_sid.as_str()), Some("kicked")));
 
-    // Carol drops her connection without a word: connection_lost.
+    // Carol drops her connection without a word: her session waits the
+    // resume window (2 s), then ends with connection_lost.
     let mut carol = connect(&base, &token("carol").await).await;
     let carol_sid = until(&mut carol, "join").await["participant"]["sid"].as_str().expect("sid").to_owned();
+    let dropped = Instant::now();
     drop(carol);
     left_with(&base, &room, &carol_sid, "connection_lost").await;
+    assert!(dropped.elapsed() >= Duration::from_secs(2), "not before the resume window ran out");
     assert_eq!(until(&mut ann, "participant_left").await["sid"], carol_sid);
+
+    // Gina's connection drops and she comes back with her resume token: the
+    // same session goes on, nobody saw her leave or join again; a new token
+    // comes with it, and the old one no longer works.
+    let gina_t = token("gina").await;
+    let mut gina = connect(&base, &gina_t).await;
+    let gina_join = until(&mut gina, "join").await;
+    let gina_sid = gina_join["participant"]["sid"].as_str().expect("sid").to_owned();
+    let resume = gina_join["resume_token"].as_str().expect("a resume token").to_owned();
+    assert!(gina_join.get("resumed").is_none(), "a new session: {gina_join}");
+    assert_eq!(until(&mut ann, "participant_joined").await["participant"]["sid"], gina_sid);
+    drop(gina);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut gina = connect(&base, &format!("{gina_t}&resume={resume}")).await;
+    let again = until(&mut gina, "join").await;
+    assert_eq!(
+        (again["resumed"].as_bool(), again["participant"]["sid"].as_str()),
+        (Some(true), Some(gina_sid.as_str())),
+        "{again}"
+    );
+    let resume2 = again["resume_token"].as_str().expect("a new resume token").to_owned();
+    assert_ne!(resume2, resume);
+    send(&mut gina, json!({"v": 1, "type": "ping", "id": 5})).await;
+    until(&mut gina, "pong").await;
+    // Past the resume window, still in: resumed sessions are held like new ones.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(participant(&base, &room, "gina").await["sid"], gina_sid.as_str());
+    // A used (or forged) token starts a new session instead, which replaces the old one.
+    drop(gina);
+    let mut gina = connect(&base, &format!("{gina_t}&resume={resume}")).await;
+    let fresh = until(&mut gina, "join").await;
+    assert!(fresh.get("resumed").is_none(), "{fresh}");
+    assert_ne!(fresh["participant"]["sid"], gina_sid.as_str());
+    let replaced = until(&mut ann, "participant_left").await;
+    assert_eq!(
+        (replaced["sid"].as_str(), replaced["reason"].as_str()),
+        (Some(gina_sid.as_str()), Some("duplicate_identity"))
+    );
+    send(&mut gina, json!({"v": 1, "type": "leave"})).await;
+    assert!(next(&mut gina).await.is_none());
+    until(&mut ann, "participant_left").await;
 
     // Dan goes silent (never reads, never answers a ping): removed after the 2 s timeout.
     let dan = connect_silent(&base, &token("dan").await).await;

@@ -21,7 +21,9 @@
 // must have seen everyone as an active speaker, then every page but the
 // first mutes its microphone and every page must see the first alone),
 // QUALITY (1: every page must be told everyone's connection quality, and on
-// loopback none may be poor).
+// loopback none may be poor), RESUME (1: the second page's socket drops; it
+// must resume its session — same participant, nobody sees it leave — and
+// media must keep flowing both ways).
 import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -39,6 +41,7 @@ const moderate = env("MODERATE", "0") === "1";
 const failover = env("FAILOVER", "0") === "1";
 const speak = env("SPEAK", "0") === "1";
 const quality = env("QUALITY", "0") === "1";
+const resume = env("RESUME", "0") === "1";
 
 // A steady 440 Hz tone at about -12 dBFS, one second (Chromium loops it).
 function tone() {
@@ -76,6 +79,7 @@ try {
     speakers: window.arc.speakers, spoke: Object.keys(window.arc.spoke), quality: window.arc.quality,
     state: window.arc.state, error: window.arc.error, me: window.arc.me?.identity, joins: window.arc.joins,
     told_at: window.arc.toldAt, joined_at: window.arc.joinedAt, marks: window.arc.marks,
+    sid: window.arc.me?.sid, resumes: window.arc.resumes, departed: window.arc.departed,
     people: Object.keys(window.arc.people).length, stats: await window.arc.stats(), chat: window.arc.chat,
   }))));
   let views = [];
@@ -128,7 +132,23 @@ try {
       }
       result.quality_ok = !!result.quality && views.every((v) => Object.values(v.quality).every((q) => q !== "poor"));
     }
-    const spoken = (!speak || !!result.one_speaker) && (!quality || !!result.quality_ok);
+    if (chatted && resume) {
+      const before = views.map((v) => v);
+      const dropped = Date.now();
+      await pages[1].evaluate(() => window.arc.dropSocket());
+      while (Date.now() - started < timeoutMs) {
+        await pages[0].waitForTimeout(200);
+        views = await seen();
+        if (views[1].resumes === 1 && views[1].state === "joined") { result.resume_ms = Date.now() - dropped; break; }
+      }
+      // Media keeps flowing both ways: every page decodes more frames than before.
+      await pages[0].waitForTimeout(1500);
+      views = await seen();
+      const grew = views.every((v, i) => Object.entries(v.stats).every(([k, s]) => s.frames > (before[i].stats[k]?.frames ?? 0) + 10));
+      result.resumed = views[1].resumes === 1 && views[1].sid === before[1].sid && grew
+        && views.every((v) => !v.departed.includes(before[1].me));
+    }
+    const spoken = (!speak || !!result.one_speaker) && (!quality || !!result.quality_ok) && (!resume || !!result.resumed);
     result.ok = chatted && spoken && !screen && !moderate && !failover;
     if (chatted && spoken && failover) {
       console.log(JSON.stringify({ phase: "media" }));

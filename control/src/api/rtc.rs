@@ -8,8 +8,12 @@
 //! join. After it: the first message is `join`; then each change of the
 //! room that the log records is pushed, folded by the socket's `RoomView`;
 //! the client's requests go through `usecase::signal`. The server pings
-//! every quarter of `--signal-timeout-s`; a socket silent for that long, or
-//! closed without `leave`, ends its session (`connection_lost`).
+//! every quarter of `--signal-timeout-s`. A socket silent for that long, or
+//! closed without `leave`, parks its session for the resume window (the
+//! same time): a client that comes back with the `resume_token` of its
+//! `join` (`?resume=`) takes the session over — same participant, its media
+//! sessions untouched, nobody sees it leave; otherwise the janitor ends the
+//! session (`connection_lost`) when the window runs out.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,13 +34,16 @@ use super::auth::{bearer_token, verify_token};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::signal::protocol::{self, ClientMessage, ServerEnvelope, ServerMessage};
 use crate::signal::view::{After, RoomView};
-use crate::usecase::signal::{self as uc, Joined};
+use crate::usecase::signal::{self as uc, Holder, Joined};
 
 /// Where the token may come from besides the `Authorization` header.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(crate) struct RtcQuery {
     /// The participant's access token (browsers cannot set headers on a WebSocket).
     access_token: Option<String>,
+    /// The `resume_token` of an earlier `join`: take that session over
+    /// (else, or when it cannot be resumed any more, join afresh).
+    resume: Option<String>,
 }
 
 /// The signalling WebSocket: join the token's room and follow it live
@@ -68,30 +75,60 @@ pub(crate) async fn rtc(
     }
     // Subscribed before the snapshot is read: what it misses arrives here.
     let events = state.signal.subscribe();
-    let joined = uc::join(&state, &app, &claims).await?;
-    // Held from now: should this instance die with the socket open, the
-    // janitor ends the session once the hold runs out.
-    if let Err(e) = uc::hold_socket(&state, &joined, hold_for(&state)).await {
-        leave_logged(&state, &joined, LeaveReason::ConnectionLost).await;
-        return Err(e.into());
-    }
+    let holder = Holder::new();
+    let resumed = match q.resume.as_deref() {
+        Some(token) => uc::resume(&state, &app, &claims, token, &holder, hold_for(&state)).await?,
+        None => None,
+    };
+    let (joined, resume_token, resumed) = match resumed {
+        Some((joined, token)) => (joined, token, true),
+        None => {
+            let joined = uc::join(&state, &app, &claims).await?;
+            // Held from now: should this instance die with the socket open,
+            // the janitor ends the session once the hold runs out.
+            match uc::hold_socket(&state, &joined, &holder, hold_for(&state)).await {
+                Ok(token) => (joined, token, false),
+                Err(e) => {
+                    leave_logged(&state, &joined, &holder, LeaveReason::ConnectionLost).await;
+                    return Err(e.into());
+                }
+            }
+        }
+    };
     state.settle(joined.position).await;
     let view = match uc::snapshot(&state, joined.room_id.as_str(), joined.sid.as_str()).await {
         Ok(v) => v,
         Err(e) => {
-            leave_logged(&state, &joined, LeaveReason::ConnectionLost).await;
+            if !resumed {
+                leave_logged(&state, &joined, &holder, LeaveReason::ConnectionLost).await;
+            }
             return Err(e.into());
         }
     };
-    let failed = (state.clone(), joined.clone());
+    // A resumed socket may close the media sessions its participant holds.
+    let sessions = if resumed { uc::sessions_of(&state, &joined).await } else { Vec::new() };
+    let failed = (state.clone(), joined.clone(), holder.clone());
+    let socket = Socket { joined, holder, resume_token, resumed, sessions };
     Ok(ws
         .max_message_size(protocol::FRAME_BYTES_MAX)
         .on_failed_upgrade(move |e| {
             tracing::debug!(error = %e, "signalling upgrade failed");
-            let (state, joined) = failed;
-            tokio::spawn(async move { leave_logged(&state, &joined, LeaveReason::ConnectionLost).await });
+            let (state, joined, holder) = failed;
+            if !resumed {
+                tokio::spawn(async move { leave_logged(&state, &joined, &holder, LeaveReason::ConnectionLost).await });
+            }
         })
-        .on_upgrade(move |socket| session(state, joined, view, events, socket)))
+        .on_upgrade(move |ws| session(state, socket, view, events, ws)))
+}
+
+/// What a socket starts with.
+struct Socket {
+    joined: Joined,
+    holder: Holder,
+    resume_token: String,
+    resumed: bool,
+    /// Media sessions it may close (a resumed socket's participant's).
+    sessions: Vec<String>,
 }
 
 /// How long one refresh of a socket's hold lasts: two silent timeouts.
@@ -101,18 +138,21 @@ fn hold_for(state: &ApiState) -> std::time::Duration {
 
 /// Ends the session and releases its socket's hold (kept when the leave
 /// could not be recorded: the janitor ends the session later).
-async fn leave_logged(state: &ApiState, joined: &Joined, reason: LeaveReason) {
+async fn leave_logged(state: &ApiState, joined: &Joined, holder: &Holder, reason: LeaveReason) {
     match uc::leave(state, joined, reason).await {
-        Ok(()) => release_logged(state, joined).await,
+        Ok(()) => release_logged(state, joined, holder).await,
         Err(e) => tracing::warn!(sid = %joined.sid, error = %e, "recording a signalling participant's leave failed"),
     }
 }
 
-async fn release_logged(state: &ApiState, joined: &Joined) {
-    if let Err(e) = uc::release_socket(state, joined).await {
+async fn release_logged(state: &ApiState, joined: &Joined, holder: &Holder) {
+    if let Err(e) = uc::release_socket(state, joined, holder).await {
         tracing::warn!(sid = %joined.sid, error = %e, "releasing a signalling socket's hold failed");
     }
 }
+
+/// Close code for a socket whose session another socket resumed.
+const CLOSE_RESUMED_ELSEWHERE: u16 = 4001;
 
 /// Close codes: 1000 normal (left, removed, room closed), 1011 server error.
 const CLOSE_NORMAL: u16 = 1000;
@@ -178,16 +218,21 @@ async fn open_media(
 /// One socket's life; ends its session unless the log already did.
 async fn session(
     state: Arc<ApiState>,
-    joined: Joined,
+    socket: Socket,
     mut view: RoomView,
     mut events: broadcast::Receiver<Arc<Envelope>>,
-    socket: WebSocket,
+    ws: WebSocket,
 ) {
-    let (mut tx, mut rx) = socket.split();
+    let Socket { joined, holder, resume_token, resumed, sessions: held } = socket;
+    let (mut tx, mut rx) = ws.split();
+    // Set when another socket resumed this session: stand down, leave nothing.
+    let mut superseded = false;
+    // Set when the client went silent for the timeout: it had its time; no resume window.
+    let mut silent = false;
     let mut data = state.signal_relay.subscribe();
     let mut signals = state.signal_relay.signals();
     // The media sessions this socket opened (only those it may close).
-    let mut sessions: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut sessions: std::collections::HashSet<String> = held.into_iter().collect();
     let timeout = state.signal_timeout;
     let mut ping = tokio::time::interval(timeout / 4);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -195,8 +240,10 @@ async fn session(
     let mut heard = Instant::now();
     let greeted = match view.state(true) {
         Some(mut m) => {
-            if let ServerMessage::Join { moderator, .. } = &mut m {
+            if let ServerMessage::Join { moderator, resume_token: token, resumed: r, .. } = &mut m {
                 *moderator = joined.admin;
+                *token = resume_token;
+                *r = resumed;
             }
             send(&mut tx, m).await
         }
@@ -410,11 +457,19 @@ async fn session(
                 },
                 _ = ping.tick() => {
                     if heard.elapsed() > timeout {
+                        silent = true;
                         close(&mut tx, CLOSE_NORMAL, "silent for too long").await;
                         break Some(LeaveReason::ConnectionLost);
                     }
-                    if let Err(e) = uc::hold_socket(&state, &joined, hold_for(&state)).await {
-                        tracing::warn!(sid = %joined.sid, error = %e, "refreshing a signalling socket's hold failed");
+                    match uc::refresh_socket(&state, &joined, &holder, hold_for(&state)).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            // Resumed on another socket (this one was half-open).
+                            superseded = true;
+                            close(&mut tx, CLOSE_RESUMED_ELSEWHERE, "resumed elsewhere").await;
+                            break Some(LeaveReason::ConnectionLost);
+                        }
+                        Err(e) => tracing::warn!(sid = %joined.sid, error = %e, "refreshing a signalling socket's hold failed"),
                     }
                     if tx.send(Message::Ping(Vec::new().into())).await.is_err() {
                         break Some(LeaveReason::ConnectionLost);
@@ -424,13 +479,28 @@ async fn session(
         },
         false => Some(LeaveReason::ConnectionLost),
     };
-    let Some(reason) = end else {
+    match end {
         // The log ended the session (removed, replaced, room closed).
-        release_logged(&state, &joined).await;
-        return;
-    };
-    leave_logged(&state, &joined, reason).await;
-    if reason == LeaveReason::ClientLeft {
-        close(&mut tx, CLOSE_NORMAL, "left").await;
+        None => release_logged(&state, &joined, &holder).await,
+        Some(_) if superseded => {}
+        // Dropped without `leave`: parked for the resume window; the janitor
+        // ends it (`connection_lost`) unless a socket resumes it first.
+        Some(LeaveReason::ConnectionLost) if !silent => {
+            match uc::refresh_socket(&state, &joined, &holder, state.signal_timeout).await {
+                Ok(_) => {
+                    tracing::debug!(sid = %joined.sid, "signalling socket dropped; its session waits for a resume")
+                }
+                Err(e) => {
+                    tracing::warn!(sid = %joined.sid, error = %e, "parking a dropped socket's session failed; ending it");
+                    leave_logged(&state, &joined, &holder, LeaveReason::ConnectionLost).await;
+                }
+            }
+        }
+        Some(reason) => {
+            leave_logged(&state, &joined, &holder, reason).await;
+            if reason == LeaveReason::ClientLeft {
+                close(&mut tx, CLOSE_NORMAL, "left").await;
+            }
+        }
     }
 }

@@ -151,6 +151,16 @@ pub enum ServerMessage {
         /// The token's `admin` grant: the moderation requests are open to it.
         #[serde(default)]
         moderator: bool,
+        /// Give it back (`/v1/rtc?access_token=…&resume=…`) after the socket
+        /// dropped, within the resume window (`--signal-timeout-s`): the
+        /// session goes on — same participant, media sessions untouched, no
+        /// leave or join for the others. A new one comes with every `join`.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        resume_token: String,
+        /// This socket took over an earlier socket's session (a resume);
+        /// `false`: a new session (a resume that was too late starts afresh).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resumed: bool,
     },
     /// The whole state again, replacing what the client knew (after the
     /// server fell behind the room's changes).

@@ -65,6 +65,8 @@ impl RoomView {
                 participants: self.others(),
                 ice_servers: Vec::new(),
                 moderator: false,
+                resume_token: String::new(),
+                resumed: false,
             }
         } else {
             ServerMessage::RoomState { room: self.room.clone(), participant, participants: self.others() }

@@ -50,7 +50,7 @@ fn quota_of(v: Option<i64>) -> Option<i64> {
     v.filter(|v| *v > 0)
 }
 
-fn app_id_of(app: &AppRow) -> UseCaseResult<AppId> {
+pub(crate) fn app_id_of(app: &AppRow) -> UseCaseResult<AppId> {
     AppId::parse(&app.app_id).map_err(|_| UseCaseError::internal("bad app id in the read model"))
 }
 

@@ -253,25 +253,183 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Records that this instance holds the session's socket until `for_` from
-/// now (refreshed while the socket is open; see `signal_sockets`).
-pub async fn hold_socket(s: &Services, joined: &Joined, for_: std::time::Duration) -> UseCaseResult<()> {
+/// A socket's hold on its session (`signal_sockets`): which socket holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder(pub String);
+
+impl Holder {
+    /// A fresh id for a new socket.
+    pub fn new() -> Self {
+        Self(random_hex(16))
+    }
+}
+
+impl Default for Holder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A new resume token for a session: `<sid>.<secret>`, and the hash the
+/// row keeps.
+fn resume_token(sid: &ParticipantSid) -> (String, String) {
+    let secret = random_hex(32);
+    (format!("{sid}.{secret}"), sha256_hex(&secret))
+}
+
+/// Records that `holder` holds the session's socket until `for_` from now,
+/// with a new resume token (returned: the client's to keep).
+pub async fn hold_socket(
+    s: &Services,
+    joined: &Joined,
+    holder: &Holder,
+    for_: std::time::Duration,
+) -> UseCaseResult<String> {
     let expires = now_ms().saturating_add(i64::try_from(for_.as_millis()).unwrap_or(i64::MAX));
+    let (token, hash) = resume_token(&joined.sid);
     sqlx::query(
-        "INSERT INTO signal_sockets (sid, room_id, identity, expires_at_ms) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (sid) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+        "INSERT INTO signal_sockets (sid, room_id, identity, expires_at_ms, resume_hash, holder) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (sid) DO UPDATE SET expires_at_ms = excluded.expires_at_ms, resume_hash = excluded.resume_hash, holder = excluded.holder",
     )
     .bind(joined.sid.as_str())
     .bind(joined.room_id.as_str())
     .bind(joined.identity.as_str())
     .bind(expires)
+    .bind(&hash)
+    .bind(&holder.0)
     .execute(&s.db.pool)
     .await?;
-    Ok(())
+    Ok(token)
 }
 
-/// The socket closed and its session was ended (or the log ended it).
-pub async fn release_socket(s: &Services, joined: &Joined) -> UseCaseResult<()> {
-    sqlx::query("DELETE FROM signal_sockets WHERE sid = $1").bind(joined.sid.as_str()).execute(&s.db.pool).await?;
+/// Pushes the hold forward to `for_` from now — while the socket is open
+/// (refresh), or once for the resume window after it dropped (park).
+/// Answers whether `holder` still holds the session (`false`: a resumed
+/// socket took it over, or it ended): then this socket stands down.
+pub async fn refresh_socket(
+    s: &Services,
+    joined: &Joined,
+    holder: &Holder,
+    for_: std::time::Duration,
+) -> UseCaseResult<bool> {
+    let expires = now_ms().saturating_add(i64::try_from(for_.as_millis()).unwrap_or(i64::MAX));
+    let done = sqlx::query("UPDATE signal_sockets SET expires_at_ms = $1 WHERE sid = $2 AND holder = $3")
+        .bind(expires)
+        .bind(joined.sid.as_str())
+        .bind(&holder.0)
+        .execute(&s.db.pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Takes over a signalling session from its resume token: the token's
+/// holder (same app, identity and room), the secret matching, the
+/// participant still active. The session gets a new holder and a new
+/// resume token (returned with it). `None` when it cannot be resumed (then
+/// the client joins afresh).
+pub async fn resume(
+    s: &Services,
+    app: &AppRow,
+    claims: &Claims,
+    token: &str,
+    holder: &Holder,
+    for_: std::time::Duration,
+) -> UseCaseResult<Option<(Joined, String)>> {
+    let Some((sid, secret)) = token.split_once('.') else { return Ok(None) };
+    let Ok(sid) = ParticipantSid::parse(sid) else { return Ok(None) };
+    let app_id = rooms::app_id_of(app)?;
+    let Ok(identity) = ParticipantIdentity::parse(&claims.sub) else { return Ok(None) };
+    let room_id = rooms::room_id_for(&app_id, &claims.room);
+    let row: Option<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT room_id, identity, resume_hash FROM signal_sockets WHERE sid = $1")
+            .bind(sid.as_str())
+            .fetch_optional(&s.db.pool)
+            .await?;
+    let Some((row_room, row_identity, Some(hash))) = row else { return Ok(None) };
+    if row_room != room_id.as_str()
+        || row_identity != identity.as_str()
+        || !constant_time_eq(sha256_hex(secret).as_bytes(), hash.as_bytes())
+    {
+        return Ok(None);
+    }
+    let node: Option<Option<String>> =
+        sqlx::query_scalar("SELECT node_id FROM participants WHERE sid = $1 AND state = 'active'")
+            .bind(sid.as_str())
+            .fetch_optional(&s.db.pool)
+            .await?;
+    let Some(node) = node else { return Ok(None) };
+    let (new_token, new_hash) = resume_token(&sid);
+    let expires = now_ms().saturating_add(i64::try_from(for_.as_millis()).unwrap_or(i64::MAX));
+    // Only one taker: the row must still carry the hash that was checked.
+    let took = sqlx::query(
+        "UPDATE signal_sockets SET holder = $1, resume_hash = $2, expires_at_ms = $3 WHERE sid = $4 AND resume_hash = $5",
+    )
+    .bind(&holder.0)
+    .bind(&new_hash)
+    .bind(expires)
+    .bind(sid.as_str())
+    .bind(&hash)
+    .execute(&s.db.pool)
+    .await?;
+    if took.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let joined = Joined {
+        room_id,
+        identity: identity.clone(),
+        sid,
+        actor: Actor::Participant { app_id, identity },
+        node: node.and_then(|n| arc_events::NodeId::parse(&n).ok()),
+        admin: claims.grants.admin,
+        position: None,
+    };
+    Ok(Some((joined, new_token)))
+}
+
+/// The media sessions a participant holds on its node (a resumed socket may
+/// close those).
+pub async fn sessions_of(s: &Services, joined: &Joined) -> Vec<String> {
+    let Some(node) = &joined.node else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut after = None;
+    for _ in 0..100 {
+        match s.media.request(node.as_str(), arc_nodeproto::NodeRequest::Sessions { after: after.clone() }).await {
+            Ok(arc_nodeproto::NodeReply::Sessions { sessions, more }) => {
+                after = sessions.last().map(|x| x.session_id.clone());
+                out.extend(sessions.into_iter().filter(|x| x.sid == joined.sid).map(|x| x.session_id.to_string()));
+                if !more {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The socket closed and its session was ended (or the log ended it): its
+/// hold goes, unless another socket took the session over.
+pub async fn release_socket(s: &Services, joined: &Joined, holder: &Holder) -> UseCaseResult<()> {
+    sqlx::query("DELETE FROM signal_sockets WHERE sid = $1 AND holder = $2")
+        .bind(joined.sid.as_str())
+        .bind(&holder.0)
+        .execute(&s.db.pool)
+        .await?;
     Ok(())
 }
