@@ -329,6 +329,9 @@ async fn a_meeting_moves_to_the_live_node_when_its_node_dies() {
         .env("TOKENS", tokens.join(","))
         .env("NAMES", "Ann,Bob,Cy")
         .env("FAILOVER", "1")
+        // Speakers and quality come from nodes of their own here: over NATS.
+        .env("SPEAK", "1")
+        .env("QUALITY", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -470,3 +470,53 @@ async fn media_over_the_socket_embedded() {
     assert_eq!(until(&mut cam_ws, "room_closed").await["reason"], "requested");
     assert!(next(&mut cam_ws).await.is_none(), "the room's sockets close");
 }
+
+/// Two arc-control instances on one NATS and PostgreSQL: a participant on
+/// each. Data messages cross between them (core NATS), each sees the
+/// other join, and a socket that drops from one instance resumes its
+/// session through the other (the hold is in the shared database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_relay_data_and_resume_each_others_sessions() {
+    let (_nats, _stream, _prefix, _dir, mode) = common::cluster("SIX", "x").await;
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let Mode::Cluster { nats, stream, prefix, database, .. } = mode.clone() else { unreachable!("a cluster") };
+    let mode_b = Mode::Cluster { nats, stream, prefix, database, data_dir: other_dir.path().to_path_buf() };
+    let a = start_with(&mode, &["--signal-timeout-s", "5"]);
+    let b = start_with(&mode_b, &["--signal-timeout-s", "5"]);
+    let app = create_app(&a.base, ADMIN_KEY, "two").await;
+    let grants = json!({"join": true, "publish_data": true});
+    let ann_t = mint_token(&a.base, &app, "ann", "across", grants.clone()).await;
+    let bob_t = mint_token(&a.base, &app, "bob", "across", grants.clone()).await;
+    let mut ann = connect(&a.base, &ann_t).await;
+    until(&mut ann, "join").await;
+    let mut bob = connect(&b.base, &bob_t).await;
+    let bob_join = until(&mut bob, "join").await;
+    let bob_sid = bob_join["participant"]["sid"].as_str().expect("sid").to_owned();
+    assert_eq!(bob_join["participants"][0]["identity"], "ann", "bob's instance knows ann is there: {bob_join}");
+    assert_eq!(until(&mut ann, "participant_joined").await["participant"]["identity"], "bob");
+    send(&mut ann, json!({"v": 1, "type": "data", "payload": "from a", "topic": "chat"})).await;
+    let got = until(&mut bob, "data").await;
+    assert_eq!((got["payload"].as_str(), got["from_identity"].as_str()), (Some("from a"), Some("ann")), "{got}");
+    send(&mut bob, json!({"v": 1, "type": "data", "payload": "from b", "to": ["ann"]})).await;
+    assert_eq!(until(&mut ann, "data").await["payload"], "from b");
+    // Bob's connection to instance B drops; he comes back through A.
+    let resume = bob_join["resume_token"].as_str().expect("resume token").to_owned();
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut bob = connect(&a.base, &format!("{bob_t}&resume={resume}")).await;
+    let again = until(&mut bob, "join").await;
+    assert_eq!(
+        (again["resumed"].as_bool(), again["participant"]["sid"].as_str()),
+        (Some(true), Some(bob_sid.as_str()))
+    );
+    send(&mut ann, json!({"v": 1, "type": "data", "payload": "still here?"})).await;
+    assert_eq!(until(&mut bob, "data").await["payload"], "still here?");
+    // Nobody saw bob leave; he leaves now.
+    send(&mut bob, json!({"v": 1, "type": "leave"})).await;
+    let left = until(&mut ann, "participant_left").await;
+    assert_eq!(
+        (left["sid"].as_str(), left["reason"].as_str()),
+        (Some(bob_sid.as_str()), Some("client_left")),
+        "{left}"
+    );
+}
