@@ -256,7 +256,9 @@ impl Watch {
         let due: Vec<(String, chrono::DateTime<chrono::Utc>)> = self
             .unreachable
             .iter()
-            .filter(|(_, since)| (now - **since).num_milliseconds() >= UNREACHABLE_LOST_MS)
+            // Ticks come a hair early by the wall clock now and then; the
+            // aggregate decides by its own clock, a moment later.
+            .filter(|(_, since)| (now - **since).num_milliseconds() + 25 >= UNREACHABLE_LOST_MS)
             .map(|(id, since)| (id.clone(), *since))
             .collect();
         if due.is_empty() {
