@@ -152,6 +152,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/publish", get(publish_page))
         .route("/play", get(play_page))
         .route("/meet", get(meet_page))
+        .route("/sdk/arc.js", get(sdk_js))
+        .route("/sdk/arc.d.ts", get(sdk_types))
         .route("/metrics", get(metrics::metrics))
         // Requests per route template and their latency (matched routes only).
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
@@ -513,6 +515,29 @@ async fn play_page() -> Html<&'static str> {
 /// signalling socket.
 async fn meet_page() -> Html<&'static str> {
     Html(include_str!("meet.html"))
+}
+
+/// The browser SDK (`control/sdk`, built by `npm run build` there; the
+/// bundle is checked in and checked against a fresh build by `scripts/test`).
+async fn sdk_js() -> impl axum::response::IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../sdk/dist/arc.js"),
+    )
+}
+
+/// The SDK's TypeScript declarations.
+async fn sdk_types() -> impl axum::response::IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../sdk/dist/arc.d.ts"),
+    )
 }
 
 async fn status_page() -> Html<&'static str> {

@@ -1,0 +1,485 @@
+// src/arc.ts
+var ArcError = class extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+  code;
+};
+var Room = class _Room {
+  state = "connecting";
+  room = null;
+  me = null;
+  moderator = false;
+  /** Everyone else, by sid. */
+  participants = /* @__PURE__ */ new Map();
+  ws = null;
+  nextId = 1;
+  pending = /* @__PURE__ */ new Map();
+  handlers = /* @__PURE__ */ new Map();
+  subs = /* @__PURE__ */ new Map();
+  publisher = null;
+  screen = null;
+  local = null;
+  resumeToken = "";
+  attempts = 0;
+  autoSubscribe;
+  maxAttempts;
+  ping = null;
+  firstJoin = null;
+  /** A room to join with `token` on the arc-control at `url` (e.g. `location.origin`); listen, then `connect()`. */
+  constructor(url, token, options = {}) {
+    this.url = url.replace(/\/+$/, "");
+    this.token = token;
+    this.autoSubscribe = options.autoSubscribe ?? true;
+    this.maxAttempts = options.reconnectAttempts ?? 6;
+  }
+  url;
+  token;
+  /**
+   * Joins the token's room; resolves once joined, rejects when the token is
+   * refused (expired, revoked, no join grant) or the room is full.
+   */
+  connect() {
+    if (this.firstJoin || this.ws) return Promise.reject(new ArcError("invalid", "connect() once per room"));
+    return new Promise((resolve, reject) => {
+      this.firstJoin = { resolve, reject };
+      this.open();
+      this.ping = setInterval(() => this.send({ type: "ping" }), 5e3);
+    });
+  }
+  /** `new Room(url, token, options)` and `connect()`, in one (the first `joined` is not seen by listeners added after). */
+  static async connect(url, token, options = {}) {
+    const room = new _Room(url, token, options);
+    await room.connect();
+    return room;
+  }
+  /** Listens; returns the function that stops listening. */
+  on(event, handler) {
+    let set = this.handlers.get(event);
+    if (!set) {
+      set = /* @__PURE__ */ new Set();
+      this.handlers.set(event, set);
+    }
+    set.add(handler);
+    return () => this.off(event, handler);
+  }
+  off(event, handler) {
+    this.handlers.get(event)?.delete(handler);
+  }
+  // ---- publishing ------------------------------------------------------
+  /** Publishes the camera and microphone (asks the browser for them unless `stream` is given). */
+  async publishCamera(stream) {
+    this.local = stream ?? await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+    await this.publishLocal();
+  }
+  /** Publishes the microphone alone (or adds it to the camera already published). */
+  async publishMicrophone() {
+    const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const tracks = [...this.local?.getVideoTracks() ?? [], ...mic.getAudioTracks()];
+    this.local = new MediaStream(tracks);
+    await this.publishLocal();
+  }
+  /** The camera and microphone stream this participant publishes. */
+  get localStream() {
+    return this.local;
+  }
+  /** Turns the published microphone (or camera) on or off; off sends silence (black). */
+  setMicrophoneEnabled(on) {
+    for (const t of this.local?.getAudioTracks() ?? []) t.enabled = on;
+  }
+  setCameraEnabled(on) {
+    for (const t of this.local?.getVideoTracks() ?? []) t.enabled = on;
+  }
+  /** Shares a screen (the browser asks which unless `stream` is given) as its own tracks. */
+  async publishScreen(stream) {
+    if (this.screen) return;
+    const s = stream ?? await navigator.mediaDevices.getDisplayMedia({ video: true, audio: true });
+    for (const t of s.getTracks()) t.addEventListener("ended", () => this.stopScreen());
+    this.screen = await this.openLeg(s, true);
+  }
+  /** Stops sharing the screen. */
+  stopScreen() {
+    const leg = this.screen;
+    if (!leg) return;
+    this.screen = null;
+    if (leg.session) this.send({ type: "close_media", session_id: leg.session });
+    leg.pc.close();
+    for (const t of leg.stream.getTracks()) t.stop();
+  }
+  get sharing() {
+    return this.screen?.stream ?? null;
+  }
+  // ---- receiving -------------------------------------------------------
+  /** Receives `identity`'s camera and microphone (or its screen). */
+  async subscribe(identity, options = {}) {
+    const p = [...this.participants.values()].find((x) => x.identity === identity);
+    if (p) await this.receive(p, options.screen ?? false);
+  }
+  /** Stops receiving it. */
+  unsubscribe(identity, options = {}) {
+    this.dropSub(options.screen ? identity + "#screen" : identity, true);
+  }
+  /** What each received stream decoded so far: video frames and audio packets, by key (identity or identity#screen). */
+  async stats() {
+    const out = {};
+    for (const [key, { pc }] of this.subs) {
+      let frames = 0;
+      let audio = 0;
+      (await pc.getStats()).forEach((r) => {
+        if (r.type === "inbound-rtp" && r.kind === "video") frames += r.framesDecoded ?? 0;
+        if (r.type === "inbound-rtp" && r.kind === "audio") audio += r.packetsReceived ?? 0;
+      });
+      out[key] = { frames, audio };
+    }
+    return out;
+  }
+  // ---- talking and moderating -------------------------------------------
+  /** A data message to everyone else, or to the listed identities (needs `publish_data`). */
+  sendData(payload, options = {}) {
+    this.send({ type: "data", payload, to: options.to, topic: options.topic });
+  }
+  /** Sets this participant's name and/or metadata. */
+  updateMetadata(change) {
+    this.send({ type: "update_metadata", ...change });
+  }
+  /** Moderation (the token's `admin` grant): mute or unmute another's track. */
+  muteTrack(trackId, muted) {
+    this.send({ type: "mute_track", track_id: trackId, muted });
+  }
+  removeParticipant(identity) {
+    this.send({ type: "remove_participant", identity });
+  }
+  updatePermissions(identity, permissions) {
+    this.send({ type: "update_permissions", identity, permissions });
+  }
+  closeRoom() {
+    this.send({ type: "close_room" });
+  }
+  /** Leaves the room: everything stops. */
+  leave() {
+    if (this.state === "disconnected") return;
+    this.send({ type: "leave" });
+    this.finish("left", "You left the meeting.");
+  }
+  /** For tests: drops the socket as a network change would (no `leave`). */
+  dropSocket() {
+    this.ws?.close(4e3, "dropped");
+  }
+  // ---- internals -------------------------------------------------------
+  emit(event, value) {
+    for (const h of this.handlers.get(event) ?? []) {
+      try {
+        h(value);
+      } catch (e) {
+        console.error(e);
+      }
+    }
+  }
+  send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ v: 1, ...msg }));
+  }
+  request(msg) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.send({ ...msg, id });
+    });
+  }
+  open() {
+    const base = this.url.replace(/^http/, "ws");
+    const resume = this.resumeToken ? "&resume=" + encodeURIComponent(this.resumeToken) : "";
+    const socket = new WebSocket(base + "/v1/rtc?access_token=" + encodeURIComponent(this.token) + resume);
+    this.ws = socket;
+    socket.onmessage = (e) => {
+      try {
+        this.onMessage(JSON.parse(String(e.data)));
+      } catch (err) {
+        console.error(err);
+      }
+    };
+    socket.onclose = () => {
+      if (this.ws !== socket) return;
+      switch (this.state) {
+        case "reconnecting":
+          this.retry();
+          break;
+        case "joined":
+          this.state = "reconnecting";
+          this.emit("reconnecting", { reason: "socket" });
+          this.retry();
+          break;
+        case "connecting":
+          this.finish(
+            "refused",
+            "Could not join: the token was refused (expired, revoked, no join grant) or the room is full."
+          );
+          break;
+        case "disconnected":
+          break;
+      }
+    };
+  }
+  // Joins again: at once, then backing off (0.5, 1, 2, 4, 4 s).
+  retry() {
+    this.attempts += 1;
+    if (this.attempts > this.maxAttempts) {
+      this.finish("lost", "The connection to the server was lost.");
+      return;
+    }
+    const delay = this.attempts === 1 ? 0 : Math.min(500 * 2 ** (this.attempts - 2), 4e3);
+    setTimeout(() => {
+      if (this.state === "reconnecting") this.open();
+    }, delay);
+  }
+  // The room is over for this participant.
+  finish(reason, message) {
+    if (this.state === "disconnected") return;
+    this.state = "disconnected";
+    if (this.ping) clearInterval(this.ping);
+    this.teardown(true);
+    for (const t of this.local?.getTracks() ?? []) t.stop();
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close();
+    this.firstJoin?.reject(new ArcError(reason, message));
+    this.firstJoin = null;
+    this.emit("disconnected", { reason, message });
+  }
+  // Drops every connection (the socket is gone or going: nothing is sent),
+  // keeping the camera and microphone unless `all`.
+  teardown(all = false) {
+    for (const key of [...this.subs.keys()]) this.dropSub(key, false);
+    this.publisher?.pc.close();
+    this.publisher = null;
+    if (this.screen) {
+      const s = this.screen;
+      this.screen = null;
+      s.pc.close();
+      for (const t of s.stream.getTracks()) t.stop();
+    }
+    for (const p of this.pending.values()) p.reject(new ArcError("reconnecting", "the room is reconnecting"));
+    this.pending.clear();
+    this.participants.clear();
+    if (all) this.local = null;
+  }
+  dropSub(key, tell) {
+    const s = this.subs.get(key);
+    if (!s) return;
+    this.subs.delete(key);
+    s.pc.close();
+    if (tell && s.session) this.send({ type: "close_media", session_id: s.session });
+    this.emit("remoteStreamEnded", { key });
+  }
+  // Offers go at once, without waiting for ICE candidates: Arc's nodes are
+  // ICE-lite and learn the browser's addresses from its connectivity checks.
+  async openLeg(stream, screen) {
+    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    const leg = { pc, session: null, stream };
+    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      const answer = await this.request({ type: "publish", sdp: pc.localDescription?.sdp ?? "", screen });
+      leg.session = answer.session_id;
+      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    } catch (e) {
+      pc.close();
+      throw e;
+    }
+    this.emit("published", { screen });
+    return leg;
+  }
+  async publishLocal() {
+    const old = this.publisher;
+    this.publisher = null;
+    if (old) {
+      if (old.session) this.send({ type: "close_media", session_id: old.session });
+      old.pc.close();
+    }
+    if (!this.local || !this.me?.permissions.publish || this.state !== "joined") return;
+    this.publisher = await this.openLeg(this.local, false);
+  }
+  async receive(p, screen) {
+    const key = screen ? p.identity + "#screen" : p.identity;
+    if (this.subs.has(key) || p.sid === this.me?.sid || !this.me?.permissions.subscribe) return;
+    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    const stream = new MediaStream();
+    const leg = { pc, session: null, stream };
+    this.subs.set(key, leg);
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    pc.addTransceiver("video", { direction: "recvonly" });
+    let told = false;
+    pc.ontrack = (e) => {
+      stream.addTrack(e.track);
+      if (!told) {
+        told = true;
+        this.emit("remoteStream", { key, participant: p, screen, stream });
+      }
+    };
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      const answer = await this.request({
+        type: "subscribe",
+        sdp: pc.localDescription?.sdp ?? "",
+        participant: p.identity,
+        screen
+      });
+      leg.session = answer.session_id;
+      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    } catch (e) {
+      if (this.subs.get(key) === leg) this.dropSub(key, false);
+      if (!(e instanceof ArcError && e.code === "reconnecting")) {
+        this.emit("notice", { code: "subscribe_failed", message: `Could not receive ${p.name || p.identity}: ${e.message}` });
+      }
+    }
+  }
+  autoReceive(p) {
+    if (!this.autoSubscribe) return;
+    if (p.tracks.some((t) => t.source === "camera" || t.source === "microphone")) void this.receive(p, false);
+    if (p.tracks.some((t) => t.source === "screen_share")) void this.receive(p, true);
+  }
+  ownPermissions(now) {
+    const me = this.me;
+    if (!me) return;
+    const before = me.permissions;
+    me.permissions = now;
+    if (before.publish && !now.publish) {
+      this.publisher?.pc.close();
+      this.publisher = null;
+      if (this.screen) {
+        const s = this.screen;
+        this.screen = null;
+        s.pc.close();
+        for (const t of s.stream.getTracks()) t.stop();
+      }
+    } else if (!before.publish && now.publish && this.local) {
+      void this.publishLocal();
+    }
+    if (before.subscribe && !now.subscribe) {
+      for (const key of [...this.subs.keys()]) this.dropSub(key, false);
+    } else if (!before.subscribe && now.subscribe) {
+      for (const p of this.participants.values()) this.autoReceive(p);
+    }
+    this.emit("permissionsChanged", { before, now });
+  }
+  onMessage(m) {
+    switch (m.type) {
+      case "join": {
+        const first = this.me === null;
+        if (!m.resumed && !first) this.teardown();
+        this.resumeToken = m.resume_token ?? "";
+        this.attempts = 0;
+        this.state = "joined";
+        this.room = m.room;
+        this.me = m.participant;
+        this.moderator = !!m.moderator;
+        this.participants.clear();
+        for (const p of m.participants) this.participants.set(p.sid, p);
+        const present = new Set(m.participants.map((p) => p.identity));
+        for (const key of [...this.subs.keys()]) if (!present.has(key.replace(/#screen$/, ""))) this.dropSub(key, true);
+        this.emit("joined", {
+          room: m.room,
+          me: m.participant,
+          participants: m.participants,
+          moderator: this.moderator,
+          resumed: !!m.resumed
+        });
+        this.firstJoin?.resolve();
+        this.firstJoin = null;
+        if (!m.resumed && this.local && !this.publisher) void this.publishLocal();
+        for (const p of this.participants.values()) this.autoReceive(p);
+        break;
+      }
+      case "participant_joined":
+        this.participants.set(m.participant.sid, m.participant);
+        this.emit("participantJoined", m.participant);
+        break;
+      case "participant_updated":
+        if (m.participant.sid === this.me?.sid) {
+          const now = m.participant.permissions;
+          const before = this.me.permissions;
+          this.me = { ...m.participant, permissions: before };
+          if (before.publish !== now.publish || before.subscribe !== now.subscribe || before.publish_data !== now.publish_data) {
+            this.ownPermissions(now);
+          }
+        } else {
+          this.participants.set(m.participant.sid, m.participant);
+        }
+        this.emit("participantUpdated", m.participant);
+        break;
+      case "participant_left": {
+        const p = this.participants.get(m.sid) ?? { sid: m.sid, identity: m.identity, permissions: { publish: false, subscribe: false, publish_data: false }, tracks: [], joined_at_ms: 0 };
+        this.participants.delete(m.sid);
+        this.dropSub(p.identity, true);
+        this.dropSub(p.identity + "#screen", true);
+        this.emit("participantLeft", { participant: p, reason: m.reason });
+        break;
+      }
+      case "track_published": {
+        const p = this.participants.get(m.track.sid) ?? (m.track.sid === this.me?.sid ? this.me : void 0);
+        if (!p) break;
+        p.tracks = p.tracks.filter((t) => t.track_id !== m.track.track_id).concat([m.track]);
+        this.emit("trackPublished", { participant: p, track: m.track });
+        if (p !== this.me) this.autoReceive(p);
+        break;
+      }
+      case "track_unpublished": {
+        const p = this.participants.get(m.sid) ?? (m.sid === this.me?.sid ? this.me : void 0);
+        if (!p) break;
+        const gone = p.tracks.find((t) => t.track_id === m.track_id);
+        p.tracks = p.tracks.filter((t) => t.track_id !== m.track_id);
+        if (gone?.source === "screen_share") this.dropSub(p.identity + "#screen", true);
+        this.emit("trackUnpublished", { participant: p, trackId: m.track_id });
+        break;
+      }
+      case "track_muted": {
+        const p = this.participants.get(m.sid) ?? (m.sid === this.me?.sid ? this.me : void 0);
+        if (!p) break;
+        for (const t of p.tracks) if (t.track_id === m.track_id) t.muted = m.muted;
+        this.emit("trackMuted", { participant: p, trackId: m.track_id, muted: m.muted, byModerator: m.by === "moderator" });
+        break;
+      }
+      case "room_updated":
+        if (this.room) this.room.metadata = m.metadata;
+        this.emit("roomUpdated", { metadata: m.metadata ?? null });
+        break;
+      case "active_speakers":
+        this.emit("speakers", m.speakers);
+        break;
+      case "connection_quality":
+        this.emit("quality", { sid: m.sid, identity: m.identity, quality: m.quality });
+        break;
+      case "data":
+        this.emit("data", { fromSid: m.from_sid, fromIdentity: m.from_identity, payload: m.payload, topic: m.topic });
+        break;
+      case "answer":
+        this.pending.get(m.id)?.resolve(m);
+        this.pending.delete(m.id);
+        break;
+      case "error":
+        if (m.id && this.pending.has(m.id)) {
+          this.pending.get(m.id)?.reject(new ArcError(m.code, m.message));
+          this.pending.delete(m.id);
+        } else {
+          this.emit("notice", { code: m.code, message: m.message });
+        }
+        break;
+      case "reconnect":
+        this.state = "reconnecting";
+        this.resumeToken = "";
+        this.teardown();
+        this.emit("reconnecting", { reason: m.reason });
+        break;
+      case "removed":
+        this.finish("removed", "You left the meeting: " + String(m.reason).replaceAll("_", " ") + ".");
+        break;
+      case "room_closed":
+        this.finish("room_closed", "The meeting ended (" + String(m.reason).replaceAll("_", " ") + ").");
+        break;
+    }
+  }
+};
+export {
+  ArcError,
+  Room
+};

@@ -1,0 +1,647 @@
+// Arc's browser SDK: a participant in a room over the signalling socket
+// (`/v1/rtc`, protocol v1 — `schemas/signal/`). One connection publishes the
+// camera and microphone, one more a shared screen; one connection receives
+// each other participant (and one each shared screen). Data messages,
+// active speakers, connection quality and moderation travel over the socket.
+//
+// Reconnection is built in: when the socket drops, the room comes back with
+// the session's resume token (same participant, connections untouched,
+// nobody sees a leave); when the server says `reconnect` (the media node
+// went away), the room joins again by itself and publishes what it
+// published. Served by arc-control at `/sdk/arc.js` (an ES module).
+
+/** What a participant may do. */
+export interface Permissions {
+  publish: boolean;
+  subscribe: boolean;
+  publish_data: boolean;
+}
+
+export type Source = "camera" | "microphone" | "screen_share" | "screen_share_audio";
+
+/** One published track. */
+export interface TrackInfo {
+  track_id: string;
+  sid: string;
+  kind: "audio" | "video";
+  source: Source;
+  codec: string;
+  simulcast: boolean;
+  muted: boolean;
+}
+
+/** A participant session in the room. */
+export interface Participant {
+  sid: string;
+  identity: string;
+  name?: string | null;
+  metadata?: string | null;
+  permissions: Permissions;
+  tracks: TrackInfo[];
+  joined_at_ms: number;
+}
+
+export interface RoomInfo {
+  room_id: string;
+  name: string;
+  metadata?: string | null;
+  max_participants?: number | null;
+}
+
+export type ConnectionQuality = "excellent" | "good" | "poor";
+
+export interface Speaker {
+  sid: string;
+  identity: string;
+  /** 0 (silence) to 100 (0 dBov). */
+  level: number;
+}
+
+export type RoomState = "connecting" | "joined" | "reconnecting" | "disconnected";
+
+/** Everything a room tells, by event name. */
+export interface RoomEvents {
+  /** Joined (first, or again after `reconnect`), or resumed after the socket dropped. */
+  joined: { room: RoomInfo; me: Participant; participants: Participant[]; moderator: boolean; resumed: boolean };
+  participantJoined: Participant;
+  participantUpdated: Participant;
+  participantLeft: { participant: Participant; reason: string };
+  trackPublished: { participant: Participant; track: TrackInfo };
+  trackUnpublished: { participant: Participant; trackId: string };
+  trackMuted: { participant: Participant; trackId: string; muted: boolean; byModerator: boolean };
+  /** This page's media is on its way (`screen`: the shared screen). */
+  published: { screen: boolean };
+  /** Another participant's media (camera and microphone, or `screen`) arrives in `stream`. */
+  remoteStream: { key: string; participant: Participant; screen: boolean; stream: MediaStream };
+  /** That stream ended (the participant left, stopped sharing, or the room reconnects). */
+  remoteStreamEnded: { key: string };
+  /** A moderator changed what this participant may do (the node already stopped what it may not). */
+  permissionsChanged: { before: Permissions; now: Permissions };
+  speakers: Speaker[];
+  quality: { sid: string; identity: string; quality: ConnectionQuality };
+  data: { fromSid: string; fromIdentity: string; payload: string; topic?: string };
+  roomUpdated: { metadata: string | null };
+  /** The room is coming back: `socket` (it dropped; resuming) or the server's reason (`node_lost`, `node_shutdown`). */
+  reconnecting: { reason: string };
+  /** The room is over for this participant: `removed` (with the server's reason), `room_closed`, `left`, `refused`, `lost`. */
+  disconnected: { reason: string; message: string };
+  /** Something the server refused outside a request (shown to people as is). */
+  notice: { code: string; message: string };
+}
+
+export interface ConnectOptions {
+  /** Receive every participant's camera, microphone and screen as they publish (default true). */
+  autoSubscribe?: boolean;
+  /** Reconnection tries before giving up (default 6: at once, then 0.5, 1, 2, 4, 4 s). */
+  reconnectAttempts?: number;
+}
+
+type Handler<T> = (value: T) => void;
+
+interface Pending {
+  resolve: (m: ServerMessage) => void;
+  reject: (e: Error) => void;
+}
+
+interface Leg {
+  pc: RTCPeerConnection;
+  session: string | null;
+  stream: MediaStream;
+}
+
+// The server's messages, loosely typed (schemas/signal/server.v1.json has them exactly).
+type ServerMessage = { type: string; [k: string]: any };
+
+/** Why a request failed: the server's code and message. */
+export class ArcError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A participant in a room. */
+export class Room {
+  state: RoomState = "connecting";
+  room: RoomInfo | null = null;
+  me: Participant | null = null;
+  moderator = false;
+  /** Everyone else, by sid. */
+  readonly participants = new Map<string, Participant>();
+
+  private ws: WebSocket | null = null;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly handlers = new Map<keyof RoomEvents, Set<Handler<any>>>();
+  private readonly subs = new Map<string, Leg>();
+  private publisher: Leg | null = null;
+  private screen: Leg | null = null;
+  private local: MediaStream | null = null;
+  private resumeToken = "";
+  private attempts = 0;
+  private readonly autoSubscribe: boolean;
+  private readonly maxAttempts: number;
+  private ping: ReturnType<typeof setInterval> | null = null;
+  private firstJoin: { resolve: () => void; reject: (e: Error) => void } | null = null;
+
+  /** A room to join with `token` on the arc-control at `url` (e.g. `location.origin`); listen, then `connect()`. */
+  constructor(url: string, token: string, options: ConnectOptions = {}) {
+    this.url = url.replace(/\/+$/, "");
+    this.token = token;
+    this.autoSubscribe = options.autoSubscribe ?? true;
+    this.maxAttempts = options.reconnectAttempts ?? 6;
+  }
+
+  readonly url: string;
+  private readonly token: string;
+
+  /**
+   * Joins the token's room; resolves once joined, rejects when the token is
+   * refused (expired, revoked, no join grant) or the room is full.
+   */
+  connect(): Promise<void> {
+    if (this.firstJoin || this.ws) return Promise.reject(new ArcError("invalid", "connect() once per room"));
+    return new Promise((resolve, reject) => {
+      this.firstJoin = { resolve, reject };
+      this.open();
+      this.ping = setInterval(() => this.send({ type: "ping" }), 5000);
+    });
+  }
+
+  /** `new Room(url, token, options)` and `connect()`, in one (the first `joined` is not seen by listeners added after). */
+  static async connect(url: string, token: string, options: ConnectOptions = {}): Promise<Room> {
+    const room = new Room(url, token, options);
+    await room.connect();
+    return room;
+  }
+
+  /** Listens; returns the function that stops listening. */
+  on<K extends keyof RoomEvents>(event: K, handler: Handler<RoomEvents[K]>): () => void {
+    let set = this.handlers.get(event);
+    if (!set) {
+      set = new Set();
+      this.handlers.set(event, set);
+    }
+    set.add(handler);
+    return () => this.off(event, handler);
+  }
+
+  off<K extends keyof RoomEvents>(event: K, handler: Handler<RoomEvents[K]>): void {
+    this.handlers.get(event)?.delete(handler);
+  }
+
+  // ---- publishing ------------------------------------------------------
+
+  /** Publishes the camera and microphone (asks the browser for them unless `stream` is given). */
+  async publishCamera(stream?: MediaStream): Promise<void> {
+    this.local = stream ?? (await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } }));
+    await this.publishLocal();
+  }
+
+  /** Publishes the microphone alone (or adds it to the camera already published). */
+  async publishMicrophone(): Promise<void> {
+    const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const tracks = [...(this.local?.getVideoTracks() ?? []), ...mic.getAudioTracks()];
+    this.local = new MediaStream(tracks);
+    await this.publishLocal();
+  }
+
+  /** The camera and microphone stream this participant publishes. */
+  get localStream(): MediaStream | null {
+    return this.local;
+  }
+
+  /** Turns the published microphone (or camera) on or off; off sends silence (black). */
+  setMicrophoneEnabled(on: boolean): void {
+    for (const t of this.local?.getAudioTracks() ?? []) t.enabled = on;
+  }
+
+  setCameraEnabled(on: boolean): void {
+    for (const t of this.local?.getVideoTracks() ?? []) t.enabled = on;
+  }
+
+  /** Shares a screen (the browser asks which unless `stream` is given) as its own tracks. */
+  async publishScreen(stream?: MediaStream): Promise<void> {
+    if (this.screen) return;
+    const s = stream ?? (await navigator.mediaDevices.getDisplayMedia({ video: true, audio: true }));
+    for (const t of s.getTracks()) t.addEventListener("ended", () => this.stopScreen());
+    this.screen = await this.openLeg(s, true);
+  }
+
+  /** Stops sharing the screen. */
+  stopScreen(): void {
+    const leg = this.screen;
+    if (!leg) return;
+    this.screen = null;
+    if (leg.session) this.send({ type: "close_media", session_id: leg.session });
+    leg.pc.close();
+    for (const t of leg.stream.getTracks()) t.stop();
+  }
+
+  get sharing(): MediaStream | null {
+    return this.screen?.stream ?? null;
+  }
+
+  // ---- receiving -------------------------------------------------------
+
+  /** Receives `identity`'s camera and microphone (or its screen). */
+  async subscribe(identity: string, options: { screen?: boolean } = {}): Promise<void> {
+    const p = [...this.participants.values()].find((x) => x.identity === identity);
+    if (p) await this.receive(p, options.screen ?? false);
+  }
+
+  /** Stops receiving it. */
+  unsubscribe(identity: string, options: { screen?: boolean } = {}): void {
+    this.dropSub(options.screen ? identity + "#screen" : identity, true);
+  }
+
+  /** What each received stream decoded so far: video frames and audio packets, by key (identity or identity#screen). */
+  async stats(): Promise<Record<string, { frames: number; audio: number }>> {
+    const out: Record<string, { frames: number; audio: number }> = {};
+    for (const [key, { pc }] of this.subs) {
+      let frames = 0;
+      let audio = 0;
+      (await pc.getStats()).forEach((r: any) => {
+        if (r.type === "inbound-rtp" && r.kind === "video") frames += r.framesDecoded ?? 0;
+        if (r.type === "inbound-rtp" && r.kind === "audio") audio += r.packetsReceived ?? 0;
+      });
+      out[key] = { frames, audio };
+    }
+    return out;
+  }
+
+  // ---- talking and moderating -------------------------------------------
+
+  /** A data message to everyone else, or to the listed identities (needs `publish_data`). */
+  sendData(payload: string, options: { to?: string[]; topic?: string } = {}): void {
+    this.send({ type: "data", payload, to: options.to, topic: options.topic });
+  }
+
+  /** Sets this participant's name and/or metadata. */
+  updateMetadata(change: { name?: string; metadata?: string }): void {
+    this.send({ type: "update_metadata", ...change });
+  }
+
+  /** Moderation (the token's `admin` grant): mute or unmute another's track. */
+  muteTrack(trackId: string, muted: boolean): void {
+    this.send({ type: "mute_track", track_id: trackId, muted });
+  }
+
+  removeParticipant(identity: string): void {
+    this.send({ type: "remove_participant", identity });
+  }
+
+  updatePermissions(identity: string, permissions: Permissions): void {
+    this.send({ type: "update_permissions", identity, permissions });
+  }
+
+  closeRoom(): void {
+    this.send({ type: "close_room" });
+  }
+
+  /** Leaves the room: everything stops. */
+  leave(): void {
+    if (this.state === "disconnected") return;
+    this.send({ type: "leave" });
+    this.finish("left", "You left the meeting.");
+  }
+
+  /** For tests: drops the socket as a network change would (no `leave`). */
+  dropSocket(): void {
+    this.ws?.close(4000, "dropped");
+  }
+
+  // ---- internals -------------------------------------------------------
+
+  private emit<K extends keyof RoomEvents>(event: K, value: RoomEvents[K]): void {
+    for (const h of this.handlers.get(event) ?? []) {
+      try {
+        h(value);
+      } catch (e) {
+        console.error(e);
+      }
+    }
+  }
+
+  private send(msg: Record<string, unknown>): void {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ v: 1, ...msg }));
+  }
+
+  private request(msg: Record<string, unknown>): Promise<ServerMessage> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.send({ ...msg, id });
+    });
+  }
+
+  private open(): void {
+    const base = this.url.replace(/^http/, "ws");
+    const resume = this.resumeToken ? "&resume=" + encodeURIComponent(this.resumeToken) : "";
+    const socket = new WebSocket(base + "/v1/rtc?access_token=" + encodeURIComponent(this.token) + resume);
+    this.ws = socket;
+    socket.onmessage = (e) => {
+      try {
+        this.onMessage(JSON.parse(String(e.data)));
+      } catch (err) {
+        console.error(err);
+      }
+    };
+    socket.onclose = () => {
+      if (this.ws !== socket) return;
+      switch (this.state) {
+        case "reconnecting":
+          this.retry();
+          break;
+        case "joined":
+          this.state = "reconnecting";
+          this.emit("reconnecting", { reason: "socket" });
+          this.retry();
+          break;
+        case "connecting":
+          this.finish(
+            "refused",
+            "Could not join: the token was refused (expired, revoked, no join grant) or the room is full.",
+          );
+          break;
+        case "disconnected":
+          break;
+      }
+    };
+  }
+
+  // Joins again: at once, then backing off (0.5, 1, 2, 4, 4 s).
+  private retry(): void {
+    this.attempts += 1;
+    if (this.attempts > this.maxAttempts) {
+      this.finish("lost", "The connection to the server was lost.");
+      return;
+    }
+    const delay = this.attempts === 1 ? 0 : Math.min(500 * 2 ** (this.attempts - 2), 4000);
+    setTimeout(() => {
+      if (this.state === "reconnecting") this.open();
+    }, delay);
+  }
+
+  // The room is over for this participant.
+  private finish(reason: string, message: string): void {
+    if (this.state === "disconnected") return;
+    this.state = "disconnected";
+    if (this.ping) clearInterval(this.ping);
+    this.teardown(true);
+    for (const t of this.local?.getTracks() ?? []) t.stop();
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close();
+    this.firstJoin?.reject(new ArcError(reason, message));
+    this.firstJoin = null;
+    this.emit("disconnected", { reason, message });
+  }
+
+  // Drops every connection (the socket is gone or going: nothing is sent),
+  // keeping the camera and microphone unless `all`.
+  private teardown(all = false): void {
+    for (const key of [...this.subs.keys()]) this.dropSub(key, false);
+    this.publisher?.pc.close();
+    this.publisher = null;
+    if (this.screen) {
+      const s = this.screen;
+      this.screen = null;
+      s.pc.close();
+      for (const t of s.stream.getTracks()) t.stop();
+    }
+    for (const p of this.pending.values()) p.reject(new ArcError("reconnecting", "the room is reconnecting"));
+    this.pending.clear();
+    this.participants.clear();
+    if (all) this.local = null;
+  }
+
+  private dropSub(key: string, tell: boolean): void {
+    const s = this.subs.get(key);
+    if (!s) return;
+    this.subs.delete(key);
+    s.pc.close();
+    if (tell && s.session) this.send({ type: "close_media", session_id: s.session });
+    this.emit("remoteStreamEnded", { key });
+  }
+
+  // Offers go at once, without waiting for ICE candidates: Arc's nodes are
+  // ICE-lite and learn the browser's addresses from its connectivity checks.
+  private async openLeg(stream: MediaStream, screen: boolean): Promise<Leg> {
+    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    const leg: Leg = { pc, session: null, stream };
+    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      const answer = await this.request({ type: "publish", sdp: pc.localDescription?.sdp ?? "", screen });
+      leg.session = answer.session_id;
+      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    } catch (e) {
+      pc.close();
+      throw e;
+    }
+    this.emit("published", { screen });
+    return leg;
+  }
+
+  private async publishLocal(): Promise<void> {
+    const old = this.publisher;
+    this.publisher = null;
+    if (old) {
+      if (old.session) this.send({ type: "close_media", session_id: old.session });
+      old.pc.close();
+    }
+    if (!this.local || !this.me?.permissions.publish || this.state !== "joined") return;
+    this.publisher = await this.openLeg(this.local, false);
+  }
+
+  private async receive(p: Participant, screen: boolean): Promise<void> {
+    const key = screen ? p.identity + "#screen" : p.identity;
+    if (this.subs.has(key) || p.sid === this.me?.sid || !this.me?.permissions.subscribe) return;
+    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    const stream = new MediaStream();
+    const leg: Leg = { pc, session: null, stream };
+    this.subs.set(key, leg);
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    pc.addTransceiver("video", { direction: "recvonly" });
+    let told = false;
+    pc.ontrack = (e) => {
+      stream.addTrack(e.track);
+      if (!told) {
+        told = true;
+        this.emit("remoteStream", { key, participant: p, screen, stream });
+      }
+    };
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      const answer = await this.request({
+        type: "subscribe",
+        sdp: pc.localDescription?.sdp ?? "",
+        participant: p.identity,
+        screen,
+      });
+      leg.session = answer.session_id;
+      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    } catch (e) {
+      if (this.subs.get(key) === leg) this.dropSub(key, false);
+      if (!(e instanceof ArcError && e.code === "reconnecting")) {
+        this.emit("notice", { code: "subscribe_failed", message: `Could not receive ${p.name || p.identity}: ${(e as Error).message}` });
+      }
+    }
+  }
+
+  private autoReceive(p: Participant): void {
+    if (!this.autoSubscribe) return;
+    if (p.tracks.some((t) => t.source === "camera" || t.source === "microphone")) void this.receive(p, false);
+    if (p.tracks.some((t) => t.source === "screen_share")) void this.receive(p, true);
+  }
+
+  private ownPermissions(now: Permissions): void {
+    const me = this.me;
+    if (!me) return;
+    const before = me.permissions;
+    me.permissions = now;
+    if (before.publish && !now.publish) {
+      // The node ended those sessions: close them here without asking it again.
+      this.publisher?.pc.close();
+      this.publisher = null;
+      if (this.screen) {
+        const s = this.screen;
+        this.screen = null;
+        s.pc.close();
+        for (const t of s.stream.getTracks()) t.stop();
+      }
+    } else if (!before.publish && now.publish && this.local) {
+      void this.publishLocal();
+    }
+    if (before.subscribe && !now.subscribe) {
+      for (const key of [...this.subs.keys()]) this.dropSub(key, false);
+    } else if (!before.subscribe && now.subscribe) {
+      for (const p of this.participants.values()) this.autoReceive(p);
+    }
+    this.emit("permissionsChanged", { before, now });
+  }
+
+  private onMessage(m: ServerMessage): void {
+    switch (m.type) {
+      case "join": {
+        // A resumed session keeps its connections; a new one starts clean.
+        const first = this.me === null;
+        if (!m.resumed && !first) this.teardown();
+        this.resumeToken = m.resume_token ?? "";
+        this.attempts = 0;
+        this.state = "joined";
+        this.room = m.room;
+        this.me = m.participant;
+        this.moderator = !!m.moderator;
+        this.participants.clear();
+        for (const p of m.participants as Participant[]) this.participants.set(p.sid, p);
+        // Whoever left while the socket was away: their streams end.
+        const present = new Set((m.participants as Participant[]).map((p) => p.identity));
+        for (const key of [...this.subs.keys()]) if (!present.has(key.replace(/#screen$/, ""))) this.dropSub(key, true);
+        this.emit("joined", {
+          room: m.room,
+          me: m.participant,
+          participants: m.participants,
+          moderator: this.moderator,
+          resumed: !!m.resumed,
+        });
+        this.firstJoin?.resolve();
+        this.firstJoin = null;
+        if (!m.resumed && this.local && !this.publisher) void this.publishLocal();
+        for (const p of this.participants.values()) this.autoReceive(p);
+        break;
+      }
+      case "participant_joined":
+        this.participants.set(m.participant.sid, m.participant);
+        this.emit("participantJoined", m.participant);
+        break;
+      case "participant_updated":
+        if (m.participant.sid === this.me?.sid) {
+          const now: Permissions = m.participant.permissions;
+          const before = this.me!.permissions;
+          this.me = { ...m.participant, permissions: before };
+          if (before.publish !== now.publish || before.subscribe !== now.subscribe || before.publish_data !== now.publish_data) {
+            this.ownPermissions(now);
+          }
+        } else {
+          this.participants.set(m.participant.sid, m.participant);
+        }
+        this.emit("participantUpdated", m.participant);
+        break;
+      case "participant_left": {
+        const p = this.participants.get(m.sid) ?? { sid: m.sid, identity: m.identity, permissions: { publish: false, subscribe: false, publish_data: false }, tracks: [], joined_at_ms: 0 };
+        this.participants.delete(m.sid);
+        this.dropSub(p.identity, true);
+        this.dropSub(p.identity + "#screen", true);
+        this.emit("participantLeft", { participant: p, reason: m.reason });
+        break;
+      }
+      case "track_published": {
+        const p = this.participants.get(m.track.sid) ?? (m.track.sid === this.me?.sid ? this.me : undefined);
+        if (!p) break;
+        p.tracks = p.tracks.filter((t) => t.track_id !== m.track.track_id).concat([m.track]);
+        this.emit("trackPublished", { participant: p, track: m.track });
+        if (p !== this.me) this.autoReceive(p);
+        break;
+      }
+      case "track_unpublished": {
+        const p = this.participants.get(m.sid) ?? (m.sid === this.me?.sid ? this.me : undefined);
+        if (!p) break;
+        const gone = p.tracks.find((t) => t.track_id === m.track_id);
+        p.tracks = p.tracks.filter((t) => t.track_id !== m.track_id);
+        if (gone?.source === "screen_share") this.dropSub(p.identity + "#screen", true);
+        this.emit("trackUnpublished", { participant: p, trackId: m.track_id });
+        break;
+      }
+      case "track_muted": {
+        const p = this.participants.get(m.sid) ?? (m.sid === this.me?.sid ? this.me : undefined);
+        if (!p) break;
+        for (const t of p.tracks) if (t.track_id === m.track_id) t.muted = m.muted;
+        this.emit("trackMuted", { participant: p, trackId: m.track_id, muted: m.muted, byModerator: m.by === "moderator" });
+        break;
+      }
+      case "room_updated":
+        if (this.room) this.room.metadata = m.metadata;
+        this.emit("roomUpdated", { metadata: m.metadata ?? null });
+        break;
+      case "active_speakers":
+        this.emit("speakers", m.speakers);
+        break;
+      case "connection_quality":
+        this.emit("quality", { sid: m.sid, identity: m.identity, quality: m.quality });
+        break;
+      case "data":
+        this.emit("data", { fromSid: m.from_sid, fromIdentity: m.from_identity, payload: m.payload, topic: m.topic });
+        break;
+      case "answer":
+        this.pending.get(m.id)?.resolve(m);
+        this.pending.delete(m.id);
+        break;
+      case "error":
+        if (m.id && this.pending.has(m.id)) {
+          this.pending.get(m.id)?.reject(new ArcError(m.code, m.message));
+          this.pending.delete(m.id);
+        } else {
+          this.emit("notice", { code: m.code, message: m.message });
+        }
+        break;
+      case "reconnect":
+        // Our media node went away: the server closes this socket; join
+        // again (a new session: there is nothing to resume).
+        this.state = "reconnecting";
+        this.resumeToken = "";
+        this.teardown();
+        this.emit("reconnecting", { reason: m.reason });
+        break;
+      case "removed":
+        this.finish("removed", "You left the meeting: " + String(m.reason).replaceAll("_", " ") + ".");
+        break;
+      case "room_closed":
+        this.finish("room_closed", "The meeting ended (" + String(m.reason).replaceAll("_", " ") + ").");
+        break;
+    }
+  }
+}
