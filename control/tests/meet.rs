@@ -70,7 +70,8 @@ async fn three_people_meet_see_and_hear_each_other_chat_share_a_screen_and_are_m
 /// What the README promises: `arc-control dev` and two browser windows on
 /// the printed `/meet` address, a room and a name typed, no token minted by
 /// hand (the page gets development tokens), make a meeting. `serve` mints
-/// none.
+/// none. And what the page says when a token is refused, the camera is
+/// denied, or the room closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_windows_on_dev_meet_without_minting_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -88,6 +89,31 @@ async fn two_windows_on_dev_meet_without_minting_tokens() {
     eprintln!("meet (dev tokens): {last}");
     let r: Value = serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}));
     assert_eq!(r["ok"], true, "two windows met on development tokens: {r}");
+
+    // What the page says when things go wrong: a refused token, a denied
+    // camera (it still joins and chats), the room closed under it.
+    let app = create_app(&server.base, ADMIN_KEY, "errors").await;
+    let token = mint_token(
+        &server.base,
+        &app,
+        "fay",
+        "oops",
+        json!({"join": true, "publish": true, "subscribe": true, "publish_data": true}),
+    )
+    .await;
+    let out = Command::new("node")
+        .arg("meet_errors.mjs")
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser"))
+        .env("ARC_URL", &server.base)
+        .env("TOKEN", &token)
+        .env("ADMIN_KEY", ADMIN_KEY)
+        .output()
+        .expect("run node tests/browser/meet_errors.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("{}");
+    eprintln!("meet (errors): {last}");
+    let r: Value = serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}));
+    assert_eq!(r["ok"], true, "the page said what went wrong: {r}");
 
     let http = reqwest::Client::new();
     let refused = http
