@@ -67,6 +67,10 @@ pub struct Settings {
     /// PEM file of extra CA certificates trusted for `https://` webhook
     /// endpoints (besides the system's and the Mozilla roots).
     pub webhook_ca_file: Option<PathBuf>,
+    /// Non-public address ranges webhooks may reach, comma-separated CIDRs
+    /// (loopback, private, link-local … are refused otherwise; `dev`
+    /// allows loopback when this is unset).
+    pub webhook_allow_nets: Option<String>,
     /// `dev`: UDP address of the embedded media node's one media port
     /// (default `0.0.0.0:7882`; port 0 picks a free one).
     pub media_udp: Option<String>,
@@ -112,6 +116,7 @@ impl Settings {
             webhook_backoff_max_s: over.webhook_backoff_max_s.or(self.webhook_backoff_max_s),
             webhook_timeout_s: over.webhook_timeout_s.or(self.webhook_timeout_s),
             webhook_ca_file: over.webhook_ca_file.or(self.webhook_ca_file),
+            webhook_allow_nets: over.webhook_allow_nets.or(self.webhook_allow_nets),
             media_udp: over.media_udp.or(self.media_udp),
             media_announce: over.media_announce.or(self.media_announce),
             media_workers: over.media_workers.or(self.media_workers),
@@ -188,6 +193,17 @@ impl Settings {
                     std::fs::read(path)
                         .map_err(|e| ControlError::Config(format!("webhook_ca_file {}: {e}", path.display())))?,
                 ),
+            },
+            policy: match (&self.webhook_allow_nets, mode) {
+                (None, Mode::Serve) => arc_webhooks::ssrf::AddressPolicy::default(),
+                (None, _) => arc_webhooks::ssrf::AddressPolicy::loopback(),
+                (Some(list), _) => {
+                    let mut allow = Vec::new();
+                    for net in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        allow.push(net.parse().map_err(|e| ControlError::Config(format!("webhook_allow_nets: {e}")))?);
+                    }
+                    arc_webhooks::ssrf::AddressPolicy { allow }
+                }
             },
         };
         let media_text = self.media_udp.unwrap_or_else(|| MEDIA_UDP_DEFAULT.to_owned());
@@ -302,6 +318,8 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// Extra trusted CA certificates (PEM) for `https://` endpoints.
     pub ca_pem: Option<Vec<u8>>,
+    /// Which non-public addresses webhooks may reach.
+    pub policy: arc_webhooks::ssrf::AddressPolicy,
 }
 
 impl Config {

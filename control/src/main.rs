@@ -84,6 +84,10 @@ struct SettingsArgs {
     /// PEM file of extra CA certificates to trust for https:// webhook URLs
     #[arg(long, global = true, env = "ARC_WEBHOOK_CA_FILE")]
     webhook_ca_file: Option<PathBuf>,
+    /// Non-public address ranges webhooks may reach, comma-separated CIDRs
+    /// (e.g. 10.0.0.0/8) [default: none in serve; loopback in dev]
+    #[arg(long, global = true, env = "ARC_WEBHOOK_ALLOW_NETS")]
+    webhook_allow_nets: Option<String>,
     /// dev: UDP address of the embedded media node's media port [default: 0.0.0.0:7882]
     #[arg(long, global = true, env = "ARC_MEDIA_UDP")]
     media_udp: Option<String>,
@@ -138,6 +142,7 @@ impl SettingsArgs {
             webhook_backoff_max_s: self.webhook_backoff_max_s,
             webhook_timeout_s: self.webhook_timeout_s,
             webhook_ca_file: self.webhook_ca_file,
+            webhook_allow_nets: self.webhook_allow_nets,
             media_udp: self.media_udp,
             media_announce: self.media_announce,
             media_workers: self.media_workers,

@@ -186,6 +186,7 @@ fn webhook_config(config: &Config) -> arc_webhooks::WebhookConfig {
         timeout: config.webhook.timeout,
         concurrency: 16,
         ca_pem: config.webhook.ca_pem.clone(),
+        policy: config.webhook.policy.clone(),
     }
 }
 
@@ -296,6 +297,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         signal: signal_hub.clone(),
         signal_relay,
         signal_timeout: config.signal_timeout,
+        webhook_policy: config.webhook.policy.clone(),
     });
     let state = Arc::new(ApiState {
         services,

@@ -48,12 +48,28 @@ pub async fn create_app(
     quotas: Quotas,
     webhooks: Vec<String>,
 ) -> UseCaseResult<Created> {
+    check_webhooks(s, &webhooks).await?;
     let app_id = AppId::generate();
     let secret = AppSecret::generate();
     let command = AppCommand::Create { name, secret: seal(s, &app_id, &secret), quotas, webhooks };
     let meta = super::command_meta(actor);
     let done = s.apps.execute(&(&app_id).into(), &command, &meta).await?;
     Ok(Created { app_id, secret, at: meta.occurred_at, position: done.appended.map(|a| a.last) })
+}
+
+/// Webhook URLs must not reach non-public addresses the operator has not
+/// allowed (a tenant's server-side request forgery); deliveries check again.
+async fn check_webhooks(s: &Services, urls: &[String]) -> UseCaseResult<()> {
+    for url in urls {
+        // The aggregate checks the form; this checks where it goes.
+        if arc_events::aggregate::app::validate_webhook_url(url).is_err() {
+            continue;
+        }
+        arc_webhooks::ssrf::check_url(&s.webhook_policy, url)
+            .await
+            .map_err(|why| UseCaseError::invalid("webhooks", format!("{url}: {why}")))?;
+    }
+    Ok(())
 }
 
 /// A change to an app's standing or settings.
@@ -78,7 +94,10 @@ pub async fn change_app(
         AppChange::Enable => AppCommand::Enable,
         AppChange::Delete => AppCommand::Delete,
         AppChange::Quotas(quotas) => AppCommand::SetQuotas { quotas },
-        AppChange::Webhooks(urls) => AppCommand::SetWebhooks { urls },
+        AppChange::Webhooks(urls) => {
+            check_webhooks(s, &urls).await?;
+            AppCommand::SetWebhooks { urls }
+        }
     };
     let meta = super::command_meta(actor);
     let done = s.apps.execute(&(&parse_app_id(app_id)?).into(), &command, &meta).await?;

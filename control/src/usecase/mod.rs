@@ -105,6 +105,8 @@ pub struct Services {
     pub signal_relay: crate::signal::Relay,
     /// How long a signalling socket may stay silent before its participant is removed.
     pub signal_timeout: Duration,
+    /// Which non-public addresses apps' webhook URLs may name.
+    pub webhook_policy: arc_webhooks::ssrf::AddressPolicy,
 }
 
 /// A projection this instance runs (as its writer or a follower).

@@ -98,6 +98,9 @@ pub fn start_with_env(mode: &Mode, extra: &[&str], envs: &[(&str, &str)]) -> Ser
         .arg(mode.subcommand())
         .args(mode.args(None))
         .args(extra)
+        // The tests' webhook receivers listen on loopback, which `serve`
+        // refuses unless allowed (the SSRF test starts one without it).
+        .env("ARC_WEBHOOK_ALLOW_NETS", "127.0.0.0/8,::1/128")
         .envs(envs.iter().copied())
         .env("ARC_LOG", "warn,rtc_dtls=error")
         .stdout(Stdio::piped())

@@ -124,6 +124,7 @@ mod plan;
 mod planner;
 mod query;
 mod sender;
+pub mod ssrf;
 
 pub use planner::{BATCH_MAX, PROJECTION_NAME};
 pub use query::LIST_MAX;
@@ -145,6 +146,8 @@ pub struct WebhookConfig {
     /// Extra CA certificates (PEM, one or more) trusted for `https://`
     /// endpoints, on top of the system's store and the Mozilla roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// Which non-public addresses deliveries may reach ([`ssrf`]).
+    pub policy: ssrf::AddressPolicy,
 }
 
 impl Default for WebhookConfig {
@@ -157,6 +160,7 @@ impl Default for WebhookConfig {
             timeout: Duration::from_secs(10),
             concurrency: 16,
             ca_pem: None,
+            policy: ssrf::AddressPolicy::default(),
         }
     }
 }

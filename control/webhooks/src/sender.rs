@@ -249,8 +249,13 @@ impl Ctx {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        // Names resolve through the policy (a refused address is never
+        // handed to the client); no proxy, so the connection goes where it was checked.
+        let resolver = crate::ssrf::CheckedResolver { policy: Arc::new(config.policy.clone()) };
         let client = builder
             .user_agent(USER_AGENT)
+            .no_proxy()
+            .dns_resolver(Arc::new(resolver))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .build()
@@ -275,6 +280,8 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 async fn post(ctx: &Ctx, due: &Due, secret: &AppSecret, attempt: u32) -> Result<u16, String> {
+    // An IP-literal host is not resolved by the client: checked here.
+    crate::ssrf::check_literal(&ctx.config.policy, &due.url).map_err(|why| format!("refused: {why}"))?;
     let timestamp = Utc::now().timestamp();
     let signature = arc_auth::webhook::sign(secret, timestamp, due.body.as_bytes());
     let response = ctx
@@ -490,6 +497,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             concurrency: 2,
             ca_pem: None,
+            policy: crate::ssrf::AddressPolicy::loopback(),
         }
     }
 

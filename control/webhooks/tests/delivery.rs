@@ -35,6 +35,8 @@ fn config(attempts_max: u32) -> WebhookConfig {
         timeout: Duration::from_secs(5),
         concurrency: 16,
         ca_pem: None,
+        // The receivers here listen on loopback.
+        policy: arc_webhooks::ssrf::AddressPolicy::loopback(),
     }
 }
 
