@@ -49,6 +49,15 @@ pub struct Settings {
     /// Seconds a signalling socket may stay silent (no message, no pong)
     /// before its participant is removed (`connection_lost`; default 20).
     pub signal_timeout_s: Option<u64>,
+    /// STUN servers handed to clients in `join`, comma-separated `stun:` URLs.
+    pub stun_urls: Option<String>,
+    /// TURN servers handed to clients in `join` with time-limited
+    /// credentials, comma-separated `turn:`/`turns:` URLs (needs `turn_secret`).
+    pub turn_urls: Option<String>,
+    /// The secret shared with the TURN servers (coturn `static-auth-secret`).
+    pub turn_secret: Option<String>,
+    /// Lifetime of a participant's TURN credentials, in seconds (default 21600).
+    pub turn_ttl_s: Option<u64>,
     /// Master key sealing app secrets (64 hex chars). `dev` generates one into
     /// the data dir when unset; `serve` requires it.
     pub master_key: Option<String>,
@@ -108,6 +117,10 @@ impl Settings {
             admin_key: over.admin_key.or(self.admin_key),
             janitor_interval_s: over.janitor_interval_s.or(self.janitor_interval_s),
             signal_timeout_s: over.signal_timeout_s.or(self.signal_timeout_s),
+            stun_urls: over.stun_urls.or(self.stun_urls),
+            turn_urls: over.turn_urls.or(self.turn_urls),
+            turn_secret: over.turn_secret.or(self.turn_secret),
+            turn_ttl_s: over.turn_ttl_s.or(self.turn_ttl_s),
             master_key: over.master_key.or(self.master_key),
             token_max_ttl_s: over.token_max_ttl_s.or(self.token_max_ttl_s),
             secret_grace_s: over.secret_grace_s.or(self.secret_grace_s),
@@ -171,6 +184,7 @@ impl Settings {
             return Err(ControlError::Config(format!("signal_timeout_s must be 2..=3600, not {signal_timeout_s}")));
         }
         let signal_timeout = Duration::from_secs(signal_timeout_s);
+        let ice = IceSettings::resolve(self.stun_urls, self.turn_urls, self.turn_secret, self.turn_ttl_s)?;
         let token_max_ttl_s = self.token_max_ttl_s.unwrap_or(TOKEN_MAX_TTL_S_DEFAULT);
         if !(60..=TOKEN_MAX_TTL_S_LIMIT).contains(&token_max_ttl_s) {
             return Err(ControlError::Config(format!(
@@ -246,6 +260,7 @@ impl Settings {
             admin_key: self.admin_key,
             janitor_interval,
             signal_timeout,
+            ice,
             master_key: self.master_key,
             token_max_ttl_s,
             secret_grace_s,
@@ -300,10 +315,70 @@ pub struct Config {
     pub janitor_interval: Duration,
     /// How long a signalling socket may stay silent before its participant is removed.
     pub signal_timeout: Duration,
+    /// The STUN and TURN servers clients are told of.
+    pub ice: IceSettings,
     pub master_key: Option<String>,
     pub token_max_ttl_s: u32,
     pub secret_grace_s: u32,
     pub webhook: WebhookSettings,
+}
+
+/// STUN and TURN servers for clients (`join`'s `ice_servers`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct IceSettings {
+    pub stun: Vec<String>,
+    pub turn: Vec<String>,
+    /// Shared with the TURN servers; credentials are derived from it.
+    pub turn_secret: Option<String>,
+    pub turn_ttl: Duration,
+}
+
+impl std::fmt::Debug for IceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceSettings")
+            .field("stun", &self.stun)
+            .field("turn", &self.turn)
+            .field("turn_secret", &self.turn_secret.as_ref().map(|_| "***"))
+            .field("turn_ttl", &self.turn_ttl)
+            .finish()
+    }
+}
+
+/// Default lifetime of TURN credentials (6 h).
+pub const TURN_TTL_S_DEFAULT: u64 = 6 * 3600;
+
+impl IceSettings {
+    fn resolve(
+        stun: Option<String>,
+        turn: Option<String>,
+        secret: Option<String>,
+        ttl_s: Option<u64>,
+    ) -> Result<Self, ControlError> {
+        let list = |text: Option<String>, schemes: &[&str], what: &str| -> Result<Vec<String>, ControlError> {
+            let mut out = Vec::new();
+            for url in text.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let ok = schemes.iter().any(|s| url.strip_prefix(s).is_some_and(|rest| !rest.is_empty()));
+                if !ok || url.len() > 512 || url.chars().any(char::is_whitespace) {
+                    return Err(ControlError::Config(format!("{what}: {url:?} is not a {} URL", schemes.join(" or "))));
+                }
+                out.push(url.to_owned());
+            }
+            Ok(out)
+        };
+        let stun = list(stun, &["stun:", "stuns:"], "stun_urls")?;
+        let turn = list(turn, &["turn:", "turns:"], "turn_urls")?;
+        let turn_secret = secret.filter(|s| !s.is_empty());
+        if !turn.is_empty() && turn_secret.is_none() {
+            return Err(ControlError::Config(
+                "turn_urls needs turn_secret (the TURN servers' static-auth-secret)".into(),
+            ));
+        }
+        let ttl_s = ttl_s.unwrap_or(TURN_TTL_S_DEFAULT);
+        if !(60..=7 * 86_400).contains(&ttl_s) {
+            return Err(ControlError::Config(format!("turn_ttl_s must be 60..=604800, not {ttl_s}")));
+        }
+        Ok(Self { stun, turn, turn_secret, turn_ttl: Duration::from_secs(ttl_s) })
+    }
 }
 
 /// How webhooks are delivered.
@@ -332,6 +407,27 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ice_servers_are_checked() {
+        let r = |stun: Option<&str>, turn: Option<&str>, secret: Option<&str>, ttl: Option<u64>| {
+            IceSettings::resolve(stun.map(Into::into), turn.map(Into::into), secret.map(Into::into), ttl)
+        };
+        assert_eq!(r(None, None, None, None).map(|i| (i.stun.len(), i.turn.len())).ok(), Some((0, 0)));
+        let ok = r(Some("stun:a:3478, stun:b"), Some("turn:t:3478?transport=udp,turns:t:5349"), Some("s"), None)
+            .expect("valid");
+        assert_eq!((ok.stun.len(), ok.turn.len(), ok.turn_ttl.as_secs()), (2, 2, TURN_TTL_S_DEFAULT));
+        assert!(!format!("{ok:?}").contains("\"s\""), "the secret stays out of logs: {ok:?}");
+        for (stun, turn, secret, ttl) in [
+            (None, Some("turn:t:3478"), None, None),
+            (Some("http://x"), None, None, None),
+            (None, Some("stun:t"), Some("s"), None),
+            (Some("stun:"), None, None, None),
+            (None, Some("turn:t:3478"), Some("s"), Some(10)),
+        ] {
+            assert!(r(stun, turn, secret, ttl).is_err(), "{stun:?} {turn:?} {secret:?} {ttl:?}");
+        }
+    }
 
     #[test]
     fn flags_beat_env_beat_file() {

@@ -60,6 +60,18 @@ struct SettingsArgs {
     /// Seconds a signalling WebSocket may stay silent (no message, no pong) before its participant is removed [default: 20]
     #[arg(long, global = true, env = "ARC_SIGNAL_TIMEOUT_S")]
     signal_timeout_s: Option<u64>,
+    /// STUN servers given to clients, comma-separated (stun:host:port)
+    #[arg(long, global = true, env = "ARC_STUN_URLS")]
+    stun_urls: Option<String>,
+    /// TURN servers given to clients with time-limited credentials, comma-separated (turn:host:port?transport=udp, turns:…)
+    #[arg(long, global = true, env = "ARC_TURN_URLS")]
+    turn_urls: Option<String>,
+    /// The secret shared with the TURN servers (coturn's static-auth-secret)
+    #[arg(long, global = true, env = "ARC_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// How long a participant's TURN credentials last, in seconds [default: 21600]
+    #[arg(long, global = true, env = "ARC_TURN_TTL_S")]
+    turn_ttl_s: Option<u64>,
     /// Master key sealing app secrets (64 hex chars); dev generates one into the data dir
     #[arg(long, global = true, env = "ARC_MASTER_KEY", hide_env_values = true)]
     master_key: Option<String>,
@@ -134,6 +146,10 @@ impl SettingsArgs {
             admin_key: self.admin_key,
             janitor_interval_s: self.janitor_interval_s,
             signal_timeout_s: self.signal_timeout_s,
+            stun_urls: self.stun_urls,
+            turn_urls: self.turn_urls,
+            turn_secret: self.turn_secret,
+            turn_ttl_s: self.turn_ttl_s,
             master_key: self.master_key,
             token_max_ttl_s: self.token_max_ttl_s,
             secret_grace_s: self.secret_grace_s,

@@ -298,6 +298,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         signal_relay,
         signal_timeout: config.signal_timeout,
         webhook_policy: config.webhook.policy.clone(),
+        ice: config.ice.clone(),
     });
     let state = Arc::new(ApiState {
         services,

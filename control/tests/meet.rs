@@ -131,3 +131,87 @@ async fn two_windows_on_dev_meet_without_minting_tokens() {
         http.post(format!("{}/v1/dev/token", serve.base)).json(&json!({"room": "retro"})).send().await.expect("post");
     assert_eq!(none.status(), 404, "serve mints no development tokens");
 }
+
+/// A TURN server (coturn, started here on loopback and stopped by pid).
+struct Turn {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn start_turn(secret: &str) -> Turn {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_udp_port();
+    let relay_from = 40_000 + (port % 20_000);
+    let child = Command::new("turnserver")
+        .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint", "--log-file=stdout", "--simple-log"])
+        .args(["--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers"])
+        .arg(format!("--listening-port={port}"))
+        .arg(format!("--min-port={relay_from}"))
+        .arg(format!("--max-port={}", relay_from + 200))
+        .args(["--use-auth-secret", &format!("--static-auth-secret={secret}"), "--realm=arc.test"])
+        .arg(format!("--pidfile={}", dir.path().join("turn.pid").display()))
+        .arg(format!("--userdb={}", dir.path().join("turn.db").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("turnserver (coturn; scripts/test installs it)");
+    // Ready when it answers a STUN binding request.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(200))).expect("timeout");
+    let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    request.extend_from_slice(b"arc-turn-tst");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let _ = sock.send_to(&request, ("127.0.0.1", port));
+        let mut buf = [0u8; 512];
+        if sock.recv_from(&mut buf).is_ok_and(|(n, _)| n >= 20 && buf[0] == 0x01 && buf[1] == 0x01) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "coturn answered on 127.0.0.1:{port}");
+    }
+    Turn { child, port, _dir: dir }
+}
+
+/// With `--turn-urls` and `--turn-secret`, `join` hands each participant
+/// the TURN server with credentials of its own (time-limited, the TURN REST
+/// API convention coturn checks), and two pages forced to relay
+/// (`iceTransportPolicy: "relay"`) meet through coturn: every stream they
+/// receive comes over a relay candidate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meeting_relayed_through_turn() {
+    let secret = "turn-shared-secret-for-tests";
+    let turn = start_turn(secret);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let turn_url = format!("turn:127.0.0.1:{}?transport=udp", turn.port);
+    let server = common::start_with(
+        &Mode::Embedded { data_dir: dir.path().to_path_buf() },
+        &["--turn-urls", &turn_url, "--turn-secret", secret, "--stun-urls", &format!("stun:127.0.0.1:{}", turn.port)],
+    );
+    let out = Command::new("node")
+        .arg("meet.mjs")
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser"))
+        .env("ARC_URL", &server.base)
+        .env("NAMES", "Gus,Hal")
+        .env("ROOM", "relayed")
+        .env("RELAY", "1")
+        .output()
+        .expect("run node tests/browser/meet.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("{}");
+    eprintln!("meet (relayed): {}", last.split("\"views\"").next().unwrap_or(last));
+    let r: Value = serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}));
+    assert_eq!(r["ok"], true, "two pages met through TURN only: {r}");
+    assert_eq!(r["relayed"], true, "{r}");
+}

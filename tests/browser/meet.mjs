@@ -23,7 +23,9 @@
 // QUALITY (1: every page must be told everyone's connection quality, and on
 // loopback none may be poor), RESUME (1: the second page's socket drops; it
 // must resume its session — same participant, nobody sees it leave — and
-// media must keep flowing both ways).
+// media must keep flowing both ways), RELAY (1: the pages send and receive
+// only through the server's TURN servers; every received stream must come
+// over a relay candidate).
 import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -42,6 +44,7 @@ const failover = env("FAILOVER", "0") === "1";
 const speak = env("SPEAK", "0") === "1";
 const quality = env("QUALITY", "0") === "1";
 const resume = env("RESUME", "0") === "1";
+const relay = env("RELAY", "0") === "1";
 
 // A steady 440 Hz tone at about -12 dBFS, one second (Chromium loops it).
 function tone() {
@@ -68,6 +71,7 @@ try {
     const context = await browser.newContext();
     const page = await context.newPage();
     const fields = { name: names[i] ?? "", autojoin: "1" };
+    if (relay) fields.relay = "1";
     if (tokens[i]) fields.token = tokens[i];
     if (room) fields.room = room;
     const q = new URLSearchParams(fields).toString();
@@ -149,7 +153,11 @@ try {
         && views.every((v) => !v.departed.includes(before[1].me));
     }
     const spoken = (!speak || !!result.one_speaker) && (!quality || !!result.quality_ok) && (!resume || !!result.resumed);
-    result.ok = chatted && spoken && !screen && !moderate && !failover;
+    if (relay) {
+      result.via = views.map((v) => Object.values(v.stats).map((s) => s.via));
+      result.relayed = views.every((v) => Object.values(v.stats).every((s) => s.via === "relay"));
+    }
+    result.ok = chatted && spoken && (!relay || result.relayed) && !screen && !moderate && !failover;
     if (chatted && spoken && failover) {
       console.log(JSON.stringify({ phase: "media" }));
       await new Promise((resolve) => process.stdin.once("data", resolve));

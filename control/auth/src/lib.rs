@@ -90,6 +90,7 @@
 pub mod seal;
 pub mod secret;
 pub mod token;
+pub mod turn;
 pub mod webhook;
 
 mod mac;

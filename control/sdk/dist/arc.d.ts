@@ -124,6 +124,8 @@ export interface ConnectOptions {
     autoSubscribe?: boolean;
     /** Reconnection tries before giving up (default 6: at once, then 0.5, 1, 2, 4, 4 s). */
     reconnectAttempts?: number;
+    /** `relay`: media only through the TURN servers the server names (for networks that need it, and to test them). */
+    iceTransportPolicy?: RTCIceTransportPolicy;
 }
 type Handler<T> = (value: T) => void;
 /** Why a request failed: the server's code and message. */
@@ -151,10 +153,14 @@ export declare class Room {
     private attempts;
     private readonly autoSubscribe;
     private readonly maxAttempts;
+    private readonly iceTransportPolicy;
+    /** The STUN/TURN servers of the last join (TURN with this participant's credentials). */
+    iceServers: RTCIceServer[];
     private ping;
     private firstJoin;
     /** A room to join with `token` on the arc-control at `url` (e.g. `location.origin`); listen, then `connect()`. */
     constructor(url: string, token: string, options?: ConnectOptions);
+    private peerConnection;
     readonly url: string;
     private readonly token;
     /**
@@ -189,10 +195,15 @@ export declare class Room {
     unsubscribe(identity: string, options?: {
         screen?: boolean;
     }): void;
-    /** What each received stream decoded so far: video frames and audio packets, by key (identity or identity#screen). */
+    /**
+     * What each received stream decoded so far, by key (identity or
+     * identity#screen): video frames, audio packets, and the kind of this
+     * side's ICE candidate its media uses (`host`, `srflx`, `relay`: TURN).
+     */
     stats(): Promise<Record<string, {
         frames: number;
         audio: number;
+        via?: string;
     }>>;
     /** A data message to everyone else, or to the listed identities (needs `publish_data`). */
     sendData(payload: string, options?: {

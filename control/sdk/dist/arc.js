@@ -25,6 +25,9 @@ var Room = class _Room {
   attempts = 0;
   autoSubscribe;
   maxAttempts;
+  iceTransportPolicy;
+  /** The STUN/TURN servers of the last join (TURN with this participant's credentials). */
+  iceServers = [];
   ping = null;
   firstJoin = null;
   /** A room to join with `token` on the arc-control at `url` (e.g. `location.origin`); listen, then `connect()`. */
@@ -33,6 +36,14 @@ var Room = class _Room {
     this.token = token;
     this.autoSubscribe = options.autoSubscribe ?? true;
     this.maxAttempts = options.reconnectAttempts ?? 6;
+    this.iceTransportPolicy = options.iceTransportPolicy ?? "all";
+  }
+  peerConnection() {
+    return new RTCPeerConnection({
+      bundlePolicy: "max-bundle",
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy
+    });
   }
   url;
   token;
@@ -120,17 +131,25 @@ var Room = class _Room {
   unsubscribe(identity, options = {}) {
     this.dropSub(options.screen ? identity + "#screen" : identity, true);
   }
-  /** What each received stream decoded so far: video frames and audio packets, by key (identity or identity#screen). */
+  /**
+   * What each received stream decoded so far, by key (identity or
+   * identity#screen): video frames, audio packets, and the kind of this
+   * side's ICE candidate its media uses (`host`, `srflx`, `relay`: TURN).
+   */
   async stats() {
     const out = {};
     for (const [key, { pc }] of this.subs) {
       let frames = 0;
       let audio = 0;
-      (await pc.getStats()).forEach((r) => {
+      let pair;
+      const reports = await pc.getStats();
+      reports.forEach((r) => {
         if (r.type === "inbound-rtp" && r.kind === "video") frames += r.framesDecoded ?? 0;
         if (r.type === "inbound-rtp" && r.kind === "audio") audio += r.packetsReceived ?? 0;
+        if (r.type === "transport" && r.selectedCandidatePairId) pair = r.selectedCandidatePairId;
       });
-      out[key] = { frames, audio };
+      const local = pair ? reports.get(reports.get(pair)?.localCandidateId) : void 0;
+      out[key] = { frames, audio, via: local?.candidateType };
     }
     return out;
   }
@@ -274,7 +293,7 @@ var Room = class _Room {
   // Offers go at once, without waiting for ICE candidates: Arc's nodes are
   // ICE-lite and learn the browser's addresses from its connectivity checks.
   async openLeg(stream, screen) {
-    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    const pc = this.peerConnection();
     const leg = { pc, session: null, stream };
     for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
     try {
@@ -302,7 +321,7 @@ var Room = class _Room {
   async receive(p, screen) {
     const key = screen ? p.identity + "#screen" : p.identity;
     if (this.subs.has(key) || p.sid === this.me?.sid || !this.me?.permissions.subscribe) return;
-    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    const pc = this.peerConnection();
     const stream = new MediaStream();
     const leg = { pc, session: null, stream };
     this.subs.set(key, leg);
@@ -368,6 +387,9 @@ var Room = class _Room {
         const first = this.me === null;
         if (!m.resumed && !first) this.teardown();
         this.resumeToken = m.resume_token ?? "";
+        this.iceServers = (m.ice_servers ?? []).map(
+          (s) => ({ urls: s.urls, username: s.username, credential: s.credential })
+        );
         this.attempts = 0;
         this.state = "joined";
         this.room = m.room;

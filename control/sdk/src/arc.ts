@@ -94,6 +94,8 @@ export interface ConnectOptions {
   autoSubscribe?: boolean;
   /** Reconnection tries before giving up (default 6: at once, then 0.5, 1, 2, 4, 4 s). */
   reconnectAttempts?: number;
+  /** `relay`: media only through the TURN servers the server names (for networks that need it, and to test them). */
+  iceTransportPolicy?: RTCIceTransportPolicy;
 }
 
 type Handler<T> = (value: T) => void;
@@ -143,6 +145,9 @@ export class Room {
   private attempts = 0;
   private readonly autoSubscribe: boolean;
   private readonly maxAttempts: number;
+  private readonly iceTransportPolicy: RTCIceTransportPolicy;
+  /** The STUN/TURN servers of the last join (TURN with this participant's credentials). */
+  iceServers: RTCIceServer[] = [];
   private ping: ReturnType<typeof setInterval> | null = null;
   private firstJoin: { resolve: () => void; reject: (e: Error) => void } | null = null;
 
@@ -152,6 +157,15 @@ export class Room {
     this.token = token;
     this.autoSubscribe = options.autoSubscribe ?? true;
     this.maxAttempts = options.reconnectAttempts ?? 6;
+    this.iceTransportPolicy = options.iceTransportPolicy ?? "all";
+  }
+
+  private peerConnection(): RTCPeerConnection {
+    return new RTCPeerConnection({
+      bundlePolicy: "max-bundle",
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
+    });
   }
 
   readonly url: string;
@@ -257,17 +271,25 @@ export class Room {
     this.dropSub(options.screen ? identity + "#screen" : identity, true);
   }
 
-  /** What each received stream decoded so far: video frames and audio packets, by key (identity or identity#screen). */
-  async stats(): Promise<Record<string, { frames: number; audio: number }>> {
-    const out: Record<string, { frames: number; audio: number }> = {};
+  /**
+   * What each received stream decoded so far, by key (identity or
+   * identity#screen): video frames, audio packets, and the kind of this
+   * side's ICE candidate its media uses (`host`, `srflx`, `relay`: TURN).
+   */
+  async stats(): Promise<Record<string, { frames: number; audio: number; via?: string }>> {
+    const out: Record<string, { frames: number; audio: number; via?: string }> = {};
     for (const [key, { pc }] of this.subs) {
       let frames = 0;
       let audio = 0;
-      (await pc.getStats()).forEach((r: any) => {
+      let pair: string | undefined;
+      const reports = await pc.getStats();
+      reports.forEach((r: any) => {
         if (r.type === "inbound-rtp" && r.kind === "video") frames += r.framesDecoded ?? 0;
         if (r.type === "inbound-rtp" && r.kind === "audio") audio += r.packetsReceived ?? 0;
+        if (r.type === "transport" && r.selectedCandidatePairId) pair = r.selectedCandidatePairId;
       });
-      out[key] = { frames, audio };
+      const local = pair ? reports.get(reports.get(pair)?.localCandidateId) : undefined;
+      out[key] = { frames, audio, via: local?.candidateType };
     }
     return out;
   }
@@ -430,7 +452,7 @@ export class Room {
   // Offers go at once, without waiting for ICE candidates: Arc's nodes are
   // ICE-lite and learn the browser's addresses from its connectivity checks.
   private async openLeg(stream: MediaStream, screen: boolean): Promise<Leg> {
-    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    const pc = this.peerConnection();
     const leg: Leg = { pc, session: null, stream };
     for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
     try {
@@ -460,7 +482,7 @@ export class Room {
   private async receive(p: Participant, screen: boolean): Promise<void> {
     const key = screen ? p.identity + "#screen" : p.identity;
     if (this.subs.has(key) || p.sid === this.me?.sid || !this.me?.permissions.subscribe) return;
-    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    const pc = this.peerConnection();
     const stream = new MediaStream();
     const leg: Leg = { pc, session: null, stream };
     this.subs.set(key, leg);
@@ -531,6 +553,9 @@ export class Room {
         const first = this.me === null;
         if (!m.resumed && !first) this.teardown();
         this.resumeToken = m.resume_token ?? "";
+        this.iceServers = ((m.ice_servers ?? []) as { urls: string[]; username?: string; credential?: string }[]).map(
+          (s) => ({ urls: s.urls, username: s.username, credential: s.credential }),
+        );
         this.attempts = 0;
         this.state = "joined";
         this.room = m.room;

@@ -240,7 +240,8 @@ async fn session(
     let mut heard = Instant::now();
     let greeted = match view.state(true) {
         Some(mut m) => {
-            if let ServerMessage::Join { moderator, resume_token: token, resumed: r, .. } = &mut m {
+            if let ServerMessage::Join { moderator, resume_token: token, resumed: r, ice_servers, .. } = &mut m {
+                *ice_servers = uc::ice_servers(&state.ice, &joined.sid, chrono::Utc::now());
                 *moderator = joined.admin;
                 *token = resume_token;
                 *r = resumed;

@@ -145,8 +145,10 @@ pub enum ServerMessage {
         participant: ParticipantInfo,
         /// Everyone else in the room now.
         participants: Vec<ParticipantInfo>,
-        /// STUN/TURN servers for the client's peer connections (none yet:
-        /// media nodes are reached directly on their announced addresses).
+        /// STUN/TURN servers for the client's peer connections (the
+        /// operator's `--stun-urls` / `--turn-urls`; TURN with credentials
+        /// for this participant, good for `--turn-ttl-s`). Empty: the media
+        /// nodes are reached directly on their announced addresses.
         ice_servers: Vec<IceServer>,
         /// The token's `admin` grant: the moderation requests are open to it.
         #[serde(default)]

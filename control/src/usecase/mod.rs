@@ -105,6 +105,8 @@ pub struct Services {
     pub signal_relay: crate::signal::Relay,
     /// How long a signalling socket may stay silent before its participant is removed.
     pub signal_timeout: Duration,
+    /// The STUN and TURN servers clients are told of.
+    pub ice: crate::config::IceSettings,
     /// Which non-public addresses apps' webhook URLs may name.
     pub webhook_policy: arc_webhooks::ssrf::AddressPolicy,
 }

@@ -253,6 +253,30 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The STUN and TURN servers a participant's connections may use: the TURN
+/// ones with credentials derived for its sid, good for the configured time
+/// from `now`.
+pub fn ice_servers(
+    ice: &crate::config::IceSettings,
+    sid: &ParticipantSid,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<crate::signal::protocol::IceServer> {
+    let mut out = Vec::new();
+    if !ice.stun.is_empty() {
+        out.push(crate::signal::protocol::IceServer { urls: ice.stun.clone(), username: None, credential: None });
+    }
+    if let (false, Some(secret)) = (ice.turn.is_empty(), &ice.turn_secret) {
+        let expires = now.timestamp().saturating_add(i64::try_from(ice.turn_ttl.as_secs()).unwrap_or(i64::MAX));
+        let (username, credential) = arc_auth::turn::credentials(secret, sid.as_str(), expires);
+        out.push(crate::signal::protocol::IceServer {
+            urls: ice.turn.clone(),
+            username: Some(username),
+            credential: Some(credential),
+        });
+    }
+    out
+}
+
 /// A socket's hold on its session (`signal_sockets`): which socket holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder(pub String);
@@ -432,4 +456,29 @@ pub async fn release_socket(s: &Services, joined: &Joined, holder: &Holder) -> U
         .execute(&s.db.pool)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_servers_carry_turn_credentials_of_the_participant_until_the_ttl() {
+        let sid = ParticipantSid::parse("pa_1").expect("sid");
+        let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+        assert!(ice_servers(&crate::config::IceSettings::default(), &sid, now).is_empty(), "none configured: none");
+        let ice = crate::config::IceSettings {
+            stun: vec!["stun:stun.example.net:3478".into()],
+            turn: vec!["turn:turn.example.net:3478?transport=udp".into(), "turns:turn.example.net:5349".into()],
+            turn_secret: Some("north".into()),
+            turn_ttl: std::time::Duration::from_secs(3600),
+        };
+        let servers = ice_servers(&ice, &sid, now);
+        assert_eq!(servers.len(), 2);
+        assert_eq!((servers[0].urls.len(), servers[0].username.as_deref()), (1, None));
+        let (user, credential) = arc_auth::turn::credentials("north", "pa_1", 1_700_003_600);
+        assert_eq!(servers[1].username.as_deref(), Some(user.as_str()));
+        assert_eq!(servers[1].credential.as_deref(), Some(credential.as_str()));
+        assert_eq!(servers[1].username.as_deref(), Some("1700003600:pa_1"));
+    }
 }
