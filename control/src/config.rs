@@ -58,6 +58,10 @@ pub struct Settings {
     pub turn_secret: Option<String>,
     /// Lifetime of a participant's TURN credentials, in seconds (default 21600).
     pub turn_ttl_s: Option<u64>,
+    /// Failed authentications a minute from one address before it gets `429`s (default 30).
+    pub auth_failures_per_addr: Option<u32>,
+    /// Failed authentications a minute naming one app key before it gets `429`s (default 100).
+    pub auth_failures_per_key: Option<u32>,
     /// Master key sealing app secrets (64 hex chars). `dev` generates one into
     /// the data dir when unset; `serve` requires it.
     pub master_key: Option<String>,
@@ -118,6 +122,8 @@ impl Settings {
             janitor_interval_s: over.janitor_interval_s.or(self.janitor_interval_s),
             signal_timeout_s: over.signal_timeout_s.or(self.signal_timeout_s),
             stun_urls: over.stun_urls.or(self.stun_urls),
+            auth_failures_per_addr: over.auth_failures_per_addr.or(self.auth_failures_per_addr),
+            auth_failures_per_key: over.auth_failures_per_key.or(self.auth_failures_per_key),
             turn_urls: over.turn_urls.or(self.turn_urls),
             turn_secret: over.turn_secret.or(self.turn_secret),
             turn_ttl_s: over.turn_ttl_s.or(self.turn_ttl_s),
@@ -184,6 +190,13 @@ impl Settings {
             return Err(ControlError::Config(format!("signal_timeout_s must be 2..=3600, not {signal_timeout_s}")));
         }
         let signal_timeout = Duration::from_secs(signal_timeout_s);
+        let auth_failures_per_addr = self.auth_failures_per_addr.unwrap_or(30);
+        let auth_failures_per_key = self.auth_failures_per_key.unwrap_or(100);
+        if auth_failures_per_addr == 0 || auth_failures_per_key == 0 {
+            return Err(ControlError::Config(
+                "auth_failures_per_addr and auth_failures_per_key must be at least 1".into(),
+            ));
+        }
         let ice = IceSettings::resolve(self.stun_urls, self.turn_urls, self.turn_secret, self.turn_ttl_s)?;
         let token_max_ttl_s = self.token_max_ttl_s.unwrap_or(TOKEN_MAX_TTL_S_DEFAULT);
         if !(60..=TOKEN_MAX_TTL_S_LIMIT).contains(&token_max_ttl_s) {
@@ -261,6 +274,8 @@ impl Settings {
             janitor_interval,
             signal_timeout,
             ice,
+            auth_failures_per_addr,
+            auth_failures_per_key,
             master_key: self.master_key,
             token_max_ttl_s,
             secret_grace_s,
@@ -317,6 +332,9 @@ pub struct Config {
     pub signal_timeout: Duration,
     /// The STUN and TURN servers clients are told of.
     pub ice: IceSettings,
+    /// Failed authentications a minute per address, and per app key, before `429`.
+    pub auth_failures_per_addr: u32,
+    pub auth_failures_per_key: u32,
     pub master_key: Option<String>,
     pub token_max_ttl_s: u32,
     pub secret_grace_s: u32,

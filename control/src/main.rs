@@ -60,6 +60,12 @@ struct SettingsArgs {
     /// Seconds a signalling WebSocket may stay silent (no message, no pong) before its participant is removed [default: 20]
     #[arg(long, global = true, env = "ARC_SIGNAL_TIMEOUT_S")]
     signal_timeout_s: Option<u64>,
+    /// Failed authentications a minute from one address before it gets 429s [default: 30]
+    #[arg(long, global = true, env = "ARC_AUTH_FAILURES_PER_ADDR")]
+    auth_failures_per_addr: Option<u32>,
+    /// Failed authentications a minute naming one app key before it gets 429s [default: 100]
+    #[arg(long, global = true, env = "ARC_AUTH_FAILURES_PER_KEY")]
+    auth_failures_per_key: Option<u32>,
     /// STUN servers given to clients, comma-separated (stun:host:port)
     #[arg(long, global = true, env = "ARC_STUN_URLS")]
     stun_urls: Option<String>,
@@ -147,6 +153,8 @@ impl SettingsArgs {
             janitor_interval_s: self.janitor_interval_s,
             signal_timeout_s: self.signal_timeout_s,
             stun_urls: self.stun_urls,
+            auth_failures_per_addr: self.auth_failures_per_addr,
+            auth_failures_per_key: self.auth_failures_per_key,
             turn_urls: self.turn_urls,
             turn_secret: self.turn_secret,
             turn_ttl_s: self.turn_ttl_s,

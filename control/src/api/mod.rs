@@ -39,6 +39,7 @@ pub(crate) mod dev;
 pub mod error;
 pub mod events;
 pub(crate) mod json_errors;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub(crate) mod position;
@@ -69,6 +70,8 @@ pub struct ApiState {
     pub metrics: metrics::Metrics,
     /// `POST /v1/dev/token` answers (`arc-control dev`, to this machine only).
     pub dev_tokens: bool,
+    /// Failed authentications, counted per address and app key.
+    pub auth_limits: limits::AuthLimits,
 }
 
 impl std::ops::Deref for ApiState {
@@ -161,6 +164,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route_layer(axum::middleware::from_fn(trace::span))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), position::layer))
+        // Too many failed authentications: 429 before any credential is checked.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::layer))
         .layer(axum::middleware::map_response(json_errors::json_errors))
         .layer(axum::middleware::from_fn(whip::cors))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))

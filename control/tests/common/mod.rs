@@ -101,6 +101,9 @@ pub fn start_with_env(mode: &Mode, extra: &[&str], envs: &[(&str, &str)]) -> Ser
         // The tests' webhook receivers listen on loopback, which `serve`
         // refuses unless allowed (the SSRF test starts one without it).
         .env("ARC_WEBHOOK_ALLOW_NETS", "127.0.0.0/8,::1/128")
+        // Negative suites fail on purpose, all from loopback (the rate-limit test sets its own).
+        .env("ARC_AUTH_FAILURES_PER_ADDR", "100000")
+        .env("ARC_AUTH_FAILURES_PER_KEY", "100000")
         .envs(envs.iter().copied())
         .env("ARC_LOG", "warn,rtc_dtls=error")
         .stdout(Stdio::piped())

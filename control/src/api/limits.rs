@@ -1,0 +1,185 @@
+//! Failed authentications are limited, against guessing keys, secrets and
+//! tokens: per source address and per app key, at most so many `401`s in a
+//! minute; past that, requests from that address (or naming that app key,
+//! in Basic credentials or as a token's issuer) get `429` with
+//! `Retry-After` until the minute is over — before any credential is
+//! checked, so guessing stops. Successful requests are never counted.
+//!
+//! Each instance counts on its own (in memory): behind a load balancer
+//! spreading requests over N instances, an address gets at most N times the
+//! limit. The per-key limit also means someone failing on purpose with an
+//! app's key can hold that app's API calls up for the rest of a minute; it
+//! is set well above what a misconfigured client produces.
+//! The address is the TCP peer's: behind a reverse proxy every caller shares
+//! the proxy's address (`X-Forwarded-For` is not trusted), so raise
+//! `--auth-failures-per-addr` there or let the proxy limit.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+
+use super::ApiState;
+use super::error::ApiError;
+
+/// The counting period.
+pub const PERIOD: Duration = Duration::from_secs(60);
+/// Entries kept before expired ones are swept.
+const ENTRIES_SWEEP_AT: usize = 10_000;
+
+/// Failures per key in fixed periods.
+#[derive(Debug)]
+struct Window<K> {
+    max: u32,
+    period: Duration,
+    counts: Mutex<HashMap<K, (Instant, u32)>>,
+}
+
+impl<K: Eq + Hash + Clone> Window<K> {
+    fn new(max: u32, period: Duration) -> Self {
+        Self { max, period, counts: Mutex::new(HashMap::new()) }
+    }
+
+    /// How long `k` must wait, if it used up its failures this period.
+    fn blocked(&self, k: &K, now: Instant) -> Option<Duration> {
+        let counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (start, n) = counts.get(k)?;
+        let end = *start + self.period;
+        (*n >= self.max && now < end).then(|| end - now)
+    }
+
+    fn fail(&self, k: K, now: Instant) {
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if counts.len() >= ENTRIES_SWEEP_AT {
+            let period = self.period;
+            counts.retain(|_, (start, _)| now.saturating_duration_since(*start) < period);
+        }
+        let entry = counts.entry(k).or_insert((now, 0));
+        if now.saturating_duration_since(entry.0) >= self.period {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+}
+
+/// The instance's failure limits.
+#[derive(Debug, Clone)]
+pub struct AuthLimits {
+    by_addr: Arc<Window<IpAddr>>,
+    by_key: Arc<Window<String>>,
+}
+
+impl AuthLimits {
+    /// At most `per_addr` failures a minute from one address, `per_key` naming one app key.
+    pub fn new(per_addr: u32, per_key: u32) -> Self {
+        Self { by_addr: Arc::new(Window::new(per_addr, PERIOD)), by_key: Arc::new(Window::new(per_key, PERIOD)) }
+    }
+
+    fn blocked(&self, addr: Option<IpAddr>, key: Option<&String>, now: Instant) -> Option<Duration> {
+        let a = addr.and_then(|a| self.by_addr.blocked(&a, now));
+        let k = key.and_then(|k| self.by_key.blocked(k, now));
+        a.into_iter().chain(k).max()
+    }
+
+    fn fail(&self, addr: Option<IpAddr>, key: Option<String>, now: Instant) {
+        if let Some(a) = addr {
+            self.by_addr.fail(a, now);
+        }
+        if let Some(k) = key {
+            self.by_key.fail(k, now);
+        }
+    }
+}
+
+/// The app key a request names: Basic credentials' user, or an access
+/// token's issuer (unverified: it only picks the counter).
+fn app_key(state: &ApiState, request: &Request) -> Option<String> {
+    let auth = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let token = match auth {
+        Some(v) if v.starts_with("Basic ") => {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(v[6..].trim()).ok()?;
+            let text = String::from_utf8(decoded).ok()?;
+            return text.split_once(':').map(|(k, _)| k.chars().take(64).collect());
+        }
+        Some(v) if v.starts_with("Bearer ") => Some(v[7..].trim().to_owned()),
+        _ => request
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("access_token=")))
+            .map(str::to_owned),
+    }?;
+    if !token.contains('.') {
+        return None;
+    }
+    arc_auth::token::peek_issuer(&token, &state.token_policy).ok().map(|k| k.chars().take(64).collect())
+}
+
+/// The middleware: refuses blocked callers, counts `401`s.
+pub(crate) async fn layer(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let addr = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let key = app_key(&state, &request);
+    let now = Instant::now();
+    if let Some(wait) = state.auth_limits.blocked(addr, key.as_ref(), now) {
+        let secs = wait.as_secs().max(1);
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            format!("too many failed authentications; retry in {secs} s"),
+        )
+        .into_response();
+        if let Ok(v) = secs.to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        state.auth_limits.fail(addr, key, now);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_past_the_limit_block_until_the_period_ends() {
+        let w = Window::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for i in 0..3 {
+            assert_eq!(w.blocked(&"k", t0), None, "after {i} failures");
+            w.fail("k", t0 + Duration::from_secs(i));
+        }
+        assert_eq!(w.blocked(&"k", t0 + Duration::from_secs(10)), Some(Duration::from_secs(50)));
+        assert_eq!(w.blocked(&"other", t0), None, "per key");
+        assert_eq!(w.blocked(&"k", t0 + Duration::from_secs(60)), None, "a new period");
+        w.fail("k", t0 + Duration::from_secs(61));
+        assert_eq!(w.blocked(&"k", t0 + Duration::from_secs(62)), None, "counting afresh");
+    }
+
+    #[test]
+    fn the_longer_wait_of_address_and_key_applies() {
+        let limits = AuthLimits::new(2, 5);
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        for _ in 0..2 {
+            limits.fail(Some(a), Some("ak_1".into()), t0);
+        }
+        assert!(limits.blocked(Some(a), None, t0).is_some(), "the address is over its limit");
+        assert!(limits.blocked(None, Some(&"ak_1".to_owned()), t0).is_none(), "the key is not yet");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        for _ in 0..3 {
+            limits.fail(Some(b), Some("ak_1".into()), t0);
+        }
+        assert!(limits.blocked(Some("192.0.2.3".parse().expect("ip")), Some(&"ak_1".to_owned()), t0).is_some());
+        assert!(limits.blocked(None, None, t0).is_none());
+    }
+}
