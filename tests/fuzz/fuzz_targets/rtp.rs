@@ -1,0 +1,30 @@
+//! RTP and RTCP as they arrive (rtc's parsers, as the engine uses them),
+//! then the forwarding core with the packet: header extensions, keyframe
+//! gating, the retransmission cache, a NACK for what it holds.
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use arc_media::forward::codec::Codec;
+use arc_media::forward::{DownKey, DownSpec, ForwardConfig, Forwarder, TrackKey, TrackSpec};
+use libfuzzer_sys::fuzz_target;
+use rtc::shared::marshal::Unmarshal;
+
+fuzz_target!(|data: &[u8]| {
+    let mut buf = data;
+    let _ = rtc::rtcp::packet::unmarshal(&mut buf);
+    let mut buf = data;
+    let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut buf) else { return };
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    let mut out = Vec::new();
+    for (k, codec, ext) in [(1, Codec::Vp8, None), (2, Codec::Opus, Some(1)), (3, Codec::H264, Some(3))] {
+        let _ = f.add_track(TrackKey(k), TrackSpec { codec, audio_level_ext: ext });
+        let spec = DownSpec { ssrc: 100 + k, payload_type: 96, audio_level_ext: ext };
+        let _ = f.add_down(t0, DownKey(k), spec, Some(TrackKey(k)), &mut out);
+    }
+    for k in 1..=3 {
+        f.on_rtp(t0 + Duration::from_millis(u64::from(k)), TrackKey(k), &packet, &mut out);
+        f.on_nack(DownKey(k), [packet.header.sequence_number, packet.header.sequence_number.wrapping_sub(1)], &mut out);
+    }
+});
