@@ -62,6 +62,10 @@ pub struct Settings {
     pub auth_failures_per_addr: Option<u32>,
     /// Failed authentications a minute naming one app key before it gets `429`s (default 100).
     pub auth_failures_per_key: Option<u32>,
+    /// Requests a minute naming one app key (Basic, or its tokens) before `429` (default 6000).
+    pub app_requests_per_minute: Option<u32>,
+    /// Media sessions (WHIP, WHEP, signalling sockets) one token may open a minute (default 30).
+    pub sessions_per_token_per_minute: Option<u32>,
     /// Master key sealing app secrets (64 hex chars). `dev` generates one into
     /// the data dir when unset; `serve` requires it.
     pub master_key: Option<String>,
@@ -124,6 +128,8 @@ impl Settings {
             stun_urls: over.stun_urls.or(self.stun_urls),
             auth_failures_per_addr: over.auth_failures_per_addr.or(self.auth_failures_per_addr),
             auth_failures_per_key: over.auth_failures_per_key.or(self.auth_failures_per_key),
+            app_requests_per_minute: over.app_requests_per_minute.or(self.app_requests_per_minute),
+            sessions_per_token_per_minute: over.sessions_per_token_per_minute.or(self.sessions_per_token_per_minute),
             turn_urls: over.turn_urls.or(self.turn_urls),
             turn_secret: over.turn_secret.or(self.turn_secret),
             turn_ttl_s: over.turn_ttl_s.or(self.turn_ttl_s),
@@ -190,11 +196,21 @@ impl Settings {
             return Err(ControlError::Config(format!("signal_timeout_s must be 2..=3600, not {signal_timeout_s}")));
         }
         let signal_timeout = Duration::from_secs(signal_timeout_s);
-        let auth_failures_per_addr = self.auth_failures_per_addr.unwrap_or(30);
-        let auth_failures_per_key = self.auth_failures_per_key.unwrap_or(100);
-        if auth_failures_per_addr == 0 || auth_failures_per_key == 0 {
+        let limits = crate::api::limits::LimitSettings {
+            failures_per_addr: self.auth_failures_per_addr.unwrap_or(30),
+            failures_per_key: self.auth_failures_per_key.unwrap_or(100),
+            app_requests: self.app_requests_per_minute.unwrap_or(6000),
+            sessions_per_token: self.sessions_per_token_per_minute.unwrap_or(30),
+        };
+        if limits.failures_per_addr == 0
+            || limits.failures_per_key == 0
+            || limits.app_requests == 0
+            || limits.sessions_per_token == 0
+        {
             return Err(ControlError::Config(
-                "auth_failures_per_addr and auth_failures_per_key must be at least 1".into(),
+                "auth_failures_per_addr, auth_failures_per_key, app_requests_per_minute and \
+                 sessions_per_token_per_minute must be at least 1"
+                    .into(),
             ));
         }
         let ice = IceSettings::resolve(self.stun_urls, self.turn_urls, self.turn_secret, self.turn_ttl_s)?;
@@ -274,8 +290,7 @@ impl Settings {
             janitor_interval,
             signal_timeout,
             ice,
-            auth_failures_per_addr,
-            auth_failures_per_key,
+            limits,
             master_key: self.master_key,
             token_max_ttl_s,
             secret_grace_s,
@@ -332,9 +347,8 @@ pub struct Config {
     pub signal_timeout: Duration,
     /// The STUN and TURN servers clients are told of.
     pub ice: IceSettings,
-    /// Failed authentications a minute per address, and per app key, before `429`.
-    pub auth_failures_per_addr: u32,
-    pub auth_failures_per_key: u32,
+    /// Failed authentications, requests per app and sessions per token, a minute, before `429`.
+    pub limits: crate::api::limits::LimitSettings,
     pub master_key: Option<String>,
     pub token_max_ttl_s: u32,
     pub secret_grace_s: u32,

@@ -66,6 +66,12 @@ struct SettingsArgs {
     /// Failed authentications a minute naming one app key before it gets 429s [default: 100]
     #[arg(long, global = true, env = "ARC_AUTH_FAILURES_PER_KEY")]
     auth_failures_per_key: Option<u32>,
+    /// Requests a minute naming one app key (its Basic credentials or tokens) before 429s [default: 6000]
+    #[arg(long, global = true, env = "ARC_APP_REQUESTS_PER_MINUTE")]
+    app_requests_per_minute: Option<u32>,
+    /// Media sessions (WHIP, WHEP, signalling sockets) one access token may open a minute [default: 30]
+    #[arg(long, global = true, env = "ARC_SESSIONS_PER_TOKEN_PER_MINUTE")]
+    sessions_per_token_per_minute: Option<u32>,
     /// STUN servers given to clients, comma-separated (stun:host:port)
     #[arg(long, global = true, env = "ARC_STUN_URLS")]
     stun_urls: Option<String>,
@@ -155,6 +161,8 @@ impl SettingsArgs {
             stun_urls: self.stun_urls,
             auth_failures_per_addr: self.auth_failures_per_addr,
             auth_failures_per_key: self.auth_failures_per_key,
+            app_requests_per_minute: self.app_requests_per_minute,
+            sessions_per_token_per_minute: self.sessions_per_token_per_minute,
             turn_urls: self.turn_urls,
             turn_secret: self.turn_secret,
             turn_ttl_s: self.turn_ttl_s,

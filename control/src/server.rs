@@ -307,7 +307,7 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         webhooks: Some(webhooks.subscribe()),
         metrics,
         dev_tokens: config.log == LogConfig::Embedded,
-        auth_limits: crate::api::limits::AuthLimits::new(config.auth_failures_per_addr, config.auth_failures_per_key),
+        auth_limits: crate::api::limits::AuthLimits::with(config.limits),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

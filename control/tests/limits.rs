@@ -72,3 +72,71 @@ async fn failed_authentications_are_limited_per_address_and_per_app_key() {
         assert_eq!(s, 200);
     }
 }
+
+/// The budgets: requests a minute per app (`--app-requests-per-minute`) and
+/// media sessions a minute per access token (`--sessions-per-token-per-minute`:
+/// WHIP, WHEP and signalling sockets together).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_have_a_request_budget_and_tokens_a_session_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_with_env(
+        &Mode::Embedded { data_dir: dir.path().to_path_buf() },
+        &[],
+        &[("ARC_APP_REQUESTS_PER_MINUTE", "12"), ("ARC_SESSIONS_PER_TOKEN_PER_MINUTE", "3")],
+    );
+    let base = server.base.clone();
+    let busy = create_app(&base, ADMIN_KEY, "busy").await;
+    let calm = create_app(&base, ADMIN_KEY, "calm").await;
+    let c = client_from("127.0.0.1");
+    // Two tokens of the calm app (two of its requests).
+    let token = |who: &'static str| {
+        c.post(format!("{base}/v1/tokens"))
+            .basic_auth(&calm.0, Some(&calm.1))
+            .json(&serde_json::json!({"identity": who, "room": "r", "grants": {"join": true, "publish": true}}))
+    };
+    let t1 = token("one").send().await.expect("token").json::<serde_json::Value>().await.expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let t2 = token("two").send().await.expect("token").json::<serde_json::Value>().await.expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    // The busy app: 12 requests, then 429 with Retry-After; the calm app and the admin go on.
+    for i in 0..12 {
+        let (s, _) = status(c.get(format!("{base}/v1/rooms")).basic_auth(&busy.0, Some(&busy.1))).await;
+        assert_eq!(s, 200, "request {i}");
+    }
+    let (s, retry) = status(c.get(format!("{base}/v1/rooms")).basic_auth(&busy.0, Some(&busy.1))).await;
+    assert_eq!(s, 429, "the 13th request of the minute");
+    assert!(retry.is_some_and(|r| (1..=60).contains(&r)), "{retry:?}");
+    let (s, _) = status(c.get(format!("{base}/v1/rooms")).basic_auth(&calm.0, Some(&calm.1))).await;
+    assert_eq!(s, 200, "another app is not held");
+    let (s, _) = status(c.get(format!("{base}/v1/apps")).bearer_auth(ADMIN_KEY)).await;
+    assert_eq!(s, 200, "operators are not held");
+
+    // Token one opens three sessions (signalling sockets and WHIP count
+    // together; these requests are not upgrades, so each gets a 4xx after
+    // it counted), then 429; token two is not held.
+    let offer = "v=0\r\n";
+    for (i, r) in [
+        c.get(format!("{base}/v1/rtc?access_token={t1}")),
+        c.post(format!("{base}/v1/whip/r")).bearer_auth(&t1).header("content-type", "application/sdp").body(offer),
+        c.get(format!("{base}/v1/rtc?access_token={t1}")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (s, _) = status(r).await;
+        assert!((400..500).contains(&s) && s != 429, "session {i}: {s}");
+    }
+    let (s, retry) = status(
+        c.post(format!("{base}/v1/whip/r")).bearer_auth(&t1).header("content-type", "application/sdp").body(offer),
+    )
+    .await;
+    assert_eq!(s, 429, "the 4th session of the minute");
+    assert!(retry.is_some());
+    let (s, _) = status(c.get(format!("{base}/v1/rtc?access_token={t2}"))).await;
+    assert!((400..500).contains(&s) && s != 429, "another token: {s}");
+}

@@ -21,6 +21,24 @@ use std::process::Command;
 use common::{ADMIN_KEY, Mode, create_app, mint_token, start};
 use serde_json::{Value, json};
 
+/// Runs a script of `tests/browser` with `envs`; its last output line (one
+/// JSON object, `ok` among it), printed under `label` without the pages' views.
+fn browser(script: &str, label: &str, envs: &[(&str, &str)]) -> Value {
+    let out = Command::new("node")
+        .arg(script)
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser"))
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("run node tests/browser/{script} (is Node.js installed?): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("{}");
+    eprintln!("{label}: {}", last.split("\"views\"").next().unwrap_or(last));
+    if !out.stderr.is_empty() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_people_meet_see_and_hear_each_other_chat_share_a_screen_and_are_moderated() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -36,27 +54,23 @@ async fn three_people_meet_see_and_hear_each_other_chat_share_a_screen_and_are_m
         tokens.push(mint_token(&base, &app, who, "standup", g).await);
     }
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("meet-three.png");
-    let out = Command::new("node")
-        .arg("meet.mjs")
-        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser"))
-        .env("ARC_URL", &base)
-        .env("TOKENS", tokens.join(","))
-        .env("NAMES", "Ann,Bob,Cy")
-        .env("SCREEN", "1")
-        .env("MODERATE", "1")
-        .env("SPEAK", "1")
-        .env("QUALITY", "1")
-        .env("RESUME", "1")
-        .env("SCREENSHOT", &shot)
-        .output()
-        .expect("run node tests/browser/meet.mjs (is Node.js installed?)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("{}");
-    eprintln!("meet: {last}");
-    if !out.stderr.is_empty() {
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    }
-    let r: Value = serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}));
+    let tokens = tokens.join(",");
+    let shot_path = shot.display().to_string();
+    let r = browser(
+        "meet.mjs",
+        "meet",
+        &[
+            ("ARC_URL", &base),
+            ("TOKENS", &tokens),
+            ("NAMES", "Ann,Bob,Cy"),
+            ("SCREEN", "1"),
+            ("MODERATE", "1"),
+            ("SPEAK", "1"),
+            ("QUALITY", "1"),
+            ("RESUME", "1"),
+            ("SCREENSHOT", &shot_path),
+        ],
+    );
     assert_eq!(r["ok"], true, "three pages met: {r}");
     assert!(shot.exists(), "the screenshot was kept");
 
@@ -76,18 +90,11 @@ async fn three_people_meet_see_and_hear_each_other_chat_share_a_screen_and_are_m
 async fn two_windows_on_dev_meet_without_minting_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(&Mode::Embedded { data_dir: dir.path().to_path_buf() });
-    let out = Command::new("node")
-        .arg("meet.mjs")
-        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser"))
-        .env("ARC_URL", &server.base)
-        .env("NAMES", "Dana,Eli")
-        .env("ROOM", "retro")
-        .output()
-        .expect("run node tests/browser/meet.mjs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("{}");
-    eprintln!("meet (dev tokens): {last}");
-    let r: Value = serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}));
+    let r = browser(
+        "meet.mjs",
+        "meet (dev tokens)",
+        &[("ARC_URL", &server.base), ("NAMES", "Dana,Eli"), ("ROOM", "retro")],
+    );
     assert_eq!(r["ok"], true, "two windows met on development tokens: {r}");
 
     // What the page says when things go wrong: a refused token, a denied
@@ -101,18 +108,11 @@ async fn two_windows_on_dev_meet_without_minting_tokens() {
         json!({"join": true, "publish": true, "subscribe": true, "publish_data": true}),
     )
     .await;
-    let out = Command::new("node")
-        .arg("meet_errors.mjs")
-        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser"))
-        .env("ARC_URL", &server.base)
-        .env("TOKEN", &token)
-        .env("ADMIN_KEY", ADMIN_KEY)
-        .output()
-        .expect("run node tests/browser/meet_errors.mjs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("{}");
-    eprintln!("meet (errors): {last}");
-    let r: Value = serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}));
+    let r = browser(
+        "meet_errors.mjs",
+        "meet (errors)",
+        &[("ARC_URL", &server.base), ("TOKEN", &token), ("ADMIN_KEY", ADMIN_KEY)],
+    );
     assert_eq!(r["ok"], true, "the page said what went wrong: {r}");
 
     let http = reqwest::Client::new();
@@ -199,19 +199,11 @@ async fn a_meeting_relayed_through_turn() {
         &Mode::Embedded { data_dir: dir.path().to_path_buf() },
         &["--turn-urls", &turn_url, "--turn-secret", secret, "--stun-urls", &format!("stun:127.0.0.1:{}", turn.port)],
     );
-    let out = Command::new("node")
-        .arg("meet.mjs")
-        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser"))
-        .env("ARC_URL", &server.base)
-        .env("NAMES", "Gus,Hal")
-        .env("ROOM", "relayed")
-        .env("RELAY", "1")
-        .output()
-        .expect("run node tests/browser/meet.mjs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("{}");
-    eprintln!("meet (relayed): {}", last.split("\"views\"").next().unwrap_or(last));
-    let r: Value = serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}));
+    let r = browser(
+        "meet.mjs",
+        "meet (relayed)",
+        &[("ARC_URL", &server.base), ("NAMES", "Gus,Hal"), ("ROOM", "relayed"), ("RELAY", "1")],
+    );
     assert_eq!(r["ok"], true, "two pages met through TURN only: {r}");
     assert_eq!(r["relayed"], true, "{r}");
 }

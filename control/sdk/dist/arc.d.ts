@@ -186,6 +186,8 @@ export declare class Room {
     publishScreen(stream?: MediaStream): Promise<void>;
     /** Stops sharing the screen. */
     stopScreen(): void;
+    private closeScreen;
+    private closePublishing;
     get sharing(): MediaStream | null;
     /** Receives `identity`'s camera and microphone (or its screen). */
     subscribe(identity: string, options?: {

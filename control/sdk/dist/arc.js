@@ -111,12 +111,23 @@ var Room = class _Room {
   }
   /** Stops sharing the screen. */
   stopScreen() {
+    this.closeScreen(true);
+  }
+  // Ends the screen share; `tell`: ask the server to close its session
+  // (not when the server ended it, or the socket is gone).
+  closeScreen(tell) {
     const leg = this.screen;
     if (!leg) return;
     this.screen = null;
-    if (leg.session) this.send({ type: "close_media", session_id: leg.session });
+    if (tell && leg.session) this.send({ type: "close_media", session_id: leg.session });
     leg.pc.close();
     for (const t of leg.stream.getTracks()) t.stop();
+  }
+  // Ends what this participant publishes, without asking the server (it ended it, or the socket is gone).
+  closePublishing() {
+    this.publisher?.pc.close();
+    this.publisher = null;
+    this.closeScreen(false);
   }
   get sharing() {
     return this.screen?.stream ?? null;
@@ -269,14 +280,7 @@ var Room = class _Room {
   // keeping the camera and microphone unless `all`.
   teardown(all = false) {
     for (const key of [...this.subs.keys()]) this.dropSub(key, false);
-    this.publisher?.pc.close();
-    this.publisher = null;
-    if (this.screen) {
-      const s = this.screen;
-      this.screen = null;
-      s.pc.close();
-      for (const t of s.stream.getTracks()) t.stop();
-    }
+    this.closePublishing();
     for (const p of this.pending.values()) p.reject(new ArcError("reconnecting", "the room is reconnecting"));
     this.pending.clear();
     this.participants.clear();
@@ -363,14 +367,7 @@ var Room = class _Room {
     const before = me.permissions;
     me.permissions = now;
     if (before.publish && !now.publish) {
-      this.publisher?.pc.close();
-      this.publisher = null;
-      if (this.screen) {
-        const s = this.screen;
-        this.screen = null;
-        s.pc.close();
-        for (const t of s.stream.getTracks()) t.stop();
-      }
+      this.closePublishing();
     } else if (!before.publish && now.publish && this.local) {
       void this.publishLocal();
     }

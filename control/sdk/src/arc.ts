@@ -246,12 +246,25 @@ export class Room {
 
   /** Stops sharing the screen. */
   stopScreen(): void {
+    this.closeScreen(true);
+  }
+
+  // Ends the screen share; `tell`: ask the server to close its session
+  // (not when the server ended it, or the socket is gone).
+  private closeScreen(tell: boolean): void {
     const leg = this.screen;
     if (!leg) return;
     this.screen = null;
-    if (leg.session) this.send({ type: "close_media", session_id: leg.session });
+    if (tell && leg.session) this.send({ type: "close_media", session_id: leg.session });
     leg.pc.close();
     for (const t of leg.stream.getTracks()) t.stop();
+  }
+
+  // Ends what this participant publishes, without asking the server (it ended it, or the socket is gone).
+  private closePublishing(): void {
+    this.publisher?.pc.close();
+    this.publisher = null;
+    this.closeScreen(false);
   }
 
   get sharing(): MediaStream | null {
@@ -426,14 +439,7 @@ export class Room {
   // keeping the camera and microphone unless `all`.
   private teardown(all = false): void {
     for (const key of [...this.subs.keys()]) this.dropSub(key, false);
-    this.publisher?.pc.close();
-    this.publisher = null;
-    if (this.screen) {
-      const s = this.screen;
-      this.screen = null;
-      s.pc.close();
-      for (const t of s.stream.getTracks()) t.stop();
-    }
+    this.closePublishing();
     for (const p of this.pending.values()) p.reject(new ArcError("reconnecting", "the room is reconnecting"));
     this.pending.clear();
     this.participants.clear();
@@ -527,14 +533,7 @@ export class Room {
     me.permissions = now;
     if (before.publish && !now.publish) {
       // The node ended those sessions: close them here without asking it again.
-      this.publisher?.pc.close();
-      this.publisher = null;
-      if (this.screen) {
-        const s = this.screen;
-        this.screen = null;
-        s.pc.close();
-        for (const t of s.stream.getTracks()) t.stop();
-      }
+      this.closePublishing();
     } else if (!before.publish && now.publish && this.local) {
       void this.publishLocal();
     }

@@ -457,11 +457,8 @@ async fn session(
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break Some(LeaveReason::ConnectionLost),
                 },
                 _ = ping.tick() => {
-                    if heard.elapsed() > timeout {
-                        silent = true;
-                        close(&mut tx, CLOSE_NORMAL, "silent for too long").await;
-                        break Some(LeaveReason::ConnectionLost);
-                    }
+                    // Still the session's holder? (First: a socket that went
+                    // silent because it was resumed elsewhere must not end it.)
                     match uc::refresh_socket(&state, &joined, &holder, hold_for(&state)).await {
                         Ok(true) => {}
                         Ok(false) => {
@@ -471,6 +468,11 @@ async fn session(
                             break Some(LeaveReason::ConnectionLost);
                         }
                         Err(e) => tracing::warn!(sid = %joined.sid, error = %e, "refreshing a signalling socket's hold failed"),
+                    }
+                    if heard.elapsed() > timeout {
+                        silent = true;
+                        close(&mut tx, CLOSE_NORMAL, "silent for too long").await;
+                        break Some(LeaveReason::ConnectionLost);
                     }
                     if tx.send(Message::Ping(Vec::new().into())).await.is_err() {
                         break Some(LeaveReason::ConnectionLost);

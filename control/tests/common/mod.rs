@@ -104,6 +104,8 @@ pub fn start_with_env(mode: &Mode, extra: &[&str], envs: &[(&str, &str)]) -> Ser
         // Negative suites fail on purpose, all from loopback (the rate-limit test sets its own).
         .env("ARC_AUTH_FAILURES_PER_ADDR", "100000")
         .env("ARC_AUTH_FAILURES_PER_KEY", "100000")
+        .env("ARC_APP_REQUESTS_PER_MINUTE", "10000000")
+        .env("ARC_SESSIONS_PER_TOKEN_PER_MINUTE", "100000")
         .envs(envs.iter().copied())
         .env("ARC_LOG", "warn,rtc_dtls=error")
         .stdout(Stdio::piped())
