@@ -23,6 +23,7 @@ fn first_log_lines(envs: &[(&str, &str)], want: usize) -> Vec<String> {
         .env_remove("ARC_LOG")
         .env_remove("RUST_LOG")
         .env_remove("ARC_LOG_FORMAT")
+        .envs(common::SERVER_TEST_ENV.iter().copied())
         .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

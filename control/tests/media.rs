@@ -45,6 +45,7 @@ fn start_dev_on(media_udp: &str) -> Dev {
         .args(["dev", "--listen", "127.0.0.1:0", "--media-udp", media_udp, "--admin-key", &admin])
         .arg("--data-dir")
         .arg(dir.path())
+        .envs(common::SERVER_TEST_ENV.iter().copied())
         .env("ARC_LOG", "warn,rtc_dtls=error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

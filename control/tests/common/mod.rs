@@ -92,20 +92,26 @@ pub fn start_with(mode: &Mode, extra: &[&str]) -> Server {
     start_with_env(mode, extra, &[])
 }
 
+/// What every arc-control a test starts gets (a test's own variables come
+/// after and win): the webhook receivers listen on loopback, which `serve`
+/// refuses unless allowed (the SSRF test starts one without it); negative
+/// suites fail on purpose and many tests reuse tokens, all from loopback
+/// (the rate-limit tests set their own limits).
+pub const SERVER_TEST_ENV: &[(&str, &str)] = &[
+    ("ARC_WEBHOOK_ALLOW_NETS", "127.0.0.0/8,::1/128"),
+    ("ARC_AUTH_FAILURES_PER_ADDR", "100000"),
+    ("ARC_AUTH_FAILURES_PER_KEY", "100000"),
+    ("ARC_APP_REQUESTS_PER_MINUTE", "10000000"),
+    ("ARC_SESSIONS_PER_TOKEN_PER_MINUTE", "100000"),
+];
+
 /// Starts arc-control with extra flags and environment variables.
 pub fn start_with_env(mode: &Mode, extra: &[&str], envs: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_arc-control"))
         .arg(mode.subcommand())
         .args(mode.args(None))
         .args(extra)
-        // The tests' webhook receivers listen on loopback, which `serve`
-        // refuses unless allowed (the SSRF test starts one without it).
-        .env("ARC_WEBHOOK_ALLOW_NETS", "127.0.0.0/8,::1/128")
-        // Negative suites fail on purpose, all from loopback (the rate-limit test sets its own).
-        .env("ARC_AUTH_FAILURES_PER_ADDR", "100000")
-        .env("ARC_AUTH_FAILURES_PER_KEY", "100000")
-        .env("ARC_APP_REQUESTS_PER_MINUTE", "10000000")
-        .env("ARC_SESSIONS_PER_TOKEN_PER_MINUTE", "100000")
+        .envs(SERVER_TEST_ENV.iter().copied())
         .envs(envs.iter().copied())
         .env("ARC_LOG", "warn,rtc_dtls=error")
         .stdout(Stdio::piped())
