@@ -21,6 +21,8 @@
 //!   for the node too).
 //! - [`agent`]: registration, heartbeats, drain and deregistration of one node.
 //! - [`load`]: the node's own load figures (CPU of the process).
+//! - [`permissions`]: what a node's NATS credentials allow (the Ansible
+//!   `nats` role's node users are generated from it).
 //! - [`metrics`]: the node's operator endpoint: Prometheus `/metrics`
 //!   (loss, jitter and round trips as node-wide histograms), `/healthz`,
 //!   `/readyz`; `arc-control dev` mounts it under `/media`.
@@ -35,6 +37,7 @@ pub mod load;
 pub mod loadgen;
 pub mod media;
 pub mod metrics;
+pub mod permissions;
 pub mod report;
 
 pub use arc_events::aggregate::node::HEARTBEAT_INTERVAL_S;

@@ -112,6 +112,11 @@ async fn run() -> Result<()> {
     let mut config = JetStreamConfig::new(&cli.nats_url);
     config.stream = cli.nats_stream;
     config.subject_prefix = cli.nats_subject_prefix;
+    // A node uses the stream the control plane made, with credentials that
+    // may be scoped to what a node does (`arc_media::permissions`).
+    config.access = arc_eventlog::jetstream::Access::Scoped {
+        inbox_prefix: arc_media::permissions::inbox_prefix(node_id.as_str()),
+    };
     // The operator endpoint's port first: a taken port stops the node before
     // it registers or opens its media port.
     let metrics_listener = tokio::net::TcpListener::bind(cli.metrics_listen)

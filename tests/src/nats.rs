@@ -34,6 +34,8 @@ pub struct NatsServers {
     bin: String,
     /// Stores and logs of the servers.
     dir: tempfile::TempDir,
+    /// A configuration file every server reads (users and permissions).
+    config: Option<PathBuf>,
 }
 
 /// `n` distinct free ports (held together, then released for the servers).
@@ -54,11 +56,29 @@ impl NatsServers {
         Self::start(3)
     }
 
+    /// One server with JetStream whose clients must log in as one of
+    /// `users`: entries of a nats-server `users` list, e.g.
+    /// `{ user: "a", password: "b" }` (every permission) or one with a
+    /// `permissions` block (`arc_media::permissions::NatsPermissions::to_conf`).
+    pub fn single_with_users(users: &[String]) -> Self {
+        Self::start_with(1, Some(users))
+    }
+
     fn start(n: usize) -> Self {
+        Self::start_with(n, None)
+    }
+
+    fn start_with(n: usize, users: Option<&[String]>) -> Self {
         let bin = std::env::var("ARC_NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(3 * n);
-        let mut me = Self { servers: Vec::new(), bin, dir };
+        let config = users.map(|users| {
+            let path = dir.path().join("nats.conf");
+            let text = format!("authorization {{\n  users: [\n    {}\n  ]\n}}\n", users.join("\n    "));
+            std::fs::write(&path, text).expect("write the NATS configuration");
+            path
+        });
+        let mut me = Self { servers: Vec::new(), bin, dir, config };
         for i in 0..n {
             let name = format!("n{}", i + 1);
             let log = me.dir.path().join(format!("{name}.log"));
@@ -91,6 +111,9 @@ impl NatsServers {
         let out = File::options().create(true).append(true).open(&s.log).expect("open a server log file");
         let err = out.try_clone().expect("clone the log file handle");
         let mut cmd = Command::new(&self.bin);
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
+        }
         cmd.arg("-js")
             .arg("-sd")
             .arg(&store)

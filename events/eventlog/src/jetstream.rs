@@ -96,6 +96,23 @@ pub struct JetStreamConfig {
     /// meta leader yet, too few peers known for the replicas) before it
     /// gives up.
     pub startup_wait: Duration,
+    /// What this connection does beyond reading and appending: the control
+    /// plane manages the stream; a media node opens what it finds.
+    pub access: Access,
+}
+
+/// What a connection may do to the stream and its buckets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// The control plane: creates the stream and its buckets when missing,
+    /// updates the stream's settings, stores snapshots.
+    Manage,
+    /// A role with scoped credentials (a media node): opens the stream and
+    /// buckets the control plane made, waiting while they do not exist yet;
+    /// never creates, updates or deletes them and stores no snapshots; its
+    /// replies arrive under `inbox_prefix` (a subject only it may subscribe
+    /// to, where the shared `_INBOX.>` would let it read everyone's replies).
+    Scoped { inbox_prefix: String },
 }
 
 impl JetStreamConfig {
@@ -111,6 +128,7 @@ impl JetStreamConfig {
             request_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_secs(2),
             startup_wait: Duration::from_secs(60),
+            access: Access::Manage,
         }
     }
 }
@@ -232,6 +250,13 @@ async fn open_stream(
             if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
                 if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
         {
+            if config.access != Access::Manage {
+                // Scoped credentials cannot make it: arc-control will.
+                return Err(LogError::Unavailable(format!(
+                    "stream {} does not exist yet (arc-control creates it when it starts)",
+                    config.stream
+                )));
+            }
             None
         }
         Err(e) => {
@@ -243,6 +268,8 @@ async fn open_stream(
         }
     };
     match existing {
+        // Scoped credentials use the stream as it is.
+        Some(_) if config.access != Access::Manage => {}
         Some(current) => {
             // An existing stream keeps its replica count: a tool run
             // (`rebuild`, `catch-up`) or an instance started without
@@ -281,10 +308,11 @@ async fn open_stream(
         .get_stream_no_info(&config.stream)
         .await
         .map_err(|e| LogError::Unavailable(format!("opening stream {}: {e}", config.stream)))?;
-    let board = crate::load::KvBoard::open(js, &format!("{}_LOAD", config.stream), config.replicas)
+    let manage = config.access == Access::Manage;
+    let board = crate::load::KvBoard::open(js, &format!("{}_LOAD", config.stream), config.replicas, manage)
         .await
         .map_err(|e| with_placement_hint(e, config))?;
-    let snapshots = crate::snapshot::KvSnapshots::open(js, &format!("{}_SNAP", config.stream), config.replicas)
+    let snapshots = crate::snapshot::KvSnapshots::open(js, &format!("{}_SNAP", config.stream), config.replicas, manage)
         .await
         .map_err(|e| with_placement_hint(e, config))?;
     Ok((stream, board, snapshots))
@@ -348,6 +376,9 @@ impl JetStreamLog {
         if let Some((user, password)) = credentials(&servers) {
             options = options.user_and_password(user, password);
         }
+        if let Access::Scoped { inbox_prefix } = &config.access {
+            options = options.custom_inbox_prefix(inbox_prefix);
+        }
         let (connected_tx, reconnects) = tokio::sync::watch::channel(0u64);
         let client = options
             .name("arc")
@@ -364,6 +395,9 @@ impl JetStreamLog {
                             tracing::info!("connected to NATS");
                         }
                         async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+                        // A permission violation (credentials scoped too
+                        // tightly, or a subject outside them) is said here only.
+                        async_nats::Event::ServerError(e) => tracing::warn!(error = %e, "the NATS server refused"),
                         other => tracing::debug!(event = %other, "NATS connection event"),
                     }
                 }

@@ -18,15 +18,27 @@ pub(crate) struct BucketSpec<'a> {
     pub replicas: usize,
 }
 
-/// Opens the bucket, or makes it: a stream `KV_<name>` on `$KV.<name>.>`,
-/// history 1, file storage (a restarted server keeps it). Made by hand
-/// because `create_key_value` first asks for the account's info, in a form
-/// nats-server 2.9 does not answer.
-pub(crate) async fn bucket(js: &jetstream::Context, spec: &BucketSpec<'_>) -> Result<jetstream::kv::Store, LogError> {
-    if let Ok(store) = js.get_key_value(spec.name).await {
-        return Ok(store);
-    }
+/// Opens the bucket, or (when `make`) makes it: a stream `KV_<name>` on
+/// `$KV.<name>.>`, history 1, file storage (a restarted server keeps it).
+/// Made by hand because `create_key_value` first asks for the account's
+/// info, in a form nats-server 2.9 does not answer. Without `make` (scoped
+/// credentials) a missing bucket is [`LogError::Unavailable`]: the control
+/// plane makes it.
+pub(crate) async fn bucket(
+    js: &jetstream::Context,
+    spec: &BucketSpec<'_>,
+    make: bool,
+) -> Result<jetstream::kv::Store, LogError> {
     let name = spec.name;
+    match js.get_key_value(name).await {
+        Ok(store) => return Ok(store),
+        Err(e) if !make => {
+            return Err(LogError::Unavailable(format!(
+                "opening the bucket {name}: {e} (arc-control makes it when it starts)"
+            )));
+        }
+        Err(_) => {}
+    }
     js.create_stream(jetstream::stream::Config {
         name: format!("KV_{name}"),
         description: Some(spec.description.to_owned()),

@@ -89,8 +89,8 @@ impl fmt::Debug for KvBoard {
 }
 
 impl KvBoard {
-    /// Opens (or creates) the bucket `bucket`.
-    pub async fn open(js: &jetstream::Context, bucket: &str, replicas: usize) -> Result<Self, LogError> {
+    /// Opens the bucket `bucket`, or creates it (when `make`).
+    pub async fn open(js: &jetstream::Context, bucket: &str, replicas: usize, make: bool) -> Result<Self, LogError> {
         let spec = crate::kv::BucketSpec {
             name: bucket,
             description: "Arc media nodes' latest load (one key per node)",
@@ -98,7 +98,7 @@ impl KvBoard {
             max_age: SAMPLE_MAX_AGE,
             replicas,
         };
-        let store = crate::kv::bucket(js, &spec).await?;
+        let store = crate::kv::bucket(js, &spec, make).await?;
         Ok(Self { client: js.client(), store, bucket: bucket.to_owned(), copy: tokio::sync::Mutex::new(None) })
     }
 

@@ -132,6 +132,8 @@ pub struct KvSnapshots {
     client: async_nats::Client,
     store: jetstream::kv::Store,
     bucket: String,
+    /// Whether this connection stores snapshots (scoped credentials do not).
+    writable: bool,
 }
 
 impl fmt::Debug for KvSnapshots {
@@ -141,8 +143,9 @@ impl fmt::Debug for KvSnapshots {
 }
 
 impl KvSnapshots {
-    /// Opens (or creates) the bucket `bucket`.
-    pub async fn open(js: &jetstream::Context, bucket: &str, replicas: usize) -> Result<Self, LogError> {
+    /// Opens the bucket `bucket`, or creates it (when `manage`). Without
+    /// `manage` (scoped credentials) snapshots are read, never stored.
+    pub async fn open(js: &jetstream::Context, bucket: &str, replicas: usize, manage: bool) -> Result<Self, LogError> {
         let spec = crate::kv::BucketSpec {
             name: bucket,
             description: "Arc aggregate snapshots (derived from the log; safe to delete)",
@@ -150,8 +153,8 @@ impl KvSnapshots {
             max_age: std::time::Duration::ZERO,
             replicas,
         };
-        let store = crate::kv::bucket(js, &spec).await?;
-        Ok(Self { client: js.client(), store, bucket: bucket.to_owned() })
+        let store = crate::kv::bucket(js, &spec, manage).await?;
+        Ok(Self { client: js.client(), store, bucket: bucket.to_owned(), writable: manage })
     }
 
     fn ensure_connected(&self) -> Result<(), LogError> {
@@ -177,6 +180,11 @@ impl SnapshotStore for KvSnapshots {
     }
 
     async fn put(&self, aggregate: &AggregateRef, snapshot: &Snapshot) -> Result<bool, LogError> {
+        if !self.writable {
+            // Scoped credentials may not write the bucket: not stored, and not
+            // tried again for another `SNAPSHOT_EVERY` events.
+            return Ok(false);
+        }
         self.ensure_connected()?;
         let Some(body) = encode(snapshot)? else { return Ok(false) };
         self.store
