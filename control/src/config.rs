@@ -44,6 +44,15 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// Admin API key. `dev` generates one into the data dir when unset.
     pub admin_key: Option<String>,
+    /// More admin keys, each with a name the log records as the actor of
+    /// what it does: `name=key,name=key`.
+    pub admin_keys: Option<String>,
+    /// HTTPS: the certificate chain (PEM) …
+    pub tls_cert: Option<PathBuf>,
+    /// … and its private key (PEM). Both reloaded on SIGHUP.
+    pub tls_key: Option<PathBuf>,
+    /// `dev`: HTTPS with a self-signed pair made into `<data_dir>/tls/`.
+    pub tls_self_signed: Option<bool>,
     /// Seconds between janitor sweeps (idle rooms, silent nodes).
     pub janitor_interval_s: Option<u64>,
     /// Seconds a signalling socket may stay silent (no message, no pong)
@@ -123,6 +132,10 @@ impl Settings {
             nats_subject_prefix: over.nats_subject_prefix.or(self.nats_subject_prefix),
             database_url: over.database_url.or(self.database_url),
             admin_key: over.admin_key.or(self.admin_key),
+            admin_keys: over.admin_keys.or(self.admin_keys),
+            tls_cert: over.tls_cert.or(self.tls_cert),
+            tls_key: over.tls_key.or(self.tls_key),
+            tls_self_signed: over.tls_self_signed.or(self.tls_self_signed),
             janitor_interval_s: over.janitor_interval_s.or(self.janitor_interval_s),
             signal_timeout_s: over.signal_timeout_s.or(self.signal_timeout_s),
             stun_urls: over.stun_urls.or(self.stun_urls),
@@ -214,6 +227,21 @@ impl Settings {
             ));
         }
         let ice = IceSettings::resolve(self.stun_urls, self.turn_urls, self.turn_secret, self.turn_ttl_s)?;
+        let admin_keys = parse_admin_keys(self.admin_keys.as_deref().unwrap_or_default())?;
+        let tls = match (self.tls_cert, self.tls_key, self.tls_self_signed.unwrap_or(false), mode) {
+            (None, None, false, _) => None,
+            (Some(cert), Some(key), false, _) => Some(Tls::Files(crate::tls::TlsFiles { cert, key })),
+            (None, None, true, Mode::Dev) => Some(Tls::SelfSigned),
+            (None, None, true, _) => {
+                return Err(ControlError::Config(
+                    "tls_self_signed is for dev; serve takes tls_cert and tls_key".into(),
+                ));
+            }
+            (_, _, true, _) => {
+                return Err(ControlError::Config("tls_self_signed or tls_cert and tls_key, not both".into()));
+            }
+            _ => return Err(ControlError::Config("HTTPS needs both tls_cert and tls_key".into())),
+        };
         let token_max_ttl_s = self.token_max_ttl_s.unwrap_or(TOKEN_MAX_TTL_S_DEFAULT);
         if !(60..=TOKEN_MAX_TTL_S_LIMIT).contains(&token_max_ttl_s) {
             return Err(ControlError::Config(format!(
@@ -287,6 +315,8 @@ impl Settings {
             log,
             database_url,
             admin_key: self.admin_key,
+            admin_keys,
+            tls,
             janitor_interval,
             signal_timeout,
             ice,
@@ -342,6 +372,10 @@ pub struct Config {
     pub log: LogConfig,
     pub database_url: String,
     pub admin_key: Option<String>,
+    /// The named admin keys (`admin_keys`); the unnamed one is named `admin`.
+    pub admin_keys: Vec<AdminKey>,
+    /// HTTPS, when configured.
+    pub tls: Option<Tls>,
     pub janitor_interval: Duration,
     /// How long a signalling socket may stay silent before its participant is removed.
     pub signal_timeout: Duration,
@@ -491,5 +525,100 @@ mod tests {
         assert_eq!(dev.media_capacity, MEDIA_CAPACITY_DEFAULT);
         assert_eq!(dev.log, LogConfig::Embedded);
         assert!(dev.database_url.starts_with("sqlite://"));
+    }
+}
+
+/// Where HTTPS gets its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    /// The operator's PEM files (reloaded on SIGHUP).
+    Files(crate::tls::TlsFiles),
+    /// `dev`: a pair made into `<data_dir>/tls/` on first use.
+    SelfSigned,
+}
+
+/// Shortest admin key accepted.
+pub const ADMIN_KEY_LEN_MIN: usize = 16;
+/// Most named admin keys.
+pub const ADMIN_KEYS_MAX: usize = 64;
+
+/// A named admin key: the log records what it does as `Actor::Admin { name }`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminKey {
+    pub name: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminKey").field("name", &self.name).field("key", &"***").finish()
+    }
+}
+
+/// Whether `name` may name an admin key: 1 to 32 of `a-z 0-9 - _` (it is
+/// the id of the key's `operator` aggregate, a subject token).
+pub fn admin_key_name_ok(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b))
+}
+
+/// Parses `name=key,name=key` (empty: none). Names are unique and well
+/// formed, keys at least [`ADMIN_KEY_LEN_MIN`] characters and unique; the
+/// error never contains a key.
+pub fn parse_admin_keys(text: &str) -> Result<Vec<AdminKey>, ControlError> {
+    let mut keys: Vec<AdminKey> = Vec::new();
+    for (i, entry) in text.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+        let Some((name, key)) = entry.split_once('=') else {
+            return Err(ControlError::Config(format!("admin_keys entry {} is not name=key", i + 1)));
+        };
+        let (name, key) = (name.trim(), key.trim());
+        if !admin_key_name_ok(name) {
+            return Err(ControlError::Config(format!(
+                "admin_keys entry {}: the name must be 1 to 32 of a-z, 0-9, '-', '_'",
+                i + 1
+            )));
+        }
+        if key.len() < ADMIN_KEY_LEN_MIN {
+            return Err(ControlError::Config(format!(
+                "admin_keys: the key named {name} must be at least {ADMIN_KEY_LEN_MIN} characters"
+            )));
+        }
+        if keys.iter().any(|k| k.name == name) {
+            return Err(ControlError::Config(format!("admin_keys: the name {name} is given twice")));
+        }
+        if keys.iter().any(|k| k.key == key) {
+            return Err(ControlError::Config(format!("admin_keys: the key named {name} is also another name's key")));
+        }
+        keys.push(AdminKey { name: name.to_owned(), key: key.to_owned() });
+    }
+    if keys.len() > ADMIN_KEYS_MAX {
+        return Err(ControlError::Config(format!("admin_keys: at most {ADMIN_KEYS_MAX} keys")));
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod admin_key_tests {
+    use super::*;
+
+    #[test]
+    fn named_admin_keys_parse_and_bad_ones_say_why_without_the_key() {
+        let keys = parse_admin_keys(" ops=0123456789abcdef0123 , ci-bot=fedcba9876543210fedc ").expect("two keys");
+        assert_eq!(keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["ops", "ci-bot"]);
+        assert!(!format!("{keys:?}").contains("0123456789"), "Debug hides keys");
+        assert!(parse_admin_keys("").expect("none").is_empty());
+        for (bad, why) in [
+            ("ops", "not name=key"),
+            ("Ops=0123456789abcdef0123", "the name must be"),
+            ("=0123456789abcdef0123", "the name must be"),
+            ("ci.bot=0123456789abcdef0123", "the name must be"),
+            ("ops=short", "at least 16"),
+            ("ops=0123456789abcdef0123,ops=fedcba9876543210fedc", "given twice"),
+            ("ops=0123456789abcdef0123,ci=0123456789abcdef0123", "also another name's key"),
+        ] {
+            let e = parse_admin_keys(bad).expect_err(bad).to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains("0123456789abcdef"), "{bad}: the error shows a key: {e}");
+        }
     }
 }

@@ -46,4 +46,5 @@ pub mod projection;
 pub mod readdb;
 pub mod server;
 pub mod signal;
+pub mod tls;
 pub mod usecase;

@@ -54,6 +54,18 @@ struct SettingsArgs {
     /// Admin API key (at least 16 characters); dev generates one into the data dir
     #[arg(long, global = true, env = "ARC_ADMIN_KEY", hide_env_values = true)]
     admin_key: Option<String>,
+    /// More admin keys, each named (the log records the name as who acted): name=key,name=key
+    #[arg(long, global = true, env = "ARC_ADMIN_KEYS", hide_env_values = true)]
+    admin_keys: Option<String>,
+    /// HTTPS: certificate chain (PEM); reloaded on SIGHUP
+    #[arg(long, global = true, env = "ARC_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// HTTPS: private key (PEM); reloaded on SIGHUP
+    #[arg(long, global = true, env = "ARC_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// dev: HTTPS with a self-signed certificate for localhost, made into <data-dir>/tls/
+    #[arg(long, global = true, env = "ARC_TLS_SELF_SIGNED")]
+    tls_self_signed: bool,
     /// Seconds between janitor sweeps (idle rooms, silent nodes) [default: 2]
     #[arg(long, global = true, env = "ARC_JANITOR_INTERVAL_S")]
     janitor_interval_s: Option<u64>,
@@ -156,6 +168,10 @@ impl SettingsArgs {
             nats_subject_prefix: self.nats_subject_prefix,
             database_url: self.database_url,
             admin_key: self.admin_key,
+            admin_keys: self.admin_keys,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            tls_self_signed: self.tls_self_signed.then_some(true),
             janitor_interval_s: self.janitor_interval_s,
             signal_timeout_s: self.signal_timeout_s,
             stun_urls: self.stun_urls,
@@ -206,16 +222,19 @@ fn main() -> std::process::ExitCode {
         }
     };
     let outcome = runtime.block_on(run_cli());
-    drop(runtime);
-    drop(telemetry);
-    match outcome {
+    // Say why at once, then never wait for ever on what is still running
+    // (the embedded media node's workers when the start failed half-way).
+    let code = match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One readable line with its causes, never a backtrace.
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    drop(telemetry);
+    code
 }
 
 async fn run_cli() -> Result<()> {
@@ -267,11 +286,15 @@ fn log_name(config: &arc_control::config::Config) -> String {
 async fn run(config: arc_control::config::Config) -> Result<()> {
     let running = server::start(&config).await.context("starting arc-control")?;
     let head = running.log.head().await.context("reading the log head")?;
-    let url = format!("http://{}", running.addr);
+    let scheme = if running.https.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", running.addr);
     println!("arc-control {} is up", env!("CARGO_PKG_VERSION"));
     println!("  event log     {} (head {head})", log_name(&config));
     println!("  read models   {}", redact_urls(&config.database_url));
     println!("  status page   {url}/");
+    if let Some(https) = &running.https {
+        println!("  certificate   {} (SHA-256 {}; SIGHUP reloads it)", https.cert.display(), https.fingerprint);
+    }
     println!("  REST API      {url}/v1/   (health: {url}/healthz)");
     println!("  API docs      {url}/docs   (OpenAPI: {url}/v1/openapi.json)");
     match running.media_udp {
@@ -285,15 +308,20 @@ async fn run(config: arc_control::config::Config) -> Result<()> {
             "  try it        {url}/meet (a meeting: open it in two windows), {url}/publish and {url}/play (WHIP: {url}/v1/whip/<room>, WHEP: {url}/v1/whep/<room>)"
         );
     }
+    let named: Vec<&str> = config.admin_keys.iter().map(|k| k.name.as_str()).collect();
+    if !named.is_empty() {
+        println!("  admin keys    {} (named, from configuration)", named.join(", "));
+    }
     match &running.admin_key {
-        (key, true) => println!(
+        None => {}
+        Some((key, true)) => println!(
             "  admin key     {key}\n                (generated now and saved in {}; it is not shown again)",
             config.data_dir.join("admin.key").display()
         ),
-        (_, false) if config.admin_key.is_none() => {
+        Some((_, false)) if config.admin_key.is_none() => {
             println!("  admin key     in {}", config.data_dir.join("admin.key").display())
         }
-        _ => println!("  admin key     from configuration"),
+        Some(_) => println!("  admin key     from configuration"),
     }
     let sealing = if config.master_key.is_some() {
         "from configuration".to_owned()

@@ -28,12 +28,23 @@ pub enum AggregateKind {
     Call,
     Node,
     Webhook,
+    /// What an admin key did that is no other aggregate's event (id: the key's name).
+    Operator,
 }
 
 impl AggregateKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Self; 8] =
-        [Self::App, Self::Room, Self::Participant, Self::Track, Self::Recording, Self::Call, Self::Node, Self::Webhook];
+    pub const ALL: [Self; 9] = [
+        Self::App,
+        Self::Room,
+        Self::Participant,
+        Self::Track,
+        Self::Recording,
+        Self::Call,
+        Self::Node,
+        Self::Webhook,
+        Self::Operator,
+    ];
 
     /// The kind's name as it appears in subjects and records.
     pub const fn as_str(self) -> &'static str {
@@ -46,6 +57,7 @@ impl AggregateKind {
             Self::Call => "call",
             Self::Node => "node",
             Self::Webhook => "webhook",
+            Self::Operator => "operator",
         }
     }
 
@@ -96,8 +108,13 @@ impl fmt::Display for AggregateRef {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Actor {
-    /// An operator holding an admin key (the key itself is never recorded).
-    Admin,
+    /// An operator holding an admin key: the key's name (`admin` for the
+    /// unnamed key; absent in events older than named keys). The key itself
+    /// is never recorded.
+    Admin {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
     /// An application's server, authenticated with its AppKey.
     App { app_id: AppId },
     /// A media node.
@@ -276,3 +293,19 @@ aggregate_of!(
     crate::ids::CallId => Call,
     crate::ids::NodeId => Node,
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admin_actor_carries_its_keys_name_and_older_events_without_one_still_read() {
+        let named = Actor::Admin { name: Some("ops".into()) };
+        let text = serde_json::to_string(&named).expect("json");
+        assert_eq!(text, r#"{"kind":"admin","name":"ops"}"#);
+        assert_eq!(serde_json::from_str::<Actor>(&text).expect("read back"), named);
+        // Events written before keys had names.
+        assert_eq!(serde_json::from_str::<Actor>(r#"{"kind":"admin"}"#).expect("old"), Actor::Admin { name: None });
+        assert_eq!(serde_json::to_string(&Actor::Admin { name: None }).expect("json"), r#"{"kind":"admin"}"#);
+    }
+}

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::envelope::AggregateKind;
 use crate::error::DecodeError;
-use crate::{app, call, node, participant, recording, room, track, webhook};
+use crate::{app, call, node, operator, participant, recording, room, track, webhook};
 
 /// A payload type: the fields of one event type in one version.
 pub trait EventData: Serialize + DeserializeOwned + JsonSchema {
@@ -190,6 +190,14 @@ aggregate_events!(
     }
 );
 
+aggregate_events!(
+    /// What an admin key did that is no other aggregate's event.
+    OperatorEvent {
+        ProjectionRebuildRequested(operator::ProjectionRebuildRequested),
+        TokenMinted(operator::TokenMinted),
+    }
+);
+
 /// Any event of any aggregate.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -201,6 +209,7 @@ pub enum Event {
     Call(CallEvent),
     Node(NodeEvent),
     Webhook(WebhookEvent),
+    Operator(OperatorEvent),
 }
 
 macro_rules! each_kind {
@@ -214,6 +223,7 @@ macro_rules! each_kind {
             Event::Call($e) => $body,
             Event::Node($e) => $body,
             Event::Webhook($e) => $body,
+            Event::Operator($e) => $body,
         }
     };
 }
@@ -240,6 +250,7 @@ impl Event {
             Self::Call(_) => AggregateKind::Call,
             Self::Node(_) => AggregateKind::Node,
             Self::Webhook(_) => AggregateKind::Webhook,
+            Self::Operator(_) => AggregateKind::Operator,
         }
     }
 
@@ -265,6 +276,9 @@ impl Event {
             Some(AggregateKind::Webhook) => {
                 WebhookEvent::decode(type_name, version, data).map(|r| r.map(Self::Webhook))
             }
+            Some(AggregateKind::Operator) => {
+                OperatorEvent::decode(type_name, version, data).map(|r| r.map(Self::Operator))
+            }
             None => None,
         };
         found.transpose()
@@ -281,6 +295,7 @@ impl Event {
         CallEvent::types(&mut out);
         NodeEvent::types(&mut out);
         WebhookEvent::types(&mut out);
+        OperatorEvent::types(&mut out);
         out
     }
 }
@@ -305,7 +320,8 @@ into_event!(
     RecordingEvent => Recording,
     CallEvent => Call,
     NodeEvent => Node,
-    WebhookEvent => Webhook
+    WebhookEvent => Webhook,
+    OperatorEvent => Operator
 );
 
 #[cfg(test)]

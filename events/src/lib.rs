@@ -30,6 +30,7 @@ pub mod event;
 pub mod ids;
 pub mod limits;
 pub mod node;
+pub mod operator;
 pub mod participant;
 pub mod recording;
 pub mod room;
@@ -42,8 +43,8 @@ pub use aggregate::{Aggregate, Context};
 pub use envelope::{Actor, AggregateKind, AggregateRef, CommandMeta, Decoded, Envelope, RawEvent};
 pub use error::{DecodeError, EncodeError, IdError};
 pub use event::{
-    AppEvent, CallEvent, Event, EventData, EventType, NodeEvent, ParticipantEvent, RecordingEvent, RoomEvent,
-    TrackEvent, WebhookEvent,
+    AppEvent, CallEvent, Event, EventData, EventType, NodeEvent, OperatorEvent, ParticipantEvent, RecordingEvent,
+    RoomEvent, TrackEvent, WebhookEvent,
 };
 pub use ids::{
     AppId, CallId, CorrelationId, DeliveryId, EventId, MediaSessionId, NodeId, ParticipantIdentity, ParticipantSid,

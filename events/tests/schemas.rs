@@ -22,7 +22,7 @@ fn checked_in_schemas_match_the_rust_types() {
 fn every_event_round_trips_through_its_raw_form_and_old_readers_skip_unknown_types() {
     use arc_events::{Actor, AggregateKind, AggregateRef, CommandMeta, Decoded, RawEvent};
     let room = AggregateRef::new(AggregateKind::Room, "rm_1").expect("valid");
-    let meta = CommandMeta::new(Actor::Admin, chrono::Utc::now());
+    let meta = CommandMeta::new(Actor::Admin { name: None }, chrono::Utc::now());
     let event =
         arc_events::RoomEvent::from(arc_events::room::RoomClosed { reason: arc_events::room::CloseReason::Requested });
     let raw = RawEvent::encode(&room, 3, &event.clone().into(), &meta).expect("encode");

@@ -490,7 +490,7 @@ pub(crate) async fn mint_token(
     let who = authenticate(&state, &headers).await?;
     let req: Mint = parse_body(&body)?;
     let app_id = who.app_scope(req.app_id.as_deref())?;
-    let (token, claims) = uc::mint_token(&state, &app_id, &req.request).await?;
+    let (token, claims) = uc::mint_token(&state, &who.actor(), &app_id, &req.request).await?;
     let body = MintedToken {
         token,
         expires_at: chrono::DateTime::from_timestamp(claims.exp, 0).map(|t| t.to_rfc3339()),

@@ -15,8 +15,8 @@ use crate::projection::rooms::RoomRow;
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub(crate) enum Principal {
-    /// Holds the admin key: may do anything.
-    Admin,
+    /// Holds an admin key (its name): may do anything.
+    Admin(String),
     /// An app server: may manage its own app's rooms, tokens and webhooks.
     App(AppId),
     /// A participant with a verified access token.
@@ -27,7 +27,7 @@ impl Principal {
     /// Who the log records as having done it.
     pub(crate) fn actor(&self) -> Actor {
         match self {
-            Self::Admin => Actor::Admin,
+            Self::Admin(name) => Actor::Admin { name: Some(name.clone()) },
             Self::App(app_id) => Actor::App { app_id: app_id.clone() },
             Self::Participant { app, claims } => {
                 match (AppId::parse(&app.app_id), ParticipantIdentity::parse(&claims.sub)) {
@@ -42,8 +42,8 @@ impl Principal {
     pub(crate) fn app_scope(&self, named: Option<&str>) -> ApiResult<AppId> {
         let parse = |s: &str| AppId::parse(s).map_err(|e| ApiError::bad_request("app_id", e));
         match (self, named) {
-            (Self::Admin, Some(id)) => parse(id),
-            (Self::Admin, None) => Err(ApiError::bad_request("app_id", "required with the admin key")),
+            (Self::Admin(_), Some(id)) => parse(id),
+            (Self::Admin(_), None) => Err(ApiError::bad_request("app_id", "required with the admin key")),
             (Self::App(own), None) => Ok(own.clone()),
             (Self::App(own), Some(id)) if id == own.as_str() => Ok(own.clone()),
             (Self::App(_), Some(_)) => Err(ApiError::forbidden("forbidden", "an app may only act on itself")),
@@ -56,7 +56,7 @@ impl Principal {
     /// Whether the caller may moderate `room` (see and change it and its participants).
     pub(crate) fn require_moderator(&self, room: &RoomRow) -> ApiResult<()> {
         let ok = match self {
-            Self::Admin => true,
+            Self::Admin(_) => true,
             Self::App(own) => own.as_str() == room.app_id,
             Self::Participant { app, claims } => {
                 claims.grants.admin && app.app_id == room.app_id && claims.room == room.name
@@ -73,7 +73,7 @@ impl Principal {
 
     pub(crate) fn require_admin(&self) -> ApiResult<()> {
         match self {
-            Self::Admin => Ok(()),
+            Self::Admin(_) => Ok(()),
             _ => Err(ApiError::forbidden("forbidden", "this needs the admin key")),
         }
     }
@@ -81,7 +81,7 @@ impl Principal {
     /// Admin, or the app itself.
     pub(crate) fn require_app(&self, app_id: &str) -> ApiResult<()> {
         match self {
-            Self::Admin => Ok(()),
+            Self::Admin(_) => Ok(()),
             Self::App(own) if own.as_str() == app_id => Ok(()),
             Self::App(_) => Err(ApiError::not_found("app_not_found", "app not found")),
             Self::Participant { .. } => Err(ApiError::forbidden("forbidden", "this needs the app's credentials")),
@@ -114,8 +114,15 @@ pub(crate) async fn authenticate(state: &ApiState, headers: &HeaderMap) -> ApiRe
     })?;
     if let Some(presented) = value.strip_prefix("Bearer ") {
         let presented = presented.trim();
-        if constant_time_eq(presented.as_bytes(), state.admin_key.as_bytes()) {
-            return Ok(Principal::Admin);
+        // Every key is compared, in constant time, whichever matches.
+        let mut admin = None;
+        for k in &state.admin_keys {
+            if constant_time_eq(presented.as_bytes(), k.key.as_bytes()) {
+                admin = Some(k.name.clone());
+            }
+        }
+        if let Some(name) = admin {
+            return Ok(Principal::Admin(name));
         }
         if presented.contains('.') {
             let (app, claims) = verify_token(state, presented).await?;

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_eventlog::Position;
-use arc_events::Actor;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
@@ -62,7 +61,8 @@ pub const SETTLE_WAIT_MAX: Duration = crate::usecase::SETTLE_WAIT_MAX;
 #[derive(Debug)]
 pub struct ApiState {
     pub services: Arc<Services>,
-    pub admin_key: String,
+    /// The admin keys, each with the name the log records as its actor.
+    pub admin_keys: Vec<crate::config::AdminKey>,
     pub started: Instant,
     /// Progress of the webhook delivery planner.
     pub webhooks: Option<watch::Receiver<Position>>,
@@ -259,8 +259,9 @@ pub struct NodeDrain {
 }
 
 async fn set_drain(state: &ApiState, headers: &HeaderMap, node_id: &str, drain: bool) -> ApiResult<Json<NodeDrain>> {
-    auth::authenticate(state, headers).await?.require_admin()?;
-    let position = crate::usecase::nodes::set_drain(state, &Actor::Admin, node_id, drain).await?;
+    let principal = auth::authenticate(state, headers).await?;
+    principal.require_admin()?;
+    let position = crate::usecase::nodes::set_drain(state, &principal.actor(), node_id, drain).await?;
     state.settle(position).await;
     Ok(Json(NodeDrain { node_id: node_id.to_owned(), draining: drain }))
 }
@@ -381,8 +382,9 @@ pub(crate) async fn rebuild_projection(
     headers: HeaderMap,
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> ApiResult<(axum::http::StatusCode, Json<RebuildRequested>)> {
-    auth::authenticate(&state, &headers).await?.require_admin()?;
-    let name = crate::usecase::projections::request_rebuild(&state, &name).await?;
+    let who = auth::authenticate(&state, &headers).await?;
+    who.require_admin()?;
+    let name = crate::usecase::projections::request_rebuild(&state, &who.actor(), &name).await?;
     Ok((axum::http::StatusCode::ACCEPTED, Json(RebuildRequested { name, requested: true })))
 }
 

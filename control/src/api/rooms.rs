@@ -254,7 +254,7 @@ pub(crate) async fn list_rooms(
 ) -> ApiResult<Json<RoomList>> {
     let who = authenticate(&state, &headers).await?;
     let app_filter = match &who {
-        Principal::Admin => q.app_id.clone().unwrap_or_default(),
+        Principal::Admin(_) => q.app_id.clone().unwrap_or_default(),
         _ => who.app_scope(q.app_id.as_deref())?.to_string(),
     };
     if let Some(s) = &q.state

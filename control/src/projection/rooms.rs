@@ -175,7 +175,7 @@ mod tests {
             correlation_id: None,
             traceparent: None,
             causation_id: None,
-            actor: Actor::Admin,
+            actor: Actor::Admin { name: None },
             event: event.into(),
         }
     }

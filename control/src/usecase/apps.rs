@@ -153,17 +153,34 @@ pub fn app_secrets(s: &Services, app: &AppRow) -> UseCaseResult<Vec<AppSecret>> 
 }
 
 /// Mints an access token for an active app, signed with its current secret.
-pub async fn mint_token(s: &Services, app_id: &AppId, request: &MintRequest) -> UseCaseResult<(String, Claims)> {
+/// A token minted with an admin key is recorded (`operator.token_minted`,
+/// never the token) before it is handed out.
+pub async fn mint_token(
+    s: &Services,
+    actor: &Actor,
+    app_id: &AppId,
+    request: &MintRequest,
+) -> UseCaseResult<(String, Claims)> {
     let app = existing_app(s, app_id.as_str()).await?;
     if app.state == "disabled" {
         return Err(UseCaseError::forbidden("app_disabled", "the app is disabled"));
     }
     let secret =
         app_secrets(s, &app)?.into_iter().next().ok_or_else(|| UseCaseError::internal("the app has no secret"))?;
-    token::mint(app_id.as_str(), &secret, request, &s.token_policy, Utc::now()).map_err(|e| match e {
-        token::TokenError::Invalid { field, reason } => UseCaseError::Invalid { field, reason },
-        other => UseCaseError::invalid("token", other),
-    })
+    let (token, claims) =
+        token::mint(app_id.as_str(), &secret, request, &s.token_policy, Utc::now()).map_err(|e| match e {
+            token::TokenError::Invalid { field, reason } => UseCaseError::Invalid { field, reason },
+            other => UseCaseError::invalid("token", other),
+        })?;
+    let minted = arc_events::operator::TokenMinted {
+        app_id: app_id.clone(),
+        room: claims.room.clone(),
+        identity: claims.sub.clone(),
+        jti: claims.jti.clone(),
+        expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now),
+    };
+    super::audit::record(s, actor, arc_events::OperatorEvent::TokenMinted(minted)).await?;
+    Ok((token, claims))
 }
 
 /// When a revocation may be forgotten if the caller does not say: the
@@ -231,5 +248,5 @@ pub async fn mint_dev_token(s: &Services, room: &str, identity: &str, name: Opti
         metadata: None,
         not_before_s: None,
     };
-    Ok(mint_token(s, &app_id, &request).await?.0)
+    Ok(mint_token(s, &Actor::system("dev_tokens"), &app_id, &request).await?.0)
 }

@@ -45,6 +45,7 @@ use crate::projection::Checkpoint;
 use crate::readdb::ReadDb;
 
 pub mod apps;
+pub mod audit;
 pub mod error;
 pub mod events;
 pub mod nodes;

@@ -5,6 +5,9 @@
 //! instance report it behind (`/v1/status`, `/readyz` 503) and writes that
 //! wait for their read models wait for it.
 
+use arc_events::operator::ProjectionRebuildRequested;
+use arc_events::{Actor, OperatorEvent};
+
 use super::{Services, UseCaseError, UseCaseResult};
 use crate::projection;
 
@@ -13,14 +16,17 @@ use crate::projection;
 /// `arc-control rebuild webhooks` does it offline).
 pub const REBUILDABLE: [&str; 6] = projection::ALL;
 
-/// Asks for an online rebuild of projection `name`.
-pub async fn request_rebuild(s: &Services, name: &str) -> UseCaseResult<&'static str> {
+/// Asks for an online rebuild of projection `name`; an admin key's request
+/// is recorded first (`operator.projection_rebuild_requested`).
+pub async fn request_rebuild(s: &Services, actor: &Actor, name: &str) -> UseCaseResult<&'static str> {
     let Some(name) = REBUILDABLE.iter().copied().find(|n| *n == name) else {
         return Err(UseCaseError::NotFound {
             code: "projection_not_found",
             message: format!("no projection {name:?} can be rebuilt online; known: {}", REBUILDABLE.join(", ")),
         });
     };
+    let audit = ProjectionRebuildRequested { projection: name.to_owned() };
+    super::audit::record(s, actor, OperatorEvent::ProjectionRebuildRequested(audit)).await?;
     projection::request_rebuild(&s.db, name).await?;
     Ok(name)
 }

@@ -298,7 +298,7 @@ impl Fixture {
             correlation_id: None,
             traceparent: None,
             causation_id: None,
-            actor: Actor::Admin,
+            actor: Actor::Admin { name: None },
             data,
         };
         assert!(matches!(raw.decode(), Ok(Decoded::Known(_))), "test event {event_type} does not decode");
@@ -450,11 +450,11 @@ async fn every_event_arrives_signed_once_and_in_room_order() {
     assert!(arc_webhooks::get(&f.pool, "wd_nope").await.expect("get").is_none());
     let log = f.log();
     assert!(matches!(
-        arc_webhooks::redeliver(&f.pool, log.as_ref(), &all[0].delivery_id, Actor::Admin).await,
+        arc_webhooks::redeliver(&f.pool, log.as_ref(), &all[0].delivery_id, Actor::Admin { name: None }).await,
         Err(WebhookError::NotDead)
     ));
     assert!(matches!(
-        arc_webhooks::redeliver(&f.pool, log.as_ref(), "wd_nope", Actor::Admin).await,
+        arc_webhooks::redeliver(&f.pool, log.as_ref(), "wd_nope", Actor::Admin { name: None }).await,
         Err(WebhookError::NotFound)
     ));
 
@@ -543,7 +543,9 @@ async fn dead_letters_after_max_attempts_then_redelivers() {
 
     receiver.set_mode(Mode::Healthy);
     let log = f.log();
-    let at = arc_webhooks::redeliver(&f.pool, log.as_ref(), &dead.delivery_id, Actor::Admin).await.expect("redeliver");
+    let at = arc_webhooks::redeliver(&f.pool, log.as_ref(), &dead.delivery_id, Actor::Admin { name: None })
+        .await
+        .expect("redeliver");
     let mut p = progress.clone();
     tokio::time::timeout(DEADLINE, p.wait_for(|x| *x >= at)).await.expect("planner folds").expect("planner alive");
     f.wait_delivered(1).await;
@@ -728,7 +730,9 @@ async fn https_endpoints_verify_the_certificate() {
     with_ca.ca_pem = Some(ca_pem.into_bytes());
     let progress = f.spawn(with_ca);
     let log = f.log();
-    let at = arc_webhooks::redeliver(&f.pool, log.as_ref(), &dead.delivery_id, Actor::Admin).await.expect("redeliver");
+    let at = arc_webhooks::redeliver(&f.pool, log.as_ref(), &dead.delivery_id, Actor::Admin { name: None })
+        .await
+        .expect("redeliver");
     let mut p = progress.clone();
     tokio::time::timeout(DEADLINE, p.wait_for(|x| *x >= at)).await.expect("planner folds").expect("planner alive");
     f.wait_delivered(1).await;
