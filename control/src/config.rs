@@ -40,6 +40,12 @@ pub struct Settings {
     pub nats_stream: Option<String>,
     /// Subject prefix of the stream (default `arc.evt`).
     pub nats_subject_prefix: Option<String>,
+    /// TLS to NATS: the CA that signed the servers' certificates (PEM).
+    pub nats_ca_file: Option<PathBuf>,
+    /// TLS to NATS: this client's certificate (PEM), for servers that verify clients.
+    pub nats_cert_file: Option<PathBuf>,
+    /// TLS to NATS: this client's key (PEM).
+    pub nats_key_file: Option<PathBuf>,
     /// Read-model database URL (`postgres://…` or `sqlite://…`).
     pub database_url: Option<String>,
     /// Admin API key. `dev` generates one into the data dir when unset.
@@ -130,6 +136,9 @@ impl Settings {
             nats_replicas: over.nats_replicas.or(self.nats_replicas),
             nats_stream: over.nats_stream.or(self.nats_stream),
             nats_subject_prefix: over.nats_subject_prefix.or(self.nats_subject_prefix),
+            nats_ca_file: over.nats_ca_file.or(self.nats_ca_file),
+            nats_cert_file: over.nats_cert_file.or(self.nats_cert_file),
+            nats_key_file: over.nats_key_file.or(self.nats_key_file),
             database_url: over.database_url.or(self.database_url),
             admin_key: over.admin_key.or(self.admin_key),
             admin_keys: over.admin_keys.or(self.admin_keys),
@@ -186,6 +195,22 @@ impl Settings {
                 subject_prefix: self
                     .nats_subject_prefix
                     .unwrap_or_else(|| arc_eventlog::jetstream::SUBJECT_PREFIX.to_owned()),
+                tls: {
+                    let tls = arc_eventlog::jetstream::NatsTls {
+                        ca_file: self.nats_ca_file,
+                        client: match (self.nats_cert_file, self.nats_key_file) {
+                            (Some(cert), Some(key)) => Some((cert, key)),
+                            (None, None) => None,
+                            _ => {
+                                return Err(ControlError::Config(
+                                    "TLS to NATS needs both nats_cert_file and nats_key_file".into(),
+                                ));
+                            }
+                        },
+                    };
+                    tls.check().map_err(|e| ControlError::Config(e.to_string()))?;
+                    tls
+                },
             },
             (Mode::Tool, None) => LogConfig::Embedded,
         };
@@ -346,7 +371,14 @@ pub enum LogConfig {
     /// SQLite in the data dir.
     Embedded,
     /// NATS JetStream.
-    JetStream { url: String, replicas: usize, stream: String, subject_prefix: String },
+    JetStream {
+        url: String,
+        replicas: usize,
+        stream: String,
+        subject_prefix: String,
+        /// TLS to the servers.
+        tls: arc_eventlog::jetstream::NatsTls,
+    },
 }
 
 /// Sessions the embedded media node takes at most unless configured.

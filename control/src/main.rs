@@ -57,6 +57,15 @@ struct SettingsArgs {
     /// More admin keys, each named (the log records the name as who acted): name=key,name=key
     #[arg(long, global = true, env = "ARC_ADMIN_KEYS", hide_env_values = true)]
     admin_keys: Option<String>,
+    /// TLS to NATS: the CA that signed the servers' certificates (PEM)
+    #[arg(long, global = true, env = "ARC_NATS_CA_FILE")]
+    nats_ca_file: Option<std::path::PathBuf>,
+    /// TLS to NATS: this client's certificate (PEM), for servers that verify clients
+    #[arg(long, global = true, env = "ARC_NATS_CERT_FILE", requires = "nats_key_file")]
+    nats_cert_file: Option<std::path::PathBuf>,
+    /// TLS to NATS: this client's key (PEM)
+    #[arg(long, global = true, env = "ARC_NATS_KEY_FILE", requires = "nats_cert_file")]
+    nats_key_file: Option<std::path::PathBuf>,
     /// HTTPS: certificate chain (PEM); reloaded on SIGHUP
     #[arg(long, global = true, env = "ARC_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
@@ -169,6 +178,9 @@ impl SettingsArgs {
             database_url: self.database_url,
             admin_key: self.admin_key,
             admin_keys: self.admin_keys,
+            nats_ca_file: self.nats_ca_file,
+            nats_cert_file: self.nats_cert_file,
+            nats_key_file: self.nats_key_file,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             tls_self_signed: self.tls_self_signed.then_some(true),

@@ -36,8 +36,9 @@ pub async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, ControlError
 async fn open_log_and_nats(config: &Config) -> Result<(Arc<dyn EventLog>, Option<async_nats::Client>), ControlError> {
     Ok(match &config.log {
         LogConfig::Embedded => (Arc::new(SqliteLog::open(&config.events_path()).await?), None),
-        LogConfig::JetStream { url, replicas, stream, subject_prefix } => {
+        LogConfig::JetStream { url, replicas, stream, subject_prefix, tls } => {
             let mut js = JetStreamConfig::new(url);
+            js.tls = tls.clone();
             js.replicas = *replicas;
             js.stream = stream.clone();
             js.subject_prefix = subject_prefix.clone();

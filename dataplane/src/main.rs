@@ -23,6 +23,15 @@ struct Cli {
     /// Subject prefix of the stream
     #[arg(long, env = "ARC_NATS_SUBJECT_PREFIX", default_value = arc_eventlog::jetstream::SUBJECT_PREFIX)]
     nats_subject_prefix: String,
+    /// TLS to NATS: the CA that signed the servers' certificates (PEM)
+    #[arg(long, env = "ARC_NATS_CA_FILE")]
+    nats_ca_file: Option<std::path::PathBuf>,
+    /// TLS to NATS: this node's certificate (PEM), for servers that verify clients
+    #[arg(long, env = "ARC_NATS_CERT_FILE", requires = "nats_key_file")]
+    nats_cert_file: Option<std::path::PathBuf>,
+    /// TLS to NATS: this node's key (PEM)
+    #[arg(long, env = "ARC_NATS_KEY_FILE", requires = "nats_cert_file")]
+    nats_key_file: Option<std::path::PathBuf>,
     /// This node's id (letters, digits, '-' and '_') [default: node-<hostname>]
     #[arg(long, env = "ARC_NODE_ID")]
     node_id: Option<String>,
@@ -112,6 +121,10 @@ async fn run() -> Result<()> {
     let mut config = JetStreamConfig::new(&cli.nats_url);
     config.stream = cli.nats_stream;
     config.subject_prefix = cli.nats_subject_prefix;
+    config.tls = arc_eventlog::jetstream::NatsTls {
+        ca_file: cli.nats_ca_file,
+        client: cli.nats_cert_file.zip(cli.nats_key_file),
+    };
     // A node uses the stream the control plane made, with credentials that
     // may be scoped to what a node does (`arc_media::permissions`).
     config.access = arc_eventlog::jetstream::Access::Scoped {

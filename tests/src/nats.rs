@@ -34,7 +34,7 @@ pub struct NatsServers {
     bin: String,
     /// Stores and logs of the servers.
     dir: tempfile::TempDir,
-    /// A configuration file every server reads (users and permissions).
+    /// A configuration file every server reads (users and permissions, TLS).
     config: Option<PathBuf>,
 }
 
@@ -61,20 +61,26 @@ impl NatsServers {
     /// `{ user: "a", password: "b" }` (every permission) or one with a
     /// `permissions` block (`arc_media::permissions::NatsPermissions::to_conf`).
     pub fn single_with_users(users: &[String]) -> Self {
-        Self::start_with(1, Some(users))
+        let text = format!("authorization {{\n  users: [\n    {}\n  ]\n}}\n", users.join("\n    "));
+        Self::start_with(1, Some(&text))
+    }
+
+    /// One server with JetStream reading `config` (nats-server syntax: a
+    /// `tls { … }` block, users, …) beside the flags the harness gives.
+    pub fn single_with_config(config: &str) -> Self {
+        Self::start_with(1, Some(config))
     }
 
     fn start(n: usize) -> Self {
         Self::start_with(n, None)
     }
 
-    fn start_with(n: usize, users: Option<&[String]>) -> Self {
+    fn start_with(n: usize, config: Option<&str>) -> Self {
         let bin = std::env::var("ARC_NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(3 * n);
-        let config = users.map(|users| {
+        let config = config.map(|text| {
             let path = dir.path().join("nats.conf");
-            let text = format!("authorization {{\n  users: [\n    {}\n  ]\n}}\n", users.join("\n    "));
             std::fs::write(&path, text).expect("write the NATS configuration");
             path
         });

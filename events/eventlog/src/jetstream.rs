@@ -99,6 +99,35 @@ pub struct JetStreamConfig {
     /// What this connection does beyond reading and appending: the control
     /// plane manages the stream; a media node opens what it finds.
     pub access: Access,
+    /// TLS to the servers.
+    pub tls: NatsTls,
+}
+
+/// TLS to NATS: required when a CA or a client certificate is given (or a
+/// URL says `tls://`); the servers' certificates are checked against the
+/// CA file (else the system's roots) and the host names in the URLs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    /// PEM file of the CA that signed the servers' certificates.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM files of this client's certificate and key, for servers that
+    /// verify clients (`verify: true`).
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl NatsTls {
+    /// Checks the files can be read, naming the one that cannot.
+    pub fn check(&self) -> Result<(), LogError> {
+        let files = self.ca_file.iter().chain(self.client.iter().flat_map(|(c, k)| [c, k]));
+        for path in files {
+            std::fs::metadata(path).map_err(|e| LogError::Invalid(format!("NATS TLS file {}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    fn required(&self, url: &str) -> bool {
+        self.ca_file.is_some() || self.client.is_some() || url.split(',').any(|u| u.trim().starts_with("tls://"))
+    }
 }
 
 /// What a connection may do to the stream and its buckets.
@@ -129,6 +158,7 @@ impl JetStreamConfig {
             op_timeout: Duration::from_secs(2),
             startup_wait: Duration::from_secs(60),
             access: Access::Manage,
+            tls: NatsTls::default(),
         }
     }
 }
@@ -378,6 +408,16 @@ impl JetStreamLog {
         }
         if let Access::Scoped { inbox_prefix } = &config.access {
             options = options.custom_inbox_prefix(inbox_prefix);
+        }
+        config.tls.check()?;
+        if config.tls.required(&config.url) {
+            options = options.require_tls(true);
+        }
+        if let Some(ca) = &config.tls.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &config.tls.client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
         }
         let (connected_tx, reconnects) = tokio::sync::watch::channel(0u64);
         let client = options
