@@ -19,6 +19,8 @@ server's projections show it.
 ## Credentials
 - `admin`: `Authorization: Bearer <admin key>` (`arc-control dev` saves one in
   its data dir). May do everything, for every app; bodies then name `app_id`.
+  Several named keys may be configured (`--admin-keys name=key,…`); the log
+  names the key in every event it causes.
 - `app`: HTTP Basic `<app_key>:<app_secret>`. An app server manages its own
   rooms, participants, tokens and webhooks.
 - `participant`: `Authorization: Bearer <access token>` (a JWT minted with
