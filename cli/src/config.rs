@@ -1,12 +1,14 @@
 //! Named contexts, as kubectl keeps them: each a control plane's URL and,
-//! optionally, its admin key, in one TOML file (`$ARCCTL_CONFIG`, else
+//! optionally, its admin key and the CA file its HTTPS certificate chains to,
+//! in one TOML file (`$ARCCTL_CONFIG`, else
 //! `$XDG_CONFIG_HOME/arc/arcctl.toml`, else `~/.config/arc/arcctl.toml`),
 //! written with 0600 permissions because it holds keys.
 //!
 //! Which URL and key a command uses, first found wins: `--url` /
 //! `--admin-key` (or `ARC_URL` / `ARC_ADMIN_KEY`), then the context named by
 //! `--context` (or `ARC_CONTEXT`), then the file's current context, then
-//! `http://127.0.0.1:7880` without a key.
+//! `http://127.0.0.1:7880` without a key. The CA file likewise: `--ca-file`
+//! (`ARC_CA_FILE`), then the chosen context's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,18 @@ pub(crate) struct Context {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_key: Option<String>,
+    /// A CA (PEM) trusted for this control plane's HTTPS besides the
+    /// system's roots: a private CA's, or `dev --tls-self-signed`'s certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where a command goes and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub url: String,
+    pub key: Option<String>,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The config file's path (see the module docs).
@@ -137,13 +151,14 @@ impl Config {
         Ok(())
     }
 
-    /// The URL and key to use (see the module docs for the order).
+    /// The URL, key and CA file to use (see the module docs for the order).
     pub(crate) fn resolve(
         &self,
         url: Option<&str>,
         key: Option<&str>,
+        ca_file: Option<&Path>,
         context: Option<&str>,
-    ) -> Result<(String, Option<String>)> {
+    ) -> Result<Target> {
         let chosen = match context.or(self.current.as_deref()) {
             None => None,
             Some(name) => match self.contexts.get(name) {
@@ -154,7 +169,8 @@ impl Config {
         let url =
             url.map(str::to_owned).or_else(|| chosen.map(|c| c.url.clone())).unwrap_or_else(|| DEFAULT_URL.into());
         let key = key.map(str::to_owned).or_else(|| chosen.and_then(|c| c.admin_key.clone()));
-        Ok((url, key))
+        let ca_file = ca_file.map(Path::to_owned).or_else(|| chosen.and_then(|c| c.ca_file.clone()));
+        Ok(Target { url, key, ca_file })
     }
 }
 
@@ -178,23 +194,35 @@ mod tests {
     use super::*;
 
     fn ctx(url: &str, key: Option<&str>) -> Context {
-        Context { url: url.into(), admin_key: key.map(Into::into) }
+        Context { url: url.into(), admin_key: key.map(Into::into), ca_file: None }
+    }
+
+    fn target(url: &str, key: Option<&str>, ca_file: Option<&str>) -> Target {
+        Target { url: url.into(), key: key.map(Into::into), ca_file: ca_file.map(PathBuf::from) }
     }
 
     #[test]
     fn flags_win_then_the_named_context_then_the_current_one() {
         let mut c = Config::default();
-        c.add("prod", ctx("https://arc.example.com", Some("pk"))).expect("add");
+        let prod = Context { ca_file: Some("/etc/arc/ca.pem".into()), ..ctx("https://arc.example.com", Some("pk")) };
+        c.add("prod", prod).expect("add");
         c.add("lab", ctx("http://10.0.0.5:7880", None)).expect("add");
-        assert_eq!(c.resolve(None, None, None).expect("resolve"), (DEFAULT_URL.into(), None));
+        assert_eq!(c.resolve(None, None, None, None).expect("resolve"), target(DEFAULT_URL, None, None));
         c.use_context("prod").expect("use");
-        assert_eq!(c.resolve(None, None, None).expect("r"), ("https://arc.example.com".into(), Some("pk".into())));
-        assert_eq!(c.resolve(None, None, Some("lab")).expect("r"), ("http://10.0.0.5:7880".into(), None));
         assert_eq!(
-            c.resolve(Some("http://h:1"), Some("k"), Some("lab")).expect("r"),
-            ("http://h:1".into(), Some("k".into()))
+            c.resolve(None, None, None, None).expect("r"),
+            target("https://arc.example.com", Some("pk"), Some("/etc/arc/ca.pem"))
         );
-        assert!(c.resolve(None, None, Some("nope")).is_err());
+        assert_eq!(
+            c.resolve(None, None, Some(Path::new("/tmp/other.pem")), None).expect("r"),
+            target("https://arc.example.com", Some("pk"), Some("/tmp/other.pem"))
+        );
+        assert_eq!(c.resolve(None, None, None, Some("lab")).expect("r"), target("http://10.0.0.5:7880", None, None));
+        assert_eq!(
+            c.resolve(Some("http://h:1"), Some("k"), None, Some("lab")).expect("r"),
+            target("http://h:1", Some("k"), None)
+        );
+        assert!(c.resolve(None, None, None, Some("nope")).is_err());
         c.remove("prod").expect("remove");
         assert_eq!(c.current, None);
     }

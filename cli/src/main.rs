@@ -43,6 +43,10 @@ struct Cli {
     /// Use this context from the config file instead of the current one
     #[arg(long, env = "ARC_CONTEXT", global = true)]
     context: Option<String>,
+    /// Trust this CA (PEM) for https:// besides the system's roots, e.g. the Ansible inventory's tls/ca.pem or
+    /// dev's <data-dir>/tls/cert.pem [default: the context's]
+    #[arg(long, env = "ARC_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value = "table", global = true)]
     output: Format,
@@ -184,7 +188,8 @@ enum ContextCmd {
     /// Add (or replace) a context
     #[command(after_help = "Examples:
   arcctl context add dev --url http://127.0.0.1:7880 --key-file arc-data/admin.key --use
-  arcctl context add prod --url https://arc.example.com --key \"$PROD_KEY\"")]
+  arcctl context add prod --url https://arc.example.com --key \"$PROD_KEY\"
+  arcctl context add lab --url https://10.0.0.11:7880 --key-file lab.key --ca-file ansible/inventory/tls/ca.pem")]
     Add {
         name: String,
         /// The control plane's base URL
@@ -196,6 +201,9 @@ enum ContextCmd {
         /// Read the admin key from this file (e.g. <data-dir>/admin.key)
         #[arg(long)]
         key_file: Option<std::path::PathBuf>,
+        /// Trust this CA (PEM) for its HTTPS besides the system's roots (made absolute)
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
         /// Make it the current context
         #[arg(long = "use")]
         make_current: bool,
@@ -584,8 +592,9 @@ async fn run() -> Result<()> {
     }
     let config_path = config::path()?;
     let config = config::Config::load(&config_path)?;
-    let (url, key) = config.resolve(cli.url.as_deref(), cli.admin_key.as_deref(), cli.context.as_deref())?;
-    let api = Api { http: reqwest::Client::new(), url, key };
+    let target =
+        config.resolve(cli.url.as_deref(), cli.admin_key.as_deref(), cli.ca_file.as_deref(), cli.context.as_deref())?;
+    let api = Api { http: http_client(target.ca_file.as_deref())?, url: target.url, key: target.key };
     let get = reqwest::Method::GET;
     let post = reqwest::Method::POST;
     let put = reqwest::Method::PUT;
@@ -771,7 +780,7 @@ fn context(cmd: &ContextCmd, format: Format) -> Result<()> {
     let path = config::path()?;
     let mut config = config::Config::load(&path)?;
     match cmd {
-        ContextCmd::Add { name, url, key, key_file, make_current } => {
+        ContextCmd::Add { name, url, key, key_file, ca_file, make_current } => {
             let admin_key = match (key, key_file) {
                 (Some(k), _) => Some(k.trim().to_owned()),
                 (None, Some(file)) => {
@@ -784,7 +793,18 @@ fn context(cmd: &ContextCmd, format: Format) -> Result<()> {
             if admin_key.as_deref() == Some("") {
                 bail!(Failure::usage("the admin key is empty".into()));
             }
-            config.add(name, config::Context { url: url.clone(), admin_key })?;
+            let ca_file = match ca_file {
+                Some(file) => Some(
+                    std::path::absolute(file)
+                        .map_err(|e| Failure::usage(format!("the CA file {}: {e}", file.display())))?,
+                ),
+                None => None,
+            };
+            if let Some(file) = &ca_file {
+                // Refused now rather than at the first command.
+                http_client(Some(file))?;
+            }
+            config.add(name, config::Context { url: url.clone(), admin_key, ca_file })?;
             if *make_current || config.current.is_none() {
                 config.use_context(name)?;
             }
@@ -808,7 +828,7 @@ fn context(cmd: &ContextCmd, format: Format) -> Result<()> {
                 .iter()
                 .map(|(name, c)| {
                     serde_json::json!({
-                        "name": name, "url": c.url, "admin_key": c.admin_key.is_some(),
+                        "name": name, "url": c.url, "admin_key": c.admin_key.is_some(), "ca_file": c.ca_file,
                         "current": config.current.as_deref() == Some(name.as_str()),
                     })
                 })
@@ -828,6 +848,23 @@ fn context(cmd: &ContextCmd, format: Format) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The HTTP client, trusting `ca_file`'s certificates besides the system's roots.
+fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| Failure::usage(format!("reading the CA file {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| Failure::usage(format!("the CA file {} holds no PEM certificate", path.display())))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| anyhow::anyhow!("making the HTTP client: {e}"))
 }
 
 fn items(v: &Value, key: &str) -> Vec<Value> {

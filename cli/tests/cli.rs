@@ -54,3 +54,37 @@ fn completions_for_every_shell_and_formats_are_checked() {
     assert_eq!(run(&["-o", "xml", "status"]).status.code(), Some(2));
     assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
 }
+
+#[test]
+fn a_context_keeps_its_ca_file_and_a_bad_one_is_refused_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("arcctl.toml");
+    let ctx = |args: &[&str]| {
+        Command::new(ARCCTL)
+            .args(args)
+            .env("ARCCTL_CONFIG", &config)
+            .env_remove("ARC_CA_FILE")
+            .output()
+            .expect("arcctl")
+    };
+    let add = |ca: &str| ctx(&["context", "add", "lab", "--url", "https://10.0.0.11:7880", "--ca-file", ca]);
+    let missing = dir.path().join("missing.pem");
+    let out = add(missing.to_str().expect("path"));
+    assert_eq!(out.status.code(), Some(2), "a missing CA file is bad usage");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading the CA file"), "{out:?}");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").expect("write");
+    let out = add(garbage.to_str().expect("path"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no PEM certificate"), "{out:?}");
+    assert!(!config.exists(), "nothing saved after a refusal");
+
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, made.cert.pem()).expect("write");
+    let out = add(ca.to_str().expect("path"));
+    assert!(out.status.success(), "{out:?}");
+    let out = ctx(&["context", "list", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(list["contexts"][0]["ca_file"], ca.to_str().expect("path"), "{list}");
+}

@@ -306,6 +306,9 @@ async fn run(config: arc_control::config::Config) -> Result<()> {
     println!("  status page   {url}/");
     if let Some(https) = &running.https {
         println!("  certificate   {} (SHA-256 {}; SIGHUP reloads it)", https.cert.display(), https.fingerprint);
+        if config.tls == Some(arc_control::config::Tls::SelfSigned) {
+            println!("                (arcctl --url {url} --ca-file {} … trusts it)", https.cert.display());
+        }
     }
     println!("  REST API      {url}/v1/   (health: {url}/healthz)");
     println!("  API docs      {url}/docs   (OpenAPI: {url}/v1/openapi.json)");

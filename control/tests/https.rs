@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::rtc_client::{Client, flow};
-use common::{ADMIN_KEY, Mode, start_with};
+use common::{ADMIN_KEY, Mode, arcctl_bin, start_with};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 
@@ -73,6 +73,28 @@ async fn dev_serves_api_whip_and_signalling_over_https_and_reloads_its_certifica
     let plain = base.replacen("https://", "http://", 1);
     assert!(status(&stranger, &plain).await.is_err(), "plain HTTP gets no answer");
     assert_eq!(status(&https, &base).await, Ok(200), "the failed handshakes hurt nobody");
+
+    // arcctl trusts the certificate when told to (--ca-file), and says why
+    // it cannot reach the server when not.
+    let arcctl = |extra: &[&str]| {
+        std::process::Command::new(arcctl_bin())
+            .args(["--url", &base, "--admin-key", ADMIN_KEY, "-o", "json"])
+            .args(extra)
+            .arg("status")
+            .env("ARCCTL_CONFIG", "/nonexistent/arcctl.toml")
+            .env_remove("ARC_CA_FILE")
+            .output()
+            .expect("run arcctl")
+    };
+    let cert_path = tls_dir.join("cert.pem");
+    let trusted = arcctl(&["--ca-file", cert_path.to_str().expect("path")]);
+    assert!(trusted.status.success(), "arcctl --ca-file: {}", String::from_utf8_lossy(&trusted.stderr));
+    let out: Value = serde_json::from_slice(&trusted.stdout).expect("arcctl prints JSON");
+    assert_eq!(out["log_reachable"], true, "a status document: {out}");
+    let untrusted = arcctl(&[]);
+    assert_eq!(untrusted.status.code(), Some(3), "without the CA: unreachable");
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(err.contains("certificate") || err.contains("Unknown"), "the reason names the certificate: {err}");
 
     // An app, tokens, and WHIP/WHEP media through https.
     let app: Value = https
