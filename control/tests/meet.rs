@@ -98,7 +98,8 @@ async fn two_windows_on_dev_meet_without_minting_tokens() {
     assert_eq!(r["ok"], true, "two windows met on development tokens: {r}");
 
     // What the page says when things go wrong: a refused token, a denied
-    // camera (it still joins and chats), the room closed under it.
+    // camera (it still joins and chats), its right to publish taken away
+    // (its tracks end), the room closed under it.
     let app = create_app(&server.base, ADMIN_KEY, "errors").await;
     let token = mint_token(
         &server.base,
@@ -108,10 +109,12 @@ async fn two_windows_on_dev_meet_without_minting_tokens() {
         json!({"join": true, "publish": true, "subscribe": true, "publish_data": true}),
     )
     .await;
+    let pat =
+        mint_token(&server.base, &app, "pat", "oops", json!({"join": true, "publish": true, "subscribe": true})).await;
     let r = browser(
         "meet_errors.mjs",
         "meet (errors)",
-        &[("ARC_URL", &server.base), ("TOKEN", &token), ("ADMIN_KEY", ADMIN_KEY)],
+        &[("ARC_URL", &server.base), ("TOKEN", &token), ("TOKEN_PUB", &pat), ("ADMIN_KEY", ADMIN_KEY)],
     );
     assert_eq!(r["ok"], true, "the page said what went wrong: {r}");
 
