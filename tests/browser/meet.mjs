@@ -29,7 +29,7 @@
 import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { launchChromium } from "./chromium.mjs";
+import { launchChromium, open } from "./chromium.mjs";
 
 const env = (k, d) => process.env[k] ?? d;
 const base = env("ARC_URL", "http://127.0.0.1:7880");
@@ -63,7 +63,7 @@ const browser = await launchChromium(speak ? { audioFile: tone() } : {});
 const room = env("ROOM", "");
 // Without TOKENS, each page gets a development token itself (arc-control dev).
 const count = tokens.length || names.length;
-const result = { ok: false, pages: count };
+const result = { ok: false, pages: count, navigation: [] };
 try {
   const pages = [];
   for (let i = 0; i < count; i++) {
@@ -75,7 +75,7 @@ try {
     if (tokens[i]) fields.token = tokens[i];
     if (room) fields.room = room;
     const q = new URLSearchParams(fields).toString();
-    await page.goto(`${base}/meet?${q}`);
+    await open(page, `${base}/meet?${q}`, result.navigation);
     pages.push(page);
   }
   const started = Date.now();

@@ -8,13 +8,13 @@
 // button is disabled, and its tracks end for everyone), and the room closed
 // under them (the test closes it through the REST API with ADMIN_KEY).
 // Prints one JSON line; exit code 0 when every message showed.
-import { launchChromium } from "./chromium.mjs";
+import { launchChromium, open } from "./chromium.mjs";
 
 const env = (k, d) => process.env[k] ?? d;
 const base = env("ARC_URL", "http://127.0.0.1:7880");
 const timeoutMs = Number(env("TIMEOUT_MS", "20000"));
 const browser = await launchChromium();
-const result = { ok: false };
+const result = { ok: false, navigation: [] };
 const until = async (page, f, arg) => {
   const started = Date.now();
   while (Date.now() - started < timeoutMs) {
@@ -26,7 +26,7 @@ const until = async (page, f, arg) => {
 try {
   // A refused token.
   const refusedPage = await (await browser.newContext()).newPage();
-  await refusedPage.goto(`${base}/meet?autojoin=1&token=${encodeURIComponent(env("TOKEN_BAD", "nope"))}`);
+  await open(refusedPage, `${base}/meet?autojoin=1&token=${encodeURIComponent(env("TOKEN_BAD", "nope"))}`, result.navigation);
   result.refused = await until(refusedPage, () => window.arc.state === "disconnected");
   result.refused_text = await refusedPage.textContent("#notice");
 
@@ -35,7 +35,7 @@ try {
   await denied.addInitScript(() => {
     navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
   });
-  await denied.goto(`${base}/meet?autojoin=1&name=Fay&token=${encodeURIComponent(env("TOKEN", ""))}`);
+  await open(denied, `${base}/meet?autojoin=1&name=Fay&token=${encodeURIComponent(env("TOKEN", ""))}`, result.navigation);
   result.joined = await until(denied, () => window.arc.state === "joined");
   result.denied = await until(denied, () => /denied/.test(window.arc.error ?? ""));
   result.denied_text = await denied.textContent("#notice");
@@ -46,7 +46,7 @@ try {
   const admin = { authorization: `Bearer ${env("ADMIN_KEY", "")}`, "content-type": "application/json" };
   const roomId = await denied.evaluate(() => window.arc.roomId);
   const pat = await (await browser.newContext()).newPage();
-  await pat.goto(`${base}/meet?autojoin=1&name=Pat&token=${encodeURIComponent(env("TOKEN_PUB", ""))}`);
+  await open(pat, `${base}/meet?autojoin=1&name=Pat&token=${encodeURIComponent(env("TOKEN_PUB", ""))}`, result.navigation);
   const patTracks = async () => {
     const list = await (await fetch(`${base}/v1/rooms/${roomId}/participants`, { headers: admin })).json();
     const p = (list.participants ?? []).find((p) => p.identity === "pat");

@@ -11,7 +11,7 @@
 // PUBLISH (1; 0: only play, e.g. another client publishes),
 // TRANSPORT (tcp: both pages drop the node's UDP candidates, as clients whose UDP is blocked),
 // SCREENSHOT (a PNG path: on success, a picture of the player page).
-import { launchChromium } from "./chromium.mjs";
+import { launchChromium, open } from "./chromium.mjs";
 
 const env = (k, d) => process.env[k] ?? d;
 const base = env("ARC_URL", "http://127.0.0.1:7880");
@@ -25,15 +25,15 @@ const playToo = env("PLAY", "1") !== "0";
 const publishToo = env("PUBLISH", "1") !== "0";
 
 const browser = await launchChromium();
-const result = { ok: false, codec, room };
+const result = { ok: false, codec, room, navigation: [] };
 try {
   const context = await browser.newContext();
   const q = (o) => new URLSearchParams(o).toString();
   const transport = env("TRANSPORT", "");
   const pub = publishToo ? await context.newPage() : null;
-  if (pub) await pub.goto(`${base}/publish?${q({ room, token: env("PUB_TOKEN", ""), codec, autostart: "1", transport })}`);
+  if (pub) await open(pub, `${base}/publish?${q({ room, token: env("PUB_TOKEN", ""), codec, autostart: "1", transport })}`, result.navigation);
   const play = playToo ? await context.newPage() : pub;
-  if (playToo) await play.goto(`${base}/play?${q({ room, token: env("SUB_TOKEN", ""), autostart: "1", transport })}`);
+  if (playToo) await open(play, `${base}/play?${q({ room, token: env("SUB_TOKEN", ""), autostart: "1", transport })}`, result.navigation);
   const started = Date.now();
   let stats = null;
   while (Date.now() - started < timeoutMs) {
