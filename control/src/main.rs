@@ -307,7 +307,10 @@ async fn run(config: arc_control::config::Config) -> Result<()> {
     if let Some(https) = &running.https {
         println!("  certificate   {} (SHA-256 {}; SIGHUP reloads it)", https.cert.display(), https.fingerprint);
         if config.tls == Some(arc_control::config::Tls::SelfSigned) {
-            println!("                (arcctl --url {url} --ca-file {} … trusts it)", https.cert.display());
+            println!(
+                "                (arcctl trusts it: arcctl --url {url} --ca-file {} status)",
+                https.cert.display()
+            );
         }
     }
     println!("  REST API      {url}/v1/   (health: {url}/healthz)");

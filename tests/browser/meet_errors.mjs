@@ -15,14 +15,16 @@ const base = env("ARC_URL", "http://127.0.0.1:7880");
 const timeoutMs = Number(env("TIMEOUT_MS", "20000"));
 const browser = await launchChromium();
 const result = { ok: false, navigation: [] };
-const until = async (page, f, arg) => {
+// Whether `check` (async) came true within timeoutMs, polled every 100 ms.
+const waitFor = async (check) => {
   const started = Date.now();
   while (Date.now() - started < timeoutMs) {
-    if (await page.evaluate(f, arg)) return true;
-    await page.waitForTimeout(100);
+    if (await check()) return true;
+    await new Promise((r) => setTimeout(r, 100));
   }
   return false;
 };
+const until = (page, f, arg) => waitFor(() => page.evaluate(f, arg));
 try {
   // A refused token.
   const refusedPage = await (await browser.newContext()).newPage();
@@ -51,14 +53,6 @@ try {
     const list = await (await fetch(`${base}/v1/rooms/${roomId}/participants`, { headers: admin })).json();
     const p = (list.participants ?? []).find((p) => p.identity === "pat");
     return (p?.tracks ?? []).filter((t) => t.state === "published").length;
-  };
-  const waitFor = async (f) => {
-    const started = Date.now();
-    while (Date.now() - started < timeoutMs) {
-      if (await f()) return true;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return false;
   };
   result.pat_published = await waitFor(async () => (await patTracks()) >= 2);
   const taken = await fetch(`${base}/v1/rooms/${roomId}/participants/pat/permissions`, {
