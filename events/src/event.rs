@@ -169,7 +169,9 @@ aggregate_events!(
 );
 
 aggregate_events!(
-    /// Events of a media node: registration, liveness and draining.
+    /// Events of a media node: registration, liveness and draining, and
+    /// what it reports of the media it carries (facts the control plane
+    /// checks and turns into room and track events).
     NodeEvent {
         Registered(node::NodeRegistered),
         Heartbeat(node::NodeHeartbeat),
@@ -177,8 +179,28 @@ aggregate_events!(
         Undrained(node::NodeUndrained),
         Lost(node::NodeLost),
         Deregistered(node::NodeDeregistered),
+        TrackPublished(node::NodeTrackPublished),
+        TrackUnpublished(node::NodeTrackUnpublished),
+        SubscriptionStarted(node::NodeSubscriptionStarted),
+        SubscriptionEnded(node::NodeSubscriptionEnded),
+        SessionEnded(node::NodeSessionEnded),
     }
 );
+
+impl NodeEvent {
+    /// Whether this is a node's report of its media (which the control plane
+    /// turns into room and track events) rather than its own lifecycle.
+    pub fn is_report(&self) -> bool {
+        matches!(
+            self,
+            Self::TrackPublished(_)
+                | Self::TrackUnpublished(_)
+                | Self::SubscriptionStarted(_)
+                | Self::SubscriptionEnded(_)
+                | Self::SessionEnded(_)
+        )
+    }
+}
 
 aggregate_events!(
     /// Events of one webhook delivery (one event to one endpoint).

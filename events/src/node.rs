@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::AggregateKind;
 use crate::event::EventData;
+use crate::ids::{ParticipantIdentity, ParticipantSid, RoomId, TrackId};
+use crate::room::LeaveReason;
+use crate::track::{MediaKind, TrackSource};
 
 /// A media node started and announced itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -74,6 +77,94 @@ pub struct NodeLost {
 /// A node left cleanly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeDeregistered {}
+
+// What a node saw happen to the media it carries. A node appends these to
+// its own aggregate only (its NATS credentials allow no other subject); the
+// control plane's node-report reactor (`arc-control`'s `reports.rs`) checks
+// each against the room — the session it names must be placed on that node —
+// and turns it into the room's or track's own event, with the node as actor
+// and the report as cause.
+
+/// The node started forwarding a track a participant publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeTrackPublished {
+    pub track_id: TrackId,
+    pub room_id: RoomId,
+    pub identity: ParticipantIdentity,
+    /// The publishing session (placed on this node).
+    pub sid: ParticipantSid,
+    pub kind: MediaKind,
+    pub source: TrackSource,
+    /// Negotiated codec MIME type, e.g. `video/VP8`.
+    pub codec: String,
+    /// Whether the publisher sends simulcast layers.
+    #[serde(default)]
+    pub simulcast: bool,
+}
+
+/// The node stopped forwarding a published track.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeTrackUnpublished {
+    pub track_id: TrackId,
+    /// Why, e.g. `client_left`, `participant_left`.
+    pub reason: String,
+}
+
+/// The node started forwarding a track to a participant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeSubscriptionStarted {
+    pub track_id: TrackId,
+    pub subscriber: ParticipantIdentity,
+    /// The receiving session (placed on this node).
+    pub subscriber_sid: ParticipantSid,
+}
+
+/// The node stopped forwarding a track to a participant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeSubscriptionEnded {
+    pub track_id: TrackId,
+    pub subscriber: ParticipantIdentity,
+    pub subscriber_sid: ParticipantSid,
+    /// Why, e.g. `client_left`, `unpublished`.
+    pub reason: String,
+}
+
+/// A participant's media session on the node ended (the participant hung
+/// up, went silent, was ended by the control plane, or the node shut down);
+/// the participant leaves the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeSessionEnded {
+    pub room_id: RoomId,
+    pub identity: ParticipantIdentity,
+    pub sid: ParticipantSid,
+    pub reason: LeaveReason,
+}
+
+impl EventData for NodeTrackPublished {
+    const TYPE: &'static str = "node.track_published";
+    const VERSION: u16 = 1;
+    const AGGREGATE: AggregateKind = AggregateKind::Node;
+}
+impl EventData for NodeTrackUnpublished {
+    const TYPE: &'static str = "node.track_unpublished";
+    const VERSION: u16 = 1;
+    const AGGREGATE: AggregateKind = AggregateKind::Node;
+}
+impl EventData for NodeSubscriptionStarted {
+    const TYPE: &'static str = "node.subscription_started";
+    const VERSION: u16 = 1;
+    const AGGREGATE: AggregateKind = AggregateKind::Node;
+}
+impl EventData for NodeSubscriptionEnded {
+    const TYPE: &'static str = "node.subscription_ended";
+    const VERSION: u16 = 1;
+    const AGGREGATE: AggregateKind = AggregateKind::Node;
+}
+impl EventData for NodeSessionEnded {
+    const TYPE: &'static str = "node.session_ended";
+    const VERSION: u16 = 1;
+    const AGGREGATE: AggregateKind = AggregateKind::Node;
+}
 
 impl EventData for NodeRegistered {
     const TYPE: &'static str = "node.registered";

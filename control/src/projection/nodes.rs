@@ -108,7 +108,8 @@ impl Projection for NodesProjection {
     }
 
     fn key(event: &Envelope) -> Option<String> {
-        matches!(event.event, Event::Node(_)).then(|| event.aggregate.id().to_owned())
+        // A node's reports of its media change nothing here.
+        matches!(&event.event, Event::Node(e) if !e.is_report()).then(|| event.aggregate.id().to_owned())
     }
 
     fn fold(row: Option<NodeRow>, e: &Envelope) -> Option<NodeRow> {
@@ -137,6 +138,14 @@ impl Projection for NodesProjection {
                 last_seq: seq,
             }),
             (_, None) => None,
+            (
+                NodeEvent::TrackPublished(_)
+                | NodeEvent::TrackUnpublished(_)
+                | NodeEvent::SubscriptionStarted(_)
+                | NodeEvent::SubscriptionEnded(_)
+                | NodeEvent::SessionEnded(_),
+                n,
+            ) => n,
             (NodeEvent::Heartbeat(h), Some(mut n)) => {
                 n.last_seen_ms = at;
                 n.sessions = i64::from(h.load.sessions);

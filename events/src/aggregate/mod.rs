@@ -94,7 +94,7 @@ pub(crate) mod testing {
     }
 
     pub(crate) struct Given<A: Aggregate> {
-        state: A,
+        pub(crate) state: A,
     }
 
     /// Folds `events`, each at the given second.

@@ -1,4 +1,7 @@
-//! The media-node aggregate: register, drain, undrain, lost, deregister.
+//! The media-node aggregate: register, drain, undrain, lost, deregister,
+//! and the node's reports of the media it carries (facts on its own
+//! aggregate, which the control plane checks and turns into room and track
+//! events: a node's credentials reach no other aggregate).
 //!
 //! A node's periodic load samples are not events (they live on the load
 //! board beside the log, `arc_eventlog::load`): the liveness janitor passes
@@ -12,7 +15,10 @@ use thiserror::Error;
 use super::{Aggregate, Context};
 use crate::envelope::AggregateKind;
 use crate::event::{Event, NodeEvent};
-use crate::node::{NodeDeregistered, NodeDraining, NodeLost, NodeRegistered, NodeUndrained};
+use crate::node::{
+    NodeDeregistered, NodeDraining, NodeLost, NodeRegistered, NodeSessionEnded, NodeSubscriptionEnded,
+    NodeSubscriptionStarted, NodeTrackPublished, NodeTrackUnpublished, NodeUndrained,
+};
 
 /// How often a node reports its load (a heartbeat, on the load board).
 pub const HEARTBEAT_INTERVAL_S: i64 = 2;
@@ -28,6 +34,31 @@ pub const UNREACHABLE_LOST_MS: i64 = 750;
 pub const NODE_FIELD_LEN_MAX: usize = 256;
 /// Most public IPs a node may announce.
 pub const PUBLIC_IPS_MAX: usize = 16;
+
+/// Longest codec name or free-form reason a node may report, in bytes.
+pub const REPORT_TEXT_LEN_MAX: usize = 64;
+
+/// What a node reports of the media it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeReport {
+    TrackPublished(NodeTrackPublished),
+    TrackUnpublished(NodeTrackUnpublished),
+    SubscriptionStarted(NodeSubscriptionStarted),
+    SubscriptionEnded(NodeSubscriptionEnded),
+    SessionEnded(NodeSessionEnded),
+}
+
+impl From<NodeReport> for NodeEvent {
+    fn from(r: NodeReport) -> Self {
+        match r {
+            NodeReport::TrackPublished(e) => e.into(),
+            NodeReport::TrackUnpublished(e) => e.into(),
+            NodeReport::SubscriptionStarted(e) => e.into(),
+            NodeReport::SubscriptionEnded(e) => e.into(),
+            NodeReport::SessionEnded(e) => e.into(),
+        }
+    }
+}
 
 /// Lifecycle of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -69,6 +100,10 @@ pub enum NodeCommand {
         unreachable_since: Option<DateTime<Utc>>,
     },
     Deregister,
+    /// Record what the node saw happen to its media (any time after its
+    /// first registration: a node declared lost still reports its sessions'
+    /// ends, and the control plane judges each report).
+    Report(NodeReport),
 }
 
 /// Why a node command was refused.
@@ -166,6 +201,26 @@ impl Aggregate for Node {
                     _ => Ok(vec![]),
                 }
             }
+            NodeCommand::Report(report) => {
+                if self.status == NodeStatus::Absent {
+                    return Err(NodeError::NotRegistered);
+                }
+                let text = match report {
+                    NodeReport::TrackPublished(e) => Some(("codec", &e.codec)),
+                    NodeReport::TrackUnpublished(NodeTrackUnpublished { reason, .. })
+                    | NodeReport::SubscriptionEnded(NodeSubscriptionEnded { reason, .. }) => Some(("reason", reason)),
+                    NodeReport::SubscriptionStarted(_) | NodeReport::SessionEnded(_) => None,
+                };
+                if let Some((field, value)) = text
+                    && (value.is_empty() || value.len() > REPORT_TEXT_LEN_MAX)
+                {
+                    return Err(NodeError::Invalid {
+                        field,
+                        reason: format!("must be 1..={REPORT_TEXT_LEN_MAX} bytes"),
+                    });
+                }
+                Ok(vec![report.clone().into()])
+            }
             NodeCommand::Deregister => match self.status {
                 NodeStatus::Up | NodeStatus::Draining => Ok(vec![NodeDeregistered {}.into()]),
                 NodeStatus::Lost | NodeStatus::Deregistered => Ok(vec![]),
@@ -186,6 +241,12 @@ impl Aggregate for Node {
             NodeEvent::Undrained(_) => self.status = NodeStatus::Up,
             NodeEvent::Lost(_) => self.status = NodeStatus::Lost,
             NodeEvent::Deregistered(_) => self.status = NodeStatus::Deregistered,
+            // Reports are the control plane's to act on; the node's own state is unchanged.
+            NodeEvent::TrackPublished(_)
+            | NodeEvent::TrackUnpublished(_)
+            | NodeEvent::SubscriptionStarted(_)
+            | NodeEvent::SubscriptionEnded(_)
+            | NodeEvent::SessionEnded(_) => {}
         }
         self
     }
@@ -310,5 +371,26 @@ mod tests {
         assert_eq!(given::<Node>(&drained).when(2, NodeCommand::Drain { reason: "again".into() }), Ok(vec![]));
         assert_eq!(given::<Node>(&drained).when(2, NodeCommand::Undrain), Ok(vec![NodeUndrained {}.into()]));
         assert_eq!(given::<Node>(&drained).when(3, NodeCommand::Deregister), Ok(vec![NodeDeregistered {}.into()]));
+    }
+
+    #[test]
+    fn reports_are_recorded_once_registered_even_when_lost_and_bounded() {
+        use crate::ids::TrackId;
+        let unpublished = |reason: &str| {
+            NodeReport::TrackUnpublished(NodeTrackUnpublished {
+                track_id: TrackId::parse("TR_a").expect("track id"),
+                reason: reason.into(),
+            })
+        };
+        let report = NodeCommand::Report(unpublished("client_left"));
+        assert_eq!(given::<Node>(&[]).when(0, report.clone()), Err(NodeError::NotRegistered));
+        let lost = [(0, registered().into()), (8, NodeLost { last_seen_at: t(0), unreachable_since: None }.into())];
+        let recorded: NodeEvent = unpublished("client_left").into();
+        assert_eq!(given::<Node>(&lost).when(9, report), Ok(vec![recorded.clone()]));
+        // A report leaves the node as it was.
+        let after = given::<Node>(&[(0, registered().into()), (1, recorded)]).state;
+        assert_eq!(after, given::<Node>(&[(0, registered().into())]).state);
+        let long = NodeCommand::Report(unpublished(&"x".repeat(REPORT_TEXT_LEN_MAX + 1)));
+        assert!(matches!(given::<Node>(&lost).when(9, long), Err(NodeError::Invalid { field: "reason", .. })));
     }
 }

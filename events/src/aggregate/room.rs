@@ -8,7 +8,7 @@ use thiserror::Error;
 use super::{Aggregate, Context};
 use crate::envelope::AggregateKind;
 use crate::event::{Event, RoomEvent};
-use crate::ids::{AppId, ParticipantIdentity, ParticipantSid};
+use crate::ids::{AppId, NodeId, ParticipantIdentity, ParticipantSid};
 use crate::room::{
     CloseReason, LeaveReason, ParticipantJoined, ParticipantLeft, RoomClosed, RoomCreated, RoomMetadataUpdated,
 };
@@ -39,8 +39,36 @@ pub struct Room {
     pub empty_timeout_s: u32,
     /// Who is in the room now, with their current session.
     pub participants: BTreeMap<ParticipantIdentity, ParticipantSid>,
+    /// The media node each present session was placed on, if any.
+    #[serde(default)]
+    pub nodes: BTreeMap<ParticipantSid, NodeId>,
     /// Since when nobody has been in the room (while open).
     pub empty_since: Option<DateTime<Utc>>,
+}
+
+/// Where a session's media is, as far as the room knows: what a node's
+/// report about that session is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The session is in the room, placed on the node asking.
+    Here,
+    /// The session is in the room, on another node or on none.
+    Elsewhere,
+    /// The session is not in the room (it left, or never joined).
+    Gone,
+}
+
+impl Room {
+    /// Where session `sid` is, seen from media node `node`.
+    pub fn placement(&self, sid: &ParticipantSid, node: &NodeId) -> Placement {
+        if !self.participants.values().any(|s| s == sid) {
+            return Placement::Gone;
+        }
+        match self.nodes.get(sid) {
+            Some(n) if n == node => Placement::Here,
+            _ => Placement::Elsewhere,
+        }
+    }
 }
 
 /// What can be asked of a room.
@@ -223,6 +251,7 @@ impl Aggregate for Room {
         match event {
             RoomEvent::Created(e) => {
                 self.participants.clear();
+                self.nodes.clear();
                 self.status = RoomStatus::Open;
                 self.app_id = Some(e.app_id.clone());
                 self.max_participants = e.max_participants.unwrap_or(PARTICIPANTS_PER_ROOM_MAX);
@@ -230,12 +259,18 @@ impl Aggregate for Room {
                 self.empty_since = Some(at);
             }
             RoomEvent::ParticipantJoined(e) => {
-                self.participants.insert(e.identity.clone(), e.sid.clone());
+                if let Some(old) = self.participants.insert(e.identity.clone(), e.sid.clone()) {
+                    self.nodes.remove(&old);
+                }
+                if let Some(node) = &e.node_id {
+                    self.nodes.insert(e.sid.clone(), node.clone());
+                }
                 self.empty_since = None;
             }
             RoomEvent::ParticipantLeft(e) => {
                 if self.participants.get(&e.identity) == Some(&e.sid) {
                     self.participants.remove(&e.identity);
+                    self.nodes.remove(&e.sid);
                 }
                 if self.participants.is_empty() {
                     self.empty_since = Some(at);
@@ -244,6 +279,7 @@ impl Aggregate for Room {
             RoomEvent::Closed(_) => {
                 self.status = RoomStatus::Closed;
                 self.participants.clear();
+                self.nodes.clear();
                 self.empty_since = None;
             }
             RoomEvent::MetadataUpdated(_) => {}
@@ -251,7 +287,8 @@ impl Aggregate for Room {
         self
     }
 
-    super::snapshot_with_serde!(1);
+    // 2: `nodes` (snapshots of version 1 lack the placements).
+    super::snapshot_with_serde!(2);
 
     fn narrow(event: Event) -> Option<RoomEvent> {
         match event {
@@ -278,7 +315,7 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::testing::given;
+    use crate::aggregate::testing::{given, t};
 
     fn app() -> AppId {
         AppId::parse("app1").expect("valid")
@@ -458,5 +495,27 @@ mod tests {
             given::<Room>(&[]).when(0, RoomCommand::UpdateMetadata { metadata: None }),
             Err(RoomError::NotFound)
         );
+    }
+
+    #[test]
+    fn a_session_is_placed_on_the_node_it_joined_with_until_it_leaves_or_is_replaced() {
+        let node = |n: &str| NodeId::parse(n).expect("node id");
+        let on = |w: &str, s: &str, n: &str| -> RoomEvent {
+            ParticipantJoined { node_id: Some(node(n)), ..joined_event(w, s) }.into()
+        };
+        let room = given::<Room>(&[(0, created(None)), (1, on("ann", "s1", "n1")), (2, joined("bob", "s2"))]).state;
+        assert_eq!(room.placement(&sid("s1"), &node("n1")), Placement::Here);
+        assert_eq!(room.placement(&sid("s1"), &node("n2")), Placement::Elsewhere);
+        // Joined without a media node: no node may speak for it.
+        assert_eq!(room.placement(&sid("s2"), &node("n1")), Placement::Elsewhere);
+        assert_eq!(room.placement(&sid("s9"), &node("n1")), Placement::Gone);
+        // Rejoined on another node: the old session is gone, the new one is there.
+        let room = room.evolve(&on("ann", "s3", "n2"), t(3));
+        assert_eq!(room.placement(&sid("s1"), &node("n1")), Placement::Gone);
+        assert_eq!(room.placement(&sid("s3"), &node("n2")), Placement::Here);
+        assert_eq!(room.nodes.len(), 1);
+        let room = room.evolve(&left("ann", "s3", LeaveReason::ClientLeft), t(4));
+        assert_eq!(room.placement(&sid("s3"), &node("n2")), Placement::Gone);
+        assert!(room.nodes.is_empty());
     }
 }

@@ -27,6 +27,8 @@ pub struct Track {
     pub status: TrackStatus,
     pub room_id: Option<RoomId>,
     pub identity: Option<ParticipantIdentity>,
+    /// The publishing session.
+    pub sid: Option<ParticipantSid>,
     pub muted: bool,
     /// Sessions receiving the track now.
     pub subscribers: std::collections::BTreeSet<ParticipantSid>,
@@ -122,6 +124,7 @@ impl Aggregate for Track {
                 self.status = TrackStatus::Published;
                 self.room_id = Some(p.room_id.clone());
                 self.identity = Some(p.identity.clone());
+                self.sid = Some(p.sid.clone());
             }
             TrackEvent::Muted(_) => self.muted = true,
             TrackEvent::Unmuted(_) => self.muted = false,
