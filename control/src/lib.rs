@@ -44,6 +44,7 @@ pub mod media;
 pub mod metered;
 pub mod projection;
 pub mod readdb;
+pub mod reports;
 pub mod server;
 pub mod signal;
 pub mod tls;

@@ -337,6 +337,14 @@ pub async fn start(config: &Config) -> Result<Running, ControlError> {
         config.janitor_interval,
         leases.lease(crate::janitor::LEASE),
     ));
+    // Media nodes' reports become room and track events (checked against
+    // where each session is placed) in the instance holding this lease.
+    tasks.spawn(crate::reports::run(
+        db.clone(),
+        log.clone(),
+        leases.lease(crate::reports::LEASE),
+        metrics.reports.clone(),
+    ));
     // One follower of the log for every signalling socket of this instance.
     let signal_hub = crate::signal::Hub::new();
     tasks.spawn(signal_hub.clone().run(log.clone()));

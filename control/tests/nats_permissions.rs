@@ -4,13 +4,25 @@
 //! registers, takes a WHIP and a WHEP session, reports the track, answers
 //! the control plane's probes); the same credentials cannot append an app's
 //! event or another node's, answer another node's requests, read other
-//! clients' replies, delete the stream or write another node's load.
+//! clients' replies, delete the stream or write another node's load. A
+//! node appends only to its own node aggregate (not to rooms or tracks), and
+//! the reports another node appends there about sessions it does not carry
+//! are refused by the control plane: nothing changes in the room.
 
 mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_eventlog::jetstream::{Access, JetStreamConfig, JetStreamLog};
+use arc_eventlog::{AppendRequest, EventLog, Expected};
+use arc_events::node::{NodeSessionEnded, NodeTrackPublished};
+use arc_events::room::LeaveReason;
+use arc_events::track::{MediaKind, TrackSource};
+use arc_events::{
+    Actor, AggregateRef, CommandMeta, Event, NodeEvent, NodeId, ParticipantIdentity, ParticipantSid, RawEvent, RoomId,
+    TrackId,
+};
 use arc_media::permissions;
 use arc_tests::nats::NatsServers;
 use common::rtc_client::{Client, flow};
@@ -79,22 +91,26 @@ async fn a_media_nodes_credentials_do_what_a_node_does_and_nothing_else() {
     let mut s = Client::open(&http, &base, "scoped", &sub_t, false).await;
     flow(&mut p, &mut s, 50, Duration::from_secs(20)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let (room_id, cam_sid, cam_tracks) = loop {
         let rooms = admin_get(&base, "/v1/rooms?name=scoped").await;
         let room_id = rooms["rooms"][0]["room_id"].as_str().unwrap_or_default().to_owned();
         let p = admin_get(&base, &format!("/v1/rooms/{room_id}/participants")).await;
-        let published = p["participants"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|x| x["identity"] == "cam")
-            .any(|x| x["tracks"].as_array().is_some_and(|t| !t.is_empty()));
-        if published {
-            break;
+        let cam = p["participants"].as_array().into_iter().flatten().find(|x| x["identity"] == "cam").cloned();
+        if let Some(cam) = cam.filter(|x| x["tracks"].as_array().is_some_and(|t| !t.is_empty())) {
+            break (room_id, cam["sid"].as_str().unwrap_or_default().to_owned(), cam["tracks"].clone());
         }
-        assert!(Instant::now() < deadline, "the node's track.published reached the log: {p}");
+        assert!(Instant::now() < deadline, "the node's track report became track.published: {p}");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    // What it reported went through its own aggregate, and the control plane
+    // recorded the track with the node as actor and the report as cause.
+    let events = admin_get(&base, "/v1/events?limit=1000").await;
+    let all = events["events"].as_array().cloned().unwrap_or_default();
+    let published = all.iter().find(|e| e["type"] == "track.published").expect("a track.published event");
+    let report = all.iter().find(|e| e["type"] == "node.track_published").expect("the node's report");
+    assert_eq!(report["aggregate_id"], "media-a", "{report}");
+    assert_eq!(published["actor"], json!({"kind": "node", "node_id": "media-a"}), "{published}");
+    assert_eq!(published["causation_id"], report["id"], "{published}");
     let n = admin_get(&base, "/v1/nodes").await;
     assert!(
         n["nodes"].as_array().is_some_and(|n| n.iter().any(|x| x["node_id"] == "media-a" && x["state"] == "up")),
@@ -124,13 +140,22 @@ async fn a_media_nodes_credentials_do_what_a_node_does_and_nothing_else() {
     let js = async_nats::jetstream::new(admin.clone());
     let mut log = js.get_stream(&stream).await.expect("the stream");
 
-    // Appends outside its scope: an app's event, another node's.
+    // Appends outside its scope: an app's event, another node's, a room's, a track's.
     let forged = bytes::Bytes::from_static(br#"[{"type":"app.created","forged":true}]"#);
-    for subject in [format!("{prefix}.app.forged"), format!("{prefix}.node.media-b"), format!("{prefix}.webhook.x")] {
+    for subject in [
+        format!("{prefix}.app.forged"),
+        format!("{prefix}.node.media-b"),
+        format!("{prefix}.webhook.x"),
+        format!("{prefix}.room.{room_id}"),
+        format!("{prefix}.track.TR_forged"),
+    ] {
+        // (The room has the control plane's events: the last one stays the last.)
+        let before = log.direct_get_last_for_subject(subject.as_str()).await.ok().map(|m| m.sequence);
         impostor.publish(subject.clone(), forged.clone()).await.expect("publish");
         impostor.flush().await.expect("flush");
         violation(&errors, "Publish", &subject).await;
-        assert!(log.direct_get_last_for_subject(subject.as_str()).await.is_err(), "nothing stored on {subject}");
+        let after = log.direct_get_last_for_subject(subject.as_str()).await.ok().map(|m| m.sequence);
+        assert_eq!(after, before, "nothing stored on {subject}");
     }
     // The stream, the buckets and another node's load sample are not its to change.
     for subject in [
@@ -168,5 +193,70 @@ async fn a_media_nodes_credentials_do_what_a_node_does_and_nothing_else() {
     let js_node = async_nats::jetstream::new(impostor.clone());
     let mine = js_node.get_stream(&stream).await.expect("a node reads the stream's info");
     mine.direct_get_last_for_subject(format!("{prefix}.node.media-a")).await.expect("a node reads its own aggregate");
+
+    // Another node (media-b, with its own credentials) reports on its own
+    // aggregate about sessions on media-a: it ends the publisher's session
+    // and publishes a track for it. The control plane refuses both.
+    let mut config = JetStreamConfig::new(&format!("nats://media-b:{NODE_PASSWORD}@127.0.0.1:{port}"));
+    config.stream = stream.clone();
+    config.subject_prefix = prefix.clone();
+    config.access = Access::Scoped { inbox_prefix: permissions::inbox_prefix("media-b") };
+    let other = JetStreamLog::connect(&config).await.expect("media-b opens the log");
+    let node_b = NodeId::parse("media-b").expect("node id");
+    let room = RoomId::parse(&room_id).expect("room id");
+    let cam = ParticipantSid::parse(&cam_sid).expect("sid");
+    let identity = ParticipantIdentity::parse("cam").expect("identity");
+    let reports: [NodeEvent; 2] = [
+        NodeTrackPublished {
+            track_id: TrackId::parse("TR_forged").expect("track id"),
+            room_id: room.clone(),
+            identity: identity.clone(),
+            sid: cam.clone(),
+            kind: MediaKind::Video,
+            source: TrackSource::Camera,
+            codec: "video/VP8".into(),
+            simulcast: false,
+        }
+        .into(),
+        NodeSessionEnded { room_id: room, identity, sid: cam, reason: LeaveReason::Kicked }.into(),
+    ];
+    let aggregate = AggregateRef::from(&node_b);
+    for (i, report) in reports.into_iter().enumerate() {
+        let meta = CommandMeta::new(Actor::Node { node_id: node_b.clone() }, chrono::Utc::now());
+        let raw = RawEvent::encode(&aggregate, i as u64 + 1, &Event::Node(report), &meta).expect("encode");
+        let request = AppendRequest { aggregate: aggregate.clone(), expected: Expected::Any, events: vec![raw] };
+        other.append(request).await.expect("media-b may append to its own aggregate");
+    }
+    // The viewer leaves through media-a: once that report is applied, the
+    // earlier forged ones were judged (reports are applied in log order).
+    assert_eq!(s.delete(&http, &base, &sub_t).await, 200, "the viewer hangs up");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = admin_get(&base, &format!("/v1/rooms/{room_id}/participants")).await;
+        let list = p["participants"].as_array().cloned().unwrap_or_default();
+        if !list.iter().any(|x| x["identity"] == "viewer") {
+            let cam = list.iter().find(|x| x["identity"] == "cam");
+            assert!(cam.is_some_and(|c| c["sid"] == cam_sid.as_str()), "the publisher is still in the room: {p}");
+            assert_eq!(cam.map(|c| c["tracks"].clone()), Some(cam_tracks.clone()), "no forged track: {p}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the viewer's leave was recorded: {p}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = admin_get(&base, "/v1/events?limit=1000").await;
+    let forged: Vec<_> = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["actor"]["node_id"] == "media-b" && e["aggregate_type"] != "node")
+        .collect();
+    assert!(forged.is_empty(), "nothing recorded for media-b's reports: {forged:?}");
+    // An operator sees them refused.
+    let metrics = reqwest::get(format!("{base}/metrics")).await.expect("scrape").text().await.expect("body");
+    assert!(
+        metrics.lines().any(|l| l == r#"arc_node_reports_total{outcome="refused"} 2"#),
+        "two refused reports in /metrics: {}",
+        metrics.lines().filter(|l| l.contains("node_reports")).collect::<Vec<_>>().join("\n")
+    );
     drop(nats);
 }

@@ -1,23 +1,20 @@
 //! What a media node's NATS credentials allow: the least a node needs, and
 //! nothing of the rest of the cluster.
 //!
-//! A node appends to the log only on the subjects of the aggregates it
-//! reports on — its own node aggregate, rooms (a participant's media ended)
-//! and tracks (published, unpublished, subscriptions) — never apps, webhooks,
-//! participants' permissions or another node; it reads the stream and the
-//! snapshot bucket (direct gets, ephemeral consumers), writes its own key of
-//! the load board, answers requests on its own subject only (replies go to
-//! the requester's reply subject: `allow_responses`), publishes its own room
-//! signals, and receives replies under its own inbox prefix. It cannot
-//! create, update, purge or delete a stream, bucket or consumer of another.
-//!
-//! What NATS cannot scope: the room and track subjects carry the room's or
-//! track's id, not the node's, so a node's credentials can append to any
-//! room's or track's subject. The aggregates still decide every append (a
-//! leave of someone not in the room, an unpublish of a track that is not
-//! published, are refused), and JetStream does not record which user
-//! published a message, so no reader can tell a node's append from the
-//! control plane's by the credentials used.
+//! A node appends to the log only on its own node aggregate's subject: its
+//! registration and liveness, and its reports of the media it carries
+//! (tracks published and unpublished, subscriptions, sessions ended) — never
+//! a room, track, app, webhook, participant or another node. The control
+//! plane's report reactor checks each report against the room (the session
+//! it names must be placed on that node; an end may also name a session
+//! that already left) and records the room's or track's event itself, so a
+//! node can neither touch rooms it does not carry nor forge another node's
+//! reports. It reads the stream and the snapshot bucket (direct gets,
+//! ephemeral consumers), writes its own key of the load board, answers
+//! requests on its own subject only (replies go to the requester's reply
+//! subject: `allow_responses`), publishes its own room signals, and receives
+//! replies under its own inbox prefix. It cannot create, update, purge or
+//! delete a stream, bucket or consumer of another.
 //!
 //! [`node`] is the one definition; `ansible/roles/nats/vars/main.yml` is
 //! generated from it (a test checks the two agree) and the test harness
@@ -43,10 +40,8 @@ pub fn inbox_prefix(node: &str) -> String {
 pub fn node(stream: &str, prefix: &str, node: &str) -> NatsPermissions {
     let api = "$JS.API";
     let publish = vec![
-        // Appends: its own aggregate, and the rooms and tracks it reports on.
+        // Appends: its own aggregate only (registration, liveness, reports).
         format!("{prefix}.node.{node}"),
-        format!("{prefix}.room.*"),
-        format!("{prefix}.track.*"),
         // The stream and the buckets, as they are (never created or changed).
         format!("{api}.STREAM.INFO.{stream}"),
         format!("{api}.STREAM.INFO.KV_{stream}_LOAD"),
@@ -110,11 +105,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_node_may_append_only_to_its_own_node_and_to_rooms_and_tracks() {
+    fn a_node_may_append_only_to_its_own_node_aggregate() {
         let p = node("S", "arc.evt", "n1");
         let appends: Vec<&String> = p.publish.iter().filter(|s| s.starts_with("arc.evt.")).collect();
-        assert_eq!(appends, ["arc.evt.node.n1", "arc.evt.room.*", "arc.evt.track.*"]);
-        for forbidden in ["STREAM.CREATE", "STREAM.UPDATE", "STREAM.DELETE", "STREAM.PURGE", ".app.", "webhook"] {
+        assert_eq!(appends, ["arc.evt.node.n1"]);
+        for forbidden in
+            ["STREAM.CREATE", "STREAM.UPDATE", "STREAM.DELETE", "STREAM.PURGE", ".app.", ".room.", ".track.", "webhook"]
+        {
             assert!(!p.publish.iter().any(|s| s.contains(forbidden)), "{forbidden} allowed: {p:?}");
         }
         assert_eq!(p.subscribe, ["arc.media.n1.rpc", "_INBOX_n1.>"]);

@@ -1,22 +1,26 @@
-//! The media task's events, appended to the log by the node: tracks
-//! published and unpublished, subscriptions started and ended, participants
-//! who left (hung up, lost, kicked, or whose node shut down). Room signals
-//! (active speakers) are not for the log: they go to a [`SignalSink`] — core
-//! NATS on the node's own subject, or in process in `dev` — and are dropped
-//! when nobody can take them.
+//! The media task's events, recorded in the log by the node as reports on
+//! its own node aggregate (the only subject its credentials may append to):
+//! tracks published and unpublished, subscriptions started and ended,
+//! sessions ended (participants who hung up, went silent, were ended by the
+//! control plane, or whose node shut down). The control plane's report
+//! reactor checks each against the room (the session must be placed on this
+//! node) and records the room's and track's own events. Room signals (active
+//! speakers, quality) are not for the log: they go to a [`SignalSink`] —
+//! core NATS on the node's own subject, or in process in `dev` — and are
+//! dropped when nobody can take them.
 //!
 //! The media task never waits on the log: it sends into an unbounded channel
 //! and this task appends in order, retrying while the log is unreachable.
-//! Commands go through the aggregates, so a repeated or late report (a leave
-//! for a session that was already replaced) changes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_eventlog::{EventLog, ExecuteError, Repository};
-use arc_events::aggregate::room::{Room, RoomCommand};
-use arc_events::aggregate::track::{Track, TrackCommand};
-use arc_events::track::{MediaKind, TrackPublished, TrackSource};
+use arc_events::aggregate::node::{Node, NodeCommand, NodeReport};
+use arc_events::node::{
+    NodeSessionEnded, NodeSubscriptionEnded, NodeSubscriptionStarted, NodeTrackPublished, NodeTrackUnpublished,
+};
+use arc_events::track::{MediaKind, TrackSource};
 use arc_events::{Actor, AggregateRef, CommandMeta, NodeId};
 use arc_nodeproto::RoomSignal;
 use tokio::sync::{broadcast, mpsc};
@@ -60,8 +64,7 @@ pub async fn run(
     mut rx: mpsc::UnboundedReceiver<MediaEvent>,
     signals: SignalSink,
 ) {
-    let rooms = Repository::<Room>::new(log.clone());
-    let tracks = Repository::<Track>::new(log);
+    let nodes = Repository::<Node>::new(log);
     while let Some(ev) = rx.recv().await {
         match ev {
             MediaEvent::Speakers { room_id, speakers } => {
@@ -76,10 +79,10 @@ pub async fn run(
         }
         let mut delay = Duration::from_millis(100);
         loop {
-            match append(&rooms, &tracks, &node_id, &ev).await {
+            match append(&nodes, &node_id, &ev).await {
                 Ok(()) => break,
                 Err(Failure::Refused(why)) => {
-                    tracing::debug!(event = ?ev, %why, "media event refused by its aggregate; nothing to record");
+                    tracing::warn!(event = ?ev, %why, "media report refused by the node aggregate; not recorded");
                     break;
                 }
                 Err(Failure::Unreachable(why)) => {
@@ -104,16 +107,12 @@ fn classify<E: std::error::Error + 'static>(e: ExecuteError<E>) -> Failure {
     }
 }
 
-async fn append(
-    rooms: &Repository<Room>,
-    tracks: &Repository<Track>,
-    node_id: &NodeId,
-    ev: &MediaEvent,
-) -> Result<(), Failure> {
-    let meta = CommandMeta::new(Actor::Node { node_id: node_id.clone() }, chrono::Utc::now());
-    match ev {
+/// The report a media event makes, if it is one for the log.
+fn report(ev: &MediaEvent) -> Option<NodeReport> {
+    Some(match ev {
         MediaEvent::TrackPublished { room_id, identity, sid, track, kind, codec, screen } => {
-            let published = TrackPublished {
+            NodeReport::TrackPublished(NodeTrackPublished {
+                track_id: track.clone(),
                 room_id: room_id.clone(),
                 identity: identity.clone(),
                 sid: sid.clone(),
@@ -129,39 +128,46 @@ async fn append(
                 },
                 codec: codec.clone(),
                 simulcast: false,
-            };
-            tracks
-                .execute(&AggregateRef::from(track), &TrackCommand::Publish(published), &meta)
-                .await
-                .map_err(classify)?;
+            })
         }
-        MediaEvent::TrackUnpublished { track, reason } => {
-            let cmd = TrackCommand::Unpublish { reason: reason.as_str().to_owned() };
-            tracks.execute(&AggregateRef::from(track), &cmd, &meta).await.map_err(classify)?;
-        }
+        MediaEvent::TrackUnpublished { track, reason } => NodeReport::TrackUnpublished(NodeTrackUnpublished {
+            track_id: track.clone(),
+            reason: reason.as_str().to_owned(),
+        }),
         MediaEvent::SubscriptionStarted { track, identity, sid } => {
-            let cmd = TrackCommand::Subscribe { subscriber: identity.clone(), sid: sid.clone() };
-            tracks.execute(&AggregateRef::from(track), &cmd, &meta).await.map_err(classify)?;
+            NodeReport::SubscriptionStarted(NodeSubscriptionStarted {
+                track_id: track.clone(),
+                subscriber: identity.clone(),
+                subscriber_sid: sid.clone(),
+            })
         }
         MediaEvent::SubscriptionEnded { track, identity, sid, reason } => {
-            let cmd = TrackCommand::Unsubscribe {
+            NodeReport::SubscriptionEnded(NodeSubscriptionEnded {
+                track_id: track.clone(),
                 subscriber: identity.clone(),
-                sid: sid.clone(),
+                subscriber_sid: sid.clone(),
                 reason: reason.as_str().to_owned(),
-            };
-            tracks.execute(&AggregateRef::from(track), &cmd, &meta).await.map_err(classify)?;
+            })
         }
         // A signalling participant's media session: the participant stays
-        // (its tracks and subscriptions ended with their own events).
-        MediaEvent::SessionEnded { attached: true, .. } => {}
+        // (its tracks and subscriptions ended with their own reports).
+        MediaEvent::SessionEnded { attached: true, .. } => return None,
         // Not for the log (see `run`).
-        MediaEvent::Speakers { .. } | MediaEvent::Quality { .. } => {}
-        MediaEvent::SessionEnded { room_id, identity, sid, reason, .. } => {
-            // The node's reasons are the log's (when the control plane ended
-            // the session, it wrote the leave already; this is a no-op).
-            let cmd = RoomCommand::Leave { identity: identity.clone(), sid: sid.clone(), reason: *reason };
-            rooms.execute(&AggregateRef::from(room_id), &cmd, &meta).await.map_err(classify)?;
-        }
-    }
+        MediaEvent::Speakers { .. } | MediaEvent::Quality { .. } => return None,
+        // The node's reasons are the log's (when the control plane ended the
+        // session, it wrote the leave already; the leave this turns into is a no-op).
+        MediaEvent::SessionEnded { room_id, identity, sid, reason, .. } => NodeReport::SessionEnded(NodeSessionEnded {
+            room_id: room_id.clone(),
+            identity: identity.clone(),
+            sid: sid.clone(),
+            reason: *reason,
+        }),
+    })
+}
+
+async fn append(nodes: &Repository<Node>, node_id: &NodeId, ev: &MediaEvent) -> Result<(), Failure> {
+    let Some(report) = report(ev) else { return Ok(()) };
+    let meta = CommandMeta::new(Actor::Node { node_id: node_id.clone() }, chrono::Utc::now());
+    nodes.execute(&AggregateRef::from(node_id), &NodeCommand::Report(report), &meta).await.map_err(classify)?;
     Ok(())
 }

@@ -9,7 +9,7 @@
 //! - the log and the projections: appends by outcome, events appended and
 //!   append latency (`arc_log_append_duration_seconds`, this instance's
 //!   appends), the log's head, each projection's position, events applied
-//!   and whether it has caught up;
+//!   and whether it has caught up; media nodes' reports applied and refused;
 //! - the process: CPU seconds and resident memory.
 
 use std::sync::Arc;
@@ -62,6 +62,8 @@ pub struct Metrics {
     registry: Registry,
     /// Appends to the event log (recorded by [`crate::metered::MeteredLog`]).
     pub log: crate::metered::LogMetrics,
+    /// Media nodes' reports (recorded by [`crate::reports`]).
+    pub reports: crate::reports::ReportMetrics,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     rooms_open: Gauge,
@@ -154,9 +156,12 @@ impl Metrics {
         );
         let log = crate::metered::LogMetrics::default();
         log.register(&mut registry);
+        let reports = crate::reports::ReportMetrics::default();
+        reports.register(&mut registry);
         let process = arc_telemetry::ProcessMetrics::register(&mut registry);
         Self {
             log,
+            reports,
             registry,
             requests,
             latency,
