@@ -9,7 +9,8 @@
 //! report into the room's or track's command, after [`judge`] checked it
 //! against the room: the session a report names must be in the room and
 //! placed on the reporting node (known from the subject the report was
-//! appended to, never from the report's own fields); a report that ends
+//! appended to, never from the report's own fields), and the identity it
+//! gives that session must be the session's own; a report that ends
 //! something may also name a session that already left (ending what it left
 //! behind harms nobody). Everything else is refused and logged, so a node
 //! cannot publish into, or end media of, a room it does not carry.
@@ -46,8 +47,44 @@ pub const LEASE: &str = "node_reports";
 
 /// How often the reactor checks its lease and stores how far it read.
 const TICK: Duration = Duration::from_secs(1);
-/// Longest wait between retries while the log or the database is unreachable.
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// First and longest wait between retries while the log or the database is
+/// unreachable (as the projections': the log fails fast while disconnected,
+/// and a reconnect ends the wait at once).
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_millis(250);
+
+/// Waits between retries: doubling up to [`RETRY_MAX`], cut short when the
+/// log reconnects.
+struct Backoff {
+    delay: Duration,
+    reconnects: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl Backoff {
+    fn new(log: &dyn EventLog) -> Self {
+        Self { delay: RETRY_MIN, reconnects: log.reconnects() }
+    }
+
+    /// Whether this is the first failure in a row (worth a warning).
+    fn first(&self) -> bool {
+        self.delay == RETRY_MIN
+    }
+
+    async fn wait(&mut self) {
+        match self.reconnects.as_mut() {
+            Some(r) => {
+                r.mark_unchanged();
+                let _ = tokio::time::timeout(self.delay, r.changed()).await;
+            }
+            None => tokio::time::sleep(self.delay).await,
+        }
+        self.delay = (self.delay * 2).min(RETRY_MAX);
+    }
+
+    fn reset(&mut self) {
+        self.delay = RETRY_MIN;
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -94,6 +131,14 @@ pub fn judge(node: &NodeId, report: &NodeEvent, room: &Room, track: Option<&Trac
         Placement::Gone => Err(format!("session {sid} is not in the room")),
         Placement::Elsewhere => Err(format!("session {sid} is not placed on node {node}")),
     };
+    // The identity a report gives a session must be the session's own.
+    let named = |identity: &arc_events::ParticipantIdentity, sid: &arc_events::ParticipantSid| match room
+        .participants
+        .get(identity)
+    {
+        Some(s) if s == sid => Ok(()),
+        _ => Err(format!("session {sid} is not {identity}'s")),
+    };
     let published = |track: Option<&Track>| -> Result<(), String> {
         match track.map(|t| t.status) {
             Some(TrackStatus::Published | TrackStatus::Unpublished) => Ok(()),
@@ -103,6 +148,7 @@ pub fn judge(node: &NodeId, report: &NodeEvent, room: &Room, track: Option<&Trac
     match report {
         NodeEvent::TrackPublished(e) => {
             here(&e.sid, false)?;
+            named(&e.identity, &e.sid)?;
             let cmd = TrackCommand::Publish(TrackPublished {
                 room_id: e.room_id.clone(),
                 identity: e.identity.clone(),
@@ -123,6 +169,7 @@ pub fn judge(node: &NodeId, report: &NodeEvent, room: &Room, track: Option<&Trac
         NodeEvent::SubscriptionStarted(e) => {
             published(track)?;
             here(&e.subscriber_sid, false)?;
+            named(&e.subscriber, &e.subscriber_sid)?;
             let cmd = TrackCommand::Subscribe { subscriber: e.subscriber.clone(), sid: e.subscriber_sid.clone() };
             Ok(Step::Track(AggregateRef::from(&e.track_id), cmd))
         }
@@ -213,19 +260,22 @@ impl Aggregates {
 /// Runs the reactor forever, while this instance holds `lease`.
 pub async fn run(db: ReadDb, log: Arc<dyn EventLog>, mut lease: arc_lease::Lease, metrics: ReportMetrics) {
     let aggregates = Aggregates { rooms: Repository::new(log.clone()), tracks: Repository::new(log.clone()) };
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(log.as_ref());
     loop {
         if !lease.acquire().await {
-            tokio::time::sleep(TICK).await;
+            tokio::time::sleep(arc_lease::RETRY).await;
             continue;
         }
         match follow(&db, log.as_ref(), &aggregates, &mut lease, &metrics).await {
             // The lease was lost: another instance reacts now.
-            Ok(()) => delay = Duration::from_millis(100),
+            Ok(()) => backoff.reset(),
             Err(e) => {
-                tracing::warn!(error = %e, "node reports: following the log failed; starting again");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RETRY_MAX);
+                if backoff.first() {
+                    tracing::warn!(error = %e, "node reports: following the log failed; starting again");
+                } else {
+                    tracing::debug!(error = %e, "node reports: following the log failed again");
+                }
+                backoff.wait().await;
             }
         }
     }
@@ -314,7 +364,7 @@ async fn follow(
                 }
                 // The node is the subject's, which its credentials bound.
                 let Ok(node) = NodeId::parse(envelope.aggregate.id()) else { continue };
-                let mut delay = Duration::from_millis(100);
+                let mut backoff = Backoff::new(log);
                 loop {
                     match aggregates.apply(&node, report, &envelope).await {
                         Ok(()) => {
@@ -328,9 +378,10 @@ async fn follow(
                             break;
                         }
                         Err(Failure::Unreachable(why)) => {
-                            tracing::warn!(%node, %why, "cannot apply a node report yet; retrying");
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(RETRY_MAX);
+                            if backoff.first() {
+                                tracing::warn!(%node, %why, "cannot apply a node report yet; retrying");
+                            }
+                            backoff.wait().await;
                             if !lease.check().await {
                                 return Ok(());
                             }
@@ -495,6 +546,18 @@ mod tests {
         assert!(judge(&node("n1"), &started("s2"), &r, Some(&track_of("s1"))).is_err());
         assert!(judge(&node("n2"), &started("s9"), &r, Some(&track_of("s1"))).is_err());
         assert!(judge(&node("n2"), &started("s2"), &r, None).is_err());
+    }
+
+    #[test]
+    fn a_report_cannot_give_a_session_another_identity() {
+        let r = room();
+        let mut report = published_by("s1");
+        report.identity = who("bob");
+        let refused = judge(&node("n1"), &report.into(), &r, None).expect_err("refused");
+        assert!(refused.contains("is not bob's"), "{refused}");
+        let started: NodeEvent =
+            NodeSubscriptionStarted { track_id: track_id(), subscriber: who("ann"), subscriber_sid: sid("s2") }.into();
+        assert!(judge(&node("n2"), &started, &r, Some(&track_of("s1"))).is_err());
     }
 
     #[test]

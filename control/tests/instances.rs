@@ -73,8 +73,9 @@ async fn get_room(http: &reqwest::Client, base: &str, room_id: &str, position: O
     request.send().await.expect("get room").json().await.expect("json")
 }
 
-/// Every lease an instance takes: six projections, the webhooks, the janitor.
-const LEASES: usize = 8;
+/// Every lease an instance takes: six projections, the webhooks, the janitor,
+/// the node-report reactor.
+const LEASES: usize = 9;
 
 /// What one client saw of one room: the highest `seq` acknowledged or read.
 #[derive(Default)]
