@@ -194,7 +194,13 @@ async fn reports_become_room_and_track_events_once_and_only_for_sessions_on_thei
         sid: s1.clone(),
         reason: LeaveReason::ClientLeft,
     };
+    let sent = Instant::now();
     report(&n1, NodeReport::SessionEnded(ended)).await;
+    while events_of(log.as_ref(), &room).await.len() == room_events.len() {
+        assert!(sent.elapsed() < Duration::from_secs(10), "ann's leave was applied");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    eprintln!("a report became the room's event {:?} after it was appended (embedded log)", sent.elapsed());
     reached(&db, log.head().await.expect("head")).await;
     again.abort();
     assert_eq!(events_of(log.as_ref(), &track).await, track_events, "nothing applied twice to the track");
