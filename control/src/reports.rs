@@ -31,7 +31,6 @@ use std::time::Duration;
 use arc_eventlog::{EventLog, ExecuteError, Position, Repository};
 use arc_events::aggregate::room::{Placement, Room, RoomCommand};
 use arc_events::aggregate::track::{Track, TrackCommand, TrackStatus};
-use arc_events::track::TrackPublished;
 use arc_events::{AggregateRef, CommandMeta, Decoded, Envelope, Event, EventId, NodeEvent, NodeId, RoomId};
 use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -147,18 +146,9 @@ pub fn judge(node: &NodeId, report: &NodeEvent, room: &Room, track: Option<&Trac
     };
     match report {
         NodeEvent::TrackPublished(e) => {
-            here(&e.sid, false)?;
-            named(&e.identity, &e.sid)?;
-            let cmd = TrackCommand::Publish(TrackPublished {
-                room_id: e.room_id.clone(),
-                identity: e.identity.clone(),
-                sid: e.sid.clone(),
-                kind: e.kind,
-                source: e.source,
-                codec: e.codec.clone(),
-                simulcast: e.simulcast,
-            });
-            Ok(Step::Track(AggregateRef::from(&e.track_id), cmd))
+            here(&e.track.sid, false)?;
+            named(&e.track.identity, &e.track.sid)?;
+            Ok(Step::Track(AggregateRef::from(&e.track_id), TrackCommand::Publish(e.track.clone())))
         }
         NodeEvent::TrackUnpublished(e) => {
             published(track)?;
@@ -236,7 +226,7 @@ impl Aggregates {
             None => None,
         };
         let room_id = match report {
-            NodeEvent::TrackPublished(e) => Some(e.room_id.clone()),
+            NodeEvent::TrackPublished(e) => Some(e.track.room_id.clone()),
             NodeEvent::SessionEnded(e) => Some(e.room_id.clone()),
             _ => track.as_ref().and_then(|t| t.room_id.clone()),
         };
@@ -412,7 +402,7 @@ mod tests {
         NodeSessionEnded, NodeSubscriptionEnded, NodeSubscriptionStarted, NodeTrackPublished, NodeTrackUnpublished,
     };
     use arc_events::room::{LeaveReason, ParticipantJoined, RoomCreated};
-    use arc_events::track::{MediaKind, TrackSource};
+    use arc_events::track::{MediaKind, TrackPublished, TrackSource};
     use arc_events::{Aggregate, AppId, ParticipantIdentity, ParticipantSid, RoomEvent, TrackEvent, TrackId};
     use chrono::Utc;
 
@@ -462,28 +452,20 @@ mod tests {
     fn published_by(s: &str) -> NodeTrackPublished {
         NodeTrackPublished {
             track_id: track_id(),
-            room_id: room_id(),
-            identity: who("ann"),
-            sid: sid(s),
-            kind: MediaKind::Video,
-            source: TrackSource::Camera,
-            codec: "video/VP8".into(),
-            simulcast: false,
+            track: TrackPublished {
+                room_id: room_id(),
+                identity: who("ann"),
+                sid: sid(s),
+                kind: MediaKind::Video,
+                source: TrackSource::Camera,
+                codec: "video/VP8".into(),
+                simulcast: false,
+            },
         }
     }
 
     fn track_of(s: &str) -> Track {
-        let p = published_by(s);
-        let e: TrackEvent = TrackPublished {
-            room_id: p.room_id,
-            identity: p.identity,
-            sid: p.sid,
-            kind: p.kind,
-            source: p.source,
-            codec: p.codec,
-            simulcast: false,
-        }
-        .into();
+        let e: TrackEvent = published_by(s).track.into();
         Track::default().evolve(&e, Utc::now())
     }
 
@@ -552,7 +534,7 @@ mod tests {
     fn a_report_cannot_give_a_session_another_identity() {
         let r = room();
         let mut report = published_by("s1");
-        report.identity = who("bob");
+        report.track.identity = who("bob");
         let refused = judge(&node("n1"), &report.into(), &r, None).expect_err("refused");
         assert!(refused.contains("is not bob's"), "{refused}");
         let started: NodeEvent =

@@ -18,7 +18,7 @@ use arc_eventlog::jetstream::{Access, JetStreamConfig, JetStreamLog};
 use arc_eventlog::{AppendRequest, EventLog, Expected};
 use arc_events::node::{NodeSessionEnded, NodeTrackPublished};
 use arc_events::room::LeaveReason;
-use arc_events::track::{MediaKind, TrackSource};
+use arc_events::track::{MediaKind, TrackPublished, TrackSource};
 use arc_events::{
     Actor, AggregateRef, CommandMeta, Event, NodeEvent, NodeId, ParticipantIdentity, ParticipantSid, RawEvent, RoomId,
     TrackId,
@@ -209,13 +209,15 @@ async fn a_media_nodes_credentials_do_what_a_node_does_and_nothing_else() {
     let reports: [NodeEvent; 2] = [
         NodeTrackPublished {
             track_id: TrackId::parse("TR_forged").expect("track id"),
-            room_id: room.clone(),
-            identity: identity.clone(),
-            sid: cam.clone(),
-            kind: MediaKind::Video,
-            source: TrackSource::Camera,
-            codec: "video/VP8".into(),
-            simulcast: false,
+            track: TrackPublished {
+                room_id: room.clone(),
+                identity: identity.clone(),
+                sid: cam.clone(),
+                kind: MediaKind::Video,
+                source: TrackSource::Camera,
+                codec: "video/VP8".into(),
+                simulcast: false,
+            },
         }
         .into(),
         NodeSessionEnded { room_id: room, identity, sid: cam, reason: LeaveReason::Kicked }.into(),

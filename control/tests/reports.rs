@@ -19,7 +19,7 @@ use arc_events::node::{
     NodeTrackUnpublished,
 };
 use arc_events::room::{LeaveReason, ParticipantJoined};
-use arc_events::track::{MediaKind, TrackSource};
+use arc_events::track::{MediaKind, TrackPublished, TrackSource};
 use arc_events::{
     Actor, AggregateRef, AppId, CommandMeta, NodeId, ParticipantIdentity, ParticipantSid, RoomId, TrackId,
 };
@@ -110,13 +110,15 @@ async fn reports_become_room_and_track_events_once_and_only_for_sessions_on_thei
     let published = |track: &TrackId, sid: &ParticipantSid| {
         NodeReport::TrackPublished(NodeTrackPublished {
             track_id: track.clone(),
-            room_id: room_id.clone(),
-            identity: ann.clone(),
-            sid: sid.clone(),
-            kind: MediaKind::Video,
-            source: TrackSource::Camera,
-            codec: "video/VP8".into(),
-            simulcast: false,
+            track: TrackPublished {
+                room_id: room_id.clone(),
+                identity: ann.clone(),
+                sid: sid.clone(),
+                kind: MediaKind::Video,
+                source: TrackSource::Camera,
+                codec: "video/VP8".into(),
+                simulcast: false,
+            },
         })
     };
     // n1 publishes ann's camera; bob (on n2) subscribes, then stops.

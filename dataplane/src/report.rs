@@ -20,7 +20,7 @@ use arc_events::aggregate::node::{Node, NodeCommand, NodeReport};
 use arc_events::node::{
     NodeSessionEnded, NodeSubscriptionEnded, NodeSubscriptionStarted, NodeTrackPublished, NodeTrackUnpublished,
 };
-use arc_events::track::{MediaKind, TrackSource};
+use arc_events::track::{MediaKind, TrackPublished, TrackSource};
 use arc_events::{Actor, AggregateRef, CommandMeta, NodeId};
 use arc_nodeproto::RoomSignal;
 use tokio::sync::{broadcast, mpsc};
@@ -113,21 +113,23 @@ fn report(ev: &MediaEvent) -> Option<NodeReport> {
         MediaEvent::TrackPublished { room_id, identity, sid, track, kind, codec, screen } => {
             NodeReport::TrackPublished(NodeTrackPublished {
                 track_id: track.clone(),
-                room_id: room_id.clone(),
-                identity: identity.clone(),
-                sid: sid.clone(),
-                kind: match kind {
-                    RtpKind::Audio => MediaKind::Audio,
-                    RtpKind::Video => MediaKind::Video,
+                track: TrackPublished {
+                    room_id: room_id.clone(),
+                    identity: identity.clone(),
+                    sid: sid.clone(),
+                    kind: match kind {
+                        RtpKind::Audio => MediaKind::Audio,
+                        RtpKind::Video => MediaKind::Video,
+                    },
+                    source: match (kind, screen) {
+                        (RtpKind::Audio, false) => TrackSource::Microphone,
+                        (RtpKind::Video, false) => TrackSource::Camera,
+                        (RtpKind::Audio, true) => TrackSource::ScreenShareAudio,
+                        (RtpKind::Video, true) => TrackSource::ScreenShare,
+                    },
+                    codec: codec.clone(),
+                    simulcast: false,
                 },
-                source: match (kind, screen) {
-                    (RtpKind::Audio, false) => TrackSource::Microphone,
-                    (RtpKind::Video, false) => TrackSource::Camera,
-                    (RtpKind::Audio, true) => TrackSource::ScreenShareAudio,
-                    (RtpKind::Video, true) => TrackSource::ScreenShare,
-                },
-                codec: codec.clone(),
-                simulcast: false,
             })
         }
         MediaEvent::TrackUnpublished { track, reason } => NodeReport::TrackUnpublished(NodeTrackUnpublished {

@@ -8,7 +8,7 @@ use crate::envelope::AggregateKind;
 use crate::event::EventData;
 use crate::ids::{ParticipantIdentity, ParticipantSid, RoomId, TrackId};
 use crate::room::LeaveReason;
-use crate::track::{MediaKind, TrackSource};
+use crate::track::TrackPublished;
 
 /// A media node started and announced itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -89,17 +89,10 @@ pub struct NodeDeregistered {}
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeTrackPublished {
     pub track_id: TrackId,
-    pub room_id: RoomId,
-    pub identity: ParticipantIdentity,
-    /// The publishing session (placed on this node).
-    pub sid: ParticipantSid,
-    pub kind: MediaKind,
-    pub source: TrackSource,
-    /// Negotiated codec MIME type, e.g. `video/VP8`.
-    pub codec: String,
-    /// Whether the publisher sends simulcast layers.
-    #[serde(default)]
-    pub simulcast: bool,
+    /// The track as its `track.published` will describe it (`sid`: the
+    /// publishing session, placed on this node).
+    #[serde(flatten)]
+    pub track: TrackPublished,
 }
 
 /// The node stopped forwarding a published track.

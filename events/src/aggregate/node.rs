@@ -206,7 +206,7 @@ impl Aggregate for Node {
                     return Err(NodeError::NotRegistered);
                 }
                 let text = match report {
-                    NodeReport::TrackPublished(e) => Some(("codec", &e.codec)),
+                    NodeReport::TrackPublished(e) => Some(("codec", &e.track.codec)),
                     NodeReport::TrackUnpublished(NodeTrackUnpublished { reason, .. })
                     | NodeReport::SubscriptionEnded(NodeSubscriptionEnded { reason, .. }) => Some(("reason", reason)),
                     NodeReport::SubscriptionStarted(_) | NodeReport::SessionEnded(_) => None,
