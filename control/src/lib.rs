@@ -14,6 +14,9 @@
 //! - [`janitor`]: periodic commands — close idle rooms, declare silent nodes
 //!   lost, end what lost nodes held — and the reconciliation of each node's
 //!   sessions with the log.
+//! - [`reports`]: the node-report reactor — media nodes' reports (on their
+//!   own node aggregate) become room and track events, only for sessions
+//!   placed on the reporting node.
 //! - [`media`]: placement of rooms on nodes, and requests to nodes (the node
 //!   protocol, `arc-nodeproto`, over NATS or in process).
 //! - [`embedded`]: the media node `dev` carries (feature `embedded-node`; the

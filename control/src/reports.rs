@@ -296,21 +296,8 @@ async fn applied_after(log: &dyn EventLog, from: Position) -> Result<HashSet<Eve
 async fn store(db: &ReadDb, from: Position, to: Position, events: u64) -> Result<(), ControlError> {
     let _turn = db.write_turn().await;
     let mut tx = db.begin_write().await?;
-    let moved = sqlx::query(
-        "INSERT INTO projection_checkpoints (name, position, events, updated_at_ms) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (name) DO UPDATE SET position = excluded.position, events = excluded.events, \
-         updated_at_ms = excluded.updated_at_ms WHERE projection_checkpoints.position = $5",
-    )
-    .bind(LEASE)
-    .bind(to.0 as i64)
-    .bind(events as i64)
-    .bind(chrono::Utc::now().timestamp_millis())
-    .bind(from.0 as i64)
-    .execute(&mut *tx)
-    .await?;
-    if moved.rows_affected() != 1 {
-        return Err(ControlError::Unavailable(format!("{LEASE}: another instance moved the checkpoint past {from}")));
-    }
+    let to = crate::projection::Checkpoint { position: to, events };
+    crate::projection::move_checkpoint(&mut tx, LEASE, from, to).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -16,7 +16,8 @@
 //!   its engine and its `SO_REUSEPORT` socket on the media port (batched
 //!   I/O), ICE-TCP, the clock, the request routing ([`media::MediaHandle`])
 //!   and which worker carries each room ([`media::placement`]).
-//! - [`report`]: the engine's events appended to the log.
+//! - [`report`]: the engine's events appended to the log as reports on the
+//!   node's own aggregate (arc-control turns them into room and track events).
 //! - [`follow`]: the log followed for what ends media (the log is the truth
 //!   for the node too).
 //! - [`agent`]: registration, heartbeats, drain and deregistration of one node.

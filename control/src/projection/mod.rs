@@ -190,6 +190,33 @@ pub async fn checkpoint(db: &ReadDb, name: &str) -> Result<Checkpoint, sqlx::Err
         .unwrap_or_default())
 }
 
+/// Moves checkpoint `name` from `from` to `to` inside `tx`, only if the
+/// stored one is still `from` (a fence: a writer that lost its lease without
+/// noticing yet commits nothing). Creates the row the first time.
+pub(crate) async fn move_checkpoint(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    name: &str,
+    from: Position,
+    to: Checkpoint,
+) -> Result<(), ControlError> {
+    let moved = sqlx::query(
+        "INSERT INTO projection_checkpoints (name, position, events, updated_at_ms) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position, events = excluded.events, \
+         updated_at_ms = excluded.updated_at_ms WHERE projection_checkpoints.position = $5",
+    )
+    .bind(name)
+    .bind(to.position.0 as i64)
+    .bind(to.events as i64)
+    .bind(now_ms())
+    .bind(from.0 as i64)
+    .execute(&mut **tx)
+    .await?;
+    if moved.rows_affected() != 1 {
+        return Err(ControlError::Unavailable(format!("{name}: another instance moved the checkpoint past {from}")));
+    }
+    Ok(())
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -525,27 +552,9 @@ impl<P: Projection> Runner<P> {
         writes.sort_by(|a, b| a.0.cmp(b.0));
         save_rows::<P>(&mut tx, &writes).await?;
         let next = Checkpoint { position: last, events: self.checkpoint.events + applied };
-        let moved = sqlx::query(
-            "INSERT INTO projection_checkpoints (name, position, events, updated_at_ms) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position, events = excluded.events, \
-             updated_at_ms = excluded.updated_at_ms WHERE projection_checkpoints.position = $5",
-        )
-        .bind(P::NAME)
-        .bind(next.position.0 as i64)
-        .bind(next.events as i64)
-        .bind(now_ms())
-        .bind(self.stored.0 as i64)
-        .execute(&mut *tx)
-        .await?;
         // A fence: if another writer moved the checkpoint since this runner
         // read it (it lost its lease without noticing yet), nothing commits.
-        if moved.rows_affected() != 1 {
-            return Err(ControlError::Unavailable(format!(
-                "projection {}: another instance moved the checkpoint past {}",
-                P::NAME,
-                self.stored
-            )));
-        }
+        move_checkpoint(&mut tx, P::NAME, self.stored, next).await?;
         if self.notify {
             // Followers on other instances move with the commit.
             let payload = arc_lease::payload(P::NAME, next.position.0, next.events);
