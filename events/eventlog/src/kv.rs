@@ -39,27 +39,39 @@ pub(crate) async fn bucket(
         }
         Err(_) => {}
     }
-    js.create_stream(jetstream::stream::Config {
-        name: format!("KV_{name}"),
-        description: Some(spec.description.to_owned()),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        max_bytes: -1,
-        max_age: spec.max_age,
-        max_message_size: i32::try_from(spec.value_bytes_max + 4096).unwrap_or(i32::MAX),
-        storage: jetstream::stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        num_replicas: spec.replicas.max(1),
-        discard: jetstream::stream::DiscardPolicy::New,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| {
+    let made = js
+        .create_stream(jetstream::stream::Config {
+            name: format!("KV_{name}"),
+            description: Some(spec.description.to_owned()),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_bytes: -1,
+            max_age: spec.max_age,
+            max_message_size: i32::try_from(spec.value_bytes_max + 4096).unwrap_or(i32::MAX),
+            storage: jetstream::stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            num_replicas: spec.replicas.max(1),
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await;
+    if let Err(e) = made {
+        // Several instances starting at once on an empty server all find
+        // the bucket missing; the server refuses all but one, in 2.9 as
+        // "subjects overlap with an existing stream" (10065), seen in a CI
+        // run. A bucket that opens now was made by one of the others.
+        if let Ok(store) = js.get_key_value(name).await {
+            return Ok(store);
+        }
         let message = format!("creating the bucket {name}: {e}");
-        if crate::jetstream::create_transient(&e) { LogError::Unavailable(message) } else { LogError::Backend(message) }
-    })?;
+        return Err(if crate::jetstream::create_transient(&e) {
+            LogError::Unavailable(message)
+        } else {
+            LogError::Backend(message)
+        });
+    }
     js.get_key_value(name).await.map_err(|e| LogError::Unavailable(format!("opening the bucket {name}: {e}")))
 }
 
