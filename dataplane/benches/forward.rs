@@ -67,7 +67,7 @@ fn forwarder(n: u32) -> Forwarder {
     let mut out = Vec::new();
     f.add_track(TrackKey(1), TrackSpec { codec: Codec::Vp8, audio_level_ext: None }).expect("track");
     for d in 0..n {
-        let spec = DownSpec { ssrc: 1000 + d, payload_type: 96, audio_level_ext: None };
+        let spec = DownSpec { ssrc: 1000 + d, payload_type: 96, audio_level_ext: None, rtx: None };
         f.add_down(now, DownKey(d), spec, Some(TrackKey(1)), &mut out).expect("down");
     }
     f.on_rtp(now, TrackKey(1), &packet(0, true), &mut out);
@@ -173,8 +173,7 @@ fn connected_pair() -> Option<Pair> {
 
     let cert = peer::certificate().ok()?;
     let crypto = rtc::crypto::default_provider().ok()?;
-    let mut node =
-        peer::build("benchufragbenchufrag", "benchpasswordbenchpasswordbenchp", now, &cert, crypto, true).ok()?;
+    let mut node = peer::build(now, &cert, crypto, true).ok()?;
     let ssrc = 0xabcd;
     let vp8 = peer::codecs().into_iter().find(|(k, _)| *k == RtpCodecKind::Video).map(|(_, c)| c)?;
     let track = MediaStreamTrack::new(

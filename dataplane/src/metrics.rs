@@ -88,6 +88,7 @@ struct Metrics {
     bytes_in: Counter,
     bytes_out: Counter,
     nacks_answered: Counter,
+    rtx_sent: Counter,
     keyframe_requests: Counter,
     dropped: Family<ReasonLabels, Counter>,
     handed_off: Counter,
@@ -116,6 +117,7 @@ impl Metrics {
         let packets_in = counter("packets_in", "RTP and RTCP packets received from clients");
         let packets_out = counter("packets_out", "Packets forwarded to subscribers");
         let nacks_answered = counter("nacks_answered", "Retransmissions sent for subscribers' NACKs");
+        let rtx_sent = counter("rtx_packets", "Of those retransmissions, the ones sent on an RTX stream (RFC 4588)");
         let keyframe_requests = counter("keyframe_requests", "Keyframe requests (PLI) sent to publishers");
         let handed_off = counter("handed_off_datagrams", "Datagrams handed to the worker that owns their flow");
         let send_calls =
@@ -171,6 +173,7 @@ impl Metrics {
             bytes_in,
             bytes_out,
             nacks_answered,
+            rtx_sent,
             keyframe_requests,
             dropped,
             handed_off,
@@ -195,6 +198,7 @@ impl Metrics {
         follow(&self.bytes_in, s.bytes_in);
         follow(&self.bytes_out, s.bytes_out);
         follow(&self.nacks_answered, s.nacks_answered);
+        follow(&self.rtx_sent, s.rtx_sent);
         follow(&self.keyframe_requests, s.keyframe_requests);
         follow(&self.handed_off, s.handed_off);
         follow(&self.send_calls, s.send_calls);

@@ -6,7 +6,8 @@
 //! second.
 //!
 //! Covered: connect and forward; NACK and retransmission under loss with
-//! reordering and duplicates; keyframe requests (PLI); mute and unmute; leave
+//! reordering and duplicates (on the RTX stream for players that offer RTX,
+//! on the stream itself for the others and on `rtc`'s egress); keyframe requests (PLI); mute and unmute; leave
 //! and its events; the session cap; garbage and forged STUN from unknown
 //! addresses; a client whose address changes (NAT rebinding); no allocation
 //! per forwarded packet (a counting allocator).
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use arc_events::room::LeaveReason;
 use arc_events::{MediaSessionId, ParticipantIdentity, ParticipantSid, RoomId, TrackId};
-use arc_media::engine::{Engine, EngineConfig, MediaEvent, SubscriptionEnd, Transport};
+use arc_media::engine::{Engine, EngineConfig, MediaEvent, SubscriptionEnd, Transport, trickle};
 use arc_nodeproto::{NodeReply, NodeRequest, OpenSession, Role, SessionError};
 use bytes::{Bytes, BytesMut};
 use rtc::peer_connection::RTCPeerConnection;
@@ -308,6 +309,18 @@ impl Sim {
 
     /// Adds a client at `10.0.1.<n>:5000` and opens its session.
     fn join(&mut self, n: u8, identity: &str, publish: bool) -> Result<usize, SessionError> {
+        self.join_offering(n, identity, publish, |offer| offer)
+    }
+
+    /// [`Sim::join`] with the client's offer changed on its way to the node
+    /// (a client that offers less than `rtc` does).
+    fn join_offering(
+        &mut self,
+        n: u8,
+        identity: &str,
+        publish: bool,
+        edit: impl Fn(String) -> String,
+    ) -> Result<usize, SessionError> {
         let addr: SocketAddr = format!("10.0.1.{n}:5000").parse().expect("addr");
         let mut peer = Peer::new(addr, publish, self.now);
         let req = NodeRequest::Open(OpenSession {
@@ -315,7 +328,7 @@ impl Sim {
             identity: ParticipantIdentity::parse(identity).expect("id"),
             sid: ParticipantSid::parse(&format!("pa_{identity}")).expect("id"),
             role: if publish { Role::Publish } else { Role::Subscribe { participant: None, screen: false } },
-            offer: peer.offer(),
+            offer: edit(peer.offer()),
             attached: false,
             screen: false,
         });
@@ -409,6 +422,45 @@ impl Sim {
         }
     }
 
+    /// The client side of an ICE restart over WHIP/WHEP (RFC 9725 §4.3.2):
+    /// peer `i` makes an offer with new credentials, PATCHes them, and takes
+    /// the node's new ones from the answer fragment into its answer.
+    fn restart_ice(&mut self, i: usize, if_match: Option<String>) -> NodeReply {
+        let now = self.now;
+        let p = &mut self.peers[i];
+        let options = rtc::peer_connection::configuration::RTCOfferOptions { ice_restart: true };
+        let offer = p.pc.create_offer(Some(options)).expect("restart offer");
+        p.pc.set_local_description(now, offer).expect("local");
+        let ours = trickle::credentials_of(&p.offer());
+        let fragment = format!(
+            "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n",
+            ours.ufrag.expect("ufrag"),
+            ours.pwd.expect("pwd")
+        );
+        let session_id = p.session.clone().expect("session");
+        let reply = self.request(NodeRequest::Patch { session_id, fragment, if_match });
+        if let NodeReply::Patched { fragment: Some(f), .. } = &reply {
+            let theirs = trickle::parse(f).expect("answer fragment").session;
+            let p = &mut self.peers[i];
+            let previous = p.pc.remote_description().map(|d| d.sdp.clone()).expect("answer");
+            let answer: String = previous
+                .lines()
+                .map(|l| match l {
+                    l if l.starts_with("a=ice-ufrag:") => {
+                        format!("a=ice-ufrag:{}\r\n", theirs.ufrag.as_deref().unwrap_or(""))
+                    }
+                    l if l.starts_with("a=ice-pwd:") => {
+                        format!("a=ice-pwd:{}\r\n", theirs.pwd.as_deref().unwrap_or(""))
+                    }
+                    l => format!("{l}\r\n"),
+                })
+                .collect();
+            p.answer(now, answer);
+            p.drain(now, &mut self.net);
+        }
+        reply
+    }
+
     fn count(&self, f: impl Fn(&MediaEvent) -> bool) -> usize {
         self.events.iter().filter(|e| f(e)).count()
     }
@@ -437,7 +489,7 @@ fn clients_connect_and_media_is_forwarded() {
 #[test]
 fn with_arcs_egress_turned_off_rtc_protects_the_media() {
     let mut sim = Sim::with_egress(5, 100, false);
-    let _publisher = sim.join(1, "pub", true).expect("publisher");
+    let publisher = sim.join(1, "pub", true).expect("publisher");
     let player = sim.join(2, "sub", false).expect("player");
     sim.run(Duration::from_secs(3), 30);
     let received = sim.peers[player].received;
@@ -445,16 +497,20 @@ fn with_arcs_egress_turned_off_rtc_protects_the_media() {
     let stats = sim.engine.stats();
     assert_eq!(stats.srtp_own_packets, 0, "{stats:?}");
     assert_eq!(stats.srtp_rtc_legs, 2, "both legs on rtc's egress: {stats:?}");
+    // rtc sends only the track's own SSRC: the player negotiated RTX, but
+    // its losses are repaired on the stream itself.
+    let (got, sent) = lossy_run(&mut sim, publisher, player);
+    let stats = sim.engine.stats();
+    assert!(stats.nacks_answered > 0, "{stats:?}");
+    assert_eq!(stats.rtx_sent, 0, "{stats:?}");
+    assert!(got as f64 >= sent as f64 * 0.99, "after repair the player has {got} of {sent} packets");
 }
 
-#[test]
-fn losses_are_repaired_by_nack_and_retransmission_despite_reordering_and_duplicates() {
-    let mut sim = Sim::new(7, 100);
-    let publisher = sim.join(1, "pub", true).expect("publisher");
-    let player = sim.join(2, "sub", false).expect("player");
+/// 10 s of 5 % loss, 20 ms ± 15 ms (reordering) and 2 % duplicates towards
+/// the player; answers (packets the player lost and has again, packets sent).
+fn lossy_run(sim: &mut Sim, publisher: usize, player: usize) -> (usize, usize) {
     sim.run(Duration::from_secs(2), 30);
     assert!(sim.peers[player].connected);
-    // 5 % loss, 20 ms ± 15 ms (reordering), 2 % duplicates towards the player.
     let link =
         Link { loss: 0.05, duplicate: 0.02, delay: Duration::from_millis(20), jitter: Duration::from_millis(15) };
     sim.net.links.insert(sim.peers[player].addr, link);
@@ -463,11 +519,66 @@ fn losses_are_repaired_by_nack_and_retransmission_despite_reordering_and_duplica
     sim.run(Duration::from_secs(10), 30);
     sim.net.links.clear();
     sim.run(Duration::from_secs(1), 1);
-    let sent = usize::from(sim.peers[publisher].seq - sent_before);
-    let got = sim.peers[player].seqs.len() - seqs_before;
+    (sim.peers[player].seqs.len() - seqs_before, usize::from(sim.peers[publisher].seq - sent_before))
+}
+
+#[test]
+fn losses_are_repaired_on_the_rtx_stream_of_a_player_that_offers_rtx() {
+    let mut sim = Sim::new(11, 100);
+    let publisher = sim.join(1, "pub", true).expect("publisher");
+    let player = sim.join(2, "sub", false).expect("player");
+    let answer = sim.peers[player].pc.remote_description().map(|d| d.sdp.clone()).expect("answer");
+    let fid = answer.lines().find(|l| l.starts_with("a=ssrc-group:FID ")).expect("an RTX stream in the answer");
+    assert!(answer.lines().any(|l| l.starts_with("a=rtpmap:") && l.ends_with(" rtx/90000")), "{answer}");
+    assert_eq!(fid.split_whitespace().count(), 3, "{fid}");
+    let (got, sent) = lossy_run(&mut sim, publisher, player);
     let stats = sim.engine.stats();
-    assert!(stats.nacks_answered > 0, "NACKs were answered: {stats:?}");
-    assert_eq!(stats.srtp_rtc_legs, 0, "retransmissions went out on Arc's egress too: {stats:?}");
+    assert!(stats.rtx_sent > 0, "NACKs answered on the RTX stream: {stats:?}");
+    assert_eq!(stats.rtx_sent, stats.nacks_answered, "every answer on the RTX stream: {stats:?}");
+    assert_eq!(stats.srtp_rtc_legs, 0, "{stats:?}");
+    // The player's rtc unwrapped them (RFC 4588) into the packets it had lost.
+    assert!(got as f64 >= sent as f64 * 0.99, "after repair the player has {got} of {sent} packets");
+}
+
+#[test]
+fn a_player_without_rtx_gets_plain_retransmissions() {
+    let mut sim = Sim::new(12, 100);
+    let publisher = sim.join(1, "pub", true).expect("publisher");
+    let no_rtx = |offer: String| {
+        let rtx_pts: Vec<String> = offer
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+            .filter(|l| l.ends_with(" rtx/90000"))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect();
+        let mut out = String::new();
+        for line in offer.split_inclusive('\n') {
+            let l = line.trim_end();
+            let names_rtx = rtx_pts.iter().any(|pt| {
+                l.strip_prefix("a=rtpmap:")
+                    .or_else(|| l.strip_prefix("a=fmtp:"))
+                    .or_else(|| l.strip_prefix("a=rtcp-fb:"))
+                    .is_some_and(|rest| rest.split_whitespace().next() == Some(pt.as_str()))
+            });
+            if names_rtx || l.starts_with("a=ssrc-group:FID") {
+                continue;
+            }
+            if let Some(m) = l.strip_prefix("m=video ") {
+                let kept: Vec<&str> = m.split(' ').filter(|f| !rtx_pts.iter().any(|pt| pt == f)).collect();
+                out.push_str(&format!("m=video {}\r\n", kept.join(" ")));
+                continue;
+            }
+            out.push_str(line);
+        }
+        out
+    };
+    let player = sim.join_offering(2, "sub", false, no_rtx).expect("player");
+    let answer = sim.peers[player].pc.remote_description().map(|d| d.sdp.clone()).expect("answer");
+    assert!(!answer.contains("rtx/90000") && !answer.contains("FID"), "{answer}");
+    let (got, sent) = lossy_run(&mut sim, publisher, player);
+    let stats = sim.engine.stats();
+    assert!(stats.nacks_answered > 0, "{stats:?}");
+    assert_eq!(stats.rtx_sent, 0, "{stats:?}");
     assert!(got as f64 >= sent as f64 * 0.99, "after repair the player has {got} of {sent} packets");
 }
 
@@ -672,6 +783,104 @@ fn a_client_whose_address_changes_keeps_its_media() {
     let after = sim.peers[player].received;
     eprintln!("after the address change the player received {} packets", after - before);
     assert!(after > before + 50, "media follows the new address ({} packets)", after - before);
+}
+
+/// ICE restart (RFC 9725 §4.3.2): a player whose path died comes back from
+/// another address and restarts ICE with a PATCH. The node answers new
+/// credentials (the old ufrag is no longer its), keeps the session, its
+/// DTLS and its subscription, and media flows again; a stale `If-Match` and
+/// a restart without a password are refused, and a fragment with the
+/// current credentials is trickle.
+#[test]
+fn a_player_that_restarts_ice_keeps_its_session_and_gets_media_again() {
+    let mut sim = Sim::new(12, 100);
+    sim.join(1, "pub", true).expect("publisher");
+    let player = sim.join(2, "sub", false).expect("player");
+    sim.run(Duration::from_secs(2), 30);
+    assert!(sim.peers[player].received > 30, "the player gets media first");
+    let session = sim.peers[player].session.clone().expect("session");
+    let node_ufrag = |sim: &Sim| {
+        let answer = sim.peers[player].pc.remote_description().map(|d| d.sdp.clone()).expect("answer");
+        trickle::credentials_of(&answer).ufrag.expect("ufrag")
+    };
+    let old_ufrag = node_ufrag(&sim);
+    assert!(sim.engine.owns_ufrag(&old_ufrag));
+
+    // Trickle with the current credentials: nothing to answer.
+    let offer = sim.peers[player].offer();
+    let current = trickle::credentials_of(&offer);
+    let trickle_only = format!(
+        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=candidate:1 1 udp 2130706431 10.0.1.2 5000 typ host\r\n",
+        current.ufrag.clone().expect("ufrag"),
+        current.pwd.clone().expect("pwd")
+    );
+    let etag = format!("\"{old_ufrag}\"");
+    match sim.request(NodeRequest::Patch {
+        session_id: session.clone(),
+        fragment: trickle_only,
+        if_match: Some(etag.clone()),
+    }) {
+        NodeReply::Patched { fragment: None, etag: None } => {}
+        other => panic!("trickle: {other:?}"),
+    }
+    // A restart needs the password with the ufrag.
+    match sim.request(NodeRequest::Patch {
+        session_id: session.clone(),
+        fragment: "a=ice-ufrag:abcdefgh\r\n".into(),
+        if_match: None,
+    }) {
+        NodeReply::Error(SessionError::BadSdp { reason }) => assert!(reason.contains("a=ice-pwd"), "{reason}"),
+        other => panic!("restart without a password: {other:?}"),
+    }
+
+    // The player's network changes: its old address is gone both ways, it
+    // comes back from another one.
+    let old = sim.peers[player].addr;
+    sim.net.dead.insert(old);
+    sim.run(Duration::from_secs(3), 30);
+    sim.net.nat.insert(old, "10.0.1.2:7000".parse().expect("addr"));
+    let before = sim.peers[player].received;
+    let asked = sim.engine.stats().keyframe_requests;
+    let reply = sim.restart_ice(player, Some("*".into()));
+    let new_etag = match &reply {
+        NodeReply::Patched { fragment: Some(f), etag: Some(e) } => {
+            assert!(f.contains("a=ice-ufrag:") && f.contains("a=candidate:"), "{f}");
+            e.clone()
+        }
+        other => panic!("restart: {other:?}"),
+    };
+    let new_ufrag = node_ufrag(&sim);
+    assert_ne!(new_ufrag, old_ufrag, "new credentials");
+    assert_eq!(new_etag, format!("\"{new_ufrag}\""));
+    assert!(!sim.engine.owns_ufrag(&old_ufrag) && sim.engine.owns_ufrag(&new_ufrag));
+    sim.run(Duration::from_secs(3), 30);
+    let after = sim.peers[player].received;
+    eprintln!("after the ICE restart the player received {} packets", after - before);
+    // What the player missed while its path was down is beyond repair: once
+    // it nominated its new path, its video source was asked for a keyframe.
+    assert!(sim.engine.stats().keyframe_requests > asked, "a keyframe was asked for: {:?}", sim.engine.stats());
+    assert!(after > before + 50, "media again after the restart ({} packets)", after - before);
+    assert_eq!(sim.count(|e| matches!(e, MediaEvent::SessionEnded { .. })), 0, "the session never ended");
+
+    // The publisher restarts too (same address): its track stays the one
+    // published, and media keeps coming.
+    match sim.restart_ice(0, None) {
+        NodeReply::Patched { fragment: Some(_), etag: Some(_) } => {}
+        other => panic!("publisher restart: {other:?}"),
+    }
+    let before = sim.peers[player].received;
+    sim.run(Duration::from_secs(3), 30);
+    let after = sim.peers[player].received;
+    assert!(after > before + 50, "media after the publisher's restart ({} packets)", after - before);
+    assert_eq!(sim.count(|e| matches!(e, MediaEvent::TrackPublished { .. })), 1, "published once");
+    assert_eq!(sim.count(|e| matches!(e, MediaEvent::TrackUnpublished { .. })), 0, "never unpublished");
+    assert_eq!(sim.count(|e| matches!(e, MediaEvent::SessionEnded { .. })), 0, "no session ended");
+
+    // The old entity tag is stale now.
+    match sim.request(NodeRequest::Patch { session_id: session, fragment: String::new(), if_match: Some(etag) }) {
+        NodeReply::Error(SessionError::PreconditionFailed { etag }) => assert_eq!(etag, new_etag),
+        other => panic!("stale If-Match: {other:?}"),
+    }
 }
 
 /// Allocations the engine makes per publisher datagram with `players`

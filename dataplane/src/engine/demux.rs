@@ -11,6 +11,8 @@
 /// RFC 5389 magic cookie.
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 const ATTR_USERNAME: u16 = 0x0006;
+const ATTR_USE_CANDIDATE: u16 = 0x0025;
+const BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
 
 /// What kind of packet a datagram is (RFC 7983 first-byte ranges).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +32,8 @@ pub fn classify(b: &[u8]) -> PacketClass {
     }
 }
 
-/// The local (our) ufrag from a STUN message's USERNAME, if it is a
-/// well-formed STUN message carrying one.
-pub fn stun_local_ufrag(b: &[u8]) -> Option<&str> {
+/// The first attribute of type `want` of a well-formed STUN message.
+fn stun_attribute(b: &[u8], want: u16) -> Option<&[u8]> {
     if b.len() < 20 || b.get(4..8)? != MAGIC_COOKIE || b[0] & 0xc0 != 0 {
         return None;
     }
@@ -43,13 +44,25 @@ pub fn stun_local_ufrag(b: &[u8]) -> Option<&str> {
         let typ = u16::from_be_bytes([body[i], body[i + 1]]);
         let alen = usize::from(u16::from_be_bytes([body[i + 2], body[i + 3]]));
         let value = body.get(i + 4..i + 4 + alen)?;
-        if typ == ATTR_USERNAME {
-            let user = std::str::from_utf8(value).ok()?;
-            return user.split(':').next().filter(|s| !s.is_empty());
+        if typ == want {
+            return Some(value);
         }
         i += 4 + alen.div_ceil(4) * 4;
     }
     None
+}
+
+/// The local (our) ufrag from a STUN message's USERNAME, if it is a
+/// well-formed STUN message carrying one.
+pub fn stun_local_ufrag(b: &[u8]) -> Option<&str> {
+    let user = std::str::from_utf8(stun_attribute(b, ATTR_USERNAME)?).ok()?;
+    user.split(':').next().filter(|s| !s.is_empty())
+}
+
+/// Whether a STUN message is a binding request that nominates its pair
+/// (USE-CANDIDATE, RFC 8445 §7.1.2). Says nothing of its integrity.
+pub fn stun_nominates(b: &[u8]) -> bool {
+    b.get(..2) == Some(&BINDING_REQUEST[..]) && stun_attribute(b, ATTR_USE_CANDIDATE).is_some()
 }
 
 /// Whether a STUN message's MESSAGE-INTEGRITY verifies under `password`
@@ -101,6 +114,7 @@ mod tests {
         m.build(&setters).expect("build");
         let bytes = m.raw.clone();
         assert_eq!(stun_local_ufrag(&bytes), Some("ours"));
+        assert!(!stun_nominates(&bytes), "no USE-CANDIDATE");
         assert!(stun_integrity_ok(&bytes, "sessionpassword", crypto));
         assert!(!stun_integrity_ok(&bytes, "another-password", crypto), "a forged check is refused");
         let mut tampered = bytes.clone();
@@ -110,6 +124,25 @@ mod tests {
         assert!(!stun_integrity_ok(&stun_with_username(b"ours:theirs"), "sessionpassword", crypto), "no integrity");
         for n in 0..bytes.len() {
             assert!(!stun_integrity_ok(&bytes[..n], "sessionpassword", crypto));
+        }
+    }
+
+    #[test]
+    fn nominations_are_binding_requests_with_use_candidate() {
+        let mut m = stun_with_username(b"abcd:ef");
+        assert!(!stun_nominates(&m));
+        m.extend_from_slice(&ATTR_USE_CANDIDATE.to_be_bytes());
+        m.extend_from_slice(&[0, 0]);
+        let len = u16::from_be_bytes([m[2], m[3]]) + 4;
+        m[2..4].copy_from_slice(&len.to_be_bytes());
+        assert!(stun_nominates(&m));
+        assert_eq!(stun_local_ufrag(&m), Some("abcd"), "the attribute after USERNAME is found too");
+        // A binding success response with the attribute nominates nothing.
+        m[1] = 0x01;
+        m[0] = 0x01;
+        assert!(!stun_nominates(&m));
+        for n in 0..m.len() {
+            let _ = stun_nominates(&m[..n]);
         }
     }
 

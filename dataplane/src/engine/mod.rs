@@ -21,7 +21,12 @@
 //!   password ([`demux`]); nothing else from an unknown address reaches a
 //!   connection. Media moves to a new address (NAT rebinding) only when the
 //!   old one has been silent for [`ADDRESS_SILENT_SWITCH`] and the new one
-//!   passed such a check.
+//!   passed such a check, or at once when the client nominates the new one
+//!   (a verified check with USE-CANDIDATE: after an ICE restart, say).
+//! - A leg's ICE credentials are `rtc`'s own (read from its local
+//!   description), new ones on every ICE restart (a PATCH whose fragment
+//!   names new client credentials, [`trickle`]); DTLS, SRTP, the session,
+//!   its tracks and subscriptions are kept across a restart.
 //! - At most [`EngineConfig::sessions_max`] sessions at once; a full node
 //!   answers [`SessionError::Full`].
 //! - A session is one or more legs: one `rtc` peer connection per transport
@@ -39,7 +44,8 @@
 //! - [`session`]: one leg's state (peer connection, published and played tracks).
 //! - [`offer`]: an SDP offer split into transports, answers merged (pure).
 //! - [`peer`]: how a leg's `rtc` peer connection is configured.
-//! - [`demux`]: packet classes, STUN USERNAME and MESSAGE-INTEGRITY.
+//! - [`demux`]: packet classes, STUN USERNAME, USE-CANDIDATE and MESSAGE-INTEGRITY.
+//! - [`trickle`]: trickle ICE fragments, ICE-restart offers and answers (pure).
 //! - [`srtp`]: Arc's own SRTP egress (keys from each leg's `KeyCapture`,
 //!   forwarded RTP protected in place); `rtc` keeps SRTCP and ingress.
 
@@ -59,6 +65,7 @@ use bytes::BytesMut;
 use quality::ConnectionQuality;
 use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
 use rtc::peer_connection::certificate::RTCCertificate;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -67,11 +74,13 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
+};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use crate::forward::{Action, Codec, DownKey, DownSpec, ForwardConfig, Forwarder, TrackKey, TrackSpec};
+use crate::forward::{Action, Codec, DownKey, DownSpec, ForwardConfig, Forwarder, RtxStream, TrackKey, TrackSpec};
 
 pub mod demux;
 pub mod offer;
@@ -79,6 +88,7 @@ pub mod peer;
 pub mod quality;
 pub mod session;
 pub mod srtp;
+pub mod trickle;
 
 use session::{InTrack, Key, OutTrack, SentCounters, Session};
 use srtp::{KeyCapture, Rollover};
@@ -244,6 +254,8 @@ pub struct MediaStats {
     /// Datagrams a connection refused (malformed, bad auth, replay).
     pub dropped_malformed: u64,
     pub nacks_answered: u64,
+    /// Of the NACKs answered, those answered on an RTX stream (RFC 4588).
+    pub rtx_sent: u64,
     pub keyframe_requests: u64,
     /// Frames dropped because an ICE-TCP connection could not keep up (counted by the driver).
     pub dropped_tcp: u64,
@@ -287,6 +299,7 @@ impl MediaStats {
         self.dropped_unknown += o.dropped_unknown;
         self.dropped_malformed += o.dropped_malformed;
         self.nacks_answered += o.nacks_answered;
+        self.rtx_sent += o.rtx_sent;
         self.keyframe_requests += o.keyframe_requests;
         self.dropped_tcp += o.dropped_tcp;
         self.dropped_send += o.dropped_send;
@@ -500,6 +513,7 @@ impl Engine {
         s.bytes_in = f.bytes_in;
         s.bytes_out = f.bytes_out;
         s.nacks_answered = f.nacks_answered;
+        s.rtx_sent = f.rtx_sent;
         s.keyframe_requests = f.keyframe_requests;
         s.lost_in = self.forwarder.lost_in();
         s
@@ -539,10 +553,12 @@ impl Engine {
                 Ok(o) => NodeReply::Opened(o),
                 Err(e) => NodeReply::Error(e),
             },
-            NodeRequest::Patch { session_id, fragment } => match self.patch(&session_id, &fragment) {
-                Ok(fragment) => NodeReply::Patched { fragment },
-                Err(e) => NodeReply::Error(e),
-            },
+            NodeRequest::Patch { session_id, fragment, if_match } => {
+                match self.patch(now, &session_id, &fragment, if_match.as_deref()) {
+                    Ok((fragment, etag)) => NodeReply::Patched { fragment, etag },
+                    Err(e) => NodeReply::Error(e),
+                }
+            }
             NodeRequest::Close { session_id } => match self.by_id.get(&session_id).and_then(|l| l.first()).copied() {
                 Some(k) => {
                     self.end(now, k, LeaveReason::ClientLeft);
@@ -624,8 +640,29 @@ impl Engine {
                 }
             },
         };
+        let mut keyframes = false;
         if let Some(s) = self.sessions.get_mut(&key) {
-            heard(s, now, (from, transport), data);
+            // A verified nomination (USE-CANDIDATE): of another address than
+            // the media's, the client chose that path (an ICE restart, a new
+            // network); after an ICE restart, its path is back.
+            let nominated = (s.keyframe_on_nomination || s.remote.is_some_and(|r| r != (from, transport)))
+                && demux::stun_nominates(data)
+                && demux::stun_local_ufrag(data) == Some(s.ufrag.as_str())
+                && demux::stun_integrity_ok(data, &s.pwd, self.crypto.crypto());
+            keyframes = nominated && std::mem::take(&mut s.keyframe_on_nomination);
+            heard(s, now, (from, transport), data, nominated && s.remote.is_some_and(|r| r != (from, transport)));
+        }
+        if keyframes {
+            let downs: Vec<DownKey> = self
+                .sessions
+                .get(&key)
+                .map(|s| s.outbound.iter().filter(|o| o.kind == RtpKind::Video).map(|o| o.down).collect())
+                .unwrap_or_default();
+            let mut actions = Vec::new();
+            for down in downs {
+                self.forwarder.on_keyframe_request(now, down, &mut actions);
+            }
+            self.apply(now, actions);
         }
         let local_addr = self.local_for(from, transport);
         let Some(session) = self.sessions.get_mut(&key) else {
@@ -862,7 +899,7 @@ impl Engine {
         }
         self.by_id.insert(id.clone(), legs.clone());
         tracing::info!(session = %id, legs = legs.len(), room = %req.room_id, identity = %req.identity, role = ?req.role, "session opened");
-        Ok(SessionOpened { session_id: id, answer })
+        Ok(SessionOpened { session_id: id, answer, etag: Some(self.etag(&legs)) })
     }
 
     /// Removes a leg that was never handed out (its sibling failed to open):
@@ -892,18 +929,10 @@ impl Engine {
             return Err(SessionError::BadSdp { reason: "the offer has no audio or video m-line".into() });
         }
         let supported = peer::codec_names();
-        let ufrag = loop {
-            let u = random_token(16);
-            if !self.by_ufrag.contains_key(&u) {
-                break u;
-            }
-        };
-        let pwd = random_token(32);
         let internal = |e: rtc::shared::error::Error| SessionError::Internal { message: e.to_string() };
         let capture = KeyCapture::new(self.crypto.clone());
         let receives_media = matches!(req.role, Role::Publish);
-        let mut pc =
-            peer::build(&ufrag, &pwd, now, &self.certificate, capture.clone(), receives_media).map_err(internal)?;
+        let mut pc = peer::build(now, &self.certificate, capture.clone(), receives_media).map_err(internal)?;
         let key = self.next_key;
         self.next_key = self.next_key.wrapping_add(1).max(1);
         let mut outbound = Vec::new();
@@ -919,13 +948,15 @@ impl Engine {
                     continue;
                 };
                 let ssrc: u32 = rand::random();
+                // Kept only if the subscriber negotiates RTX (`rtc` drops it otherwise).
+                let rtx = (*kind == RtpKind::Video).then(|| RTCRtpRtxParameters { ssrc: rand::random() });
                 let track = MediaStreamTrack::new(
                     format!("arc-{}", req.room_id),
                     format!("arc-{}-{}", if *kind == RtpKind::Video { "video" } else { "audio" }, key),
                     format!("{kind:?}").to_lowercase(),
                     rtc_kind(*kind),
                     vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), rtx, ..Default::default() },
                         codec: params.rtp_codec,
                         ..Default::default()
                     }],
@@ -938,7 +969,9 @@ impl Engine {
                     ssrc,
                     pts: Vec::new(),
                     audio_level_ext: None,
+                    rtx_ssrc: None,
                     roll: Rollover::default(),
+                    rtx_roll: Rollover::default(),
                     sent: SentCounters::default(),
                 });
             }
@@ -962,16 +995,35 @@ impl Engine {
         if !answer.lines().any(|l| l.starts_with("a=rtpmap:")) {
             return Err(SessionError::NoCommonCodec { offered: offered_codecs, supported });
         }
+        // The leg's ICE credentials are the ones `rtc` drew (it draws new
+        // ones on an ICE restart); checks are routed by the ufrag.
+        let (ufrag, pwd) = match trickle::credentials_of(&answer) {
+            trickle::Credentials { ufrag: Some(u), pwd: Some(p) } if !self.by_ufrag.contains_key(&u) => (u, p),
+            _ => return Err(SessionError::Internal { message: "the answer has no fresh ICE credentials".into() }),
+        };
         // What the subscriber negotiated, per stream.
         for out in &mut outbound {
             if let Some(mut sender) = pc.rtp_sender(out.sender) {
                 let params = sender.get_parameters();
-                out.pts = params
-                    .rtp_parameters
-                    .codecs
+                let codecs = &params.rtp_parameters.codecs;
+                let is_rtx = |c: &RTCRtpCodecParameters| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_RTX);
+                out.pts = codecs
                     .iter()
-                    .map(|c| (Codec::from_mime(&c.rtp_codec.mime_type), c.payload_type))
+                    .filter(|c| !is_rtx(c))
+                    .map(|c| {
+                        let rtx = codecs
+                            .iter()
+                            .find(|r| is_rtx(r) && peer::rtx_apt(&r.rtp_codec.sdp_fmtp_line) == Some(c.payload_type))
+                            .map(|r| r.payload_type);
+                        (Codec::from_mime(&c.rtp_codec.mime_type), c.payload_type, rtx)
+                    })
                     .collect();
+                out.rtx_ssrc = params
+                    .encodings
+                    .first()
+                    .and_then(|e| e.rtp_coding_parameters.rtx.as_ref())
+                    .map(|r| r.ssrc)
+                    .filter(|_| out.pts.iter().any(|(_, _, rtx)| rtx.is_some()));
                 out.audio_level_ext = params
                     .rtp_parameters
                     .header_extensions
@@ -1005,65 +1057,113 @@ impl Engine {
             capture,
             link: quality::LinkWindow::default(),
             egress: None,
+            keyframe_on_nomination: false,
         };
         self.sessions.insert(key, Box::new(session));
         self.routes.push_back(RouteChange::Ufrag { ufrag: ufrag.clone(), owned: true });
         self.by_ufrag.insert(ufrag, key);
         // Subscriber streams are registered now and start forwarding once the
         // session is connected (a keyframe sent before DTLS completes is lost).
-        let downs: Vec<(DownKey, u32, Option<u8>)> =
-            self.sessions[&key].outbound.iter().map(|o| (o.down, o.ssrc, o.audio_level_ext)).collect();
+        let downs: Vec<(DownKey, u32, Option<u8>, Option<u32>)> =
+            self.sessions[&key].outbound.iter().map(|o| (o.down, o.ssrc, o.audio_level_ext, o.rtx_ssrc)).collect();
         let mut actions = Vec::new();
-        for (down, ssrc, ext) in downs {
+        for (down, ssrc, ext, rtx_ssrc) in downs {
             self.down_owner.insert(down, key);
-            let spec = DownSpec { ssrc, payload_type: 0, audio_level_ext: ext };
+            let rtx = rtx_ssrc.map(|ssrc| RtxStream { ssrc, first_seq: rand::random() });
+            let spec = DownSpec { ssrc, payload_type: 0, audio_level_ext: ext, rtx };
             let _ = self.forwarder.add_down(now, down, spec, None, &mut actions);
         }
         Ok((key, answer))
     }
 
-    fn patch(&mut self, id: &MediaSessionId, fragment: &str) -> Result<Option<String>, SessionError> {
-        let legs = self.by_id.get(id).ok_or(SessionError::NotFound)?;
+    /// Trickle ICE or an ICE restart (RFC 9725 §4.3). A fragment whose
+    /// client credentials are a leg's current ones is trickle (an ICE-lite
+    /// node needs no candidates: nothing to do); new ones restart that leg's
+    /// ICE (every leg's, given session-wide): the client's offer is applied
+    /// again with them, `rtc` draws the node's new credentials, and they are
+    /// answered as a fragment with the session's new entity tag.
+    fn patch(
+        &mut self,
+        now: Instant,
+        id: &MediaSessionId,
+        fragment: &str,
+        if_match: Option<&str>,
+    ) -> Result<(Option<String>, Option<String>), SessionError> {
+        let legs = self.by_id.get(id).ok_or(SessionError::NotFound)?.clone();
         if fragment.len() > arc_nodeproto::FRAGMENT_BYTES_MAX {
             return Err(SessionError::BadSdp { reason: "the trickle-ice-sdpfrag is too large".into() });
         }
-        let mut ufrag = None;
-        for line in fragment.lines().map(str::trim_end) {
-            if let Some(u) = line.strip_prefix("a=ice-ufrag:") {
-                ufrag = Some(u.to_owned());
-            } else if let Some(c) = line.strip_prefix("a=candidate:") {
-                // ICE-lite: the client's candidates are not needed (it checks us);
-                // a malformed one is still refused.
-                if c.split_whitespace().count() < 8 {
-                    return Err(SessionError::BadSdp { reason: format!("malformed candidate line: a=candidate:{c}") });
-                }
-            } else if !(line.is_empty()
-                || line.starts_with("a=ice-pwd:")
-                || line.starts_with("a=mid:")
-                || line.starts_with("m=")
-                || line.starts_with("a=end-of-candidates")
-                || line.starts_with("a=group:")
-                || line.starts_with("a=ice-options:"))
-            {
-                return Err(SessionError::BadSdp {
-                    reason: format!("unexpected line in a trickle-ice-sdpfrag: {line}"),
-                });
-            }
+        let etag = self.etag(&legs);
+        if let Some(m) = if_match.map(str::trim)
+            && m != "*"
+            && m != etag
+        {
+            return Err(SessionError::PreconditionFailed { etag });
         }
-        if let Some(u) = ufrag {
-            // The ufrag of one of the session's transports: trickle, not a restart.
-            let known = legs.iter().filter_map(|k| self.sessions.get(k)).any(|session| {
-                session.pc.remote_description().is_some_and(|d| {
-                    d.sdp.lines().any(|l| l.trim_end().strip_prefix("a=ice-ufrag:") == Some(u.as_str()))
-                })
-            });
-            if !known {
-                return Err(SessionError::BadSdp {
-                    reason: "ICE restart is not supported by this node; DELETE the session and POST a new offer".into(),
-                });
+        let frag = trickle::parse(fragment).map_err(|reason| SessionError::BadSdp { reason })?;
+        let mut restarts = Vec::new();
+        for key in &legs {
+            let Some(remote) = self.sessions.get(key).and_then(|s| s.pc.remote_description()).map(|d| d.sdp.clone())
+            else {
+                continue;
+            };
+            let Some(wanted) = frag.credentials_for(&trickle::mids_of(&remote)) else { continue };
+            if wanted.ufrag == trickle::credentials_of(&remote).ufrag {
+                continue;
             }
+            let (Some(ufrag), Some(pwd)) = (wanted.ufrag, wanted.pwd) else {
+                return Err(SessionError::BadSdp {
+                    reason: "an ICE restart (a new a=ice-ufrag) needs its a=ice-pwd".into(),
+                });
+            };
+            restarts.push((*key, trickle::restart_offer(&remote, &ufrag, &pwd)));
         }
-        Ok(None)
+        if restarts.is_empty() {
+            return Ok((None, None));
+        }
+        let mut answers = Vec::with_capacity(restarts.len());
+        for (key, offer) in restarts {
+            answers.push(self.restart_leg(now, key, offer)?);
+        }
+        let refs: Vec<&str> = answers.iter().map(String::as_str).collect();
+        tracing::info!(session = %id, legs = answers.len(), "ICE restarted");
+        Ok((Some(trickle::restart_answer(&refs)), Some(self.etag(&legs))))
+    }
+
+    /// Restarts one leg's ICE with the client's `offer` (its new
+    /// credentials); answers the leg's new local description.
+    fn restart_leg(&mut self, now: Instant, key: Key, offer: String) -> Result<String, SessionError> {
+        let bad = |e: rtc::shared::error::Error| SessionError::BadSdp { reason: e.to_string() };
+        let internal = |m: &str| SessionError::Internal { message: m.to_owned() };
+        let s = self.sessions.get_mut(&key).ok_or(SessionError::NotFound)?;
+        s.pc.set_remote_description(now, RTCSessionDescription::offer(offer).map_err(bad)?).map_err(bad)?;
+        let answer = s.pc.create_answer(None).map_err(bad)?;
+        s.pc.set_local_description(now, answer).map_err(bad)?;
+        let local = s.pc.local_description().map(|d| d.sdp.clone()).ok_or_else(|| internal("no local description"))?;
+        let (Some(ufrag), Some(pwd)) = (trickle::credentials_of(&local).ufrag, trickle::credentials_of(&local).pwd)
+        else {
+            return Err(internal("the restarted answer has no ICE credentials"));
+        };
+        if ufrag != s.ufrag {
+            if self.by_ufrag.contains_key(&ufrag) {
+                return Err(internal("the restarted answer's ufrag is another leg's"));
+            }
+            let old = std::mem::replace(&mut s.ufrag, ufrag.clone());
+            self.by_ufrag.remove(&old);
+            self.routes.push_back(RouteChange::Ufrag { ufrag: old, owned: false });
+            self.routes.push_back(RouteChange::Ufrag { ufrag: ufrag.clone(), owned: true });
+            self.by_ufrag.insert(ufrag, key);
+        }
+        s.pwd = pwd;
+        s.keyframe_on_nomination = s.outbound.iter().any(|o| o.kind == RtpKind::Video);
+        self.mark(key);
+        Ok(local)
+    }
+
+    /// The entity tag of a session's ICE state: its legs' ufrags.
+    fn etag(&self, legs: &[Key]) -> String {
+        let ufrags: Vec<&str> = legs.iter().filter_map(|k| self.sessions.get(k)).map(|s| s.ufrag.as_str()).collect();
+        format!("\"{}\"", ufrags.join("."))
     }
 
     fn codec_of(&self, track: TrackKey) -> Option<Codec> {
@@ -1071,10 +1171,12 @@ impl Engine {
         self.sessions.get(k)?.inbound.get(tid)?.codec
     }
 
-    fn pt_for(&self, key: Key, down: DownKey, codec: Codec) -> Option<u8> {
+    /// The payload type subscriber leg `key` negotiated for `codec` on this
+    /// stream, and its RTX payload type.
+    fn pt_for(&self, key: Key, down: DownKey, codec: Codec) -> Option<(u8, Option<u8>)> {
         let s = self.sessions.get(&key)?;
         let o = s.outbound.iter().find(|o| o.down == down)?;
-        o.pts.iter().find(|(c, _)| *c == codec).map(|(_, pt)| *pt)
+        o.pts.iter().find(|(c, ..)| *c == codec).map(|(_, pt, rtx)| (*pt, *rtx))
     }
 
     /// The track a subscriber of `kind` in `room` should see: the latest
@@ -1293,7 +1395,11 @@ impl Engine {
                             s.disconnected_since = None;
                         }
                     }
-                    RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    // An ICE restart's new answer announces the tracks again:
+                    // they are the same ones, already known (and maybe published).
+                    RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
+                        if !s.inbound.contains_key(&init.track_id) =>
+                    {
                         let kind =
                             s.pc.rtp_receiver(init.receiver_id)
                                 .and_then(|r| kind_of(r.track().kind()))
@@ -1487,7 +1593,7 @@ impl Engine {
                 continue;
             };
             let old = self.forwarder.source_of(down);
-            self.forwarder.set_payload_type(down, pt);
+            self.forwarder.set_payload_type(down, pt.0, pt.1);
             if self.forwarder.switch(now, down, tk, actions).is_ok() && old != Some(tk) {
                 if let Some(old) = old {
                     self.report_subscription(sk, self.track_event_id(old), Some(SubscriptionEnd::Switched));
@@ -1520,6 +1626,13 @@ impl Engine {
                             self.stats.srtp_rtc_legs += 1;
                             s.egress = Some(None);
                         }
+                    }
+                }
+                if matches!(s.egress, Some(None)) {
+                    // `rtc` sends only the SSRCs of the track it was given:
+                    // retransmissions stay on the streams themselves.
+                    for o in &s.outbound {
+                        self.forwarder.disable_rtx(o.down);
                     }
                 }
                 tracing::info!(session = %s.id, "connected");
@@ -1567,7 +1680,7 @@ impl Engine {
                 && let Some(codec) = self.codec_of(track)
                 && let Some(pt) = self.pt_for(key, down, codec)
             {
-                self.forwarder.set_payload_type(down, pt);
+                self.forwarder.set_payload_type(down, pt.0, pt.1);
                 if self.forwarder.switch(now, down, track, &mut actions).is_ok() {
                     self.report_subscription(key, self.track_event_id(track), None);
                 }
@@ -1585,15 +1698,20 @@ impl Engine {
                     let Some(key) = self.down_owner.get(&down).copied() else { continue };
                     let Some(s) = self.sessions.get_mut(&key) else { continue };
                     let Some(out) = s.outbound.iter_mut().find(|o| o.down == down) else { continue };
-                    out.sent.packets = out.sent.packets.wrapping_add(1);
-                    out.sent.octets = out.sent.octets.wrapping_add(packet.payload.len() as u32);
-                    if out.sent.last.is_none_or(|(ts, _)| (packet.header.timestamp.wrapping_sub(ts) as i32) > 0) {
-                        out.sent.last = Some((packet.header.timestamp, now));
+                    // A retransmission on the RTX stream (only ever sent on Arc's egress).
+                    let rtx = out.rtx_ssrc == Some(packet.header.ssrc);
+                    if !rtx {
+                        out.sent.packets = out.sent.packets.wrapping_add(1);
+                        out.sent.octets = out.sent.octets.wrapping_add(packet.payload.len() as u32);
+                        if out.sent.last.is_none_or(|(ts, _)| (packet.header.timestamp.wrapping_sub(ts) as i32) > 0) {
+                            out.sent.last = Some((packet.header.timestamp, now));
+                        }
                     }
                     if let Some(Some(egress)) = s.egress.as_mut() {
                         // Arc's own egress: written and protected in place.
                         let Some(to) = s.remote else { continue };
-                        match egress.write(&mut out.roll, &packet.header, &packet.payload, &mut self.egress_buf) {
+                        let roll = if rtx { &mut out.rtx_roll } else { &mut out.roll };
+                        match egress.write(roll, &packet.header, &packet.payload, &mut self.egress_buf) {
                             Ok(()) => {
                                 self.stats.srtp_own_packets += 1;
                                 let payload = self.egress_buf.split();
@@ -1676,7 +1794,7 @@ impl Engine {
                     && let Some(codec) = self.codec_of(next)
                     && let Some(pt) = self.pt_for(sk, down, codec)
                 {
-                    self.forwarder.set_payload_type(down, pt);
+                    self.forwarder.set_payload_type(down, pt.0, pt.1);
                     if self.forwarder.switch(now, down, next, &mut actions).is_ok() {
                         self.report_subscription(sk, self.track_event_id(next), None);
                     }
@@ -1700,8 +1818,9 @@ impl Engine {
 }
 
 /// Notes that a leg heard from `addr`; an authenticated check from a new
-/// address while the media address is silent moves the media there.
-fn heard(s: &mut Session, now: Instant, addr: (SocketAddr, Transport), data: &[u8]) {
+/// address while the media address is silent moves the media there, and so
+/// does a verified nomination of it (`nominated`) at once.
+fn heard(s: &mut Session, now: Instant, addr: (SocketAddr, Transport), data: &[u8], nominated: bool) {
     match s.heard.iter_mut().find(|(a, _)| *a == addr) {
         Some((_, t)) => *t = now,
         None => s.heard.push((addr, now)),
@@ -1717,8 +1836,8 @@ fn heard(s: &mut Session, now: Instant, addr: (SocketAddr, Transport), data: &[u
         .iter()
         .find(|(a, _)| *a == current)
         .is_none_or(|(_, t)| now.saturating_duration_since(*t) >= ADDRESS_SILENT_SWITCH);
-    if silent {
-        tracing::info!(session = %s.id, from = %current.0, to = %addr.0, "client moved; media follows");
+    if silent || nominated {
+        tracing::info!(session = %s.id, from = %current.0, to = %addr.0, nominated, "client moved; media follows");
         s.remote = Some(addr);
     }
 }

@@ -43,12 +43,17 @@ pub(crate) struct OutTrack {
     pub(crate) sender: RTCRtpSenderId,
     pub(crate) kind: RtpKind,
     pub(crate) ssrc: u32,
-    /// Negotiated payload type per codec.
-    pub(crate) pts: Vec<(Codec, u8)>,
+    /// Negotiated payload type per codec, and the RTX payload type the
+    /// subscriber paired with it (RFC 4588 `apt`), if any.
+    pub(crate) pts: Vec<(Codec, u8, Option<u8>)>,
     pub(crate) audio_level_ext: Option<u8>,
+    /// The stream's RTX SSRC, if the subscriber negotiated RTX.
+    pub(crate) rtx_ssrc: Option<u32>,
     /// Sender state when Arc protects the leg's media itself: the SRTP
-    /// rollover counter and what sender reports tell.
+    /// rollover counters (the stream's and its RTX stream's) and what
+    /// sender reports tell.
     pub(crate) roll: Rollover,
+    pub(crate) rtx_roll: Rollover,
     pub(crate) sent: SentCounters,
 }
 
@@ -100,6 +105,10 @@ pub(crate) struct Session {
     /// How its outgoing media is protected, chosen once when it connects:
     /// `Some(Some(_))` by Arc, `Some(None)` by `rtc` (the keys did not verify).
     pub(crate) egress: Option<Option<SrtpEgress>>,
+    /// Its ICE restarted: once the client nominates a path under the new
+    /// credentials, its video streams ask their sources for a keyframe (what
+    /// it lost while its path was down cannot be repaired).
+    pub(crate) keyframe_on_nomination: bool,
 }
 
 impl std::fmt::Debug for Session {

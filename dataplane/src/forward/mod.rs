@@ -90,6 +90,18 @@ pub struct DownSpec {
     pub payload_type: u8,
     /// The subscriber's id for the audio-level extension, if negotiated.
     pub audio_level_ext: Option<u8>,
+    /// The RTX stream (RFC 4588) paired with this one, if the subscriber
+    /// negotiated one: retransmissions go there, each under its own
+    /// sequence number, so the subscriber tells a repair from a duplicate.
+    pub rtx: Option<RtxStream>,
+}
+
+/// A subscriber stream's retransmission stream (RFC 4588).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtxStream {
+    pub ssrc: u32,
+    /// Its first sequence number (random, as RFC 3550 asks of any stream).
+    pub first_seq: u16,
 }
 
 /// What the I/O layer must do.
@@ -114,6 +126,8 @@ pub struct ForwardStats {
     pub dropped_stale: u64,
     pub nacks_answered: u64,
     pub nacks_missed: u64,
+    /// Of the NACKs answered, those answered on an RTX stream.
+    pub rtx_sent: u64,
     pub keyframe_requests: u64,
 }
 
@@ -156,6 +170,11 @@ struct Down {
     /// Video only: forwarding waits for a keyframe from the current source.
     waiting_keyframe: bool,
     paused: bool,
+    /// The RTX payload type paired with the current payload type (`None`:
+    /// retransmit on the stream itself).
+    rtx_payload_type: Option<u8>,
+    /// The next RTX sequence number.
+    rtx_seq: u16,
 }
 
 /// The per-subscriber rewriting of sequence numbers and timestamps.
@@ -347,7 +366,15 @@ impl Forwarder {
         }
         self.downs.insert(
             down,
-            Down { spec, source: None, munger: Munger::default(), waiting_keyframe: false, paused: false },
+            Down {
+                rtx_seq: spec.rtx.map_or(0, |r| r.first_seq),
+                spec,
+                source: None,
+                munger: Munger::default(),
+                waiting_keyframe: false,
+                paused: false,
+                rtx_payload_type: None,
+            },
         );
         if let Some(t) = source {
             self.switch(now, down, t, out)?;
@@ -389,10 +416,21 @@ impl Forwarder {
     }
 
     /// Changes the payload type a downtrack writes (the subscriber's number
-    /// for the codec of the source it is about to forward).
-    pub fn set_payload_type(&mut self, down: DownKey, payload_type: u8) {
+    /// for the codec of the source it is about to forward), and the RTX
+    /// payload type the subscriber paired with it (`None`: that codec has
+    /// no RTX, its retransmissions go on the stream itself).
+    pub fn set_payload_type(&mut self, down: DownKey, payload_type: u8, rtx_payload_type: Option<u8>) {
         if let Some(d) = self.downs.get_mut(&down) {
             d.spec.payload_type = payload_type;
+            d.rtx_payload_type = rtx_payload_type;
+        }
+    }
+
+    /// Retransmits on the stream itself from now on (the I/O layer cannot
+    /// send the RTX stream, e.g. when `rtc` protects the leg's media).
+    pub fn disable_rtx(&mut self, down: DownKey) {
+        if let Some(d) = self.downs.get_mut(&down) {
+            d.spec.rtx = None;
         }
     }
 
@@ -520,23 +558,40 @@ impl Forwarder {
         }
     }
 
-    /// A subscriber lost packets (NACK on its stream), by output sequence numbers.
+    /// A subscriber lost packets (NACK on its stream), by output sequence
+    /// numbers. Each is resent as it first went out, on the RTX stream when
+    /// the subscriber has one for the codec (RFC 4588: the original
+    /// sequence number, then the payload), else on the stream itself.
     pub fn on_nack(&mut self, down: DownKey, lost: impl IntoIterator<Item = u16>, out: &mut Vec<Action>) {
-        let Some(d) = self.downs.get(&down) else { return };
+        let Some(d) = self.downs.get_mut(&down) else { return };
         let Some(source) = d.source.and_then(|t| self.sources.get(&t)) else { return };
+        let rtx = d.spec.rtx.zip(d.rtx_payload_type);
         for out_seq in lost {
             let cached = d.munger.unmap(out_seq).and_then(|in_seq| source.cache.get(in_seq));
-            match cached {
-                Some(p) => {
-                    let ts = p.timestamp.wrapping_sub(d.munger.ts_offset);
-                    let csrc = p.csrc.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let Some(p) = cached else {
+                self.stats.nacks_missed += 1;
+                continue;
+            };
+            let ts = p.timestamp.wrapping_sub(d.munger.ts_offset);
+            let csrc = p.csrc.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let packet = match rtx {
+                None => {
                     let payload = bytes::Bytes::copy_from_slice(p.payload);
-                    let packet = rewrite(p.marker, csrc, payload, &d.spec, out_seq, ts, p.level);
-                    out.push(Action::Send { down, packet });
-                    self.stats.nacks_answered += 1;
+                    rewrite(p.marker, csrc, payload, &d.spec, out_seq, ts, p.level)
                 }
-                None => self.stats.nacks_missed += 1,
-            }
+                Some((stream, payload_type)) => {
+                    let mut payload = Vec::with_capacity(2 + p.payload.len());
+                    payload.extend_from_slice(&out_seq.to_be_bytes());
+                    payload.extend_from_slice(p.payload);
+                    let seq = d.rtx_seq;
+                    d.rtx_seq = d.rtx_seq.wrapping_add(1);
+                    self.stats.rtx_sent += 1;
+                    let spec = DownSpec { ssrc: stream.ssrc, payload_type, audio_level_ext: None, rtx: None };
+                    rewrite(p.marker, csrc, payload.into(), &spec, seq, ts, None)
+                }
+            };
+            out.push(Action::Send { down, packet });
+            self.stats.nacks_answered += 1;
         }
     }
 

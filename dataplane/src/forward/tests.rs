@@ -20,7 +20,7 @@ fn pkt(seq: u16, ts: u32, payload: &'static [u8]) -> Packet {
 }
 
 fn down_spec(ssrc: u32) -> DownSpec {
-    DownSpec { ssrc, payload_type: 100, audio_level_ext: None }
+    DownSpec { ssrc, payload_type: 100, audio_level_ext: None, rtx: None }
 }
 
 fn sends(actions: &[Action]) -> Vec<(DownKey, u16, u32)> {
@@ -150,6 +150,57 @@ fn nacks_are_answered_from_the_shared_cache_through_each_subscribers_offsets() {
 }
 
 #[test]
+fn with_rtx_a_nack_is_answered_on_the_rtx_stream_with_the_original_sequence_number_first() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    let mut out = Vec::new();
+    let spec = DownSpec { rtx: Some(RtxStream { ssrc: 0x5151, first_seq: 65_535 }), ..down_spec(7) };
+    f.add_down(t0, DownKey(1), spec, Some(TrackKey(1)), &mut out).expect("test setup");
+    f.set_payload_type(DownKey(1), 100, Some(101));
+    for seq in 100..110 {
+        let payload = if seq == 100 { VP8_KEY } else { VP8_CONT };
+        f.on_rtp(t0, TrackKey(1), &pkt(seq, 1000 + u32::from(seq), payload), &mut out);
+    }
+    out.clear();
+    f.on_nack(DownKey(1), [103, 100], &mut out);
+    let rtx: Vec<&Packet> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { packet, .. } => Some(packet),
+            Action::RequestKeyframe { .. } => None,
+        })
+        .collect();
+    assert_eq!(rtx.len(), 2);
+    // Own SSRC, payload type and numbering (from the random first, wrapping).
+    assert!(rtx.iter().all(|p| p.header.ssrc == 0x5151 && p.header.payload_type == 101));
+    assert_eq!(rtx.iter().map(|p| p.header.sequence_number).collect::<Vec<_>>(), vec![65_535, 0]);
+    // The original timestamp and marker; the payload is OSN then the original payload.
+    assert_eq!(rtx[0].header.timestamp, 1103);
+    assert_eq!(&rtx[0].payload[..], &[0, 103, 0x00, 0x00, 0x00]);
+    assert_eq!(&rtx[1].payload[..], &[0, 100, 0x10, 0x00, 0x9d, 0x01, 0x2a]);
+    assert_eq!(f.stats().rtx_sent, 2);
+    assert_eq!(f.stats().nacks_answered, 2);
+    // A codec without RTX (no paired payload type), or RTX turned off:
+    // retransmitted on the stream itself, under the lost sequence number.
+    for off in [
+        |f: &mut Forwarder| f.set_payload_type(DownKey(1), 100, None),
+        |f: &mut Forwarder| {
+            f.set_payload_type(DownKey(1), 100, Some(101));
+            f.disable_rtx(DownKey(1));
+        },
+    ] {
+        off(&mut f);
+        out.clear();
+        f.on_nack(DownKey(1), [104], &mut out);
+        let Some(Action::Send { packet, .. }) = out.first() else { panic!("answered: {out:?}") };
+        assert_eq!((packet.header.ssrc, packet.header.payload_type, packet.header.sequence_number), (7, 100, 104));
+        assert_eq!(&packet.payload[..], VP8_CONT);
+    }
+    assert_eq!(f.stats().rtx_sent, 2);
+}
+
+#[test]
 fn cache_is_bounded() {
     let t0 = Instant::now();
     let cache = CacheConfig { packets: 16, history: Duration::ZERO, min_bytes: 4096, max_bytes: 4096 };
@@ -175,7 +226,7 @@ fn audio_flows_at_once_and_audio_levels_rank_speakers() {
     f.add_down(
         t0,
         DownKey(1),
-        DownSpec { ssrc: 9, payload_type: 111, audio_level_ext: Some(3) },
+        DownSpec { ssrc: 9, payload_type: 111, audio_level_ext: Some(3), rtx: None },
         Some(TrackKey(1)),
         &mut out,
     )

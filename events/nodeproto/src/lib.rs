@@ -90,6 +90,10 @@ impl Role {
 pub struct SessionOpened {
     pub session_id: MediaSessionId,
     pub answer: String,
+    /// The entity tag of the session's ICE state (RFC 9725 §4.3.1: WHIP/WHEP
+    /// answer it as `ETag`; it changes on every ICE restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 /// Why a session could not be opened or changed. These are answers to what
@@ -125,6 +129,10 @@ pub enum SessionError {
     /// Something failed inside the node.
     #[error("{message}")]
     Internal { message: String },
+    /// The request named an ICE state (`If-Match`) that is no longer the
+    /// session's: an ICE restart happened meanwhile. `etag` is the current one.
+    #[error("the session's ICE state is {etag}, not the one the request names")]
+    PreconditionFailed { etag: String },
 }
 
 /// A request to a node.
@@ -132,10 +140,15 @@ pub enum SessionError {
 #[serde(rename_all = "snake_case", tag = "op")]
 pub enum NodeRequest {
     Open(OpenSession),
-    /// Trickle ICE: an `application/trickle-ice-sdpfrag` body.
+    /// Trickle ICE or an ICE restart (new ICE credentials): an
+    /// `application/trickle-ice-sdpfrag` body (RFC 8840, RFC 9725 §4.3).
+    /// `if_match`: the `If-Match` the client sent (`*` or an entity tag),
+    /// checked against the session's current one.
     Patch {
         session_id: MediaSessionId,
         fragment: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_match: Option<String>,
     },
     /// The client left (WHIP/WHEP DELETE).
     Close {
@@ -215,9 +228,14 @@ pub struct SessionInfo {
 #[serde(rename_all = "snake_case", tag = "result")]
 pub enum NodeReply {
     Opened(SessionOpened),
+    /// A trickle fragment was taken (`fragment` none), or an ICE restart
+    /// answered: `fragment` carries the node's new credentials, `etag` the
+    /// session's new entity tag.
     Patched {
         #[serde(default)]
         fragment: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        etag: Option<String>,
     },
     Closed,
     Ended {

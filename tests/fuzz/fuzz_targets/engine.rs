@@ -65,7 +65,7 @@ fuzz_target!(|data: &[u8]| {
             0 | 1 => n.engine.handle_datagram(now, from, Transport::Udp, rest),
             2 => {
                 if let (Some(id), Ok(fragment)) = (n.session.clone(), std::str::from_utf8(rest)) {
-                    let _ = n.engine.handle_request(now, NodeRequest::Patch { session_id: id, fragment: fragment.to_owned() });
+                    let _ = n.engine.handle_request(now, NodeRequest::Patch { session_id: id, fragment: fragment.to_owned(), if_match: None });
                 }
             }
             _ => {

@@ -1,12 +1,13 @@
 //! RTP and RTCP as they arrive (rtc's parsers, as the engine uses them),
 //! then the forwarding core with the packet: header extensions, keyframe
-//! gating, the retransmission cache, a NACK for what it holds.
+//! gating, the retransmission cache, a NACK for what it holds (answered
+//! on an RTX stream for the VP8 subscriber, on the stream itself for the others).
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use arc_media::forward::codec::Codec;
-use arc_media::forward::{DownKey, DownSpec, ForwardConfig, Forwarder, TrackKey, TrackSpec};
+use arc_media::forward::{DownKey, DownSpec, ForwardConfig, Forwarder, RtxStream, TrackKey, TrackSpec};
 use libfuzzer_sys::fuzz_target;
 use rtc::shared::marshal::Unmarshal;
 
@@ -20,8 +21,11 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     for (k, codec, ext) in [(1, Codec::Vp8, None), (2, Codec::Opus, Some(1)), (3, Codec::H264, Some(3))] {
         let _ = f.add_track(TrackKey(k), TrackSpec { codec, audio_level_ext: ext });
-        let spec = DownSpec { ssrc: 100 + k, payload_type: 96, audio_level_ext: ext };
+        // The VP8 subscriber has an RTX stream: its NACKs are answered there.
+        let rtx = (k == 1).then_some(RtxStream { ssrc: 900, first_seq: 65_000 });
+        let spec = DownSpec { ssrc: 100 + k, payload_type: 96, audio_level_ext: ext, rtx };
         let _ = f.add_down(t0, DownKey(k), spec, Some(TrackKey(k)), &mut out);
+        f.set_payload_type(DownKey(k), 96, rtx.map(|_| 97));
     }
     for k in 1..=3 {
         f.on_rtp(t0 + Duration::from_millis(u64::from(k)), TrackKey(k), &packet, &mut out);
