@@ -160,5 +160,6 @@ pub fn session_error_status(e: &SessionError) -> (u16, &'static str) {
         SessionError::Full { .. } => (503, "node_full"),
         SessionError::UnsupportedVersion { .. } | SessionError::Malformed { .. } => (502, "node_protocol"),
         SessionError::Internal { .. } => (500, "internal"),
+        SessionError::PreconditionFailed { .. } => (412, "ice_state_changed"),
     }
 }

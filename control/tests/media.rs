@@ -39,10 +39,17 @@ fn start_dev() -> Dev {
 /// binds every interface as `dev` does by default (the node then announces
 /// 127.0.0.1, an address the socket was not bound to).
 fn start_dev_on(media_udp: &str) -> Dev {
+    start_dev_with(&["--listen", "127.0.0.1:0", "--media-udp", media_udp])
+}
+
+/// `arc-control dev` with these listen, media and other options.
+fn start_dev_with(args: &[&str]) -> Dev {
     let dir = tempfile::tempdir().expect("tempdir");
     let admin = "media-test-admin-key-0123456789".to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_arc-control"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--media-udp", media_udp, "--admin-key", &admin])
+        .arg("dev")
+        .args(args)
+        .args(["--admin-key", &admin])
         .arg("--data-dir")
         .arg(dir.path())
         .envs(common::SERVER_TEST_ENV.iter().copied())
@@ -181,6 +188,24 @@ async fn chromium_publishes_and_plays_vp8_and_h264() {
     // The viewer's subscriptions (audio and video, both runs) are in the log.
     let started = events_of_type(&dev, "track.subscription_started").await;
     assert!(started >= 4, "track.subscription_started events: {started}");
+}
+
+/// ICE restart through WHIP/WHEP PATCH (RFC 9725 §4.3.2) with real
+/// browsers: once media flows, the /publish and /play pages both restart
+/// ICE (new credentials both ways, `If-Match: *`); media keeps coming on
+/// the same sessions — the log holds one join per identity, no leave and
+/// each track published once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_publisher_and_player_restart_ice_and_keep_their_sessions() {
+    let dev = start_dev_on("0.0.0.0:0");
+    let app = app(&dev).await;
+    let publisher = token(&dev, &app, "cam", "restart", json!({"publish": true, "subscribe": false})).await;
+    let viewer = token(&dev, &app, "viewer", "restart", json!({"publish": false, "subscribe": true})).await;
+    let r = chromium(&dev, "restart", "VP8", &publisher, &viewer, &[("RESTART_ICE", "both"), ("FRAMES", "30")]);
+    assert_eq!(r["ok"], true, "both pages restarted ICE and the player decoded 30 more frames: {r}");
+    eprintln!("ICE restart: {}", r["restart"]);
+    assert_eq!(events_of_type(&dev, "room.participant_joined").await, 2, "one join each");
+    assert_eq!(events_of_type(&dev, "track.published").await, 2, "cam's audio and video, published once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,6 +418,44 @@ async fn whip_and_whep_refuse_bad_input_with_clear_errors() {
         .await
         .expect("patch");
     assert_eq!(resp.status().as_u16(), 404);
+    // A real session: its answer carries an ETag; a PATCH naming another
+    // one is refused (412), and a fragment that is not ICE lines is 400.
+    let recorded = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../dataplane/tests/fixtures/sdp/webrtcbin-publish-max-bundle.sdp"),
+    )
+    .expect("a recorded offer");
+    let etag_token = token(&dev, &app, "p", "etag", json!({"publish": true, "subscribe": false})).await;
+    let r = c
+        .post(format!("{}/v1/whip/etag", dev.base))
+        .bearer_auth(&etag_token)
+        .header("content-type", "application/sdp")
+        .body(recorded)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 201);
+    let etag = r.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned).expect("an ETag");
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    let location = r.headers()["location"].to_str().expect("location").to_owned();
+    let patch = |if_match: &str, body: &'static str| {
+        c.patch(format!("{}{location}", dev.base))
+            .bearer_auth(&etag_token)
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .header("if-match", if_match)
+            .body(body)
+            .send()
+    };
+    let r = patch("\"stale\"", "a=end-of-candidates\r\n").await.expect("patch");
+    assert_eq!(r.status().as_u16(), 412);
+    let b: Value = r.json().await.expect("json");
+    assert_eq!(b["error"]["code"], "ice_state_changed", "{b}");
+    let r = patch(&etag, "a=end-of-candidates\r\n").await.expect("patch");
+    assert_eq!(r.status().as_u16(), 204, "trickle with the current ETag");
+    let r = patch("*", "a=setup:active\r\n").await.expect("patch");
+    assert_eq!(r.status().as_u16(), 400);
+    let r = c.delete(format!("{}{location}", dev.base)).bearer_auth(&etag_token).send().await.expect("delete");
+    assert_eq!(r.status().as_u16(), 200);
     // CORS preflight.
     let resp = c
         .request(reqwest::Method::OPTIONS, &url)
@@ -565,6 +628,92 @@ async fn kick_mute_remove_and_close_reach_the_media_node_within_a_second() {
         let out = chrome.join().expect("chromium thread").expect("node");
         eprintln!("{identity} ({how}): {out}");
     }
+}
+
+/// `node publish_play.mjs` (given as `node`, which may run in a namespace)
+/// against `dev`'s room `room`.
+fn driver(mut node: Command, dev: &Dev, room: &str) -> Command {
+    node.arg("publish_play.mjs").current_dir(browser_dir()).env("ARC_URL", &dev.base).env("ROOM", room);
+    node
+}
+
+/// A counter of the embedded node's `/media/metrics` (scraped and parsed as
+/// `metrics.rs` does).
+async fn media_counter(dev: &Dev, name: &str) -> f64 {
+    let r = http()
+        .get(format!("{}/media/metrics", dev.base))
+        .header("accept", common::OPENMETRICS_ACCEPT)
+        .send()
+        .await
+        .expect("metrics");
+    let samples = common::openmetrics_samples(&r.text().await.expect("text"));
+    *samples.get(name).unwrap_or_else(|| panic!("{name} in /media/metrics: {samples:?}"))
+}
+
+/// RTX (RFC 4588) with a real browser on a lossy path: Chromium publishes on
+/// loopback; a second Chromium plays in a network namespace of its own
+/// whose incoming UDP loses 5 % at random. The player negotiates RTX, its
+/// NACKs are answered on the RTX stream, it gets back every packet it lost,
+/// and its video keeps its frame rate.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_player_losing_five_percent_gets_its_repairs_over_rtx_and_keeps_its_frame_rate() {
+    let ns = common::Netns::new();
+    ns.drop_incoming_udp(5);
+    let listen = format!("{}:0", ns.host_ip);
+    let dev = start_dev_with(&["--listen", &listen, "--media-udp", "0.0.0.0:0", "--media-announce", &ns.host_ip]);
+    let app = app(&dev).await;
+    let pub_token = token(&dev, &app, "cam", "lossy", json!({"publish": true, "subscribe": false})).await;
+    let sub_token = token(&dev, &app, "viewer", "lossy", json!({"publish": false, "subscribe": true})).await;
+    // Publishes until stopped (SIGTERM below: playwright closes its Chromium on it).
+    let publisher = driver(Command::new("node"), &dev, "lossy")
+        .env("PUB_TOKEN", &pub_token)
+        .env("PLAY", "0")
+        .env("HOLD_MS", "120000")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run publish_play.mjs");
+    let before = media_counter(&dev, "arc_media_rtx_packets_total").await;
+    let out = driver(ns.command("node"), &dev, "lossy")
+        .env("SUB_TOKEN", &sub_token)
+        .env("PUBLISH", "0")
+        .env("FRAMES", "30")
+        .env("AUDIO_PACKETS", "50")
+        .env("TIMEOUT_MS", "30000")
+        .env("WATCH_MS", "15000")
+        .output()
+        .expect("run publish_play.mjs in the namespace");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("{}");
+    eprintln!("player behind 5 % loss: {last}\n{}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}));
+    let rtx = media_counter(&dev, "arc_media_rtx_packets_total").await - before;
+    let answered = media_counter(&dev, "arc_media_nacks_answered_total").await;
+    eprintln!("node: {rtx} RTX packets, {answered} NACKs answered");
+    let _ = Command::new("kill").args(["-TERM", &publisher.id().to_string()]).status();
+    let published = publisher.wait_with_output().map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+    eprintln!("publisher: {published:?}");
+    assert_eq!(result["ok"], true, "the player decoded video and audio: {result}");
+    let watch = &result["watch"];
+    assert_eq!(watch["rtx"], true, "the player negotiated RTX: {result}");
+    assert!(watch["videoLost"].as_f64().unwrap_or(0.0) > 0.0, "the path lost packets: {watch}");
+    assert!(watch["nacksSent"].as_f64().unwrap_or(0.0) > 0.0, "the player sent NACKs: {watch}");
+    assert!(rtx > 0.0, "the node answered on the RTX stream ({rtx} packets)");
+    assert!(watch["retransmitted"].as_f64().unwrap_or(0.0) > 0.0, "the player received retransmissions: {watch}");
+    // Every loss repaired: the player had back as many packets as it lost
+    // (a few more: a retransmission lost on the way is asked for again).
+    let (lost, back) = (watch["videoLost"].as_f64().unwrap_or(0.0), watch["retransmitted"].as_f64().unwrap_or(0.0));
+    assert!(back >= lost, "the player got back every packet it lost: {watch}");
+    // The fake camera makes 20 frames/s (300 in 15 s, with and without the
+    // loss in runs here): frames kept coming. Chromium counts a freeze when a
+    // frame comes more than three frame times late, and under this loss it
+    // counted 1 to 3 in 15 s (0.22–0.65 s frozen in all) in runs here, none
+    // without loss. Most likely (not confirmed by a capture) a retransmission
+    // that is itself lost (5 % of them) is asked for again only after
+    // Chromium's default 100 ms, as a receive-only peer has no round-trip
+    // estimate. Unrepaired (while a bug had the
+    // node drop most of the player's NACKs) it decoded 14 frames in 15 s.
+    assert!(watch["framesDecoded"].as_f64().unwrap_or(0.0) >= 270.0, "frames kept coming: {watch}");
+    assert!(watch["freezeSeconds"].as_f64().unwrap_or(f64::MAX) <= 1.0, "at most 1 s frozen in 15 s: {watch}");
 }
 
 /// Publishes the fake camera and microphone from Chromium for `hold_ms`.

@@ -15,8 +15,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::{ADMIN_KEY, Mode, create_app, mint_token, start};
 use serde_json::{Value, json};
@@ -209,4 +210,104 @@ async fn a_meeting_relayed_through_turn() {
     );
     assert_eq!(r["ok"], true, "two pages met through TURN only: {r}");
     assert_eq!(r["relayed"], true, "{r}");
+}
+
+/// The local ports of what is open in a network namespace (`ss`): `-uanH`
+/// UDP sockets, `-tanH` TCP connections (`except`: those to that port).
+fn ports_in(ns: &common::Netns, ss: &str, except: Option<u16>) -> Vec<u16> {
+    let out = ns.command("ss").args([ss]).output().expect("run ss (iproute2) in the namespace");
+    let port = |a: &str| a.rsplit(':').next()?.parse::<u16>().ok();
+    let mut ports: Vec<u16> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (local, peer) = (port(f.get(3)?)?, port(f.get(4)?));
+            (peer != except || except.is_none()).then_some(local)
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Reconnection when the media path breaks: three pages meet from a
+/// network namespace of their own; then every 5-tuple their media uses
+/// (UDP, and ICE-TCP connections: everything but the signalling sockets) is
+/// dropped there (nft, both ways), as a network change or a NAT that forgot
+/// them would. Each page's connections restart their ICE on their sessions
+/// (new credentials over the socket, new ports) and media flows again —
+/// same participants, nobody sees a leave or a join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meeting_whose_media_paths_break_restarts_ice_and_keeps_everyone() {
+    let ns = common::Netns::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("{}:0", ns.host_ip);
+    let server = common::start_with(
+        &Mode::Embedded { data_dir: dir.path().to_path_buf() },
+        &["--listen", &listen, "--media-udp", "0.0.0.0:0", "--media-announce", &ns.host_ip],
+    );
+    let base = server.base.clone();
+    let app = create_app(&base, ADMIN_KEY, "breaks").await;
+    let grants = json!({"join": true, "publish": true, "subscribe": true, "publish_data": true});
+    let mut tokens = Vec::new();
+    for who in ["ann", "bob", "cy"] {
+        tokens.push(mint_token(&base, &app, who, "rebind", grants.clone()).await);
+    }
+    let mut node_js = ns
+        .command("node")
+        .arg("meet.mjs")
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser"))
+        .env("ARC_URL", &base)
+        .env("TOKENS", tokens.join(","))
+        .env("NAMES", "Ann,Bob,Cy")
+        .env("BREAK_PATH", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run node tests/browser/meet.mjs in the namespace");
+    let mut lines = BufReader::new(node_js.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(first.contains("\"phase\":\"media\""), "three pages met before the break: {first}");
+    let http_port = base.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    let udp = ports_in(&ns, "-uanH", None);
+    let tcp = ports_in(&ns, "-tanH", http_port);
+    assert!(!udp.is_empty(), "the pages' UDP sockets were found");
+    let set = |ports: &[u16]| ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+    let mut input = format!("  udp dport {{ {} }} drop\n", set(&udp));
+    let mut output = format!("  udp sport {{ {} }} drop\n", set(&udp));
+    if !tcp.is_empty() {
+        input.push_str(&format!("  tcp dport {{ {} }} drop\n", set(&tcp)));
+        output.push_str(&format!("  tcp sport {{ {} }} drop\n", set(&tcp)));
+    }
+    let rules = format!(
+        "table inet arc_break {{\n chain input {{\n  type filter hook input priority 0;\n{input} }}\n \
+         chain output {{\n  type filter hook output priority 0;\n{output} }}\n}}\n"
+    );
+    let mut nft = ns.command("nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().expect("run nft");
+    nft.stdin.take().expect("stdin").write_all(rules.as_bytes()).expect("write the rules");
+    assert!(nft.wait().expect("nft").success(), "nft took the rules: {rules}");
+    let mut stdin = node_js.stdin.take().expect("stdin");
+    stdin.write_all(b"broken\n").expect("tell the pages");
+    drop(stdin);
+    let last = lines.map_while(Result::ok).last().unwrap_or_default();
+    let _ = node_js.wait();
+    let r: Value = serde_json::from_str(&last).unwrap_or_else(|_| json!({"ok": false, "raw": last}));
+    let _ = std::fs::write(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("meet-break.json"), &last);
+    let log = common::admin_get(&base, "/v1/events?tail=300").await;
+    let _ = std::fs::write(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("meet-break-log.json"), log.to_string());
+    eprintln!(
+        "{} UDP and {} TCP ports dropped; media back on every page after {} ms (ICE restarted after {} ms)",
+        udp.len(),
+        tcp.len(),
+        r["restored_ms"],
+        r["ice_restarted_ms"]
+    );
+    assert_eq!(r["ok"], true, "every page restarted ICE and has media from the other two, nobody left: {}", {
+        let s = last.split("\"views\"").next().unwrap_or(&last);
+        s.to_owned()
+    });
+    // The log saw three joins and no other (the leaves come when the browser closes).
+    let joined = common::admin_get(&base, "/v1/events?tail=200&type=room.participant_joined").await;
+    assert_eq!(joined["events"].as_array().map_or(0, Vec::len), 3, "no page joined again: {joined}");
 }

@@ -8,31 +8,10 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{ADMIN_KEY, Mode, create_app, mint_token, start, wait_caught_up};
+use common::{
+    ADMIN_KEY, Mode, OPENMETRICS_ACCEPT, create_app, mint_token, openmetrics_samples as parse, start, wait_caught_up,
+};
 use serde_json::json;
-
-/// Samples of an OpenMetrics text exposition: `name{labels}` → value.
-/// Panics on a line that is neither a comment, `# EOF`, nor a sample.
-fn parse(text: &str) -> HashMap<String, f64> {
-    assert!(text.trim_end().ends_with("# EOF"), "ends with # EOF");
-    let mut out = HashMap::new();
-    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("a sample line: {line:?}"));
-        let name_end = series.find('{').unwrap_or(series.len());
-        let name = &series[..name_end];
-        assert!(
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "a metric name: {line:?}"
-        );
-        assert!(name.starts_with("arc_"), "Arc's own prefix: {line:?}");
-        if name_end < series.len() {
-            assert!(series.ends_with('}'), "closed labels: {line:?}");
-        }
-        let v: f64 = value.parse().unwrap_or_else(|_| panic!("a number: {line:?}"));
-        out.insert(series.to_owned(), v);
-    }
-    out
-}
 
 fn sum(samples: &HashMap<String, f64>, prefix: &str, contains: &[&str]) -> f64 {
     samples
@@ -46,7 +25,7 @@ fn sum(samples: &HashMap<String, f64>, prefix: &str, contains: &[&str]) -> f64 {
 async fn scrape(base: &str) -> HashMap<String, f64> {
     let r = reqwest::Client::new()
         .get(format!("{base}/metrics"))
-        .header("accept", "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5")
+        .header("accept", OPENMETRICS_ACCEPT)
         .send()
         .await
         .expect("scrape");

@@ -72,6 +72,8 @@ fn every_route_is_documented_and_every_ref_resolves() {
     routed.remove(&("GET".into(), "/publish".into()));
     routed.remove(&("GET".into(), "/meet".into()));
     routed.remove(&("GET".into(), "/play".into()));
+    // The /publish and /play pages' ICE restart script.
+    routed.remove(&("GET".into(), "/ice-restart.js".into()));
     routed.remove(&("GET".into(), "/v1/openapi.json".into()));
     // The browser SDK's files (docs/sdk.md describes them).
     routed.remove(&("GET".into(), "/sdk/arc.js".into()));

@@ -392,6 +392,43 @@ async fn media_over_the_socket_embedded() {
     let track = until(&mut fan_ws, "track_published").await;
     assert_eq!(track["track"]["sid"], cam_sid, "{track}");
 
+    // ICE restart over the socket: on a session of its own, the node's new
+    // credentials come back; on another's, or with a credential that is
+    // not one, it is refused with the request's id.
+    let played = answer["session_id"].as_str().expect("session id").to_owned();
+    let old_ufrag = answer["sdp"].as_str().and_then(|s| s.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")));
+    let (ufrag, pwd) = ("NewUfrag", "new+ice/password0123456789");
+    send(
+        &mut fan_ws,
+        json!({"v": 1, "type": "restart_ice", "id": 20, "session_id": played, "ufrag": ufrag, "pwd": pwd}),
+    )
+    .await;
+    let restarted = until(&mut fan_ws, "ice_restarted").await;
+    assert_eq!((restarted["id"].as_u64(), restarted["session_id"].as_str()), (Some(20), Some(played.as_str())));
+    assert!(restarted["pwd"].as_str().is_some_and(|p| p.len() >= 22), "{restarted}");
+    assert_ne!(restarted["ufrag"].as_str(), old_ufrag.map(str::trim_end), "new credentials: {restarted}");
+    send(
+        &mut fan_ws,
+        json!({"v": 1, "type": "restart_ice", "id": 21, "session_id": played, "ufrag": ufrag, "pwd": pwd}),
+    )
+    .await;
+    let same = until(&mut fan_ws, "error").await;
+    assert_eq!(
+        (same["code"].as_str(), same["id"].as_u64()),
+        (Some("invalid_argument"), Some(21)),
+        "the same credentials: {same}"
+    );
+    let bad = json!({"v": 1, "type": "restart_ice", "id": 22, "session_id": played, "ufrag": "a\r\nb", "pwd": pwd});
+    send(&mut fan_ws, bad).await;
+    assert_eq!(until(&mut fan_ws, "error").await["id"], 22);
+    send(
+        &mut fan_ws,
+        json!({"v": 1, "type": "restart_ice", "id": 23, "session_id": session, "ufrag": ufrag, "pwd": pwd}),
+    )
+    .await;
+    let foreign = until(&mut fan_ws, "error").await;
+    assert_eq!((foreign["code"].as_str(), foreign["id"].as_u64()), (Some("not_found"), Some(23)), "{foreign}");
+
     // A session this socket did not open cannot be closed through it.
     send(&mut fan_ws, json!({"v": 1, "type": "close_media", "session_id": session})).await;
     assert_eq!(until(&mut fan_ws, "error").await["code"], "not_found");

@@ -6,6 +6,12 @@ import { chromium } from "playwright-core";
 
 export function launchChromium({ audioFile } = {}) {
   const audio = audioFile ? [`--use-file-for-fake-audio-capture=${audioFile}`] : [];
+  // Camera and microphone need a secure context: loopback is one, an
+  // arc-control on another address of this machine (a test's network
+  // namespace reaching it over a veth) is made one for this browser.
+  const base = process.env.ARC_URL ? new URL(process.env.ARC_URL) : null;
+  const secure = base && base.protocol === "http:" && !["127.0.0.1", "localhost", "[::1]"].includes(base.hostname)
+    ? [`--unsafely-treat-insecure-origin-as-secure=${base.origin}`] : [];
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
@@ -14,25 +20,28 @@ export function launchChromium({ audioFile } = {}) {
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
       "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
       "--autoplay-policy=no-user-gesture-required",
-      ...audio,
+      ...audio, ...secure,
     ],
   });
 }
 
-// Opens `url` in `page` and waits for its load event. Twice in full CI runs
-// on a loaded 2-core machine a page of arc-control's (/play, /meet) got no
-// load event within Playwright's 30 s — the page itself has no
-// subresources, and the same page loaded at once in every other run. So a
-// navigation without a load event in 20 s is tried once more, and what
+// Opens `url` in `page` and waits until its document is parsed (its scripts
+// ran), not for its load event: a page whose <video> has a MediaStream as
+// srcObject before the load event delays that event until the stream has
+// a frame (the HTML media element's "delaying-the-load-event flag"), so
+// /play and /meet got no load event while their media was slow to come,
+// or never, when the media failed (seen in full CI runs on a loaded 2-core
+// machine, and always with a player whose WHEP request was refused). A
+// navigation that does not get that far in 20 s is tried once more, and what
 // happened is pushed to `log` (the result's `navigation`), with any crash
-// of the page's renderer, so that the next time says more than a timeout.
+// of the page's renderer.
 export async function open(page, url, log = []) {
   const path = url.split("?")[0];
   page.on("crash", () => log.push({ path, crash: true, at: Date.now() }));
   for (let attempt = 1; ; attempt++) {
     const started = Date.now();
     try {
-      const response = await page.goto(url, { timeout: 20000 });
+      const response = await page.goto(url, { timeout: 20000, waitUntil: "domcontentloaded" });
       if (attempt > 1) log.push({ path, attempt, status: response?.status() ?? null, ms: Date.now() - started });
       return response;
     } catch (e) {

@@ -25,7 +25,12 @@
 // must resume its session — same participant, nobody sees it leave — and
 // media must keep flowing both ways), RELAY (1: the pages send and receive
 // only through the server's TURN servers; every received stream must come
-// over a relay candidate).
+// over a relay candidate), BREAK_PATH (1: once media flows and the chat went
+// round, print {"phase":"media"} and wait for a line on stdin — the test
+// drops every UDP 5-tuple the pages use then —, and measure until every
+// page restarted its connections' ICE and decodes more video and receives
+// more audio from every other page, with the same participant and nobody
+// seen leaving: restored_ms).
 import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -45,6 +50,7 @@ const speak = env("SPEAK", "0") === "1";
 const quality = env("QUALITY", "0") === "1";
 const resume = env("RESUME", "0") === "1";
 const relay = env("RELAY", "0") === "1";
+const breakPath = env("BREAK_PATH", "0") === "1";
 
 // A steady 440 Hz tone at about -12 dBFS, one second (Chromium loops it).
 function tone() {
@@ -83,7 +89,7 @@ try {
     speakers: window.arc.speakers, spoke: Object.keys(window.arc.spoke), quality: window.arc.quality,
     state: window.arc.state, error: window.arc.error, me: window.arc.me?.identity, joins: window.arc.joins,
     told_at: window.arc.toldAt, joined_at: window.arc.joinedAt, marks: window.arc.marks,
-    sid: window.arc.me?.sid, resumes: window.arc.resumes, departed: window.arc.departed,
+    sid: window.arc.me?.sid, resumes: window.arc.resumes, departed: window.arc.departed, ice_restarts: window.arc.iceRestarts, connections: window.arc.connections(), notices: window.arc.notices,
     people: Object.keys(window.arc.people).length, stats: await window.arc.stats(), chat: window.arc.chat,
   }))));
   let views = [];
@@ -157,7 +163,39 @@ try {
       result.via = views.map((v) => Object.values(v.stats).map((s) => s.via));
       result.relayed = views.every((v) => Object.values(v.stats).every((s) => s.via === "relay"));
     }
-    result.ok = chatted && spoken && (!relay || result.relayed) && !screen && !moderate && !failover;
+    result.ok = chatted && spoken && (!relay || result.relayed) && !screen && !moderate && !failover && !breakPath;
+    if (chatted && spoken && breakPath) {
+      console.log(JSON.stringify({ phase: "media" }));
+      await new Promise((resolve) => process.stdin.once("data", resolve));
+      const broken = Date.now();
+      const before = await seen();
+      const back = (v, i) => v.ice_restarts >= 1 && v.state === "joined" && v.sid === before[i].sid
+        && v.joins === before[i].joins && before.every((b) => !v.departed.includes(b.me))
+        && Object.entries(before[i].stats).every(([k, s]) => (v.stats[k]?.frames ?? 0) >= s.frames + 10
+          && (v.stats[k]?.audio ?? 0) >= s.audio + 10);
+      const timeline = {};
+      while (Date.now() - broken < timeoutMs) {
+        await pages[0].waitForTimeout(100);
+        views = await seen();
+        views.forEach((v) => Object.entries(v.connections).forEach(([k, c]) => {
+          const t = (timeline[v.me + ">" + k] ??= {});
+          const at = Date.now() - broken;
+          if (c.ice !== "connected" && !("down" in t)) t.down = at;
+          if (c.restarts >= 1 && !("restarted" in t)) t.restarted = at;
+          if (c.restarts >= 1 && c.ice === "connected" && !("up" in t)) t.up = at;
+          const st = v.stats[k];
+          if (st && !("media" in t) && st.frames >= (before[views.indexOf(v)].stats[k]?.frames ?? 0) + 3) t.media = at;
+        }));
+        result.timeline = timeline;
+        if (views.every(back)) {
+          result.restored_ms = Date.now() - broken;
+          result.ice_restarted_ms = views.map((v) => (v.marks["ice restarted"] ?? broken) - broken);
+          result.ok = true;
+          break;
+        }
+      }
+      process.stdin.destroy();
+    }
     if (chatted && spoken && failover) {
       console.log(JSON.stringify({ phase: "media" }));
       await new Promise((resolve) => process.stdin.once("data", resolve));

@@ -10,7 +10,12 @@
 // PLAY (1; 0: only publish, succeed once connected, then hold),
 // PUBLISH (1; 0: only play, e.g. another client publishes),
 // TRANSPORT (tcp: both pages drop the node's UDP candidates, as clients whose UDP is blocked),
-// SCREENSHOT (a PNG path: on success, a picture of the player page).
+// SCREENSHOT (a PNG path: on success, a picture of the player page),
+// WATCH_MS (0: once the frames and packets arrived, keep playing this long and
+// report the player's figures at its end, e.g. freezes under loss),
+// RESTART_ICE (play | publish | both: once media flows, that page restarts
+// ICE over its session's PATCH; success needs the restart answered and 30
+// more frames decoded after it, reported as "restart").
 import { launchChromium, open } from "./chromium.mjs";
 
 const env = (k, d) => process.env[k] ?? d;
@@ -56,7 +61,43 @@ try {
     }
   }
   result.elapsed_ms = Date.now() - started;
+  const watchMs = Number(env("WATCH_MS", "0"));
+  if (result.ok && watchMs > 0 && playToo) {
+    // Figures over the watch alone: what the player saw from its start is taken off.
+    const before = stats;
+    await play.waitForTimeout(watchMs);
+    const after = await play.evaluate(() => window.arc.stats);
+    const keys = ["framesDecoded", "videoPackets", "videoLost", "nacksSent", "retransmitted", "freezes", "freezeSeconds"];
+    result.watch = { ms: watchMs, rtx: after.rtx };
+    for (const k of keys) result.watch[k] = after[k] - before[k];
+    stats = after;
+  }
   result.stats = stats;
+  const restartIce = env("RESTART_ICE", "");
+  if (result.ok && restartIce) {
+    result.ok = false;
+    const pages = [];
+    if (["publish", "both"].includes(restartIce) && pub) pages.push(pub);
+    if (["play", "both"].includes(restartIce) && playToo) pages.push(play);
+    const from = stats.framesDecoded;
+    const t0 = Date.now();
+    await Promise.all(pages.map((pg) => pg.evaluate(() => window.arc.restartIce("asked"))));
+    result.restart = { pages: pages.length, answered_ms: Date.now() - t0 };
+    while (Date.now() - t0 < timeoutMs) {
+      await play.waitForTimeout(250);
+      const seen = await Promise.all(pages.map((pg) => pg.evaluate(() => ({ restarts: window.arc.restarts, error: window.arc.error }))));
+      stats = await play.evaluate(() => window.arc.stats);
+      if (result.restart.first_frame_ms === undefined && stats.framesDecoded > from + 1) result.restart.first_frame_ms = Date.now() - t0;
+      const errors = seen.map((x) => x.error).filter(Boolean);
+      if (errors.length) { result.restart.errors = errors; break; }
+      if (seen.every((x) => x.restarts >= 1) && stats.framesDecoded >= from + 30) {
+        result.ok = true;
+        break;
+      }
+    }
+    result.restart.frames_after = stats.framesDecoded - from;
+    result.restart.ms = Date.now() - t0;
+  }
   const shot = env("SCREENSHOT", "");
   if (result.ok && shot) {
     await play.screenshot({ path: shot, fullPage: true });

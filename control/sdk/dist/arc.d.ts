@@ -118,6 +118,11 @@ export interface RoomEvents {
         code: string;
         message: string;
     };
+    /** A connection's media path broke (`failed`, or `disconnected` for 2 s) and its ICE was restarted on the same session. */
+    iceRestarted: {
+        session: string;
+        reason: string;
+    };
 }
 export interface ConnectOptions {
     /** Receive every participant's camera, microphone and screen as they publish (default true). */
@@ -157,6 +162,7 @@ export declare class Room {
     /** The STUN/TURN servers of the last join (TURN with this participant's credentials). */
     iceServers: RTCIceServer[];
     private ping;
+    private stallWatch;
     private firstJoin;
     /** A room to join with `token` on the arc-control at `url` (e.g. `location.origin`); listen, then `connect()`. */
     constructor(url: string, token: string, options?: ConnectOptions);
@@ -207,6 +213,15 @@ export declare class Room {
         audio: number;
         via?: string;
     }>>;
+    /**
+     * Each connection's ICE state (`new`, `checking`, `connected`, `disconnected`,
+     * `failed` …) and ICE restarts, by what it carries: `camera`, `screen`, or a
+     * received stream's key.
+     */
+    connections(): Record<string, {
+        ice: RTCIceConnectionState;
+        restarts: number;
+    }>;
     /** A data message to everyone else, or to the listed identities (needs `publish_data`). */
     sendData(payload: string, options?: {
         to?: string[];
@@ -234,6 +249,10 @@ export declare class Room {
     private finish;
     private teardown;
     private dropSub;
+    private watchIce;
+    private restartIce;
+    private watchStalls;
+    private legs;
     private openLeg;
     private publishLocal;
     private receive;

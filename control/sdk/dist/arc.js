@@ -1,4 +1,9 @@
 // src/arc.ts
+var STALL_POLL_MS = 1e3;
+var STALL_POLLS = 2;
+var FLOWING_BYTES = 200;
+var ICE_DISCONNECTED_RESTART_MS = 500;
+var ICE_RESTART_RETRY_MS = 5e3;
 var ArcError = class extends Error {
   constructor(code, message) {
     super(message);
@@ -29,6 +34,7 @@ var Room = class _Room {
   /** The STUN/TURN servers of the last join (TURN with this participant's credentials). */
   iceServers = [];
   ping = null;
+  stallWatch = null;
   firstJoin = null;
   /** A room to join with `token` on the arc-control at `url` (e.g. `location.origin`); listen, then `connect()`. */
   constructor(url, token, options = {}) {
@@ -57,6 +63,7 @@ var Room = class _Room {
       this.firstJoin = { resolve, reject };
       this.open();
       this.ping = setInterval(() => this.send({ type: "ping" }), 5e3);
+      this.stallWatch = setInterval(() => void this.watchStalls(), STALL_POLL_MS);
     });
   }
   /** `new Room(url, token, options)` and `connect()`, in one (the first `joined` is not seen by listeners added after). */
@@ -108,6 +115,16 @@ var Room = class _Room {
     const s = stream ?? await navigator.mediaDevices.getDisplayMedia({ video: true, audio: true });
     for (const t of s.getTracks()) t.addEventListener("ended", () => this.stopScreen());
     this.screen = await this.openLeg(s, true);
+    this.screen.reopen = () => {
+      const old = this.screen;
+      if (!old) return;
+      this.screen = null;
+      old.pc.close();
+      void this.openLeg(old.stream, true).then((leg) => {
+        leg.reopen = old.reopen;
+        this.screen = leg;
+      });
+    };
   }
   /** Stops sharing the screen. */
   stopScreen() {
@@ -162,6 +179,19 @@ var Room = class _Room {
       const local = pair ? reports.get(reports.get(pair)?.localCandidateId) : void 0;
       out[key] = { frames, audio, via: local?.candidateType };
     }
+    return out;
+  }
+  /**
+   * Each connection's ICE state (`new`, `checking`, `connected`, `disconnected`,
+   * `failed` …) and ICE restarts, by what it carries: `camera`, `screen`, or a
+   * received stream's key.
+   */
+  connections() {
+    const out = {};
+    const one = (leg) => leg && { ice: leg.pc.iceConnectionState, restarts: leg.restarts ?? 0 };
+    if (this.publisher) out.camera = one(this.publisher);
+    if (this.screen) out.screen = one(this.screen);
+    for (const [key, leg] of this.subs) out[key] = one(leg);
     return out;
   }
   // ---- talking and moderating -------------------------------------------
@@ -267,6 +297,7 @@ var Room = class _Room {
     if (this.state === "disconnected") return;
     this.state = "disconnected";
     if (this.ping) clearInterval(this.ping);
+    if (this.stallWatch) clearInterval(this.stallWatch);
     this.teardown(true);
     for (const t of this.local?.getTracks() ?? []) t.stop();
     const ws = this.ws;
@@ -290,15 +321,116 @@ var Room = class _Room {
     const s = this.subs.get(key);
     if (!s) return;
     this.subs.delete(key);
+    clearTimeout(s.iceTimer);
+    clearTimeout(s.retryTimer);
     s.pc.close();
     if (tell && s.session) this.send({ type: "close_media", session_id: s.session });
     this.emit("remoteStreamEnded", { key });
+  }
+  // A connection whose ICE failed, or stayed disconnected for half a second,
+  // or whose received bytes stalled (the stall watch), restarts its ICE on the same session (new credentials both ways, over
+  // the socket); while the socket is away, once it is back. One not
+  // connected again 5 s later restarts again; one whose session the node
+  // no longer has is opened afresh.
+  watchIce(leg) {
+    leg.pc.addEventListener("iceconnectionstatechange", () => {
+      clearTimeout(leg.iceTimer);
+      const state = leg.pc.iceConnectionState;
+      if (state === "failed") void this.restartIce(leg, "failed");
+      else if (state === "disconnected") {
+        leg.iceTimer = setTimeout(() => {
+          if (leg.pc.iceConnectionState === "disconnected") void this.restartIce(leg, "disconnected");
+        }, ICE_DISCONNECTED_RESTART_MS);
+      }
+    });
+  }
+  async restartIce(leg, reason) {
+    const pc = leg.pc;
+    if (leg.restarting || !leg.session || pc.signalingState !== "stable" || pc.connectionState === "closed") return;
+    if (this.state !== "joined") {
+      leg.restartWanted = true;
+      return;
+    }
+    leg.restarting = true;
+    leg.restartWanted = false;
+    try {
+      pc.restartIce();
+      await pc.setLocalDescription(await pc.createOffer());
+      const offer = pc.localDescription?.sdp ?? "";
+      const value = (sdp, name) => sdp.match(new RegExp("a=" + name + ":([^\\r\\n]*)"))?.[1] ?? "";
+      const m = await this.request({
+        type: "restart_ice",
+        session_id: leg.session,
+        ufrag: value(offer, "ice-ufrag"),
+        pwd: value(offer, "ice-pwd")
+      });
+      const answer = (pc.currentRemoteDescription?.sdp ?? "").replace(/a=ice-ufrag:[^\r\n]*/g, "a=ice-ufrag:" + m.ufrag).replace(/a=ice-pwd:[^\r\n]*/g, "a=ice-pwd:" + m.pwd);
+      await pc.setRemoteDescription({ type: "answer", sdp: answer });
+      leg.restarts = (leg.restarts ?? 0) + 1;
+      this.emit("iceRestarted", { session: leg.session, reason });
+    } catch (e) {
+      if (pc.signalingState === "have-local-offer") {
+        await pc.setLocalDescription({ type: "rollback" }).catch(() => {
+        });
+      }
+      if (e instanceof ArcError && e.code === "reconnecting") leg.restartWanted = true;
+      else if (e instanceof ArcError && e.code === "session_not_found" && leg.reopen) {
+        leg.restarting = false;
+        leg.reopen();
+        return;
+      } else if (pc.connectionState !== "closed") this.emit("notice", { code: "ice_restart_failed", message: e.message });
+    } finally {
+      leg.restarting = false;
+    }
+    clearTimeout(leg.retryTimer);
+    leg.retryTimer = setTimeout(() => {
+      const ice = pc.iceConnectionState;
+      if (ice === "disconnected" || ice === "failed" || ice === "checking") void this.restartIce(leg, "retry");
+    }, ICE_RESTART_RETRY_MS);
+  }
+  async watchStalls() {
+    if (this.state !== "joined") return;
+    for (const leg of this.legs()) {
+      const ice = leg.pc.iceConnectionState;
+      if (leg.restarting || !leg.session || ice !== "connected" && ice !== "completed") {
+        leg.flowing = false;
+        leg.stalledPolls = 0;
+        leg.lastBytes = void 0;
+        continue;
+      }
+      let bytes = 0;
+      try {
+        (await leg.pc.getStats()).forEach((r) => {
+          if (r.type === "transport") bytes += r.bytesReceived ?? 0;
+        });
+      } catch {
+        continue;
+      }
+      const delta = bytes - (leg.lastBytes ?? bytes);
+      leg.lastBytes = bytes;
+      if (delta >= FLOWING_BYTES) {
+        leg.flowing = true;
+        leg.stalledPolls = 0;
+      } else if (delta === 0 && leg.flowing) {
+        leg.stalledPolls = (leg.stalledPolls ?? 0) + 1;
+        if (leg.stalledPolls >= STALL_POLLS) {
+          leg.flowing = false;
+          leg.stalledPolls = 0;
+          void this.restartIce(leg, "stalled");
+        }
+      }
+    }
+  }
+  // Every connection that is still there.
+  legs() {
+    return [this.publisher, this.screen, ...this.subs.values()].filter((l) => l !== null);
   }
   // Offers go at once, without waiting for ICE candidates: Arc's nodes are
   // ICE-lite and learn the browser's addresses from its connectivity checks.
   async openLeg(stream, screen) {
     const pc = this.peerConnection();
     const leg = { pc, session: null, stream };
+    this.watchIce(leg);
     for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
     try {
       await pc.setLocalDescription(await pc.createOffer());
@@ -321,6 +453,7 @@ var Room = class _Room {
     }
     if (!this.local || !this.me?.permissions.publish || this.state !== "joined") return;
     this.publisher = await this.openLeg(this.local, false);
+    this.publisher.reopen = () => void this.publishLocal();
   }
   async receive(p, screen) {
     const key = screen ? p.identity + "#screen" : p.identity;
@@ -328,6 +461,13 @@ var Room = class _Room {
     const pc = this.peerConnection();
     const stream = new MediaStream();
     const leg = { pc, session: null, stream };
+    leg.reopen = () => {
+      if (this.subs.get(key) !== leg) return;
+      this.dropSub(key, false);
+      const now = [...this.participants.values()].find((x) => x.identity === p.identity);
+      if (now) void this.receive(now, screen);
+    };
+    this.watchIce(leg);
     this.subs.set(key, leg);
     pc.addTransceiver("audio", { direction: "recvonly" });
     pc.addTransceiver("video", { direction: "recvonly" });
@@ -407,6 +547,12 @@ var Room = class _Room {
         this.firstJoin = null;
         if (!m.resumed && this.local && !this.publisher) void this.publishLocal();
         for (const p of this.participants.values()) this.autoReceive(p);
+        if (m.resumed) {
+          for (const leg of this.legs()) {
+            const ice = leg.pc.iceConnectionState;
+            if (leg.restartWanted || ice === "failed" || ice === "disconnected") void this.restartIce(leg, "resumed");
+          }
+        }
         break;
       }
       case "participant_joined":
@@ -472,6 +618,7 @@ var Room = class _Room {
         this.emit("data", { fromSid: m.from_sid, fromIdentity: m.from_identity, payload: m.payload, topic: m.topic });
         break;
       case "answer":
+      case "ice_restarted":
         this.pending.get(m.id)?.resolve(m);
         this.pending.delete(m.id);
         break;

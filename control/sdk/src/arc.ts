@@ -87,6 +87,8 @@ export interface RoomEvents {
   disconnected: { reason: string; message: string };
   /** Something the server refused outside a request (shown to people as is). */
   notice: { code: string; message: string };
+  /** A connection's media path broke (`failed`, or `disconnected` for 2 s) and its ICE was restarted on the same session. */
+  iceRestarted: { session: string; reason: string };
 }
 
 export interface ConnectOptions {
@@ -109,7 +111,35 @@ interface Leg {
   pc: RTCPeerConnection;
   session: string | null;
   stream: MediaStream;
+  /** An ICE restart is under way, or wanted once the socket is back. */
+  restarting?: boolean;
+  restartWanted?: boolean;
+  /** ICE restarts done. */
+  restarts?: number;
+  iceTimer?: ReturnType<typeof setTimeout>;
+  retryTimer?: ReturnType<typeof setTimeout>;
+  /** Opens the connection afresh (its session is gone on the node). */
+  reopen?: () => void;
+  /** What the stall watch saw: bytes received, whether media was flowing, polls without a byte. */
+  lastBytes?: number;
+  flowing?: boolean;
+  stalledPolls?: number;
 }
+
+/**
+ * The stall watch: every second, each connected connection's received bytes
+ * (media, RTCP). One that was receiving (≥ 200 bytes a second: a keep-alive
+ * alone is less) and then got nothing for two polls in a row lost its path
+ * before ICE says so (it takes Chromium about 5 s), and restarts its ICE.
+ */
+const STALL_POLL_MS = 1000;
+const STALL_POLLS = 2;
+const FLOWING_BYTES = 200;
+
+/** How long a connection's ICE may stay `disconnected` before it is restarted. */
+const ICE_DISCONNECTED_RESTART_MS = 500;
+/** A restarted connection not connected again after this long restarts again. */
+const ICE_RESTART_RETRY_MS = 5000;
 
 // The server's messages, loosely typed (schemas/signal/server.v1.json has them exactly).
 type ServerMessage = { type: string; [k: string]: any };
@@ -149,6 +179,7 @@ export class Room {
   /** The STUN/TURN servers of the last join (TURN with this participant's credentials). */
   iceServers: RTCIceServer[] = [];
   private ping: ReturnType<typeof setInterval> | null = null;
+  private stallWatch: ReturnType<typeof setInterval> | null = null;
   private firstJoin: { resolve: () => void; reject: (e: Error) => void } | null = null;
 
   /** A room to join with `token` on the arc-control at `url` (e.g. `location.origin`); listen, then `connect()`. */
@@ -181,6 +212,7 @@ export class Room {
       this.firstJoin = { resolve, reject };
       this.open();
       this.ping = setInterval(() => this.send({ type: "ping" }), 5000);
+      this.stallWatch = setInterval(() => void this.watchStalls(), STALL_POLL_MS);
     });
   }
 
@@ -242,6 +274,16 @@ export class Room {
     const s = stream ?? (await navigator.mediaDevices.getDisplayMedia({ video: true, audio: true }));
     for (const t of s.getTracks()) t.addEventListener("ended", () => this.stopScreen());
     this.screen = await this.openLeg(s, true);
+    this.screen.reopen = () => {
+      const old = this.screen;
+      if (!old) return;
+      this.screen = null;
+      old.pc.close();
+      void this.openLeg(old.stream, true).then((leg) => {
+        leg.reopen = old.reopen;
+        this.screen = leg;
+      });
+    };
   }
 
   /** Stops sharing the screen. */
@@ -304,6 +346,20 @@ export class Room {
       const local = pair ? reports.get(reports.get(pair)?.localCandidateId) : undefined;
       out[key] = { frames, audio, via: local?.candidateType };
     }
+    return out;
+  }
+
+  /**
+   * Each connection's ICE state (`new`, `checking`, `connected`, `disconnected`,
+   * `failed` …) and ICE restarts, by what it carries: `camera`, `screen`, or a
+   * received stream's key.
+   */
+  connections(): Record<string, { ice: RTCIceConnectionState; restarts: number }> {
+    const out: Record<string, { ice: RTCIceConnectionState; restarts: number }> = {};
+    const one = (leg: Leg | null) => leg && { ice: leg.pc.iceConnectionState, restarts: leg.restarts ?? 0 };
+    if (this.publisher) out.camera = one(this.publisher)!;
+    if (this.screen) out.screen = one(this.screen)!;
+    for (const [key, leg] of this.subs) out[key] = one(leg)!;
     return out;
   }
 
@@ -425,6 +481,7 @@ export class Room {
     if (this.state === "disconnected") return;
     this.state = "disconnected";
     if (this.ping) clearInterval(this.ping);
+    if (this.stallWatch) clearInterval(this.stallWatch);
     this.teardown(true);
     for (const t of this.local?.getTracks() ?? []) t.stop();
     const ws = this.ws;
@@ -450,9 +507,115 @@ export class Room {
     const s = this.subs.get(key);
     if (!s) return;
     this.subs.delete(key);
+    clearTimeout(s.iceTimer);
+    clearTimeout(s.retryTimer);
     s.pc.close();
     if (tell && s.session) this.send({ type: "close_media", session_id: s.session });
     this.emit("remoteStreamEnded", { key });
+  }
+
+  // A connection whose ICE failed, or stayed disconnected for half a second,
+  // or whose received bytes stalled (the stall watch), restarts its ICE on the same session (new credentials both ways, over
+  // the socket); while the socket is away, once it is back. One not
+  // connected again 5 s later restarts again; one whose session the node
+  // no longer has is opened afresh.
+  private watchIce(leg: Leg): void {
+    leg.pc.addEventListener("iceconnectionstatechange", () => {
+      clearTimeout(leg.iceTimer);
+      const state = leg.pc.iceConnectionState;
+      if (state === "failed") void this.restartIce(leg, "failed");
+      else if (state === "disconnected") {
+        leg.iceTimer = setTimeout(() => {
+          if (leg.pc.iceConnectionState === "disconnected") void this.restartIce(leg, "disconnected");
+        }, ICE_DISCONNECTED_RESTART_MS);
+      }
+    });
+  }
+
+  private async restartIce(leg: Leg, reason: string): Promise<void> {
+    const pc = leg.pc;
+    if (leg.restarting || !leg.session || pc.signalingState !== "stable" || pc.connectionState === "closed") return;
+    if (this.state !== "joined") {
+      leg.restartWanted = true;
+      return;
+    }
+    leg.restarting = true;
+    leg.restartWanted = false;
+    try {
+      pc.restartIce();
+      await pc.setLocalDescription(await pc.createOffer());
+      const offer = pc.localDescription?.sdp ?? "";
+      const value = (sdp: string, name: string) => sdp.match(new RegExp("a=" + name + ":([^\\r\\n]*)"))?.[1] ?? "";
+      const m = await this.request({
+        type: "restart_ice",
+        session_id: leg.session,
+        ufrag: value(offer, "ice-ufrag"),
+        pwd: value(offer, "ice-pwd"),
+      });
+      const answer = (pc.currentRemoteDescription?.sdp ?? "")
+        .replace(/a=ice-ufrag:[^\r\n]*/g, "a=ice-ufrag:" + m.ufrag)
+        .replace(/a=ice-pwd:[^\r\n]*/g, "a=ice-pwd:" + m.pwd);
+      await pc.setRemoteDescription({ type: "answer", sdp: answer });
+      leg.restarts = (leg.restarts ?? 0) + 1;
+      this.emit("iceRestarted", { session: leg.session, reason });
+    } catch (e) {
+      // (The checks above narrowed these; the awaits may have changed them.)
+      if ((pc.signalingState as RTCSignalingState) === "have-local-offer") {
+        await pc.setLocalDescription({ type: "rollback" }).catch(() => {});
+      }
+      if (e instanceof ArcError && e.code === "reconnecting") leg.restartWanted = true;
+      else if (e instanceof ArcError && e.code === "session_not_found" && leg.reopen) {
+        leg.restarting = false;
+        leg.reopen();
+        return;
+      } else if ((pc.connectionState as RTCPeerConnectionState) !== "closed") this.emit("notice", { code: "ice_restart_failed", message: (e as Error).message });
+    } finally {
+      leg.restarting = false;
+    }
+    clearTimeout(leg.retryTimer);
+    leg.retryTimer = setTimeout(() => {
+      const ice = pc.iceConnectionState;
+      if (ice === "disconnected" || ice === "failed" || ice === "checking") void this.restartIce(leg, "retry");
+    }, ICE_RESTART_RETRY_MS);
+  }
+
+  private async watchStalls(): Promise<void> {
+    if (this.state !== "joined") return;
+    for (const leg of this.legs()) {
+      const ice = leg.pc.iceConnectionState;
+      if (leg.restarting || !leg.session || (ice !== "connected" && ice !== "completed")) {
+        leg.flowing = false;
+        leg.stalledPolls = 0;
+        leg.lastBytes = undefined;
+        continue;
+      }
+      let bytes = 0;
+      try {
+        (await leg.pc.getStats()).forEach((r: any) => {
+          if (r.type === "transport") bytes += r.bytesReceived ?? 0;
+        });
+      } catch {
+        continue;
+      }
+      const delta = bytes - (leg.lastBytes ?? bytes);
+      leg.lastBytes = bytes;
+      if (delta >= FLOWING_BYTES) {
+        leg.flowing = true;
+        leg.stalledPolls = 0;
+      } else if (delta === 0 && leg.flowing) {
+        leg.stalledPolls = (leg.stalledPolls ?? 0) + 1;
+        if (leg.stalledPolls >= STALL_POLLS) {
+          leg.flowing = false;
+          leg.stalledPolls = 0;
+          void this.restartIce(leg, "stalled");
+        }
+      }
+    }
+  }
+
+  // Every connection that is still there.
+  private legs(): Leg[] {
+    return [this.publisher, this.screen, ...this.subs.values()].filter((l): l is Leg => l !== null);
   }
 
   // Offers go at once, without waiting for ICE candidates: Arc's nodes are
@@ -460,6 +623,7 @@ export class Room {
   private async openLeg(stream: MediaStream, screen: boolean): Promise<Leg> {
     const pc = this.peerConnection();
     const leg: Leg = { pc, session: null, stream };
+    this.watchIce(leg);
     for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
     try {
       await pc.setLocalDescription(await pc.createOffer());
@@ -483,6 +647,7 @@ export class Room {
     }
     if (!this.local || !this.me?.permissions.publish || this.state !== "joined") return;
     this.publisher = await this.openLeg(this.local, false);
+    this.publisher.reopen = () => void this.publishLocal();
   }
 
   private async receive(p: Participant, screen: boolean): Promise<void> {
@@ -491,6 +656,13 @@ export class Room {
     const pc = this.peerConnection();
     const stream = new MediaStream();
     const leg: Leg = { pc, session: null, stream };
+    leg.reopen = () => {
+      if (this.subs.get(key) !== leg) return;
+      this.dropSub(key, false);
+      const now = [...this.participants.values()].find((x) => x.identity === p.identity);
+      if (now) void this.receive(now, screen);
+    };
+    this.watchIce(leg);
     this.subs.set(key, leg);
     pc.addTransceiver("audio", { direction: "recvonly" });
     pc.addTransceiver("video", { direction: "recvonly" });
@@ -576,6 +748,13 @@ export class Room {
         this.firstJoin = null;
         if (!m.resumed && this.local && !this.publisher) void this.publishLocal();
         for (const p of this.participants.values()) this.autoReceive(p);
+        // Back on a resumed session: connections whose path broke meanwhile restart their ICE.
+        if (m.resumed) {
+          for (const leg of this.legs()) {
+            const ice = leg.pc.iceConnectionState;
+            if (leg.restartWanted || ice === "failed" || ice === "disconnected") void this.restartIce(leg, "resumed");
+          }
+        }
         break;
       }
       case "participant_joined":
@@ -641,6 +820,7 @@ export class Room {
         this.emit("data", { fromSid: m.from_sid, fromIdentity: m.from_identity, payload: m.payload, topic: m.topic });
         break;
       case "answer":
+      case "ice_restarted":
         this.pending.get(m.id)?.resolve(m);
         this.pending.delete(m.id);
         break;

@@ -156,6 +156,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/play", get(play_page))
         .route("/meet", get(meet_page))
         .route("/sdk/arc.js", get(sdk_js))
+        .route("/ice-restart.js", get(ice_restart_js))
         .route("/sdk/arc.d.ts", get(sdk_types))
         .route("/metrics", get(metrics::metrics))
         // Requests per route template and their latency (matched routes only).
@@ -533,6 +534,17 @@ async fn sdk_js() -> impl axum::response::IntoResponse {
             (axum::http::header::CACHE_CONTROL, "no-cache"),
         ],
         include_str!("../../sdk/dist/arc.js"),
+    )
+}
+
+/// ICE restart for the /publish and /play pages' WHIP/WHEP sessions.
+async fn ice_restart_js() -> impl axum::response::IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("ice_restart.js"),
     )
 }
 

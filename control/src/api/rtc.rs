@@ -409,6 +409,26 @@ async fn session(
                                     break Some(LeaveReason::ConnectionLost);
                                 }
                             }
+                            Ok(ClientMessage::RestartIce { id, session_id, ufrag, pwd }) => {
+                                let answer = if sessions.contains(&session_id) {
+                                    match uc::restart_ice(&state, &joined, &session_id, &ufrag, &pwd).await {
+                                        Ok((ufrag, pwd)) => ServerMessage::IceRestarted { id, session_id, ufrag, pwd },
+                                        Err(e) => {
+                                            let e = ApiError::from(e);
+                                            ServerMessage::Error { code: e.code.to_owned(), message: e.message, id: Some(id) }
+                                        }
+                                    }
+                                } else {
+                                    ServerMessage::Error {
+                                        code: "not_found".into(),
+                                        message: "no such media session on this socket".into(),
+                                        id: Some(id),
+                                    }
+                                };
+                                if !send(&mut tx, answer).await {
+                                    break Some(LeaveReason::ConnectionLost);
+                                }
+                            }
                             Ok(
                                 m @ (ClientMessage::MuteTrack { .. }
                                 | ClientMessage::RemoveParticipant { .. }

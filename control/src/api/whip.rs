@@ -60,7 +60,7 @@ pub(crate) struct PlayQuery {
     params(("room" = String, Path, description = "The room's name (the token's `room`)")),
     request_body(content = String, content_type = "application/sdp", description = "SDP offer"),
     responses(
-        (status = 201, description = "SDP answer; `Location` names the session", body = String, content_type = "application/sdp"),
+        (status = 201, description = "SDP answer; `Location` names the session, `ETag` its ICE state (send it as `If-Match` with trickle PATCHes; an ICE restart answers a new one)", body = String, content_type = "application/sdp"),
         (status = 400, description = "Bad SDP (the reason is given)", body = ErrorBody),
         (status = 401, description = "No or bad token", body = ErrorBody),
         (status = 403, description = "No `publish` grant, another room, or the app is disabled", body = ErrorBody),
@@ -88,7 +88,7 @@ pub(crate) async fn whip_post(
     params(("room" = String, Path, description = "The room's name (the token's `room`)"), PlayQuery),
     request_body(content = String, content_type = "application/sdp", description = "SDP offer"),
     responses(
-        (status = 201, description = "SDP answer; `Location` names the session", body = String, content_type = "application/sdp"),
+        (status = 201, description = "SDP answer; `Location` names the session, `ETag` its ICE state (send it as `If-Match` with trickle PATCHes; an ICE restart answers a new one)", body = String, content_type = "application/sdp"),
         (status = 400, description = "Bad SDP (the reason is given)", body = ErrorBody),
         (status = 401, description = "No or bad token", body = ErrorBody),
         (status = 403, description = "No `subscribe` grant, another room, or the app is disabled", body = ErrorBody),
@@ -149,7 +149,7 @@ async fn open_session(
     if !offer.trim_start().starts_with("v=0") {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_sdp", "bad SDP: an SDP offer starts with v=0"));
     }
-    let uc::MediaSession { node, session_id, answer, position, .. } =
+    let uc::MediaSession { node, session_id, answer, etag, position, .. } =
         uc::open_media_session(state, &app, &claims, role, offer).await?;
     state.settle(position).await;
     let location = format!("/v1/{path}/{room}/sessions/{node}/{session_id}");
@@ -160,6 +160,9 @@ async fn open_session(
         h.insert(header::LOCATION, v);
     }
     h.insert("accept-patch", HeaderValue::from_static("application/trickle-ice-sdpfrag"));
+    if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        h.insert(header::ETAG, v);
+    }
     Ok(resp)
 }
 
@@ -186,14 +189,20 @@ async fn session_request(
     }
 }
 
-/// Trickle ICE for a WHIP session (`application/trickle-ice-sdpfrag`).
+/// Trickle ICE or an ICE restart for a WHIP session
+/// (`application/trickle-ice-sdpfrag`, RFC 9725 §4.3). A fragment with new
+/// `a=ice-ufrag`/`a=ice-pwd` restarts ICE and is answered with the node's
+/// new credentials; `If-Match` (`*` or the `ETag` the session was given) is
+/// checked when sent.
 #[utoipa::path(patch, path = "/v1/whip/{room}/sessions/{node_id}/{session_id}", tag = "media", security(("participant" = [])),
     params(("room" = String, Path, description = "Room name"), ("node_id" = String, Path, description = "Media node"), ("session_id" = String, Path, description = "Session (`se_…`)")),
     request_body(content = String, content_type = "application/trickle-ice-sdpfrag"),
     responses(
-        (status = 204, description = "Accepted"),
-        (status = 400, description = "Malformed fragment, or an ICE restart (not supported: POST again)", body = ErrorBody),
+        (status = 200, description = "ICE restarted (the fragment named new ICE credentials): the node's new credentials and candidates, and the new `ETag`", body = String, content_type = "application/trickle-ice-sdpfrag"),
+        (status = 204, description = "Trickle candidates accepted"),
+        (status = 400, description = "Malformed fragment", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
+        (status = 412, description = "`If-Match` names an ICE state the session no longer has (`ice_state_changed`)", body = ErrorBody),
         (status = 415, description = "Not application/trickle-ice-sdpfrag", body = ErrorBody),
     ))]
 pub(crate) async fn whip_patch(
@@ -205,14 +214,16 @@ pub(crate) async fn whip_patch(
     patch(&state, &headers, &room, &node, &session, &body).await
 }
 
-/// Trickle ICE for a WHEP session.
+/// Trickle ICE or an ICE restart for a WHEP session (as for WHIP).
 #[utoipa::path(patch, path = "/v1/whep/{room}/sessions/{node_id}/{session_id}", tag = "media", security(("participant" = [])),
     params(("room" = String, Path, description = "Room name"), ("node_id" = String, Path, description = "Media node"), ("session_id" = String, Path, description = "Session (`se_…`)")),
     request_body(content = String, content_type = "application/trickle-ice-sdpfrag"),
     responses(
-        (status = 204, description = "Accepted"),
-        (status = 400, description = "Malformed fragment, or an ICE restart (not supported: POST again)", body = ErrorBody),
+        (status = 200, description = "ICE restarted (the fragment named new ICE credentials): the node's new credentials and candidates, and the new `ETag`", body = String, content_type = "application/trickle-ice-sdpfrag"),
+        (status = 204, description = "Trickle candidates accepted"),
+        (status = 400, description = "Malformed fragment", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
+        (status = 412, description = "`If-Match` names an ICE state the session no longer has (`ice_state_changed`)", body = ErrorBody),
         (status = 415, description = "Not application/trickle-ice-sdpfrag", body = ErrorBody),
     ))]
 pub(crate) async fn whep_patch(
@@ -240,12 +251,20 @@ async fn patch(
         ));
     }
     let fragment = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("sdpfrag", "not UTF-8"))?;
-    let req = NodeRequest::Patch { session_id: session_id(session)?, fragment: fragment.to_owned() };
+    let if_match = match headers.get(header::IF_MATCH).map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(v)) => Some(v.to_owned()),
+        Some(Err(_)) => return Err(ApiError::bad_request("if_match", "If-Match is not visible ASCII")),
+    };
+    let req = NodeRequest::Patch { session_id: session_id(session)?, fragment: fragment.to_owned(), if_match };
     match session_request(state, headers, room, node, req).await? {
-        NodeReply::Patched { fragment: Some(f) } => {
+        NodeReply::Patched { fragment: Some(f), etag } => {
             let mut resp = (StatusCode::OK, f).into_response();
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/trickle-ice-sdpfrag"));
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/trickle-ice-sdpfrag"));
+            if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+                h.insert(header::ETAG, v);
+            }
             Ok(resp)
         }
         _ => Ok(StatusCode::NO_CONTENT.into_response()),

@@ -8,7 +8,7 @@
 //! permissions and metadata, their tracks, the room's metadata), the
 //! participant's own metadata, data messages between participants,
 //! media sessions opened and closed over the socket (complete offers, no
-//! trickle yet), keep-alive and leaving.
+//! trickle), their ICE restarts, keep-alive and leaving.
 
 use arc_events::participant::Permissions;
 use arc_events::room::LeaveReason;
@@ -90,6 +90,12 @@ pub enum ClientMessage {
     /// Closes one of this socket's media sessions; its tracks are
     /// unpublished, its subscriptions end, the participant stays.
     CloseMedia { session_id: String },
+    /// Restarts ICE on one of this socket's media sessions (its path broke:
+    /// ICE failed, the network changed): `ufrag` and `pwd` are the client's
+    /// new ICE credentials, from an offer made for an ICE restart. Answered
+    /// `ice_restarted` with the same `id`; the session, its tracks and
+    /// subscriptions stay, nobody sees a leave.
+    RestartIce { id: u64, session_id: String, ufrag: String, pwd: String },
     /// Moderation (the token's `admin` grant): mutes or unmutes another's
     /// track; everyone sees `track_muted`.
     MuteTrack { track_id: String, muted: bool },
@@ -251,8 +257,17 @@ pub enum ServerMessage {
         session_id: String,
         sdp: String,
     },
+    /// The answer to `restart_ice` (`id` is the request's): the node's new
+    /// ICE credentials, to put in place of the old ones in the session's
+    /// answer (as its remote description again).
+    IceRestarted {
+        id: u64,
+        session_id: String,
+        ufrag: String,
+        pwd: String,
+    },
     /// A request could not be done; the socket stays open. `id` names the
-    /// `publish` or `subscribe` request it answers.
+    /// `publish`, `subscribe` or `restart_ice` request it answers.
     Error {
         code: String,
         message: String,

@@ -350,6 +350,8 @@ pub struct MediaSession {
     pub session_id: MediaSessionId,
     /// The SDP answer.
     pub answer: String,
+    /// The entity tag of the session's ICE state (WHIP/WHEP `ETag`).
+    pub etag: Option<String>,
     /// Where the join went in the log.
     pub position: Option<Position>,
 }
@@ -406,7 +408,14 @@ pub async fn open_media_session(
         end_media(s, node.as_str(), room_id.as_str(), Some(sid.as_str()), LeaveReason::DuplicateIdentity).await;
         return Err(UseCaseError::SessionReplaced { identity: identity.to_string() });
     }
-    Ok(MediaSession { room_id, node, session_id: opened.session_id, answer: opened.answer, position })
+    Ok(MediaSession {
+        room_id,
+        node,
+        session_id: opened.session_id,
+        answer: opened.answer,
+        etag: opened.etag,
+        position,
+    })
 }
 
 /// What [`remove`] ended: the participant session, its read-model row as it

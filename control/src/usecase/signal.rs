@@ -162,6 +162,44 @@ pub async fn open_media(
     }
 }
 
+/// Restarts ICE on one of the socket's media sessions with the client's
+/// new credentials; answers the node's new ones (`ufrag`, `pwd`).
+pub async fn restart_ice(
+    s: &Services,
+    joined: &Joined,
+    session_id: &str,
+    ufrag: &str,
+    pwd: &str,
+) -> UseCaseResult<(String, String)> {
+    let Some(node) = &joined.node else {
+        return Err(UseCaseError::Route(crate::media::RouteError::NoNode));
+    };
+    let session_id =
+        arc_events::MediaSessionId::parse(session_id).map_err(|e| UseCaseError::invalid("session_id", e))?;
+    // One credential per line: nothing else may ride into the fragment.
+    if [ufrag, pwd].iter().any(|v| v.is_empty() || v.contains(['\r', '\n'])) {
+        return Err(UseCaseError::invalid("ufrag", "ufrag and pwd are one ICE credential each"));
+    }
+    let fragment = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+    let req = arc_nodeproto::NodeRequest::Patch { session_id, fragment, if_match: Some("*".into()) };
+    match s.media.request(node.as_str(), req).await? {
+        arc_nodeproto::NodeReply::Patched { fragment: Some(answer), .. } => {
+            let value =
+                |name: &str| answer.lines().find_map(|l| l.trim_end().strip_prefix(name)).map(|v| v.trim().to_owned());
+            match (value("a=ice-ufrag:"), value("a=ice-pwd:")) {
+                (Some(u), Some(p)) => Ok((u, p)),
+                _ => Err(UseCaseError::internal("the node's ICE restart answer has no credentials")),
+            }
+        }
+        arc_nodeproto::NodeReply::Patched { fragment: None, .. } => Err(UseCaseError::invalid(
+            "ufrag",
+            "those are the session's ICE credentials already: an ICE restart needs new ones",
+        )),
+        arc_nodeproto::NodeReply::Error(e) => Err(UseCaseError::Node(e)),
+        other => Err(UseCaseError::internal(format!("unexpected reply from the media node: {other:?}"))),
+    }
+}
+
 /// Closes one of the socket's media sessions (its tracks and subscriptions end).
 pub async fn close_media(s: &Services, joined: &Joined, session_id: &str) -> UseCaseResult<()> {
     let Some(node) = &joined.node else { return Ok(()) };

@@ -105,11 +105,20 @@ pub const SERVER_TEST_ENV: &[(&str, &str)] = &[
     ("ARC_SESSIONS_PER_TOKEN_PER_MINUTE", "100000"),
 ];
 
-/// Starts arc-control with extra flags and environment variables.
+/// Starts arc-control with extra flags and environment variables (an
+/// extra `--listen` or `--media-udp` replaces the mode's loopback one).
 pub fn start_with_env(mode: &Mode, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+    let mut args = mode.args(None);
+    for flag in ["--listen", "--media-udp"] {
+        if extra.contains(&flag)
+            && let Some(i) = args.iter().position(|a| a == flag)
+        {
+            args.drain(i..i + 2);
+        }
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_arc-control"))
         .arg(mode.subcommand())
-        .args(mode.args(None))
+        .args(args)
         .args(extra)
         .envs(SERVER_TEST_ENV.iter().copied())
         .envs(envs.iter().copied())
@@ -395,4 +404,113 @@ pub async fn receiver() -> (String, Hooks) {
         }),
     );
     (format!("{}/hook", serve_local(app).await), got)
+}
+
+/// A network namespace this test made for one client (a browser, say), with
+/// a veth pair to the host: the host side is `host_ip`, the client's side
+/// `client_ip` (a /30 of 10.77.0.0/16 picked from the process id and a
+/// counter, so tests side by side do not collide). Whatever runs in it
+/// (`exec`) reaches the host only over the veth, so shaping the namespace
+/// (`nft`, `tc`) shapes that client's path alone. Removed (with its veth
+/// pair) when dropped. Needs root, `ip` (iproute2) and `nft` (nftables),
+/// which `scripts/services install` installs.
+///
+/// The host side's address is this machine's while the namespace lives, so
+/// other tests' ICE agents gather it and may lose their media when it goes:
+/// a test that makes one must run alone (listed in `.config/nextest.toml`).
+pub struct Netns {
+    pub name: String,
+    pub host_ip: String,
+    pub client_ip: String,
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = std::sync::atomic::AtomicU32::fetch_add(&NEXT, 1, std::sync::atomic::Ordering::Relaxed);
+        // 16,384 /30 blocks in 10.77.0.0/16.
+        let block = (std::process::id().wrapping_mul(7).wrapping_add(n)) % 16_384;
+        let (third, fourth) = (block / 64, (block % 64) * 4);
+        let tag = format!("{:x}", std::process::id() * 16 + n);
+        let ns = Self {
+            name: format!("arc-test-{tag}"),
+            host_ip: format!("10.77.{third}.{}", fourth + 1),
+            client_ip: format!("10.77.{third}.{}", fourth + 2),
+        };
+        let (host_if, client_if) = (format!("ah{tag}"), format!("ac{tag}"));
+        let sh = |args: &[&str]| {
+            let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("run {args:?}: {e}"));
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        sh(&["ip", "netns", "add", &ns.name]);
+        sh(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &client_if]);
+        sh(&["ip", "link", "set", &client_if, "netns", &ns.name]);
+        sh(&["ip", "addr", "add", &format!("{}/30", ns.host_ip), "dev", &host_if]);
+        sh(&["ip", "link", "set", &host_if, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["ip", "netns", "exec", &ns.name];
+            all.extend_from_slice(args);
+            sh(&all);
+        };
+        inside(&["ip", "addr", "add", &format!("{}/30", ns.client_ip), "dev", &client_if]);
+        inside(&["ip", "link", "set", &client_if, "up"]);
+        inside(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Drops `percent` % of the UDP datagrams reaching the namespace, at
+    /// random (nft `numgen`; the kernel here has no netem).
+    pub fn drop_incoming_udp(&self, percent: u32) {
+        let rules = format!(
+            "table inet arc_loss {{\n chain input {{\n  type filter hook input priority 0;\n  \
+             meta l4proto udp numgen random mod 100 < {percent} drop\n }}\n}}\n"
+        );
+        let out = self.command("nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().map(|mut i| i.write_all(rules.as_bytes())).transpose()?;
+            c.wait_with_output()
+        });
+        let out = out.expect("run nft (is nftables installed?)");
+        assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the veth pair, and so the pair.
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// What Prometheus sends: OpenMetrics first.
+pub const OPENMETRICS_ACCEPT: &str = "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5";
+
+/// Samples of an OpenMetrics text exposition: `name{labels}` → value.
+/// Panics on a line that is neither a comment, `# EOF`, nor a sample.
+pub fn openmetrics_samples(text: &str) -> std::collections::HashMap<String, f64> {
+    assert!(text.trim_end().ends_with("# EOF"), "ends with # EOF");
+    let mut out = std::collections::HashMap::new();
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("a sample line: {line:?}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "a metric name: {line:?}"
+        );
+        assert!(name.starts_with("arc_"), "Arc's own prefix: {line:?}");
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "closed labels: {line:?}");
+        }
+        let v: f64 = value.parse().unwrap_or_else(|_| panic!("a number: {line:?}"));
+        out.insert(series.to_owned(), v);
+    }
+    out
 }
