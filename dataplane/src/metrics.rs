@@ -130,7 +130,7 @@ impl Metrics {
         let dropped = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "dropped_datagrams",
-            "Datagrams dropped, by reason (unknown sender, malformed, ICE-TCP backlog, socket full)",
+            "Datagrams dropped, by reason (unknown sender, malformed, a repeated DTLS ClientHello, ICE-TCP backlog, socket full)",
             dropped.clone(),
         );
         let mut gauge = |name: &str, help: &str| {
@@ -206,6 +206,7 @@ impl Metrics {
         for (reason, total) in [
             ("unknown_sender", s.dropped_unknown),
             ("malformed", s.dropped_malformed),
+            ("dtls_hello_repeat", s.dropped_dtls_repeat),
             ("tcp_backlog", s.dropped_tcp),
             ("socket_full", s.dropped_send),
         ] {

@@ -75,6 +75,47 @@ pub fn stun_integrity_ok(b: &[u8], password: &str, crypto: &dyn rtc::crypto::RTC
     rtc::stun::integrity::MessageIntegrity::check(&mut m, password.as_bytes(), crypto).is_ok()
 }
 
+/// DTLS handshake message types (RFC 6347 §4.2.2).
+const DTLS_CLIENT_HELLO: u8 = 1;
+const DTLS_SERVER_HELLO: u8 = 2;
+
+/// Calls `each` with the handshake message type of every record of a
+/// datagram of DTLS records (RFC 6347 §4.1), or `None` for a record that is
+/// not an epoch-0 handshake record (a change of cipher spec, an alert,
+/// application data, anything encrypted). Answers whether the datagram was
+/// nothing but well-formed records, at least one.
+fn dtls_records(mut b: &[u8], mut each: impl FnMut(Option<u8>)) -> bool {
+    let mut any = false;
+    while !b.is_empty() {
+        // type(1) version(2) epoch(2) sequence(6) length(2), then the fragment.
+        let Some(header) = b.get(..13) else { return false };
+        let len = usize::from(u16::from_be_bytes([header[11], header[12]]));
+        let Some(fragment) = b.get(13..13 + len) else { return false };
+        let handshake = header[0] == 22 && header[3..5] == [0, 0];
+        // A handshake fragment: msg_type(1) length(3) message_seq(2) offset(3) fragment length(3).
+        each(if handshake && fragment.len() >= 12 { Some(fragment[0]) } else { None });
+        any = true;
+        b = &b[13 + len..];
+    }
+    any
+}
+
+/// Whether a datagram holds nothing but DTLS ClientHello records (or
+/// fragments of one): once the node has answered with its ServerHello
+/// flight, such a datagram is the client repeating its hello because that
+/// flight was lost.
+pub fn dtls_only_client_hellos(b: &[u8]) -> bool {
+    let mut only = true;
+    dtls_records(b, |t| only &= t == Some(DTLS_CLIENT_HELLO)) && only
+}
+
+/// Whether a datagram of DTLS records carries a ServerHello.
+pub fn dtls_has_server_hello(b: &[u8]) -> bool {
+    let mut found = false;
+    dtls_records(b, |t| found |= t == Some(DTLS_SERVER_HELLO));
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +134,48 @@ mod tests {
         m.extend_from_slice(&[7; 12]);
         m.extend_from_slice(&attrs);
         m
+    }
+
+    /// One DTLS record: `content` type, `epoch`, a fragment of `len` bytes
+    /// whose first byte (a handshake's message type) is `msg_type`.
+    fn record(content: u8, epoch: u16, msg_type: u8, len: usize) -> Vec<u8> {
+        let mut r = vec![content, 0xfe, 0xfd];
+        r.extend_from_slice(&epoch.to_be_bytes());
+        r.extend_from_slice(&[0, 0, 0, 0, 0, 9]);
+        r.extend_from_slice(&(len as u16).to_be_bytes());
+        let mut fragment = vec![0; len];
+        if let Some(first) = fragment.first_mut() {
+            *first = msg_type;
+        }
+        r.extend_from_slice(&fragment);
+        r
+    }
+
+    #[test]
+    fn repeated_client_hellos_are_told_from_the_rest_of_dtls() {
+        let hello = record(22, 0, 1, 200);
+        assert!(dtls_only_client_hellos(&hello));
+        // A hello in two fragments, two records in one datagram.
+        let both = [record(22, 0, 1, 600), record(22, 0, 1, 600)].concat();
+        assert!(dtls_only_client_hellos(&both));
+        // A flight 5 (certificate, key exchange, change of cipher spec, encrypted finished).
+        let flight5 =
+            [record(22, 0, 11, 300), record(22, 0, 16, 40), record(20, 0, 1, 1), record(22, 1, 20, 40)].concat();
+        assert!(!dtls_only_client_hellos(&flight5) && !dtls_has_server_hello(&flight5));
+        // Encrypted epoch-1 records, alerts, truncated or trailing bytes, nothing.
+        assert!(!dtls_only_client_hellos(&record(22, 1, 1, 40)));
+        assert!(!dtls_only_client_hellos(&record(21, 0, 1, 2)));
+        assert!(!dtls_only_client_hellos(&hello[..hello.len() - 1]));
+        assert!(!dtls_only_client_hellos(&[hello.as_slice(), &[22, 0xfe]].concat()));
+        assert!(!dtls_only_client_hellos(&record(22, 0, 1, 5)), "shorter than a handshake header");
+        assert!(!dtls_only_client_hellos(&[]));
+        // The server's flight 4 starts with its hello.
+        let flight4 = [record(22, 0, 2, 80), record(22, 0, 11, 400), record(22, 0, 14, 12)].concat();
+        assert!(dtls_has_server_hello(&flight4) && !dtls_only_client_hellos(&flight4));
+        assert!(!dtls_has_server_hello(&hello));
+        for cut in 0..flight4.len() {
+            let _ = (dtls_has_server_hello(&flight4[..cut]), dtls_only_client_hellos(&flight4[..cut]));
+        }
     }
 
     #[test]

@@ -253,6 +253,10 @@ pub struct MediaStats {
     pub dropped_unknown: u64,
     /// Datagrams a connection refused (malformed, bad auth, replay).
     pub dropped_malformed: u64,
+    /// Repeated DTLS ClientHellos, dropped once the ServerHello flight went
+    /// out (see `Session::server_hello_sent`); the flight goes again on
+    /// rtc's one-second retransmission timer.
+    pub dropped_dtls_repeat: u64,
     pub nacks_answered: u64,
     /// Of the NACKs answered, those answered on an RTX stream (RFC 4588).
     pub rtx_sent: u64,
@@ -298,6 +302,7 @@ impl MediaStats {
         self.bytes_out += o.bytes_out;
         self.dropped_unknown += o.dropped_unknown;
         self.dropped_malformed += o.dropped_malformed;
+        self.dropped_dtls_repeat += o.dropped_dtls_repeat;
         self.nacks_answered += o.nacks_answered;
         self.rtx_sent += o.rtx_sent;
         self.keyframe_requests += o.keyframe_requests;
@@ -684,6 +689,10 @@ impl Engine {
             },
             message: BytesMut::from(data),
         };
+        if session.server_hello_sent && demux::dtls_only_client_hellos(data) {
+            self.stats.dropped_dtls_repeat += 1;
+            return;
+        }
         if let Err(e) = session.pc.handle_read(msg) {
             self.stats.dropped_malformed += 1;
             tracing::trace!(session = %session.id, error = %e, "datagram refused");
@@ -1051,6 +1060,7 @@ impl Engine {
             outbound,
             created: now,
             connected: false,
+            server_hello_sent: false,
             disconnected_since: None,
             next_timeout: None,
             dirty: false,
@@ -1364,7 +1374,11 @@ impl Engine {
             let mut to = (msg.transport.peer_addr, transport_of(msg.transport.transport_protocol));
             // Media and DTLS follow the client to where it moved; STUN
             // answers go where the check came from.
-            let stun = demux::classify(&msg.message) == demux::PacketClass::Stun;
+            let class = demux::classify(&msg.message);
+            let stun = class == demux::PacketClass::Stun;
+            if !s.server_hello_sent && class == demux::PacketClass::Dtls {
+                s.server_hello_sent = demux::dtls_has_server_hello(&msg.message);
+            }
             match s.remote {
                 None if !stun => s.remote = Some(to),
                 Some(r) if !stun && s.addrs.contains(&to) => to = r,

@@ -95,6 +95,15 @@ pub(crate) struct Session {
     pub(crate) outbound: Vec<OutTrack>,
     pub(crate) created: Instant,
     pub(crate) connected: bool,
+    /// The node's DTLS ServerHello flight went out: a datagram of nothing
+    /// but ClientHello records from now on is the client repeating its
+    /// hello because that flight was lost. It is dropped, not handed to
+    /// `rtc`: rtc-dtls 0.21.1 clears its retransmission timer on any
+    /// handshake record while it waits, and a repeated hello (which its
+    /// fragment buffer discards as old) would leave it waiting for ever
+    /// instead of sending the lost flight again a second later (a Chromium
+    /// player behind 5 % loss never connected, about one run in four).
+    pub(crate) server_hello_sent: bool,
     pub(crate) disconnected_since: Option<Instant>,
     pub(crate) next_timeout: Option<Instant>,
     pub(crate) dirty: bool,
