@@ -42,7 +42,8 @@ fn start_dev_on(media_udp: &str) -> Dev {
     start_dev_with(&["--listen", "127.0.0.1:0", "--media-udp", media_udp])
 }
 
-/// `arc-control dev` with these listen, media and other options.
+/// `arc-control dev` with these listen, media and other options (its log
+/// filter is `ARC_TEST_LOG` when set, e.g. `info,rtc_dtls=debug`).
 fn start_dev_with(args: &[&str]) -> Dev {
     let dir = tempfile::tempdir().expect("tempdir");
     let admin = "media-test-admin-key-0123456789".to_string();
@@ -53,7 +54,7 @@ fn start_dev_with(args: &[&str]) -> Dev {
         .arg("--data-dir")
         .arg(dir.path())
         .envs(common::SERVER_TEST_ENV.iter().copied())
-        .env("ARC_LOG", "warn,rtc_dtls=error")
+        .env("ARC_LOG", std::env::var("ARC_TEST_LOG").unwrap_or_else(|_| "warn,rtc_dtls=error".into()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -658,7 +659,8 @@ async fn media_counter(dev: &Dev, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_player_losing_five_percent_gets_its_repairs_over_rtx_and_keeps_its_frame_rate() {
     let ns = common::Netns::new();
-    ns.drop_incoming_udp(5);
+    // ARC_TEST_LOSS=30 (percent) makes connection trouble show sooner when hunting it.
+    ns.drop_incoming_udp(std::env::var("ARC_TEST_LOSS").ok().and_then(|v| v.parse().ok()).unwrap_or(5));
     let listen = format!("{}:0", ns.host_ip);
     let dev = start_dev_with(&["--listen", &listen, "--media-udp", "0.0.0.0:0", "--media-announce", &ns.host_ip]);
     let app = app(&dev).await;

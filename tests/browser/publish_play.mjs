@@ -45,10 +45,11 @@ try {
     await play.waitForTimeout(250);
     const [p, s] = await Promise.all([
       pub ? pub.evaluate(() => ({ state: window.arc.state, error: window.arc.error })) : Promise.resolve({ state: "not publishing", error: null }),
-      play.evaluate(() => ({ state: window.arc.state, error: window.arc.error, stats: window.arc.stats ?? null })),
+      play.evaluate(() => ({ state: window.arc.state, error: window.arc.error, stats: window.arc.stats ?? null, trace: window.arc.trace ?? [] })),
     ]);
     result.publisher = p;
     result.player = { state: s.state, error: s.error };
+    if (s.error) result.player.trace = s.trace;
     stats = s.stats;
     if (p.error || s.error) break;
     if (!playToo && p.state === "connected") {
