@@ -4,7 +4,8 @@ GStreamer's own RTP/SRTP; Debian's gstreamer1.0-plugins-bad, -nice and
 python3-gst-1.0) as a WHIP publisher or a WHEP player.
 
 ROLE=publish: sends a test pattern (VP8 or H.264) and a sine tone (Opus)
-through WHIP and holds the session for HOLD_S seconds once ICE connected.
+through WHIP and holds the session for HOLD_S seconds once ICE connected,
+or until SIGTERM (then it succeeds if ICE had connected).
 ROLE=play: plays the room through WHEP and decodes what arrives; done when
 FRAMES video frames and AUDIO_BUFFERS audio buffers were decoded.
 
@@ -19,6 +20,7 @@ path: the offer is written there).
 """
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -231,9 +233,18 @@ class Client:
         self.result["elapsed_s"] = round(time.monotonic() - self.started, 2)
         self.loop.quit()
 
+    def on_term(self):
+        if ROLE == "publish" and self.connected_at is not None:
+            self.result["ok"] = True
+        else:
+            self.result.setdefault("error", "stopped (SIGTERM) before it was done")
+        self.finish()
+        return False
+
     def run(self):
         self.pipe.set_state(Gst.State.PLAYING)
         GLib.timeout_add(100, self.tick)
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, self.on_term)
         self.loop.run()
         if self.location:
             try:
