@@ -11,7 +11,7 @@
 // TIMEOUT_MS (30000), CHROMIUM (/usr/bin/chromium), SCREEN (1: then the
 // first page shares a screen, every other page must receive it and see it
 // stop), MODERATE (1: then the first page, whose token has the admin grant,
-// mutes the second person and removes the third), SCREENSHOT (a PNG path: on success, a picture of the first page, or
+// mutes the second person — then no page may restart its ICE for 4 s — and removes the third), SCREENSHOT (a PNG path: on success, a picture of the first page, or
 // with SCREEN of the second page while the screen is shared), FAILOVER (1:
 // once media flows and the chat went round, print {"phase":"media"} and wait
 // for a line on stdin — the test kills the room's media node then —, and
@@ -254,6 +254,7 @@ try {
       // the second person, who is told, then removes the third, whom
       // everyone sees go.
       const [second, third] = [views[1].me, views[2].me];
+      const restartsBefore = views.map((v) => v.ice_restarts);
       await pages[0].click(`button[data-mute="${second}"]`);
       let muted = false;
       while (Date.now() - started < timeoutMs) {
@@ -261,6 +262,15 @@ try {
         if (await pages[1].evaluate(() => window.arc.mutedByModerator === true)) { muted = true; break; }
       }
       result.muted = muted;
+      // Nothing arrives from the second person now: nobody's connection
+      // takes that for a broken path (the stall watch needs 2–3 s to).
+      await pages[0].waitForTimeout(4000);
+      views = await seen();
+      result.restarts_after_mute = views.map((v, i) => v.ice_restarts - restartsBefore[i]);
+      if (muted && result.restarts_after_mute.some((n) => n !== 0)) {
+        result.error = "a connection restarted its ICE after a moderator's mute: " + JSON.stringify(result.restarts_after_mute);
+        muted = false;
+      }
       if (muted) {
         await pages[0].click(`button[data-remove="${third}"]`);
         while (Date.now() - started < timeoutMs) {

@@ -41,15 +41,18 @@ try {
   if (playToo) await open(play, `${base}/play?${q({ room, token: env("SUB_TOKEN", ""), autostart: "1", transport })}`, result.navigation);
   const started = Date.now();
   let stats = null;
+  // The player's ICE, DTLS and connection states, shown when it fails.
+  let trace = [], pubTrace = [];
   while (Date.now() - started < timeoutMs) {
     await play.waitForTimeout(250);
     const [p, s] = await Promise.all([
-      pub ? pub.evaluate(() => ({ state: window.arc.state, error: window.arc.error })) : Promise.resolve({ state: "not publishing", error: null }),
+      pub ? pub.evaluate(() => ({ state: window.arc.state, error: window.arc.error, trace: window.arc.trace ?? [] })) : Promise.resolve({ state: "not publishing", error: null }),
       play.evaluate(() => ({ state: window.arc.state, error: window.arc.error, stats: window.arc.stats ?? null, trace: window.arc.trace ?? [] })),
     ]);
-    result.publisher = p;
+    result.publisher = { state: p.state, error: p.error };
+    pubTrace = p.trace;
     result.player = { state: s.state, error: s.error };
-    if (s.error) result.player.trace = s.trace;
+    trace = s.trace;
     stats = s.stats;
     if (p.error || s.error) break;
     if (!playToo && p.state === "connected") {
@@ -62,6 +65,8 @@ try {
     }
   }
   result.elapsed_ms = Date.now() - started;
+  if (!result.ok && result.player) result.player.trace = trace;
+  if (!result.ok && result.publisher && pubTrace) result.publisher.trace = pubTrace;
   const watchMs = Number(env("WATCH_MS", "0"));
   if (result.ok && watchMs > 0 && playToo) {
     // Figures over the watch alone: what the player saw from its start is taken off.

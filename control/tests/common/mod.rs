@@ -106,7 +106,8 @@ pub const SERVER_TEST_ENV: &[(&str, &str)] = &[
 ];
 
 /// Starts arc-control with extra flags and environment variables (an
-/// extra `--listen` or `--media-udp` replaces the mode's loopback one).
+/// extra `--listen` or `--media-udp` replaces the mode's loopback one). Its log
+/// filter is `ARC_TEST_LOG` when set (as for `start_media`), e.g. `info`.
 pub fn start_with_env(mode: &Mode, extra: &[&str], envs: &[(&str, &str)]) -> Server {
     let mut args = mode.args(None);
     for flag in ["--listen", "--media-udp"] {
@@ -122,7 +123,7 @@ pub fn start_with_env(mode: &Mode, extra: &[&str], envs: &[(&str, &str)]) -> Ser
         .args(extra)
         .envs(SERVER_TEST_ENV.iter().copied())
         .envs(envs.iter().copied())
-        .env("ARC_LOG", "warn,rtc_dtls=error")
+        .env("ARC_LOG", std::env::var("ARC_TEST_LOG").unwrap_or_else(|_| "warn,rtc_dtls=error".into()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -364,7 +365,7 @@ pub fn start_media_with_env(nats: &str, stream: &str, prefix: &str, id: &str, en
     let mut child = Command::new(arc_media_bin())
         .args(["--nats", nats, "--nats-stream", stream, "--nats-subject-prefix", prefix, "--node-id", id])
         .args(["--media-udp", "127.0.0.1:0", "--public-ip", "127.0.0.1", "--metrics-listen", "127.0.0.1:0"])
-        .env("ARC_LOG", "warn,rtc_dtls=error")
+        .env("ARC_LOG", std::env::var("ARC_TEST_LOG").unwrap_or_else(|_| "warn,rtc_dtls=error".into()))
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
