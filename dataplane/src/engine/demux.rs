@@ -75,6 +75,8 @@ pub fn stun_integrity_ok(b: &[u8], password: &str, crypto: &dyn rtc::crypto::RTC
     rtc::stun::integrity::MessageIntegrity::check(&mut m, password.as_bytes(), crypto).is_ok()
 }
 
+/// The DTLS record content type of handshake messages (RFC 6347 §4.1).
+const DTLS_HANDSHAKE: u8 = 22;
 /// DTLS handshake message types (RFC 6347 §4.2.2).
 const DTLS_CLIENT_HELLO: u8 = 1;
 const DTLS_SERVER_HELLO: u8 = 2;
@@ -91,7 +93,7 @@ fn dtls_records(mut b: &[u8], mut each: impl FnMut(Option<u8>)) -> bool {
         let Some(header) = b.get(..13) else { return false };
         let len = usize::from(u16::from_be_bytes([header[11], header[12]]));
         let Some(fragment) = b.get(13..13 + len) else { return false };
-        let handshake = header[0] == 22 && header[3..5] == [0, 0];
+        let handshake = header[0] == DTLS_HANDSHAKE && header[3..5] == [0, 0];
         // A handshake fragment: msg_type(1) length(3) message_seq(2) offset(3) fragment length(3).
         each(if handshake && fragment.len() >= 12 { Some(fragment[0]) } else { None });
         any = true;
@@ -105,12 +107,19 @@ fn dtls_records(mut b: &[u8], mut each: impl FnMut(Option<u8>)) -> bool {
 /// flight, such a datagram is the client repeating its hello because that
 /// flight was lost.
 pub fn dtls_only_client_hellos(b: &[u8]) -> bool {
+    // Media (RTP, SRTCP) and later DTLS records leave at the first byte.
+    if b.first() != Some(&DTLS_HANDSHAKE) {
+        return false;
+    }
     let mut only = true;
     dtls_records(b, |t| only &= t == Some(DTLS_CLIENT_HELLO)) && only
 }
 
 /// Whether a datagram of DTLS records carries a ServerHello.
 pub fn dtls_has_server_hello(b: &[u8]) -> bool {
+    if b.first() != Some(&DTLS_HANDSHAKE) {
+        return false;
+    }
     let mut found = false;
     dtls_records(b, |t| found |= t == Some(DTLS_SERVER_HELLO));
     found
