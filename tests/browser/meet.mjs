@@ -262,8 +262,9 @@ try {
         if (await pages[1].evaluate(() => window.arc.mutedByModerator === true)) { muted = true; break; }
       }
       result.muted = muted;
-      // Nothing arrives from the second person now: nobody's connection
-      // takes that for a broken path (the stall watch needs 2–3 s to).
+      // The node stops the second person's tracks now: nobody's connection
+      // may take that for a broken path (the SDK's stall watch would
+      // restart a connection whose bytes stop for 2–3 s).
       await pages[0].waitForTimeout(4000);
       views = await seen();
       result.restarts_after_mute = views.map((v, i) => v.ice_restarts - restartsBefore[i]);
