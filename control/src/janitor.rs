@@ -277,7 +277,18 @@ impl Watch {
                     self.unreachable.remove(&id);
                     declared.push(id);
                 }
-                Ok(_) => {}
+                // Seen (a load sample, a registration) since it became
+                // unreachable: its unreachable time counts again from this
+                // probe. Kept, a `since` older than its last sign of life
+                // stopped this path for good: in a full test run here a node
+                // killed a second after a NATS hiccup was declared lost by
+                // its missed heartbeats, 7 s later, not by this probe. (A
+                // node that still reports but answers nothing on its request
+                // subject is now declared lost too, once it goes 0.75 s
+                // unseen after such a probe: it can open no session.)
+                Ok(_) => {
+                    self.unreachable.insert(id, now);
+                }
                 Err(e) => tracing::warn!(node = %id, error = %e, "could not declare node lost"),
             }
         }
