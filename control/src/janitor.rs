@@ -277,17 +277,21 @@ impl Watch {
                     self.unreachable.remove(&id);
                     declared.push(id);
                 }
-                // Seen (a load sample, a registration) since it became
-                // unreachable: its unreachable time counts again from this
-                // probe. Kept, a `since` older than its last sign of life
-                // stopped this path for good: in a full test run here a node
-                // killed a second after a NATS hiccup was declared lost by
-                // its missed heartbeats, 7 s later, not by this probe. (A
-                // node that still reports but answers nothing on its request
+                // A load sample since it became unreachable: it was back,
+                // and its unreachable time counts again from this probe.
+                // Kept, a `since` older than its last sign of life stopped
+                // this path for good: in a full test run here a node killed
+                // a second after a NATS hiccup was declared lost by its
+                // missed heartbeats, 7 s later, not by this probe. (A node
+                // that still reports but answers nothing on its request
                 // subject is now declared lost too, once it goes 0.75 s
                 // unseen after such a probe: it can open no session.)
+                // Otherwise (the aggregate's clock a hair short of the
+                // 750 ms) the next probe asks again.
                 Ok(_) => {
-                    self.unreachable.insert(id, now);
+                    if last_sample_at.is_some_and(|at| at >= since) {
+                        self.unreachable.insert(id, now);
+                    }
                 }
                 Err(e) => tracing::warn!(node = %id, error = %e, "could not declare node lost"),
             }
