@@ -54,7 +54,7 @@ fn start_dev_with(args: &[&str]) -> Dev {
         .arg("--data-dir")
         .arg(dir.path())
         .envs(common::SERVER_TEST_ENV.iter().copied())
-        .env("ARC_LOG", std::env::var("ARC_TEST_LOG").unwrap_or_else(|_| "warn,rtc_dtls=error".into()))
+        .env("ARC_LOG", common::test_log_filter())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -123,7 +123,7 @@ pub fn start_with_env(mode: &Mode, extra: &[&str], envs: &[(&str, &str)]) -> Ser
         .args(extra)
         .envs(SERVER_TEST_ENV.iter().copied())
         .envs(envs.iter().copied())
-        .env("ARC_LOG", std::env::var("ARC_TEST_LOG").unwrap_or_else(|_| "warn,rtc_dtls=error".into()))
+        .env("ARC_LOG", test_log_filter())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -365,7 +365,7 @@ pub fn start_media_with_env(nats: &str, stream: &str, prefix: &str, id: &str, en
     let mut child = Command::new(arc_media_bin())
         .args(["--nats", nats, "--nats-stream", stream, "--nats-subject-prefix", prefix, "--node-id", id])
         .args(["--media-udp", "127.0.0.1:0", "--public-ip", "127.0.0.1", "--metrics-listen", "127.0.0.1:0"])
-        .env("ARC_LOG", std::env::var("ARC_TEST_LOG").unwrap_or_else(|_| "warn,rtc_dtls=error".into()))
+        .env("ARC_LOG", test_log_filter())
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -488,6 +488,13 @@ impl Drop for Netns {
         // Deleting the namespace deletes its end of the veth pair, and so the pair.
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
+}
+
+/// The log filter of the arc-control and arc-media processes tests start:
+/// `ARC_TEST_LOG` when set (e.g. `info,rtc_dtls=debug` when hunting
+/// connection trouble), else warnings (rtc-dtls's only errors).
+pub fn test_log_filter() -> String {
+    std::env::var("ARC_TEST_LOG").unwrap_or_else(|_| "warn,rtc_dtls=error".into())
 }
 
 /// What Prometheus sends: OpenMetrics first.
