@@ -161,5 +161,6 @@ pub fn session_error_status(e: &SessionError) -> (u16, &'static str) {
         SessionError::UnsupportedVersion { .. } | SessionError::Malformed { .. } => (502, "node_protocol"),
         SessionError::Internal { .. } => (500, "internal"),
         SessionError::PreconditionFailed { .. } => (412, "ice_state_changed"),
+        SessionError::RestartUnsupported { .. } => (422, "ice_restart_unsupported"),
     }
 }

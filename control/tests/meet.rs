@@ -82,6 +82,34 @@ async fn three_people_meet_see_and_hear_each_other_chat_share_a_screen_and_are_m
     assert!(published.iter().any(|e| e["data"]["source"] == "screen_share"), "the screen share is one: {events}");
 }
 
+/// Simulcast (`tests/browser/simulcast.mjs`): a Chromium page publishes its
+/// camera at 960x540 as the SDK's three layers; another receives it, gets
+/// the top layer, then asks for the low one, for a 480x270 tile's size, and
+/// for the best again — each time the frames it decodes change size to that
+/// layer's (as the publisher sends it then: Chromium scales layers down and
+/// turns them off when its CPU is short), and the picture does not stop for
+/// a second around the change. The node saw the layers as one track (one
+/// `track.published` for the camera's video). Runs alone (`.config/nextest.toml`):
+/// beside another browser test, Chromium's CPU adaptation left it one layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulcast_camera_reaches_each_player_at_the_layer_it_asks_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&Mode::Embedded { data_dir: dir.path().to_path_buf() });
+    let base = server.base.clone();
+    let app = create_app(&base, ADMIN_KEY, "layers").await;
+    let grants = json!({"join": true, "publish": true, "subscribe": true});
+    let cam = mint_token(&base, &app, "cam", "layers", grants.clone()).await;
+    let viewer = mint_token(&base, &app, "viewer", "layers", grants).await;
+    let tokens = format!("{cam},{viewer}");
+    let r = browser("simulcast.mjs", "simulcast", &[("ARC_URL", &base), ("TOKENS", &tokens), ("PUBLISHER", "cam")]);
+    assert_eq!(r["ok"], true, "the player got each layer it asked for, without a freeze: {r}");
+
+    let events = common::admin_get(&base, "/v1/events?tail=200&type=track.published").await;
+    let videos: Vec<&Value> =
+        events["events"].as_array().into_iter().flatten().filter(|e| e["data"]["kind"] == "video").collect();
+    assert_eq!(videos.len(), 1, "three layers, one published video track: {videos:?}");
+}
+
 /// What the README promises: `arc-control dev` and two browser windows on
 /// the printed `/meet` address, a room and a name typed, no token minted by
 /// hand (the page gets development tokens), make a meeting. `serve` mints

@@ -38,6 +38,29 @@ export interface Speaker {
     /** 0 (silence) to 100 (0 dBov). */
     level: number;
 }
+/** What one received stream decoded so far ([`Room.stats`]). */
+export interface ReceivedStats {
+    frames: number;
+    audio: number;
+    via?: string;
+    width?: number;
+    height?: number;
+}
+/** One video layer the camera connection sends ([`Room.sending`]). */
+export interface SentLayer {
+    rid?: string;
+    width?: number;
+    height?: number;
+    frames: number;
+}
+/** The video quality to receive of a participant that publishes simulcast layers. */
+export type VideoQuality = "low" | "medium" | "high";
+/** What a received video should be: at most `quality`, no larger than needed for `width` × `height` pixels. */
+export interface VideoPreference {
+    quality?: VideoQuality;
+    width?: number;
+    height?: number;
+}
 export type RoomState = "connecting" | "joined" | "reconnecting" | "disconnected";
 /** Everything a room tells, by event name. */
 export interface RoomEvents {
@@ -131,6 +154,13 @@ export interface ConnectOptions {
     reconnectAttempts?: number;
     /** `relay`: media only through the TURN servers the server names (for networks that need it, and to test them). */
     iceTransportPolicy?: RTCIceTransportPolicy;
+    /**
+     * Publish the camera as simulcast layers (default true): the full picture,
+     * half its size, and a quarter when the camera is at least 960 pixels
+     * wide. Each receiver gets the layer its preference, its rendered size
+     * and its link allow.
+     */
+    simulcast?: boolean;
 }
 type Handler<T> = (value: T) => void;
 /** Why a request failed: the server's code and message. */
@@ -151,6 +181,8 @@ export declare class Room {
     private readonly pending;
     private readonly handlers;
     private readonly subs;
+    /** Received videos' preferences by key (identity or identity#screen), kept across reconnections. */
+    private readonly preferences;
     private publisher;
     private screen;
     private local;
@@ -159,6 +191,7 @@ export declare class Room {
     private readonly autoSubscribe;
     private readonly maxAttempts;
     private readonly iceTransportPolicy;
+    private readonly simulcast;
     /** The STUN/TURN servers of the last join (TURN with this participant's credentials). */
     iceServers: RTCIceServer[];
     private ping;
@@ -199,20 +232,34 @@ export declare class Room {
     subscribe(identity: string, options?: {
         screen?: boolean;
     }): Promise<void>;
+    /**
+     * What to receive of `identity`'s camera (or screen), when it publishes
+     * simulcast layers: at most `quality`, and no larger than needed for the
+     * size it is shown at (`width` × `height`, in pixels). Kept across
+     * reconnections; the server moves to that layer at its next keyframe.
+     */
+    setPreferredQuality(identity: string, preference: VideoPreference, options?: {
+        screen?: boolean;
+    }): void;
+    private tellPreference;
     /** Stops receiving it. */
     unsubscribe(identity: string, options?: {
         screen?: boolean;
     }): void;
     /**
      * What each received stream decoded so far, by key (identity or
-     * identity#screen): video frames, audio packets, and the kind of this
-     * side's ICE candidate its media uses (`host`, `srflx`, `relay`: TURN).
+     * identity#screen): video frames, audio packets, the kind of this side's
+     * ICE candidate its media uses (`host`, `srflx`, `relay`: TURN), and the
+     * size of the last video frame (which simulcast layer arrives).
      */
-    stats(): Promise<Record<string, {
-        frames: number;
-        audio: number;
-        via?: string;
-    }>>;
+    stats(): Promise<Record<string, ReceivedStats>>;
+    /**
+     * What the camera connection sends: one entry per video layer (its rid
+     * when simulcast, the size of its last frame, frames sent so far). A
+     * browser turns layers off when its bandwidth estimate is low and scales
+     * them down when its CPU is busy; this says what goes out now.
+     */
+    sending(): Promise<SentLayer[]>;
     /**
      * Each connection's ICE state (`new`, `checking`, `connected`, `disconnected`,
      * `failed` …) and ICE restarts, by what it carries: `camera`, `screen`, or a

@@ -23,6 +23,8 @@ var Room = class _Room {
   pending = /* @__PURE__ */ new Map();
   handlers = /* @__PURE__ */ new Map();
   subs = /* @__PURE__ */ new Map();
+  /** Received videos' preferences by key (identity or identity#screen), kept across reconnections. */
+  preferences = /* @__PURE__ */ new Map();
   publisher = null;
   screen = null;
   local = null;
@@ -31,6 +33,7 @@ var Room = class _Room {
   autoSubscribe;
   maxAttempts;
   iceTransportPolicy;
+  simulcast;
   /** The STUN/TURN servers of the last join (TURN with this participant's credentials). */
   iceServers = [];
   ping = null;
@@ -43,6 +46,7 @@ var Room = class _Room {
     this.autoSubscribe = options.autoSubscribe ?? true;
     this.maxAttempts = options.reconnectAttempts ?? 6;
     this.iceTransportPolicy = options.iceTransportPolicy ?? "all";
+    this.simulcast = options.simulcast ?? true;
   }
   peerConnection() {
     return new RTCPeerConnection({
@@ -155,30 +159,73 @@ var Room = class _Room {
     const p = [...this.participants.values()].find((x) => x.identity === identity);
     if (p) await this.receive(p, options.screen ?? false);
   }
+  /**
+   * What to receive of `identity`'s camera (or screen), when it publishes
+   * simulcast layers: at most `quality`, and no larger than needed for the
+   * size it is shown at (`width` × `height`, in pixels). Kept across
+   * reconnections; the server moves to that layer at its next keyframe.
+   */
+  setPreferredQuality(identity, preference, options = {}) {
+    const key = options.screen ? identity + "#screen" : identity;
+    this.preferences.set(key, preference);
+    const leg = this.subs.get(key);
+    if (!leg) return;
+    leg.preference = preference;
+    this.tellPreference(leg);
+  }
+  tellPreference(leg) {
+    const p = leg.preference;
+    if (!p || !leg.session) return;
+    const size = p.width && p.height ? { width: Math.round(p.width), height: Math.round(p.height) } : {};
+    this.send({ type: "set_preferred_quality", session_id: leg.session, quality: p.quality ?? "high", ...size });
+  }
   /** Stops receiving it. */
   unsubscribe(identity, options = {}) {
     this.dropSub(options.screen ? identity + "#screen" : identity, true);
   }
   /**
    * What each received stream decoded so far, by key (identity or
-   * identity#screen): video frames, audio packets, and the kind of this
-   * side's ICE candidate its media uses (`host`, `srflx`, `relay`: TURN).
+   * identity#screen): video frames, audio packets, the kind of this side's
+   * ICE candidate its media uses (`host`, `srflx`, `relay`: TURN), and the
+   * size of the last video frame (which simulcast layer arrives).
    */
   async stats() {
     const out = {};
     for (const [key, { pc }] of this.subs) {
       let frames = 0;
       let audio = 0;
+      let width;
+      let height;
       let pair;
       const reports = await pc.getStats();
       reports.forEach((r) => {
-        if (r.type === "inbound-rtp" && r.kind === "video") frames += r.framesDecoded ?? 0;
+        if (r.type === "inbound-rtp" && r.kind === "video") {
+          frames += r.framesDecoded ?? 0;
+          width = r.frameWidth ?? width;
+          height = r.frameHeight ?? height;
+        }
         if (r.type === "inbound-rtp" && r.kind === "audio") audio += r.packetsReceived ?? 0;
         if (r.type === "transport" && r.selectedCandidatePairId) pair = r.selectedCandidatePairId;
       });
       const local = pair ? reports.get(reports.get(pair)?.localCandidateId) : void 0;
-      out[key] = { frames, audio, via: local?.candidateType };
+      out[key] = { frames, audio, via: local?.candidateType, width, height };
     }
+    return out;
+  }
+  /**
+   * What the camera connection sends: one entry per video layer (its rid
+   * when simulcast, the size of its last frame, frames sent so far). A
+   * browser turns layers off when its bandwidth estimate is low and scales
+   * them down when its CPU is busy; this says what goes out now.
+   */
+  async sending() {
+    if (!this.publisher) return [];
+    const out = [];
+    (await this.publisher.pc.getStats()).forEach((r) => {
+      if (r.type === "outbound-rtp" && r.kind === "video") {
+        out.push({ rid: r.rid, width: r.frameWidth, height: r.frameHeight, frames: r.framesSent ?? 0 });
+      }
+    });
     return out;
   }
   /**
@@ -374,7 +421,7 @@ var Room = class _Room {
         });
       }
       if (e instanceof ArcError && e.code === "reconnecting") leg.restartWanted = true;
-      else if (e instanceof ArcError && e.code === "session_not_found" && leg.reopen) {
+      else if (e instanceof ArcError && (e.code === "session_not_found" || e.code === "ice_restart_unsupported") && leg.reopen) {
         leg.restarting = false;
         leg.reopen();
         return;
@@ -431,7 +478,10 @@ var Room = class _Room {
     const pc = this.peerConnection();
     const leg = { pc, session: null, stream };
     this.watchIce(leg);
-    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    for (const track of stream.getTracks()) {
+      const sendEncodings = track.kind === "video" && !screen && this.simulcast ? layers(track) : void 0;
+      pc.addTransceiver(track, { direction: "sendonly", streams: [stream], ...sendEncodings ? { sendEncodings } : {} });
+    }
     try {
       await pc.setLocalDescription(await pc.createOffer());
       const answer = await this.request({ type: "publish", sdp: pc.localDescription?.sdp ?? "", screen });
@@ -460,7 +510,7 @@ var Room = class _Room {
     if (this.subs.has(key) || p.sid === this.me?.sid || !this.me?.permissions.subscribe) return;
     const pc = this.peerConnection();
     const stream = new MediaStream();
-    const leg = { pc, session: null, stream };
+    const leg = { pc, session: null, stream, preference: this.preferences.get(key) };
     leg.reopen = () => {
       if (this.subs.get(key) !== leg) return;
       this.dropSub(key, false);
@@ -489,6 +539,7 @@ var Room = class _Room {
       });
       leg.session = answer.session_id;
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      this.tellPreference(leg);
     } catch (e) {
       if (this.subs.get(key) === leg) this.dropSub(key, false);
       if (!(e instanceof ArcError && e.code === "reconnecting")) {
@@ -645,6 +696,14 @@ var Room = class _Room {
     }
   }
 };
+function layers(track) {
+  const width = track.getSettings().width ?? 640;
+  const out = [];
+  if (width >= 960) out.push({ rid: "q", scaleResolutionDownBy: 4, maxBitrate: 15e4 });
+  out.push({ rid: "h", scaleResolutionDownBy: 2, maxBitrate: width >= 960 ? 5e5 : 25e4 });
+  out.push({ rid: "f", scaleResolutionDownBy: 1, maxBitrate: width >= 960 ? 17e5 : 8e5 });
+  return out;
+}
 export {
   ArcError,
   Room

@@ -57,6 +57,33 @@ export interface Speaker {
   level: number;
 }
 
+/** What one received stream decoded so far ([`Room.stats`]). */
+export interface ReceivedStats {
+  frames: number;
+  audio: number;
+  via?: string;
+  width?: number;
+  height?: number;
+}
+
+/** One video layer the camera connection sends ([`Room.sending`]). */
+export interface SentLayer {
+  rid?: string;
+  width?: number;
+  height?: number;
+  frames: number;
+}
+
+/** The video quality to receive of a participant that publishes simulcast layers. */
+export type VideoQuality = "low" | "medium" | "high";
+
+/** What a received video should be: at most `quality`, no larger than needed for `width` × `height` pixels. */
+export interface VideoPreference {
+  quality?: VideoQuality;
+  width?: number;
+  height?: number;
+}
+
 export type RoomState = "connecting" | "joined" | "reconnecting" | "disconnected";
 
 /** Everything a room tells, by event name. */
@@ -98,6 +125,13 @@ export interface ConnectOptions {
   reconnectAttempts?: number;
   /** `relay`: media only through the TURN servers the server names (for networks that need it, and to test them). */
   iceTransportPolicy?: RTCIceTransportPolicy;
+  /**
+   * Publish the camera as simulcast layers (default true): the full picture,
+   * half its size, and a quarter when the camera is at least 960 pixels
+   * wide. Each receiver gets the layer its preference, its rendered size
+   * and its link allow.
+   */
+  simulcast?: boolean;
 }
 
 type Handler<T> = (value: T) => void;
@@ -120,6 +154,8 @@ interface Leg {
   retryTimer?: ReturnType<typeof setTimeout>;
   /** Opens the connection afresh (its session is gone on the node). */
   reopen?: () => void;
+  /** A received video's preference (told the server once its session is open). */
+  preference?: VideoPreference;
   /** What the stall watch saw: bytes received, whether media was flowing, polls without a byte. */
   lastBytes?: number;
   flowing?: boolean;
@@ -168,6 +204,8 @@ export class Room {
   private readonly pending = new Map<number, Pending>();
   private readonly handlers = new Map<keyof RoomEvents, Set<Handler<any>>>();
   private readonly subs = new Map<string, Leg>();
+  /** Received videos' preferences by key (identity or identity#screen), kept across reconnections. */
+  private readonly preferences = new Map<string, VideoPreference>();
   private publisher: Leg | null = null;
   private screen: Leg | null = null;
   private local: MediaStream | null = null;
@@ -176,6 +214,7 @@ export class Room {
   private readonly autoSubscribe: boolean;
   private readonly maxAttempts: number;
   private readonly iceTransportPolicy: RTCIceTransportPolicy;
+  private readonly simulcast: boolean;
   /** The STUN/TURN servers of the last join (TURN with this participant's credentials). */
   iceServers: RTCIceServer[] = [];
   private ping: ReturnType<typeof setInterval> | null = null;
@@ -189,6 +228,7 @@ export class Room {
     this.autoSubscribe = options.autoSubscribe ?? true;
     this.maxAttempts = options.reconnectAttempts ?? 6;
     this.iceTransportPolicy = options.iceTransportPolicy ?? "all";
+    this.simulcast = options.simulcast ?? true;
   }
 
   private peerConnection(): RTCPeerConnection {
@@ -321,6 +361,28 @@ export class Room {
     if (p) await this.receive(p, options.screen ?? false);
   }
 
+  /**
+   * What to receive of `identity`'s camera (or screen), when it publishes
+   * simulcast layers: at most `quality`, and no larger than needed for the
+   * size it is shown at (`width` × `height`, in pixels). Kept across
+   * reconnections; the server moves to that layer at its next keyframe.
+   */
+  setPreferredQuality(identity: string, preference: VideoPreference, options: { screen?: boolean } = {}): void {
+    const key = options.screen ? identity + "#screen" : identity;
+    this.preferences.set(key, preference);
+    const leg = this.subs.get(key);
+    if (!leg) return;
+    leg.preference = preference;
+    this.tellPreference(leg);
+  }
+
+  private tellPreference(leg: Leg): void {
+    const p = leg.preference;
+    if (!p || !leg.session) return;
+    const size = p.width && p.height ? { width: Math.round(p.width), height: Math.round(p.height) } : {};
+    this.send({ type: "set_preferred_quality", session_id: leg.session, quality: p.quality ?? "high", ...size });
+  }
+
   /** Stops receiving it. */
   unsubscribe(identity: string, options: { screen?: boolean } = {}): void {
     this.dropSub(options.screen ? identity + "#screen" : identity, true);
@@ -328,24 +390,48 @@ export class Room {
 
   /**
    * What each received stream decoded so far, by key (identity or
-   * identity#screen): video frames, audio packets, and the kind of this
-   * side's ICE candidate its media uses (`host`, `srflx`, `relay`: TURN).
+   * identity#screen): video frames, audio packets, the kind of this side's
+   * ICE candidate its media uses (`host`, `srflx`, `relay`: TURN), and the
+   * size of the last video frame (which simulcast layer arrives).
    */
-  async stats(): Promise<Record<string, { frames: number; audio: number; via?: string }>> {
-    const out: Record<string, { frames: number; audio: number; via?: string }> = {};
+  async stats(): Promise<Record<string, ReceivedStats>> {
+    const out: Record<string, ReceivedStats> = {};
     for (const [key, { pc }] of this.subs) {
       let frames = 0;
       let audio = 0;
+      let width: number | undefined;
+      let height: number | undefined;
       let pair: string | undefined;
       const reports = await pc.getStats();
       reports.forEach((r: any) => {
-        if (r.type === "inbound-rtp" && r.kind === "video") frames += r.framesDecoded ?? 0;
+        if (r.type === "inbound-rtp" && r.kind === "video") {
+          frames += r.framesDecoded ?? 0;
+          width = r.frameWidth ?? width;
+          height = r.frameHeight ?? height;
+        }
         if (r.type === "inbound-rtp" && r.kind === "audio") audio += r.packetsReceived ?? 0;
         if (r.type === "transport" && r.selectedCandidatePairId) pair = r.selectedCandidatePairId;
       });
       const local = pair ? reports.get(reports.get(pair)?.localCandidateId) : undefined;
-      out[key] = { frames, audio, via: local?.candidateType };
+      out[key] = { frames, audio, via: local?.candidateType, width, height };
     }
+    return out;
+  }
+
+  /**
+   * What the camera connection sends: one entry per video layer (its rid
+   * when simulcast, the size of its last frame, frames sent so far). A
+   * browser turns layers off when its bandwidth estimate is low and scales
+   * them down when its CPU is busy; this says what goes out now.
+   */
+  async sending(): Promise<SentLayer[]> {
+    if (!this.publisher) return [];
+    const out: SentLayer[] = [];
+    (await this.publisher.pc.getStats()).forEach((r: any) => {
+      if (r.type === "outbound-rtp" && r.kind === "video") {
+        out.push({ rid: r.rid, width: r.frameWidth, height: r.frameHeight, frames: r.framesSent ?? 0 });
+      }
+    });
     return out;
   }
 
@@ -564,7 +650,9 @@ export class Room {
         await pc.setLocalDescription({ type: "rollback" }).catch(() => {});
       }
       if (e instanceof ArcError && e.code === "reconnecting") leg.restartWanted = true;
-      else if (e instanceof ArcError && e.code === "session_not_found" && leg.reopen) {
+      else if (e instanceof ArcError && (e.code === "session_not_found" || e.code === "ice_restart_unsupported") && leg.reopen) {
+        // Gone from the node, or publishing simulcast layers (which the node
+        // cannot keep across an ICE restart): a new session.
         leg.restarting = false;
         leg.reopen();
         return;
@@ -624,7 +712,10 @@ export class Room {
     const pc = this.peerConnection();
     const leg: Leg = { pc, session: null, stream };
     this.watchIce(leg);
-    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    for (const track of stream.getTracks()) {
+      const sendEncodings = track.kind === "video" && !screen && this.simulcast ? layers(track) : undefined;
+      pc.addTransceiver(track, { direction: "sendonly", streams: [stream], ...(sendEncodings ? { sendEncodings } : {}) });
+    }
     try {
       await pc.setLocalDescription(await pc.createOffer());
       const answer = await this.request({ type: "publish", sdp: pc.localDescription?.sdp ?? "", screen });
@@ -655,7 +746,7 @@ export class Room {
     if (this.subs.has(key) || p.sid === this.me?.sid || !this.me?.permissions.subscribe) return;
     const pc = this.peerConnection();
     const stream = new MediaStream();
-    const leg: Leg = { pc, session: null, stream };
+    const leg: Leg = { pc, session: null, stream, preference: this.preferences.get(key) };
     leg.reopen = () => {
       if (this.subs.get(key) !== leg) return;
       this.dropSub(key, false);
@@ -684,6 +775,7 @@ export class Room {
       });
       leg.session = answer.session_id;
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      this.tellPreference(leg);
     } catch (e) {
       if (this.subs.get(key) === leg) this.dropSub(key, false);
       if (!(e instanceof ArcError && e.code === "reconnecting")) {
@@ -848,4 +940,18 @@ export class Room {
         break;
     }
   }
+}
+
+/**
+ * Simulcast layers for a camera track (RFC 8853 rids, smallest first): the
+ * full picture and half its size, plus a quarter from 960 pixels wide
+ * (smaller cameras get two: a browser sends no more for them).
+ */
+function layers(track: MediaStreamTrack): RTCRtpEncodingParameters[] {
+  const width = track.getSettings().width ?? 640;
+  const out: RTCRtpEncodingParameters[] = [];
+  if (width >= 960) out.push({ rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 });
+  out.push({ rid: "h", scaleResolutionDownBy: 2, maxBitrate: width >= 960 ? 500_000 : 250_000 });
+  out.push({ rid: "f", scaleResolutionDownBy: 1, maxBitrate: width >= 960 ? 1_700_000 : 800_000 });
+  return out;
 }

@@ -409,6 +409,22 @@ async fn session(
                                     break Some(LeaveReason::ConnectionLost);
                                 }
                             }
+                            Ok(ClientMessage::SetPreferredQuality { session_id, quality, width, height }) => {
+                                let refused = if sessions.contains(&session_id) {
+                                    let rendered = width.zip(height);
+                                    uc::prefer_quality(&state, &joined, &session_id, quality, rendered).await.err().map(|e| {
+                                        let e = ApiError::from(e);
+                                        (e.code.to_owned(), e.message)
+                                    })
+                                } else {
+                                    Some(("not_found".to_owned(), "no such media session on this socket".to_owned()))
+                                };
+                                if let Some((code, message)) = refused
+                                    && !send(&mut tx, ServerMessage::Error { code, message, id: None }).await
+                                {
+                                    break Some(LeaveReason::ConnectionLost);
+                                }
+                            }
                             Ok(ClientMessage::RestartIce { id, session_id, ufrag, pwd }) => {
                                 let answer = if sessions.contains(&session_id) {
                                     match uc::restart_ice(&state, &joined, &session_id, &ufrag, &pwd).await {

@@ -204,6 +204,7 @@ async fn session_request(
         (status = 404, description = "No such session", body = ErrorBody),
         (status = 412, description = "`If-Match` names an ICE state the session no longer has (`ice_state_changed`)", body = ErrorBody),
         (status = 415, description = "Not application/trickle-ice-sdpfrag", body = ErrorBody),
+        (status = 422, description = "The session publishes simulcast layers, which an ICE restart would lose (`ice_restart_unsupported`): open a new session", body = ErrorBody),
     ))]
 pub(crate) async fn whip_patch(
     State(state): State<Arc<ApiState>>,

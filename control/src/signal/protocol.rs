@@ -90,6 +90,21 @@ pub enum ClientMessage {
     /// Closes one of this socket's media sessions; its tracks are
     /// unpublished, its subscriptions end, the participant stays.
     CloseMedia { session_id: String },
+    /// What this socket's player session (`session_id`) wants of the video
+    /// it plays, when the publisher sends simulcast layers: at most
+    /// `quality` (`low`, `medium`, `high`: the default), and no larger than
+    /// the size it renders at (`width` × `height` pixels, when given). The
+    /// node moves the player to that layer at the layer's next keyframe.
+    /// Nothing answers it unless it fails (`error`).
+    SetPreferredQuality {
+        session_id: String,
+        #[serde(default)]
+        quality: arc_nodeproto::VideoQuality,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        height: Option<u32>,
+    },
     /// Restarts ICE on one of this socket's media sessions (its path broke:
     /// ICE failed, the network changed): `ufrag` and `pwd` are the client's
     /// new ICE credentials, from an offer made for an ICE restart. Answered

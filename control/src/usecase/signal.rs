@@ -200,6 +200,35 @@ pub async fn restart_ice(
     }
 }
 
+/// Tells the node what a player session wants of the video it plays
+/// (simulcast layers: at most `quality`, no larger than the rendered size).
+pub async fn prefer_quality(
+    s: &Services,
+    joined: &Joined,
+    session_id: &str,
+    quality: arc_nodeproto::VideoQuality,
+    rendered: Option<(u32, u32)>,
+) -> UseCaseResult<()> {
+    let Some(node) = &joined.node else {
+        return Err(UseCaseError::Route(crate::media::RouteError::NoNode));
+    };
+    let session_id =
+        arc_events::MediaSessionId::parse(session_id).map_err(|e| UseCaseError::invalid("session_id", e))?;
+    if rendered.is_some_and(|(w, h)| w == 0 || h == 0 || w > 16_384 || h > 16_384) {
+        return Err(UseCaseError::invalid("width", "a rendered size is 1 to 16384 pixels each way"));
+    }
+    let (width, height) = rendered.unzip();
+    let req = arc_nodeproto::NodeRequest::Prefer { session_id, quality, width, height };
+    match s.media.request(node.as_str(), req).await? {
+        arc_nodeproto::NodeReply::Preferred { found: true } => Ok(()),
+        arc_nodeproto::NodeReply::Preferred { found: false } => {
+            Err(UseCaseError::invalid("session_id", "that session plays no video"))
+        }
+        arc_nodeproto::NodeReply::Error(e) => Err(UseCaseError::Node(e)),
+        other => Err(UseCaseError::internal(format!("unexpected reply from the media node: {other:?}"))),
+    }
+}
+
 /// Closes one of the socket's media sessions (its tracks and subscriptions end).
 pub async fn close_media(s: &Services, joined: &Joined, session_id: &str) -> UseCaseResult<()> {
     let Some(node) = &joined.node else { return Ok(()) };

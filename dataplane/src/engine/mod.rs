@@ -44,6 +44,7 @@
 //! - [`session`]: one leg's state (peer connection, published and played tracks).
 //! - [`offer`]: an SDP offer split into transports, answers merged (pure).
 //! - [`peer`]: how a leg's `rtc` peer connection is configured.
+//! - [`layers`]: simulcast layers of a track and the one each player gets (pure).
 //! - [`demux`]: packet classes, STUN USERNAME, USE-CANDIDATE and MESSAGE-INTEGRITY.
 //! - [`trickle`]: trickle ICE fragments, ICE-restart offers and answers (pure).
 //! - [`srtp`]: Arc's own SRTP egress (keys from each leg's `KeyCapture`,
@@ -83,6 +84,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use crate::forward::{Action, Codec, DownKey, DownSpec, ForwardConfig, Forwarder, RtxStream, TrackKey, TrackSpec};
 
 pub mod demux;
+pub mod layers;
 pub mod offer;
 pub mod peer;
 pub mod quality;
@@ -586,18 +588,19 @@ impl Engine {
                 NodeReply::Ended { sessions: ids.len() }
             }
             NodeRequest::Mute { track_id, muted } => {
-                let key = self
+                let keys: Vec<TrackKey> = self
                     .sessions
                     .values()
                     .flat_map(|s| s.inbound.values())
                     .find(|t| t.event_id.as_ref() == Some(&track_id))
-                    .and_then(|t| t.key);
-                if let Some(k) = key {
-                    let mut actions = Vec::new();
-                    self.forwarder.set_track_muted(now, k, muted, &mut actions);
-                    self.apply(now, actions);
+                    .map(|t| t.keys().collect())
+                    .unwrap_or_default();
+                let mut actions = Vec::new();
+                for k in &keys {
+                    self.forwarder.set_track_muted(now, *k, muted, &mut actions);
                 }
-                NodeReply::Muted { found: key.is_some() }
+                self.apply(now, actions);
+                NodeReply::Muted { found: !keys.is_empty() }
             }
             NodeRequest::Sessions { after } => {
                 let (sessions, more) = self.list(now, after.as_ref());
@@ -617,6 +620,24 @@ impl Engine {
                     self.end(now, k, LeaveReason::Removed);
                 }
                 NodeReply::Ended { sessions: ids.len() }
+            }
+            NodeRequest::Prefer { session_id, quality, width, height } => {
+                let rendered = width.zip(height);
+                let pref = layers::Preference { quality, rendered };
+                let mut found = false;
+                for k in self.by_id.get(&session_id).cloned().unwrap_or_default() {
+                    let Some(s) = self.sessions.get_mut(&k) else { continue };
+                    for o in s.outbound.iter_mut().filter(|o| o.kind == RtpKind::Video) {
+                        o.pref = pref;
+                        found = true;
+                    }
+                }
+                if found {
+                    let mut actions = Vec::new();
+                    self.select_layers(now, &mut actions);
+                    self.apply(now, actions);
+                }
+                NodeReply::Preferred { found }
             }
             NodeRequest::Ping => NodeReply::Pong,
         };
@@ -981,6 +1002,7 @@ impl Engine {
                     rtx_ssrc: None,
                     roll: Rollover::default(),
                     rtx_roll: Rollover::default(),
+                    pref: layers::Preference::default(),
                     sent: SentCounters::default(),
                 });
             }
@@ -1131,6 +1153,21 @@ impl Engine {
         if restarts.is_empty() {
             return Ok((None, None));
         }
+        // rtc 0.21.1 forgets which SSRC carries which simulcast layer when it
+        // takes the restart offer (its receivers' rid codings start afresh),
+        // and a browser names the layers (the rid header extension) only in
+        // a stream's first packets: the layers would never be heard again.
+        let simulcast = restarts
+            .iter()
+            .filter_map(|(k, _)| self.sessions.get(k))
+            .any(|s| s.inbound.values().any(|t| !t.rids.is_empty()));
+        if simulcast {
+            return Err(SessionError::RestartUnsupported {
+                reason: "this session publishes simulcast layers, which an ICE restart would lose; \
+                         open a new session"
+                    .into(),
+            });
+        }
         let mut answers = Vec::with_capacity(restarts.len());
         for (key, offer) in restarts {
             answers.push(self.restart_leg(now, key, offer)?);
@@ -1258,6 +1295,18 @@ impl Engine {
 
     fn housekeeping(&mut self, now: Instant) {
         self.sender_reports(now);
+        let mut simulcast = false;
+        for s in self.sessions.values_mut() {
+            for t in s.inbound.values_mut().filter(|t| t.layers.len() > 1) {
+                t.layers.sample(now);
+                simulcast = true;
+            }
+        }
+        if simulcast {
+            let mut actions = Vec::new();
+            self.select_layers(now, &mut actions);
+            self.apply(now, actions);
+        }
         self.speakers();
         if now >= self.next_link_check {
             self.next_link_check = now + LINK_CHECK_INTERVAL;
@@ -1391,6 +1440,7 @@ impl Engine {
     fn drain(&mut self, now: Instant, key: Key) {
         let mut actions = std::mem::take(&mut self.spare_actions);
         let mut new_tracks = Vec::new();
+        let mut new_layers: Vec<(TrackKey, MediaStreamTrackId, u32, String)> = Vec::new();
         let mut feedback: Vec<(DownKey, Feedback)> = Vec::new();
         // Receiver report blocks' (LSR, DLSR), for round trips.
         let mut reports: Vec<(u32, u32)> = Vec::new();
@@ -1428,8 +1478,18 @@ impl Engine {
                                 media_ssrc: 0,
                                 event_id: None,
                                 published_at: 0,
+                                rids: init.rid.iter().map(|r| (init.ssrc, r.clone())).collect(),
+                                layers: layers::Layers::default(),
                             },
                         );
+                    }
+                    // Simulcast: each further layer of a known track.
+                    RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                        if let (Some(t), Some(rid)) = (s.inbound.get_mut(&init.track_id), init.rid)
+                            && !t.rids.iter().any(|(ssrc, _)| *ssrc == init.ssrc)
+                        {
+                            t.rids.push((init.ssrc, rid));
+                        }
                     }
                     _ => {}
                 }
@@ -1473,14 +1533,37 @@ impl Engine {
                                 t.published_at = self.publish_order;
                                 let event_id = TrackId::generate();
                                 t.event_id = Some(event_id.clone());
+                                if !t.rids.is_empty() {
+                                    // Simulcast: this stream is its first layer.
+                                    let ssrc = packet.header.ssrc;
+                                    let rid = t.rids.iter().find(|(x, _)| *x == ssrc).map(|(_, r)| r.clone());
+                                    t.layers.push(layers::Layer::new(tk, rid.unwrap_or_default(), ssrc));
+                                }
                                 new_tracks.push((tk, track_id.clone(), t.kind, mime, ext, event_id));
-                                tk
+                                // Registered below, after this borrow; forwarded from the next packet.
+                                continue;
                             }
                         };
                         if new_tracks.iter().any(|n| n.0 == tk) {
-                            // Registered below, after this borrow; forward from the next packet.
                             continue;
                         }
+                        // A simulcast layer: its own source.
+                        let tk = if t.layers.is_empty() {
+                            tk
+                        } else if let Some(i) = t.layers.index_of_ssrc(packet.header.ssrc) {
+                            let size = t.codec.and_then(|c| c.frame_size(&packet.payload));
+                            t.layers.on_packet(now, i, packet.payload.len(), size);
+                            t.layers.iter().nth(i).map_or(tk, |l| l.key)
+                        } else {
+                            let ssrc = packet.header.ssrc;
+                            if let Some((_, rid)) = t.rids.iter().find(|(x, _)| *x == ssrc)
+                                && t.layers.len() < layers::LAYERS_MAX
+                                && !new_layers.iter().any(|(_, _, x, _)| *x == ssrc)
+                            {
+                                new_layers.push((tk, track_id.clone(), ssrc, rid.clone()));
+                            }
+                            continue;
+                        };
                         self.forwarder.on_rtp(now, tk, &packet, &mut actions);
                     }
                     RTCMessage::RtcpPacket(_, packets) => {
@@ -1538,6 +1621,12 @@ impl Engine {
         for (tk, track_id, kind, mime, ext, event_id) in new_tracks {
             self.add_source(now, key, tk, track_id, kind, mime, ext, event_id, &mut actions);
         }
+        if !new_layers.is_empty() {
+            for (main, track_id, ssrc, rid) in new_layers {
+                self.add_layer(key, main, track_id, ssrc, rid);
+            }
+            self.select_layers(now, &mut actions);
+        }
         for (down, fb) in feedback {
             match fb {
                 Feedback::Keyframe => self.forwarder.on_keyframe_request(now, down, &mut actions),
@@ -1555,6 +1644,56 @@ impl Engine {
                     self.timers.push(Reverse((t, key)));
                 }
             }
+        }
+    }
+
+    /// A further simulcast layer of published track `main` (leg `key`):
+    /// its own forwarder source, with the track's codec.
+    fn add_layer(&mut self, key: Key, main: TrackKey, track_id: MediaStreamTrackId, ssrc: u32, rid: String) {
+        let Some(spec) = self.forwarder.track_spec(main) else { return };
+        let lk = TrackKey(self.next_track);
+        self.next_track = self.next_track.wrapping_add(1).max(1);
+        if self.forwarder.add_track(lk, spec).is_err() {
+            return;
+        }
+        let Some(t) = self.sessions.get_mut(&key).and_then(|s| s.inbound.get_mut(&track_id)) else {
+            self.forwarder.remove_track(lk);
+            return;
+        };
+        tracing::debug!(?main, layer = ?lk, %rid, ssrc, "simulcast layer");
+        t.layers.push(layers::Layer::new(lk, rid, ssrc));
+        self.track_owner.insert(lk, (key, track_id));
+    }
+
+    /// Moves every player of a simulcast track to the layer it should get
+    /// now ([`layers::Layers::choose`]), at that layer's next keyframe.
+    fn select_layers(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let mut moves: Vec<(DownKey, TrackKey)> = Vec::new();
+        for s in self.sessions.values() {
+            for o in s.outbound.iter().filter(|o| o.kind == RtpKind::Video) {
+                let Some(current) = self.forwarder.source_of(o.down) else { continue };
+                let Some(t) = self
+                    .track_owner
+                    .get(&current)
+                    .and_then(|(k, tid)| self.sessions.get(k).and_then(|p| p.inbound.get(tid)))
+                else {
+                    continue;
+                };
+                if t.layers.len() < 2 {
+                    continue;
+                }
+                let Some(target) = t.layers.choose(now, o.pref) else { continue };
+                let pending = self.forwarder.pending_of(o.down);
+                if target != current || pending.is_some() {
+                    moves.push((o.down, target));
+                }
+            }
+        }
+        for (down, target) in moves {
+            if self.forwarder.pending_of(down) != Some(target) {
+                tracing::debug!(?down, from = ?self.forwarder.source_of(down), to = ?target, "simulcast layer change");
+            }
+            let _ = self.forwarder.switch_at_keyframe(now, down, target, actions);
         }
     }
 
@@ -1747,7 +1886,9 @@ impl Engine {
                     let Some((key, tid)) = self.track_owner.get(&track).cloned() else { continue };
                     let Some(s) = self.sessions.get_mut(&key) else { continue };
                     let Some(t) = s.inbound.get(&tid) else { continue };
-                    let (receiver, media_ssrc) = (t.receiver, t.media_ssrc);
+                    // A simulcast layer is asked by its own SSRC.
+                    let media_ssrc = t.layers.by_key(track).map_or(t.media_ssrc, |l| l.ssrc);
+                    let receiver = t.receiver;
                     if let Some(mut rx) = s.pc.rtp_receiver(receiver) {
                         let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
                         if let Err(e) = rx.write_rtcp(now, vec![Box::new(pli)]) {
@@ -1793,9 +1934,14 @@ impl Engine {
         }
         let mut actions = Vec::new();
         for t in s.inbound.values() {
-            let Some(tk) = t.key else { continue };
-            self.track_owner.remove(&tk);
-            let orphans = self.forwarder.remove_track(tk);
+            if t.key.is_none() {
+                continue;
+            }
+            let mut orphans = Vec::new();
+            for tk in t.keys() {
+                self.track_owner.remove(&tk);
+                orphans.extend(self.forwarder.remove_track(tk));
+            }
             let Some(event_id) = t.event_id.clone() else { continue };
             self.events.push_back(MediaEvent::TrackUnpublished { track: event_id.clone(), reason });
             for down in orphans {

@@ -289,6 +289,15 @@ pub fn build(
         RtpCodecKind::Audio,
         None,
     )?;
+    if receives_media {
+        // Simulcast: a publisher names each layer's stream by its rid
+        // (RFC 8852), which `rtc` reads to tell the layers apart.
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI.to_owned() },
+            RtpCodecKind::Video,
+            None,
+        )?;
+    }
     let mut registry = Registry::new()
         .with(Slot::from(14_000), DeliverFeedback::default())
         .with(Slot::SenderReport, SenderReportBuilder::new().build());

@@ -34,6 +34,21 @@ pub(crate) struct InTrack {
     pub(crate) event_id: Option<TrackId>,
     /// Order of publication on this node (the latest is what players follow).
     pub(crate) published_at: u64,
+    /// Simulcast: the RTP stream ids the offer announced, and the SSRC each
+    /// came with (from `rtc`'s track events), for a publisher that sends
+    /// layers; empty otherwise.
+    pub(crate) rids: Vec<(u32, String)>,
+    /// Simulcast: each layer heard so far, its own forwarder source (the
+    /// first is `key`); empty for a track without layers.
+    pub(crate) layers: super::layers::Layers,
+}
+
+impl InTrack {
+    /// The forwarder sources of this track: its layers, or its one key.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = TrackKey> + '_ {
+        let single = if self.layers.is_empty() { self.key } else { None };
+        single.into_iter().chain(self.layers.iter().map(|l| l.key))
+    }
 }
 
 /// One subscriber stream inside a leg.
@@ -55,6 +70,8 @@ pub(crate) struct OutTrack {
     pub(crate) roll: Rollover,
     pub(crate) rtx_roll: Rollover,
     pub(crate) sent: SentCounters,
+    /// Which simulcast layer the player wants (video; see [`super::layers`]).
+    pub(crate) pref: super::layers::Preference,
 }
 
 /// What an outgoing stream has sent (for its RTCP sender reports).

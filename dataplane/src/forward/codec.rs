@@ -44,6 +44,16 @@ impl Codec {
         }
     }
 
+    /// The picture size a keyframe announces, from the packet that starts it
+    /// (VP8's frame header, H.264's SPS); `None` for other packets and codecs.
+    pub fn frame_size(self, payload: &[u8]) -> Option<(u16, u16)> {
+        match self {
+            Self::Vp8 => vp8_frame_size(payload),
+            Self::H264 => h264_frame_size(payload),
+            _ => None,
+        }
+    }
+
     /// Whether `payload` starts a keyframe. For codecs without a parser this is
     /// always `true`, so nothing waits on them.
     pub fn is_keyframe_start(self, payload: &[u8]) -> bool {
@@ -57,22 +67,22 @@ impl Codec {
     }
 }
 
-/// RFC 7741: payload descriptor, then (at a partition start) the VP8 frame
-/// header whose first bit is 0 for a key frame.
-fn vp8_keyframe(p: &[u8]) -> bool {
-    let Some(&b0) = p.first() else { return false };
+/// RFC 7741: where the VP8 payload header starts, in a packet that starts
+/// partition 0 of a frame (`None` otherwise, or when truncated).
+fn vp8_header_at(p: &[u8]) -> Option<usize> {
+    let &b0 = p.first()?;
     let start = b0 & 0x10 != 0;
     let pid = b0 & 0x07;
     if !start || pid != 0 {
-        return false;
+        return None;
     }
     let mut i = 1;
     if b0 & 0x80 != 0 {
-        let Some(&x) = p.get(i) else { return false };
+        let &x = p.get(i)?;
         i += 1;
         if x & 0x80 != 0 {
             // PictureID: one or two bytes.
-            let Some(&pic) = p.get(i) else { return false };
+            let &pic = p.get(i)?;
             i += if pic & 0x80 != 0 { 2 } else { 1 };
         }
         if x & 0x40 != 0 {
@@ -82,7 +92,208 @@ fn vp8_keyframe(p: &[u8]) -> bool {
             i += 1; // TID/KEYIDX
         }
     }
-    p.get(i).is_some_and(|h| h & 0x01 == 0)
+    Some(i)
+}
+
+/// The picture ID and TL0PICIDX of a VP8 payload descriptor (RFC 7741 §4.2)
+/// and where they sit, for rewriting them per subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Ids {
+    /// The picture ID and its byte offset; `long`: 15 bits (M=1), else 7.
+    pub picture_id: Option<(u16, usize, bool)>,
+    /// TL0PICIDX and its byte offset.
+    pub tl0: Option<(u8, usize)>,
+}
+
+/// Reads a VP8 payload descriptor's picture ID and TL0PICIDX (`None` for a
+/// truncated one; both fields `None` when it carries neither).
+pub fn vp8_ids(p: &[u8]) -> Option<Vp8Ids> {
+    let &b0 = p.first()?;
+    let mut ids = Vp8Ids { picture_id: None, tl0: None };
+    if b0 & 0x80 == 0 {
+        return Some(ids);
+    }
+    let &x = p.get(1)?;
+    let mut i = 2;
+    if x & 0x80 != 0 {
+        let &hi = p.get(i)?;
+        if hi & 0x80 != 0 {
+            let &lo = p.get(i + 1)?;
+            ids.picture_id = Some((u16::from(hi & 0x7f) << 8 | u16::from(lo), i, true));
+            i += 2;
+        } else {
+            ids.picture_id = Some((u16::from(hi), i, false));
+            i += 1;
+        }
+    }
+    if x & 0x40 != 0 {
+        ids.tl0 = Some((*p.get(i)?, i));
+    }
+    Some(ids)
+}
+
+/// RFC 7741: payload descriptor, then (at a partition start) the VP8 frame
+/// header whose first bit is 0 for a key frame.
+fn vp8_keyframe(p: &[u8]) -> bool {
+    vp8_header_at(p).and_then(|i| p.get(i)).is_some_and(|h| h & 0x01 == 0)
+}
+
+/// RFC 6386 §9.1: a key frame's 3-byte tag, the start code `9d 01 2a`, then
+/// 14-bit width and height (little-endian, the top two bits are scaling).
+fn vp8_frame_size(p: &[u8]) -> Option<(u16, u16)> {
+    let i = vp8_header_at(p)?;
+    let h = p.get(i..i + 10)?;
+    if h[0] & 0x01 != 0 || h[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([h[6], h[7]]) & 0x3fff;
+    let ht = u16::from_le_bytes([h[8], h[9]]) & 0x3fff;
+    (w > 0 && ht > 0).then_some((w, ht))
+}
+
+/// The first SPS NAL unit of an H.264 payload (alone or in a STAP-A).
+fn h264_sps(p: &[u8]) -> Option<&[u8]> {
+    let &b0 = p.first()?;
+    match b0 & 0x1f {
+        7 => Some(p),
+        24 => {
+            let mut i = 1;
+            while i + 2 < p.len() {
+                let size = usize::from(u16::from_be_bytes([p[i], p[i + 1]]));
+                let nal = p.get(i + 2..i + 2 + size)?;
+                if nal.first().is_some_and(|n| n & 0x1f == 7) {
+                    return Some(nal);
+                }
+                i += 2 + size;
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Reads an RBSP bit by bit (emulation-prevention bytes already removed).
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Bits<'_> {
+    fn bit(&mut self) -> Option<u32> {
+        let byte = self.data.get(self.pos / 8)?;
+        let b = (byte >> (7 - (self.pos % 8))) & 1;
+        self.pos += 1;
+        Some(u32::from(b))
+    }
+
+    fn bits(&mut self, n: u32) -> Option<u32> {
+        let mut v = 0;
+        for _ in 0..n {
+            v = (v << 1) | self.bit()?;
+        }
+        Some(v)
+    }
+
+    /// Exp-Golomb, unsigned (at most 31 leading zeros).
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some(((1u64 << zeros) - 1 + u64::from(self.bits(zeros)?)).min(u64::from(u32::MAX)) as u32)
+    }
+
+    fn se(&mut self) -> Option<()> {
+        self.ue().map(|_| ())
+    }
+}
+
+/// ITU-T H.264 §7.3.2.1.1: the picture size an SPS announces (after
+/// cropping). `None` for an SPS it cannot read (scaling matrices, truncated).
+fn h264_frame_size(p: &[u8]) -> Option<(u16, u16)> {
+    let sps = h264_sps(p)?;
+    // Without emulation-prevention bytes (00 00 03), at most 64 bytes: the
+    // fields up to the cropping window sit well inside them.
+    let mut rbsp = [0u8; 64];
+    let mut n = 0;
+    let mut zeros = 0;
+    for &b in sps.get(1..)? {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        if n == rbsp.len() {
+            break;
+        }
+        rbsp[n] = b;
+        n += 1;
+    }
+    let mut r = Bits { data: &rbsp[..n], pos: 0 };
+    let profile = r.bits(8)?;
+    r.bits(16)?; // constraint flags, level
+    r.ue()?; // seq_parameter_set_id
+    let mut chroma_format = 1;
+    if matches!(profile, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+        chroma_format = r.ue()?;
+        if chroma_format == 3 {
+            r.bit()?; // separate_colour_plane_flag
+        }
+        r.ue()?; // bit_depth_luma
+        r.ue()?; // bit_depth_chroma
+        r.bit()?; // qpprime_y_zero_transform_bypass
+        if r.bit()? == 1 {
+            return None; // seq_scaling_matrix_present: not read here
+        }
+    }
+    r.ue()?; // log2_max_frame_num
+    match r.ue()? {
+        0 => {
+            r.ue()?; // log2_max_pic_order_cnt_lsb
+        }
+        1 => {
+            r.bit()?;
+            r.se()?;
+            r.se()?;
+            let cycle = r.ue()?;
+            if cycle > 255 {
+                return None;
+            }
+            for _ in 0..cycle {
+                r.se()?;
+            }
+        }
+        _ => {}
+    }
+    r.ue()?; // max_num_ref_frames
+    r.bit()?; // gaps_in_frame_num_value_allowed
+    let width_mbs = u64::from(r.ue()?) + 1;
+    let height_units = u64::from(r.ue()?) + 1;
+    let frame_mbs_only = r.bit()?;
+    if frame_mbs_only == 0 {
+        r.bit()?; // mb_adaptive_frame_field
+    }
+    r.bit()?; // direct_8x8_inference
+    let (mut cl, mut cr, mut ct, mut cb) = (0u64, 0u64, 0u64, 0u64);
+    if r.bit()? == 1 {
+        cl = u64::from(r.ue()?);
+        cr = u64::from(r.ue()?);
+        ct = u64::from(r.ue()?);
+        cb = u64::from(r.ue()?);
+    }
+    let (crop_x, crop_y) = match chroma_format {
+        0 => (1, 2 - u64::from(frame_mbs_only)),
+        1 => (2, 2 * (2 - u64::from(frame_mbs_only))),
+        2 => (2, 2 - u64::from(frame_mbs_only)),
+        _ => (1, 2 - u64::from(frame_mbs_only)),
+    };
+    let w = (width_mbs * 16).checked_sub(crop_x * (cl + cr))?;
+    let h = (height_units * 16 * (2 - u64::from(frame_mbs_only))).checked_sub(crop_y * (ct + cb))?;
+    let (w, h) = (u16::try_from(w).ok()?, u16::try_from(h).ok()?);
+    (w > 0 && h > 0).then_some((w, h))
 }
 
 /// RFC 9628 (draft-ietf-payload-vp9): flexible or not, a packet with P=0
@@ -172,6 +383,47 @@ mod tests {
         assert!(!h264_keyframe(&[0x7c, 0x05]));
         assert!(!h264_keyframe(&[0x7c]));
         assert!(!h264_keyframe(&[]));
+    }
+
+    #[test]
+    fn frame_sizes_from_keyframes() {
+        // VP8: descriptor with a 15-bit picture id, key frame tag, start code, 640x360.
+        let key = [0x90, 0x80, 0x81, 0x23, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01];
+        assert_eq!(Codec::Vp8.frame_size(&key), Some((640, 360)));
+        for n in 0..key.len() {
+            assert_eq!(Codec::Vp8.frame_size(&key[..n]), None, "truncated at {n}");
+        }
+        let mut delta = key;
+        delta[4] |= 1;
+        assert_eq!(Codec::Vp8.frame_size(&delta), None, "an interframe has no size");
+        // H.264: constrained-baseline SPSs from OpenH264 (GStreamer's openh264enc):
+        // 640x360 (23 macroblocks high, cropped by 8) and 1280x720, alone and in a STAP-A.
+        let sps720 = [0x67, 0x42, 0xc0, 0x1f, 0x8c, 0x8d, 0x40, 0x28, 0x02, 0xdd, 0x00, 0xf0, 0x88, 0x46, 0xa0];
+        let sps360 = [0x67, 0x42, 0xc0, 0x1e, 0x8c, 0x8d, 0x40, 0x50, 0x17, 0xfc, 0xb0, 0x0f, 0x08, 0x84, 0x6a];
+        assert_eq!(Codec::H264.frame_size(&sps360), Some((640, 360)));
+        assert_eq!(Codec::H264.frame_size(&sps720), Some((1280, 720)));
+        let mut stap = vec![0x18, 0x00, sps720.len() as u8];
+        stap.extend_from_slice(&sps720);
+        stap.extend_from_slice(&[0x00, 0x02, 0x68, 0xce]);
+        assert_eq!(Codec::H264.frame_size(&stap), Some((1280, 720)));
+        for n in 0..stap.len() {
+            let _ = Codec::H264.frame_size(&stap[..n]); // never panics
+        }
+        assert_eq!(Codec::H264.frame_size(&[0x65, 0x88]), None);
+        assert_eq!(Codec::Opus.frame_size(&key), None);
+    }
+
+    #[test]
+    fn vp8_picture_ids_and_tl0() {
+        let ids = vp8_ids(&[0x90, 0xc0, 0x81, 0x23, 0x07, 0x00]).expect("ids");
+        assert_eq!(ids.picture_id, Some((0x0123, 2, true)));
+        assert_eq!(ids.tl0, Some((7, 4)));
+        let short = vp8_ids(&[0x90, 0x80, 0x05, 0x00]).expect("ids");
+        assert_eq!(short.picture_id, Some((5, 2, false)));
+        assert_eq!(vp8_ids(&[0x10, 0x00]), Some(Vp8Ids { picture_id: None, tl0: None }));
+        for p in [&[][..], &[0x90], &[0x90, 0x80], &[0x90, 0x80, 0x81], &[0x90, 0xc0, 0x81, 0x23]] {
+            assert_eq!(vp8_ids(p), None, "truncated: {p:?}");
+        }
     }
 
     #[test]

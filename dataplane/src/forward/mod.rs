@@ -160,6 +160,9 @@ struct Source {
     muted: bool,
     /// What its packets say about the path from the publisher.
     reception: reception::Reception,
+    /// Downtracks that switch to this track at its next keyframe (a
+    /// simulcast layer change: they keep their current source until then).
+    pending_downs: Vec<DownKey>,
 }
 
 #[derive(Debug)]
@@ -175,6 +178,9 @@ struct Down {
     rtx_payload_type: Option<u8>,
     /// The next RTX sequence number.
     rtx_seq: u16,
+    /// A source it switches to at that source's next keyframe
+    /// ([`Forwarder::switch_at_keyframe`]).
+    pending: Option<TrackKey>,
 }
 
 /// The per-subscriber rewriting of sequence numbers and timestamps.
@@ -197,12 +203,113 @@ struct Munger {
     /// (saturating): 16-bit distances from the epoch's start stop meaning
     /// anything after 32,768 packets (≈ 3.6 minutes of 720p video).
     epoch_len: u32,
+    /// VP8 only: the payload descriptor's picture ID and TL0PICIDX, kept
+    /// continuous across source switches as sequence numbers are (a
+    /// receiver finds a frame's references by picture ID: a simulcast layer
+    /// whose IDs lag the previous layer's would have every frame after its
+    /// keyframe taken as old and dropped — the picture froze).
+    vp8: Vp8Munger,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Vp8Munger {
+    started: bool,
+    epoch_started: bool,
+    pid_offset: u16,
+    tl0_offset: u8,
+    last_pid: u16,
+    last_tl0: u8,
+}
+
+/// Picture IDs are 15-bit.
+const PID_MASK: u16 = 0x7fff;
+
+impl Vp8Munger {
+    /// Maps a forwarded packet's ids (the first of an epoch sets the offsets).
+    fn map(&mut self, ids: &codec::Vp8Ids) -> (Option<u16>, Option<u8>) {
+        if !self.epoch_started {
+            self.epoch_started = true;
+            if self.started {
+                if let Some((pid, _, _)) = ids.picture_id {
+                    self.pid_offset = pid.wrapping_sub(self.last_pid.wrapping_add(1)) & PID_MASK;
+                }
+                if let Some((tl0, _)) = ids.tl0 {
+                    self.tl0_offset = tl0.wrapping_sub(self.last_tl0.wrapping_add(1));
+                }
+            }
+            self.started = true;
+        }
+        let (pid, tl0) = self.apply(ids);
+        if let Some(p) = pid {
+            // Newer (15-bit serial arithmetic) or the first.
+            let ahead = p.wrapping_sub(self.last_pid) & PID_MASK;
+            if ahead < 0x4000 {
+                self.last_pid = p;
+            }
+        }
+        if let Some(t) = tl0
+            && (t.wrapping_sub(self.last_tl0) as i8) >= 0
+        {
+            self.last_tl0 = t;
+        }
+        (pid, tl0)
+    }
+
+    /// The ids a packet of the current epoch goes out with.
+    fn apply(&self, ids: &codec::Vp8Ids) -> (Option<u16>, Option<u8>) {
+        let pid = ids.picture_id.map(|(p, _, _)| p.wrapping_sub(self.pid_offset) & PID_MASK);
+        let tl0 = ids.tl0.map(|(t, _)| t.wrapping_sub(self.tl0_offset));
+        (pid, tl0)
+    }
+}
+
+/// A VP8 payload with its descriptor's ids rewritten; the payload itself
+/// (no copy) when they are unchanged — always, for a subscriber whose
+/// source never switched.
+fn vp8_payload(payload: &bytes::Bytes, ids: &codec::Vp8Ids, pid: Option<u16>, tl0: Option<u8>) -> bytes::Bytes {
+    let pid_same = match (ids.picture_id, pid) {
+        (Some((old, _, long)), Some(new)) => {
+            let mask = if long { PID_MASK } else { 0x7f };
+            old & mask == new & mask
+        }
+        _ => true,
+    };
+    let tl0_same = match (ids.tl0, tl0) {
+        (Some((old, _)), Some(new)) => old == new,
+        _ => true,
+    };
+    if pid_same && tl0_same {
+        return payload.clone();
+    }
+    let mut v = payload.to_vec();
+    write_vp8_ids(&mut v, ids, pid, tl0);
+    bytes::Bytes::from(v)
+}
+
+/// Writes a VP8 descriptor's picture ID and TL0PICIDX where `ids` found them.
+fn write_vp8_ids(v: &mut [u8], ids: &codec::Vp8Ids, pid: Option<u16>, tl0: Option<u8>) {
+    if let (Some((_, at, long)), Some(new)) = (ids.picture_id, pid) {
+        if long {
+            if let Some(b) = v.get_mut(at..at + 2) {
+                b[0] = 0x80 | ((new >> 8) & 0x7f) as u8;
+                b[1] = (new & 0xff) as u8;
+            }
+        } else if let Some(b) = v.get_mut(at) {
+            *b = (new & 0x7f) as u8;
+        }
+    }
+    if let (Some((_, at)), Some(new)) = (ids.tl0, tl0)
+        && let Some(b) = v.get_mut(at)
+    {
+        *b = new;
+    }
 }
 
 impl Munger {
     /// Starts a new epoch: the next packet is mapped right after the last one sent.
     fn switch(&mut self) {
         self.epoch_started = false;
+        self.vp8.epoch_started = false;
     }
 
     /// Maps an input packet; `None` means drop it (from before the switch).
@@ -311,6 +418,11 @@ impl Forwarder {
         self.downs.get(&down).and_then(|d| d.source)
     }
 
+    /// What a track is (its codec and audio-level extension).
+    pub fn track_spec(&self, track: TrackKey) -> Option<TrackSpec> {
+        self.sources.get(&track).map(|s| s.spec.clone())
+    }
+
     /// A publisher's new track.
     pub fn add_track(&mut self, track: TrackKey, spec: TrackSpec) -> Result<(), ForwardError> {
         if self.sources.contains_key(&track) {
@@ -329,6 +441,7 @@ impl Forwarder {
                 speech: speech::Speech::default(),
                 muted: false,
                 reception: reception::Reception::default(),
+                pending_downs: Vec::new(),
             },
         );
         Ok(())
@@ -342,6 +455,11 @@ impl Forwarder {
         for d in &source.downs {
             if let Some(down) = self.downs.get_mut(d) {
                 down.source = None;
+            }
+        }
+        for d in &source.pending_downs {
+            if let Some(down) = self.downs.get_mut(d) {
+                down.pending = None;
             }
         }
         source.downs
@@ -368,6 +486,7 @@ impl Forwarder {
             down,
             Down {
                 rtx_seq: spec.rtx.map_or(0, |r| r.first_seq),
+                pending: None,
                 spec,
                 source: None,
                 munger: Munger::default(),
@@ -393,6 +512,7 @@ impl Forwarder {
         if !self.sources.contains_key(&track) {
             return Err(ForwardError::UnknownTrack(track));
         }
+        self.cancel_pending(down);
         let d = self.downs.get_mut(&down).ok_or(ForwardError::UnknownDown(down))?;
         if d.source == Some(track) {
             return Ok(());
@@ -413,6 +533,80 @@ impl Forwarder {
             self.request_keyframe(now, track, out);
         }
         Ok(())
+    }
+
+    /// Switches a downtrack to `track` at `track`'s next keyframe, forwarding
+    /// its current source until then (a simulcast layer change: the
+    /// subscriber's picture never stops). Asks `track` for a keyframe. A
+    /// downtrack with nothing to show now (no source, or waiting for a
+    /// keyframe, or paused) switches at once, as [`Self::switch`]. Asking
+    /// again for the pending target only asks for its keyframe again
+    /// (throttled); asking for the current source cancels a pending switch.
+    pub fn switch_at_keyframe(
+        &mut self,
+        now: Instant,
+        down: DownKey,
+        track: TrackKey,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ForwardError> {
+        let target = self.sources.get(&track).ok_or(ForwardError::UnknownTrack(track))?;
+        let video = target.spec.codec.is_video();
+        let d = self.downs.get(&down).ok_or(ForwardError::UnknownDown(down))?;
+        if d.source == Some(track) {
+            self.cancel_pending(down);
+            return Ok(());
+        }
+        if !video || d.source.is_none() || d.waiting_keyframe || d.paused {
+            return self.switch(now, down, track, out);
+        }
+        if d.pending != Some(track) {
+            self.cancel_pending(down);
+            if let Some(d) = self.downs.get_mut(&down) {
+                d.pending = Some(track);
+            }
+            if let Some(s) = self.sources.get_mut(&track) {
+                s.pending_downs.push(down);
+            }
+        }
+        self.request_keyframe(now, track, out);
+        Ok(())
+    }
+
+    /// The source a downtrack switches to at that source's next keyframe.
+    pub fn pending_of(&self, down: DownKey) -> Option<TrackKey> {
+        self.downs.get(&down).and_then(|d| d.pending)
+    }
+
+    fn cancel_pending(&mut self, down: DownKey) {
+        let Some(t) = self.downs.get_mut(&down).and_then(|d| d.pending.take()) else { return };
+        if let Some(s) = self.sources.get_mut(&t) {
+            s.pending_downs.retain(|x| *x != down);
+        }
+    }
+
+    /// Moves the downtracks waiting for `track`'s keyframe onto it (called
+    /// with the first packet of that keyframe, before it is forwarded).
+    fn take_pending(&mut self, track: TrackKey) {
+        let Some(s) = self.sources.get_mut(&track) else { return };
+        let mut pending = std::mem::take(&mut s.pending_downs);
+        for down in pending.drain(..) {
+            let Some(d) = self.downs.get_mut(&down) else { continue };
+            d.pending = None;
+            if let Some(old) = d.source.replace(track)
+                && let Some(o) = self.sources.get_mut(&old)
+            {
+                o.downs.retain(|x| *x != down);
+            }
+            d.munger.switch();
+            d.waiting_keyframe = false;
+            if let Some(s) = self.sources.get_mut(&track) {
+                s.downs.push(down);
+            }
+        }
+        // The (now empty) vector goes back: no allocation on the next switch.
+        if let Some(s) = self.sources.get_mut(&track) {
+            s.pending_downs = pending;
+        }
     }
 
     /// Changes the payload type a downtrack writes (the subscriber's number
@@ -476,6 +670,7 @@ impl Forwarder {
 
     /// Removes a downtrack.
     pub fn remove_down(&mut self, down: DownKey) {
+        self.cancel_pending(down);
         if let Some(d) = self.downs.remove(&down)
             && let Some(t) = d.source
             && let Some(s) = self.sources.get_mut(&t)
@@ -486,6 +681,15 @@ impl Forwarder {
 
     /// One RTP packet from a publisher's track.
     pub fn on_rtp(&mut self, now: Instant, track: TrackKey, packet: &Packet, out: &mut Vec<Action>) {
+        let Some(source) = self.sources.get(&track) else { return };
+        let mut keyframe: Option<bool> = None;
+        if !source.pending_downs.is_empty() && !source.muted {
+            let k = source.spec.codec.is_keyframe_start(&packet.payload);
+            keyframe = Some(k);
+            if k {
+                self.take_pending(track);
+            }
+        }
         let Some(source) = self.sources.get_mut(&track) else { return };
         self.stats.packets_in += 1;
         let clock = source.spec.codec.clock_rate();
@@ -520,7 +724,7 @@ impl Forwarder {
             source.level = Some((l, now));
             source.speech.on_level(l);
         }
-        let mut keyframe: Option<bool> = None;
+        let vp8 = if codec == Codec::Vp8 { codec::vp8_ids(&packet.payload) } else { None };
         for down_key in &source.downs {
             let Some(d) = self.downs.get_mut(down_key) else { continue };
             if d.paused {
@@ -540,7 +744,14 @@ impl Forwarder {
                 continue;
             };
             let h = &packet.header;
-            let p = rewrite(h.marker, h.csrc.clone(), packet.payload.clone(), &d.spec, seq, ts, level);
+            let payload = match &vp8 {
+                Some(ids) => {
+                    let (pid, tl0) = d.munger.vp8.map(ids);
+                    vp8_payload(&packet.payload, ids, pid, tl0)
+                }
+                None => packet.payload.clone(),
+            };
+            let p = rewrite(h.marker, h.csrc.clone(), payload, &d.spec, seq, ts, level);
             self.stats.packets_out += 1;
             self.stats.bytes_out += p.payload.len() as u64;
             out.push(Action::Send { down: *down_key, packet: p });
@@ -574,15 +785,22 @@ impl Forwarder {
             };
             let ts = p.timestamp.wrapping_sub(d.munger.ts_offset);
             let csrc = p.csrc.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+            // The VP8 ids it first went out with (this epoch's offsets).
+            let vp8 = (source.spec.codec == Codec::Vp8).then(|| codec::vp8_ids(p.payload)).flatten();
+            let mut body = Vec::with_capacity(2 + p.payload.len());
+            if rtx.is_some() {
+                body.extend_from_slice(&out_seq.to_be_bytes());
+            }
+            let at = body.len();
+            body.extend_from_slice(p.payload);
+            if let (Some(ids), Some(rest)) = (vp8, body.get_mut(at..)) {
+                let (pid, tl0) = d.munger.vp8.apply(&ids);
+                write_vp8_ids(rest, &ids, pid, tl0);
+            }
             let packet = match rtx {
-                None => {
-                    let payload = bytes::Bytes::copy_from_slice(p.payload);
-                    rewrite(p.marker, csrc, payload, &d.spec, out_seq, ts, p.level)
-                }
+                None => rewrite(p.marker, csrc, body.into(), &d.spec, out_seq, ts, p.level),
                 Some((stream, payload_type)) => {
-                    let mut payload = Vec::with_capacity(2 + p.payload.len());
-                    payload.extend_from_slice(&out_seq.to_be_bytes());
-                    payload.extend_from_slice(p.payload);
+                    let payload = body;
                     let seq = d.rtx_seq;
                     d.rtx_seq = d.rtx_seq.wrapping_add(1);
                     self.stats.rtx_sent += 1;

@@ -375,3 +375,114 @@ fn a_retransmission_is_the_first_send_byte_for_byte() {
     assert_eq!(again.len(), 20);
     assert_eq!(again, first);
 }
+
+#[test]
+fn a_layer_switch_keeps_the_old_layer_until_the_new_one_sends_a_keyframe() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    // Two simulcast layers of one camera: their own numbering.
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    f.add_track(TrackKey(2), video()).expect("test setup");
+    let mut out = Vec::new();
+    f.add_down(t0, DownKey(1), down_spec(5), Some(TrackKey(1)), &mut out).expect("test setup");
+    f.on_rtp(t0, TrackKey(1), &pkt(100, 1000, VP8_KEY), &mut out);
+    f.on_rtp(t0, TrackKey(1), &pkt(101, 4000, VP8_DELTA), &mut out);
+    out.clear();
+    f.switch_at_keyframe(t0, DownKey(1), TrackKey(2), &mut out).expect("switch");
+    assert_eq!(keyframe_requests(&out), 1, "the new layer is asked for a keyframe");
+    assert_eq!(f.source_of(DownKey(1)), Some(TrackKey(1)), "the old layer goes on meanwhile");
+    assert_eq!(f.pending_of(DownKey(1)), Some(TrackKey(2)));
+    out.clear();
+    let t1 = t0 + Duration::from_millis(33);
+    f.on_rtp(t1, TrackKey(2), &pkt(7000, 90_000, VP8_DELTA), &mut out);
+    f.on_rtp(t1, TrackKey(1), &pkt(102, 7000, VP8_DELTA), &mut out);
+    assert_eq!(sends(&out), vec![(DownKey(1), 102, 7000)], "a delta frame of the new layer is not shown");
+    out.clear();
+    let t2 = t1 + Duration::from_millis(33);
+    f.on_rtp(t2, TrackKey(2), &pkt(7001, 93_000, VP8_KEY), &mut out);
+    f.on_rtp(t2, TrackKey(2), &pkt(7002, 93_000, VP8_CONT), &mut out);
+    f.on_rtp(t2, TrackKey(1), &pkt(103, 10_000, VP8_DELTA), &mut out);
+    let s = sends(&out);
+    assert_eq!(s.len(), 2, "the keyframe and its next packet, nothing more of the old layer: {s:?}");
+    assert_eq!((s[0].1, s[1].1), (103, 104), "sequence numbers go on where they were");
+    assert_eq!(s[0].2, 7000 + 2970, "the timestamp advances by the 33 ms that passed");
+    assert_eq!(f.source_of(DownKey(1)), Some(TrackKey(2)));
+    assert_eq!(f.pending_of(DownKey(1)), None);
+
+    // Asking for the current source cancels a pending switch; one with
+    // nothing to show (waiting for a keyframe) switches at once.
+    out.clear();
+    f.switch_at_keyframe(t2, DownKey(1), TrackKey(1), &mut out).expect("switch");
+    f.switch_at_keyframe(t2, DownKey(1), TrackKey(2), &mut out).expect("switch");
+    assert_eq!(f.pending_of(DownKey(1)), None);
+    f.add_down(t2, DownKey(2), down_spec(6), Some(TrackKey(2)), &mut out).expect("test setup");
+    f.switch_at_keyframe(t2, DownKey(2), TrackKey(1), &mut out).expect("switch");
+    assert_eq!(f.source_of(DownKey(2)), Some(TrackKey(1)), "nothing shown yet: no reason to wait");
+    // A pending target that ends leaves the downtrack where it is.
+    f.switch_at_keyframe(t2, DownKey(1), TrackKey(1), &mut out).expect("switch");
+    assert_eq!(f.pending_of(DownKey(1)), Some(TrackKey(1)));
+    f.remove_track(TrackKey(1));
+    assert_eq!(f.pending_of(DownKey(1)), None);
+    assert_eq!(f.source_of(DownKey(1)), Some(TrackKey(2)));
+    f.remove_down(DownKey(1));
+    assert_eq!(f.switch_at_keyframe(t2, DownKey(1), TrackKey(2), &mut out), Err(ForwardError::UnknownDown(DownKey(1))));
+}
+
+/// A VP8 packet with a 15-bit picture ID and a TL0PICIDX (keyframe or not).
+fn vp8_pid(seq: u16, ts: u32, pid: u16, tl0: u8, key: bool) -> Packet {
+    let payload = vec![0x90, 0xc0, 0x80 | (pid >> 8) as u8, pid as u8, tl0, if key { 0x00 } else { 0x01 }, 0x9d];
+    Packet {
+        header: rtc::rtp::Header {
+            version: 2,
+            payload_type: 96,
+            sequence_number: seq,
+            timestamp: ts,
+            ..Default::default()
+        },
+        payload: Bytes::from(payload),
+    }
+}
+
+fn sent_vp8_ids(actions: &[Action]) -> Vec<(u16, u16, u8)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { packet, .. } => {
+                let ids = codec::vp8_ids(&packet.payload)?;
+                Some((packet.header.sequence_number, ids.picture_id?.0, ids.tl0?.0))
+            }
+            Action::RequestKeyframe { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn vp8_picture_ids_stay_continuous_across_a_layer_switch_and_in_retransmissions() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    f.add_track(TrackKey(2), video()).expect("test setup");
+    let mut out = Vec::new();
+    f.add_down(t0, DownKey(1), down_spec(5), Some(TrackKey(1)), &mut out).expect("test setup");
+    out.clear();
+    // The first layer's ids go out as they are (no copy needed).
+    f.on_rtp(t0, TrackKey(1), &vp8_pid(10, 0, 5000, 20, true), &mut out);
+    f.on_rtp(t0, TrackKey(1), &vp8_pid(11, 3000, 5001, 21, false), &mut out);
+    assert_eq!(sent_vp8_ids(&out), vec![(10, 5000, 20), (11, 5001, 21)]);
+    // The second layer's ids lag far behind; after the switch they follow on.
+    f.switch_at_keyframe(t0, DownKey(1), TrackKey(2), &mut out).expect("switch");
+    out.clear();
+    f.on_rtp(t0, TrackKey(2), &vp8_pid(900, 6000, 12, 3, true), &mut out);
+    f.on_rtp(t0, TrackKey(2), &vp8_pid(901, 9000, 13, 4, false), &mut out);
+    assert_eq!(sent_vp8_ids(&out), vec![(12, 5002, 22), (13, 5003, 23)]);
+    // A retransmission carries the ids its first send had.
+    out.clear();
+    f.on_nack(DownKey(1), [13], &mut out);
+    assert_eq!(sent_vp8_ids(&out), vec![(13, 5003, 23)]);
+    // Wrapping the 15-bit space.
+    f.switch_at_keyframe(t0, DownKey(1), TrackKey(1), &mut out).expect("switch");
+    out.clear();
+    f.on_rtp(t0, TrackKey(1), &vp8_pid(12, 12_000, 0x7fff, 255, true), &mut out);
+    f.on_rtp(t0, TrackKey(1), &vp8_pid(13, 15_000, 0, 0, false), &mut out);
+    assert_eq!(sent_vp8_ids(&out), vec![(14, 5004, 24), (15, 5005, 25)]);
+}

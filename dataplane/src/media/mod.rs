@@ -161,7 +161,9 @@ impl MediaHandle {
                 let w = self.place(&open.room_id);
                 self.ask(w, req).await
             }
-            NodeRequest::Patch { session_id, .. } | NodeRequest::Close { session_id } => match worker_of(session_id) {
+            NodeRequest::Patch { session_id, .. }
+            | NodeRequest::Close { session_id }
+            | NodeRequest::Prefer { session_id, .. } => match worker_of(session_id) {
                 Some(w) => self.ask(usize::from(w), req).await,
                 None => NodeReply::Error(SessionError::NotFound),
             },

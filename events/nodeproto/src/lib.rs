@@ -133,6 +133,21 @@ pub enum SessionError {
     /// session's: an ICE restart happened meanwhile. `etag` is the current one.
     #[error("the session's ICE state is {etag}, not the one the request names")]
     PreconditionFailed { etag: String },
+    /// The session's ICE cannot be restarted in place (`reason` says why);
+    /// the client opens a new session instead.
+    #[error("ICE restart not possible: {reason}")]
+    RestartUnsupported { reason: String },
+}
+
+/// The video quality a player asks for, when the publisher sends simulcast
+/// layers: `low` the smallest layer, `medium` the middle one, `high` the best.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoQuality {
+    Low,
+    Medium,
+    #[default]
+    High,
 }
 
 /// A request to a node.
@@ -187,6 +202,18 @@ pub enum NodeRequest {
         publish: bool,
         subscribe: bool,
     },
+    /// What a player wants of the video it plays (a simulcast publisher's
+    /// layers): at most `quality`, and no larger than needed for the size it
+    /// renders at (`width` × `height` pixels, when given). Answers `Preferred`.
+    Prefer {
+        session_id: MediaSessionId,
+        #[serde(default)]
+        quality: VideoQuality,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        height: Option<u32>,
+    },
     /// Whether the node is there: any answer says it is (a node older than
     /// this request answers `Error`), and NATS's "no responders" says its
     /// process or connection is gone (the control plane's fast liveness
@@ -205,6 +232,7 @@ impl NodeRequest {
             Self::Mute { .. } => "mute",
             Self::Sessions { .. } => "sessions",
             Self::Restrict { .. } => "restrict",
+            Self::Prefer { .. } => "prefer",
             Self::Ping => "ping",
         }
     }
@@ -248,6 +276,11 @@ pub enum NodeReply {
     Sessions {
         sessions: Vec<SessionInfo>,
         more: bool,
+    },
+    /// The answer to [`NodeRequest::Prefer`]: `found` when the session
+    /// exists and plays video.
+    Preferred {
+        found: bool,
     },
     /// The answer to [`NodeRequest::Ping`].
     Pong,

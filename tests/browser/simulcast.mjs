@@ -1,0 +1,123 @@
+// Simulcast through Arc with two headless Chromium pages and the SDK
+// (/sdk/arc.js): the first publishes its fake camera at 960x540 as three
+// layers (the SDK's default: 240x135, 480x270, 960x540), the second
+// receives it and asks, in turn, for the low layer, for the size of a
+// 480x270 tile, and for the best again. After each, the size of the frames
+// the receiver decodes must come to that layer's (as the publisher sends it
+// then, at least two layers live), and the picture must not
+// stop meanwhile: the node moves it at the new layer's keyframe, so the
+// longest time without a decoded frame from 1 s before the first frame of
+// the new layer to 1 s after it stays under a second. Prints one JSON line
+// (`ok`, each step's time and that gap) and exits 0, or 1 with "ok": false.
+//
+// Environment: ARC_URL, TOKENS (publisher's, receiver's), PUBLISHER (the
+// publisher's identity), TIMEOUT_MS (per step, 30000), CHROMIUM.
+import { launchChromium, open } from "./chromium.mjs";
+
+const env = (k, d) => process.env[k] ?? d;
+const base = env("ARC_URL", "http://127.0.0.1:7880");
+const [pubToken, subToken] = env("TOKENS", "").split(",");
+const publisher = env("PUBLISHER", "cam");
+const timeoutMs = Number(env("TIMEOUT_MS", "30000"));
+
+const browser = await launchChromium();
+const result = { ok: false, navigation: [], steps: [] };
+let samples = [];
+try {
+  const pages = [];
+  for (let i = 0; i < 2; i++) {
+    const context = await browser.newContext({ bypassCSP: true });
+    const page = await context.newPage();
+    await open(page, `${base}/`, result.navigation);
+    pages.push(page);
+  }
+  const [pub, sub] = pages;
+  result.capture = await pub.evaluate(async ({ base, token }) => {
+    const { Room } = await import("/sdk/arc.js");
+    const room = await Room.connect(base, token, { autoSubscribe: false });
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 960, height: 540 } });
+    await room.publishCamera(stream);
+    window.room = room;
+    const { width, height } = stream.getVideoTracks()[0].getSettings();
+    return { width, height };
+  }, { base, token: pubToken });
+  await sub.evaluate(async ({ base, token }) => {
+    const { Room } = await import("/sdk/arc.js");
+    window.room = await Room.connect(base, token, {});
+    // Every 100 ms: frames decoded and their size.
+    window.samples = [];
+    const t0 = performance.now();
+    setInterval(async () => {
+      const s = Object.values(await window.room.stats())[0];
+      if (s) window.samples.push({ t: Math.round(performance.now() - t0), frames: s.frames, width: s.width ?? 0 });
+    }, 100);
+  }, { base, token: subToken });
+
+  // The layers the publisher sends now (frames went out since the last
+  // look): a browser turns layers off when its bandwidth estimate is low and
+  // scales them down when its CPU is busy, so each step's goal is a layer
+  // as it is sent at that moment, not a fixed size.
+  let lastSent = new Map();
+  async function active() {
+    const layers = await pub.evaluate(() => window.room.sending());
+    const live = layers.filter((l) => l.width > 0 && l.frames > (lastSent.get(l.rid) ?? 0));
+    lastSent = new Map(layers.map((l) => [l.rid, l.frames]));
+    return live.sort((a, b) => a.width - b.width);
+  }
+
+  // Waits until the receiver decodes frames of the layer `goal` picks from
+  // the live ones; then the step's time and the longest time without a new
+  // decoded frame from the request until 2 s after the change.
+  async function step(name, preference, goal) {
+    const asked = await sub.evaluate(() => window.samples.at(-1)?.t ?? 0);
+    if (preference) {
+      await sub.evaluate(({ who, p }) => window.room.setPreferredQuality(who, p), { who: publisher, p: preference });
+    }
+    const started = Date.now();
+    let reached = null, sent = [];
+    while (Date.now() - started < timeoutMs) {
+      await sub.waitForTimeout(200);
+      sent = await active();
+      samples = await sub.evaluate(() => window.samples);
+      const want = goal(sent);
+      const now = samples.at(-1);
+      if (reached === null && want && now && now.t >= asked && now.width === want.width) reached = now.t;
+      if (reached !== null && samples.at(-1).t >= reached + 2000) break;
+    }
+    // Around the change: from 1 s before the first frame of the new layer
+    // to 1 s after it (the picture must go on through the switch).
+    const around = samples.filter((s) => reached !== null && s.frames > 0 && s.t >= reached - 1000 && s.t <= reached + 1000);
+    let gap = 0, last = null;
+    for (const s of around) {
+      if (last === null || s.frames > last.frames) {
+        if (last !== null) gap = Math.max(gap, s.t - last.t);
+        last = s;
+      }
+    }
+    if (last !== null && around.length) gap = Math.max(gap, around.at(-1).t - last.t);
+    const widths = [...new Set(samples.filter((s) => s.t >= asked).map((s) => s.width))];
+    const r = { name, ms: reached === null ? null : reached - asked, switch_gap_ms: gap, widths, sent: sent.map((l) => `${l.rid}:${l.width}`) };
+    result.steps.push(r);
+    return reached !== null;
+  }
+
+  const top = (live) => (live.length >= 2 ? live.at(-1) : null);
+  const ok =
+    (await step("top layer", null, top)) &&
+    (await step("low", { quality: "low" }, (live) => (live.length >= 2 ? live[0] : null))) &&
+    (await step("480x270 tile", { quality: "high", width: 480, height: 270 },
+      (live) => (live.length >= 2 ? live.find((l) => l.width >= 480 && l.height >= 270) ?? live.at(-1) : null))) &&
+    (await step("high", { quality: "high" }, top));
+  // No step may freeze the picture: a layer change happens at a keyframe
+  // of the new layer while the old one goes on.
+  const frozen = result.steps.filter((s) => s.switch_gap_ms > 1000);
+  result.ok = ok && frozen.length === 0;
+  if (!result.ok) result.samples = samples.slice(-80);
+} catch (e) {
+  result.error = String(e);
+  result.samples = samples.slice(-80);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);
