@@ -108,6 +108,7 @@ async fn a_simulcast_camera_reaches_each_player_at_the_layer_it_asks_for() {
     let videos: Vec<&Value> =
         events["events"].as_array().into_iter().flatten().filter(|e| e["data"]["kind"] == "video").collect();
     assert_eq!(videos.len(), 1, "three layers, one published video track: {videos:?}");
+    assert_eq!(videos[0]["data"]["simulcast"], true, "the track says it has layers: {videos:?}");
 }
 
 /// What the README promises: `arc-control dev` and two browser windows on

@@ -110,7 +110,7 @@ fn classify<E: std::error::Error + 'static>(e: ExecuteError<E>) -> Failure {
 /// The report a media event makes, if it is one for the log.
 fn report(ev: &MediaEvent) -> Option<NodeReport> {
     Some(match ev {
-        MediaEvent::TrackPublished { room_id, identity, sid, track, kind, codec, screen } => {
+        MediaEvent::TrackPublished { room_id, identity, sid, track, kind, codec, screen, simulcast } => {
             NodeReport::TrackPublished(NodeTrackPublished {
                 track_id: track.clone(),
                 track: TrackPublished {
@@ -128,7 +128,7 @@ fn report(ev: &MediaEvent) -> Option<NodeReport> {
                         (RtpKind::Video, true) => TrackSource::ScreenShare,
                     },
                     codec: codec.clone(),
-                    simulcast: false,
+                    simulcast: *simulcast,
                 },
             })
         }

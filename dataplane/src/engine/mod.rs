@@ -167,6 +167,8 @@ pub enum MediaEvent {
         codec: String,
         /// From a session sharing a screen.
         screen: bool,
+        /// The publisher sends simulcast layers (`a=rid`s) of it.
+        simulcast: bool,
     },
     TrackUnpublished {
         track: TrackId,
@@ -1714,6 +1716,8 @@ impl Engine {
         if self.forwarder.add_track(tk, TrackSpec { codec, audio_level_ext: ext }).is_err() {
             return;
         }
+        let simulcast =
+            self.sessions.get(&key).and_then(|s| s.inbound.get(&track_id)).is_some_and(|t| !t.rids.is_empty());
         self.track_owner.insert(tk, (key, track_id));
         let Some(s) = self.sessions.get(&key) else { return };
         let (room, identity, sid, screen) = (s.room_id.clone(), s.identity.clone(), s.sid.clone(), s.screen);
@@ -1725,6 +1729,7 @@ impl Engine {
             kind,
             codec: mime,
             screen,
+            simulcast,
         });
         tracing::info!(room = %room, %identity, ?kind, ?codec, "track published");
         // Subscribers in the room that follow the latest publisher (or this one) switch to it.
