@@ -128,6 +128,13 @@ impl Layers {
         }
     }
 
+    /// A layer known by `rid` now comes on another SSRC: it follows it.
+    pub fn rebind(&mut self, rid: &str, ssrc: u32) -> Option<usize> {
+        let i = self.layers.iter().position(|l| !rid.is_empty() && l.rid == rid)?;
+        self.layers[i].ssrc = ssrc;
+        Some(i)
+    }
+
     pub fn index_of_ssrc(&self, ssrc: u32) -> Option<usize> {
         self.layers.iter().position(|l| l.ssrc == ssrc)
     }
@@ -245,6 +252,10 @@ mod tests {
         let low = Preference { quality: VideoQuality::Low, rendered: Some((10, 10)) };
         assert_eq!(ls.choose(t1, low), Some(TrackKey(2)), "a rendered size means nothing without sizes");
         assert_eq!(ls.index_of_ssrc(2), Some(2));
+        assert_eq!(ls.rebind("r1", 77), Some(1), "a layer follows its rid to a new SSRC");
+        assert_eq!(ls.by_ssrc(77).map(|l| l.key), Some(TrackKey(2)));
+        assert_eq!(ls.rebind("", 78), None);
+        assert_eq!(ls.rebind("zz", 78), None);
         assert!(ls.by_ssrc(9).is_none());
         assert!(Layers::default().choose(t1, Preference::default()).is_none());
     }

@@ -1487,10 +1487,13 @@ impl Engine {
                     }
                     // Simulcast: each further layer of a known track.
                     RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                        if let (Some(t), Some(rid)) = (s.inbound.get_mut(&init.track_id), init.rid)
-                            && !t.rids.iter().any(|(ssrc, _)| *ssrc == init.ssrc)
-                        {
-                            t.rids.push((init.ssrc, rid));
+                        // Keyed by rid (the offer's, so bounded): a client that
+                        // moves a layer to new SSRCs over and over replaces it.
+                        if let (Some(t), Some(rid)) = (s.inbound.get_mut(&init.track_id), init.rid) {
+                            match t.rids.iter_mut().find(|(_, r)| *r == rid) {
+                                Some(entry) => entry.0 = init.ssrc,
+                                None => t.rids.push((init.ssrc, rid)),
+                            }
                         }
                     }
                     _ => {}
@@ -1555,6 +1558,15 @@ impl Engine {
                         } else if let Some(i) = t.layers.index_of_ssrc(packet.header.ssrc) {
                             let size = t.codec.and_then(|c| c.frame_size(&packet.payload));
                             t.layers.on_packet(now, i, packet.payload.len(), size);
+                            t.layers.iter().nth(i).map_or(tk, |l| l.key)
+                        } else if let Some(i) = t
+                            .rids
+                            .iter()
+                            .find(|(x, _)| *x == packet.header.ssrc)
+                            .and_then(|(_, rid)| t.layers.rebind(rid, packet.header.ssrc))
+                        {
+                            // A known layer on a new SSRC (its rid says which).
+                            t.layers.on_packet(now, i, packet.payload.len(), None);
                             t.layers.iter().nth(i).map_or(tk, |l| l.key)
                         } else {
                             let ssrc = packet.header.ssrc;
@@ -1625,7 +1637,7 @@ impl Engine {
         }
         if !new_layers.is_empty() {
             for (main, track_id, ssrc, rid) in new_layers {
-                self.add_layer(key, main, track_id, ssrc, rid);
+                self.add_layer(now, key, main, track_id, ssrc, rid);
             }
             self.select_layers(now, &mut actions);
         }
@@ -1651,12 +1663,24 @@ impl Engine {
 
     /// A further simulcast layer of published track `main` (leg `key`):
     /// its own forwarder source, with the track's codec.
-    fn add_layer(&mut self, key: Key, main: TrackKey, track_id: MediaStreamTrackId, ssrc: u32, rid: String) {
+    fn add_layer(
+        &mut self,
+        now: Instant,
+        key: Key,
+        main: TrackKey,
+        track_id: MediaStreamTrackId,
+        ssrc: u32,
+        rid: String,
+    ) {
         let Some(spec) = self.forwarder.track_spec(main) else { return };
         let lk = TrackKey(self.next_track);
         self.next_track = self.next_track.wrapping_add(1).max(1);
         if self.forwarder.add_track(lk, spec).is_err() {
             return;
+        }
+        if self.forwarder.is_muted(main) {
+            // A layer that appears while its track is muted is muted too.
+            self.forwarder.set_track_muted(now, lk, true, &mut Vec::new());
         }
         let Some(t) = self.sessions.get_mut(&key).and_then(|s| s.inbound.get_mut(&track_id)) else {
             self.forwarder.remove_track(lk);

@@ -418,6 +418,11 @@ impl Forwarder {
         self.downs.get(&down).and_then(|d| d.source)
     }
 
+    /// Whether a track is muted (by a moderator).
+    pub fn is_muted(&self, track: TrackKey) -> bool {
+        self.sources.get(&track).is_some_and(|s| s.muted)
+    }
+
     /// What a track is (its codec and audio-level extension).
     pub fn track_spec(&self, track: TrackKey) -> Option<TrackSpec> {
         self.sources.get(&track).map(|s| s.spec.clone())
