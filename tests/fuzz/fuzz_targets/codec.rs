@@ -1,13 +1,25 @@
-//! Keyframe detection of every codec the forwarder knows, and the RFC 6464
-//! audio level extension.
+//! Keyframe detection of every codec the forwarder knows, the picture size
+//! a keyframe announces (VP8 frame header, H.264 SPS), VP8 descriptor ids,
+//! and the RFC 6464 audio level extension.
 #![no_main]
 
-use arc_media::forward::codec::{Codec, audio_level};
+use arc_media::forward::codec::{Codec, audio_level, vp8_ids};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     for mime in ["video/VP8", "video/VP9", "video/H264", "video/AV1", "audio/opus", "video/unknown"] {
-        let _ = Codec::from_mime(mime).is_keyframe_start(data);
+        let codec = Codec::from_mime(mime);
+        let _ = codec.is_keyframe_start(data);
+        let _ = codec.frame_size(data);
+    }
+    if let Some(ids) = vp8_ids(data) {
+        // What it found is inside the payload.
+        if let Some((_, at, long)) = ids.picture_id {
+            assert!(at + usize::from(long) < data.len());
+        }
+        if let Some((_, at)) = ids.tl0 {
+            assert!(at < data.len());
+        }
     }
     let _ = audio_level(data);
 });
