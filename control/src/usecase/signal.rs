@@ -162,6 +162,20 @@ pub async fn open_media(
     }
 }
 
+/// The node of a socket's participant and one of its media sessions' ids,
+/// for a request about that session.
+fn placed_session<'a>(
+    joined: &'a Joined,
+    session_id: &str,
+) -> UseCaseResult<(&'a arc_events::NodeId, arc_events::MediaSessionId)> {
+    let Some(node) = &joined.node else {
+        return Err(UseCaseError::Route(crate::media::RouteError::NoNode));
+    };
+    let session_id =
+        arc_events::MediaSessionId::parse(session_id).map_err(|e| UseCaseError::invalid("session_id", e))?;
+    Ok((node, session_id))
+}
+
 /// Restarts ICE on one of the socket's media sessions with the client's
 /// new credentials; answers the node's new ones (`ufrag`, `pwd`).
 pub async fn restart_ice(
@@ -171,11 +185,7 @@ pub async fn restart_ice(
     ufrag: &str,
     pwd: &str,
 ) -> UseCaseResult<(String, String)> {
-    let Some(node) = &joined.node else {
-        return Err(UseCaseError::Route(crate::media::RouteError::NoNode));
-    };
-    let session_id =
-        arc_events::MediaSessionId::parse(session_id).map_err(|e| UseCaseError::invalid("session_id", e))?;
+    let (node, session_id) = placed_session(joined, session_id)?;
     // One credential per line: nothing else may ride into the fragment.
     if [ufrag, pwd].iter().any(|v| v.is_empty() || v.contains(['\r', '\n'])) {
         return Err(UseCaseError::invalid("ufrag", "ufrag and pwd are one ICE credential each"));
@@ -209,11 +219,7 @@ pub async fn prefer_quality(
     quality: arc_nodeproto::VideoQuality,
     rendered: Option<(u32, u32)>,
 ) -> UseCaseResult<()> {
-    let Some(node) = &joined.node else {
-        return Err(UseCaseError::Route(crate::media::RouteError::NoNode));
-    };
-    let session_id =
-        arc_events::MediaSessionId::parse(session_id).map_err(|e| UseCaseError::invalid("session_id", e))?;
+    let (node, session_id) = placed_session(joined, session_id)?;
     if rendered.is_some_and(|(w, h)| w == 0 || h == 0 || w > 16_384 || h > 16_384) {
         return Err(UseCaseError::invalid("width", "a rendered size is 1 to 16384 pixels each way"));
     }
