@@ -271,6 +271,28 @@ fn bench_arc_egress(c: &mut Criterion) -> Vec<(&'static str, String)> {
             });
         });
         done.push((profile.name(), format!("arc_egress/{}", profile.name())));
+        if profile == Profile::AeadAes128Gcm {
+            // With a player's transport-wide sequence number written into
+            // the header (send-side bandwidth estimation) and noted in its
+            // send history, as the engine does for a player that negotiated it.
+            let mut bwe = arc_media::engine::bwe::SendSide::new(std::time::Instant::now());
+            let now = std::time::Instant::now();
+            group.bench_function("SRTP_AEAD_AES_128_GCM+twcc", |b| {
+                b.iter(|| {
+                    p.header.sequence_number = seq;
+                    seq = seq.wrapping_add(1);
+                    let twcc = Some((3, bwe.next_seq()));
+                    if let Ok(true) = egress.write_with_twcc(&mut roll, &p.header, twcc, &p.payload, &mut buf) {
+                        bwe.on_sent(now, buf.len());
+                    }
+                    std::hint::black_box::<BytesMut>(buf.split());
+                });
+            });
+            done.push((
+                "SRTP_AEAD_AES_128_GCM with a transport-wide number",
+                "arc_egress/SRTP_AEAD_AES_128_GCM+twcc".into(),
+            ));
+        }
     }
     group.finish();
     done

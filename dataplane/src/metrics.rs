@@ -89,6 +89,9 @@ struct Metrics {
     bytes_out: Counter,
     nacks_answered: Counter,
     rtx_sent: Counter,
+    padding_sent: Counter,
+    bwe_probes: Counter,
+    twcc_reported: Counter,
     keyframe_requests: Counter,
     dropped: Family<ReasonLabels, Counter>,
     handed_off: Counter,
@@ -118,6 +121,11 @@ impl Metrics {
         let packets_out = counter("packets_out", "Packets forwarded to subscribers");
         let nacks_answered = counter("nacks_answered", "Retransmissions sent for subscribers' NACKs");
         let rtx_sent = counter("rtx_packets", "Of those retransmissions, the ones sent on an RTX stream (RFC 4588)");
+        let padding_sent = counter("padding_packets", "Padding-only packets sent to probe players' downlinks");
+        let bwe_probes =
+            counter("bandwidth_probes", "Probes of a player's downlink (padding, or a layer up without RTX)");
+        let twcc_reported =
+            counter("twcc_reported_packets", "Packets players' transport-wide congestion feedback reported on");
         let keyframe_requests = counter("keyframe_requests", "Keyframe requests (PLI) sent to publishers");
         let handed_off = counter("handed_off_datagrams", "Datagrams handed to the worker that owns their flow");
         let send_calls =
@@ -174,6 +182,9 @@ impl Metrics {
             bytes_out,
             nacks_answered,
             rtx_sent,
+            padding_sent,
+            bwe_probes,
+            twcc_reported,
             keyframe_requests,
             dropped,
             handed_off,
@@ -199,6 +210,9 @@ impl Metrics {
         follow(&self.bytes_out, s.bytes_out);
         follow(&self.nacks_answered, s.nacks_answered);
         follow(&self.rtx_sent, s.rtx_sent);
+        follow(&self.padding_sent, s.padding_sent);
+        follow(&self.bwe_probes, s.bwe_probes);
+        follow(&self.twcc_reported, s.twcc_reported);
         follow(&self.keyframe_requests, s.keyframe_requests);
         follow(&self.handed_off, s.handed_off);
         follow(&self.send_calls, s.send_calls);

@@ -515,6 +515,9 @@ fn clients_connect_and_media_is_forwarded() {
     // player's rtc stack opened it.
     assert_eq!(stats.srtp_rtc_legs, 0, "every leg's keys verified: {stats:?}");
     assert!(stats.srtp_own_packets >= received as u64, "{stats:?}");
+    // The player negotiated transport-wide congestion control: the egress
+    // numbered its packets and its feedback reported on them.
+    assert!(stats.twcc_reported > 100, "{stats:?}");
 }
 
 #[test]

@@ -16,6 +16,11 @@
 //! layer that sent nothing for [`LAYER_SILENT`] (the publisher paused it:
 //! its encoder's bandwidth estimate fell, or nobody watches it) is not
 //! chosen; the next one down is, or the lowest one up when none is below.
+//!
+//! A player whose downlink is estimated (`super::bwe`) gets, for each of its
+//! simulcast streams, the best of those layers that its link carries
+//! ([`allocate`]): its estimate is shared among its streams, the lowest
+//! layers first.
 
 use std::time::{Duration, Instant};
 
@@ -164,13 +169,15 @@ impl Layers {
         v
     }
 
-    /// The layer a subscriber with `pref` gets now; `None` when no layer
-    /// sends (keep what it has).
-    pub fn choose(&self, now: Instant, pref: Preference) -> Option<TrackKey> {
+    /// The layers a subscriber with `pref` may get now, from the lowest
+    /// to the best it asked for, each with its bitrate: the live layers up
+    /// to its preferred quality and rendered size; when none of those is
+    /// live, the lowest live one above. Empty when no layer sends.
+    pub fn options(&self, now: Instant, pref: Preference) -> Vec<(TrackKey, u64)> {
         let ranked = self.ranked();
         let n = ranked.len();
         if n == 0 {
-            return None;
+            return Vec::new();
         }
         let by_quality = match pref.quality {
             VideoQuality::Low => 0,
@@ -185,9 +192,76 @@ impl Layers {
             _ => n - 1,
         };
         let target = by_quality.min(by_size);
-        let below = ranked[..=target].iter().rev().find(|l| l.live(now));
-        let above = || ranked[target + 1..].iter().find(|l| l.live(now));
-        below.or_else(above).map(|l| l.key)
+        let below: Vec<(TrackKey, u64)> =
+            ranked[..=target].iter().filter(|l| l.live(now)).map(|l| (l.key, l.bitrate)).collect();
+        if !below.is_empty() {
+            return below;
+        }
+        ranked[target + 1..].iter().find(|l| l.live(now)).map(|l| vec![(l.key, l.bitrate)]).unwrap_or_default()
+    }
+
+    /// The layer a subscriber with `pref` gets now when its link is not
+    /// the limit; `None` when no layer sends (keep what it has).
+    pub fn choose(&self, now: Instant, pref: Preference) -> Option<TrackKey> {
+        self.options(now, pref).last().map(|(k, _)| *k)
+    }
+}
+
+/// A layer above the one a stream has now must fit with this much to
+/// spare (its bitrate × this), so that a stream does not climb into a layer
+/// its link carries only just (and fall back at the next congestion).
+pub const UP_HEADROOM: f64 = 1.25;
+
+/// One simulcast stream of a player, for [`allocate`].
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    /// What it may get ([`Layers::options`]), lowest first.
+    pub options: Vec<(TrackKey, u64)>,
+    /// The layer it follows now.
+    pub current: TrackKey,
+}
+
+/// What `streams` take at the best each asked for (the last option), with
+/// [`UP_HEADROOM`] on a step above the layer it has now.
+pub fn cost_of_best(streams: &[Wanted]) -> u64 {
+    streams
+        .iter()
+        .filter_map(|w| {
+            let (best, bps) = *w.options.last()?;
+            Some(if best == w.current { bps } else { (bps as f64 * UP_HEADROOM) as u64 })
+        })
+        .sum()
+}
+
+/// Shares a player's link among its simulcast streams: `budget` bits per
+/// second (its estimate less what its other streams send). Every stream
+/// gets at least its lowest option (a stream is never stopped for lack of
+/// bandwidth); then, one step at a time and in turns, each climbs to its
+/// next option while the sum fits (a step above the layer it has now must
+/// fit [`UP_HEADROOM`] times over). Returns an index into each stream's
+/// options.
+pub fn allocate(budget: u64, streams: &[Wanted]) -> Vec<usize> {
+    let mut picks = vec![0usize; streams.len()];
+    let mut spent: u64 = streams.iter().filter_map(|w| w.options.first()).map(|(_, b)| *b).sum();
+    loop {
+        let mut climbed = false;
+        for (w, pick) in streams.iter().zip(picks.iter_mut()) {
+            let (Some(&(_, now_bps)), Some(&(_, next_bps))) = (w.options.get(*pick), w.options.get(*pick + 1)) else {
+                continue;
+            };
+            let current_at = w.options.iter().position(|(k, _)| *k == w.current);
+            let up = current_at.is_some_and(|c| *pick + 1 > c);
+            let cost = if up { (next_bps as f64 * UP_HEADROOM) as u64 } else { next_bps };
+            let without = spent.saturating_sub(now_bps);
+            if without.saturating_add(cost) <= budget {
+                *pick += 1;
+                spent = without + next_bps;
+                climbed = true;
+            }
+        }
+        if !climbed {
+            return picks;
+        }
     }
 }
 
@@ -232,6 +306,32 @@ mod tests {
         assert_eq!(ls.choose(t1, low), Some(TrackKey(3)), "nothing below: the lowest one up");
         let t2 = t1 + LAYER_SILENT;
         assert_eq!(ls.choose(t2, pref), None, "nothing sends: keep what it has");
+    }
+
+    #[test]
+    fn a_link_is_shared_lowest_layers_first_then_in_turns_with_headroom_to_climb() {
+        let k = TrackKey;
+        let stream = |current: u32| Wanted {
+            options: vec![(k(1), 150_000), (k(2), 500_000), (k(3), 1_500_000)],
+            current: k(current),
+        };
+        let other = |current: u32| Wanted { options: vec![(k(11), 100_000), (k(12), 400_000)], current: k(current) };
+        // Plenty: everyone gets the best it asked for.
+        assert_eq!(allocate(10_000_000, &[stream(3), other(12)]), vec![2, 1]);
+        // Too little even for the lowest layers: the lowest anyway.
+        assert_eq!(allocate(50_000, &[stream(1), other(11)]), vec![0, 0]);
+        // 900 kb/s: both climb one step in turn (150+100 → 500+400 = 900).
+        assert_eq!(allocate(900_000, &[stream(2), other(12)]), vec![1, 1]);
+        // A step above what a stream has needs headroom: 500 kb/s × 1.25 does
+        // not fit in 600 kb/s when it has the lowest layer now...
+        assert_eq!(allocate(600_000, &[stream(1)]), vec![0]);
+        // ...but keeping the layer it has needs none.
+        assert_eq!(allocate(600_000, &[stream(2)]), vec![1]);
+        // A layer the stream has now that no longer fits is left.
+        assert_eq!(allocate(1_000_000, &[stream(3)]), vec![1]);
+        assert!(allocate(1, &[]).is_empty());
+        assert_eq!(cost_of_best(&[stream(3), other(11)]), 1_500_000 + 500_000);
+        assert_eq!(allocate(1_000_000, &[Wanted { options: vec![], current: k(1) }]), vec![0]);
     }
 
     #[test]

@@ -74,6 +74,7 @@ use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState}
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
@@ -83,6 +84,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use crate::forward::{Action, Codec, DownKey, DownSpec, ForwardConfig, Forwarder, RtxStream, TrackKey, TrackSpec};
 
+pub mod bwe;
 pub mod demux;
 pub mod layers;
 pub mod offer;
@@ -112,6 +114,17 @@ const EGRESS_BUFFER_BYTES: usize = 1 << 20;
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 /// How often sessions are checked for those timeouts.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a bandwidth probe's padding goes out, and at most how many
+/// packets of it a leg at a time ([`Engine::pad`]).
+pub const PADDING_INTERVAL: Duration = Duration::from_millis(10);
+pub const PADDING_BURST: u64 = 16;
+/// About what one padding packet takes on the wire (RTP header with the
+/// transport-wide number, the padding, SRTP's tag).
+const PADDING_WIRE_BYTES: u64 = crate::forward::PADDING_BYTES as u64 + 36;
+/// The share of a player's downlink estimate its media may take (the rest:
+/// RTP and SRTP overhead the layers' payload bitrates do not count, RTCP,
+/// retransmissions).
+pub const BWE_SHARE: f64 = 0.85;
 /// How often each participant's connection quality is evaluated.
 pub const LINK_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// A participant's unchanged connection quality is told again this often.
@@ -264,6 +277,12 @@ pub struct MediaStats {
     pub nacks_answered: u64,
     /// Of the NACKs answered, those answered on an RTX stream (RFC 4588).
     pub rtx_sent: u64,
+    /// Padding packets sent to probe players' downlinks ([`bwe`]).
+    pub padding_sent: u64,
+    /// Bandwidth probes started ([`bwe::SendSide::probe`]).
+    pub bwe_probes: u64,
+    /// Packets players' transport-wide feedback reported on ([`bwe`]).
+    pub twcc_reported: u64,
     pub keyframe_requests: u64,
     /// Frames dropped because an ICE-TCP connection could not keep up (counted by the driver).
     pub dropped_tcp: u64,
@@ -309,6 +328,9 @@ impl MediaStats {
         self.dropped_dtls_repeat += o.dropped_dtls_repeat;
         self.nacks_answered += o.nacks_answered;
         self.rtx_sent += o.rtx_sent;
+        self.padding_sent += o.padding_sent;
+        self.bwe_probes += o.bwe_probes;
+        self.twcc_reported += o.twcc_reported;
         self.keyframe_requests += o.keyframe_requests;
         self.dropped_tcp += o.dropped_tcp;
         self.dropped_send += o.dropped_send;
@@ -410,6 +432,10 @@ pub struct Engine {
     egress_buf: BytesMut,
     /// The forwarder's action buffer, kept between drains.
     spare_actions: Vec<Action>,
+    /// Player legs whose bandwidth probe pads now ([`bwe`]), and when
+    /// padding is sent next.
+    probing: Vec<Key>,
+    next_padding: Option<Instant>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -500,6 +526,8 @@ impl Engine {
             started: now,
             egress_buf: BytesMut::with_capacity(EGRESS_BUFFER_BYTES),
             spare_actions: Vec::new(),
+            probing: Vec::new(),
+            next_padding: None,
         })
     }
 
@@ -523,6 +551,7 @@ impl Engine {
         s.bytes_out = f.bytes_out;
         s.nacks_answered = f.nacks_answered;
         s.rtx_sent = f.rtx_sent;
+        s.padding_sent = f.padding_sent;
         s.keyframe_requests = f.keyframe_requests;
         s.lost_in = self.forwarder.lost_in();
         s
@@ -748,6 +777,9 @@ impl Engine {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             self.housekeeping(now);
         }
+        if self.next_padding.is_some_and(|t| now >= t) {
+            self.pad(now);
+        }
         self.flush(now);
     }
 
@@ -789,7 +821,8 @@ impl Engine {
     /// When [`Self::handle_timeout`] is due next.
     pub fn poll_timeout(&self) -> Instant {
         let timer = self.timers.peek().map(|Reverse((t, _))| *t);
-        timer.map_or(self.next_housekeeping, |t| t.min(self.next_housekeeping))
+        let next = timer.map_or(self.next_housekeeping, |t| t.min(self.next_housekeeping));
+        self.next_padding.map_or(next, |p| p.min(next))
     }
 
     // ---- internals -----------------------------------------------------
@@ -1001,11 +1034,14 @@ impl Engine {
                     ssrc,
                     pts: Vec::new(),
                     audio_level_ext: None,
+                    twcc_ext: None,
                     rtx_ssrc: None,
                     roll: Rollover::default(),
                     rtx_roll: Rollover::default(),
                     pref: layers::Preference::default(),
                     sent: SentCounters::default(),
+                    bitrate: 0,
+                    octets_at_sample: 0,
                 });
             }
         }
@@ -1057,15 +1093,20 @@ impl Engine {
                     .and_then(|e| e.rtp_coding_parameters.rtx.as_ref())
                     .map(|r| r.ssrc)
                     .filter(|_| out.pts.iter().any(|(_, _, rtx)| rtx.is_some()));
-                out.audio_level_ext = params
-                    .rtp_parameters
-                    .header_extensions
-                    .iter()
-                    .find(|h| h.uri == rtc::sdp::extmap::AUDIO_LEVEL_URI)
-                    .and_then(|h| u8::try_from(h.id).ok());
+                let ext_id = |uri: &str| {
+                    params
+                        .rtp_parameters
+                        .header_extensions
+                        .iter()
+                        .find(|h| h.uri == uri)
+                        .and_then(|h| u8::try_from(h.id).ok())
+                };
+                out.audio_level_ext = ext_id(rtc::sdp::extmap::AUDIO_LEVEL_URI);
+                out.twcc_ext = ext_id(rtc::sdp::extmap::TRANSPORT_CC_URI);
             }
         }
         outbound.retain(|o| !o.pts.is_empty());
+        let bwe = outbound.iter().any(|o| o.twcc_ext.is_some()).then(|| bwe::SendSide::new(now));
         let session = Session {
             id: id.clone(),
             room_id: req.room_id.clone(),
@@ -1092,6 +1133,7 @@ impl Engine {
             link: quality::LinkWindow::default(),
             egress: None,
             keyframe_on_nomination: false,
+            bwe,
         };
         self.sessions.insert(key, Box::new(session));
         self.routes.push_back(RouteChange::Ufrag { ufrag: ufrag.clone(), owned: true });
@@ -1298,10 +1340,15 @@ impl Engine {
     fn housekeeping(&mut self, now: Instant) {
         self.sender_reports(now);
         let mut simulcast = false;
+        let seconds = HOUSEKEEPING_INTERVAL.as_secs_f64();
         for s in self.sessions.values_mut() {
             for t in s.inbound.values_mut().filter(|t| t.layers.len() > 1) {
                 t.layers.sample(now);
                 simulcast = true;
+            }
+            for o in &mut s.outbound {
+                o.bitrate = (f64::from(o.sent.octets.wrapping_sub(o.octets_at_sample)) * 8.0 / seconds) as u64;
+                o.octets_at_sample = o.sent.octets;
             }
         }
         if simulcast {
@@ -1591,6 +1638,13 @@ impl Engine {
                                 let lost: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
                                 s.link.nacked += lost.len() as u64;
                                 (nack.media_ssrc, Feedback::Nack(lost))
+                            } else if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
+                                if let Some(b) = s.bwe.as_mut() {
+                                    let before = b.reported().0;
+                                    b.on_feedback(now, cc);
+                                    self.stats.twcc_reported += b.reported().0 - before;
+                                }
+                                continue;
                             } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                                 // How the subscriber receives what this node sends it.
                                 for block in &rr.reports {
@@ -1691,34 +1745,113 @@ impl Engine {
         self.track_owner.insert(lk, (key, track_id));
     }
 
+    /// Sends the padding that player legs' bandwidth probes owe now
+    /// ([`bwe::SendSide::padding_owed`]): padding-only packets on one of
+    /// their video streams' RTX streams, at most [`PADDING_BURST`] a leg
+    /// each [`PADDING_INTERVAL`], for as long as a probe pads.
+    fn pad(&mut self, now: Instant) {
+        let mut actions = std::mem::take(&mut self.spare_actions);
+        let sessions = &self.sessions;
+        self.probing.retain(|k| sessions.get(k).and_then(|s| s.bwe.as_ref()).is_some_and(|b| b.padding(now)));
+        for key in &self.probing {
+            let Some(s) = self.sessions.get(key) else { continue };
+            let owed = s.bwe.as_ref().map_or(0, |b| b.padding_owed(now));
+            let down = s
+                .outbound
+                .iter()
+                .find(|o| {
+                    o.kind == RtpKind::Video && o.rtx_ssrc.is_some() && self.forwarder.source_of(o.down).is_some()
+                })
+                .map(|o| o.down);
+            let Some(down) = down else { continue };
+            let n = (owed / PADDING_WIRE_BYTES).min(PADDING_BURST);
+            for _ in 0..n {
+                if !self.forwarder.padding(down, &mut actions) {
+                    break;
+                }
+            }
+        }
+        self.next_padding = (!self.probing.is_empty()).then(|| now + PADDING_INTERVAL);
+        self.apply(now, actions);
+    }
+
     /// Moves every player of a simulcast track to the layer it should get
-    /// now ([`layers::Layers::choose`]), at that layer's next keyframe.
+    /// now, at that layer's next keyframe: the best it asked for
+    /// ([`layers::Layers::options`]), within its downlink estimate when it
+    /// has one ([`layers::allocate`]: the estimate, less what its other
+    /// streams send, shared among its simulcast streams).
     fn select_layers(&mut self, now: Instant, actions: &mut Vec<Action>) {
         let mut moves: Vec<(DownKey, TrackKey)> = Vec::new();
-        for s in self.sessions.values() {
-            for o in s.outbound.iter().filter(|o| o.kind == RtpKind::Video) {
-                let Some(current) = self.forwarder.source_of(o.down) else { continue };
-                let Some(t) = self
-                    .track_owner
-                    .get(&current)
-                    .and_then(|(k, tid)| self.sessions.get(k).and_then(|p| p.inbound.get(tid)))
-                else {
-                    continue;
-                };
-                if t.layers.len() < 2 {
-                    continue;
+        let mut streams: Vec<(DownKey, layers::Wanted)> = Vec::new();
+        let keys: Vec<Key> = self.sessions.keys().copied().collect();
+        for key in keys {
+            let Some(s) = self.sessions.get(&key) else { continue };
+            streams.clear();
+            let mut others: u64 = 0;
+            for o in &s.outbound {
+                let layered = (o.kind == RtpKind::Video).then(|| self.forwarder.source_of(o.down)).flatten().and_then(
+                    |current| {
+                        let (k, tid) = self.track_owner.get(&current)?;
+                        let t = self.sessions.get(k)?.inbound.get(tid)?;
+                        (t.layers.len() >= 2).then_some((current, t))
+                    },
+                );
+                match layered {
+                    Some((current, t)) => {
+                        let options = t.layers.options(now, o.pref);
+                        if !options.is_empty() {
+                            streams.push((o.down, layers::Wanted { options, current }));
+                        }
+                    }
+                    None => others = others.saturating_add(o.bitrate),
                 }
-                let Some(target) = t.layers.choose(now, o.pref) else { continue };
-                let pending = self.forwarder.pending_of(o.down);
-                if target != current || pending.is_some() {
-                    moves.push((o.down, target));
+            }
+            if streams.is_empty() {
+                continue;
+            }
+            let wanted: Vec<layers::Wanted> = streams.iter().map(|(_, w)| w.clone()).collect();
+            let share = |e: u64| (((e as f64) * BWE_SHARE) as u64).saturating_sub(others);
+            // Padding goes on a video stream's RTX stream (`Forwarder::padding`).
+            let paddable = s.outbound.iter().any(|o| o.kind == RtpKind::Video && o.rtx_ssrc.is_some());
+            let mut picks: Option<Vec<usize>> = None;
+            if let Some(b) = self.sessions.get_mut(&key).and_then(|s| s.bwe.as_mut()) {
+                b.tick(now);
+                if let Some(e) = b.estimate() {
+                    let mut p = layers::allocate(share(e), &wanted);
+                    if p.iter().zip(&wanted).any(|(i, w)| i + 1 < w.options.len()) {
+                        // Held below what it asked for: probe when calm (`bwe`).
+                        let best = layers::cost_of_best(&wanted);
+                        let need = (best.saturating_add(others) as f64 / BWE_SHARE) as u64;
+                        let kind = if paddable { bwe::ProbeKind::Padding } else { bwe::ProbeKind::Switch };
+                        if b.probe(now, need, kind) {
+                            self.stats.bwe_probes += 1;
+                            tracing::debug!(session = key, estimate = e, need, ?kind, "bandwidth probe");
+                            match kind {
+                                bwe::ProbeKind::Padding => {
+                                    self.probing.push(key);
+                                    self.next_padding = Some(now);
+                                }
+                                bwe::ProbeKind::Switch => {
+                                    p = layers::allocate(share(b.estimate().unwrap_or(e)), &wanted)
+                                }
+                            }
+                        }
+                    }
+                    picks = Some(p);
+                }
+            }
+            let picks = picks.unwrap_or_else(|| wanted.iter().map(|w| w.options.len() - 1).collect());
+            for ((down, w), pick) in streams.iter().zip(picks) {
+                let Some(&(target, _)) = w.options.get(pick) else { continue };
+                if target != w.current || self.forwarder.pending_of(*down).is_some() {
+                    if self.forwarder.pending_of(*down) != Some(target) && target != w.current {
+                        tracing::debug!(down = ?down, from = ?w.current, to = ?target, "simulcast layer change");
+                    }
+                    moves.push((*down, target));
                 }
             }
         }
         for (down, target) in moves {
-            if self.forwarder.pending_of(down) != Some(target) {
-                tracing::debug!(?down, from = ?self.forwarder.source_of(down), to = ?target, "simulcast layer change");
-            }
             let _ = self.forwarder.switch_at_keyframe(now, down, target, actions);
         }
     }
@@ -1893,10 +2026,16 @@ impl Engine {
                         // Arc's own egress: written and protected in place.
                         let Some(to) = s.remote else { continue };
                         let roll = if rtx { &mut out.rtx_roll } else { &mut out.roll };
-                        match egress.write(roll, &packet.header, &packet.payload, &mut self.egress_buf) {
-                            Ok(()) => {
+                        // A transport-wide number for the player's estimate.
+                        let twcc = out.twcc_ext.zip(s.bwe.as_ref().map(|b| b.next_seq()));
+                        match egress.write_with_twcc(roll, &packet.header, twcc, &packet.payload, &mut self.egress_buf)
+                        {
+                            Ok(tagged) => {
                                 self.stats.srtp_own_packets += 1;
                                 let payload = self.egress_buf.split();
+                                if tagged && let Some(b) = s.bwe.as_mut() {
+                                    b.on_sent(now, payload.len());
+                                }
                                 self.outbox.push_back(Transmit { to: to.0, transport: to.1, payload });
                             }
                             Err(e) => tracing::trace!(session = %s.id, error = %e, "SRTP egress"),

@@ -10,6 +10,8 @@
 //! answers NACKs from its shared cache), with TWCC feedback for publishers and
 //! PLI/FIR/NACK marked for the application. Players get RTX when they offer
 //! it (their NACKs are answered on the RTX stream); publishers do not.
+//! Players negotiate transport-wide congestion control: the node numbers
+//! what it sends them and estimates their downlink (`super::bwe`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -31,6 +33,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -124,8 +127,9 @@ pub fn codec_names() -> Vec<String> {
     names
 }
 
-/// Marks inbound PLI, FIR and NACK for the application; the rest of the
-/// inbound RTCP (reports, TWCC) stays with the interceptors.
+/// Marks inbound PLI, FIR, NACK, receiver reports and (a player's) TWCC
+/// feedback for the application; the rest of the inbound RTCP stays with
+/// the interceptors.
 ///
 /// It also puts a primary stream first in a compound RTCP packet that a
 /// subscriber leads with its RTX stream: `rtc` routes a compound by the
@@ -184,6 +188,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverFeedback {
                     || any.is::<FullIntraRequest>()
                     || any.is::<TransportLayerNack>()
                     || any.is::<ReceiverReport>()
+                    || any.is::<TransportLayerCc>()
             });
             if wanted {
                 msg.message.add(Attribute::DeliverToApplication);
@@ -306,6 +311,18 @@ pub fn build(
             .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
             .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
         registry = configure_twcc_receiver_only(registry, &mut media_engine)?;
+    } else {
+        // Send-side bandwidth estimation (`super::bwe`): the player numbers
+        // nothing itself; Arc's egress writes the transport-wide numbers and
+        // the engine reads the player's feedback.
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+            media_engine.register_feedback(RTCPFeedback { typ: "transport-cc".into(), parameter: String::new() }, kind);
+            media_engine.register_header_extension(
+                RTCRtpHeaderExtensionCapability { uri: rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned() },
+                kind,
+                None,
+            )?;
+        }
     }
     RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().with_certificates(vec![certificate.clone()]).build())

@@ -62,6 +62,9 @@ pub(crate) struct OutTrack {
     /// subscriber paired with it (RFC 4588 `apt`), if any.
     pub(crate) pts: Vec<(Codec, u8, Option<u8>)>,
     pub(crate) audio_level_ext: Option<u8>,
+    /// The player's id for the transport-wide sequence number extension
+    /// (send-side bandwidth estimation, `super::bwe`), if negotiated.
+    pub(crate) twcc_ext: Option<u8>,
     /// The stream's RTX SSRC, if the subscriber negotiated RTX.
     pub(crate) rtx_ssrc: Option<u32>,
     /// Sender state when Arc protects the leg's media itself: the SRTP
@@ -72,6 +75,10 @@ pub(crate) struct OutTrack {
     pub(crate) sent: SentCounters,
     /// Which simulcast layer the player wants (video; see [`super::layers`]).
     pub(crate) pref: super::layers::Preference,
+    /// What it sent over the last housekeeping interval (bits per second),
+    /// and its payload octet count when that was measured.
+    pub(crate) bitrate: u64,
+    pub(crate) octets_at_sample: u32,
 }
 
 /// What an outgoing stream has sent (for its RTCP sender reports).
@@ -135,6 +142,9 @@ pub(crate) struct Session {
     /// credentials, its video streams ask their sources for a keyframe (what
     /// it lost while its path was down cannot be repaired).
     pub(crate) keyframe_on_nomination: bool,
+    /// A player's send history and downlink estimate, when it negotiated
+    /// transport-wide congestion control (`super::bwe`).
+    pub(crate) bwe: Option<super::bwe::SendSide>,
 }
 
 impl std::fmt::Debug for Session {

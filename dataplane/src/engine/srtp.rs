@@ -241,18 +241,37 @@ impl SrtpEgress {
         payload: &[u8],
         buf: &mut BytesMut,
     ) -> Result<(), EgressError> {
+        self.write_with_twcc(roll, header, None, payload, buf).map(|_| ())
+    }
+
+    /// [`Self::write`], with a transport-wide sequence number `(extension
+    /// id, number)` added to the header's extensions (one-byte form, RFC
+    /// 8285), written in the buffer (no allocation). Returns whether the
+    /// number went in: not when the header uses the two-byte form or the id
+    /// is not a one-byte one (1–14).
+    pub fn write_with_twcc(
+        &mut self,
+        roll: &mut Rollover,
+        header: &rtc::rtp::Header,
+        twcc: Option<(u8, u16)>,
+        payload: &[u8],
+        buf: &mut BytesMut,
+    ) -> Result<bool, EgressError> {
         use rtc::shared::marshal::{Marshal, MarshalSize};
         let start = buf.len();
         let header_len = header.marshal_size();
         if header_len > HEADER_BYTES_MAX {
             return Err(EgressError::Packet(format!("a header of {header_len} bytes")));
         }
-        buf.reserve(header_len + payload.len() + self.profile.overhead());
+        buf.reserve(header_len + 8 + payload.len() + self.profile.overhead());
         buf.resize(start + header_len, 0);
         if let Err(e) = header.marshal_to(&mut buf[start..]) {
             buf.truncate(start);
             return Err(EgressError::Packet(e.to_string()));
         }
+        let tagged =
+            twcc.is_some_and(|(id, seq)| append_one_byte_extension(buf, start, header, id, &seq.to_be_bytes()));
+        let header_len = buf.len() - start;
         buf.extend_from_slice(payload);
         let seq = header.sequence_number;
         let roc = roll.roc_for(seq);
@@ -260,7 +279,7 @@ impl SrtpEgress {
         if result.is_err() {
             buf.truncate(start);
         }
-        result
+        result.map(|()| tagged)
     }
 
     /// Protects the packet at `buf[start..]` (header up to `payload_at`).
@@ -305,6 +324,46 @@ impl SrtpEgress {
         }
         Ok(())
     }
+}
+
+/// Adds one element (`id`, `data`: 1–16 bytes) to the RTP header just
+/// marshalled at `buf[start..]` from `header` (the end of `buf`): into its
+/// one-byte extension block (RFC 8285 §4.2), or a new block when it had
+/// none. Returns false, leaving `buf` as it was, for a two-byte block or an
+/// id outside 1–14.
+fn append_one_byte_extension(buf: &mut BytesMut, start: usize, header: &rtc::rtp::Header, id: u8, data: &[u8]) -> bool {
+    const ONE_BYTE_PROFILE: u16 = 0xBEDE;
+    if !(1..=14).contains(&id) || data.is_empty() || data.len() > 16 {
+        return false;
+    }
+    let fixed = start + 12 + 4 * header.csrc.len();
+    let element = (id << 4) | (data.len() as u8 - 1);
+    if !header.extension {
+        buf[start] |= 0x10;
+        buf.extend_from_slice(&ONE_BYTE_PROFILE.to_be_bytes());
+        let words = (1 + data.len()).div_ceil(4);
+        buf.extend_from_slice(&(words as u16).to_be_bytes());
+        buf.extend_from_slice(&[element]);
+        buf.extend_from_slice(data);
+        buf.resize(fixed + 4 + 4 * words, 0);
+        return true;
+    }
+    if header.extension_profile != ONE_BYTE_PROFILE || buf.len() < fixed + 4 {
+        return false;
+    }
+    // The block's elements, then its padding: the padding goes, the new
+    // element follows the last one, and the block is padded again.
+    let used = fixed + 4 + header.get_extension_payload_len();
+    if used > buf.len() {
+        return false;
+    }
+    buf.truncate(used);
+    buf.extend_from_slice(&[element]);
+    buf.extend_from_slice(data);
+    let words = (buf.len() - fixed - 4).div_ceil(4);
+    buf.resize(fixed + 4 + 4 * words, 0);
+    buf[fixed + 2..fixed + 4].copy_from_slice(&(words as u16).to_be_bytes());
+    true
 }
 
 enum Seen {
@@ -553,6 +612,51 @@ mod tests {
             let mut reference = Context::new(&key, &salt, reference_profile, None, None, p.crypto()).expect("ctx");
             // 65535 → 0 rolls over; 65534 after that is a retransmission from the roll before.
             round_trip(&mut egress, &mut reference, &[65_530, 65_531, 65_535, 0, 1, 65_534, 2, 3]);
+        }
+    }
+
+    #[test]
+    fn a_transport_wide_number_joins_the_header_with_or_without_other_extensions() {
+        let p = provider();
+        let (profile, reference_profile, key_len) = PROFILES[0];
+        let (key, salt) = keys(key_len, profile.salt_len(), 5);
+        let mut egress = SrtpEgress::from_master(p.crypto(), profile, &key, &salt).expect("keys");
+        let mut reference = Context::new(&key, &salt, reference_profile, None, None, p.crypto()).expect("ctx");
+        let mut roll = Rollover::default();
+        let mut buf = BytesMut::new();
+        let payload = [7u8; 300];
+        // seq 10: an audio level (id 1) already; 11: no extension; 12 with CSRCs.
+        for seq in [10u16, 11, 12] {
+            let mut h = header(seq, 0x0bad_cafe);
+            if seq == 12 {
+                h.csrc = vec![1, 2];
+            }
+            let tagged =
+                egress.write_with_twcc(&mut roll, &h, Some((3, 60_000 + seq)), &payload, &mut buf).expect("protect");
+            assert!(tagged);
+            let wire = buf.split();
+            let plain = reference.decrypt_rtp(&wire).expect("rtc opens it");
+            let (got, body) = split_packet(&plain);
+            assert_eq!(body, &payload[..], "payload intact (seq {seq})");
+            assert_eq!(got.get_extension(3).as_deref(), Some(&(60_000 + seq).to_be_bytes()[..]));
+            assert_eq!(got.get_extension(1).as_deref(), h.get_extension(1).as_deref(), "the level kept");
+            assert_eq!(got.csrc, h.csrc);
+            assert_eq!((got.sequence_number, got.timestamp, got.marker), (seq, h.timestamp, h.marker));
+        }
+        // Ids a one-byte block cannot carry, and a two-byte block: untagged, still sent.
+        for (seq, id, two_byte) in [(21u16, 0u8, false), (23, 15, false), (25, 3, true)] {
+            let mut h = header(seq, 0x0bad_cafe);
+            if two_byte {
+                h.extension = true;
+                h.extension_profile = 0x1000;
+                h.extensions =
+                    vec![rtc::rtp::header::Extension { id: 20, payload: bytes::Bytes::from_static(&[1, 2]) }];
+            }
+            let tagged = egress.write_with_twcc(&mut roll, &h, Some((id, 1)), &payload, &mut buf).expect("protect");
+            assert!(!tagged);
+            let wire = buf.split();
+            let plain = reference.decrypt_rtp(&wire).expect("rtc opens it");
+            assert_eq!(split_packet(&plain).1, &payload[..]);
         }
     }
 

@@ -128,6 +128,8 @@ pub struct ForwardStats {
     pub nacks_missed: u64,
     /// Of the NACKs answered, those answered on an RTX stream.
     pub rtx_sent: u64,
+    /// Padding packets sent for bandwidth probes.
+    pub padding_sent: u64,
     pub keyframe_requests: u64,
 }
 
@@ -818,6 +820,29 @@ impl Forwarder {
         }
     }
 
+    /// A padding-only packet (RFC 3550 §5.1: [`PADDING_BYTES`] bytes, all
+    /// padding) on `down`'s RTX stream, for a bandwidth probe: the player
+    /// discards it, and its transport-wide feedback tells how the path
+    /// carried it. Only for a down that negotiated RTX and sent media (a
+    /// padding packet on the media stream would take sequence numbers the
+    /// player expects media on); returns whether one went into `out`.
+    pub fn padding(&mut self, down: DownKey, out: &mut Vec<Action>) -> bool {
+        let Some(d) = self.downs.get_mut(&down) else { return false };
+        let Some((stream, payload_type)) = d.spec.rtx.zip(d.rtx_payload_type) else { return false };
+        if !d.munger.started || d.paused {
+            return false;
+        }
+        let seq = d.rtx_seq;
+        d.rtx_seq = d.rtx_seq.wrapping_add(1);
+        let spec = DownSpec { ssrc: stream.ssrc, payload_type, audio_level_ext: None, rtx: None };
+        let mut packet =
+            rewrite(false, Vec::new(), bytes::Bytes::from_static(&PADDING), &spec, seq, d.munger.last_out_ts, None);
+        packet.header.padding = true;
+        out.push(Action::Send { down, packet });
+        self.stats.padding_sent += 1;
+        true
+    }
+
     /// Ends every track's voice-activity interval: the tracks that spoke in
     /// it and how loud (0..=1), into `out` (in no particular order).
     pub fn take_speech(&mut self, out: &mut Vec<(TrackKey, f32)>) {
@@ -859,6 +884,15 @@ impl Forwarder {
 
 /// A subscriber's packet. Everything that varies comes from the arguments,
 /// so a retransmission from the cache and the first send agree byte for byte.
+/// Bytes of one padding packet ([`Forwarder::padding`]): the most RTP
+/// padding can say (its last byte counts the padding, itself included).
+pub const PADDING_BYTES: usize = 255;
+static PADDING: [u8; PADDING_BYTES] = {
+    let mut p = [0u8; PADDING_BYTES];
+    p[PADDING_BYTES - 1] = PADDING_BYTES as u8;
+    p
+};
+
 fn rewrite(
     marker: bool,
     csrc: Vec<u32>,

@@ -201,6 +201,46 @@ fn with_rtx_a_nack_is_answered_on_the_rtx_stream_with_the_original_sequence_numb
 }
 
 #[test]
+fn padding_goes_on_the_rtx_stream_only_once_media_went_out() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), video()).expect("test setup");
+    let mut out = Vec::new();
+    let spec = DownSpec { rtx: Some(RtxStream { ssrc: 0x5151, first_seq: 9 }), ..down_spec(7) };
+    f.add_down(t0, DownKey(1), spec, Some(TrackKey(1)), &mut out).expect("test setup");
+    f.set_payload_type(DownKey(1), 100, Some(101));
+    assert!(!f.padding(DownKey(1), &mut out), "nothing sent yet");
+    f.on_rtp(t0, TrackKey(1), &pkt(100, 5000, VP8_KEY), &mut out);
+    out.clear();
+    assert!(f.padding(DownKey(1), &mut out));
+    assert!(f.padding(DownKey(1), &mut out));
+    let padded: Vec<&Packet> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { packet, .. } => Some(packet),
+            Action::RequestKeyframe { .. } => None,
+        })
+        .collect();
+    assert_eq!(padded.len(), 2);
+    for (p, seq) in padded.iter().zip([9u16, 10]) {
+        assert_eq!((p.header.ssrc, p.header.payload_type, p.header.sequence_number), (0x5151, 101, seq));
+        assert!(p.header.padding && !p.header.marker);
+        assert_eq!(p.header.timestamp, 5000, "the stream's last timestamp");
+        assert_eq!(p.payload.len(), PADDING_BYTES);
+        assert_eq!(p.payload.last().copied(), Some(PADDING_BYTES as u8), "the last byte counts the padding");
+    }
+    assert_eq!(f.stats().padding_sent, 2);
+    // The media stream's numbering is untouched; a NACK after it goes on.
+    out.clear();
+    f.on_rtp(t0, TrackKey(1), &pkt(101, 5000, VP8_CONT), &mut out);
+    assert_eq!(sends(&out), vec![(DownKey(1), 101, 5000)]);
+    // No RTX, no padding; nor for an unknown stream.
+    f.disable_rtx(DownKey(1));
+    assert!(!f.padding(DownKey(1), &mut out));
+    assert!(!f.padding(DownKey(9), &mut out));
+}
+
+#[test]
 fn cache_is_bounded() {
     let t0 = Instant::now();
     let cache = CacheConfig { packets: 16, history: Duration::ZERO, min_bytes: 4096, max_bytes: 4096 };
