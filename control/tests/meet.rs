@@ -111,6 +111,70 @@ async fn a_simulcast_camera_reaches_each_player_at_the_layer_it_asks_for() {
     assert_eq!(videos[0]["data"]["simulcast"], true, "the track says it has layers: {videos:?}");
 }
 
+/// Per-player bandwidth estimation: a simulcast publisher and a player in a
+/// network namespace whose downlink the test narrows to 400 kb/s (`tc
+/// tbf`, 300 ms of queue) once the player decodes the top layer
+/// (`tests/browser/bwe.mjs`). The node's estimate of the player's link
+/// (its transport-wide congestion control feedback) falls, and the player
+/// gets a lower layer without its picture stopping; when the limit is
+/// lifted it climbs back to the top layer (probes by switching up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulcast_player_behind_a_narrow_downlink_gets_a_lower_layer_and_climbs_back_when_it_widens() {
+    let ns = common::Netns::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("{}:0", ns.host_ip);
+    let server = common::start_with(
+        &Mode::Embedded { data_dir: dir.path().to_path_buf() },
+        &["--listen", &listen, "--media-udp", "0.0.0.0:0", "--media-announce", &ns.host_ip],
+    );
+    let base = server.base.clone();
+    let app = create_app(&base, ADMIN_KEY, "narrow").await;
+    let grants = json!({"join": true, "publish": true, "subscribe": true});
+    let cam = mint_token(&base, &app, "cam", "narrow", grants.clone()).await;
+    let viewer = mint_token(&base, &app, "viewer", "narrow", grants).await;
+    let mut node_js = ns
+        .command("node")
+        .arg("bwe.mjs")
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser"))
+        .env("ARC_URL", &base)
+        .env("TOKENS", format!("{cam},{viewer}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run node tests/browser/bwe.mjs in the namespace");
+    let mut stdin = node_js.stdin.take().expect("stdin");
+    let mut last = String::new();
+    for line in BufReader::new(node_js.stdout.take().expect("stdout")).lines().map_while(Result::ok) {
+        if line.contains("\"phase\":\"limit\"") {
+            ns.limit_downlink("400kbit", 300);
+            let _ = stdin.write_all(b"limited\n");
+        } else if line.contains("\"phase\":\"lift\"") {
+            ns.lift_downlink_limit();
+            let _ = stdin.write_all(b"lifted\n");
+        }
+        last = line;
+    }
+    let _ = node_js.wait();
+    eprintln!("narrow downlink: {last}");
+    let r: Value = serde_json::from_str(&last).unwrap_or_else(|_| json!({"ok": false, "raw": last}));
+    let metrics = reqwest::Client::new()
+        .get(format!("{base}/media/metrics"))
+        .header("accept", common::OPENMETRICS_ACCEPT)
+        .send()
+        .await
+        .expect("metrics");
+    let samples = common::openmetrics_samples(&metrics.text().await.expect("text"));
+    let probes = samples.get("arc_media_bandwidth_probes_total").copied().unwrap_or(0.0);
+    let padding = samples.get("arc_media_padding_packets_total").copied().unwrap_or(0.0);
+    eprintln!("node: {probes} bandwidth probes, {padding} padding packets");
+    assert_eq!(r["ok"], true, "a lower layer behind the narrow link without a freeze, the top one after: {r}");
+    assert!(
+        probes >= 1.0 && padding > 0.0,
+        "it climbed back by probing with padding: {probes} probes, {padding} padding"
+    );
+}
+
 /// What the README promises: `arc-control dev` and two browser windows on
 /// the printed `/meet` address, a room and a name typed, no token minted by
 /// hand (the page gets development tokens), make a meeting. `serve` mints

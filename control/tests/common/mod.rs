@@ -423,6 +423,9 @@ pub struct Netns {
     pub name: String,
     pub host_ip: String,
     pub client_ip: String,
+    /// The host's end of the veth pair (what reaches the namespace leaves
+    /// the host through it).
+    pub host_if: String,
 }
 
 impl Netns {
@@ -433,12 +436,13 @@ impl Netns {
         let block = (std::process::id().wrapping_mul(7).wrapping_add(n)) % 16_384;
         let (third, fourth) = (block / 64, (block % 64) * 4);
         let tag = format!("{:x}", std::process::id() * 16 + n);
+        let (host_if, client_if) = (format!("ah{tag}"), format!("ac{tag}"));
         let ns = Self {
             name: format!("arc-test-{tag}"),
             host_ip: format!("10.77.{third}.{}", fourth + 1),
             client_ip: format!("10.77.{third}.{}", fourth + 2),
+            host_if: host_if.clone(),
         };
-        let (host_if, client_if) = (format!("ah{tag}"), format!("ac{tag}"));
         let sh = |args: &[&str]| {
             let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("run {args:?}: {e}"));
             assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -473,6 +477,37 @@ impl Netns {
         });
         let out = out.expect("run nft (is nftables installed?)");
         assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Limits what reaches the namespace (the host's end of the veth sends
+    /// it) to `rate` (`tc` units, e.g. `700kbit`) with a token bucket
+    /// (`tbf`; the kernel here has no netem): a narrow downlink. What waits
+    /// longer than `latency_ms` in its queue is dropped. Called again, it
+    /// replaces the limit.
+    pub fn limit_downlink(&self, rate: &str, latency_ms: u32) {
+        let latency = format!("{latency_ms}ms");
+        let args = [
+            "qdisc",
+            "replace",
+            "dev",
+            &self.host_if,
+            "root",
+            "tbf",
+            "rate",
+            rate,
+            "burst",
+            "20kb",
+            "latency",
+            &latency,
+        ];
+        let out = Command::new("tc").args(args).output().expect("run tc (iproute2)");
+        assert!(out.status.success(), "tc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Lifts [`Self::limit_downlink`]'s limit.
+    pub fn lift_downlink_limit(&self) {
+        let out = Command::new("tc").args(["qdisc", "del", "dev", &self.host_if, "root"]).output().expect("run tc");
+        assert!(out.status.success(), "tc qdisc del: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// A command that runs inside the namespace.
