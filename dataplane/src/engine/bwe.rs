@@ -31,9 +31,12 @@
 //! - A player with RTX is probed with padding ([`ProbeKind::Padding`]): for
 //!   [`PROBE_PADDING`] the engine adds padding-only packets on its RTX
 //!   stream ([`SendSide::padding_owed`]) until it sends at the target; if no
-//!   congestion answers by [`PROBE_JUDGE`] after that, the estimate becomes
-//!   the target and its streams move up. The media is not touched: a
-//!   probe that fails only delays packets for a moment.
+//!   congestion answers by [`PROBE_JUDGE`] after that, in feedback that
+//!   reports past the padding (a late feedback from a busy player is not
+//!   taken for calm; none within another [`PROBE_JUDGE`]: no result), the
+//!   estimate becomes the target and its streams move up. The media is not touched: a
+//!   probe that fails delays packets for a moment, and the estimate goes
+//!   back to where it started (the padding filled the link, not the media).
 //! - A player without RTX (padding needs a stream of its own) is probed by
 //!   switching up ([`ProbeKind::Switch`]): the estimate becomes the target
 //!   at once, and congestion brings it down again if the link cannot carry
@@ -92,9 +95,15 @@ pub enum ProbeKind {
 struct Probe {
     kind: ProbeKind,
     target: u64,
+    /// The estimate when it started.
+    from: u64,
     started: Instant,
     /// Bytes sent while it pads (media and padding).
     sent: u64,
+    /// The first number sent after its padding: a padding probe is judged
+    /// only once feedback reported that far (a late feedback, from a busy
+    /// receiver, is not taken for calm).
+    after: Option<u16>,
 }
 
 impl Probe {
@@ -263,6 +272,8 @@ pub struct SendSide {
     lost: u64,
     trend: Trendline,
     last_decrease: Option<Instant>,
+    /// The newest number feedback reported on (arrived or not).
+    reported_through: Option<u16>,
 }
 
 impl std::fmt::Debug for SendSide {
@@ -283,7 +294,7 @@ impl SendSide {
             sent: vec![Sent::default(); HISTORY].into_boxed_slice(),
             id: 0,
             gcc: Gcc::new(INITIAL_BPS, MIN_BPS, MAX_BPS),
-            reports: Vec::with_capacity(256),
+            reports: Vec::with_capacity(64),
             feedback_seen: false,
             congested: false,
             acked_bps: None,
@@ -298,6 +309,7 @@ impl SendSide {
             lost: 0,
             trend: Trendline::default(),
             last_decrease: None,
+            reported_through: None,
         }
     }
 
@@ -315,10 +327,12 @@ impl SendSide {
     pub fn on_sent(&mut self, now: Instant, size: usize) {
         let seq = self.next_seq;
         self.next_seq = seq.wrapping_add(1);
-        if let Some(p) = self.probe.as_mut()
-            && now < p.pads_until()
-        {
-            p.sent += size as u64;
+        if let Some(p) = self.probe.as_mut() {
+            if now < p.pads_until() {
+                p.sent += size as u64;
+            } else if p.after.is_none() {
+                p.after = Some(seq);
+            }
         }
         let size = u16::try_from(size).unwrap_or(u16::MAX).max(1);
         self.sent[usize::from(seq) % HISTORY] = Sent { at_us: self.micros(now), seq, size };
@@ -360,6 +374,12 @@ impl SendSide {
             return;
         }
         self.feedback_seen = true;
+        if let Some(last) = self.reports.last() {
+            let newer = self.reported_through.is_none_or(|r| (last.twcc_sequence_number.wrapping_sub(r) as i16) > 0);
+            if newer {
+                self.reported_through = Some(last.twcc_sequence_number);
+            }
+        }
         self.reported += self.reports.len() as u64;
         self.lost += self.reports.iter().filter(|r| !r.arrived).count() as u64;
         self.acked_bytes += self.reports.iter().filter(|r| r.arrived).map(|r| r.size as u64).sum::<u64>();
@@ -389,8 +409,14 @@ impl SendSide {
             // Congestion: a probe it answers failed; the calm starts again.
             self.congested = true;
             self.proven = None;
-            if self.probe.take().is_some() {
+            if let Some(p) = self.probe.take() {
                 self.probe_wait = (self.probe_wait * 2).min(PROBE_WAIT_MAX);
+                if p.kind == ProbeKind::Padding && self.gcc.target_bitrate() < p.from as f64 {
+                    // The padding filled the link, not the media: what the
+                    // media took before the probe still fits (without this a
+                    // failed probe sent a player a layer down for seconds).
+                    self.gcc = Gcc::new(p.from as f64, MIN_BPS, MAX_BPS);
+                }
             }
             self.next_probe = now + self.probe_wait;
         }
@@ -402,6 +428,31 @@ impl SendSide {
     pub fn tick(&mut self, now: Instant) {
         if let Some(p) = self.probe
             && now >= p.judged_at()
+        {
+            let reported = match (p.kind, p.after, self.reported_through) {
+                (ProbeKind::Switch, _, _) => true,
+                (ProbeKind::Padding, Some(after), Some(through)) => (through.wrapping_sub(after) as i16) >= 0,
+                _ => false,
+            };
+            if !reported {
+                if now >= p.judged_at() + PROBE_JUDGE {
+                    // No feedback on it in time: no result; try again later.
+                    self.probe = None;
+                    self.probe_wait = (self.probe_wait * 2).min(PROBE_WAIT_MAX);
+                    self.next_probe = now + self.probe_wait;
+                }
+            } else {
+                self.held(now, p);
+            }
+        }
+        if self.proven.is_some_and(|(_, until)| now >= until) {
+            self.proven = None;
+        }
+    }
+
+    /// Probe `p` held: the estimate becomes its target (a padding probe's;
+    /// a switch probe's already is) for long enough to move up to it.
+    fn held(&mut self, now: Instant, p: Probe) {
         {
             self.probe = None;
             self.probe_wait = PROBE_WAIT_MIN;
@@ -417,9 +468,6 @@ impl SendSide {
                 ProbeKind::Switch => p.target,
             };
             self.proven = Some((proven, now + PROVEN_FOR));
-        }
-        if self.proven.is_some_and(|(_, until)| now >= until) {
-            self.proven = None;
         }
     }
 
@@ -453,7 +501,7 @@ impl SendSide {
         if kind == ProbeKind::Switch {
             self.gcc = Gcc::new(target as f64, MIN_BPS, MAX_BPS);
         }
-        self.probe = Some(Probe { kind, target, started: now, sent: 0 });
+        self.probe = Some(Probe { kind, target, from: estimate, started: now, sent: 0, after: None });
         self.next_probe = now + self.probe_wait;
         self.probes += 1;
         true
@@ -495,9 +543,9 @@ mod tests {
     };
     use std::time::Duration;
 
-    /// Feedback that every number from `base` (count `n`) arrived,
-    /// `spacing_us` apart, the first `first_us` after the reference time.
-    fn all_arrived(base: u16, n: u16, first_us: i64, spacing_us: i64) -> TransportLayerCc {
+    /// Feedback on the `n` numbers from `base`, all `symbol` (received or
+    /// not), with `deltas` (µs) for the received.
+    fn feedback(base: u16, n: u16, symbol: SymbolTypeTcc, deltas: Vec<i64>) -> TransportLayerCc {
         TransportLayerCc {
             sender_ssrc: 1,
             media_ssrc: 2,
@@ -507,47 +555,25 @@ mod tests {
             fb_pkt_count: 0,
             packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
                 type_tcc: StatusChunkTypeTcc::RunLengthChunk,
-                packet_status_symbol: SymbolTypeTcc::PacketReceivedSmallDelta,
+                packet_status_symbol: symbol,
                 run_length: n,
             })],
-            recv_deltas: (0..n)
-                .map(|i| RecvDelta {
-                    type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                    delta: if i == 0 { first_us } else { spacing_us },
-                })
+            recv_deltas: deltas
+                .into_iter()
+                .map(|delta| RecvDelta { type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta, delta })
                 .collect(),
         }
     }
 
-    fn lost(base: u16, n: u16) -> TransportLayerCc {
-        TransportLayerCc {
-            sender_ssrc: 1,
-            media_ssrc: 2,
-            base_sequence_number: base,
-            packet_status_count: n,
-            reference_time: 0,
-            fb_pkt_count: 0,
-            packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
-                type_tcc: StatusChunkTypeTcc::RunLengthChunk,
-                packet_status_symbol: SymbolTypeTcc::PacketNotReceived,
-                run_length: n,
-            })],
-            recv_deltas: vec![],
-        }
+    /// Feedback that every number from `base` (count `n`) arrived,
+    /// `spacing_us` apart, the first `first_us` after the reference time.
+    fn all_arrived(base: u16, n: u16, first_us: i64, spacing_us: i64) -> TransportLayerCc {
+        let deltas = (0..n).map(|i| if i == 0 { first_us } else { spacing_us }).collect();
+        feedback(base, n, SymbolTypeTcc::PacketReceivedSmallDelta, deltas)
     }
 
-    #[test]
-    fn no_feedback_no_estimate_and_numbers_count_up_and_wrap() {
-        let now = Instant::now();
-        let mut s = SendSide::new(now);
-        s.next_seq = u16::MAX;
-        s.on_sent(now, 1200);
-        assert_eq!(s.next_seq(), 0);
-        assert_eq!(s.estimate(), None);
-        // Feedback on what was never sent changes nothing.
-        s.on_feedback(now, &all_arrived(500, 10, 0, 1000));
-        assert_eq!(s.estimate(), None);
-        assert_eq!(s.reported(), (0, 0));
+    fn lost(base: u16, n: u16) -> TransportLayerCc {
+        feedback(base, n, SymbolTypeTcc::PacketNotReceived, Vec::new())
     }
 
     /// A first-in first-out link that passes a packet every `link_us` µs
@@ -697,13 +723,56 @@ mod tests {
         let padded_until = calm + PROBE_PADDING.as_millis() as u64;
         assert!(!s.padding(ms(padded_until)));
         assert_eq!(s.padding_owed(ms(padded_until)), 0);
-        // Nothing answered by the judging time: the estimate is the target
-        // (what it sent), for as long as the streams need to move up.
-        s.tick(ms(padded_until + PROBE_JUDGE.as_millis() as u64));
+        // Judged only once feedback reported past its padding.
+        let judged = padded_until + PROBE_JUDGE.as_millis() as u64;
+        let after = s.next_seq();
+        s.on_sent(ms(padded_until), 1000);
+        s.tick(ms(judged));
+        assert!(s.probe.is_some(), "no feedback on it yet");
+        s.on_feedback(ms(judged), &all_arrived(after, 1, 0, 0));
+        // Nothing answered it: the estimate is the target (what it sent),
+        // for as long as the streams need to move up.
+        s.tick(ms(judged));
         let raised = s.estimate().expect("estimate");
         assert!(raised.abs_diff(low * 2) <= low / 20, "{raised} vs {}", low * 2);
-        s.tick(ms(padded_until + PROBE_JUDGE.as_millis() as u64 + PROVEN_FOR.as_millis() as u64));
+        s.tick(ms(judged + PROVEN_FOR.as_millis() as u64));
         assert!(s.estimate().expect("estimate") < low * 2, "nothing used it: held to what arrives again");
+
+        // A probe no feedback reports on gives no result, and the next waits longer.
+        let next = judged + PROVEN_FOR.as_millis() as u64 + PROBE_WAIT_MIN.as_millis() as u64;
+        assert!(s.probe(ms(next), 10_000_000, ProbeKind::Padding));
+        let before = s.estimate();
+        s.on_sent(ms(next + PROBE_PADDING.as_millis() as u64), 1000);
+        s.tick(ms(next + (PROBE_PADDING + PROBE_JUDGE * 2).as_millis() as u64));
+        assert!(s.probe.is_none());
+        assert_eq!(s.estimate(), before);
+        assert_eq!(s.probe_wait, PROBE_WAIT_MIN * 2);
+    }
+
+    #[test]
+    fn a_padding_probe_that_congestion_answers_leaves_the_estimate_it_started_from() {
+        let t0 = Instant::now();
+        let mut s = SendSide::new(t0);
+        let ms = |n| t0 + Duration::from_millis(n);
+        // A 4.8 Mb/s link: overfilled at 9.6 Mb/s for 1 s (congestion),
+        // then 2.4 Mb/s for 7 s (the queue drains: calm), then a probe.
+        let mut link = Link::new(t0, 2000);
+        link.run(&mut s, 0, 1000);
+        link.every_ms = 4;
+        link.run(&mut s, 1000, 8000);
+        let from = s.estimate().expect("an estimate");
+        assert!(s.probe(ms(8000), 20_000_000, ProbeKind::Padding));
+        // Padding while the probe lasts, the media alone after.
+        for t in (8000..10_000).step_by(100) {
+            link.every_ms = if s.padding(ms(t)) { 1 } else { 4 };
+            link.run(&mut s, t, t + 100);
+        }
+        assert!(s.probe.is_none(), "the probe failed");
+        assert_eq!(s.probe_wait, PROBE_WAIT_MIN * 2);
+        let after = s.estimate().expect("estimate");
+        // (Without going back to where it started, the decrease took it to
+        // 0.85 × what arrived before the probe: 2.0 Mb/s from 3.6.)
+        assert!(after as f64 >= from as f64 * 0.9, "back to about where it started: {after} vs {from}");
     }
 
     #[test]

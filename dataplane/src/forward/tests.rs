@@ -33,6 +33,17 @@ fn sends(actions: &[Action]) -> Vec<(DownKey, u16, u32)> {
         .collect()
 }
 
+/// The packets `actions` send.
+fn packets(actions: &[Action]) -> Vec<&Packet> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { packet, .. } => Some(packet),
+            Action::RequestKeyframe { .. } => None,
+        })
+        .collect()
+}
+
 fn keyframe_requests(actions: &[Action]) -> usize {
     actions.iter().filter(|a| matches!(a, Action::RequestKeyframe { .. })).count()
 }
@@ -164,13 +175,7 @@ fn with_rtx_a_nack_is_answered_on_the_rtx_stream_with_the_original_sequence_numb
     }
     out.clear();
     f.on_nack(DownKey(1), [103, 100], &mut out);
-    let rtx: Vec<&Packet> = out
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send { packet, .. } => Some(packet),
-            Action::RequestKeyframe { .. } => None,
-        })
-        .collect();
+    let rtx = packets(&out);
     assert_eq!(rtx.len(), 2);
     // Own SSRC, payload type and numbering (from the random first, wrapping).
     assert!(rtx.iter().all(|p| p.header.ssrc == 0x5151 && p.header.payload_type == 101));
@@ -214,13 +219,7 @@ fn padding_goes_on_the_rtx_stream_only_once_media_went_out() {
     out.clear();
     assert!(f.padding(DownKey(1), &mut out));
     assert!(f.padding(DownKey(1), &mut out));
-    let padded: Vec<&Packet> = out
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send { packet, .. } => Some(packet),
-            Action::RequestKeyframe { .. } => None,
-        })
-        .collect();
+    let padded = packets(&out);
     assert_eq!(padded.len(), 2);
     for (p, seq) in padded.iter().zip([9u16, 10]) {
         assert_eq!((p.header.ssrc, p.header.payload_type, p.header.sequence_number), (0x5151, 101, seq));
