@@ -111,33 +111,32 @@ async fn a_simulcast_camera_reaches_each_player_at_the_layer_it_asks_for() {
     assert_eq!(videos[0]["data"]["simulcast"], true, "the track says it has layers: {videos:?}");
 }
 
-/// Per-player bandwidth estimation: a simulcast publisher and a player in a
-/// network namespace whose downlink the test narrows to 400 kb/s (`tc
+/// Per-player bandwidth estimation: a simulcast publisher (its browser on
+/// this machine's network) and a player (its browser in a network
+/// namespace) whose downlink the test narrows to 400 kb/s (`tc
 /// tbf`, 300 ms of queue) once the player decodes the top layer
 /// (`tests/browser/bwe.mjs`). The node's estimate of the player's link
 /// (its transport-wide congestion control feedback) falls, and the player
 /// gets a lower layer without its picture stopping; when the limit is
-/// lifted it climbs back to the top layer (probes by switching up).
+/// lifted it climbs back to the top layer (the node probes the link with
+/// padding on the player's RTX stream before moving it up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulcast_player_behind_a_narrow_downlink_gets_a_lower_layer_and_climbs_back_when_it_widens() {
     let ns = common::Netns::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let listen = format!("{}:0", ns.host_ip);
-    let server = common::start_with(
-        &Mode::Embedded { data_dir: dir.path().to_path_buf() },
-        &["--listen", &listen, "--media-udp", "0.0.0.0:0", "--media-announce", &ns.host_ip],
-    );
+    let server = start_for_namespace(&ns, dir.path());
     let base = server.base.clone();
     let app = create_app(&base, ADMIN_KEY, "narrow").await;
     let grants = json!({"join": true, "publish": true, "subscribe": true});
     let cam = mint_token(&base, &app, "cam", "narrow", grants.clone()).await;
     let viewer = mint_token(&base, &app, "viewer", "narrow", grants).await;
-    let mut node_js = ns
-        .command("node")
+    // The player's browser runs in the namespace, the publisher's outside it.
+    let mut node_js = Command::new("node")
         .arg("bwe.mjs")
         .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser"))
         .env("ARC_URL", &base)
         .env("TOKENS", format!("{cam},{viewer}"))
+        .env("NETNS", &ns.name)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -305,6 +304,16 @@ async fn a_meeting_relayed_through_turn() {
     assert_eq!(r["relayed"], true, "{r}");
 }
 
+/// arc-control (embedded, its data in `dir`) listening and announcing its
+/// media on the host's end of `ns`'s veth, the address the namespace reaches.
+fn start_for_namespace(ns: &common::Netns, dir: &std::path::Path) -> common::Server {
+    let listen = format!("{}:0", ns.host_ip);
+    common::start_with(
+        &Mode::Embedded { data_dir: dir.to_path_buf() },
+        &["--listen", &listen, "--media-udp", "0.0.0.0:0", "--media-announce", &ns.host_ip],
+    )
+}
+
 /// The local ports of what is open in a network namespace (`ss`): `-uanH`
 /// UDP sockets, `-tanH` TCP connections (`except`: those to that port).
 fn ports_in(ns: &common::Netns, ss: &str, except: Option<u16>) -> Vec<u16> {
@@ -334,11 +343,7 @@ fn ports_in(ns: &common::Netns, ss: &str, except: Option<u16>) -> Vec<u16> {
 async fn a_meeting_whose_media_paths_break_restarts_ice_and_keeps_everyone() {
     let ns = common::Netns::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let listen = format!("{}:0", ns.host_ip);
-    let server = common::start_with(
-        &Mode::Embedded { data_dir: dir.path().to_path_buf() },
-        &["--listen", &listen, "--media-udp", "0.0.0.0:0", "--media-announce", &ns.host_ip],
-    );
+    let server = start_for_namespace(&ns, dir.path());
     let base = server.base.clone();
     let app = create_app(&base, ADMIN_KEY, "breaks").await;
     let grants = json!({"join": true, "publish": true, "subscribe": true, "publish_data": true});

@@ -1,8 +1,11 @@
 // A simulcast player behind a narrow downlink, with two headless Chromium
-// pages and the SDK (/sdk/arc.js), run inside a network namespace whose
-// downlink the test limits (`tc tbf` on the host's end of its veth): the
-// first page publishes its fake camera at 960x540 as three layers, the
-// second receives it.
+// browsers and the SDK (/sdk/arc.js): the publisher's runs here, the
+// player's in a network namespace (NETNS) whose downlink the test limits
+// (`tc tbf` on the host's end of its veth). The publisher sends its fake
+// camera at 960x540 as three layers; the player receives it. (Both pages in
+// the namespace, the limit also delayed and dropped what the node sends
+// the publisher — keyframe requests, consent checks — and a CI run saw the
+// publisher's connection restart and its track replaced.)
 //
 // 1. Unlimited, the receiver decodes the top layer (as the publisher sends
 //    it then). The script prints {"phase":"limit"} and waits for a line on
@@ -17,10 +20,12 @@
 // Prints one JSON line (`ok`, each phase's time and what it saw) and exits
 // 0, or 1 with "ok": false.
 //
-// Environment: ARC_URL, TOKENS (publisher's, receiver's), PUBLISHER (the
-// publisher's identity), TIMEOUT_MS (per phase, 60000), CHROMIUM.
+// Environment: ARC_URL, TOKENS (publisher's, receiver's), NETNS (the
+// player's namespace; none: both here), TIMEOUT_MS (per phase, 60000),
+// CHROMIUM.
 import readline from "node:readline";
-import { launchChromium, open } from "./chromium.mjs";
+import { launchChromium } from "./chromium.mjs";
+import { simulcastPair } from "./simulcast_pair.mjs";
 
 const env = (k, d) => process.env[k] ?? d;
 const base = env("ARC_URL", "http://127.0.0.1:7880");
@@ -29,47 +34,14 @@ const timeoutMs = Number(env("TIMEOUT_MS", "60000"));
 const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 const told = async () => (await lines.next()).value;
 
-const browser = await launchChromium();
+const pubBrowser = await launchChromium();
+const subBrowser = process.env.NETNS ? await launchChromium({ netns: process.env.NETNS }) : pubBrowser;
 const result = { ok: false, navigation: [], phases: [] };
 let samples = [];
 try {
-  const pages = [];
-  for (let i = 0; i < 2; i++) {
-    const context = await browser.newContext({ bypassCSP: true });
-    const page = await context.newPage();
-    await open(page, `${base}/`, result.navigation);
-    pages.push(page);
-  }
-  const [pub, sub] = pages;
-  result.capture = await pub.evaluate(async ({ base, token }) => {
-    const { Room } = await import("/sdk/arc.js");
-    const room = await Room.connect(base, token, { autoSubscribe: false });
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 960, height: 540 } });
-    await room.publishCamera(stream);
-    window.room = room;
-    const { width, height } = stream.getVideoTracks()[0].getSettings();
-    return { width, height };
-  }, { base, token: pubToken });
-  await sub.evaluate(async ({ base, token }) => {
-    const { Room } = await import("/sdk/arc.js");
-    window.room = await Room.connect(base, token, {});
-    // Every 100 ms: frames decoded and their size.
-    window.samples = [];
-    const t0 = performance.now();
-    setInterval(async () => {
-      const s = Object.values(await window.room.stats())[0];
-      if (s) window.samples.push({ t: Math.round(performance.now() - t0), frames: s.frames, width: s.width ?? 0 });
-    }, 100);
-  }, { base, token: subToken });
-
-  // The layers the publisher sends now (frames went out since the last look).
-  let lastSent = new Map();
-  async function active() {
-    const layers = await pub.evaluate(() => window.room.sending());
-    const live = layers.filter((l) => l.width > 0 && l.frames > (lastSent.get(l.rid) ?? 0));
-    lastSent = new Map(layers.map((l) => [l.rid, l.frames]));
-    return live.sort((a, b) => a.width - b.width);
-  }
+  const browsers = [pubBrowser, subBrowser];
+  const { sub, capture, active } = await simulcastPair(browsers, base, pubToken, subToken, result.navigation);
+  result.capture = capture;
   const now = async () => sub.evaluate(() => window.samples.at(-1)?.t ?? 0);
 
   // Polls every 200 ms until `done(live layers, newest sample)` says so;
@@ -140,7 +112,8 @@ try {
   result.error = String(e);
   result.samples = samples.slice(-80);
 } finally {
-  await browser.close();
+  await subBrowser.close();
+  if (subBrowser !== pubBrowser) await pubBrowser.close();
 }
 console.log(JSON.stringify(result));
 process.exit(result.ok ? 0 : 1);

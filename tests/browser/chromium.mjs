@@ -2,9 +2,32 @@
 // permission prompts: how every browser test of Arc starts it
 // (CHROMIUM names another binary). `audioFile`: a WAV file the fake
 // microphone plays in a loop (else Chromium's own, a short beep a second).
+// `netns`: a network namespace (a test's, see control/tests/common's
+// `Netns`) to run this browser in while the script and its other browsers
+// stay outside (through a wrapper: `ip netns exec`, which needs root).
 import { chromium } from "playwright-core";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
-export function launchChromium({ audioFile } = {}) {
+export async function launchChromium({ audioFile, netns } = {}) {
+  const binary = process.env.CHROMIUM ?? "/usr/bin/chromium";
+  if (netns) {
+    if (!/^[A-Za-z0-9_.-]+$/.test(netns)) throw new Error(`not a namespace name: ${netns}`);
+    const dir = mkdtempSync(join(tmpdir(), "arc-chromium-"));
+    const wrapper = join(dir, "chromium");
+    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${netns} "${binary}" "$@"\n`);
+    chmodSync(wrapper, 0o755);
+    try {
+      return await launch(wrapper, audioFile);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return launch(binary, audioFile);
+}
+
+function launch(executablePath, audioFile) {
   const audio = audioFile ? [`--use-file-for-fake-audio-capture=${audioFile}`] : [];
   // Camera and microphone need a secure context: loopback is one, an
   // arc-control on another address of this machine (a test's network
@@ -13,7 +36,7 @@ export function launchChromium({ audioFile } = {}) {
   const secure = base && base.protocol === "http:" && !["127.0.0.1", "localhost", "[::1]"].includes(base.hostname)
     ? [`--unsafely-treat-insecure-origin-as-secure=${base.origin}`] : [];
   return chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    executablePath,
     headless: true,
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

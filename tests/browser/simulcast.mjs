@@ -12,7 +12,8 @@
 //
 // Environment: ARC_URL, TOKENS (publisher's, receiver's), PUBLISHER (the
 // publisher's identity), TIMEOUT_MS (per step, 30000), CHROMIUM.
-import { launchChromium, open } from "./chromium.mjs";
+import { launchChromium } from "./chromium.mjs";
+import { simulcastPair } from "./simulcast_pair.mjs";
 
 const env = (k, d) => process.env[k] ?? d;
 const base = env("ARC_URL", "http://127.0.0.1:7880");
@@ -24,46 +25,8 @@ const browser = await launchChromium();
 const result = { ok: false, navigation: [], steps: [] };
 let samples = [];
 try {
-  const pages = [];
-  for (let i = 0; i < 2; i++) {
-    const context = await browser.newContext({ bypassCSP: true });
-    const page = await context.newPage();
-    await open(page, `${base}/`, result.navigation);
-    pages.push(page);
-  }
-  const [pub, sub] = pages;
-  result.capture = await pub.evaluate(async ({ base, token }) => {
-    const { Room } = await import("/sdk/arc.js");
-    const room = await Room.connect(base, token, { autoSubscribe: false });
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 960, height: 540 } });
-    await room.publishCamera(stream);
-    window.room = room;
-    const { width, height } = stream.getVideoTracks()[0].getSettings();
-    return { width, height };
-  }, { base, token: pubToken });
-  await sub.evaluate(async ({ base, token }) => {
-    const { Room } = await import("/sdk/arc.js");
-    window.room = await Room.connect(base, token, {});
-    // Every 100 ms: frames decoded and their size.
-    window.samples = [];
-    const t0 = performance.now();
-    setInterval(async () => {
-      const s = Object.values(await window.room.stats())[0];
-      if (s) window.samples.push({ t: Math.round(performance.now() - t0), frames: s.frames, width: s.width ?? 0 });
-    }, 100);
-  }, { base, token: subToken });
-
-  // The layers the publisher sends now (frames went out since the last
-  // look): a browser turns layers off when its bandwidth estimate is low and
-  // scales them down when its CPU is busy, so each step's goal is a layer
-  // as it is sent at that moment, not a fixed size.
-  let lastSent = new Map();
-  async function active() {
-    const layers = await pub.evaluate(() => window.room.sending());
-    const live = layers.filter((l) => l.width > 0 && l.frames > (lastSent.get(l.rid) ?? 0));
-    lastSent = new Map(layers.map((l) => [l.rid, l.frames]));
-    return live.sort((a, b) => a.width - b.width);
-  }
+  const { sub, capture, active } = await simulcastPair(browser, base, pubToken, subToken, result.navigation);
+  result.capture = capture;
 
   // Waits until the receiver decodes frames of the layer `goal` picks from
   // the live ones; then the step's time and the longest time without a new
