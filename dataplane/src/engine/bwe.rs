@@ -422,9 +422,10 @@ impl SendSide {
         }
     }
 
-    /// Ends a probe that congestion did not answer in time: the estimate
-    /// becomes its target (a padding probe's; a switch probe's already is).
-    /// Called every few hundred ms.
+    /// Ends a probe that congestion did not answer in time ([`Self::held`];
+    /// a padding probe only once feedback reported past its padding, and
+    /// with no result when none did [`PROBE_JUDGE`] later), and a held
+    /// probe's hold on the estimate. Called every few hundred ms.
     pub fn tick(&mut self, now: Instant) {
         if let Some(p) = self.probe
             && now >= p.judged_at()
@@ -453,22 +454,20 @@ impl SendSide {
     /// Probe `p` held: the estimate becomes its target (a padding probe's;
     /// a switch probe's already is) for long enough to move up to it.
     fn held(&mut self, now: Instant, p: Probe) {
-        {
-            self.probe = None;
-            self.probe_wait = PROBE_WAIT_MIN;
-            self.next_probe = now + PROBE_WAIT_MIN;
-            let proven = match p.kind {
-                // What it really sent (padding may fall short of the target).
-                ProbeKind::Padding => {
-                    let sent = (p.sent as f64 * 8.0 / PROBE_PADDING.as_secs_f64()) as u64;
-                    let proven = p.target.min(sent.max(self.estimate().unwrap_or(0)));
-                    self.gcc = Gcc::new(proven as f64, MIN_BPS, MAX_BPS);
-                    proven
-                }
-                ProbeKind::Switch => p.target,
-            };
-            self.proven = Some((proven, now + PROVEN_FOR));
-        }
+        self.probe = None;
+        self.probe_wait = PROBE_WAIT_MIN;
+        self.next_probe = now + PROBE_WAIT_MIN;
+        let proven = match p.kind {
+            // What it really sent (padding may fall short of the target).
+            ProbeKind::Padding => {
+                let sent = (p.sent as f64 * 8.0 / PROBE_PADDING.as_secs_f64()) as u64;
+                let proven = p.target.min(sent.max(self.estimate().unwrap_or(0)));
+                self.gcc = Gcc::new(proven as f64, MIN_BPS, MAX_BPS);
+                proven
+            }
+            ProbeKind::Switch => p.target,
+        };
+        self.proven = Some((proven, now + PROVEN_FOR));
     }
 
     /// The estimate (bits per second), once the player's feedback came.
