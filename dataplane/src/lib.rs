@@ -11,7 +11,9 @@
 //! - [`engine`]: the node's engine (sans-IO): sessions and their `rtc` peer
 //!   connections, tracks, subscriptions, the forwarder between them, and the
 //!   SRTP egress it does itself; bytes and time in, datagrams and events out;
-//!   connection quality from subscribers' receiver reports (`engine::quality`).
+//!   connection quality from subscribers' receiver reports (`engine::quality`);
+//!   each player's downlink estimate and the simulcast layers that fit in it
+//!   (`engine::bwe`, `engine::layers`).
 //! - [`media`]: the driver around the engines: N worker threads, each with
 //!   its engine and its `SO_REUSEPORT` socket on the media port (batched
 //!   I/O), ICE-TCP, the clock, the request routing ([`media::MediaHandle`])

@@ -47,9 +47,9 @@ use std::time::{Duration, Instant};
 use rtc::interceptor::{ArrivalGroupAccumulator, BandwidthEstimator, Gcc, PacketReport, convert_twcc};
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 
-/// Packets remembered (at 1,000 packets/s, 2 s of sending; feedback comes
-/// every 50–100 ms). 8 bytes each.
-pub const HISTORY: usize = 2048;
+/// Packets remembered (at 1,000 packets/s, 1 s of sending; feedback comes
+/// every 50–100 ms). 8 bytes each: 8 KiB per player leg.
+pub const HISTORY: usize = 1024;
 /// Where an estimate starts (bits per second).
 pub const INITIAL_BPS: f64 = 4_000_000.0;
 /// The lowest estimate.

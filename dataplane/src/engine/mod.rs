@@ -44,7 +44,12 @@
 //! - [`session`]: one leg's state (peer connection, published and played tracks).
 //! - [`offer`]: an SDP offer split into transports, answers merged (pure).
 //! - [`peer`]: how a leg's `rtc` peer connection is configured.
-//! - [`layers`]: simulcast layers of a track and the one each player gets (pure).
+//! - [`layers`]: simulcast layers of a track and the one each player gets,
+//!   within its downlink estimate (pure).
+//! - [`bwe`]: a player's send-side bandwidth estimate from its transport-wide
+//!   congestion feedback, and when to probe its link (pure).
+//! - [`quality`]: histograms, receiver-report arithmetic and connection
+//!   quality (pure).
 //! - [`demux`]: packet classes, STUN USERNAME, USE-CANDIDATE and MESSAGE-INTEGRITY.
 //! - [`trickle`]: trickle ICE fragments, ICE-restart offers and answers (pure).
 //! - [`srtp`]: Arc's own SRTP egress (keys from each leg's `KeyCapture`,
