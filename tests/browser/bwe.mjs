@@ -25,7 +25,7 @@
 // CHROMIUM.
 import readline from "node:readline";
 import { launchChromium } from "./chromium.mjs";
-import { simulcastPair } from "./simulcast_pair.mjs";
+import { longestGap, simulcastPair } from "./simulcast_pair.mjs";
 
 const env = (k, d) => process.env[k] ?? d;
 const base = env("ARC_URL", "http://127.0.0.1:7880");
@@ -85,15 +85,7 @@ try {
   await sub.waitForTimeout(10_000);
   samples = await sub.evaluate(() => window.samples);
   const watched = samples.filter((s) => s.t >= at && s.t <= at + 10_000);
-  let gap = 0;
-  let last = null;
-  for (const s of watched) {
-    if (last === null || s.frames > last.frames) {
-      if (last !== null) gap = Math.max(gap, s.t - last.t);
-      last = s;
-    }
-  }
-  if (last !== null && watched.length) gap = Math.max(gap, watched.at(-1).t - last.t);
+  const gap = longestGap(watched);
   lowered.watch = {
     longest_gap_ms: gap,
     frames: watched.length ? watched.at(-1).frames - watched[0].frames : 0,

@@ -13,7 +13,7 @@
 // Environment: ARC_URL, TOKENS (publisher's, receiver's), PUBLISHER (the
 // publisher's identity), TIMEOUT_MS (per step, 30000), CHROMIUM.
 import { launchChromium } from "./chromium.mjs";
-import { simulcastPair } from "./simulcast_pair.mjs";
+import { longestGap, simulcastPair } from "./simulcast_pair.mjs";
 
 const env = (k, d) => process.env[k] ?? d;
 const base = env("ARC_URL", "http://127.0.0.1:7880");
@@ -50,14 +50,7 @@ try {
     // Around the change: from 1 s before the first frame of the new layer
     // to 1 s after it (the picture must go on through the switch).
     const around = samples.filter((s) => reached !== null && s.frames > 0 && s.t >= reached - 1000 && s.t <= reached + 1000);
-    let gap = 0, last = null;
-    for (const s of around) {
-      if (last === null || s.frames > last.frames) {
-        if (last !== null) gap = Math.max(gap, s.t - last.t);
-        last = s;
-      }
-    }
-    if (last !== null && around.length) gap = Math.max(gap, around.at(-1).t - last.t);
+    const gap = longestGap(around);
     const widths = [...new Set(samples.filter((s) => s.t >= asked).map((s) => s.width))];
     const r = { name, ms: reached === null ? null : reached - asked, switch_gap_ms: gap, widths, sent: sent.map((l) => `${l.rid}:${l.width}`) };
     result.steps.push(r);

@@ -49,3 +49,18 @@ export async function simulcastPair(browsers, base, pubToken, subToken, navigati
   }
   return { pub, sub, capture, active };
 }
+
+// The longest time (ms) between newly decoded frames in `samples` (the
+// receiver's, { t, frames }), counting the time from the last new frame to
+// the last sample.
+export function longestGap(samples) {
+  let gap = 0, last = null;
+  for (const s of samples) {
+    if (last === null || s.frames > last.frames) {
+      if (last !== null) gap = Math.max(gap, s.t - last.t);
+      last = s;
+    }
+  }
+  if (last !== null && samples.length) gap = Math.max(gap, samples.at(-1).t - last.t);
+  return gap;
+}
