@@ -88,7 +88,10 @@ async fn three_people_meet_see_and_hear_each_other_chat_share_a_screen_and_are_m
 /// for the best again — each time the frames it decodes change size to that
 /// layer's (as the publisher sends it then: Chromium scales layers down and
 /// turns them off when its CPU is short), and the picture does not stop for
-/// a second around the change. The node saw the layers as one track (one
+/// a second around the change. While the player asks for the low layer
+/// alone, the node has the publisher pause the other two (dynacast: the
+/// publisher's SDK turns those encodings off) and the picture goes on; they
+/// resume when asked for. The node saw the layers as one track (one
 /// `track.published` for the camera's video). Runs alone (`.config/nextest.toml`):
 /// beside another browser test, Chromium's CPU adaptation left it one layer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,6 +112,15 @@ async fn a_simulcast_camera_reaches_each_player_at_the_layer_it_asks_for() {
         events["events"].as_array().into_iter().flatten().filter(|e| e["data"]["kind"] == "video").collect();
     assert_eq!(videos.len(), 1, "three layers, one published video track: {videos:?}");
     assert_eq!(videos[0]["data"]["simulcast"], true, "the track says it has layers: {videos:?}");
+    let metrics = reqwest::Client::new()
+        .get(format!("{base}/media/metrics"))
+        .header("accept", common::OPENMETRICS_ACCEPT)
+        .send()
+        .await
+        .expect("metrics");
+    let samples = common::openmetrics_samples(&metrics.text().await.expect("text"));
+    let told = samples.get("arc_media_dynacast_messages_total").copied().unwrap_or(0.0);
+    assert!(told >= 3.0, "the publisher was told to pause, then twice to resume: {told} dynacast messages");
 }
 
 /// Per-player bandwidth estimation: a simulcast publisher (its browser on

@@ -91,6 +91,7 @@ struct Metrics {
     rtx_sent: Counter,
     padding_sent: Counter,
     bwe_probes: Counter,
+    dynacast: Counter,
     twcc_reported: Counter,
     keyframe_requests: Counter,
     dropped: Family<ReasonLabels, Counter>,
@@ -124,6 +125,10 @@ impl Metrics {
         let padding_sent = counter("padding_packets", "Padding-only packets sent to probe players' downlinks");
         let bwe_probes =
             counter("bandwidth_probes", "Probes of a player's downlink (padding, or a layer up without RTX)");
+        let dynacast = counter(
+            "dynacast_messages",
+            "Messages to simulcast publishers saying which layers to send (layers nobody watches pause)",
+        );
         let twcc_reported =
             counter("twcc_reported_packets", "Packets players' transport-wide congestion feedback reported on");
         let keyframe_requests = counter("keyframe_requests", "Keyframe requests (PLI) sent to publishers");
@@ -184,6 +189,7 @@ impl Metrics {
             rtx_sent,
             padding_sent,
             bwe_probes,
+            dynacast,
             twcc_reported,
             keyframe_requests,
             dropped,
@@ -212,6 +218,7 @@ impl Metrics {
         follow(&self.rtx_sent, s.rtx_sent);
         follow(&self.padding_sent, s.padding_sent);
         follow(&self.bwe_probes, s.bwe_probes);
+        follow(&self.dynacast, s.dynacast_changes);
         follow(&self.twcc_reported, s.twcc_reported);
         follow(&self.keyframe_requests, s.keyframe_requests);
         follow(&self.handed_off, s.handed_off);

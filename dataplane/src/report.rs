@@ -75,6 +75,10 @@ pub async fn run(
                 signals.send(RoomSignal::Quality { room_id, sid, quality }).await;
                 continue;
             }
+            MediaEvent::Layers { room_id, sid, session_id, track, layers } => {
+                signals.send(RoomSignal::Layers { room_id, sid, session_id, track, layers }).await;
+                continue;
+            }
             _ => {}
         }
         let mut delay = Duration::from_millis(100);
@@ -155,7 +159,7 @@ fn report(ev: &MediaEvent) -> Option<NodeReport> {
         // (its tracks and subscriptions ended with their own reports).
         MediaEvent::SessionEnded { attached: true, .. } => return None,
         // Not for the log (see `run`).
-        MediaEvent::Speakers { .. } | MediaEvent::Quality { .. } => return None,
+        MediaEvent::Speakers { .. } | MediaEvent::Quality { .. } | MediaEvent::Layers { .. } => return None,
         // The node's reasons are the log's (when the control plane ended the
         // session, it wrote the leave already; the leave this turns into is a no-op).
         MediaEvent::SessionEnded { room_id, identity, sid, reason, .. } => NodeReport::SessionEnded(NodeSessionEnded {

@@ -7,7 +7,10 @@
 // then, at least two layers live), and the picture must not
 // stop meanwhile: the node moves it at the new layer's keyframe, so the
 // longest time without a decoded frame from 1 s before the first frame of
-// the new layer to 1 s after it stays under a second. Prints one JSON line
+// the new layer to 1 s after it stays under a second. While the receiver
+// asks for the low layer alone, the node has the publisher pause the other
+// two (dynacast: the publisher's SDK turns those encodings off) without
+// the picture stopping, and resumes them when asked. Prints one JSON line
 // (`ok`, each step's time and that gap) and exits 0, or 1 with "ok": false.
 //
 // Environment: ARC_URL, TOKENS (publisher's, receiver's), PUBLISHER (the
@@ -25,7 +28,7 @@ const browser = await launchChromium();
 const result = { ok: false, navigation: [], steps: [] };
 let samples = [];
 try {
-  const { sub, capture, active } = await simulcastPair(browser, base, pubToken, subToken, result.navigation);
+  const { pub, sub, capture, active } = await simulcastPair(browser, base, pubToken, subToken, result.navigation);
   result.capture = capture;
 
   // Waits until the receiver decodes frames of the layer `goal` picks from
@@ -57,13 +60,47 @@ try {
     return reached !== null;
   }
 
+  // Dynacast: with the only player on the low layer, the node asks the
+  // publisher to pause the two above it (three seconds after the player
+  // stopped wanting them); the publisher's SDK turns those encodings off,
+  // and the player's picture goes on. Then the step's time from the
+  // player's request and the longest gap in its picture meanwhile.
+  async function paused(since) {
+    const started = Date.now();
+    let sending = [], seen = null;
+    while (Date.now() - started < timeoutMs) {
+      await sub.waitForTimeout(200);
+      const live = await active();
+      sending = await pub.evaluate(() => window.room.sending());
+      const off = sending.filter((l) => !l.active).map((l) => l.rid).sort().join(",");
+      if (off === "f,h" && live.length === 1 && live[0].rid === "q") {
+        seen = Date.now();
+        break;
+      }
+    }
+    samples = await sub.evaluate(() => window.samples);
+    const during = samples.filter((s) => s.t >= since.t && s.frames > 0);
+    const r = {
+      name: "dynacast pause",
+      ms: seen === null ? null : seen - since.wall,
+      switch_gap_ms: longestGap(during),
+      sent: sending.map((l) => `${l.rid}:${l.active ? "on" : "off"}`),
+    };
+    result.steps.push(r);
+    return seen !== null;
+  }
+
   const top = (live) => (live.length >= 2 ? live.at(-1) : null);
+  let lowAsked = null;
   const ok =
     (await step("top layer", null, top)) &&
+    (lowAsked = { wall: Date.now(), t: await sub.evaluate(() => window.samples.at(-1)?.t ?? 0) }) &&
     (await step("low", { quality: "low" }, (live) => (live.length >= 2 ? live[0] : null))) &&
+    (await paused(lowAsked)) &&
+    // The middle layer resumes for a 480x270 tile, the top one for the best.
     (await step("480x270 tile", { quality: "high", width: 480, height: 270 },
-      (live) => (live.length >= 2 ? live.find((l) => l.width >= 480 && l.height >= 270) ?? live.at(-1) : null))) &&
-    (await step("high", { quality: "high" }, top));
+      (live) => (live.some((l) => l.rid === "h") ? live.find((l) => l.width >= 480 && l.height >= 270) ?? live.at(-1) : null))) &&
+    (await step("high", { quality: "high" }, (live) => (live.some((l) => l.rid === "f") ? live.at(-1) : null)));
   // No step may freeze the picture: a layer change happens at a keyframe
   // of the new layer while the old one goes on.
   const frozen = result.steps.filter((s) => s.switch_gap_ms > 1000);

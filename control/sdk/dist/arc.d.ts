@@ -52,6 +52,8 @@ export interface SentLayer {
     width?: number;
     height?: number;
     frames: number;
+    /** False while the server asked for it to pause (nobody watches it: dynacast). */
+    active: boolean;
 }
 /** The video quality to receive of a participant that publishes simulcast layers. */
 export type VideoQuality = "low" | "medium" | "high";
@@ -301,6 +303,14 @@ export declare class Room {
     private watchStalls;
     private legs;
     private openLeg;
+    /**
+     * Dynacast: the server asks the camera connection (media session
+     * `session`) to pause the simulcast layers nobody watches, or to resume
+     * them; their encodings' `active` follow, one change at a time (the
+     * browser refuses overlapping `setParameters`). A change that fails is
+     * left: the server says it again within ten seconds.
+     */
+    private sendLayers;
     private publishLocal;
     private receive;
     private autoReceive;

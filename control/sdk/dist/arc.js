@@ -221,9 +221,14 @@ var Room = class _Room {
   async sending() {
     if (!this.publisher) return [];
     const out = [];
+    const paused = /* @__PURE__ */ new Set();
+    for (const t of this.publisher.pc.getTransceivers()) {
+      for (const e of t.sender.getParameters().encodings ?? []) if (e.rid && e.active === false) paused.add(e.rid);
+    }
     (await this.publisher.pc.getStats()).forEach((r) => {
       if (r.type === "outbound-rtp" && r.kind === "video") {
-        out.push({ rid: r.rid, width: r.frameWidth, height: r.frameHeight, frames: r.framesSent ?? 0 });
+        const active = !(r.rid && paused.has(r.rid));
+        out.push({ rid: r.rid, width: r.frameWidth, height: r.frameHeight, frames: r.framesSent ?? 0, active });
       }
     });
     return out;
@@ -494,6 +499,35 @@ var Room = class _Room {
     this.emit("published", { screen });
     return leg;
   }
+  /**
+   * Dynacast: the server asks the camera connection (media session
+   * `session`) to pause the simulcast layers nobody watches, or to resume
+   * them; their encodings' `active` follow, one change at a time (the
+   * browser refuses overlapping `setParameters`). A change that fails is
+   * left: the server says it again within ten seconds.
+   */
+  sendLayers(session, wanted) {
+    const leg = [this.publisher, this.screen].find((l) => l?.session === session);
+    if (!leg) return;
+    const apply = async () => {
+      if (leg.pc.connectionState === "closed") return;
+      for (const t of leg.pc.getTransceivers()) {
+        if (t.sender.track?.kind !== "video") continue;
+        const params = t.sender.getParameters();
+        if (!params.encodings || params.encodings.length < 2) continue;
+        let changed = false;
+        for (const e of params.encodings) {
+          const w = wanted.find((x) => x.rid === e.rid);
+          if (w && e.active !== false !== w.active) {
+            e.active = w.active;
+            changed = true;
+          }
+        }
+        if (changed) await t.sender.setParameters(params);
+      }
+    };
+    leg.layersChain = (leg.layersChain ?? Promise.resolve()).then(apply).catch(() => void 0);
+  }
   async publishLocal() {
     const old = this.publisher;
     this.publisher = null;
@@ -664,6 +698,9 @@ var Room = class _Room {
         break;
       case "connection_quality":
         this.emit("quality", { sid: m.sid, identity: m.identity, quality: m.quality });
+        break;
+      case "send_layers":
+        this.sendLayers(m.session_id, m.layers ?? []);
         break;
       case "data":
         this.emit("data", { fromSid: m.from_sid, fromIdentity: m.from_identity, payload: m.payload, topic: m.topic });

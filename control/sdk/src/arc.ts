@@ -72,6 +72,8 @@ export interface SentLayer {
   width?: number;
   height?: number;
   frames: number;
+  /** False while the server asked for it to pause (nobody watches it: dynacast). */
+  active: boolean;
 }
 
 /** The video quality to receive of a participant that publishes simulcast layers. */
@@ -156,6 +158,8 @@ interface Leg {
   reopen?: () => void;
   /** A received video's preference (told the server once its session is open). */
   preference?: VideoPreference;
+  /** Dynacast: changes to the layers' `active` flags, one at a time. */
+  layersChain?: Promise<void>;
   /** What the stall watch saw: bytes received, whether media was flowing, polls without a byte. */
   lastBytes?: number;
   flowing?: boolean;
@@ -427,9 +431,14 @@ export class Room {
   async sending(): Promise<SentLayer[]> {
     if (!this.publisher) return [];
     const out: SentLayer[] = [];
+    const paused = new Set<string>();
+    for (const t of this.publisher.pc.getTransceivers()) {
+      for (const e of t.sender.getParameters().encodings ?? []) if (e.rid && e.active === false) paused.add(e.rid);
+    }
     (await this.publisher.pc.getStats()).forEach((r: any) => {
       if (r.type === "outbound-rtp" && r.kind === "video") {
-        out.push({ rid: r.rid, width: r.frameWidth, height: r.frameHeight, frames: r.framesSent ?? 0 });
+        const active = !(r.rid && paused.has(r.rid));
+        out.push({ rid: r.rid, width: r.frameWidth, height: r.frameHeight, frames: r.framesSent ?? 0, active });
       }
     });
     return out;
@@ -729,6 +738,36 @@ export class Room {
     return leg;
   }
 
+  /**
+   * Dynacast: the server asks the camera connection (media session
+   * `session`) to pause the simulcast layers nobody watches, or to resume
+   * them; their encodings' `active` follow, one change at a time (the
+   * browser refuses overlapping `setParameters`). A change that fails is
+   * left: the server says it again within ten seconds.
+   */
+  private sendLayers(session: string, wanted: { rid: string; active: boolean }[]): void {
+    const leg = [this.publisher, this.screen].find((l) => l?.session === session);
+    if (!leg) return;
+    const apply = async () => {
+      if (leg.pc.connectionState === "closed") return;
+      for (const t of leg.pc.getTransceivers()) {
+        if (t.sender.track?.kind !== "video") continue;
+        const params = t.sender.getParameters();
+        if (!params.encodings || params.encodings.length < 2) continue;
+        let changed = false;
+        for (const e of params.encodings) {
+          const w = wanted.find((x) => x.rid === e.rid);
+          if (w && (e.active !== false) !== w.active) {
+            e.active = w.active;
+            changed = true;
+          }
+        }
+        if (changed) await t.sender.setParameters(params);
+      }
+    };
+    leg.layersChain = (leg.layersChain ?? Promise.resolve()).then(apply).catch(() => undefined);
+  }
+
   private async publishLocal(): Promise<void> {
     const old = this.publisher;
     this.publisher = null;
@@ -907,6 +946,9 @@ export class Room {
         break;
       case "connection_quality":
         this.emit("quality", { sid: m.sid, identity: m.identity, quality: m.quality });
+        break;
+      case "send_layers":
+        this.sendLayers(m.session_id, m.layers ?? []);
         break;
       case "data":
         this.emit("data", { fromSid: m.from_sid, fromIdentity: m.from_identity, payload: m.payload, topic: m.topic });

@@ -338,7 +338,8 @@ async fn session(
                             break Some(LeaveReason::ConnectionLost);
                         }
                     }
-                    // Speakers are best effort: the next change says it again.
+                    // Room signals are best effort: speakers and quality are said again at the next
+                    // change, dynacast's layers within ten seconds.
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => {
                         close(&mut tx, CLOSE_ERROR, "server stopping").await;

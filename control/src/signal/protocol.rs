@@ -258,6 +258,18 @@ pub enum ServerMessage {
         identity: String,
         quality: arc_nodeproto::ConnectionQuality,
     },
+    /// Dynacast, to a simulcast publisher only: which layers of its track
+    /// in media session `session_id` to send (by rid, smallest first). The
+    /// node pauses layers no subscriber asks for (by preferred quality and
+    /// rendered size) three seconds after the last one wanting them
+    /// stopped, and resumes them as soon as one does; the lowest always
+    /// sends. The SDK sets its encodings' `active` to match. Said on a
+    /// change and again every ten seconds.
+    SendLayers {
+        session_id: String,
+        track_id: String,
+        layers: Vec<arc_nodeproto::LayerState>,
+    },
     /// A data message from another participant.
     Data {
         from_sid: String,

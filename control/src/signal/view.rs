@@ -105,6 +105,16 @@ impl RoomView {
                     quality: *quality,
                 })
             }
+            arc_nodeproto::RoomSignal::Layers { room_id, sid, session_id, track, layers } => {
+                if room_id.as_str() != self.room.room_id || sid.as_str() != self.me {
+                    return None;
+                }
+                Some(ServerMessage::SendLayers {
+                    session_id: session_id.to_string(),
+                    track_id: track.to_string(),
+                    layers: layers.clone(),
+                })
+            }
         }
     }
 
@@ -377,6 +387,32 @@ mod tests {
         // Another room's signals are not this socket's.
         let other = RoomId::parse("rm_ffffffffffffffffffffffffffffffff").expect("room");
         assert_eq!(v.signal(&RoomSignal::Speakers { room_id: other, speakers: Vec::new() }), None);
+    }
+
+    #[test]
+    fn dynacast_reaches_the_publisher_alone() {
+        use arc_events::{MediaSessionId, TrackId};
+        use arc_nodeproto::{LayerState, RoomSignal};
+        let mut v = view();
+        v.fold(&joined(2, "bob"));
+        let room = RoomId::parse(ROOM).expect("room");
+        let layers = vec![LayerState { rid: "q".into(), active: true }, LayerState { rid: "f".into(), active: false }];
+        let to = |n: u8| RoomSignal::Layers {
+            room_id: room.clone(),
+            sid: sid(n),
+            session_id: MediaSessionId::parse("se_1").expect("id"),
+            track: TrackId::parse("TR_a").expect("track"),
+            layers: layers.clone(),
+        };
+        assert_eq!(
+            v.signal(&to(1)),
+            Some(ServerMessage::SendLayers {
+                session_id: "se_1".into(),
+                track_id: "TR_a".into(),
+                layers: layers.clone()
+            })
+        );
+        assert_eq!(v.signal(&to(2)), None, "another publisher's layers are its own business");
     }
 
     #[test]

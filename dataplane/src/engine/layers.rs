@@ -21,6 +21,12 @@
 //! simulcast streams, the best of those layers that its link carries
 //! ([`allocate`]): its estimate is shared among its streams, the lowest
 //! layers first.
+//!
+//! Dynacast ([`Layers::dynacast`]): the publisher is asked to pause the
+//! layers above the best one any player of the track asked for (by quality
+//! and rendered size), [`PAUSE_AFTER`] after the last one wanting them
+//! stopped, and to resume them as soon as one does. The lowest layer always
+//! sends: a player that arrives sees the picture at once.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +38,12 @@ use crate::forward::TrackKey;
 pub const LAYERS_MAX: usize = 4;
 /// A layer that sent nothing for this long is taken as paused.
 pub const LAYER_SILENT: Duration = Duration::from_millis(1000);
+/// Dynacast: a layer nobody asked for this long is paused (a tile that
+/// shrinks for a moment does not stop its layer).
+pub const PAUSE_AFTER: Duration = Duration::from_secs(3);
+/// Dynacast: what the publisher was told is told again this often (the
+/// message is best effort, and a socket that reconnected missed it).
+pub const DYNACAST_REPEAT: Duration = Duration::from_secs(10);
 
 /// What a subscriber asked for one video stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +77,10 @@ pub struct Layer {
     sampled_at: Option<Instant>,
     /// Its bitrate over the last sample interval (bits per second).
     pub bitrate: u64,
+    /// Dynacast: the publisher was asked to pause it.
+    pub paused: bool,
+    /// Dynacast: since when no player asked for it.
+    unwanted_since: Option<Instant>,
 }
 
 impl Layer {
@@ -79,6 +95,8 @@ impl Layer {
             bytes_at_sample: 0,
             sampled_at: None,
             bitrate: 0,
+            paused: false,
+            unwanted_since: None,
         }
     }
 
@@ -91,6 +109,8 @@ impl Layer {
 #[derive(Debug, Clone, Default)]
 pub struct Layers {
     layers: Vec<Layer>,
+    /// Dynacast: when the publisher was last told which layers to send.
+    told_at: Option<Instant>,
 }
 
 impl Layers {
@@ -169,16 +189,11 @@ impl Layers {
         v
     }
 
-    /// The layers a subscriber with `pref` may get now, from the lowest
-    /// to the best it asked for, each with its bitrate: the live layers up
-    /// to its preferred quality and rendered size; when none of those is
-    /// live, the lowest live one above. Empty when no layer sends.
-    pub fn options(&self, now: Instant, pref: Preference) -> Vec<(TrackKey, u64)> {
-        let ranked = self.ranked();
+    /// The best layer (an index into `ranked`, of `n` > 0) that `pref`
+    /// asks for: its preferred quality, and the smallest layer that covers
+    /// its rendered size (known only when every layer's size is).
+    fn target(ranked: &[&Layer], pref: Preference) -> usize {
         let n = ranked.len();
-        if n == 0 {
-            return Vec::new();
-        }
         let by_quality = match pref.quality {
             VideoQuality::Low => 0,
             VideoQuality::Medium => 1.min(n - 1),
@@ -191,7 +206,19 @@ impl Layers {
                 .unwrap_or(n - 1),
             _ => n - 1,
         };
-        let target = by_quality.min(by_size);
+        by_quality.min(by_size)
+    }
+
+    /// The layers a subscriber with `pref` may get now, from the lowest
+    /// to the best it asked for, each with its bitrate: the live layers up
+    /// to its preferred quality and rendered size; when none of those is
+    /// live, the lowest live one above. Empty when no layer sends.
+    pub fn options(&self, now: Instant, pref: Preference) -> Vec<(TrackKey, u64)> {
+        let ranked = self.ranked();
+        if ranked.is_empty() {
+            return Vec::new();
+        }
+        let target = Self::target(&ranked, pref);
         let below: Vec<(TrackKey, u64)> =
             ranked[..=target].iter().filter(|l| l.live(now)).map(|l| (l.key, l.bitrate)).collect();
         if !below.is_empty() {
@@ -204,6 +231,49 @@ impl Layers {
     /// the limit; `None` when no layer sends (keep what it has).
     pub fn choose(&self, now: Instant, pref: Preference) -> Option<TrackKey> {
         self.options(now, pref).last().map(|(k, _)| *k)
+    }
+
+    /// Dynacast, evaluated every housekeeping tick and when a preference
+    /// changes, with the preferences of every player that follows one of
+    /// this track's layers now (empty: nobody watches). A layer above the
+    /// best any of them asks for is paused once nobody asked for it for
+    /// [`PAUSE_AFTER`]; a paused layer one asks for resumes at once; the
+    /// lowest always sends. Returns what the publisher is to be told — every
+    /// layer by rid, and whether it should send — when that changed, and
+    /// again every [`DYNACAST_REPEAT`] once it was told anything; `None`
+    /// otherwise. Nothing is decided until every layer's picture size is
+    /// known (a layer ranked by bitrate would rank low once paused), nor
+    /// for layers without a rid (nothing to name them by).
+    pub fn dynacast(&mut self, now: Instant, prefs: &[Preference]) -> Option<Vec<(String, bool)>> {
+        if self.layers.len() < 2 || self.layers.iter().any(|l| l.size.is_none() || l.rid.is_empty()) {
+            return None;
+        }
+        let mut order: Vec<usize> = (0..self.layers.len()).collect();
+        order.sort_by_key(|&i| self.layers[i].size.map(|(w, h)| u32::from(w) * u32::from(h)));
+        let best = {
+            let ranked: Vec<&Layer> = order.iter().map(|&i| &self.layers[i]).collect();
+            prefs.iter().map(|&p| Self::target(&ranked, p)).max().unwrap_or(0)
+        };
+        let mut changed = false;
+        for (rank, &i) in order.iter().enumerate() {
+            let l = &mut self.layers[i];
+            if rank <= best {
+                l.unwanted_since = None;
+                changed |= std::mem::replace(&mut l.paused, false);
+            } else {
+                let since = *l.unwanted_since.get_or_insert(now);
+                if !l.paused && now.saturating_duration_since(since) >= PAUSE_AFTER {
+                    l.paused = true;
+                    changed = true;
+                }
+            }
+        }
+        let repeat = self.told_at.is_some_and(|at| now.saturating_duration_since(at) >= DYNACAST_REPEAT);
+        if !changed && !repeat {
+            return None;
+        }
+        self.told_at = Some(now);
+        Some(order.iter().map(|&i| (self.layers[i].rid.clone(), !self.layers[i].paused)).collect())
     }
 }
 
@@ -306,6 +376,71 @@ mod tests {
         assert_eq!(ls.choose(t1, low), Some(TrackKey(3)), "nothing below: the lowest one up");
         let t2 = t1 + LAYER_SILENT;
         assert_eq!(ls.choose(t2, pref), None, "nothing sends: keep what it has");
+    }
+
+    #[test]
+    fn dynacast_pauses_layers_nobody_asks_for_after_a_while_and_resumes_them_at_once() {
+        let t0 = Instant::now();
+        let mut ls = three(t0);
+        let low = Preference { quality: VideoQuality::Low, rendered: None };
+        let tile = Preference { quality: VideoQuality::High, rendered: Some((640, 360)) };
+        let all = |v: &[(&str, bool)]| v.iter().map(|(r, a)| ((*r).to_owned(), *a)).collect::<Vec<_>>();
+        // Everyone wants the best: nothing to tell.
+        assert_eq!(ls.dynacast(t0, &[Preference::default(), low]), None);
+        // A player that asks for the low layer alone: the others go after PAUSE_AFTER.
+        assert_eq!(ls.dynacast(t0, &[low]), None);
+        assert_eq!(ls.dynacast(t0 + PAUSE_AFTER - Duration::from_millis(1), &[low]), None, "not yet");
+        let t1 = t0 + PAUSE_AFTER;
+        assert_eq!(ls.dynacast(t1, &[low]), Some(all(&[("q", true), ("h", false), ("f", false)])), "smallest first");
+        assert_eq!(ls.dynacast(t1 + Duration::from_secs(1), &[low]), None, "told once");
+        // A tile of 640x360 wants the middle one back, at once.
+        let t2 = t1 + Duration::from_secs(2);
+        assert_eq!(ls.dynacast(t2, &[low, tile]), Some(all(&[("q", true), ("h", true), ("f", false)])));
+        // Told again every DYNACAST_REPEAT.
+        assert_eq!(ls.dynacast(t2 + Duration::from_secs(5), &[tile]), None);
+        let t3 = t2 + DYNACAST_REPEAT;
+        assert_eq!(ls.dynacast(t3, &[tile]), Some(all(&[("q", true), ("h", true), ("f", false)])));
+        // Nobody watches: all but the lowest pause.
+        assert_eq!(ls.dynacast(t3 + Duration::from_secs(1), &[]), None);
+        let t4 = t3 + Duration::from_secs(1) + PAUSE_AFTER;
+        assert_eq!(ls.dynacast(t4, &[]), Some(all(&[("q", true), ("h", false), ("f", false)])));
+        // A player that wants the best: everything resumes.
+        assert_eq!(ls.dynacast(t4, &[Preference::default()]), Some(all(&[("q", true), ("h", true), ("f", true)])));
+        assert!(ls.iter().all(|l| !l.paused));
+        // A layer that wanted comes back before PAUSE_AFTER is not paused: the wait starts again.
+        assert_eq!(ls.dynacast(t4 + Duration::from_secs(1), &[low]), None);
+        assert_eq!(ls.dynacast(t4 + Duration::from_secs(2), &[Preference::default()]), None);
+        assert_eq!(ls.dynacast(t4 + Duration::from_secs(2) + PAUSE_AFTER - Duration::from_millis(1), &[low]), None);
+    }
+
+    #[test]
+    fn dynacast_waits_for_every_layers_size_and_needs_rids() {
+        let t0 = Instant::now();
+        let mut ls = Layers::default();
+        ls.push(Layer::new(TrackKey(1), "q".to_owned(), 1));
+        ls.push(Layer::new(TrackKey(2), "f".to_owned(), 2));
+        ls.on_packet(t0, 0, 100, Some((320, 180)));
+        let low = Preference { quality: VideoQuality::Low, rendered: None };
+        let later = t0 + PAUSE_AFTER * 2;
+        assert_eq!(ls.dynacast(t0, &[low]), None);
+        assert_eq!(ls.dynacast(later, &[low]), None, "the top layer's size is unknown: it could rank anywhere");
+        ls.on_packet(later, 1, 100, Some((1280, 720)));
+        assert_eq!(ls.dynacast(later, &[low]), None);
+        assert_eq!(
+            ls.dynacast(later + PAUSE_AFTER, &[low]),
+            Some(vec![("q".to_owned(), true), ("f".to_owned(), false)])
+        );
+        let mut unnamed = Layers::default();
+        unnamed.push(Layer::new(TrackKey(1), String::new(), 1));
+        unnamed.push(Layer::new(TrackKey(2), String::new(), 2));
+        unnamed.on_packet(t0, 0, 100, Some((320, 180)));
+        unnamed.on_packet(t0, 1, 100, Some((1280, 720)));
+        assert_eq!(unnamed.dynacast(t0, &[low]), None);
+        assert_eq!(unnamed.dynacast(later, &[low]), None);
+        let mut one = Layers::default();
+        one.push(Layer::new(TrackKey(1), "f".to_owned(), 1));
+        one.on_packet(t0, 0, 100, Some((320, 180)));
+        assert_eq!(one.dynacast(later, &[]), None);
     }
 
     #[test]

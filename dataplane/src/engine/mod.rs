@@ -64,7 +64,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_events::room::LeaveReason;
 use arc_events::{MediaSessionId, ParticipantIdentity, ParticipantSid, RoomId, TrackId};
 use arc_nodeproto::{
-    NodeReply, NodeRequest, OpenSession, Role, SESSIONS_PAGE_MAX, SessionError, SessionInfo, SessionOpened,
+    LayerState, NodeReply, NodeRequest, OpenSession, Role, SESSIONS_PAGE_MAX, SessionError, SessionInfo, SessionOpened,
     SpeakerLevel,
 };
 use bytes::BytesMut;
@@ -217,6 +217,16 @@ pub enum MediaEvent {
         sid: ParticipantSid,
         quality: ConnectionQuality,
     },
+    /// Dynacast: which simulcast layers of a published track its publisher
+    /// should send (smallest first; [`layers::Layers::dynacast`]). Not for
+    /// the log: the node hands it to the publisher's signalling socket.
+    Layers {
+        room_id: RoomId,
+        sid: ParticipantSid,
+        session_id: MediaSessionId,
+        track: TrackId,
+        layers: Vec<LayerState>,
+    },
     /// A session ended.
     SessionEnded {
         room_id: RoomId,
@@ -288,6 +298,9 @@ pub struct MediaStats {
     pub bwe_probes: u64,
     /// Packets players' transport-wide feedback reported on ([`bwe`]).
     pub twcc_reported: u64,
+    /// Dynacast messages to simulcast publishers (which layers to send;
+    /// [`layers::Layers::dynacast`]).
+    pub dynacast_changes: u64,
     pub keyframe_requests: u64,
     /// Frames dropped because an ICE-TCP connection could not keep up (counted by the driver).
     pub dropped_tcp: u64,
@@ -335,6 +348,7 @@ impl MediaStats {
         self.rtx_sent += o.rtx_sent;
         self.padding_sent += o.padding_sent;
         self.bwe_probes += o.bwe_probes;
+        self.dynacast_changes += o.dynacast_changes;
         self.twcc_reported += o.twcc_reported;
         self.keyframe_requests += o.keyframe_requests;
         self.dropped_tcp += o.dropped_tcp;
@@ -1788,6 +1802,8 @@ impl Engine {
     fn select_layers(&mut self, now: Instant, actions: &mut Vec<Action>) {
         let mut moves: Vec<(DownKey, TrackKey)> = Vec::new();
         let mut streams: Vec<(DownKey, layers::Wanted)> = Vec::new();
+        // Dynacast: what the players of each layered track ask for.
+        let mut watched: FxHashMap<(Key, MediaStreamTrackId), Vec<layers::Preference>> = FxHashMap::default();
         let keys: Vec<Key> = self.sessions.keys().copied().collect();
         for key in keys {
             let Some(s) = self.sessions.get(&key) else { continue };
@@ -1798,11 +1814,12 @@ impl Engine {
                     |current| {
                         let (k, tid) = self.track_owner.get(&current)?;
                         let t = self.sessions.get(k)?.inbound.get(tid)?;
-                        (t.layers.len() >= 2).then_some((current, t))
+                        (t.layers.len() >= 2).then_some((current, t, (*k, tid.clone())))
                     },
                 );
                 match layered {
-                    Some((current, t)) => {
+                    Some((current, t, track)) => {
+                        watched.entry(track).or_default().push(o.pref);
                         let options = t.layers.options(now, o.pref);
                         if !options.is_empty() {
                             streams.push((o.down, layers::Wanted { options, current }));
@@ -1858,6 +1875,29 @@ impl Engine {
         }
         for (down, target) in moves {
             let _ = self.forwarder.switch_at_keyframe(now, down, target, actions);
+        }
+        self.dynacast(now, &watched);
+    }
+
+    /// Dynacast: tells each simulcast publisher which of its layers to send
+    /// ([`layers::Layers::dynacast`], with the preferences of the players
+    /// that follow its layers now), as a [`MediaEvent::Layers`].
+    fn dynacast(&mut self, now: Instant, watched: &FxHashMap<(Key, MediaStreamTrackId), Vec<layers::Preference>>) {
+        for (key, s) in &mut self.sessions {
+            for (tid, t) in s.inbound.iter_mut().filter(|(_, t)| t.layers.len() >= 2) {
+                let prefs = watched.get(&(*key, tid.clone())).map(Vec::as_slice).unwrap_or_default();
+                let Some(told) = t.layers.dynacast(now, prefs) else { continue };
+                let Some(track) = t.event_id.clone() else { continue };
+                tracing::debug!(session = %s.id, ?told, "dynacast");
+                self.stats.dynacast_changes += 1;
+                self.events.push_back(MediaEvent::Layers {
+                    room_id: s.room_id.clone(),
+                    sid: s.sid.clone(),
+                    session_id: s.id.clone(),
+                    track,
+                    layers: told.into_iter().map(|(rid, active)| LayerState { rid, active }).collect(),
+                });
+            }
         }
     }
 

@@ -380,6 +380,20 @@ pub enum RoomSignal {
     /// and round trips), evaluated every two seconds; sent when it changes
     /// and again every ten seconds.
     Quality { room_id: RoomId, sid: ParticipantSid, quality: ConnectionQuality },
+    /// Dynacast: which simulcast layers of a published video track its
+    /// publisher (participant `sid`, media session `session_id`) should send,
+    /// smallest first. Layers above the best any player asks for (by quality
+    /// and rendered size) pause three seconds after the last one wanting them
+    /// stopped, and resume as soon as one does; the lowest always sends. Sent
+    /// on a change and again every ten seconds once anything was said.
+    Layers { room_id: RoomId, sid: ParticipantSid, session_id: MediaSessionId, track: TrackId, layers: Vec<LayerState> },
+}
+
+/// Whether one simulcast layer (by its RTP stream id) should be sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LayerState {
+    pub rid: String,
+    pub active: bool,
 }
 
 /// How well a participant's media gets through (ordered: better first).
@@ -406,7 +420,7 @@ impl RoomSignal {
     /// The room it is about.
     pub fn room_id(&self) -> &RoomId {
         match self {
-            Self::Speakers { room_id, .. } | Self::Quality { room_id, .. } => room_id,
+            Self::Speakers { room_id, .. } | Self::Quality { room_id, .. } | Self::Layers { room_id, .. } => room_id,
         }
     }
 }
