@@ -92,6 +92,8 @@ struct Metrics {
     padding_sent: Counter,
     bwe_probes: Counter,
     dynacast: Counter,
+    red_in: Counter,
+    red_stripped: Counter,
     twcc_reported: Counter,
     keyframe_requests: Counter,
     dropped: Family<ReasonLabels, Counter>,
@@ -128,6 +130,11 @@ impl Metrics {
         let dynacast = counter(
             "dynacast_messages",
             "Messages to simulcast publishers saying which layers to send (layers nobody watches pause)",
+        );
+        let red_in = counter("red_packets", "Packets received as redundant audio (RFC 2198 audio/red)");
+        let red_stripped = counter(
+            "red_stripped_packets",
+            "Redundant audio packets sent as their newest frame alone, to players without RED",
         );
         let twcc_reported =
             counter("twcc_reported_packets", "Packets players' transport-wide congestion feedback reported on");
@@ -190,6 +197,8 @@ impl Metrics {
             padding_sent,
             bwe_probes,
             dynacast,
+            red_in,
+            red_stripped,
             twcc_reported,
             keyframe_requests,
             dropped,
@@ -219,6 +228,8 @@ impl Metrics {
         follow(&self.padding_sent, s.padding_sent);
         follow(&self.bwe_probes, s.bwe_probes);
         follow(&self.dynacast, s.dynacast_changes);
+        follow(&self.red_in, s.red_in);
+        follow(&self.red_stripped, s.red_stripped);
         follow(&self.twcc_reported, s.twcc_reported);
         follow(&self.keyframe_requests, s.keyframe_requests);
         follow(&self.handed_off, s.handed_off);

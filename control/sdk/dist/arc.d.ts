@@ -163,6 +163,13 @@ export interface ConnectOptions {
      * and its link allow.
      */
     simulcast?: boolean;
+    /**
+     * Redundant audio (RFC 2198 `audio/red`, default true): the microphone
+     * sends each Opus frame again in the next packet, so a lost packet is
+     * rebuilt from the one after it; received audio takes it too. A receiver
+     * without it gets plain Opus from the server.
+     */
+    red?: boolean;
 }
 type Handler<T> = (value: T) => void;
 /** Why a request failed: the server's code and message. */
@@ -194,6 +201,7 @@ export declare class Room {
     private readonly maxAttempts;
     private readonly iceTransportPolicy;
     private readonly simulcast;
+    private readonly red;
     /** The STUN/TURN servers of the last join (TURN with this participant's credentials). */
     iceServers: RTCIceServer[];
     private ping;

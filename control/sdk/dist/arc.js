@@ -34,6 +34,7 @@ var Room = class _Room {
   maxAttempts;
   iceTransportPolicy;
   simulcast;
+  red;
   /** The STUN/TURN servers of the last join (TURN with this participant's credentials). */
   iceServers = [];
   ping = null;
@@ -47,6 +48,7 @@ var Room = class _Room {
     this.maxAttempts = options.reconnectAttempts ?? 6;
     this.iceTransportPolicy = options.iceTransportPolicy ?? "all";
     this.simulcast = options.simulcast ?? true;
+    this.red = options.red ?? true;
   }
   peerConnection() {
     return new RTCPeerConnection({
@@ -485,7 +487,8 @@ var Room = class _Room {
     this.watchIce(leg);
     for (const track of stream.getTracks()) {
       const sendEncodings = track.kind === "video" && !screen && this.simulcast ? layers(track) : void 0;
-      pc.addTransceiver(track, { direction: "sendonly", streams: [stream], ...sendEncodings ? { sendEncodings } : {} });
+      const t = pc.addTransceiver(track, { direction: "sendonly", streams: [stream], ...sendEncodings ? { sendEncodings } : {} });
+      if (track.kind === "audio") redAudio(t, this.red);
     }
     try {
       await pc.setLocalDescription(await pc.createOffer());
@@ -553,7 +556,7 @@ var Room = class _Room {
     };
     this.watchIce(leg);
     this.subs.set(key, leg);
-    pc.addTransceiver("audio", { direction: "recvonly" });
+    redAudio(pc.addTransceiver("audio", { direction: "recvonly" }), this.red);
     pc.addTransceiver("video", { direction: "recvonly" });
     let told = false;
     pc.ontrack = (e) => {
@@ -733,6 +736,16 @@ var Room = class _Room {
     }
   }
 };
+function redAudio(t, on) {
+  const codecs = typeof t.setCodecPreferences === "function" ? RTCRtpReceiver.getCapabilities?.("audio")?.codecs : void 0;
+  if (!codecs) return;
+  const isRed = (c) => c.mimeType.toLowerCase() === "audio/red";
+  if (!codecs.some(isRed)) return;
+  try {
+    t.setCodecPreferences(on ? [...codecs.filter(isRed), ...codecs.filter((c) => !isRed(c))] : codecs.filter((c) => !isRed(c)));
+  } catch {
+  }
+}
 function layers(track) {
   const width = track.getSettings().width ?? 640;
   const out = [];

@@ -134,6 +134,13 @@ export interface ConnectOptions {
    * and its link allow.
    */
   simulcast?: boolean;
+  /**
+   * Redundant audio (RFC 2198 `audio/red`, default true): the microphone
+   * sends each Opus frame again in the next packet, so a lost packet is
+   * rebuilt from the one after it; received audio takes it too. A receiver
+   * without it gets plain Opus from the server.
+   */
+  red?: boolean;
 }
 
 type Handler<T> = (value: T) => void;
@@ -219,6 +226,7 @@ export class Room {
   private readonly maxAttempts: number;
   private readonly iceTransportPolicy: RTCIceTransportPolicy;
   private readonly simulcast: boolean;
+  private readonly red: boolean;
   /** The STUN/TURN servers of the last join (TURN with this participant's credentials). */
   iceServers: RTCIceServer[] = [];
   private ping: ReturnType<typeof setInterval> | null = null;
@@ -233,6 +241,7 @@ export class Room {
     this.maxAttempts = options.reconnectAttempts ?? 6;
     this.iceTransportPolicy = options.iceTransportPolicy ?? "all";
     this.simulcast = options.simulcast ?? true;
+    this.red = options.red ?? true;
   }
 
   private peerConnection(): RTCPeerConnection {
@@ -723,7 +732,8 @@ export class Room {
     this.watchIce(leg);
     for (const track of stream.getTracks()) {
       const sendEncodings = track.kind === "video" && !screen && this.simulcast ? layers(track) : undefined;
-      pc.addTransceiver(track, { direction: "sendonly", streams: [stream], ...(sendEncodings ? { sendEncodings } : {}) });
+      const t = pc.addTransceiver(track, { direction: "sendonly", streams: [stream], ...(sendEncodings ? { sendEncodings } : {}) });
+      if (track.kind === "audio") redAudio(t, this.red);
     }
     try {
       await pc.setLocalDescription(await pc.createOffer());
@@ -794,7 +804,7 @@ export class Room {
     };
     this.watchIce(leg);
     this.subs.set(key, leg);
-    pc.addTransceiver("audio", { direction: "recvonly" });
+    redAudio(pc.addTransceiver("audio", { direction: "recvonly" }), this.red);
     pc.addTransceiver("video", { direction: "recvonly" });
     let told = false;
     pc.ontrack = (e) => {
@@ -981,6 +991,24 @@ export class Room {
         this.finish("room_closed", "The meeting ended (" + String(m.reason).replaceAll("_", " ") + ").");
         break;
     }
+  }
+}
+
+/**
+ * Redundant audio on an audio transceiver: with `on`, RED first (a browser
+ * sends RED only when the answer lists it before Opus, and the server's
+ * answer keeps the offer's order); without, no RED at all. Left as the
+ * browser has it where codec preferences are not supported.
+ */
+function redAudio(t: RTCRtpTransceiver, on: boolean): void {
+  const codecs = typeof t.setCodecPreferences === "function" ? RTCRtpReceiver.getCapabilities?.("audio")?.codecs : undefined;
+  if (!codecs) return;
+  const isRed = (c: RTCRtpCodec) => c.mimeType.toLowerCase() === "audio/red";
+  if (!codecs.some(isRed)) return;
+  try {
+    t.setCodecPreferences(on ? [...codecs.filter(isRed), ...codecs.filter((c) => !isRed(c))] : codecs.filter((c) => !isRed(c)));
+  } catch {
+    // A browser that refuses the list keeps its own order.
   }
 }
 

@@ -87,7 +87,9 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use crate::forward::{Action, Codec, DownKey, DownSpec, ForwardConfig, Forwarder, RtxStream, TrackKey, TrackSpec};
+use crate::forward::{
+    Action, Codec, DownKey, DownSpec, ForwardConfig, Forwarder, RedOut, RtxStream, TrackKey, TrackSpec,
+};
 
 pub mod bwe;
 pub mod demux;
@@ -298,6 +300,11 @@ pub struct MediaStats {
     pub bwe_probes: u64,
     /// Packets players' transport-wide feedback reported on ([`bwe`]).
     pub twcc_reported: u64,
+    /// Packets that came as redundant audio (`audio/red`), and of the
+    /// packets sent, redundant ones sent as their newest frame alone (to
+    /// players without RED).
+    pub red_in: u64,
+    pub red_stripped: u64,
     /// Dynacast messages to simulcast publishers (which layers to send;
     /// [`layers::Layers::dynacast`]).
     pub dynacast_changes: u64,
@@ -349,6 +356,8 @@ impl MediaStats {
         self.padding_sent += o.padding_sent;
         self.bwe_probes += o.bwe_probes;
         self.dynacast_changes += o.dynacast_changes;
+        self.red_in += o.red_in;
+        self.red_stripped += o.red_stripped;
         self.twcc_reported += o.twcc_reported;
         self.keyframe_requests += o.keyframe_requests;
         self.dropped_tcp += o.dropped_tcp;
@@ -478,6 +487,17 @@ fn kind_of(k: RtpCodecKind) -> Option<RtpKind> {
     }
 }
 
+/// How the forwarder takes a track whose first packet was `mime`: Opus
+/// with RED negotiated (`red`: its payload type) is an `audio/red` track
+/// whichever the first packet was (its players are set up for both kinds
+/// of packet; the log says what came first).
+fn forwarded_codec(mime: &str, red: Option<u8>) -> Codec {
+    match (Codec::from_mime(mime), red) {
+        (Codec::Opus, Some(_)) => Codec::Red,
+        (c, _) => c,
+    }
+}
+
 fn rtc_kind(k: RtpKind) -> RtpCodecKind {
     match k {
         RtpKind::Audio => RtpCodecKind::Audio,
@@ -572,6 +592,9 @@ impl Engine {
         s.rtx_sent = f.rtx_sent;
         s.padding_sent = f.padding_sent;
         s.keyframe_requests = f.keyframe_requests;
+        s.dropped_malformed += f.dropped_malformed_red;
+        s.red_in = f.red_in;
+        s.red_stripped = f.red_stripped;
         s.lost_in = self.forwarder.lost_in();
         s
     }
@@ -1023,7 +1046,12 @@ impl Engine {
         if let Role::Subscribe { .. } = &req.role {
             for kind in &kinds {
                 let source_codec = self.source_for(&req.room_id, &req.role, *kind).and_then(|t| self.codec_of(t));
-                let codec = source_codec.unwrap_or(if *kind == RtpKind::Video { Codec::Vp8 } else { Codec::Opus });
+                // A RED source's player gets an Opus track (and RED beside it if it offers it).
+                let codec = match source_codec {
+                    Some(Codec::Red) | None if *kind == RtpKind::Audio => Codec::Opus,
+                    None => Codec::Vp8,
+                    Some(c) => c,
+                };
                 let Some(params) = peer::codecs()
                     .into_iter()
                     .find(|(k, c)| *k == rtc_kind(*kind) && Codec::from_mime(&c.rtp_codec.mime_type) == codec)
@@ -1289,6 +1317,24 @@ impl Engine {
         o.pts.iter().find(|(c, ..)| *c == codec).map(|(_, pt, rtx)| (*pt, *rtx))
     }
 
+    /// Sets the payload types `down` (of subscriber leg `key`) writes for a
+    /// source of `codec`; false when the subscriber did not negotiate it.
+    /// An `audio/red` source goes to a subscriber that negotiated RED as it
+    /// comes, and to one that did not as the newest frame of each packet
+    /// (both need Opus, for the source's plain packets).
+    fn set_format(&mut self, key: Key, down: DownKey, codec: Codec) -> bool {
+        if codec == Codec::Red {
+            let Some((opus, _)) = self.pt_for(key, down, Codec::Opus) else { return false };
+            let red = self.pt_for(key, down, Codec::Red).map(|(pt, _)| pt);
+            self.forwarder.set_payload_type(down, red.unwrap_or(opus), None);
+            self.forwarder.set_red(down, RedOut { opus_payload_type: opus, strip: red.is_none() });
+            return true;
+        }
+        let Some((pt, rtx)) = self.pt_for(key, down, codec) else { return false };
+        self.forwarder.set_payload_type(down, pt, rtx);
+        true
+    }
+
     /// The track a subscriber of `kind` in `room` should see: the latest
     /// published one, or the named participant's.
     fn source_for(&self, room: &RoomId, role: &Role, kind: RtpKind) -> Option<TrackKey> {
@@ -1548,6 +1594,7 @@ impl Engine {
                                 published_at: 0,
                                 rids: init.rid.iter().map(|r| (init.ssrc, r.clone())).collect(),
                                 layers: layers::Layers::default(),
+                                red_payload_type: None,
                             },
                         );
                     }
@@ -1577,9 +1624,14 @@ impl Engine {
                                 let (codec, ext) = match s.pc.rtp_receiver(t.receiver) {
                                     Some(mut r) => {
                                         let p = r.get_parameters();
-                                        let codec = p
-                                            .rtp_parameters
-                                            .codecs
+                                        let codecs = &p.rtp_parameters.codecs;
+                                        // With RED negotiated, its packets are told apart by
+                                        // payload type (`Forwarder::set_red_payload_type`).
+                                        t.red_payload_type = codecs
+                                            .iter()
+                                            .find(|c| Codec::from_mime(&c.rtp_codec.mime_type) == Codec::Red)
+                                            .map(|c| c.payload_type);
+                                        let codec = codecs
                                             .iter()
                                             .find(|c| c.payload_type == pt)
                                             .map(|c| c.rtp_codec.mime_type.clone());
@@ -1598,7 +1650,7 @@ impl Engine {
                                 self.next_track = self.next_track.wrapping_add(1).max(1);
                                 let Some(t) = s.inbound.get_mut(&track_id) else { continue };
                                 t.key = Some(tk);
-                                t.codec = Some(Codec::from_mime(&mime));
+                                t.codec = Some(forwarded_codec(&mime, t.red_payload_type));
                                 t.media_ssrc = packet.header.ssrc;
                                 self.publish_order += 1;
                                 t.published_at = self.publish_order;
@@ -1914,9 +1966,13 @@ impl Engine {
         event_id: TrackId,
         actions: &mut Vec<Action>,
     ) {
-        let codec = Codec::from_mime(&mime);
+        let red = self.sessions.get(&key).and_then(|s| s.inbound.get(&track_id)).and_then(|t| t.red_payload_type);
+        let codec = forwarded_codec(&mime, red);
         if self.forwarder.add_track(tk, TrackSpec { codec, audio_level_ext: ext }).is_err() {
             return;
+        }
+        if let Some(pt) = red {
+            self.forwarder.set_red_payload_type(tk, pt);
         }
         let simulcast =
             self.sessions.get(&key).and_then(|s| s.inbound.get(&track_id)).is_some_and(|t| !t.rids.is_empty());
@@ -1948,12 +2004,11 @@ impl Engine {
             .flat_map(|(k, s)| s.outbound.iter().filter(|o| o.kind == kind).map(move |o| (*k, o.down)))
             .collect();
         for (sk, down) in subs {
-            let Some(pt) = self.pt_for(sk, down, codec) else {
+            if !self.set_format(sk, down, codec) {
                 tracing::debug!(?down, ?codec, "subscriber did not negotiate the new source's codec");
                 continue;
-            };
+            }
             let old = self.forwarder.source_of(down);
-            self.forwarder.set_payload_type(down, pt.0, pt.1);
             if self.forwarder.switch(now, down, tk, actions).is_ok() && old != Some(tk) {
                 if let Some(old) = old {
                     self.report_subscription(sk, self.track_event_id(old), Some(SubscriptionEnd::Switched));
@@ -2038,12 +2093,10 @@ impl Engine {
         for (down, kind) in idle {
             if let Some(track) = self.source_for(&room, &role, kind)
                 && let Some(codec) = self.codec_of(track)
-                && let Some(pt) = self.pt_for(key, down, codec)
+                && self.set_format(key, down, codec)
+                && self.forwarder.switch(now, down, track, &mut actions).is_ok()
             {
-                self.forwarder.set_payload_type(down, pt.0, pt.1);
-                if self.forwarder.switch(now, down, track, &mut actions).is_ok() {
-                    self.report_subscription(key, self.track_event_id(track), None);
-                }
+                self.report_subscription(key, self.track_event_id(track), None);
             }
         }
         self.apply(now, actions);
@@ -2165,12 +2218,10 @@ impl Engine {
                 let room = sub.room_id.clone();
                 if let Some(next) = self.source_for(&room, &role, t.kind)
                     && let Some(codec) = self.codec_of(next)
-                    && let Some(pt) = self.pt_for(sk, down, codec)
+                    && self.set_format(sk, down, codec)
+                    && self.forwarder.switch(now, down, next, &mut actions).is_ok()
                 {
-                    self.forwarder.set_payload_type(down, pt.0, pt.1);
-                    if self.forwarder.switch(now, down, next, &mut actions).is_ok() {
-                        self.report_subscription(sk, self.track_event_id(next), None);
-                    }
+                    self.report_subscription(sk, self.track_event_id(next), None);
                 }
             }
         }

@@ -41,6 +41,9 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error as RtcError;
 
+/// RFC 2198 redundant audio (`rtc` has no constant for it).
+pub const MIME_TYPE_RED: &str = "audio/red";
+
 /// The codecs a node negotiates, in preference order per kind.
 pub fn codecs() -> Vec<(RtpCodecKind, RTCRtpCodecParameters)> {
     let video_fb = || {
@@ -77,6 +80,22 @@ pub fn codecs() -> Vec<(RtpCodecKind, RTCRtpCodecParameters)> {
                     rtcp_feedback: vec![],
                 },
                 payload_type: 111,
+            },
+        ),
+        // Opus with redundancy (RFC 2198), as browsers offer it: a
+        // publisher that puts it first sends each frame again in the next
+        // packet; a player without it gets the newest frame alone.
+        (
+            RtpCodecKind::Audio,
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_RED.to_owned(),
+                    clock_rate: 48_000,
+                    channels: 2,
+                    sdp_fmtp_line: "111/111".to_owned(),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: 63,
             },
         ),
         v(MIME_TYPE_VP8, 96, ""),

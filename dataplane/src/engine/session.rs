@@ -41,6 +41,9 @@ pub(crate) struct InTrack {
     /// Simulcast: each layer heard so far, its own forwarder source (the
     /// first is `key`); empty for a track without layers.
     pub(crate) layers: super::layers::Layers,
+    /// The payload type of the publisher's redundant audio (`audio/red`),
+    /// if negotiated.
+    pub(crate) red_payload_type: Option<u8>,
 }
 
 impl InTrack {

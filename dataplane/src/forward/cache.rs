@@ -29,6 +29,8 @@ pub(crate) struct Cached<'a> {
     /// CSRCs, 4 bytes each, big-endian.
     pub csrc: &'a [u8],
     pub payload: &'a [u8],
+    /// It came as RFC 2198 redundant audio (`audio/red`).
+    pub red: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,13 +42,14 @@ struct Slot {
     len: u16,
     csrc: u8,
     level: u8,
-    /// Bit 0: present; bit 1: marker; bit 2: has a level.
+    /// Bit 0: present; bit 1: marker; bit 2: has a level; bit 3: RED.
     flags: u8,
 }
 
 const PRESENT: u8 = 1;
 const MARKER: u8 = 2;
 const LEVEL: u8 = 4;
+const RED: u8 = 8;
 
 /// How a track's cache is sized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +148,9 @@ impl PacketCache {
         if cached.level.is_some() {
             flags |= LEVEL;
         }
+        if cached.red {
+            flags |= RED;
+        }
         self.slots[usize::from(seq) & self.mask] = Slot {
             start,
             timestamp: cached.timestamp,
@@ -177,6 +183,7 @@ impl PacketCache {
             level: (slot.flags & LEVEL != 0).then_some(slot.level),
             csrc,
             payload,
+            red: slot.flags & RED != 0,
         })
     }
 
@@ -231,6 +238,7 @@ mod tests {
                 level: None,
                 csrc: &[],
                 payload: &p,
+                red: false,
             },
         );
     }
@@ -299,9 +307,16 @@ mod tests {
         let t0 = Instant::now();
         let mut c = PacketCache::new(config(500, 4096, 4096));
         let csrc = [0, 0, 0, 7, 0, 0, 1, 0];
-        c.put(t0, 9, Cached { marker: true, timestamp: 77, level: Some(30), csrc: &csrc, payload: &[1, 2, 3] });
+        c.put(
+            t0,
+            9,
+            Cached { marker: true, timestamp: 77, level: Some(30), csrc: &csrc, payload: &[1, 2, 3], red: true },
+        );
         let got = c.get(9).expect("cached");
-        assert_eq!(got, Cached { marker: true, timestamp: 77, level: Some(30), csrc: &csrc, payload: &[1, 2, 3] });
+        assert_eq!(
+            got,
+            Cached { marker: true, timestamp: 77, level: Some(30), csrc: &csrc, payload: &[1, 2, 3], red: true }
+        );
         assert!(c.get(9 + 1024).is_none(), "same slot, other sequence number");
     }
 

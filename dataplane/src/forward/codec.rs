@@ -8,6 +8,9 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
     Opus,
+    /// Opus with redundancy (RFC 2198 `audio/red`, as browsers send it:
+    /// earlier frames repeated before the current one).
+    Red,
     Vp8,
     Vp9,
     H264,
@@ -22,6 +25,7 @@ impl Codec {
         let sub = mime.rsplit('/').next().unwrap_or(mime);
         match sub.to_ascii_lowercase().as_str() {
             "opus" => Self::Opus,
+            "red" => Self::Red,
             "vp8" => Self::Vp8,
             "vp9" => Self::Vp9,
             "h264" => Self::H264,
@@ -38,7 +42,7 @@ impl Codec {
     /// RTP clock rate.
     pub fn clock_rate(self) -> u32 {
         match self {
-            Self::Opus => 48_000,
+            Self::Opus | Self::Red => 48_000,
             Self::Vp8 | Self::Vp9 | Self::H264 | Self::Av1 => 90_000,
             Self::Other => 8_000,
         }
@@ -62,7 +66,7 @@ impl Codec {
             Self::Vp9 => vp9_keyframe(payload),
             Self::H264 => h264_keyframe(payload),
             Self::Av1 => av1_keyframe(payload),
-            Self::Opus | Self::Other => true,
+            Self::Opus | Self::Red | Self::Other => true,
         }
     }
 }
@@ -340,9 +344,56 @@ pub fn audio_level(ext: &[u8]) -> Option<u8> {
     ext.first().map(|b| b & 0x7f)
 }
 
+/// The primary (newest) block of an RFC 2198 redundant payload, as a
+/// range of `payload`: after the block headers — 4 bytes for each
+/// redundant block (F bit set, payload type, timestamp offset, 10-bit
+/// length), 1 for the last (F bit clear, payload type) — and the redundant
+/// blocks' data. `None` when the headers or lengths run past the end.
+pub fn red_primary(payload: &[u8]) -> Option<std::ops::Range<usize>> {
+    let mut at = 0usize;
+    let mut redundant = 0usize;
+    loop {
+        let b = *payload.get(at)?;
+        if b & 0x80 == 0 {
+            at += 1;
+            break;
+        }
+        let h = payload.get(at..at + 4)?;
+        redundant += (usize::from(h[2] & 0x03) << 8) | usize::from(h[3]);
+        at += 4;
+    }
+    let start = at.checked_add(redundant)?;
+    (start <= payload.len()).then_some(start..payload.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_primary_block_of_a_red_payload_follows_its_headers_and_redundant_blocks() {
+        // One redundant block of 3 bytes (PT 111, offset 960), then the primary (PT 111).
+        let p = [0x80 | 111, 0x0f, 0x00, 3, 111, 0xaa, 0xbb, 0xcc, 1, 2, 3, 4];
+        assert_eq!(red_primary(&p), Some(8..12));
+        assert_eq!(&p[red_primary(&p).expect("range")], &[1, 2, 3, 4]);
+        // No redundancy: the primary follows its one-byte header.
+        assert_eq!(red_primary(&[111, 9, 9]), Some(1..3));
+        // A primary of nothing (DTX) is still a payload.
+        assert_eq!(red_primary(&[111]), Some(1..1));
+        // Two redundant blocks with 10-bit lengths (258 and 1 bytes).
+        let mut two = vec![0x80 | 111, 0, 0x01, 0x02, 0x80 | 111, 0, 0, 1, 111];
+        two.extend(std::iter::repeat_n(7u8, 259));
+        two.extend([5, 6]);
+        assert_eq!(red_primary(&two), Some(9 + 259..9 + 261));
+        // Malformed: empty, headers cut short, lengths past the end.
+        assert_eq!(red_primary(&[]), None);
+        assert_eq!(red_primary(&[0x80 | 111, 0, 0]), None);
+        assert_eq!(red_primary(&[0x80 | 111, 0, 0, 1]), None, "no final header");
+        assert_eq!(red_primary(&[0x80 | 111, 0, 0, 9, 111, 1]), None, "a block longer than the payload");
+        assert_eq!(Codec::from_mime("audio/red"), Codec::Red);
+        assert_eq!(Codec::Red.clock_rate(), 48_000);
+        assert!(!Codec::Red.is_video() && Codec::Red.is_keyframe_start(&[]));
+    }
 
     #[test]
     fn mime_types() {

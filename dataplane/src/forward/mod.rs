@@ -131,6 +131,13 @@ pub struct ForwardStats {
     /// Padding packets sent for bandwidth probes.
     pub padding_sent: u64,
     pub keyframe_requests: u64,
+    /// RED packets whose blocks ran past their end, not forwarded to
+    /// subscribers that take the primary block alone.
+    pub dropped_malformed_red: u64,
+    /// Packets that came as redundant audio (`audio/red`).
+    pub red_in: u64,
+    /// Of the packets sent, redundant ones sent as their newest frame alone.
+    pub red_stripped: u64,
 }
 
 /// Errors from misuse by the I/O layer (never from network input).
@@ -165,6 +172,9 @@ struct Source {
     /// Downtracks that switch to this track at its next keyframe (a
     /// simulcast layer change: they keep their current source until then).
     pending_downs: Vec<DownKey>,
+    /// An `audio/red` track: the payload type its redundant packets come
+    /// with (others are plain Opus).
+    red_payload_type: Option<u8>,
 }
 
 #[derive(Debug)]
@@ -183,6 +193,21 @@ struct Down {
     /// A source it switches to at that source's next keyframe
     /// ([`Forwarder::switch_at_keyframe`]).
     pending: Option<TrackKey>,
+    /// From an `audio/red` source ([`Forwarder::set_red`]): the payload
+    /// type its plain Opus packets go out with, and whether its redundant
+    /// packets go out as their primary block alone (the subscriber did not
+    /// negotiate RED).
+    red: Option<RedOut>,
+}
+
+/// How a downtrack forwards an `audio/red` source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedOut {
+    /// The subscriber's payload type for Opus.
+    pub opus_payload_type: u8,
+    /// Send redundant packets as their primary block, with that payload
+    /// type (RFC 2198: the newest frame is the last block).
+    pub strip: bool,
 }
 
 /// The per-subscriber rewriting of sequence numbers and timestamps.
@@ -449,6 +474,7 @@ impl Forwarder {
                 muted: false,
                 reception: reception::Reception::default(),
                 pending_downs: Vec::new(),
+                red_payload_type: None,
             },
         );
         Ok(())
@@ -500,6 +526,7 @@ impl Forwarder {
                 waiting_keyframe: false,
                 paused: false,
                 rtx_payload_type: None,
+                red: None,
             },
         );
         if let Some(t) = source {
@@ -620,10 +647,29 @@ impl Forwarder {
     /// for the codec of the source it is about to forward), and the RTX
     /// payload type the subscriber paired with it (`None`: that codec has
     /// no RTX, its retransmissions go on the stream itself).
+    /// Forgets what [`Self::set_red`] said.
     pub fn set_payload_type(&mut self, down: DownKey, payload_type: u8, rtx_payload_type: Option<u8>) {
         if let Some(d) = self.downs.get_mut(&down) {
             d.spec.payload_type = payload_type;
             d.rtx_payload_type = rtx_payload_type;
+            d.red = None;
+        }
+    }
+
+    /// For a downtrack about to forward an `audio/red` source (after
+    /// [`Self::set_payload_type`] with the subscriber's RED payload type,
+    /// or its Opus one when it strips): how its packets go out.
+    pub fn set_red(&mut self, down: DownKey, red: RedOut) {
+        if let Some(d) = self.downs.get_mut(&down) {
+            d.red = Some(red);
+        }
+    }
+
+    /// Says which payload type an `audio/red` source's redundant packets
+    /// come with (the publisher's RED payload type).
+    pub fn set_red_payload_type(&mut self, track: TrackKey, payload_type: u8) {
+        if let Some(s) = self.sources.get_mut(&track) {
+            s.red_payload_type = Some(payload_type);
         }
     }
 
@@ -716,6 +762,10 @@ impl Forwarder {
         for (chunk, c) in csrc.chunks_exact_mut(4).zip(&packet.header.csrc) {
             chunk.copy_from_slice(&c.to_be_bytes());
         }
+        let red = source.red_payload_type == Some(packet.header.payload_type);
+        if red {
+            self.stats.red_in += 1;
+        }
         source.cache.put(
             now,
             packet.header.sequence_number,
@@ -725,8 +775,12 @@ impl Forwarder {
                 level,
                 csrc: &csrc[..csrc_len],
                 payload: &packet.payload,
+                red,
             },
         );
+        // A redundant packet's newest frame, for subscribers without RED
+        // (a slice of the payload: no copy). Malformed: they get nothing.
+        let primary = red.then(|| codec::red_primary(&packet.payload).map(|r| packet.payload.slice(r))).flatten();
         if let Some(l) = level {
             source.level = Some((l, now));
             source.speech.on_level(l);
@@ -751,14 +805,31 @@ impl Forwarder {
                 continue;
             };
             let h = &packet.header;
-            let payload = match &vp8 {
-                Some(ids) => {
+            let mut pt = d.spec.payload_type;
+            let payload = match (&vp8, d.red) {
+                (Some(ids), _) => {
                     let (pid, tl0) = d.munger.vp8.map(ids);
                     vp8_payload(&packet.payload, ids, pid, tl0)
                 }
-                None => packet.payload.clone(),
+                (None, Some(r)) if red && r.strip => match &primary {
+                    Some(p) => {
+                        self.stats.red_stripped += 1;
+                        p.clone()
+                    }
+                    None => {
+                        self.stats.dropped_malformed_red += 1;
+                        continue;
+                    }
+                },
+                (None, Some(r)) => {
+                    if !red {
+                        pt = r.opus_payload_type;
+                    }
+                    packet.payload.clone()
+                }
+                (None, None) => packet.payload.clone(),
             };
-            let p = rewrite(h.marker, h.csrc.clone(), payload, &d.spec, seq, ts, level);
+            let p = rewrite(h.marker, h.csrc.clone(), payload, &d.spec, pt, seq, ts, level);
             self.stats.packets_out += 1;
             self.stats.bytes_out += p.payload.len() as u64;
             out.push(Action::Send { down: *down_key, packet: p });
@@ -799,20 +870,29 @@ impl Forwarder {
                 body.extend_from_slice(&out_seq.to_be_bytes());
             }
             let at = body.len();
-            body.extend_from_slice(p.payload);
+            // As it first went out: a redundant packet as its primary
+            // block for a subscriber that strips, a plain one with Opus's number.
+            let (payload, pt) = match d.red {
+                Some(r) if p.red && r.strip => {
+                    (codec::red_primary(p.payload).and_then(|x| p.payload.get(x)).unwrap_or(&[]), r.opus_payload_type)
+                }
+                Some(r) if !p.red => (p.payload, r.opus_payload_type),
+                _ => (p.payload, d.spec.payload_type),
+            };
+            body.extend_from_slice(payload);
             if let (Some(ids), Some(rest)) = (vp8, body.get_mut(at..)) {
                 let (pid, tl0) = d.munger.vp8.apply(&ids);
                 write_vp8_ids(rest, &ids, pid, tl0);
             }
             let packet = match rtx {
-                None => rewrite(p.marker, csrc, body.into(), &d.spec, out_seq, ts, p.level),
+                None => rewrite(p.marker, csrc, body.into(), &d.spec, pt, out_seq, ts, p.level),
                 Some((stream, payload_type)) => {
                     let payload = body;
                     let seq = d.rtx_seq;
                     d.rtx_seq = d.rtx_seq.wrapping_add(1);
                     self.stats.rtx_sent += 1;
                     let spec = DownSpec { ssrc: stream.ssrc, payload_type, audio_level_ext: None, rtx: None };
-                    rewrite(p.marker, csrc, payload.into(), &spec, seq, ts, None)
+                    rewrite(p.marker, csrc, payload.into(), &spec, payload_type, seq, ts, None)
                 }
             };
             out.push(Action::Send { down, packet });
@@ -835,8 +915,16 @@ impl Forwarder {
         let seq = d.rtx_seq;
         d.rtx_seq = d.rtx_seq.wrapping_add(1);
         let spec = DownSpec { ssrc: stream.ssrc, payload_type, audio_level_ext: None, rtx: None };
-        let mut packet =
-            rewrite(false, Vec::new(), bytes::Bytes::from_static(&PADDING), &spec, seq, d.munger.last_out_ts, None);
+        let mut packet = rewrite(
+            false,
+            Vec::new(),
+            bytes::Bytes::from_static(&PADDING),
+            &spec,
+            payload_type,
+            seq,
+            d.munger.last_out_ts,
+            None,
+        );
         packet.header.padding = true;
         out.push(Action::Send { down, packet });
         self.stats.padding_sent += 1;
@@ -893,11 +981,13 @@ static PADDING: [u8; PADDING_BYTES] = {
     p
 };
 
+#[allow(clippy::too_many_arguments)]
 fn rewrite(
     marker: bool,
     csrc: Vec<u32>,
     payload: bytes::Bytes,
     spec: &DownSpec,
+    payload_type: u8,
     seq: u16,
     ts: u32,
     level: Option<u8>,
@@ -908,7 +998,7 @@ fn rewrite(
         padding: false,
         extension: false,
         marker,
-        payload_type: spec.payload_type,
+        payload_type,
         sequence_number: seq,
         timestamp: ts,
         ssrc: spec.ssrc,

@@ -525,3 +525,80 @@ fn vp8_picture_ids_stay_continuous_across_a_layer_switch_and_in_retransmissions(
     f.on_rtp(t0, TrackKey(1), &vp8_pid(13, 15_000, 0, 0, false), &mut out);
     assert_eq!(sent_vp8_ids(&out), vec![(14, 5004, 24), (15, 5005, 25)]);
 }
+
+#[test]
+fn red_audio_goes_as_it_comes_to_a_red_player_and_as_its_newest_frame_to_others() {
+    let t0 = Instant::now();
+    let config = ForwardConfig::default();
+    let mut f = Forwarder::new(ForwardConfig { audio_cache: config.video_cache, ..config });
+    f.add_track(TrackKey(1), TrackSpec { codec: Codec::Red, audio_level_ext: None }).expect("test setup");
+    f.set_red_payload_type(TrackKey(1), 63);
+    let mut out = Vec::new();
+    for (down, red_pt, strip) in [(DownKey(1), 120u8, false), (DownKey(2), 110u8, true)] {
+        f.add_down(
+            t0,
+            down,
+            DownSpec { ssrc: down.0, payload_type: 0, audio_level_ext: None, rtx: None },
+            None,
+            &mut out,
+        )
+        .expect("test setup");
+        f.set_payload_type(down, red_pt, None);
+        f.set_red(down, RedOut { opus_payload_type: 110, strip });
+        f.switch(t0, down, TrackKey(1), &mut out).expect("test setup");
+    }
+    let red = |seq: u16, payload: &'static [u8]| {
+        let mut p = pkt(seq, u32::from(seq) * 960, payload);
+        p.header.payload_type = 63;
+        p
+    };
+    // One redundant block (the previous frame, 2 bytes) and the newest (3 bytes).
+    const RED: &[u8] = &[0x80 | 111, 0x0f, 0x00, 2, 111, 0xaa, 0xbb, 1, 2, 3];
+    out.clear();
+    f.on_rtp(t0, TrackKey(1), &red(1, RED), &mut out);
+    let by = |out: &[Action], d: DownKey| -> Vec<(u8, Vec<u8>)> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send { down, packet } if *down == d => {
+                    Some((packet.header.payload_type, packet.payload.to_vec()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(by(&out, DownKey(1)), vec![(120, RED.to_vec())], "a RED player: as it came, its own RED number");
+    assert_eq!(by(&out, DownKey(2)), vec![(110, vec![1, 2, 3])], "another: the newest frame as Opus");
+    // A plain Opus packet of the same track: Opus's number for both.
+    out.clear();
+    f.on_rtp(t0, TrackKey(1), &pkt(2, 1920, &[0xfc, 9]), &mut out);
+    assert_eq!(by(&out, DownKey(1)), vec![(110, vec![0xfc, 9])]);
+    assert_eq!(by(&out, DownKey(2)), vec![(110, vec![0xfc, 9])]);
+    // Blocks that run past the end: the RED player gets it as it came, the other nothing.
+    out.clear();
+    f.on_rtp(t0, TrackKey(1), &red(3, &[0x80 | 111, 0, 0, 40, 111, 1]), &mut out);
+    assert_eq!(by(&out, DownKey(1)).len(), 1);
+    assert!(by(&out, DownKey(2)).is_empty());
+    assert_eq!(f.stats().dropped_malformed_red, 1);
+    // A retransmission (with an audio cache) is what first went out.
+    out.clear();
+    let mut o = Vec::new();
+    f.on_rtp(t0, TrackKey(1), &red(4, RED), &mut o);
+    let seq_of = |d: DownKey| {
+        o.iter()
+            .find_map(|a| match a {
+                Action::Send { down, packet } if *down == d => Some(packet.header.sequence_number),
+                _ => None,
+            })
+            .expect("sent")
+    };
+    let (s1, s2) = (seq_of(DownKey(1)), seq_of(DownKey(2)));
+    f.on_nack(DownKey(1), [s1], &mut out);
+    f.on_nack(DownKey(2), [s2], &mut out);
+    assert_eq!(by(&out, DownKey(1)), vec![(120, RED.to_vec())]);
+    assert_eq!(by(&out, DownKey(2)), vec![(110, vec![1, 2, 3])]);
+    // Pointed at an Opus source, a down forgets RED.
+    f.set_payload_type(DownKey(2), 110, None);
+    out.clear();
+    f.on_rtp(t0, TrackKey(1), &red(5, RED), &mut out);
+    assert_eq!(by(&out, DownKey(2)), vec![(110, RED.to_vec())]);
+}
