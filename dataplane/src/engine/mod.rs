@@ -2107,7 +2107,7 @@ impl Engine {
     fn apply(&mut self, now: Instant, mut actions: Vec<Action>) {
         for a in actions.drain(..) {
             match a {
-                Action::Send { down, packet } => {
+                Action::Send { down, packet, patch } => {
                     let Some(key) = self.down_owner.get(&down).copied() else { continue };
                     let Some(s) = self.sessions.get_mut(&key) else { continue };
                     let Some(out) = s.outbound.iter_mut().find(|o| o.down == down) else { continue };
@@ -2126,8 +2126,15 @@ impl Engine {
                         let roll = if rtx { &mut out.rtx_roll } else { &mut out.roll };
                         // A transport-wide number for the player's estimate.
                         let twcc = out.twcc_ext.zip(s.bwe.as_ref().map(|b| b.next_seq()));
-                        match egress.write_with_twcc(roll, &packet.header, twcc, &packet.payload, &mut self.egress_buf)
-                        {
+                        let written = egress.write_patched(
+                            roll,
+                            &packet.header,
+                            twcc,
+                            &packet.payload,
+                            patch.as_ref(),
+                            &mut self.egress_buf,
+                        );
+                        match written {
                             Ok(tagged) => {
                                 self.stats.srtp_own_packets += 1;
                                 let payload = self.egress_buf.split();
@@ -2141,6 +2148,13 @@ impl Engine {
                         continue;
                     }
                     let sender = out.sender;
+                    let mut packet = packet;
+                    if let Some(p) = patch {
+                        // `rtc`'s egress (a leg whose keys did not verify) takes a payload of its own.
+                        let mut v = packet.payload.to_vec();
+                        p.apply(&mut v);
+                        packet.payload = v.into();
+                    }
                     if let Some(mut tx) = s.pc.rtp_sender(sender)
                         && let Err(e) = tx.write_rtp(now, packet)
                     {

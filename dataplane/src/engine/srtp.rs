@@ -34,6 +34,8 @@ use rtc::crypto::{
     RTCRandom, SignatureScheme, SigningKey, StreamCipher, StreamCipherAlgorithm,
 };
 
+use crate::forward::PayloadPatch;
+
 /// Calls a [`KeyCapture`] notes at most (a handshake makes about a dozen).
 const RECORDS_MAX: usize = 64;
 /// The largest RTP header [`SrtpEgress::write`] builds (12 bytes, 15 CSRCs,
@@ -257,6 +259,21 @@ impl SrtpEgress {
         payload: &[u8],
         buf: &mut BytesMut,
     ) -> Result<bool, EgressError> {
+        self.write_patched(roll, header, twcc, payload, None, buf)
+    }
+
+    /// [`Self::write_with_twcc`], with `patch` applied to the payload once
+    /// it is in the buffer (a forwarded VP8 payload's renumbered ids: the
+    /// payload is copied once, here, as every payload is).
+    pub fn write_patched(
+        &mut self,
+        roll: &mut Rollover,
+        header: &rtc::rtp::Header,
+        twcc: Option<(u8, u16)>,
+        payload: &[u8],
+        patch: Option<&PayloadPatch>,
+        buf: &mut BytesMut,
+    ) -> Result<bool, EgressError> {
         use rtc::shared::marshal::{Marshal, MarshalSize};
         let start = buf.len();
         let header_len = header.marshal_size();
@@ -273,6 +290,9 @@ impl SrtpEgress {
             twcc.is_some_and(|(id, seq)| append_one_byte_extension(buf, start, header, id, &seq.to_be_bytes()));
         let header_len = buf.len() - start;
         buf.extend_from_slice(payload);
+        if let Some(p) = patch {
+            p.apply(&mut buf[start + header_len..]);
+        }
         let seq = header.sequence_number;
         let roc = roll.roc_for(seq);
         let result = self.seal(roc, header.ssrc, seq, buf, start, start + header_len);
@@ -658,6 +678,30 @@ mod tests {
             let plain = reference.decrypt_rtp(&wire).expect("rtc opens it");
             assert_eq!(split_packet(&plain).1, &payload[..]);
         }
+    }
+
+    #[test]
+    fn a_patch_renumbers_the_payload_in_the_buffer_and_leaves_the_source_as_it_came() {
+        let p = provider();
+        let (profile, reference_profile, key_len) = PROFILES[0];
+        let (key, salt) = keys(key_len, profile.salt_len(), 6);
+        let mut egress = SrtpEgress::from_master(p.crypto(), profile, &key, &salt).expect("keys");
+        let mut reference = Context::new(&key, &salt, reference_profile, None, None, p.crypto()).expect("ctx");
+        // VP8: X, S; I and L; a 15-bit picture ID 0x0123; TL0PICIDX 7; a frame.
+        let payload = [0x90u8, 0xc0, 0x81, 0x23, 7, 0x10, 0x02, 0x9d];
+        let ids = crate::forward::codec::vp8_ids(&payload).expect("ids");
+        let patch = crate::forward::vp8_patch(&ids, Some(0x7001), Some(200)).expect("new ids");
+        let mut buf = BytesMut::new();
+        let h = header(11, 0x0bad_cafe);
+        egress
+            .write_patched(&mut Rollover::default(), &h, Some((3, 9)), &payload, Some(&patch), &mut buf)
+            .expect("protect");
+        let plain = reference.decrypt_rtp(&buf.split()).expect("rtc opens it");
+        let (_, body) = split_packet(&plain);
+        let got = crate::forward::codec::vp8_ids(body).expect("ids");
+        assert_eq!((got.picture_id.map(|p| p.0), got.tl0.map(|t| t.0)), (Some(0x7001), Some(200)));
+        assert_eq!(&body[5..], &payload[5..], "the frame itself untouched");
+        assert_eq!(payload[2..5], [0x81, 0x23, 7], "the source payload as it came");
     }
 
     #[test]

@@ -107,8 +107,9 @@ pub struct RtxStream {
 /// What the I/O layer must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Send this (rewritten) packet on the subscriber's stream.
-    Send { down: DownKey, packet: Packet },
+    /// Send this (rewritten) packet on the subscriber's stream, with
+    /// `patch` applied to its payload where it is written.
+    Send { down: DownKey, packet: Packet, patch: Option<PayloadPatch> },
     /// Ask the publisher of this track for a keyframe (PLI).
     RequestKeyframe { track: TrackKey },
 }
@@ -290,10 +291,29 @@ impl Vp8Munger {
     }
 }
 
-/// A VP8 payload with its descriptor's ids rewritten; the payload itself
-/// (no copy) when they are unchanged — always, for a subscriber whose
-/// source never switched.
-fn vp8_payload(payload: &bytes::Bytes, ids: &codec::Vp8Ids, pid: Option<u16>, tl0: Option<u8>) -> bytes::Bytes {
+/// Bytes of a forwarded payload that go out differently from how they
+/// came: a VP8 descriptor's picture ID and TL0PICIDX, renumbered to stay
+/// continuous across source switches. Applied where the packet is written
+/// (Arc's egress copies the payload into its send buffer anyway and patches
+/// it there): forwarding copies no payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadPatch {
+    ids: codec::Vp8Ids,
+    pid: Option<u16>,
+    tl0: Option<u8>,
+}
+
+impl PayloadPatch {
+    /// Writes the new ids into `payload` (the packet's payload as it came).
+    pub fn apply(&self, payload: &mut [u8]) {
+        write_vp8_ids(payload, &self.ids, self.pid, self.tl0);
+    }
+}
+
+/// What a VP8 payload's descriptor needs rewritten to carry `pid` and
+/// `tl0`; `None` when its ids are those already — always, for a subscriber
+/// whose source never switched.
+pub(crate) fn vp8_patch(ids: &codec::Vp8Ids, pid: Option<u16>, tl0: Option<u8>) -> Option<PayloadPatch> {
     let pid_same = match (ids.picture_id, pid) {
         (Some((old, _, long)), Some(new)) => {
             let mask = if long { PID_MASK } else { 0x7f };
@@ -305,12 +325,7 @@ fn vp8_payload(payload: &bytes::Bytes, ids: &codec::Vp8Ids, pid: Option<u16>, tl
         (Some((old, _)), Some(new)) => old == new,
         _ => true,
     };
-    if pid_same && tl0_same {
-        return payload.clone();
-    }
-    let mut v = payload.to_vec();
-    write_vp8_ids(&mut v, ids, pid, tl0);
-    bytes::Bytes::from(v)
+    (!(pid_same && tl0_same)).then_some(PayloadPatch { ids: *ids, pid, tl0 })
 }
 
 /// Writes a VP8 descriptor's picture ID and TL0PICIDX where `ids` found them.
@@ -806,10 +821,12 @@ impl Forwarder {
             };
             let h = &packet.header;
             let mut pt = d.spec.payload_type;
+            let mut patch = None;
             let payload = match (&vp8, d.red) {
                 (Some(ids), _) => {
                     let (pid, tl0) = d.munger.vp8.map(ids);
-                    vp8_payload(&packet.payload, ids, pid, tl0)
+                    patch = vp8_patch(ids, pid, tl0);
+                    packet.payload.clone()
                 }
                 (None, Some(r)) if red && r.strip => match &primary {
                     Some(p) => {
@@ -832,7 +849,7 @@ impl Forwarder {
             let p = rewrite(h.marker, h.csrc.clone(), payload, &d.spec, pt, seq, ts, level);
             self.stats.packets_out += 1;
             self.stats.bytes_out += p.payload.len() as u64;
-            out.push(Action::Send { down: *down_key, packet: p });
+            out.push(Action::Send { down: *down_key, packet: p, patch });
         }
         // A keyframe request asked for while throttled goes out once allowed.
         if source.keyframe_owed {
@@ -895,7 +912,7 @@ impl Forwarder {
                     rewrite(p.marker, csrc, payload.into(), &spec, payload_type, seq, ts, None)
                 }
             };
-            out.push(Action::Send { down, packet });
+            out.push(Action::Send { down, packet, patch: None });
             self.stats.nacks_answered += 1;
         }
     }
@@ -926,7 +943,7 @@ impl Forwarder {
             None,
         );
         packet.header.padding = true;
-        out.push(Action::Send { down, packet });
+        out.push(Action::Send { down, packet, patch: None });
         self.stats.padding_sent += 1;
         true
     }
