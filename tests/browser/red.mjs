@@ -32,9 +32,15 @@ async function audio(page, type) {
     const pcs = type === "outbound-rtp" ? [room.publisher?.pc] : [...room.subs.values()].map((l) => l.pc);
     for (const pc of pcs.filter(Boolean)) {
       const reports = await pc.getStats();
+      // The RFC 6464 level the node forwards, as the receiver reads it.
+      const level = type === "inbound-rtp"
+        ? pc.getReceivers().filter((r) => r.track?.kind === "audio").flatMap((r) => r.getSynchronizationSources())
+          .map((s) => s.audioLevel).find((l) => typeof l === "number") ?? null
+        : null;
       for (const r of reports.values()) {
         if (r.type !== type || r.kind !== "audio") continue;
         return {
+          level,
           codec: reports.get(r.codecId)?.mimeType ?? null,
           packets: r.packetsReceived ?? r.packetsSent ?? 0,
           samples: r.totalSamplesReceived ?? 0,
@@ -96,13 +102,13 @@ try {
     const lines = (d) => (d?.sdp ?? "").split("\r\n").filter((l) => /m=audio|rtpmap|fmtp/.test(l)).slice(0, 3);
     return { local: lines(pc.localDescription), remote: lines(pc.remoteDescription) };
   });
-  const since = (a, b) => a && b && Object.fromEntries(Object.entries(a).map(([k, v]) => [k, typeof v === "number" ? v - (b[k] ?? 0) : v]));
+  const since = (a, b) => a && b && Object.fromEntries(Object.entries(a).map(([k, v]) => [k, typeof v === "number" && k !== "level" ? v - (b[k] ?? 0) : v]));
   result.with_red = since(await audio(withRed, "inbound-rtp"), before[0]);
   result.without_red = since(await audio(without, "inbound-rtp"), before[1]);
   // Chromium's stats name the decoder's codec (Opus) for RED too: which one
   // came is the node's to tell (its RED metrics).
   const fine = (a) =>
-    a && a.packets >= watchMs / 40 && a.samples > 0 && a.concealed / a.samples < 0.25 && a.energy > 0;
+    a && a.level !== null && a.packets >= watchMs / 40 && a.samples > 0 && a.concealed / a.samples < 0.25 && a.energy > 0;
   result.ok = heard && fine(result.with_red) && fine(result.without_red);
 } catch (e) {
   result.error = String(e);

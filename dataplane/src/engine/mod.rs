@@ -2107,7 +2107,7 @@ impl Engine {
     fn apply(&mut self, now: Instant, mut actions: Vec<Action>) {
         for a in actions.drain(..) {
             match a {
-                Action::Send { down, packet, patch } => {
+                Action::Send { down, packet, wire } => {
                     let Some(key) = self.down_owner.get(&down).copied() else { continue };
                     let Some(s) = self.sessions.get_mut(&key) else { continue };
                     let Some(out) = s.outbound.iter_mut().find(|o| o.down == down) else { continue };
@@ -2126,12 +2126,12 @@ impl Engine {
                         let roll = if rtx { &mut out.rtx_roll } else { &mut out.roll };
                         // A transport-wide number for the player's estimate.
                         let twcc = out.twcc_ext.zip(s.bwe.as_ref().map(|b| b.next_seq()));
-                        let written = egress.write_patched(
+                        let written = egress.write_forwarded(
                             roll,
                             &packet.header,
                             twcc,
                             &packet.payload,
-                            patch.as_ref(),
+                            &wire,
                             &mut self.egress_buf,
                         );
                         match written {
@@ -2148,12 +2148,16 @@ impl Engine {
                         continue;
                     }
                     let sender = out.sender;
+                    // `rtc`'s egress (a leg whose keys did not verify) takes
+                    // a payload and extensions of its own.
                     let mut packet = packet;
-                    if let Some(p) = patch {
-                        // `rtc`'s egress (a leg whose keys did not verify) takes a payload of its own.
+                    if let Some(p) = wire.patch {
                         let mut v = packet.payload.to_vec();
                         p.apply(&mut v);
                         packet.payload = v.into();
+                    }
+                    if let Some((id, l)) = wire.audio_level {
+                        let _ = packet.header.set_extension(id, bytes::Bytes::copy_from_slice(&[l]));
                     }
                     if let Some(mut tx) = s.pc.rtp_sender(sender)
                         && let Err(e) = tx.write_rtp(now, packet)

@@ -34,7 +34,7 @@ use rtc::crypto::{
     RTCRandom, SignatureScheme, SigningKey, StreamCipher, StreamCipherAlgorithm,
 };
 
-use crate::forward::PayloadPatch;
+use crate::forward::Wire;
 
 /// Calls a [`KeyCapture`] notes at most (a handshake makes about a dozen).
 const RECORDS_MAX: usize = 64;
@@ -259,19 +259,21 @@ impl SrtpEgress {
         payload: &[u8],
         buf: &mut BytesMut,
     ) -> Result<bool, EgressError> {
-        self.write_patched(roll, header, twcc, payload, None, buf)
+        self.write_forwarded(roll, header, twcc, payload, &Wire::default(), buf)
     }
 
-    /// [`Self::write_with_twcc`], with `patch` applied to the payload once
-    /// it is in the buffer (a forwarded VP8 payload's renumbered ids: the
-    /// payload is copied once, here, as every payload is).
-    pub fn write_patched(
+    /// [`Self::write_with_twcc`] for a forwarded packet, with what its
+    /// [`Wire`] adds: the audio level, as a one-byte extension before the
+    /// transport-wide number, and the payload's patch (a forwarded VP8
+    /// payload's renumbered ids), applied once the payload is in the buffer
+    /// — copied once, here, as every payload is.
+    pub fn write_forwarded(
         &mut self,
         roll: &mut Rollover,
         header: &rtc::rtp::Header,
         twcc: Option<(u8, u16)>,
         payload: &[u8],
-        patch: Option<&PayloadPatch>,
+        wire: &Wire,
         buf: &mut BytesMut,
     ) -> Result<bool, EgressError> {
         use rtc::shared::marshal::{Marshal, MarshalSize};
@@ -286,11 +288,23 @@ impl SrtpEgress {
             buf.truncate(start);
             return Err(EgressError::Packet(e.to_string()));
         }
-        let tagged =
-            twcc.is_some_and(|(id, seq)| append_one_byte_extension(buf, start, header, id, &seq.to_be_bytes()));
+        let level = wire.audio_level.map(|(id, l)| (id, [l]));
+        let number = twcc.map(|(id, seq)| (id, seq.to_be_bytes()));
+        let mut elements: [(u8, &[u8]); 2] = [(0, &[]); 2];
+        let mut n = 0;
+        if let Some((id, l)) = &level {
+            elements[n] = (*id, l);
+            n += 1;
+        }
+        if let Some((id, s)) = &number {
+            elements[n] = (*id, s);
+            n += 1;
+        }
+        let written = n > 0 && append_one_byte_extensions(buf, start, header, &elements[..n]);
+        let tagged = written && number.is_some_and(|(id, _)| one_byte_id(id));
         let header_len = buf.len() - start;
         buf.extend_from_slice(payload);
-        if let Some(p) = patch {
+        if let Some(p) = &wire.patch {
             p.apply(&mut buf[start + header_len..]);
         }
         let seq = header.sequence_number;
@@ -346,40 +360,50 @@ impl SrtpEgress {
     }
 }
 
-/// Adds one element (`id`, `data`: 1–16 bytes) to the RTP header just
-/// marshalled at `buf[start..]` from `header` (the end of `buf`): into its
-/// one-byte extension block (RFC 8285 §4.2), or a new block when it had
-/// none. Returns false, leaving `buf` as it was, for a two-byte block or an
-/// id outside 1–14.
-fn append_one_byte_extension(buf: &mut BytesMut, start: usize, header: &rtc::rtp::Header, id: u8, data: &[u8]) -> bool {
+/// Whether `id` fits the one-byte extension form (RFC 8285: 1–14).
+fn one_byte_id(id: u8) -> bool {
+    (1..=14).contains(&id)
+}
+
+/// Appends one-byte-form extension elements (RFC 8285) to the header
+/// `header` that was just written at `buf[start..]`: a new block when it
+/// has none, else after its block's last element (its padding goes, and
+/// the block is padded again). Elements whose id is not a one-byte one, or
+/// whose data is empty or longer than 16 bytes, are left out. Returns
+/// whether the others went in: not when the header's block is another form
+/// (two-byte), then nothing changes.
+fn append_one_byte_extensions(
+    buf: &mut BytesMut,
+    start: usize,
+    header: &rtc::rtp::Header,
+    elements: &[(u8, &[u8])],
+) -> bool {
     const ONE_BYTE_PROFILE: u16 = 0xBEDE;
-    if !(1..=14).contains(&id) || data.is_empty() || data.len() > 16 {
+    let valid = |(id, data): &&(u8, &[u8])| one_byte_id(*id) && !data.is_empty() && data.len() <= 16;
+    if !elements.iter().any(|e| valid(&e)) {
         return false;
     }
     let fixed = start + 12 + 4 * header.csrc.len();
-    let element = (id << 4) | (data.len() as u8 - 1);
-    if !header.extension {
+    let used = if !header.extension {
         buf[start] |= 0x10;
         buf.extend_from_slice(&ONE_BYTE_PROFILE.to_be_bytes());
-        let words = (1 + data.len()).div_ceil(4);
-        buf.extend_from_slice(&(words as u16).to_be_bytes());
-        buf.extend_from_slice(&[element]);
-        buf.extend_from_slice(data);
-        buf.resize(fixed + 4 + 4 * words, 0);
-        return true;
-    }
-    if header.extension_profile != ONE_BYTE_PROFILE || buf.len() < fixed + 4 {
-        return false;
-    }
-    // The block's elements, then its padding: the padding goes, the new
-    // element follows the last one, and the block is padded again.
-    let used = fixed + 4 + header.get_extension_payload_len();
-    if used > buf.len() {
-        return false;
-    }
+        buf.extend_from_slice(&[0, 0]);
+        fixed + 4
+    } else {
+        if header.extension_profile != ONE_BYTE_PROFILE || buf.len() < fixed + 4 {
+            return false;
+        }
+        let used = fixed + 4 + header.get_extension_payload_len();
+        if used > buf.len() {
+            return false;
+        }
+        used
+    };
     buf.truncate(used);
-    buf.extend_from_slice(&[element]);
-    buf.extend_from_slice(data);
+    for (id, data) in elements.iter().filter(valid) {
+        buf.extend_from_slice(&[(id << 4) | (data.len() as u8 - 1)]);
+        buf.extend_from_slice(data);
+    }
     let words = (buf.len() - fixed - 4).div_ceil(4);
     buf.resize(fixed + 4 + 4 * words, 0);
     buf[fixed + 2..fixed + 4].copy_from_slice(&(words as u16).to_be_bytes());
@@ -692,16 +716,47 @@ mod tests {
         let ids = crate::forward::codec::vp8_ids(&payload).expect("ids");
         let patch = crate::forward::vp8_patch(&ids, Some(0x7001), Some(200)).expect("new ids");
         let mut buf = BytesMut::new();
+        let mut roll = Rollover::default();
         let h = header(11, 0x0bad_cafe);
-        egress
-            .write_patched(&mut Rollover::default(), &h, Some((3, 9)), &payload, Some(&patch), &mut buf)
-            .expect("protect");
+        let wire = Wire { patch: Some(patch), audio_level: None };
+        let tagged = egress.write_forwarded(&mut roll, &h, Some((3, 9)), &payload, &wire, &mut buf).expect("protect");
+        assert!(tagged);
         let plain = reference.decrypt_rtp(&buf.split()).expect("rtc opens it");
-        let (_, body) = split_packet(&plain);
+        let (got_h, body) = split_packet(&plain);
+        assert_eq!(got_h.get_extension(3).as_deref(), Some(&9u16.to_be_bytes()[..]));
         let got = crate::forward::codec::vp8_ids(body).expect("ids");
         assert_eq!((got.picture_id.map(|p| p.0), got.tl0.map(|t| t.0)), (Some(0x7001), Some(200)));
         assert_eq!(&body[5..], &payload[5..], "the frame itself untouched");
         assert_eq!(payload[2..5], [0x81, 0x23, 7], "the source payload as it came");
+    }
+
+    #[test]
+    fn an_audio_level_goes_in_the_buffer_before_the_transport_wide_number() {
+        let p = provider();
+        let (profile, reference_profile, key_len) = PROFILES[0];
+        let (key, salt) = keys(key_len, profile.salt_len(), 8);
+        let mut egress = SrtpEgress::from_master(p.crypto(), profile, &key, &salt).expect("keys");
+        let mut reference = Context::new(&key, &salt, reference_profile, None, None, p.crypto()).expect("ctx");
+        let mut roll = Rollover::default();
+        let mut buf = BytesMut::new();
+        let payload = [0xfcu8, 1, 2, 3];
+        let wire = Wire { patch: None, audio_level: Some((2, 33)) };
+        // Odd sequence numbers: a header without extensions of its own; with and without a number.
+        for (seq, twcc, csrc) in [(11u16, Some((5, 700u16)), vec![]), (13, None, vec![7]), (15, Some((0, 1)), vec![])] {
+            let mut h = header(seq, 0x0a0a_0a0a);
+            h.csrc = csrc;
+            let tagged = egress.write_forwarded(&mut roll, &h, twcc, &payload, &wire, &mut buf).expect("protect");
+            assert_eq!(tagged, twcc.is_some_and(|(id, _)| id == 5), "seq {seq}");
+            let plain = reference.decrypt_rtp(&buf.split()).expect("rtc opens it");
+            let (got, body) = split_packet(&plain);
+            assert_eq!(body, &payload[..]);
+            assert_eq!(got.get_extension(2).as_deref(), Some(&[33u8][..]), "seq {seq}");
+            assert_eq!(
+                got.get_extension(5).map(|b| b.to_vec()),
+                twcc.filter(|(id, _)| *id == 5).map(|(_, n)| n.to_be_bytes().to_vec())
+            );
+            assert_eq!(got.csrc, h.csrc);
+        }
     }
 
     #[test]

@@ -107,9 +107,9 @@ pub struct RtxStream {
 /// What the I/O layer must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Send this (rewritten) packet on the subscriber's stream, with
-    /// `patch` applied to its payload where it is written.
-    Send { down: DownKey, packet: Packet, patch: Option<PayloadPatch> },
+    /// Send this (rewritten) packet on the subscriber's stream, with what
+    /// `wire` adds where it is written.
+    Send { down: DownKey, packet: Packet, wire: Wire },
     /// Ask the publisher of this track for a keyframe (PLI).
     RequestKeyframe { track: TrackKey },
 }
@@ -289,6 +289,18 @@ impl Vp8Munger {
         let tl0 = ids.tl0.map(|(t, _)| t.wrapping_sub(self.tl0_offset));
         (pid, tl0)
     }
+}
+
+/// What a forwarded packet carries on the wire beyond its `Packet`, added
+/// where it is written (Arc's egress writes both into its send buffer):
+/// forwarding allocates nothing for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wire {
+    /// Its payload's renumbered VP8 ids.
+    pub patch: Option<PayloadPatch>,
+    /// The audio level (RFC 6464, the publisher's level without the voice
+    /// flag) under the subscriber's extension id: `(id, level)`.
+    pub audio_level: Option<(u8, u8)>,
 }
 
 /// Bytes of a forwarded payload that go out differently from how they
@@ -846,10 +858,11 @@ impl Forwarder {
                 }
                 (None, None) => packet.payload.clone(),
             };
-            let p = rewrite(h.marker, h.csrc.clone(), payload, &d.spec, pt, seq, ts, level);
+            let p = rewrite(h.marker, h.csrc.clone(), payload, &d.spec, pt, seq, ts);
             self.stats.packets_out += 1;
             self.stats.bytes_out += p.payload.len() as u64;
-            out.push(Action::Send { down: *down_key, packet: p, patch });
+            let wire = Wire { patch, audio_level: d.spec.audio_level_ext.zip(level) };
+            out.push(Action::Send { down: *down_key, packet: p, wire });
         }
         // A keyframe request asked for while throttled goes out once allowed.
         if source.keyframe_owed {
@@ -902,17 +915,19 @@ impl Forwarder {
                 write_vp8_ids(rest, &ids, pid, tl0);
             }
             let packet = match rtx {
-                None => rewrite(p.marker, csrc, body.into(), &d.spec, pt, out_seq, ts, p.level),
+                None => rewrite(p.marker, csrc, body.into(), &d.spec, pt, out_seq, ts),
                 Some((stream, payload_type)) => {
                     let payload = body;
                     let seq = d.rtx_seq;
                     d.rtx_seq = d.rtx_seq.wrapping_add(1);
                     self.stats.rtx_sent += 1;
                     let spec = DownSpec { ssrc: stream.ssrc, payload_type, audio_level_ext: None, rtx: None };
-                    rewrite(p.marker, csrc, payload.into(), &spec, payload_type, seq, ts, None)
+                    rewrite(p.marker, csrc, payload.into(), &spec, payload_type, seq, ts)
                 }
             };
-            out.push(Action::Send { down, packet, patch: None });
+            // The level its first send had (none on the RTX stream).
+            let audio_level = if rtx.is_some() { None } else { d.spec.audio_level_ext.zip(p.level) };
+            out.push(Action::Send { down, packet, wire: Wire { patch: None, audio_level } });
             self.stats.nacks_answered += 1;
         }
     }
@@ -940,10 +955,9 @@ impl Forwarder {
             payload_type,
             seq,
             d.munger.last_out_ts,
-            None,
         );
         packet.header.padding = true;
-        out.push(Action::Send { down, packet, patch: None });
+        out.push(Action::Send { down, packet, wire: Wire::default() });
         self.stats.padding_sent += 1;
         true
     }
@@ -987,8 +1001,6 @@ impl Forwarder {
     }
 }
 
-/// A subscriber's packet. Everything that varies comes from the arguments,
-/// so a retransmission from the cache and the first send agree byte for byte.
 /// Bytes of one padding packet ([`Forwarder::padding`]): the most RTP
 /// padding can say (its last byte counts the padding, itself included).
 pub const PADDING_BYTES: usize = 255;
@@ -998,7 +1010,11 @@ static PADDING: [u8; PADDING_BYTES] = {
     p
 };
 
-#[allow(clippy::too_many_arguments)]
+/// A subscriber's packet: its SSRC, payload type, sequence number and
+/// timestamp, the publisher's marker, CSRCs and payload. Everything that
+/// varies comes from the arguments, so a retransmission from the cache and
+/// the first send agree byte for byte. Built field by field: the
+/// publisher's extensions are not copied (the audio level goes in [`Wire`]).
 fn rewrite(
     marker: bool,
     csrc: Vec<u32>,
@@ -1007,10 +1023,8 @@ fn rewrite(
     payload_type: u8,
     seq: u16,
     ts: u32,
-    level: Option<u8>,
 ) -> Packet {
-    // Built field by field: the publisher's extensions are not copied.
-    let mut header = rtc::rtp::Header {
+    let header = rtc::rtp::Header {
         version: 2,
         padding: false,
         extension: false,
@@ -1024,10 +1038,6 @@ fn rewrite(
         extensions: Vec::new(),
         extensions_padding: 0,
     };
-    if let (Some(id), Some(l)) = (spec.audio_level_ext, level) {
-        // The voice-activity flag is not carried across; the level is.
-        let _ = header.set_extension(id, bytes::Bytes::copy_from_slice(&[l]));
-    }
     Packet { header, payload }
 }
 

@@ -277,8 +277,9 @@ fn audio_flows_at_once_and_audio_levels_rank_speakers() {
     quiet.header.set_extension(1, Bytes::from_static(&[60])).expect("test setup");
     f.on_rtp(t0, TrackKey(1), &loud, &mut out);
     f.on_rtp(t0, TrackKey(2), &quiet, &mut out);
-    let Some(Action::Send { packet, .. }) = out.first() else { panic!("audio forwarded at once") };
-    assert_eq!(packet.header.get_extension(3).as_deref(), Some(&[20u8][..]), "level re-numbered");
+    let Some(Action::Send { packet, wire, .. }) = out.first() else { panic!("audio forwarded at once") };
+    assert_eq!(wire.audio_level, Some((3, 20)), "level re-numbered, without the voice flag");
+    assert!(packet.header.extensions.is_empty(), "the egress writes it");
     assert_eq!(f.active_speakers(t0, Duration::from_secs(1), 127), vec![(TrackKey(1), 20), (TrackKey(2), 60)]);
     assert_eq!(f.active_speakers(t0 + Duration::from_secs(2), Duration::from_secs(1), 127), vec![]);
 }
@@ -486,10 +487,10 @@ fn sent_vp8_ids(actions: &[Action]) -> Vec<(u16, u16, u8)> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Send { packet, patch, .. } => {
+            Action::Send { packet, wire: w, .. } => {
                 // As it goes on the wire: the patch applied.
                 let mut wire = packet.payload.to_vec();
-                if let Some(p) = patch {
+                if let Some(p) = w.patch {
                     p.apply(&mut wire);
                 }
                 let ids = codec::vp8_ids(&wire)?;
@@ -520,8 +521,8 @@ fn vp8_picture_ids_stay_continuous_across_a_layer_switch_and_in_retransmissions(
     f.on_rtp(t0, TrackKey(2), &vp8_pid(901, 9000, 13, 4, false), &mut out);
     assert_eq!(sent_vp8_ids(&out), vec![(12, 5002, 22), (13, 5003, 23)]);
     for a in &out {
-        let Action::Send { packet, patch, .. } = a else { continue };
-        assert!(patch.is_some(), "renumbered where it is written");
+        let Action::Send { packet, wire, .. } = a else { continue };
+        assert!(wire.patch.is_some(), "renumbered where it is written");
         assert!(
             codec::vp8_ids(&packet.payload).is_some_and(|ids| ids.picture_id.is_some_and(|p| p.0 < 20)),
             "not copied"
@@ -642,4 +643,30 @@ fn a_switched_vp8_stream_is_forwarded_without_a_copy_or_an_allocation() {
         }
     });
     assert_eq!(counted.count_total, 0, "allocations forwarding 100 renumbered VP8 packets: {counted:?}");
+}
+
+#[test]
+fn audio_with_levels_is_forwarded_without_an_allocation() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(ForwardConfig::default());
+    f.add_track(TrackKey(1), TrackSpec { codec: Codec::Opus, audio_level_ext: Some(1) }).expect("test setup");
+    let mut out = Vec::with_capacity(64);
+    let spec = DownSpec { ssrc: 9, payload_type: 111, audio_level_ext: Some(3), rtx: None };
+    f.add_down(t0, DownKey(1), spec, Some(TrackKey(1)), &mut out).expect("test setup");
+    let packets: Vec<Packet> = (0..100u16)
+        .map(|i| {
+            let mut p = pkt(i, u32::from(i) * 960, &[0xfc, 1, 2]);
+            p.header.set_extension(1, Bytes::from_static(&[0x80 | 30])).expect("test setup");
+            p
+        })
+        .collect();
+    f.on_rtp(t0, TrackKey(1), &packets[0], &mut out);
+    out.clear();
+    let counted = allocation_counter::measure(|| {
+        for p in &packets[1..] {
+            f.on_rtp(t0, TrackKey(1), p, &mut out);
+            out.clear();
+        }
+    });
+    assert_eq!(counted.count_total, 0, "allocations forwarding 99 audio packets with levels: {counted:?}");
 }
