@@ -3,6 +3,11 @@
 //!
 //! - `forward/fanout/N`: one VP8 publisher, N subscribers; one 1,100-byte packet in,
 //!   N rewritten packets out (`Forwarder::on_rtp`). Reported per output packet.
+//! - `forward/audio_levels/10`: one Opus publisher whose packets carry an
+//!   audio level (RFC 6464), 10 subscribers that negotiated the extension.
+//! - `forward/vp8_switched/10`: one VP8 publisher with picture IDs, 10
+//!   subscribers that came to it from another layer (their picture IDs are
+//!   renumbered).
 //! - `rtc_egress`: one subscriber's `rtc` peer connection, connected over an
 //!   in-memory wire to a plain `rtc` client: `write_rtp` of one packet and
 //!   draining its datagram (interceptors, SRTP AEAD-AES-128-GCM encryption,
@@ -94,6 +99,67 @@ fn bench_forward(c: &mut Criterion) {
             });
         });
     }
+    g.throughput(Throughput::Elements(10));
+    g.bench_function(BenchmarkId::new("audio_levels", 10), |b| {
+        let now = Instant::now();
+        let mut f = Forwarder::new(ForwardConfig::default());
+        let mut out: Vec<Action> = Vec::with_capacity(10);
+        f.add_track(TrackKey(1), TrackSpec { codec: Codec::Opus, audio_level_ext: Some(1) }).expect("track");
+        for d in 0..10 {
+            let spec = DownSpec { ssrc: 1000 + d, payload_type: 111, audio_level_ext: Some(3), rtx: None };
+            f.add_down(now, DownKey(d), spec, Some(TrackKey(1)), &mut out).expect("down");
+        }
+        let mut p = packet(1, false);
+        p.payload = Bytes::from(vec![0xfc; 80]);
+        p.header.set_extension(1, Bytes::from_static(&[0x80 | 30])).expect("level");
+        let _ = p.payload.clone();
+        let mut seq = 1u16;
+        b.iter(|| {
+            out.clear();
+            let mut p = p.clone();
+            seq = seq.wrapping_add(1);
+            p.header.sequence_number = seq;
+            f.on_rtp(now, TrackKey(1), &p, &mut out);
+            std::hint::black_box(&out);
+        });
+    });
+    g.bench_function(BenchmarkId::new("vp8_switched", 10), |b| {
+        let now = Instant::now();
+        let mut f = Forwarder::new(ForwardConfig::default());
+        let mut out: Vec<Action> = Vec::with_capacity(10);
+        for t in [1, 2] {
+            f.add_track(TrackKey(t), TrackSpec { codec: Codec::Vp8, audio_level_ext: None }).expect("track");
+        }
+        // VP8 with a 15-bit picture ID and TL0PICIDX (X, I, L; M).
+        let vp8 = |seq: u16, pid: u16, key: bool| {
+            let mut p = packet(seq, key);
+            let mut v = vec![0u8; PAYLOAD];
+            v[..5].copy_from_slice(&[0x90, 0xc0, 0x80 | (pid >> 8) as u8, pid as u8, 9]);
+            v[5] = if key { 0x00 } else { 0x01 };
+            p.payload = Bytes::from(v);
+            p
+        };
+        for d in 0..10 {
+            let spec = DownSpec { ssrc: 1000 + d, payload_type: 96, audio_level_ext: None, rtx: None };
+            f.add_down(now, DownKey(d), spec, Some(TrackKey(1)), &mut out).expect("down");
+        }
+        f.on_rtp(now, TrackKey(1), &vp8(1, 4000, true), &mut out);
+        for d in 0..10 {
+            f.switch_at_keyframe(now, DownKey(d), TrackKey(2), &mut out).expect("switch");
+        }
+        f.on_rtp(now, TrackKey(2), &vp8(500, 10, true), &mut out);
+        let p = vp8(501, 11, false);
+        let _ = p.payload.clone();
+        let mut seq = 501u16;
+        b.iter(|| {
+            out.clear();
+            let mut p = p.clone();
+            seq = seq.wrapping_add(1);
+            p.header.sequence_number = seq;
+            f.on_rtp(now, TrackKey(2), &p, &mut out);
+            std::hint::black_box(&out);
+        });
+    });
     g.finish();
 }
 
@@ -326,6 +392,16 @@ fn main() {
     for n in [1u32, 10, 100] {
         if let Some(ns) = median_ns(&format!("forward/fanout/{n}")) {
             let line = format!("| forwarding core, 1 → {n} | {ns:.0} | {:.1} |", ns / f64::from(n));
+            println!("{line}");
+            let _ = writeln!(md, "{line}");
+        }
+    }
+    for (id, what) in [
+        ("forward/audio_levels/10", "forwarding core, Opus with audio levels, 1 → 10"),
+        ("forward/vp8_switched/10", "forwarding core, VP8 renumbered after a layer switch, 1 → 10"),
+    ] {
+        if let Some(ns) = median_ns(id) {
+            let line = format!("| {what} | {ns:.0} | {:.1} |", ns / 10.0);
             println!("{line}");
             let _ = writeln!(md, "{line}");
         }
