@@ -56,7 +56,8 @@ pub const INITIAL_BPS: f64 = 4_000_000.0;
 pub const MIN_BPS: f64 = 100_000.0;
 /// The highest estimate.
 pub const MAX_BPS: f64 = 50_000_000.0;
-/// After congestion, the estimate is at most this many times what arrives.
+/// The estimate is at most this many times what arrives (before the link
+/// showed congestion, at most that or [`INITIAL_BPS`], the higher).
 pub const ACKED_HEADROOM: f64 = 1.5;
 /// How often what arrives is measured.
 const ACKED_WINDOW: Duration = Duration::from_millis(500);
@@ -477,10 +478,14 @@ impl SendSide {
         }
         let target = self.gcc.target_bitrate();
         let switching = self.probe.is_some_and(|p| p.kind == ProbeKind::Switch);
-        let held = match (self.congested && !switching, self.acked_bps) {
-            (true, Some(acked)) => {
+        // `Gcc` raises its target with time alone, whatever is sent: a
+        // player that took 1 Mb/s for a minute would be credited with tens.
+        let held = match (switching, self.acked_bps) {
+            (false, Some(acked)) => {
                 let floor = self.proven.map_or(MIN_BPS, |(bps, _)| bps as f64);
-                target.min((acked * ACKED_HEADROOM).max(floor))
+                let ceiling =
+                    if self.congested { acked * ACKED_HEADROOM } else { (acked * ACKED_HEADROOM).max(INITIAL_BPS) };
+                target.min(ceiling.max(floor))
             }
             _ => target,
         };
@@ -654,6 +659,19 @@ mod tests {
         let overused = run(2400);
         assert!(overused <= 3_500_000, "a link a fifth short brings it under what arrives: {overused}");
         assert!(overused >= 2_000_000, "but not far under: {overused}");
+    }
+
+    #[test]
+    fn a_calm_link_is_credited_with_no_more_than_it_carried_or_the_start() {
+        let t0 = Instant::now();
+        let mut s = SendSide::new(t0);
+        // 0.96 Mb/s (a 1,200-byte packet every 10 ms) for 20 s on a path with room.
+        let mut link = Link::new(t0, 500);
+        link.every_ms = 10;
+        link.run(&mut s, 0, 20_000);
+        let e = s.estimate().expect("an estimate");
+        assert!(e <= INITIAL_BPS as u64, "not beyond the start without evidence: {e}");
+        assert!(e >= 1_400_000, "what arrives, with headroom: {e}");
     }
 
     #[test]
