@@ -641,13 +641,7 @@ fn driver(mut node: Command, dev: &Dev, room: &str) -> Command {
 /// A counter of the embedded node's `/media/metrics` (scraped and parsed as
 /// `metrics.rs` does).
 async fn media_counter(dev: &Dev, name: &str) -> f64 {
-    let r = http()
-        .get(format!("{}/media/metrics", dev.base))
-        .header("accept", common::OPENMETRICS_ACCEPT)
-        .send()
-        .await
-        .expect("metrics");
-    let samples = common::openmetrics_samples(&r.text().await.expect("text"));
+    let samples = common::media_metrics(&dev.base).await;
     *samples.get(name).unwrap_or_else(|| panic!("{name} in /media/metrics: {samples:?}"))
 }
 

@@ -40,17 +40,6 @@ fn browser(script: &str, label: &str, envs: &[(&str, &str)]) -> Value {
     serde_json::from_str(last).unwrap_or_else(|_| json!({"ok": false, "raw": stdout}))
 }
 
-/// The media node's metrics (`/media/metrics`, OpenMetrics), by sample name.
-async fn media_metrics(base: &str) -> std::collections::HashMap<String, f64> {
-    let metrics = reqwest::Client::new()
-        .get(format!("{base}/media/metrics"))
-        .header("accept", common::OPENMETRICS_ACCEPT)
-        .send()
-        .await
-        .expect("metrics");
-    common::openmetrics_samples(&metrics.text().await.expect("text"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_people_meet_see_and_hear_each_other_chat_share_a_screen_and_are_moderated() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -123,7 +112,7 @@ async fn a_simulcast_camera_reaches_each_player_at_the_layer_it_asks_for() {
         events["events"].as_array().into_iter().flatten().filter(|e| e["data"]["kind"] == "video").collect();
     assert_eq!(videos.len(), 1, "three layers, one published video track: {videos:?}");
     assert_eq!(videos[0]["data"]["simulcast"], true, "the track says it has layers: {videos:?}");
-    let samples = media_metrics(&base).await;
+    let samples = common::media_metrics(&base).await;
     let told = samples.get("arc_media_dynacast_messages_total").copied().unwrap_or(0.0);
     assert!(told >= 3.0, "the publisher was told to pause, then twice to resume: {told} dynacast messages");
 }
@@ -153,7 +142,7 @@ async fn red_audio_reaches_a_red_receiver_as_red_and_another_as_plain_opus() {
         events["events"].as_array().into_iter().flatten().filter(|e| e["data"]["kind"] == "audio").collect();
     assert_eq!(audio.len(), 1, "one published audio track: {audio:?}");
     assert_eq!(audio[0]["data"]["codec"], "audio/red", "{audio:?}");
-    let samples = media_metrics(&base).await;
+    let samples = common::media_metrics(&base).await;
     let red = samples.get("arc_media_red_packets_total").copied().unwrap_or(0.0);
     let stripped = samples.get("arc_media_red_stripped_packets_total").copied().unwrap_or(0.0);
     eprintln!("node: {red} RED packets in, {stripped} sent as plain Opus");
@@ -207,7 +196,7 @@ async fn a_simulcast_player_behind_a_narrow_downlink_gets_a_lower_layer_and_clim
     let _ = node_js.wait();
     eprintln!("narrow downlink: {last}");
     let r: Value = serde_json::from_str(&last).unwrap_or_else(|_| json!({"ok": false, "raw": last}));
-    let samples = media_metrics(&base).await;
+    let samples = common::media_metrics(&base).await;
     let probes = samples.get("arc_media_bandwidth_probes_total").copied().unwrap_or(0.0);
     let padding = samples.get("arc_media_padding_packets_total").copied().unwrap_or(0.0);
     eprintln!("node: {probes} bandwidth probes, {padding} padding packets");

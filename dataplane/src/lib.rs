@@ -5,14 +5,17 @@
 //! (`arc-nodeproto`, requests and replies over NATS or in process).
 //!
 //! # Layout
-//! - [`forward`]: the forwarding core (sans-IO): rewrite per subscriber,
-//!   keyframes, the NACK cache, each incoming track's reception statistics
-//!   (loss, jitter).
+//! - [`forward`]: the forwarding core (sans-IO): rewrite per subscriber
+//!   (what the egress adds on the wire — audio level, renumbered VP8 ids —
+//!   in [`forward::Wire`]), keyframes, the NACK cache, RED (`audio/red`)
+//!   passed through or cut to its newest frame, each incoming track's
+//!   reception statistics (loss, jitter).
 //! - [`engine`]: the node's engine (sans-IO): sessions and their `rtc` peer
 //!   connections, tracks, subscriptions, the forwarder between them, and the
 //!   SRTP egress it does itself; bytes and time in, datagrams and events out;
 //!   connection quality from subscribers' receiver reports (`engine::quality`);
-//!   each player's downlink estimate and the simulcast layers that fit in it
+//!   each player's downlink estimate and the simulcast layers that fit in it,
+//!   and the layers publishers are asked to pause (dynacast)
 //!   (`engine::bwe`, `engine::layers`).
 //! - [`media`]: the driver around the engines: N worker threads, each with
 //!   its engine and its `SO_REUSEPORT` socket on the media port (batched

@@ -192,6 +192,17 @@ pub async fn serve_local(app: axum::Router) -> String {
     format!("http://{addr}")
 }
 
+/// The media node's metrics (`/media/metrics`, OpenMetrics), by sample name.
+pub async fn media_metrics(base: &str) -> std::collections::HashMap<String, f64> {
+    let metrics = reqwest::Client::new()
+        .get(format!("{base}/media/metrics"))
+        .header("accept", OPENMETRICS_ACCEPT)
+        .send()
+        .await
+        .expect("metrics");
+    openmetrics_samples(&metrics.text().await.expect("text"))
+}
+
 /// `GET base+path` with the admin key, as JSON (`null` when the body is not JSON).
 pub async fn admin_get(base: &str, path: &str) -> serde_json::Value {
     reqwest::Client::new()
